@@ -1,0 +1,1 @@
+//! Conformance suites run by every implementation of the core traits.

@@ -1,0 +1,249 @@
+//! The one public error type of `wgm-core`, shared by every backend and store.
+//!
+//! Variants are semantic: callers branch on *what* went wrong (bad input, not found,
+//! conflict, denied, exhausted pool, unavailable backend) rather than on *where*.
+//! Messages name the field and the rule that was broken and never contain a secret:
+//! constructors take the field name and a reason written by this crate, never the
+//! offending value when that value could be a key, token or password.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A boxed error source, kept as a source (never flattened into a `String`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in wgm, by meaning.
+///
+/// ```
+/// use wgm_core::Error;
+/// let e = Error::invalid("peer.name", "must not contain control characters");
+/// assert_eq!(e.to_string(), "invalid peer.name: must not contain control characters");
+/// assert!(matches!(e, Error::InvalidInput { .. }));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value broke a validation rule. `field` names the field (dotted path),
+    /// `reason` states the rule. The value itself is not repeated when it may be secret.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Dotted path of the offending field, e.g. `peer.allowed_ips[2]`.
+        field: Cow<'static, str>,
+        /// The rule that was broken.
+        reason: Cow<'static, str>,
+    },
+
+    /// A text document (wg-quick file, UAPI reply, ...) could not be parsed.
+    #[error("line {line}: invalid {field}: {reason}")]
+    Parse {
+        /// 1-based line number in the input.
+        line: usize,
+        /// The key or section that was being parsed.
+        field: Cow<'static, str>,
+        /// The rule that was broken.
+        reason: Cow<'static, str>,
+    },
+
+    /// The object does not exist (or the caller may not know that it exists).
+    #[error("{kind} not found: {id}")]
+    NotFound {
+        /// The kind of object: `server`, `peer`, `user`, `revision`, ...
+        kind: &'static str,
+        /// The identifier that was looked up (never a secret).
+        id: String,
+    },
+
+    /// The object already exists (unique name, key or address taken).
+    #[error("{kind} already exists: {id}")]
+    AlreadyExists {
+        /// The kind of object.
+        kind: &'static str,
+        /// The identifier that clashed (never a secret).
+        id: String,
+    },
+
+    /// A concurrent change won, or the operation would contradict later history
+    /// (for example a rollback to an address that was reassigned since).
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What conflicted, naming the object (address, key, revision).
+        reason: Cow<'static, str>,
+    },
+
+    /// The principal is known but not allowed to do this.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// The permission that was missing, e.g. `peer:update on server wg0`.
+        reason: Cow<'static, str>,
+    },
+
+    /// The caller could not be authenticated (bad password, token or TOTP code).
+    /// Deliberately vague about which part was wrong.
+    #[error("authentication failed: {reason}")]
+    Unauthenticated {
+        /// A reason safe to show to the caller.
+        reason: Cow<'static, str>,
+    },
+
+    /// Too many attempts; try again after the given number of seconds.
+    #[error("too many attempts: retry after {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until the next attempt is allowed.
+        retry_after_secs: u64,
+    },
+
+    /// An address pool has no free address (or prefix) left.
+    #[error("address pool exhausted: {pool}")]
+    PoolExhausted {
+        /// The pool, as CIDR text.
+        pool: String,
+    },
+
+    /// The backend or store does not support this operation.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What is not supported, and by whom.
+        what: Cow<'static, str>,
+    },
+
+    /// A sealed secret could not be opened (wrong or missing master key, moved or
+    /// tampered ciphertext). Never yields garbage key material.
+    #[error("sealed secret could not be opened: {reason}")]
+    Sealed {
+        /// Which record could not be opened, and why (never key material).
+        reason: Cow<'static, str>,
+    },
+
+    /// A WireGuard or network backend failed.
+    #[error("{backend} backend: {source}")]
+    Backend {
+        /// Backend name: `kernel`, `userspace`, `netlink`, `nftables`, `memory`.
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The store failed or is unreachable. Writes fail closed.
+    #[error("{store} store: {source}")]
+    Store {
+        /// Store name: `sqlite`, `postgres`, `redis`, `memory`.
+        store: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`] for `field` breaking `reason`.
+    ///
+    /// ```
+    /// let e = wgm_core::Error::invalid("server.mtu", "must be at least 1280 with IPv6");
+    /// assert!(e.to_string().contains("server.mtu"));
+    /// ```
+    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::InvalidInput { field: field.into(), reason: reason.into() }
+    }
+
+    /// An [`Error::Parse`] at `line` for `field` breaking `reason`.
+    pub fn parse(
+        line: usize,
+        field: impl Into<Cow<'static, str>>,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Error::Parse { line, field: field.into(), reason: reason.into() }
+    }
+
+    /// An [`Error::NotFound`] for an object of `kind` with identifier `id`.
+    pub fn not_found(kind: &'static str, id: impl fmt::Display) -> Self {
+        Error::NotFound { kind, id: id.to_string() }
+    }
+
+    /// An [`Error::AlreadyExists`] for an object of `kind` with identifier `id`.
+    pub fn already_exists(kind: &'static str, id: impl fmt::Display) -> Self {
+        Error::AlreadyExists { kind, id: id.to_string() }
+    }
+
+    /// An [`Error::Conflict`] with the given reason.
+    pub fn conflict(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::Conflict { reason: reason.into() }
+    }
+
+    /// An [`Error::PermissionDenied`] with the given reason.
+    pub fn denied(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::PermissionDenied { reason: reason.into() }
+    }
+
+    /// An [`Error::Unauthenticated`] with the given reason.
+    pub fn unauthenticated(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::Unauthenticated { reason: reason.into() }
+    }
+
+    /// An [`Error::Unsupported`] naming what is not supported.
+    pub fn unsupported(what: impl Into<Cow<'static, str>>) -> Self {
+        Error::Unsupported { what: what.into() }
+    }
+
+    /// An [`Error::Sealed`] with the given reason.
+    pub fn sealed(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::Sealed { reason: reason.into() }
+    }
+
+    /// An [`Error::Backend`] wrapping `source`.
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Backend { backend, source: source.into() }
+    }
+
+    /// An [`Error::Store`] wrapping `source`.
+    pub fn store(store: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Store { store, source: source.into() }
+    }
+
+    /// Prefix the field of an [`Error::InvalidInput`] or [`Error::Parse`] with `prefix`
+    /// (`address` becomes `peer.address`); other variants are returned unchanged.
+    ///
+    /// ```
+    /// let e = wgm_core::Error::invalid("mtu", "too small").in_field("server");
+    /// assert_eq!(e.to_string(), "invalid server.mtu: too small");
+    /// ```
+    #[must_use]
+    pub fn in_field(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidInput { field, reason } => {
+                Error::InvalidInput { field: format!("{prefix}.{field}").into(), reason }
+            }
+            Error::Parse { line, field, reason } => {
+                Error::Parse { line, field: format!("{prefix}.{field}").into(), reason }
+            }
+            other => other,
+        }
+    }
+
+    /// A stable, machine-readable code for the variant (used by the CLI's exit codes,
+    /// the REST API and the Python exception hierarchy).
+    ///
+    /// ```
+    /// assert_eq!(wgm_core::Error::conflict("x").code(), "conflict");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::Parse { .. } => "parse",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Conflict { .. } => "conflict",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::Throttled { .. } => "throttled",
+            Error::PoolExhausted { .. } => "pool_exhausted",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Sealed { .. } => "sealed",
+            Error::Backend { .. } => "backend",
+            Error::Store { .. } => "store",
+        }
+    }
+}

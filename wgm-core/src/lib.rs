@@ -1,0 +1,48 @@
+//! # wgm-core
+//!
+//! The core of wgm, an IPv6-first WireGuard manager: the domain model (servers, peers,
+//! users, roles), dual-stack address allocation, the wg-quick file format, WireGuard keys,
+//! RBAC and authentication, sealed secrets, versioned configuration with rollback, the
+//! audit log, the `Manager` every caller goes through, and the traits that storage and
+//! WireGuard backends implement — each with an in-memory implementation.
+//!
+//! **This crate does no I/O.** It opens no socket, file, process or database; it is pure
+//! domain logic plus traits. Storage (`wgm-store-sql`, `wgm-store-redis`) and WireGuard
+//! backends (`wgm-backend-kernel`, `wgm-backend-userspace`) live in their own crates and
+//! plug in behind `Arc<dyn Trait>`.
+//!
+//! ## Feature flags
+//! - `conformance`: public async conformance suites that every `Store`, `WireGuardBackend`
+//!   and `NetworkBackend` implementation runs in its own tests.
+//!
+//! ## Why this shape
+//! Desired state lives in a store and is changed only through revisions; live state lives
+//! on the host; a reconciler converges the second toward the first with incremental,
+//! verified applies. Keeping all decisions (validation, allocation, authorization,
+//! planning) in one I/O-free crate makes them testable exhaustively and identical for the
+//! CLI, the REST server, the agent and Python.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+
+pub mod keys;
+pub mod names;
+pub mod net;
+
+pub mod ipam;
+pub mod wgquick;
+
+pub mod auth;
+pub mod seal;
+
+pub mod model;
+pub mod rbac;
+pub mod store;
+
+pub mod backend;
+pub mod manager;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{BoxError, Error, Result};
