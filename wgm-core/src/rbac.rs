@@ -135,6 +135,19 @@ impl Resource {
         }
     }
 
+    /// Whether objects of this resource can belong to one server (so a server-scoped
+    /// permission on it means something): servers, peers, secrets, history, audit.
+    pub fn server_bound(self) -> bool {
+        matches!(
+            self,
+            Resource::Server
+                | Resource::Peer
+                | Resource::Secret
+                | Resource::Config
+                | Resource::Audit
+        )
+    }
+
     /// Whether objects of this resource have an owner (so `own_only` means something).
     pub fn has_owner(self) -> bool {
         matches!(
@@ -465,6 +478,45 @@ impl Role {
     pub fn with_peer_quota(mut self, quota: Option<u32>) -> Self {
         self.peer_quota = quota;
         self
+    }
+
+    /// The role as assigned on one server only: its global permissions on server-bound
+    /// resources ([`Resource::server_bound`]) are limited to server `id`; its own-only
+    /// permissions on users and tokens (self-service) stay; every other permission on
+    /// resources outside servers (user, role and token management) is dropped, so a role
+    /// assigned on one server never grants anything beyond it.
+    ///
+    /// ```
+    /// use uuid::Uuid;
+    /// use wgm_core::rbac::{builtin_role, Action, Resource, Scope};
+    /// let a = Uuid::new_v4();
+    /// let admin_of_a = builtin_role("admin").unwrap().limited_to_server(a);
+    /// assert!(admin_of_a.permissions.iter().all(|p| p.scope == Scope::Server(a) || p.own_only));
+    /// assert!(!admin_of_a.permissions.iter().any(|p| p.resource == Resource::User && p.action == Action::Create));
+    /// ```
+    #[must_use]
+    pub fn limited_to_server(&self, id: Uuid) -> Role {
+        let mut role = self.clone();
+        role.permissions = self
+            .permissions
+            .iter()
+            .filter_map(|p| {
+                if p.resource.server_bound() {
+                    let scope = match p.scope {
+                        Scope::Global => Scope::Server(id),
+                        Scope::Server(s) if s == id => p.scope,
+                        // Already limited to another server: nothing left on this one.
+                        Scope::Server(_) => return None,
+                    };
+                    Some(Permission { scope, ..*p })
+                } else if p.own_only {
+                    Some(*p)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        role
     }
 
     /// Check every permission against the catalogue.
@@ -1303,6 +1355,48 @@ mod tests {
         assert!(!is_admin(&rescoped(&admin, uid(SERVER_A))));
         assert!(!holds_admin(&[]));
         assert!(!principal(vec![ra]).is_admin());
+    }
+
+    #[test]
+    fn roles_limited_to_one_server() {
+        let a = uid(SERVER_A);
+        let b = uid(SERVER_B);
+        let p = principal(vec![builtin_role("admin").unwrap().limited_to_server(a)]);
+        let mine = |s| Target::peer(s, Some(uid(ME)));
+        let theirs = |s| Target::peer(s, Some(uid(OTHER)));
+        assert!(p.allows(Resource::Peer, Action::Update, theirs(a)));
+        assert!(!p.allows(Resource::Peer, Action::Update, theirs(b)));
+        assert!(p.allows(Resource::Secret, Action::Export, theirs(a)));
+        assert!(!p.allows(Resource::Secret, Action::Export, mine(b)));
+        assert!(p.allows(Resource::Audit, Action::Read, Target::server(a)));
+        assert!(!p.allows(Resource::Audit, Action::Read, Target::none()));
+        assert!(!p.allows(Resource::Server, Action::Create, Target::none()));
+        // No user, role or token management beyond the server ...
+        assert!(!p.allows(Resource::User, Action::Create, Target::none()));
+        assert!(!p.allows(Resource::Role, Action::Assign, Target::none()));
+        assert!(!p.allows(Resource::User, Action::Update, Target::owned_by(uid(OTHER))));
+        assert!(!p.allows(
+            Resource::Token,
+            Action::Delete,
+            Target::owned_by(uid(OTHER))
+        ));
+        assert!(!p.is_admin());
+        // ... but self-service stays.
+        let user_on_a = principal(vec![builtin_role("user").unwrap().limited_to_server(a)]);
+        assert!(user_on_a.allows(Resource::User, Action::Update, Target::owned_by(uid(ME))));
+        assert!(user_on_a.allows(Resource::Token, Action::Create, Target::owned_by(uid(ME))));
+        assert!(user_on_a.allows(Resource::Peer, Action::Create, mine(a)));
+        assert!(!user_on_a.allows(Resource::Peer, Action::Create, mine(b)));
+        assert!(!user_on_a.allows(Resource::Server, Action::Read, Target::server(b)));
+        // A permission already limited to another server is dropped, not widened.
+        let custom = Role::custom(
+            RoleName::new("b-only").unwrap(),
+            Description::new("").unwrap(),
+            vec![Permission::new(Resource::Peer, Action::Read).on_server(b)],
+        )
+        .unwrap();
+        assert!(custom.limited_to_server(a).permissions.is_empty());
+        assert_eq!(custom.limited_to_server(b).permissions, custom.permissions);
     }
 
     #[test]
