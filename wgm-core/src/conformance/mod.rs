@@ -1,1 +1,4 @@
 //! Conformance suites run by every implementation of the core traits.
+
+pub mod backend;
+pub mod store;

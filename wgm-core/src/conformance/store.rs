@@ -1,0 +1,1130 @@
+//! The conformance suite of [`Store`] implementations.
+//!
+//! Every store runs [`run_all`] in its own tests (see `wgm-store-sql`). Each check uses
+//! fresh random names, so one store instance can run all of them, in any order, even
+//! when it already holds data. A check returns `Err` with a description of the first
+//! broken expectation rather than panicking, so the calling test prints it.
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::Arc;
+//! use wgm_core::store::MemoryStore;
+//! wgm_core::conformance::store::run_all(Arc::new(MemoryStore::new())).await.unwrap();
+//! # });
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use time::OffsetDateTime;
+
+use crate::ipam::Strategy;
+use crate::keys::PrivateKey;
+use crate::model::{
+    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, AuditRecord, Change,
+    ClientTemplate, Commit, IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo,
+    RoleAssignment, Server, ServerId, TokenId, User, UserId,
+};
+use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use crate::net::{Keepalive, ListenPort, Mtu};
+use crate::rbac::{Action, Permission, Resource, Role, Scope};
+use crate::seal::{MasterKey, Sealer, SecretKind};
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// A failed expectation.
+pub type Failure = String;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+fn t0() -> OffsetDateTime {
+    // Whole seconds, so stores that keep second precision compare equal.
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn actor() -> Actor {
+    Actor {
+        user_id: None,
+        label: "local:conformance".into(),
+    }
+}
+
+fn audit(action: &str, object: &str) -> AuditEntry {
+    AuditEntry {
+        at: t0(),
+        actor: actor(),
+        action: action.into(),
+        object: object.into(),
+        server_id: None,
+        revision: None,
+        outcome: AuditOutcome::Success,
+        details: serde_json::json!({ "k": "v" }),
+    }
+}
+
+/// A server fixture with a random name and a sealed key, pools `fd00:<n>::/64` and
+/// `10.<n>.0.0/24`-like.
+pub fn fixture_server(name: &str) -> std::result::Result<Server, Failure> {
+    let sealer = Sealer::new(MasterKey::generate());
+    let id = ServerId::new_random();
+    let key = PrivateKey::generate();
+    let sealed = sealer
+        .seal_private_key(&key, SecretKind::ServerPrivateKey, &id.to_string())
+        .map_err(|e| e.to_string())?;
+    let b = id.0.as_bytes();
+    let v6: Ipv6Addr = Ipv6Addr::new(
+        0xfd00,
+        u16::from(b[0]),
+        u16::from(b[1]),
+        u16::from(b[2]),
+        0,
+        0,
+        0,
+        0,
+    );
+    let v4 = Ipv4Addr::new(10, b[0], b[1], 0);
+    let pool6 = ipnet::Ipv6Net::new(v6, 64).map_err(|e| e.to_string())?;
+    let pool4 = ipnet::Ipv4Net::new(v4, 24).map_err(|e| e.to_string())?;
+    Ok(Server {
+        id,
+        name: ServerName::new(name).map_err(|e| e.to_string())?,
+        interface: InterfaceName::new(format!("wg{}", &suffix()[..6]))
+            .map_err(|e| e.to_string())?,
+        listen_port: ListenPort::new(51820).map_err(|e| e.to_string())?,
+        private_key: sealed,
+        public_key: key.public_key(),
+        ipv6_pool: pool6,
+        ipv4_pool: Some(pool4),
+        address_v6: Ipv6Addr::from(u128::from(v6) + 1),
+        address_v4: Some(Ipv4Addr::from(u32::from(v4) + 1)),
+        delegation: None,
+        strategy: Strategy::Sequential,
+        quarantine_secs: 60,
+        reserved: Vec::new(),
+        quarantine: Vec::new(),
+        dns: Vec::new(),
+        mtu: Mtu::default(),
+        fwmark: None,
+        endpoint: None,
+        client_template: ClientTemplate::default(),
+        config_path: None,
+        active: true,
+        created_at: t0(),
+        updated_at: t0(),
+    })
+}
+
+/// A peer fixture on `server` with host index `n` in both pools.
+pub fn fixture_peer(server: &Server, name: &str, n: u32) -> std::result::Result<Peer, Failure> {
+    let v6 = Ipv6Addr::from(u128::from(server.ipv6_pool.network()) + u128::from(n));
+    let v4 = server
+        .ipv4_pool
+        .map(|p| Ipv4Addr::from(u32::from(p.network()) + n));
+    Ok(Peer {
+        id: PeerId::new_random(),
+        server_id: server.id,
+        name: PeerName::new(name).map_err(|e| e.to_string())?,
+        description: None,
+        owner: None,
+        public_key: PrivateKey::generate().public_key(),
+        private_key: None,
+        preshared_key: None,
+        address_v6: Some(v6),
+        address_v4: v4,
+        delegated_prefix: None,
+        extra_allowed_ips: Vec::new(),
+        client_allowed_ips: None,
+        endpoint: None,
+        keepalive: Keepalive::default(),
+        enabled: true,
+        expires_at: None,
+        config_path: None,
+        stats: PeerStats::default(),
+        created_at: t0(),
+        updated_at: t0(),
+    })
+}
+
+fn commit(server: ServerId, expected: RevisionNo, changes: Vec<Change>) -> Commit {
+    Commit {
+        server_id: server,
+        expected,
+        changes,
+        author: actor(),
+        at: t0(),
+        summary: "conformance".into(),
+        audit: audit("conformance.commit", &format!("server/{server}")),
+    }
+}
+
+fn err<T: std::fmt::Debug>(what: &str, r: &Result<T>) -> Failure {
+    format!("{what}: got {r:?}")
+}
+
+/// Create a server and return it with its id.
+async fn create(store: &dyn Store, prefix: &str) -> std::result::Result<Server, Failure> {
+    let s = fixture_server(&format!("{prefix}-{}", suffix()))?;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo::NONE,
+            vec![Change::ServerCreated {
+                server: Box::new(s.clone()),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(&r, Ok(rec) if rec.revision == RevisionNo(1)),
+        "{}",
+        err("create server", &r)
+    );
+    Ok(s)
+}
+
+/// Servers: create, load, find (case-insensitive), head, CAS, revisions, delete.
+pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let s = create(&*store, "cas").await?;
+    let loaded = store.load_server(s.id).await.map_err(|e| e.to_string())?;
+    ensure!(
+        loaded.as_ref().map(|x| &x.server) == Some(&s),
+        "load_server returned {loaded:?}"
+    );
+    ensure!(
+        loaded.as_ref().map(|x| x.revision) == Some(RevisionNo(1)),
+        "new server is not at revision 1"
+    );
+    let upper = ServerName::new(s.name.as_str().to_uppercase()).map_err(|e| e.to_string())?;
+    let found = store.find_server(&upper).await;
+    ensure!(
+        matches!(found, Ok(Some(id)) if id == s.id),
+        "find_server is not case-insensitive: {found:?}"
+    );
+    ensure!(
+        matches!(store.head(s.id).await, Ok(Some(RevisionNo(1)))),
+        "head is not 1"
+    );
+    ensure!(
+        matches!(store.head(ServerId::new_random()).await, Ok(None)),
+        "head of unknown server is not None"
+    );
+    ensure!(
+        matches!(store.load_server(ServerId::new_random()).await, Ok(None)),
+        "load of unknown server is not None"
+    );
+
+    // Same name again (case-insensitively) is refused.
+    let mut dup = fixture_server(&s.name.as_str().to_uppercase())?;
+    dup.name = upper.clone();
+    let r = store
+        .commit(commit(
+            dup.id,
+            RevisionNo::NONE,
+            vec![Change::ServerCreated {
+                server: Box::new(dup),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(r, Err(Error::AlreadyExists { .. })),
+        "{}",
+        err("duplicate server name", &r)
+    );
+
+    // Add a peer at the right base: revision 2.
+    let p1 = fixture_peer(&s, &format!("p-{}", suffix()), 2)?;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(1),
+            vec![Change::PeerAdded {
+                peer: Box::new(p1.clone()),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(&r, Ok(rec) if rec.revision == RevisionNo(2)),
+        "{}",
+        err("add peer", &r)
+    );
+    // A stale base is a conflict and writes nothing.
+    let p2 = fixture_peer(&s, &format!("p-{}", suffix()), 3)?;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(1),
+            vec![Change::PeerAdded {
+                peer: Box::new(p2.clone()),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(r, Err(Error::Conflict { .. })),
+        "{}",
+        err("stale base", &r)
+    );
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.peers.len() == 1 && st.revision == RevisionNo(2),
+        "stale commit left traces: {} peers, rev {}",
+        st.peers.len(),
+        st.revision
+    );
+    ensure!(
+        st.peers.get(&p1.id) == Some(&p1),
+        "peer did not round-trip: {:?}",
+        st.peers.get(&p1.id)
+    );
+
+    // Update and remove.
+    let mut p1b = p1.clone();
+    p1b.enabled = false;
+    p1b.extra_allowed_ips = vec!["192.168.77.0/24"
+        .parse()
+        .map_err(|e: ipnet::AddrParseError| e.to_string())?];
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(2),
+            vec![Change::PeerUpdated {
+                before: Box::new(p1.clone()),
+                after: Box::new(p1b.clone()),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(&r, Ok(rec) if rec.revision == RevisionNo(3)),
+        "{}",
+        err("update peer", &r)
+    );
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.peers.get(&p1.id) == Some(&p1b),
+        "updated peer did not round-trip"
+    );
+    let mut s2 = s.clone();
+    s2.mtu = Mtu::new(1380).map_err(|e| e.to_string())?;
+    s2.dns = vec!["2001:db8::53".parse().map_err(|e: Error| e.to_string())?];
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(3),
+            vec![
+                Change::ServerUpdated {
+                    before: Box::new(s.clone()),
+                    after: Box::new(s2.clone()),
+                },
+                Change::PeerRemoved {
+                    peer: Box::new(p1b.clone()),
+                },
+            ],
+        ))
+        .await;
+    ensure!(
+        matches!(&r, Ok(rec) if rec.revision == RevisionNo(4)),
+        "{}",
+        err("update server + remove peer", &r)
+    );
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.peers.is_empty() && st.server == s2,
+        "server update/peer removal did not land"
+    );
+
+    let revs = store
+        .revisions(s.id, RevisionNo::NONE, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        revs.iter().map(|r| r.revision.0).collect::<Vec<_>>() == vec![1, 2, 3, 4],
+        "revisions: {:?}",
+        revs.iter().map(|r| r.revision).collect::<Vec<_>>()
+    );
+    ensure!(
+        revs[3].changes.len() == 2 && revs[3].changes[1].kind() == "peer_removed",
+        "revision 4 changes did not round-trip"
+    );
+    let tail = store
+        .revisions(s.id, RevisionNo(2), 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        tail.len() == 1 && tail[0].revision == RevisionNo(3),
+        "revisions(after, limit) wrong"
+    );
+
+    // Delete: gone, history stays, audit has the revision numbers.
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(4),
+            vec![Change::ServerDeleted {
+                server: Box::new(s2),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(&r, Ok(rec) if rec.revision == RevisionNo(5)),
+        "{}",
+        err("delete server", &r)
+    );
+    ensure!(
+        matches!(store.load_server(s.id).await, Ok(None)),
+        "deleted server still loads"
+    );
+    ensure!(
+        matches!(store.head(s.id).await, Ok(None)),
+        "deleted server still has a head"
+    );
+    let revs = store
+        .revisions(s.id, RevisionNo::NONE, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        revs.len() == 5,
+        "history of a deleted server lost: {}",
+        revs.len()
+    );
+    let audits = store
+        .query_audit(&AuditQuery {
+            server_id: Some(s.id),
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        audits
+            .iter()
+            .filter_map(|a| a.entry.revision.map(|r| r.0))
+            .collect::<Vec<_>>()
+            == vec![1, 2, 3, 4, 5],
+        "audit records do not carry the revisions: {:?}",
+        audits.iter().map(|a| a.entry.revision).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Uniqueness within a server and atomicity of a failing commit.
+pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let s = create(&*store, "uniq").await?;
+    let base = fixture_peer(&s, &format!("Alice-{}", suffix()), 2)?;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(1),
+            vec![Change::PeerAdded {
+                peer: Box::new(base.clone()),
+            }],
+        ))
+        .await;
+    ensure!(r.is_ok(), "{}", err("add base peer", &r));
+
+    let mut same_name = fixture_peer(&s, &base.name.as_str().to_lowercase(), 3)?;
+    same_name.name = PeerName::new(base.name.as_str().to_uppercase()).map_err(|e| e.to_string())?;
+    let mut same_key = fixture_peer(&s, &format!("k-{}", suffix()), 4)?;
+    same_key.public_key = base.public_key;
+    let same_v6 = {
+        let mut p = fixture_peer(&s, &format!("a-{}", suffix()), 5)?;
+        p.address_v6 = base.address_v6;
+        p
+    };
+    let same_v4 = {
+        let mut p = fixture_peer(&s, &format!("b-{}", suffix()), 6)?;
+        p.address_v4 = base.address_v4;
+        p
+    };
+    let server_key = {
+        let mut p = fixture_peer(&s, &format!("c-{}", suffix()), 7)?;
+        p.public_key = s.public_key;
+        p
+    };
+    for (what, p) in [
+        ("name", same_name),
+        ("public key", same_key),
+        ("IPv6 address", same_v6),
+        ("IPv4 address", same_v4),
+        ("server key", server_key),
+    ] {
+        let r = store
+            .commit(commit(
+                s.id,
+                RevisionNo(2),
+                vec![Change::PeerAdded { peer: Box::new(p) }],
+            ))
+            .await;
+        ensure!(
+            matches!(r, Err(Error::AlreadyExists { .. } | Error::Conflict { .. })),
+            "{}",
+            err(&format!("duplicate {what}"), &r)
+        );
+    }
+    // A commit whose second change fails writes nothing of the first.
+    let ok = fixture_peer(&s, &format!("ok-{}", suffix()), 8)?;
+    let mut bad = fixture_peer(&s, &format!("bad-{}", suffix()), 9)?;
+    bad.address_v6 = ok.address_v6;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(2),
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(ok.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(bad),
+                },
+            ],
+        ))
+        .await;
+    ensure!(r.is_err(), "conflicting batch was accepted");
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.revision == RevisionNo(2) && st.peers.len() == 1,
+        "failed commit left traces (rev {}, {} peers)",
+        st.revision,
+        st.peers.len()
+    );
+    // Removing an unknown peer fails.
+    let ghost = fixture_peer(&s, &format!("ghost-{}", suffix()), 10)?;
+    let r = store
+        .commit(commit(
+            s.id,
+            RevisionNo(2),
+            vec![Change::PeerRemoved {
+                peer: Box::new(ghost),
+            }],
+        ))
+        .await;
+    ensure!(
+        matches!(r, Err(Error::NotFound { .. })),
+        "{}",
+        err("remove unknown peer", &r)
+    );
+    // Changes to an unknown server fail.
+    let other = fixture_server(&format!("ghost-{}", suffix()))?;
+    let r = store
+        .commit(commit(
+            other.id,
+            RevisionNo::NONE,
+            vec![Change::PeerAdded { peer: Box::new(ok) }],
+        ))
+        .await;
+    ensure!(r.is_err(), "peer added to a server that does not exist");
+    Ok(())
+}
+
+/// F16: many commits from the same base revision: exactly one wins.
+pub async fn concurrent_commits_one_wins(
+    store: Arc<dyn Store>,
+) -> std::result::Result<(), Failure> {
+    let s = create(&*store, "race").await?;
+    let mut futs = Vec::new();
+    for i in 0..16u32 {
+        let p = fixture_peer(&s, &format!("r{i}-{}", suffix()), 10 + i)?;
+        let st = store.clone();
+        let c = commit(
+            s.id,
+            RevisionNo(1),
+            vec![Change::PeerAdded { peer: Box::new(p) }],
+        );
+        futs.push(async move { st.commit(c).await });
+    }
+    let results = join_all(futs).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    ensure!(
+        wins == 1,
+        "{wins} commits from the same base won: {:?}",
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .take(2)
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(Error::Conflict { .. }))),
+        "losers did not get Conflict: {:?}",
+        results
+            .iter()
+            .find(|r| !matches!(r, Ok(_) | Err(Error::Conflict { .. })))
+    );
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.revision == RevisionNo(2) && st.peers.len() == 1,
+        "state after race: rev {}, {} peers",
+        st.revision,
+        st.peers.len()
+    );
+    Ok(())
+}
+
+/// Listing and pagination of servers, ordered by name.
+pub async fn pagination(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let tag = suffix();
+    for i in 0..5 {
+        let s = fixture_server(&format!("zz-page-{tag}-{i}"))?;
+        let r = store
+            .commit(commit(
+                s.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(s),
+                }],
+            ))
+            .await;
+        ensure!(r.is_ok(), "{}", err("create", &r));
+    }
+    let all = store
+        .list_servers(Page::ALL)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mine: Vec<String> = all
+        .iter()
+        .map(|s| s.name.to_string())
+        .filter(|n| n.contains(&tag))
+        .collect();
+    ensure!(mine.len() == 5, "list_servers shows {} of 5", mine.len());
+    let mut sorted = mine.clone();
+    sorted.sort();
+    ensure!(
+        mine == sorted,
+        "list_servers is not ordered by name: {mine:?}"
+    );
+    let names: Vec<String> = all.iter().map(|s| s.name.key()).collect();
+    let mut ns = names.clone();
+    ns.sort();
+    ensure!(names == ns, "list_servers is not ordered by name key");
+    let total = all.len() as u64;
+    let mut paged = Vec::new();
+    let mut off = 0;
+    while off < total {
+        let page = store
+            .list_servers(Page {
+                offset: off,
+                limit: 2,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(page.len() <= 2, "page larger than its limit");
+        if page.is_empty() {
+            break;
+        }
+        off += page.len() as u64;
+        paged.extend(page.into_iter().map(|s| s.id));
+    }
+    ensure!(
+        paged == all.iter().map(|s| s.id).collect::<Vec<_>>(),
+        "paging does not reproduce the full listing"
+    );
+    Ok(())
+}
+
+fn user(name: &str, email: Option<&str>) -> std::result::Result<User, Failure> {
+    Ok(User {
+        id: UserId::new_random(),
+        name: UserName::new(name).map_err(|e| e.to_string())?,
+        email: email.map(str::to_owned),
+        password_hash: Some(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        ),
+        active: true,
+        superuser: false,
+        roles: vec![RoleAssignment {
+            role: RoleName::new("operator").map_err(|e| e.to_string())?,
+            scope: Scope::Global,
+        }],
+        totp: None,
+        token_version: 0,
+        peer_quota: Some(5),
+        last_login: None,
+        version: 1,
+        created_at: t0(),
+        updated_at: t0(),
+    })
+}
+
+/// Users, roles and tokens: uniqueness, versioned updates, atomicity, cascade.
+pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let tag = suffix();
+    let alice = user(
+        &format!("alice{tag}"),
+        Some(&format!("alice{tag}@example.org")),
+    )?;
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::UserCreated {
+                user: Box::new(alice.clone()),
+            }],
+            audit("user.create", "user"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("create user", &r));
+    let got = store.get_user(alice.id).await.map_err(|e| e.to_string())?;
+    ensure!(
+        got.as_ref() == Some(&alice),
+        "user did not round-trip: {got:?}"
+    );
+    let upper = UserName::new(alice.name.as_str().to_uppercase()).map_err(|e| e.to_string())?;
+    let got = store.find_user(&upper).await.map_err(|e| e.to_string())?;
+    ensure!(
+        got.map(|u| u.id) == Some(alice.id),
+        "find_user is not case-insensitive"
+    );
+
+    let mut dup = user(&format!("ALICE{tag}"), None)?;
+    dup.name = upper.clone();
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::UserCreated {
+                user: Box::new(dup),
+            }],
+            audit("user.create", "user"),
+        )
+        .await;
+    ensure!(
+        matches!(r, Err(Error::AlreadyExists { .. })),
+        "{}",
+        err("duplicate user name", &r)
+    );
+    let dup_mail = user(&format!("bob{tag}"), alice.email.as_deref())?;
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::UserCreated {
+                user: Box::new(dup_mail),
+            }],
+            audit("user.create", "user"),
+        )
+        .await;
+    ensure!(
+        matches!(r, Err(Error::AlreadyExists { .. })),
+        "{}",
+        err("duplicate e-mail", &r)
+    );
+
+    // Versioned update.
+    let mut a2 = alice.clone();
+    a2.version = 2;
+    a2.token_version = 1;
+    a2.active = false;
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(a2.clone()),
+            }],
+            audit("user.update", "user"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("update user", &r));
+    let stale = alice.clone();
+    let mut stale2 = stale;
+    stale2.version = 2;
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(stale2),
+            }],
+            audit("user.update", "user"),
+        )
+        .await;
+    ensure!(
+        matches!(r, Err(Error::Conflict { .. })),
+        "{}",
+        err("stale user update", &r)
+    );
+    ensure!(
+        store
+            .get_user(alice.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            == Some(&a2),
+        "update did not land"
+    );
+
+    // Tokens.
+    let tok = ApiTokenRecord {
+        id: TokenId::generate(),
+        user_id: alice.id,
+        name: "ci".into(),
+        secret_hash: "ab".repeat(32),
+        scopes: None,
+        created_at: t0(),
+        expires_at: Some(t0() + time::Duration::days(1)),
+        revoked: false,
+    };
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::TokenCreated { token: tok.clone() }],
+            audit("token.create", "token"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("create token", &r));
+    ensure!(
+        store
+            .get_token(tok.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            == Some(&tok),
+        "token did not round-trip"
+    );
+    let orphan = ApiTokenRecord {
+        id: TokenId::generate(),
+        user_id: UserId::new_random(),
+        ..tok.clone()
+    };
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::TokenCreated { token: orphan }],
+            audit("token.create", "token"),
+        )
+        .await;
+    ensure!(r.is_err(), "token for an unknown user accepted");
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::TokenRevoked { id: tok.id }],
+            audit("token.revoke", "token"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("revoke token", &r));
+    ensure!(
+        store
+            .get_token(tok.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some_and(|t| t.revoked),
+        "revocation did not land"
+    );
+    let listed = store
+        .list_tokens(Some(alice.id))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(listed.len() == 1, "list_tokens(user) = {}", listed.len());
+
+    // Roles.
+    let role = Role::custom(
+        RoleName::new(format!("netops{tag}")).map_err(|e| e.to_string())?,
+        Description::new("network operators").map_err(|e| e.to_string())?,
+        vec![
+            Permission::new(Resource::Server, Action::Read),
+            Permission::new(Resource::Peer, Action::Update),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let r = store
+        .commit_identity(
+            vec![IdentityChange::RolePut { role: role.clone() }],
+            audit("role.put", "role"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("put role", &r));
+    ensure!(
+        store
+            .list_roles()
+            .await
+            .map_err(|e| e.to_string())?
+            .contains(&role),
+        "role not listed"
+    );
+
+    // Atomicity: a batch with a failing change writes nothing.
+    let carol = user(&format!("carol{tag}"), None)?;
+    let r = store
+        .commit_identity(
+            vec![
+                IdentityChange::UserCreated {
+                    user: Box::new(carol.clone()),
+                },
+                IdentityChange::UserDeleted {
+                    id: UserId::new_random(),
+                },
+            ],
+            audit("user.batch", "user"),
+        )
+        .await;
+    ensure!(r.is_err(), "batch with a failing change accepted");
+    ensure!(
+        store
+            .get_user(carol.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none(),
+        "failed batch left a user behind"
+    );
+
+    // Delete cascades to tokens; role delete.
+    let r = store
+        .commit_identity(
+            vec![
+                IdentityChange::UserDeleted { id: alice.id },
+                IdentityChange::RoleDeleted {
+                    name: role.name.clone(),
+                },
+            ],
+            audit("user.delete", "user"),
+        )
+        .await;
+    ensure!(r.is_ok(), "{}", err("delete user + role", &r));
+    ensure!(
+        store
+            .get_user(alice.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none(),
+        "deleted user still there"
+    );
+    ensure!(
+        store
+            .get_token(tok.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none(),
+        "tokens of a deleted user survive"
+    );
+    ensure!(
+        !store
+            .list_roles()
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|r| r.name == role.name),
+        "deleted role listed"
+    );
+    // Paging users.
+    let users = store
+        .list_users(Page::ALL)
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<String> = users.iter().map(|u| u.name.key()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    ensure!(keys == sorted, "list_users not ordered by name");
+    Ok(())
+}
+
+/// The audit log: numbering without gaps, a valid hash chain, queries.
+pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let tag = suffix();
+    let before = store
+        .query_audit(&AuditQuery::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let last_seq = before.last().map_or(0, |r| r.seq);
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let mut e = audit("secret.export", &format!("audit-{tag}/{i}"));
+        e.actor.label = format!("user:{tag}");
+        e.at = t0() + time::Duration::seconds(i);
+        let rec = store.append_audit(e).await.map_err(|e| e.to_string())?;
+        mine.push(rec);
+    }
+    ensure!(
+        mine.windows(2).all(|w| w[1].seq > w[0].seq),
+        "sequence numbers do not grow"
+    );
+    ensure!(mine[0].seq > last_seq, "sequence restarted");
+    let all = store
+        .query_audit(&AuditQuery::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut prev: Option<&AuditRecord> = None;
+    for r in &all {
+        r.verify_link(prev)
+            .map_err(|e| format!("stored chain does not verify: {e}"))?;
+        prev = Some(r);
+    }
+    let by_actor = store
+        .query_audit(&AuditQuery {
+            actor: Some(format!("user:{tag}")),
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        by_actor == mine,
+        "query by actor returned {} records",
+        by_actor.len()
+    );
+    let window = store
+        .query_audit(&AuditQuery {
+            actor: Some(format!("user:{tag}")),
+            since: Some(t0() + time::Duration::seconds(1)),
+            until: Some(t0() + time::Duration::seconds(3)),
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        window.len() == 2,
+        "time window query returned {}",
+        window.len()
+    );
+    let page = store
+        .query_audit(&AuditQuery {
+            after_seq: Some(mine[1].seq),
+            limit: Some(2),
+            actor: Some(format!("user:{tag}")),
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>() == vec![mine[2].seq, mine[3].seq],
+        "after_seq/limit wrong"
+    );
+    let prefixed = store
+        .query_audit(&AuditQuery {
+            object_prefix: Some(format!("audit-{tag}/3")),
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        prefixed.len() == 1,
+        "object prefix query returned {}",
+        prefixed.len()
+    );
+    ensure!(
+        prefixed[0].entry.details == serde_json::json!({ "k": "v" }),
+        "details did not round-trip"
+    );
+    Ok(())
+}
+
+/// Applied revisions and observed peer statistics.
+pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let s = create(&*store, "applied").await?;
+    ensure!(
+        matches!(store.applied(s.id, "host-a").await, Ok(None)),
+        "applied before any apply"
+    );
+    store
+        .set_applied(s.id, "host-a", RevisionNo(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .set_applied(s.id, "host-b", RevisionNo(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .set_applied(s.id, "host-a", RevisionNo(3))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        matches!(store.applied(s.id, "host-a").await, Ok(Some(RevisionNo(3)))),
+        "applied not updated"
+    );
+    ensure!(
+        matches!(store.applied(s.id, "host-b").await, Ok(Some(RevisionNo(1)))),
+        "applied mixed up hosts"
+    );
+    let p = fixture_peer(&s, &format!("st-{}", suffix()), 2)?;
+    store
+        .commit(commit(
+            s.id,
+            RevisionNo(1),
+            vec![Change::PeerAdded {
+                peer: Box::new(p.clone()),
+            }],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stats = PeerStats {
+        last_seen: Some(t0()),
+        rx_bytes: 1234,
+        tx_bytes: 5678,
+    };
+    store
+        .update_peer_stats(s.id, &[(p.id, stats), (PeerId::new_random(), stats)])
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.peers.get(&p.id).map(|x| x.stats) == Some(stats),
+        "stats not stored"
+    );
+    ensure!(st.revision == RevisionNo(2), "stats created a revision");
+    Ok(())
+}
+
+/// A store must never hold a secret in the clear: the sealed server key round-trips as
+/// the same ciphertext.
+pub async fn sealed_values_round_trip(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    let s = create(&*store, "sealed").await?;
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.server.private_key == s.private_key,
+        "sealed key changed in the store"
+    );
+    let _ = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    Ok(())
+}
+
+/// Run every check in order; the first failure is returned with the check's name.
+pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    servers_and_cas(store.clone())
+        .await
+        .map_err(|e| format!("servers_and_cas: {e}"))?;
+    uniqueness_and_atomicity(store.clone())
+        .await
+        .map_err(|e| format!("uniqueness_and_atomicity: {e}"))?;
+    concurrent_commits_one_wins(store.clone())
+        .await
+        .map_err(|e| format!("concurrent_commits_one_wins: {e}"))?;
+    pagination(store.clone())
+        .await
+        .map_err(|e| format!("pagination: {e}"))?;
+    identities(store.clone())
+        .await
+        .map_err(|e| format!("identities: {e}"))?;
+    audit_chain(store.clone())
+        .await
+        .map_err(|e| format!("audit_chain: {e}"))?;
+    applied_and_stats(store.clone())
+        .await
+        .map_err(|e| format!("applied_and_stats: {e}"))?;
+    sealed_values_round_trip(store)
+        .await
+        .map_err(|e| format!("sealed_values_round_trip: {e}"))?;
+    Ok(())
+}

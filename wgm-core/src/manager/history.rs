@@ -1,0 +1,411 @@
+//! History, diff, rollback and the audit log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::peers::removal_changes;
+use super::{Manager, Mutation};
+use crate::keys::PublicKey;
+use crate::model::{
+    AuditQuery, AuditRecord, Change, Peer, RevisionNo, RevisionRecord, ServerId, ServerState,
+};
+use crate::rbac::{Action, Principal, Resource, Target};
+use crate::{Error, Result};
+
+/// One difference between two revisions of a server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiffEntry {
+    /// `server`, `peer_added`, `peer_removed` or `peer_changed`.
+    pub kind: String,
+    /// The object's name.
+    pub object: String,
+    /// Changed fields with their values before and after (secrets show as
+    /// `"<changed>"`, never as values).
+    pub fields: BTreeMap<String, (Value, Value)>,
+}
+
+/// The result of verifying the audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Number of records checked.
+    pub records: u64,
+    /// Hash of the last record (anchor it elsewhere to detect truncation).
+    pub head_hash: String,
+}
+
+const SECRET_FIELDS: &[&str] = &["private_key", "preshared_key"];
+const IGNORED_FIELDS: &[&str] = &["updated_at", "stats", "quarantine"];
+
+fn field_diff(before: &Value, after: &Value) -> BTreeMap<String, (Value, Value)> {
+    let mut out = BTreeMap::new();
+    let (Value::Object(b), Value::Object(a)) = (before, after) else {
+        return out;
+    };
+    for (k, bv) in b {
+        if IGNORED_FIELDS.contains(&k.as_str()) {
+            continue;
+        }
+        let av = a.get(k).unwrap_or(&Value::Null);
+        if av != bv {
+            if SECRET_FIELDS.contains(&k.as_str()) {
+                out.insert(k.clone(), (json!("<sealed>"), json!("<changed>")));
+            } else {
+                out.insert(k.clone(), (bv.clone(), av.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    // Our model types always serialize (string keys only).
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+/// Differences from state `a` to state `b` (peers by id).
+fn diff_states(a: &ServerState, b: &ServerState) -> Vec<DiffEntry> {
+    let mut out = Vec::new();
+    let sf = field_diff(&to_value(&a.server), &to_value(&b.server));
+    if !sf.is_empty() {
+        out.push(DiffEntry {
+            kind: "server".into(),
+            object: b.server.name.to_string(),
+            fields: sf,
+        });
+    }
+    for (id, pa) in &a.peers {
+        match b.peers.get(id) {
+            None => out.push(DiffEntry {
+                kind: "peer_removed".into(),
+                object: pa.name.to_string(),
+                fields: BTreeMap::new(),
+            }),
+            Some(pb) => {
+                let f = field_diff(&to_value(pa), &to_value(pb));
+                if !f.is_empty() {
+                    out.push(DiffEntry {
+                        kind: "peer_changed".into(),
+                        object: pb.name.to_string(),
+                        fields: f,
+                    });
+                }
+            }
+        }
+    }
+    for (id, pb) in &b.peers {
+        if !a.peers.contains_key(id) {
+            out.push(DiffEntry {
+                kind: "peer_added".into(),
+                object: pb.name.to_string(),
+                fields: BTreeMap::new(),
+            });
+        }
+    }
+    out
+}
+
+/// Replay revisions into the state at each revision number.
+fn replay(revisions: &[RevisionRecord], upto: RevisionNo) -> Result<ServerState> {
+    let mut state: Option<ServerState> = None;
+    for rec in revisions.iter().take_while(|r| r.revision <= upto) {
+        for ch in &rec.changes {
+            match (ch, state.as_mut()) {
+                (Change::ServerCreated { server }, None) => {
+                    state = Some(ServerState {
+                        server: (**server).clone(),
+                        peers: BTreeMap::new(),
+                        revision: rec.revision,
+                    });
+                }
+                (Change::ServerDeleted { .. }, Some(_)) => state = None,
+                (_, Some(st)) => st.apply_change(ch)?,
+                (_, None) => {
+                    return Err(Error::conflict(format!(
+                        "revision {} has no server to apply to",
+                        rec.revision
+                    )))
+                }
+            }
+        }
+        if let Some(st) = state.as_mut() {
+            st.revision = rec.revision;
+        }
+    }
+    state.ok_or_else(|| Error::not_found("revision", upto))
+}
+
+impl Manager {
+    /// The revisions of a server after `after`, oldest first, at most `limit`.
+    pub async fn history(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>> {
+        self.authorize(p, Resource::Config, Action::Read, Target::server(server.0))
+            .await?;
+        self.store.revisions(server, after, limit).await
+    }
+
+    async fn state_at(&self, server: ServerId, rev: RevisionNo) -> Result<ServerState> {
+        if rev == RevisionNo::NONE {
+            return Err(Error::invalid("revision", "revisions start at 1"));
+        }
+        let revs = self
+            .store
+            .revisions(server, RevisionNo::NONE, rev.0)
+            .await?;
+        if revs.last().map(|r| r.revision) != Some(rev) {
+            return Err(Error::not_found("revision", rev));
+        }
+        replay(&revs, rev)
+    }
+
+    /// What changed from revision `a` to revision `b` of a server.
+    pub async fn diff(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        a: RevisionNo,
+        b: RevisionNo,
+    ) -> Result<Vec<DiffEntry>> {
+        self.authorize(p, Resource::Config, Action::Read, Target::server(server.0))
+            .await?;
+        let sa = self.state_at(server, a).await?;
+        let sb = self.state_at(server, b).await?;
+        Ok(diff_states(&sa, &sb))
+    }
+
+    /// Restore a server's configuration as it was at revision `to`, as a new revision.
+    ///
+    /// Refused with [`Error::Conflict`] naming the address or key when restoring would
+    /// move an address, prefix, public key or name that another peer holds now: a
+    /// rollback never silently takes an address from one device and gives it to another
+    /// (remove the newer peer first if that is what you want).
+    pub async fn rollback(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        to: RevisionNo,
+    ) -> Result<RevisionRecord> {
+        self.authorize(
+            p,
+            Resource::Config,
+            Action::Rollback,
+            Target::server(server.0),
+        )
+        .await?;
+        let target = self.state_at(server, to).await?;
+        let (rec, ()) = self
+            .mutate(p, server, |c, now| {
+                let cur = &c.state;
+                if cur.server.ipv6_pool != target.server.ipv6_pool
+                    || cur.server.ipv4_pool != target.server.ipv4_pool
+                {
+                    return Err(Error::conflict(
+                        "the server's pools changed since that revision",
+                    ));
+                }
+                check_no_reassignment(cur, &target)?;
+                let mut changes = Vec::new();
+                let mut tserver = target.server.clone();
+                tserver.quarantine.clone_from(&cur.server.quarantine);
+                tserver.updated_at = cur.server.updated_at;
+                let removed: Vec<Peer> = cur
+                    .peers
+                    .values()
+                    .filter(|x| !target.peers.contains_key(&x.id))
+                    .cloned()
+                    .collect();
+                if tserver != cur.server {
+                    tserver.updated_at = now;
+                    changes.push(Change::ServerUpdated {
+                        before: Box::new(cur.server.clone()),
+                        after: Box::new(tserver),
+                    });
+                }
+                for (id, tp) in &target.peers {
+                    match cur.peers.get(id) {
+                        None => {
+                            let mut add = tp.clone();
+                            add.stats = crate::model::PeerStats::default();
+                            add.updated_at = now;
+                            changes.push(Change::PeerAdded {
+                                peer: Box::new(add),
+                            });
+                        }
+                        Some(cp) if cp.without_stats() != tp.without_stats() => {
+                            let mut after = tp.clone();
+                            after.stats = cp.stats;
+                            after.updated_at = now;
+                            changes.push(Change::PeerUpdated {
+                                before: Box::new(cp.clone()),
+                                after: Box::new(after),
+                            });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if !removed.is_empty() {
+                    // Quarantine the addresses of peers the rollback removes. When the
+                    // server itself changes too, fold the quarantine into that change.
+                    let mut rm = removal_changes(cur, &removed, now);
+                    let quarantine_update = rm
+                        .iter()
+                        .position(|c| matches!(c, Change::ServerUpdated { .. }));
+                    if let Some(qi) = quarantine_update {
+                        let q = rm.remove(qi);
+                        if let Change::ServerUpdated { after: qafter, .. } = q {
+                            if let Some(Change::ServerUpdated { after, .. }) = changes
+                                .iter_mut()
+                                .find(|c| matches!(c, Change::ServerUpdated { .. }))
+                            {
+                                after.quarantine.clone_from(&qafter.quarantine);
+                            } else {
+                                changes.push(Change::ServerUpdated {
+                                    before: Box::new(cur.server.clone()),
+                                    after: qafter,
+                                });
+                            }
+                        }
+                    }
+                    changes.extend(rm);
+                }
+                if changes.is_empty() {
+                    return Err(Error::invalid(
+                        "revision",
+                        format!("the server is already as it was at revision {to}"),
+                    ));
+                }
+                Ok(Mutation {
+                    summary: format!("rollback to revision {to}"),
+                    action: "config.rollback",
+                    object: format!("server/{server}"),
+                    details: json!({ "to": to.0 }),
+                    changes,
+                    output: (),
+                })
+            })
+            .await?;
+        Ok(rec)
+    }
+
+    /// Audit records matching `q` (auditors and admins).
+    pub async fn audit_log(&self, p: &Principal, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let target = match q.server_id {
+            Some(s) => Target::server(s.0),
+            None => Target::none(),
+        };
+        self.authorize(p, Resource::Audit, Action::Read, target)
+            .await?;
+        self.store.query_audit(q).await
+    }
+
+    /// Verify the whole audit chain: every record's hash, and that no record was
+    /// removed or reordered. Fails with [`Error::Conflict`] naming the first bad record.
+    pub async fn verify_audit_chain(&self, p: &Principal) -> Result<AuditVerification> {
+        self.authorize(p, Resource::Audit, Action::Read, Target::none())
+            .await?;
+        let mut prev: Option<AuditRecord> = None;
+        let mut n = 0u64;
+        let mut after = 0u64;
+        loop {
+            let batch = self
+                .store
+                .query_audit(&AuditQuery {
+                    after_seq: Some(after),
+                    limit: Some(10_000),
+                    ..AuditQuery::default()
+                })
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                r.verify_link(prev.as_ref())?;
+                after = r.seq;
+                n += 1;
+                prev = Some(r);
+            }
+        }
+        Ok(AuditVerification {
+            records: n,
+            head_hash: prev.map_or_else(|| crate::model::AUDIT_GENESIS.to_owned(), |r| r.hash),
+        })
+    }
+}
+
+/// Refuse a rollback that would move an address, prefix, key or name from a peer that
+/// holds it now to another peer. Linear in the number of peers (indexed by value).
+fn check_no_reassignment(cur: &ServerState, target: &ServerState) -> Result<()> {
+    let mut addrs: HashMap<IpAddr, &Peer> = HashMap::with_capacity(cur.peers.len() * 2);
+    let mut keys: HashMap<PublicKey, &Peer> = HashMap::with_capacity(cur.peers.len());
+    let mut prefixes: HashMap<Ipv6Net, &Peer> = HashMap::new();
+    let mut names: HashMap<String, &Peer> = HashMap::with_capacity(cur.peers.len());
+    for p in cur.peers.values() {
+        for a in p
+            .address_v6
+            .map(IpAddr::V6)
+            .into_iter()
+            .chain(p.address_v4.map(IpAddr::V4))
+        {
+            addrs.insert(a, p);
+        }
+        keys.insert(p.public_key, p);
+        if let Some(x) = p.delegated_prefix {
+            prefixes.insert(x, p);
+        }
+        names.insert(p.name.key(), p);
+    }
+    for tp in target.peers.values() {
+        for a in tp
+            .address_v6
+            .map(IpAddr::V6)
+            .into_iter()
+            .chain(tp.address_v4.map(IpAddr::V4))
+        {
+            if let Some(h) = addrs.get(&a).filter(|h| h.id != tp.id) {
+                return Err(Error::conflict(format!(
+                    "address {a} of peer {} has been reassigned to peer {} since",
+                    tp.name, h.name
+                )));
+            }
+        }
+        if let Some(h) = keys.get(&tp.public_key).filter(|h| h.id != tp.id) {
+            return Err(Error::conflict(format!(
+                "public key {} of peer {} is now used by peer {}",
+                tp.public_key, tp.name, h.name
+            )));
+        }
+        if let Some(x) = tp.delegated_prefix {
+            if let Some(h) = prefixes.get(&x).filter(|h| h.id != tp.id) {
+                return Err(Error::conflict(format!(
+                    "prefix {x} of peer {} is now delegated to peer {}",
+                    tp.name, h.name
+                )));
+            }
+        }
+        if let Some(h) = names
+            .get(&tp.name.key())
+            .filter(|h| h.id != tp.id && target.peers.contains_key(&h.id))
+        {
+            return Err(Error::conflict(format!(
+                "name {} is taken by peer {}",
+                tp.name, h.id
+            )));
+        }
+    }
+    if target.server.public_key != cur.server.public_key
+        && keys.contains_key(&target.server.public_key)
+    {
+        return Err(Error::conflict(
+            "the server's old public key is now a peer's key",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,951 @@
+//! Users, roles, API tokens, TOTP and authentication.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::Manager;
+use crate::auth::jwt::TokenType;
+use crate::auth::password::{
+    hash_password_with, needs_rehash, validate_password_with, verify_password, verify_without_hash,
+};
+use crate::auth::token::{generate_token, parse_token, verify_token, TokenHash};
+use crate::auth::totp::{Totp, TotpSecret};
+use crate::model::{
+    normalize_email, ApiTokenRecord, AuditEntry, AuditOutcome, IdentityChange, Page,
+    RoleAssignment, TokenId, TotpEnrollment, User, UserId,
+};
+use crate::names::{RoleName, UserName};
+use crate::rbac::{
+    authorize_elevated, builtin_role, builtin_roles, check_grant, holds_admin, is_builtin_name,
+    Action, Grantee, Permission, Principal, PrincipalKind, Resource, Role, Scope, Target,
+};
+use crate::{Error, Result};
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// Login name.
+    pub name: UserName,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Initial password (`None`: token-only user).
+    pub password: Option<Zeroizing<String>>,
+    /// Roles.
+    pub roles: Vec<RoleAssignment>,
+    /// Peer quota override.
+    pub peer_quota: Option<u32>,
+}
+
+impl NewUser {
+    /// A user with one global role and no password.
+    pub fn new(name: UserName, role: RoleName) -> NewUser {
+        NewUser {
+            name,
+            email: None,
+            password: None,
+            roles: vec![RoleAssignment {
+                role,
+                scope: Scope::Global,
+            }],
+            peer_quota: None,
+        }
+    }
+}
+
+/// Changes to a user. `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserUpdate {
+    /// New e-mail (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+    /// New roles (needs `role:assign`; bumps the token version).
+    pub roles: Option<Vec<RoleAssignment>>,
+    /// Enable or disable (needs `user:update` beyond one's own record).
+    pub active: Option<bool>,
+    /// New peer quota (`Some(None)`: the roles' quota).
+    pub peer_quota: Option<Option<u32>>,
+}
+
+/// An API token to create.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// The owner.
+    pub user: UserId,
+    /// A label.
+    pub name: String,
+    /// Narrow to these permissions (`None`: everything the owner holds).
+    pub scopes: Option<Vec<Permission>>,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The outcome of a password login.
+#[derive(Clone, Debug)]
+pub struct LoginOutcome {
+    /// The user.
+    pub user_id: UserId,
+    /// A short-lived access token (bearer credential).
+    pub access_token: Zeroizing<String>,
+    /// A refresh token (bearer credential).
+    pub refresh_token: Zeroizing<String>,
+}
+
+/// A user as callers see it: no password hash, no TOTP secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    /// Identifier.
+    pub id: UserId,
+    /// Name.
+    pub name: UserName,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Active.
+    pub active: bool,
+    /// Roles.
+    pub roles: Vec<RoleAssignment>,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Whether TOTP is enrolled and confirmed.
+    pub totp: bool,
+    /// Peer quota override.
+    pub peer_quota: Option<u32>,
+    /// Last login.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_login: Option<OffsetDateTime>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl UserView {
+    /// The view of a user.
+    pub fn of(u: &User) -> UserView {
+        UserView {
+            id: u.id,
+            name: u.name.clone(),
+            email: u.email.clone(),
+            active: u.active,
+            roles: u.roles.clone(),
+            has_password: u.password_hash.is_some(),
+            totp: u.totp.as_ref().is_some_and(|t| t.confirmed),
+            peer_quota: u.peer_quota,
+            last_login: u.last_login,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A token as callers see it: no hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Identifier.
+    pub id: TokenId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Label.
+    pub name: String,
+    /// Scope.
+    pub scopes: Option<Vec<Permission>>,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Expiry.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+impl TokenView {
+    fn of(t: &ApiTokenRecord) -> TokenView {
+        TokenView {
+            id: t.id,
+            user_id: t.user_id,
+            name: t.name.clone(),
+            scopes: t.scopes.clone(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked: t.revoked,
+        }
+    }
+}
+
+/// Narrow a role to an assignment's scope: global permissions become permissions on the
+/// assigned server.
+fn scoped(role: &Role, scope: Scope) -> Role {
+    let mut r = role.clone();
+    if let Scope::Server(id) = scope {
+        for p in &mut r.permissions {
+            if p.scope == Scope::Global {
+                p.scope = Scope::Server(id);
+            }
+        }
+    }
+    r
+}
+
+impl Manager {
+    /// All roles: the built-in ones and the custom ones in the store.
+    pub async fn roles(&self) -> Result<Vec<Role>> {
+        let mut all = builtin_roles();
+        all.extend(self.store.list_roles().await?);
+        Ok(all)
+    }
+
+    async fn role_by_name(&self, name: &RoleName) -> Result<Role> {
+        if let Some(r) = builtin_role(&name.key()) {
+            return Ok(r);
+        }
+        self.store
+            .list_roles()
+            .await?
+            .into_iter()
+            .find(|r| r.name.key() == name.key())
+            .ok_or_else(|| Error::invalid("user.roles", format!("unknown role {name}")))
+    }
+
+    async fn resolve_roles(&self, assignments: &[RoleAssignment]) -> Result<Vec<Role>> {
+        let mut out = Vec::with_capacity(assignments.len());
+        for a in assignments {
+            out.push(scoped(&self.role_by_name(&a.role).await?, a.scope));
+        }
+        Ok(out)
+    }
+
+    /// The principal of a stored user (for embedding callers that authenticate users
+    /// themselves, e.g. a REST server behind SSO).
+    pub async fn principal_for(&self, user: &User) -> Result<Principal> {
+        if !user.active {
+            return Err(Error::unauthenticated("the account is disabled"));
+        }
+        let mut roles = self.resolve_roles(&user.roles).await?;
+        if user.superuser {
+            roles.extend(builtin_role("admin"));
+        }
+        Ok(Principal::new(user.id.0, user.name.clone(), roles))
+    }
+
+    async fn audit_identity(
+        &self,
+        p: Option<&Principal>,
+        action: &str,
+        object: String,
+        outcome: AuditOutcome,
+        details: serde_json::Value,
+    ) {
+        let actor = match p {
+            Some(p) => Self::actor(p),
+            None => crate::model::Actor {
+                user_id: None,
+                label: "anonymous".into(),
+            },
+        };
+        let entry = AuditEntry {
+            at: self.now(),
+            actor,
+            action: action.into(),
+            object,
+            server_id: None,
+            revision: None,
+            outcome,
+            details,
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::warn!(error = %e, "could not write an audit record");
+        }
+    }
+
+    fn entry(
+        &self,
+        p: &Principal,
+        action: &str,
+        object: String,
+        details: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            at: self.now(),
+            actor: Self::actor(p),
+            action: action.into(),
+            object,
+            server_id: None,
+            revision: None,
+            outcome: AuditOutcome::Success,
+            details,
+        }
+    }
+
+    /// Whether `roles` of every other active user still include an admin once `user`
+    /// changes to `after` (or is deleted, `after = None`).
+    async fn check_last_admin(&self, user: &User, after: Option<&User>) -> Result<()> {
+        let was_admin =
+            user.active && (user.superuser || holds_admin(&self.resolve_roles(&user.roles).await?));
+        if !was_admin {
+            return Ok(());
+        }
+        let still_admin = match after {
+            Some(a) => {
+                a.active && (a.superuser || holds_admin(&self.resolve_roles(&a.roles).await?))
+            }
+            None => false,
+        };
+        if still_admin {
+            return Ok(());
+        }
+        for other in self.store.list_users(Page::ALL).await? {
+            if other.id != user.id
+                && other.active
+                && (other.superuser || holds_admin(&self.resolve_roles(&other.roles).await?))
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::conflict(format!(
+            "{} is the last administrator",
+            user.name
+        )))
+    }
+
+    /// Refuse giving roles the granter does not hold.
+    async fn check_role_grant(&self, p: &Principal, roles: &[RoleAssignment]) -> Result<()> {
+        for r in self.resolve_roles(roles).await? {
+            check_grant(p, &r.permissions, Grantee::Others)
+                .map_err(|e| e.in_field("user.roles"))?;
+        }
+        Ok(())
+    }
+
+    /// Resolve a user by name (case-insensitive) or id.
+    pub async fn resolve_user(&self, p: &Principal, name_or_id: &str) -> Result<UserId> {
+        let user = if let Ok(id) = name_or_id.parse::<UserId>() {
+            self.store.get_user(id).await?
+        } else {
+            self.store.find_user(&UserName::new(name_or_id)?).await?
+        };
+        let user = user.ok_or_else(|| Error::not_found("user", name_or_id))?;
+        if crate::rbac::authorize(p, Resource::User, Action::Read, Target::owned_by(user.id.0))
+            .is_err()
+        {
+            return Err(Error::not_found("user", name_or_id));
+        }
+        Ok(user.id)
+    }
+
+    /// Create a user.
+    pub async fn create_user(&self, p: &Principal, spec: NewUser) -> Result<UserView> {
+        self.authorize(p, Resource::User, Action::Create, Target::none())
+            .await?;
+        if !spec.roles.is_empty() {
+            self.authorize(p, Resource::Role, Action::Assign, Target::none())
+                .await?;
+            self.check_role_grant(p, &spec.roles).await?;
+        }
+        let email = spec.email.as_deref().map(normalize_email).transpose()?;
+        let password_hash = match &spec.password {
+            Some(pw) => {
+                validate_password_with(pw, &self.config.password_params)?;
+                Some(hash_password_with(pw, &self.config.password_params)?)
+            }
+            None => None,
+        };
+        let now = self.now();
+        let user = User {
+            id: UserId::new_random(),
+            name: spec.name,
+            email,
+            password_hash,
+            active: true,
+            superuser: false,
+            roles: spec.roles,
+            totp: None,
+            token_version: 0,
+            peer_quota: spec.peer_quota,
+            last_login: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let view = UserView::of(&user);
+        let entry = self.entry(
+            p,
+            "user.create",
+            format!("user/{}", user.id),
+            json!({ "name": user.name, "roles": user.roles }),
+        );
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserCreated {
+                    user: Box::new(user),
+                }],
+                entry,
+            )
+            .await?;
+        Ok(view)
+    }
+
+    async fn load_user(&self, id: UserId) -> Result<User> {
+        self.store
+            .get_user(id)
+            .await?
+            .ok_or_else(|| Error::not_found("user", id))
+    }
+
+    /// Show a user (oneself, or anyone with `user:read`).
+    pub async fn get_user(&self, p: &Principal, id: UserId) -> Result<UserView> {
+        if crate::rbac::authorize(p, Resource::User, Action::Read, Target::owned_by(id.0)).is_err()
+        {
+            return Err(Error::not_found("user", id));
+        }
+        Ok(UserView::of(&self.load_user(id).await?))
+    }
+
+    /// List users (needs `user:read` beyond one's own record).
+    pub async fn list_users(&self, p: &Principal, page: Page) -> Result<Vec<UserView>> {
+        let all = self.store.list_users(page).await?;
+        Ok(all
+            .iter()
+            .filter(|u| {
+                crate::rbac::authorize(p, Resource::User, Action::Read, Target::owned_by(u.id.0))
+                    .is_ok()
+            })
+            .map(UserView::of)
+            .collect())
+    }
+
+    /// Change a user. Role changes need `role:assign` and cannot grant more than the
+    /// caller holds; enabling/disabling needs `user:update` beyond one's own record;
+    /// the last administrator can be neither disabled nor demoted.
+    pub async fn update_user(&self, p: &Principal, id: UserId, u: UserUpdate) -> Result<UserView> {
+        self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
+            .await?;
+        if u.roles.is_some() {
+            self.authorize(p, Resource::Role, Action::Assign, Target::none())
+                .await?;
+        }
+        if u.active.is_some() || u.peer_quota.is_some() {
+            authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))?;
+        }
+        if let Some(r) = &u.roles {
+            self.check_role_grant(p, r).await?;
+        }
+        let before = self.load_user(id).await?;
+        let mut after = before.clone();
+        if let Some(e) = &u.email {
+            after.email = e.as_deref().map(normalize_email).transpose()?;
+        }
+        if let Some(r) = &u.roles {
+            after.roles.clone_from(r);
+            after.token_version += 1;
+        }
+        if let Some(a) = u.active {
+            after.active = a;
+            if !a {
+                after.token_version += 1;
+            }
+        }
+        if let Some(q) = u.peer_quota {
+            after.peer_quota = q;
+        }
+        self.check_last_admin(&before, Some(&after)).await?;
+        after.version = before.version + 1;
+        after.updated_at = self.now();
+        let view = UserView::of(&after);
+        let entry = self.entry(
+            p,
+            "user.update",
+            format!("user/{id}"),
+            json!({ "roles": u.roles.is_some(), "active": u.active }),
+        );
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await?;
+        Ok(view)
+    }
+
+    /// Set a user's password. Users changing their own password must give the current
+    /// one; administrators resetting another user's do not. Invalidates issued JWTs.
+    pub async fn set_password(
+        &self,
+        p: &Principal,
+        id: UserId,
+        current: Option<&str>,
+        new: &str,
+    ) -> Result<()> {
+        self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
+            .await?;
+        let own = matches!(
+            p.kind,
+            PrincipalKind::Human | PrincipalKind::ApiToken { .. }
+        ) && p.user_id == id.0;
+        let before = self.load_user(id).await?;
+        if own {
+            let ok = match (&before.password_hash, current) {
+                (Some(h), Some(c)) => verify_password(c, h)?,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if !ok {
+                return Err(Error::unauthenticated("the current password is wrong"));
+            }
+        } else {
+            authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))?;
+        }
+        validate_password_with(new, &self.config.password_params)?;
+        let mut after = before.clone();
+        after.password_hash = Some(hash_password_with(new, &self.config.password_params)?);
+        after.token_version += 1;
+        after.version += 1;
+        after.updated_at = self.now();
+        let entry = self.entry(p, "user.password", format!("user/{id}"), json!({}));
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await
+    }
+
+    /// Delete a user and their tokens (not the last administrator).
+    pub async fn delete_user(&self, p: &Principal, id: UserId) -> Result<()> {
+        authorize_elevated(p, Resource::User, Action::Delete, Target::owned_by(id.0))?;
+        let user = self.load_user(id).await?;
+        self.check_last_admin(&user, None).await?;
+        let entry = self.entry(
+            p,
+            "user.delete",
+            format!("user/{id}"),
+            json!({ "name": user.name }),
+        );
+        self.store
+            .commit_identity(vec![IdentityChange::UserDeleted { id }], entry)
+            .await
+    }
+
+    /// Start TOTP enrolment for oneself: returns the `otpauth://` URI (show it once, as
+    /// a QR code). Takes effect after [`Manager::confirm_totp`].
+    pub async fn enroll_totp(
+        &self,
+        p: &Principal,
+        id: UserId,
+        issuer: &str,
+    ) -> Result<Zeroizing<String>> {
+        if p.user_id != id.0 {
+            return Err(Error::denied(
+                "TOTP can only be enrolled by the user themselves",
+            ));
+        }
+        self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
+            .await?;
+        let before = self.load_user(id).await?;
+        let secret = TotpSecret::generate();
+        let uri = Totp::default().otpauth_uri(issuer, before.name.as_str(), &secret)?;
+        let mut after = before.clone();
+        after.totp = Some(TotpEnrollment {
+            secret: self.sealer.seal_totp_secret(&secret, &id.to_string())?,
+            confirmed: false,
+            last_used_step: None,
+        });
+        after.version += 1;
+        after.updated_at = self.now();
+        let entry = self.entry(p, "user.totp_enroll", format!("user/{id}"), json!({}));
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await?;
+        Ok(uri)
+    }
+
+    /// Confirm TOTP enrolment with a first valid code.
+    pub async fn confirm_totp(&self, p: &Principal, id: UserId, code: &str) -> Result<()> {
+        if p.user_id != id.0 {
+            return Err(Error::denied(
+                "TOTP can only be confirmed by the user themselves",
+            ));
+        }
+        let before = self.load_user(id).await?;
+        let enrol = before
+            .totp
+            .clone()
+            .ok_or_else(|| Error::invalid("totp", "no enrolment in progress"))?;
+        let secret = self
+            .sealer
+            .open_totp_secret(&id.to_string(), &enrol.secret)?;
+        let step = Totp::default().verify(&secret, code, unix(self.now()), enrol.last_used_step)?;
+        let mut after = before.clone();
+        after.totp = Some(TotpEnrollment {
+            secret: enrol.secret,
+            confirmed: true,
+            last_used_step: Some(step),
+        });
+        after.version += 1;
+        after.token_version += 1;
+        after.updated_at = self.now();
+        let entry = self.entry(p, "user.totp_confirm", format!("user/{id}"), json!({}));
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await
+    }
+
+    /// Log in with a password (and a TOTP code when enrolled) from `source`. Throttled
+    /// per account and per source; every attempt is audited; issues JWTs.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        totp_code: Option<&str>,
+        source: IpAddr,
+    ) -> Result<LoginOutcome> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .ok_or_else(|| Error::unsupported("password login needs a JWT issuer"))?;
+        let now = self.now();
+        let account = name.to_lowercase();
+        self.throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check_login(&account, source, now)?;
+        let user = match UserName::new(name) {
+            Ok(n) => self.store.find_user(&n).await?,
+            Err(_) => None,
+        };
+        let result = self.check_login(user.as_ref(), password, totp_code, now);
+        let Ok((user, step)) = result else {
+            self.throttle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record_login_failure(&account, source, now);
+            self.audit_identity(
+                None,
+                "user.login",
+                format!("user/{account}"),
+                AuditOutcome::Failed,
+                json!({ "source": source }),
+            )
+            .await;
+            return Err(Error::unauthenticated(
+                "wrong user name, password or one-time code",
+            ));
+        };
+        self.throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record_login_success(&account);
+        let mut after = user.clone();
+        after.last_login = Some(now);
+        if let (Some(t), Some(s)) = (after.totp.as_mut(), step) {
+            t.last_used_step = Some(s);
+        }
+        if let Some(h) = &user.password_hash {
+            if needs_rehash(h, &self.config.password_params) {
+                after.password_hash =
+                    Some(hash_password_with(password, &self.config.password_params)?);
+            }
+        }
+        after.version += 1;
+        let principal = self.principal_for(&user).await?;
+        let entry = AuditEntry {
+            outcome: AuditOutcome::Success,
+            ..self.entry(
+                &principal,
+                "user.login",
+                format!("user/{}", user.id),
+                json!({ "source": source }),
+            )
+        };
+        self.store
+            .commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await?;
+        Ok(LoginOutcome {
+            user_id: user.id,
+            access_token: jwt.issue(user.id.0, user.token_version, TokenType::Access, now)?,
+            refresh_token: jwt.issue(user.id.0, user.token_version, TokenType::Refresh, now)?,
+        })
+    }
+
+    fn check_login(
+        &self,
+        user: Option<&User>,
+        password: &str,
+        totp: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(User, Option<u64>)> {
+        let Some(user) = user.filter(|u| u.active) else {
+            // Spend the same time as a real check, so timing does not reveal users.
+            verify_without_hash(password, &self.config.password_params);
+            return Err(Error::unauthenticated("login failed"));
+        };
+        let Some(hash) = &user.password_hash else {
+            verify_without_hash(password, &self.config.password_params);
+            return Err(Error::unauthenticated("login failed"));
+        };
+        if !verify_password(password, hash)? {
+            return Err(Error::unauthenticated("login failed"));
+        }
+        let step = match user.totp.as_ref().filter(|t| t.confirmed) {
+            None => None,
+            Some(t) => {
+                let code = totp.ok_or_else(|| Error::unauthenticated("one-time code required"))?;
+                let secret = self
+                    .sealer
+                    .open_totp_secret(&user.id.to_string(), &t.secret)?;
+                Some(Totp::default().verify(&secret, code, unix(now), t.last_used_step)?)
+            }
+        };
+        Ok((user.clone(), step))
+    }
+
+    /// Authenticate a JWT access token: signature, claims, type, and the user's current
+    /// token version (a password or role change invalidates older tokens).
+    pub async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .ok_or_else(|| Error::unsupported("no JWT issuer configured"))?;
+        let claims = jwt.verify(token, TokenType::Access, self.now())?;
+        let user = self
+            .store
+            .get_user(UserId(claims.sub))
+            .await?
+            .ok_or_else(|| Error::unauthenticated("unknown user"))?;
+        if user.token_version != claims.ver {
+            return Err(Error::unauthenticated("the token was revoked"));
+        }
+        self.principal_for(&user).await
+    }
+
+    /// Exchange a refresh token for a new access token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Zeroizing<String>> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .ok_or_else(|| Error::unsupported("no JWT issuer configured"))?;
+        let now = self.now();
+        let claims = jwt.verify(refresh_token, TokenType::Refresh, now)?;
+        let user = self
+            .store
+            .get_user(UserId(claims.sub))
+            .await?
+            .ok_or_else(|| Error::unauthenticated("unknown user"))?;
+        if user.token_version != claims.ver || !user.active {
+            return Err(Error::unauthenticated("the token was revoked"));
+        }
+        jwt.issue(user.id.0, user.token_version, TokenType::Access, now)
+    }
+
+    /// Authenticate an API token (`wgm_<id>_<secret>`).
+    pub async fn authenticate_token(&self, token: &str) -> Result<Principal> {
+        let (id, secret) = parse_token(token)?;
+        let bad = || Error::unauthenticated("invalid API token");
+        let rec = self.store.get_token(id).await?.ok_or_else(bad)?;
+        let hash = TokenHash::from_hex(&rec.secret_hash).map_err(|_| bad())?;
+        if !verify_token(&secret, &hash)
+            || rec.revoked
+            || rec.expires_at.is_some_and(|t| t <= self.now())
+        {
+            return Err(bad());
+        }
+        let user = self.store.get_user(rec.user_id).await?.ok_or_else(bad)?;
+        let p = self.principal_for(&user).await?;
+        Ok(match rec.scopes {
+            Some(scope) => p.with_token(rec.id, scope),
+            None => {
+                let all: Vec<Permission> = p.role_permissions().copied().collect();
+                p.with_token(rec.id, all)
+            }
+        })
+    }
+
+    /// Create an API token for a user (oneself, or anyone with `token:create` beyond own).
+    /// Its scope must be within what the caller holds. The plaintext is returned once.
+    pub async fn create_token(
+        &self,
+        p: &Principal,
+        spec: NewToken,
+    ) -> Result<(TokenView, Zeroizing<String>)> {
+        self.authorize(
+            p,
+            Resource::Token,
+            Action::Create,
+            Target::owned_by(spec.user.0),
+        )
+        .await?;
+        let owner = self.load_user(spec.user).await?;
+        if let Some(s) = &spec.scopes {
+            let to = if spec.user.0 == p.user_id {
+                Grantee::Myself
+            } else {
+                Grantee::Others
+            };
+            check_grant(p, s, to).map_err(|e| e.in_field("token.scopes"))?;
+            let owner_p = self.principal_for(&owner).await?;
+            check_grant(&owner_p, s, Grantee::Myself).map_err(|e| e.in_field("token.scopes"))?;
+        }
+        if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "token.name",
+                "must be 1 to 64 characters without control characters",
+            ));
+        }
+        let now = self.now();
+        if spec.expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::invalid("token.expires_at", "must be in the future"));
+        }
+        let generated = generate_token();
+        let rec = ApiTokenRecord {
+            id: generated.id,
+            user_id: spec.user,
+            name: spec.name,
+            secret_hash: generated.hash.to_hex(),
+            scopes: spec.scopes,
+            created_at: now,
+            expires_at: spec.expires_at,
+            revoked: false,
+        };
+        let view = TokenView::of(&rec);
+        let entry = self.entry(
+            p,
+            "token.create",
+            format!("user/{}/token/{}", rec.user_id, rec.id),
+            json!({ "name": rec.name }),
+        );
+        self.store
+            .commit_identity(vec![IdentityChange::TokenCreated { token: rec }], entry)
+            .await?;
+        Ok((view, generated.plaintext))
+    }
+
+    /// List tokens (one's own, or a user's/everyone's with `token:read`).
+    pub async fn list_tokens(&self, p: &Principal, user: Option<UserId>) -> Result<Vec<TokenView>> {
+        let all = self.store.list_tokens(user).await?;
+        Ok(all
+            .iter()
+            .filter(|t| {
+                crate::rbac::authorize(
+                    p,
+                    Resource::Token,
+                    Action::Read,
+                    Target::owned_by(t.user_id.0),
+                )
+                .is_ok()
+            })
+            .map(TokenView::of)
+            .collect())
+    }
+
+    /// Revoke a token.
+    pub async fn revoke_token(&self, p: &Principal, id: TokenId) -> Result<()> {
+        let rec = self
+            .store
+            .get_token(id)
+            .await?
+            .ok_or_else(|| Error::not_found("token", id))?;
+        if crate::rbac::authorize(
+            p,
+            Resource::Token,
+            Action::Read,
+            Target::owned_by(rec.user_id.0),
+        )
+        .is_err()
+        {
+            return Err(Error::not_found("token", id));
+        }
+        self.authorize(
+            p,
+            Resource::Token,
+            Action::Delete,
+            Target::owned_by(rec.user_id.0),
+        )
+        .await?;
+        let entry = self.entry(
+            p,
+            "token.revoke",
+            format!("user/{}/token/{id}", rec.user_id),
+            json!({}),
+        );
+        self.store
+            .commit_identity(vec![IdentityChange::TokenRevoked { id }], entry)
+            .await
+    }
+
+    /// Create or replace a custom role (not a built-in name; only permissions the caller
+    /// holds).
+    pub async fn put_role(&self, p: &Principal, role: Role) -> Result<()> {
+        self.authorize(p, Resource::Role, Action::Create, Target::none())
+            .await?;
+        if is_builtin_name(&role.name) {
+            return Err(Error::invalid(
+                "role.name",
+                "built-in roles cannot be changed",
+            ));
+        }
+        role.validate()?;
+        check_grant(p, &role.permissions, Grantee::Others)
+            .map_err(|e| e.in_field("role.permissions"))?;
+        let mut role = role;
+        role.builtin = false;
+        let entry = self.entry(
+            p,
+            "role.put",
+            format!("role/{}", role.name),
+            json!({ "permissions": role.permissions.len() }),
+        );
+        self.store
+            .commit_identity(vec![IdentityChange::RolePut { role }], entry)
+            .await
+    }
+
+    /// Delete a custom role that no user holds.
+    pub async fn delete_role(&self, p: &Principal, name: &RoleName) -> Result<()> {
+        self.authorize(p, Resource::Role, Action::Delete, Target::none())
+            .await?;
+        if is_builtin_name(name) {
+            return Err(Error::invalid(
+                "role.name",
+                "built-in roles cannot be deleted",
+            ));
+        }
+        for u in self.store.list_users(Page::ALL).await? {
+            if u.roles.iter().any(|r| r.role.key() == name.key()) {
+                return Err(Error::conflict(format!(
+                    "role {name} is still held by user {}",
+                    u.name
+                )));
+            }
+        }
+        let entry = self.entry(p, "role.delete", format!("role/{name}"), json!({}));
+        self.store
+            .commit_identity(
+                vec![IdentityChange::RoleDeleted { name: name.clone() }],
+                entry,
+            )
+            .await
+    }
+}
+
+fn unix(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp()).unwrap_or(0)
+}

@@ -1,0 +1,603 @@
+//! The [`Manager`]: the one entry point every caller — Rust, Python, the CLI, the REST
+//! server — goes through.
+//!
+//! Each operation takes a [`Principal`], is **authorized first** (including object-level
+//! checks: a `user` touches only peers they own), validates its input, computes the
+//! change against the cached state of the server (allocation included), and commits it
+//! as **one revision** with its audit record through the [`Store`]'s compare-and-swap.
+//! On a concurrent change it reloads what changed and tries again (bounded, with
+//! jittered backoff), so N writers racing for a small pool end with exactly as many peers
+//! as there were free addresses and clean [`Error::PoolExhausted`] for the rest.
+//! After every commit an [`Event`] is published for reconcilers.
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::Arc;
+//! use wgm_core::manager::{Manager, NewServer, NewPeer};
+//! use wgm_core::names::{ServerName, PeerName, InterfaceName};
+//! use wgm_core::net::ListenPort;
+//! use wgm_core::seal::{MasterKey, Sealer};
+//! use wgm_core::store::MemoryStore;
+//!
+//! let m = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate())).build();
+//! let admin = m.local_admin("root");
+//! let mut spec = NewServer::new(ServerName::new("office").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap());
+//! spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+//! let server = m.create_server(&admin, spec).await.unwrap();
+//! let peer = m.add_peer(&admin, server.id, NewPeer::new(PeerName::new("alice").unwrap())).await.unwrap();
+//! assert!(peer.address_v6.is_some());
+//! assert_eq!(peer.address_v4, Some("10.8.0.2".parse().unwrap()));
+//! # });
+//! ```
+
+mod clock;
+mod events;
+mod history;
+mod identity;
+mod peers;
+mod render;
+mod servers;
+mod views;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::lock::Mutex as AsyncMutex;
+use rand::Rng;
+use time::OffsetDateTime;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{Event, EventBus, MemoryEventBus};
+pub use history::{AuditVerification, DiffEntry};
+pub use identity::{LoginOutcome, NewToken, NewUser, TokenView, UserUpdate, UserView};
+pub use peers::{AddrRequest, NewPeer, PeerUpdate};
+pub use render::{client_wgquick, server_wgquick, ClientConfig};
+pub use servers::{ImportOptions, NewServer, ServerUpdate};
+pub use views::{PeerView, ServerView};
+
+use crate::auth::password::PasswordParams;
+use crate::auth::throttle::Throttle;
+use crate::ipam::DualStack;
+use crate::model::UserId;
+use crate::model::{
+    Actor, AuditEntry, AuditOutcome, Change, Commit, RevisionNo, RevisionRecord, ServerId,
+    ServerState,
+};
+use crate::names::UserName;
+use crate::rbac::{builtin_role, Action, Principal, PrincipalKind, Resource, Target};
+use crate::seal::Sealer;
+use crate::store::Store;
+use crate::{Error, Result};
+use uuid::Uuid;
+
+/// Tunables of a [`Manager`].
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// How many times a mutation is retried after losing a race (default 64).
+    pub max_attempts: u32,
+    /// Default quarantine of released addresses, seconds (default 3600).
+    pub default_quarantine_secs: u64,
+    /// argon2id parameters for new password hashes.
+    pub password_params: PasswordParams,
+    /// Largest wg-quick file accepted by import, bytes (default 16 MiB).
+    pub max_import_bytes: usize,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            max_attempts: 64,
+            default_quarantine_secs: 3600,
+            password_params: PasswordParams::default(),
+            max_import_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Builds a [`Manager`] from a store and a sealer, with optional event bus, clock and
+/// configuration.
+#[derive(Debug)]
+pub struct ManagerBuilder {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    events: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    config: ManagerConfig,
+    jwt: Option<crate::auth::jwt::JwtIssuer>,
+}
+
+impl ManagerBuilder {
+    /// Publish events on `bus` (default: an in-memory bus).
+    #[must_use]
+    pub fn events(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.events = bus;
+        self
+    }
+
+    /// Read time from `clock` (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Use `config`.
+    #[must_use]
+    pub fn config(mut self, config: ManagerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Issue and accept JWT access tokens with `issuer` (password logins need it).
+    #[must_use]
+    pub fn jwt(mut self, issuer: crate::auth::jwt::JwtIssuer) -> Self {
+        self.jwt = Some(issuer);
+        self
+    }
+
+    /// The manager.
+    pub fn build(self) -> Manager {
+        Manager {
+            store: self.store,
+            sealer: Arc::new(self.sealer),
+            events: self.events,
+            clock: self.clock,
+            config: self.config,
+            jwt: self.jwt,
+            servers: std::sync::Mutex::new(HashMap::new()),
+            throttle: std::sync::Mutex::new(Throttle::default()),
+        }
+    }
+}
+
+/// Cached state of one server: its desired state at a revision and the address manager
+/// built from it.
+#[derive(Debug)]
+struct Cached {
+    state: ServerState,
+    ipam: DualStack,
+}
+
+type Slot = Arc<AsyncMutex<Option<Cached>>>;
+
+/// What a mutation closure returns: the changes of one revision and its description.
+#[derive(Debug)]
+struct Mutation<T> {
+    changes: Vec<Change>,
+    summary: String,
+    action: &'static str,
+    object: String,
+    details: serde_json::Value,
+    output: T,
+}
+
+/// The manager. Cheap to share (`Arc<Manager>`); all methods take `&self`.
+#[derive(Debug)]
+pub struct Manager {
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    events: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    config: ManagerConfig,
+    jwt: Option<crate::auth::jwt::JwtIssuer>,
+    servers: std::sync::Mutex<HashMap<ServerId, Slot>>,
+    throttle: std::sync::Mutex<Throttle>,
+}
+
+impl Manager {
+    /// Start building a manager over `store`, sealing secrets with `sealer`.
+    pub fn builder(store: Arc<dyn Store>, sealer: Sealer) -> ManagerBuilder {
+        ManagerBuilder {
+            store,
+            sealer,
+            events: Arc::new(MemoryEventBus::new()),
+            clock: Arc::new(SystemClock),
+            config: ManagerConfig::default(),
+            jwt: None,
+        }
+    }
+
+    /// The store behind this manager (for reconcilers and tests; callers that act for a
+    /// user must go through the manager's methods).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The sealer (for reconcilers, which must open server keys to apply them).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &Arc<dyn EventBus> {
+        &self.events
+    }
+
+    /// Now, by the manager's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// The principal of a local administrator (the CLI acting without a token): holds
+    /// every permission and is audited as `local:<unix user>`.
+    pub fn local_admin(&self, unix_user: &str) -> Principal {
+        let clean: String = unix_user
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .take(32)
+            .collect();
+        let roles = builtin_role("admin").into_iter().collect();
+        Principal::new(Uuid::nil(), local_user_name(), roles).local(if clean.is_empty() {
+            "unknown".to_owned()
+        } else {
+            clean
+        })
+    }
+
+    fn actor(p: &Principal) -> Actor {
+        let label = match &p.kind {
+            PrincipalKind::Human => format!("user:{}", p.username),
+            PrincipalKind::ApiToken { token_id } => format!("user:{} token:{token_id}", p.username),
+            PrincipalKind::Local { unix_user } => format!("local:{unix_user}"),
+        };
+        Actor {
+            user_id: owner_of(p),
+            label,
+        }
+    }
+
+    /// Authorize `p` for `action` on `resource` at `target`; a refusal of a mutation is
+    /// audited.
+    async fn authorize(
+        &self,
+        p: &Principal,
+        resource: Resource,
+        action: Action,
+        target: Target,
+    ) -> Result<()> {
+        match crate::rbac::authorize(p, resource, action, target) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if action != Action::Read {
+                    let entry = AuditEntry {
+                        at: self.now(),
+                        actor: Self::actor(p),
+                        action: format!("{}.{}", resource.as_str(), action.as_str()),
+                        object: describe_target(target),
+                        server_id: target.server.map(ServerId),
+                        revision: None,
+                        outcome: AuditOutcome::Denied,
+                        details: serde_json::Value::Null,
+                    };
+                    // The refusal stands even if the audit store is down.
+                    if let Err(ae) = self.store.append_audit(entry).await {
+                        tracing::warn!(error = %ae, "could not audit a denied request");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn slot(&self, id: ServerId) -> Slot {
+        let mut g = self
+            .servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.entry(id)
+            .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
+            .clone()
+    }
+
+    fn forget(&self, id: ServerId) {
+        self.servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Build the address manager of a server from its state: pools, the server's own
+    /// addresses, reservations, every peer's addresses (enabled or not: a disabled peer
+    /// keeps its addresses) and the persisted quarantine.
+    fn build_ipam(state: &ServerState, now: OffsetDateTime) -> Result<DualStack> {
+        let s = &state.server;
+        let mut ipam = DualStack::new(
+            s.ipv6_pool,
+            s.ipv4_pool,
+            s.delegation.map(|d| (d.pool, d.prefix_len)),
+        )?;
+        ipam.reserve(IpAddr::V6(s.address_v6), now)?;
+        if let Some(a) = s.address_v4 {
+            ipam.reserve(IpAddr::V4(a), now)?;
+        }
+        for a in &s.reserved {
+            // A reservation outside the pools has nothing to hold back.
+            let _ = ipam.reserve(*a, now);
+        }
+        for p in state.peers.values() {
+            for a in p
+                .address_v6
+                .map(IpAddr::V6)
+                .into_iter()
+                .chain(p.address_v4.map(IpAddr::V4))
+            {
+                // Imported peers may carry addresses outside the pools; those need no
+                // holding. Inside the pool the store's uniqueness already holds.
+                let _ = ipam.claim(a, "peer.address", now);
+            }
+            if let Some(pfx) = p.delegated_prefix {
+                let _ = ipam.claim_prefix(pfx, "peer.prefix", now);
+            }
+        }
+        for q in &s.quarantine {
+            if q.until > now
+                && ipam.is_free(q.addr, now)
+                && ipam.claim(q.addr, "quarantine", now).is_ok()
+            {
+                ipam.release_with_quarantine(q.addr, q.until);
+            }
+        }
+        Ok(ipam)
+    }
+
+    /// Bring the cached address manager in line with committed changes. Adding peers
+    /// (the hot path) only claims what the mutation did not already claim; anything
+    /// that frees or moves addresses rebuilds it from the state (O(n log n), rare).
+    fn sync_ipam(c: &mut Cached, changes: &[Change], now: OffsetDateTime) -> Result<()> {
+        let only_adds = changes
+            .iter()
+            .all(|ch| matches!(ch, Change::PeerAdded { .. }));
+        if !only_adds {
+            c.ipam = Self::build_ipam(&c.state, now)?;
+            return Ok(());
+        }
+        for ch in changes {
+            if let Change::PeerAdded { peer } = ch {
+                for a in peer
+                    .address_v6
+                    .map(IpAddr::V6)
+                    .into_iter()
+                    .chain(peer.address_v4.map(IpAddr::V4))
+                {
+                    if c.ipam.is_free(a, now) {
+                        // Outside the pools there is nothing to hold.
+                        let _ = c.ipam.claim(a, "peer.address", now);
+                    }
+                }
+                if let Some(pfx) = peer.delegated_prefix {
+                    let _ = c.ipam.claim_prefix(pfx, "peer.prefix", now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make sure the slot holds the server at the store's head; load or catch up.
+    async fn refresh_cache(&self, id: ServerId, cached: &mut Option<Cached>) -> Result<()> {
+        let head = self.store.head(id).await?;
+        let Some(head) = head else {
+            *cached = None;
+            return Err(Error::not_found("server", id));
+        };
+        if let Some(c) = cached.as_mut() {
+            if c.state.revision == head {
+                return Ok(());
+            }
+            // Catch up by replaying the revisions we missed (a delta load).
+            let delta = self.store.revisions(id, c.state.revision, u64::MAX).await?;
+            let mut ok = !delta.is_empty();
+            for rec in &delta {
+                for ch in &rec.changes {
+                    if c.state.apply_change(ch).is_err() {
+                        ok = false;
+                    }
+                }
+                c.state.revision = rec.revision;
+            }
+            if ok && c.state.revision == head {
+                c.ipam = Self::build_ipam(&c.state, self.now())?;
+                return Ok(());
+            }
+        }
+        let state = self
+            .store
+            .load_server(id)
+            .await?
+            .ok_or_else(|| Error::not_found("server", id))?;
+        let ipam = Self::build_ipam(&state, self.now())?;
+        *cached = Some(Cached { state, ipam });
+        Ok(())
+    }
+
+    /// Run `f` on the fresh state of a server (read-only).
+    async fn read_server<T>(
+        &self,
+        id: ServerId,
+        f: impl FnOnce(&ServerState) -> Result<T>,
+    ) -> Result<T> {
+        let slot = self.slot(id);
+        let mut g = slot.lock().await;
+        if let Err(e) = self.refresh_cache(id, &mut g).await {
+            if matches!(e, Error::NotFound { .. }) {
+                drop(g);
+                self.forget(id);
+            }
+            return Err(e);
+        }
+        match g.as_ref() {
+            Some(c) => f(&c.state),
+            None => Err(Error::not_found("server", id)),
+        }
+    }
+
+    /// The core write path: compute a mutation on the cached state, commit it with
+    /// compare-and-swap, retry on a lost race. `f` may allocate on the cached address
+    /// manager; if the commit does not land, the cache is dropped and rebuilt, so nothing
+    /// allocated stays held (F3).
+    async fn mutate<T>(
+        &self,
+        p: &Principal,
+        id: ServerId,
+        mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
+    ) -> Result<(RevisionRecord, T)> {
+        let slot = self.slot(id);
+        let mut g = slot.lock().await;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.refresh_cache(id, &mut g).await?;
+            let cached = g.as_mut().ok_or_else(|| Error::not_found("server", id))?;
+            let now = self.now();
+            let expected = cached.state.revision;
+            let m = match f(cached, now) {
+                Ok(m) => m,
+                Err(e) => {
+                    // The closure may have allocated before failing: rebuild.
+                    *g = None;
+                    return Err(e);
+                }
+            };
+            if m.changes.is_empty() {
+                *g = None;
+                return Err(Error::invalid("change", "nothing to change"));
+            }
+            let commit = Commit {
+                server_id: id,
+                expected,
+                changes: m.changes.clone(),
+                author: Self::actor(p),
+                at: now,
+                summary: m.summary.clone(),
+                audit: AuditEntry {
+                    at: now,
+                    actor: Self::actor(p),
+                    action: m.action.to_owned(),
+                    object: m.object.clone(),
+                    server_id: Some(id),
+                    revision: None,
+                    outcome: AuditOutcome::Success,
+                    details: m.details.clone(),
+                },
+            };
+            match self.store.commit(commit).await {
+                Ok(rec) => {
+                    let deleted = rec
+                        .changes
+                        .iter()
+                        .any(|c| matches!(c, Change::ServerDeleted { .. }));
+                    if deleted {
+                        *g = None;
+                    } else if let Some(c) = g.as_mut() {
+                        let mut ok = true;
+                        for ch in &rec.changes {
+                            ok &= c.state.apply_change(ch).is_ok();
+                        }
+                        c.state.revision = rec.revision;
+                        ok = ok && Self::sync_ipam(c, &rec.changes, now).is_ok();
+                        if !ok {
+                            *g = None;
+                        }
+                    }
+                    drop(g);
+                    if deleted {
+                        self.forget(id);
+                    }
+                    self.publish(&rec).await;
+                    return Ok((rec, m.output));
+                }
+                Err(e @ Error::Conflict { .. }) => {
+                    *g = None;
+                    let moved = self.store.head(id).await?.is_none_or(|h| h != expected);
+                    if !moved || attempt >= self.config.max_attempts {
+                        return Err(e);
+                    }
+                    tracing::debug!(server = %id, attempt, "lost a commit race; retrying");
+                    backoff(attempt).await;
+                }
+                Err(e) => {
+                    *g = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn publish(&self, rec: &RevisionRecord) {
+        let event = Event {
+            server_id: rec.server_id,
+            revision: rec.revision,
+            kinds: rec.changes.iter().map(|c| c.kind().to_owned()).collect(),
+        };
+        // The revision is durable; a lost event only delays reconcilers until their
+        // next full pass.
+        if let Err(e) = self.events.publish(event).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+
+    /// Append an audit record for an action that changes no state (a secret export).
+    async fn audit_only(
+        &self,
+        p: &Principal,
+        action: &str,
+        object: String,
+        server_id: Option<ServerId>,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let entry = AuditEntry {
+            at: self.now(),
+            actor: Self::actor(p),
+            action: action.to_owned(),
+            object,
+            server_id,
+            revision: None,
+            outcome: AuditOutcome::Success,
+            details,
+        };
+        self.store.append_audit(entry).await.map(|_| ())
+    }
+}
+
+/// Sleep with jittered exponential backoff before retry `attempt` (1 ms .. ~50 ms),
+/// without a runtime: a timer thread wakes the future.
+async fn backoff(attempt: u32) {
+    let cap_ms = 1u64 << attempt.min(6);
+    let ms = rand::thread_rng().gen_range(0..=cap_ms.min(50));
+    if ms == 0 {
+        return;
+    }
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// The user name of local administrators (never stored as a user).
+fn local_user_name() -> UserName {
+    // A constant that satisfies the user-name rules (unit-tested below).
+    UserName::new("local").expect("`local` is a valid user name")
+}
+
+/// The user a principal acts as, for ownership: `None` for a local administrator.
+pub(crate) fn owner_of(p: &Principal) -> Option<UserId> {
+    match p.kind {
+        PrincipalKind::Local { .. } => None,
+        _ => Some(UserId(p.user_id)),
+    }
+}
+
+fn describe_target(t: Target) -> String {
+    match (t.server, t.owner) {
+        (Some(s), Some(o)) => format!("server/{s} (owner {o})"),
+        (Some(s), None) => format!("server/{s}"),
+        (None, Some(o)) => format!("user/{o}"),
+        (None, None) => "global".to_owned(),
+    }
+}
+
+/// The revision number a commit that creates a server lands at.
+pub const FIRST_REVISION: RevisionNo = RevisionNo(1);

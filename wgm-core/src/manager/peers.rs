@@ -1,0 +1,916 @@
+//! Peer operations: add (one or many, allocated or bring-your-own key), update,
+//! enable/disable, remove, rotate key and PSK, expiry, listing.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+use rand::Rng;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{owner_of, Cached, Manager, Mutation, PeerView};
+use crate::ipam::Allocation;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::model::{Change, Peer, PeerId, PeerStats, Quarantined, ServerId, ServerState, UserId};
+use crate::names::{Description, PeerName};
+use crate::net::{Endpoint, Keepalive};
+use crate::rbac::{Action, Principal, Resource, Target};
+use crate::seal::SecretKind;
+use crate::{Error, Result};
+
+/// How a peer's address in one family is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddrRequest<A> {
+    /// Allocate one from the pool (IPv4: only when the server has an IPv4 pool).
+    #[default]
+    Auto,
+    /// No address in this family.
+    None,
+    /// Exactly this one (checked against the pool, exclusions and other peers).
+    Fixed(A),
+}
+
+/// A peer to add.
+#[derive(Clone, Debug)]
+pub struct NewPeer {
+    /// Unique name within the server.
+    pub name: PeerName,
+    /// Free text.
+    pub description: Option<Description>,
+    /// Owner; self-service users always own what they create.
+    pub owner: Option<UserId>,
+    /// Bring your own public key: wgm then never holds the private key.
+    pub public_key: Option<PublicKey>,
+    /// IPv6 address (every peer gets one: `None` is refused).
+    pub ipv6: AddrRequest<Ipv6Addr>,
+    /// IPv4 address.
+    pub ipv4: AddrRequest<Ipv4Addr>,
+    /// Delegated prefix (default: none).
+    pub prefix: AddrRequest<Ipv6Net>,
+    /// Networks behind the peer routed to it (server-side `AllowedIPs`).
+    pub extra_allowed_ips: Vec<IpNet>,
+    /// Client-side `AllowedIPs` override.
+    pub client_allowed_ips: Option<Vec<IpNet>>,
+    /// Keepalive (default: the server's client template).
+    pub keepalive: Option<Keepalive>,
+    /// A fixed endpoint (site-to-site).
+    pub endpoint: Option<Endpoint>,
+    /// Automatic disable time.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Generate a preshared key (default true).
+    pub preshared_key: bool,
+}
+
+impl NewPeer {
+    /// A peer with automatic dual-stack addresses, a generated key pair and PSK.
+    pub fn new(name: PeerName) -> NewPeer {
+        NewPeer {
+            name,
+            description: None,
+            owner: None,
+            public_key: None,
+            ipv6: AddrRequest::Auto,
+            ipv4: AddrRequest::Auto,
+            prefix: AddrRequest::None,
+            extra_allowed_ips: Vec::new(),
+            client_allowed_ips: None,
+            keepalive: None,
+            endpoint: None,
+            expires_at: None,
+            preshared_key: true,
+        }
+    }
+}
+
+/// Changes to a peer. `None` leaves a field as it is. Owner changes need the
+/// permission to update users' objects globally (mass-assignment safe).
+#[derive(Clone, Debug, Default)]
+pub struct PeerUpdate {
+    /// New name.
+    pub name: Option<PeerName>,
+    /// New description (`Some(None)` clears it).
+    pub description: Option<Option<Description>>,
+    /// New owner (`Some(None)` clears it).
+    pub owner: Option<Option<UserId>>,
+    /// New extra allowed IPs.
+    pub extra_allowed_ips: Option<Vec<IpNet>>,
+    /// New client-side allowed IPs override (`Some(None)` clears it).
+    pub client_allowed_ips: Option<Option<Vec<IpNet>>>,
+    /// New keepalive.
+    pub keepalive: Option<Keepalive>,
+    /// New endpoint (`Some(None)` clears it).
+    pub endpoint: Option<Option<Endpoint>>,
+    /// New expiry (`Some(None)` clears it).
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// Check extra allowed IPs: no default routes, no host bits, no overlap with the
+/// server's pools or with any other peer's allowed IPs on the same server.
+fn check_extra_allowed_ips(
+    state: &ServerState,
+    except: Option<PeerId>,
+    extra: &[IpNet],
+) -> Result<()> {
+    for (i, net) in extra.iter().enumerate() {
+        let field = format!("peer.allowed_ips[{i}]");
+        if net.prefix_len() == 0 {
+            return Err(Error::invalid(
+                field,
+                "a default route (0.0.0.0/0, ::/0) is not allowed on the server side",
+            ));
+        }
+        if net.trunc() != *net {
+            return Err(Error::invalid(field, "host bits are set"));
+        }
+        let pools: Vec<IpNet> = std::iter::once(IpNet::V6(state.server.ipv6_pool))
+            .chain(state.server.ipv4_pool.map(IpNet::V4))
+            .collect();
+        for pool in pools {
+            if pool.contains(net) || net.contains(&pool) {
+                return Err(Error::invalid(
+                    field,
+                    format!("overlaps the server's address pool {pool}"),
+                ));
+            }
+        }
+        for (j, other) in extra.iter().enumerate() {
+            if j != i && (other.contains(net) || net.contains(other)) {
+                return Err(Error::invalid(
+                    field,
+                    format!("overlaps {other} in the same list"),
+                ));
+            }
+        }
+    }
+    if extra.is_empty() {
+        return Ok(());
+    }
+    for p in state.peers.values().filter(|p| Some(p.id) != except) {
+        for theirs in p.allowed_ips() {
+            for (i, net) in extra.iter().enumerate() {
+                if theirs.contains(net) || net.contains(&theirs) {
+                    return Err(Error::invalid(
+                        format!("peer.allowed_ips[{i}]"),
+                        format!("overlaps {theirs} of peer {}", p.name),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Manager {
+    fn peer_target(server: ServerId, owner: Option<UserId>) -> Target {
+        Target::peer(server.0, owner.map(|u| u.0))
+    }
+
+    /// Resolve a peer by name (case-insensitive), public key or id within a server.
+    pub async fn resolve_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        name_or_id: &str,
+    ) -> Result<PeerId> {
+        let (id, owner) = self
+            .read_server(server, |st| {
+                let found = if let Ok(id) = name_or_id.parse::<PeerId>() {
+                    st.peers.get(&id)
+                } else if let Ok(k) = PublicKey::from_base64(name_or_id) {
+                    st.peer_by_key(&k)
+                } else {
+                    let name = PeerName::new(name_or_id)?;
+                    st.peer_by_name(&name)
+                };
+                found
+                    .map(|p| (p.id, p.owner))
+                    .ok_or_else(|| Error::not_found("peer", name_or_id))
+            })
+            .await?;
+        // Users who may not see the peer learn only that it does not exist.
+        if self
+            .authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, owner),
+            )
+            .await
+            .is_err()
+        {
+            return Err(Error::not_found("peer", name_or_id));
+        }
+        Ok(id)
+    }
+
+    /// Add one peer (one revision).
+    pub async fn add_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        spec: NewPeer,
+    ) -> Result<PeerView> {
+        let mut v = self.add_peers(p, server, vec![spec]).await?;
+        v.pop()
+            .ok_or_else(|| Error::invalid("peers", "nothing was added"))
+    }
+
+    /// Add many peers in one revision (bulk create, `--count`). All or nothing.
+    pub async fn add_peers(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        specs: Vec<NewPeer>,
+    ) -> Result<Vec<PeerView>> {
+        if specs.is_empty() {
+            return Err(Error::invalid("peers", "at least one peer is required"));
+        }
+        let mut owners = HashSet::new();
+        for s in &specs {
+            let owner = s.owner.or_else(|| owner_of(p));
+            owners.insert(owner);
+        }
+        for owner in &owners {
+            self.authorize(
+                p,
+                Resource::Peer,
+                Action::Create,
+                Self::peer_target(server, *owner),
+            )
+            .await?;
+            if *owner != owner_of(p) {
+                // Creating a peer for someone else assigns ownership.
+                self.authorize(p, Resource::Peer, Action::Assign, Target::server(server.0))
+                    .await?;
+            }
+        }
+        // Self-service quota: the user's own limit, else the one of their roles.
+        let quota = match owner_of(p) {
+            Some(uid) => match self.store.get_user(uid).await? {
+                Some(u) => u.peer_quota.or_else(|| p.peer_quota()),
+                None => p.peer_quota(),
+            },
+            None => None,
+        };
+        let (_, views) = self
+            .mutate(p, server, |c: &mut Cached, now| {
+                if let (Some(q), Some(uid)) = (quota, owner_of(p)) {
+                    let owned = c
+                        .state
+                        .peers
+                        .values()
+                        .filter(|x| x.owner == Some(uid))
+                        .count();
+                    if owned + specs.len() > q as usize {
+                        return Err(Error::denied(format!("peer quota of {q} reached")));
+                    }
+                }
+                let mut changes = Vec::with_capacity(specs.len());
+                let mut views = Vec::with_capacity(specs.len());
+                let mut names = HashSet::new();
+                let mut keys = HashSet::new();
+                for (i, spec) in specs.iter().enumerate() {
+                    let peer = self.build_peer(c, server, p, spec, now).map_err(|e| {
+                        if specs.len() > 1 {
+                            e.in_field(&format!("peers[{i}]"))
+                        } else {
+                            e
+                        }
+                    })?;
+                    if !names.insert(peer.name.key()) {
+                        return Err(Error::already_exists("peer", peer.name.as_str()));
+                    }
+                    if !keys.insert(peer.public_key) {
+                        return Err(Error::already_exists(
+                            "peer",
+                            format!("public key {}", peer.public_key),
+                        ));
+                    }
+                    views.push(PeerView::of(&peer));
+                    changes.push(Change::PeerAdded {
+                        peer: Box::new(peer),
+                    });
+                }
+                let summary = if views.len() == 1 {
+                    format!("add peer {}", views[0].name)
+                } else {
+                    format!("add {} peers", views.len())
+                };
+                let object = if views.len() == 1 {
+                    format!("server/{server}/peer/{}", views[0].id)
+                } else {
+                    format!("server/{server}/peers")
+                };
+                Ok(Mutation {
+                    summary,
+                    action: "peer.add",
+                    object,
+                    details: json!({ "count": views.len() }),
+                    changes,
+                    output: views,
+                })
+            })
+            .await?;
+        Ok(views)
+    }
+
+    /// Validate a new peer and allocate its addresses on the cached address manager.
+    fn build_peer(
+        &self,
+        c: &mut Cached,
+        server: ServerId,
+        p: &Principal,
+        spec: &NewPeer,
+        now: OffsetDateTime,
+    ) -> Result<Peer> {
+        let st = &c.state;
+        if st.peer_by_name(&spec.name).is_some() {
+            return Err(Error::already_exists("peer", spec.name.as_str()));
+        }
+        if let Some(t) = spec.expires_at {
+            if t <= now {
+                return Err(Error::invalid("peer.expires_at", "must be in the future"));
+            }
+        }
+        let id = PeerId::new_random();
+        let (public_key, private_key) = match spec.public_key {
+            Some(k) => (k, None),
+            None => {
+                let k = PrivateKey::generate();
+                let sealed = self.sealer.seal_private_key(
+                    &k,
+                    SecretKind::PeerPrivateKey,
+                    &id.to_string(),
+                )?;
+                (k.public_key(), Some(sealed))
+            }
+        };
+        if public_key == st.server.public_key {
+            return Err(Error::invalid(
+                "peer.public_key",
+                "must not be the server's own public key",
+            ));
+        }
+        if st.peer_by_key(&public_key).is_some() {
+            return Err(Error::already_exists(
+                "peer",
+                format!("public key {public_key}"),
+            ));
+        }
+        check_extra_allowed_ips(st, None, &spec.extra_allowed_ips)?;
+        let strategy = st.server.strategy;
+        let has_v4 = st.server.ipv4_pool.is_some();
+        let default_keepalive = st.server.client_template.keepalive;
+        // Allocate: explicit claims first, then automatic ones; all or nothing.
+        let mut claimed: Vec<IpAddr> = Vec::new();
+        let mut rng = rand::thread_rng();
+        let result = (|| -> Result<(Option<Ipv6Addr>, Option<Ipv4Addr>, Option<Ipv6Net>)> {
+            let v6_fixed = match spec.ipv6 {
+                AddrRequest::None => {
+                    return Err(Error::invalid(
+                        "peer.ipv6",
+                        "every peer gets an IPv6 address (IPv6 is always on)",
+                    ))
+                }
+                AddrRequest::Fixed(a) => {
+                    c.ipam.claim(IpAddr::V6(a), "peer.ipv6", now)?;
+                    claimed.push(IpAddr::V6(a));
+                    Some(a)
+                }
+                AddrRequest::Auto => None,
+            };
+            let v4_fixed = match spec.ipv4 {
+                AddrRequest::Fixed(a) => {
+                    if !has_v4 {
+                        return Err(Error::invalid("peer.ipv4", "the server has no IPv4 pool"));
+                    }
+                    c.ipam.claim(IpAddr::V4(a), "peer.ipv4", now)?;
+                    claimed.push(IpAddr::V4(a));
+                    Some(a)
+                }
+                _ => None,
+            };
+            let want_v4_auto = has_v4 && matches!(spec.ipv4, AddrRequest::Auto);
+            let (v6, v4) = match (v6_fixed, v4_fixed) {
+                (Some(a6), fixed4) => {
+                    let v4 = if want_v4_auto {
+                        // Only IPv4 still to allocate.
+                        let alloc = allocate_v4_only(c, strategy, &mut rng, now)?;
+                        claimed.push(IpAddr::V4(alloc));
+                        Some(alloc)
+                    } else {
+                        fixed4
+                    };
+                    (a6, v4)
+                }
+                (None, fixed4) => {
+                    let a: Allocation =
+                        c.ipam
+                            .allocate_pair(strategy, want_v4_auto, &mut rng, now)?;
+                    claimed.extend(a.addrs());
+                    (a.v6, a.v4.or(fixed4))
+                }
+            };
+            let prefix = match spec.prefix {
+                AddrRequest::None => None,
+                AddrRequest::Auto => Some(c.ipam.allocate_prefix(strategy, &mut rng, now)?),
+                AddrRequest::Fixed(net) => {
+                    c.ipam.claim_prefix(net, "peer.prefix", now)?;
+                    Some(net)
+                }
+            };
+            Ok((Some(v6), v4, prefix))
+        })();
+        let (address_v6, address_v4, delegated_prefix) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                for a in claimed {
+                    c.ipam.release(a);
+                }
+                return Err(e);
+            }
+        };
+        let preshared_key = if spec.preshared_key {
+            let psk = PresharedKey::generate();
+            Some(self.sealer.seal_preshared_key(
+                &psk,
+                SecretKind::PeerPresharedKey,
+                &id.to_string(),
+            )?)
+        } else {
+            None
+        };
+        let owner = spec.owner.or_else(|| owner_of(p));
+        Ok(Peer {
+            id,
+            server_id: server,
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            owner,
+            public_key,
+            private_key,
+            preshared_key,
+            address_v6,
+            address_v4,
+            delegated_prefix,
+            extra_allowed_ips: spec.extra_allowed_ips.clone(),
+            client_allowed_ips: spec.client_allowed_ips.clone(),
+            endpoint: spec.endpoint.clone(),
+            keepalive: spec.keepalive.unwrap_or(default_keepalive),
+            enabled: true,
+            expires_at: spec.expires_at,
+            config_path: None,
+            stats: PeerStats::default(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Show one peer.
+    pub async fn get_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+    ) -> Result<PeerView> {
+        let v = self
+            .read_server(server, |st| {
+                st.peers
+                    .get(&peer)
+                    .map(PeerView::of)
+                    .ok_or_else(|| Error::not_found("peer", peer))
+            })
+            .await?;
+        if self
+            .authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, v.owner),
+            )
+            .await
+            .is_err()
+        {
+            return Err(Error::not_found("peer", peer));
+        }
+        Ok(v)
+    }
+
+    /// List the peers of a server that the caller may see, ordered by name.
+    pub async fn list_peers(&self, p: &Principal, server: ServerId) -> Result<Vec<PeerView>> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+            .await?;
+        let mut v = self
+            .read_server(server, |st| {
+                Ok(st
+                    .peers
+                    .values()
+                    .filter(|x| {
+                        crate::rbac::authorize(
+                            p,
+                            Resource::Peer,
+                            Action::Read,
+                            Self::peer_target(server, x.owner),
+                        )
+                        .is_ok()
+                    })
+                    .map(PeerView::of)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        v.sort_by(|a, b| a.name.key().cmp(&b.name.key()));
+        Ok(v)
+    }
+
+    /// Apply a closure to one peer as one revision, after object-level authorization.
+    async fn change_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        action: Action,
+        audit_action: &'static str,
+        mut f: impl FnMut(&mut Cached, &mut Peer, OffsetDateTime) -> Result<Vec<Change>>,
+    ) -> Result<PeerView> {
+        let owner = self
+            .read_server(server, |st| {
+                st.peers
+                    .get(&peer)
+                    .map(|x| x.owner)
+                    .ok_or_else(|| Error::not_found("peer", peer))
+            })
+            .await?;
+        if self
+            .authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, owner),
+            )
+            .await
+            .is_err()
+        {
+            return Err(Error::not_found("peer", peer));
+        }
+        self.authorize(p, Resource::Peer, action, Self::peer_target(server, owner))
+            .await?;
+        let (_, view) = self
+            .mutate(p, server, |c, now| {
+                let before = c
+                    .state
+                    .peers
+                    .get(&peer)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("peer", peer))?;
+                if before.owner != owner {
+                    return Err(Error::conflict("the peer's owner changed concurrently"));
+                }
+                let mut after = before.clone();
+                let mut extra = f(c, &mut after, now)?;
+                let changes = if after.without_stats() == before.without_stats() {
+                    if extra.is_empty() {
+                        return Err(Error::invalid("peer", "the update changes nothing"));
+                    }
+                    extra
+                } else {
+                    after.updated_at = now;
+                    let mut v = vec![Change::PeerUpdated {
+                        before: Box::new(before.clone()),
+                        after: Box::new(after.clone()),
+                    }];
+                    v.append(&mut extra);
+                    v
+                };
+                Ok(Mutation {
+                    summary: format!(
+                        "{} peer {}",
+                        audit_action.trim_start_matches("peer."),
+                        after.name
+                    ),
+                    action: audit_action,
+                    object: format!("server/{server}/peer/{peer}"),
+                    details: json!({}),
+                    changes,
+                    output: PeerView::of(&after),
+                })
+            })
+            .await?;
+        Ok(view)
+    }
+
+    /// Update a peer's settings (one revision).
+    pub async fn update_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        u: PeerUpdate,
+    ) -> Result<PeerView> {
+        if u.owner.is_some() {
+            // Changing ownership is an administrative act on users' objects.
+            self.authorize(p, Resource::Peer, Action::Assign, Target::server(server.0))
+                .await?;
+        }
+        if let Some(Some(t)) = u.expires_at {
+            if t <= self.now() {
+                return Err(Error::invalid("peer.expires_at", "must be in the future"));
+            }
+        }
+        self.change_peer(
+            p,
+            server,
+            peer,
+            Action::Update,
+            "peer.update",
+            |c, after, _now| {
+                if let Some(n) = &u.name {
+                    if let Some(other) = c.state.peer_by_name(n) {
+                        if other.id != after.id {
+                            return Err(Error::already_exists("peer", n.as_str()));
+                        }
+                    }
+                    after.name = n.clone();
+                }
+                if let Some(d) = &u.description {
+                    after.description.clone_from(d);
+                }
+                if let Some(o) = u.owner {
+                    after.owner = o;
+                }
+                if let Some(x) = &u.extra_allowed_ips {
+                    check_extra_allowed_ips(&c.state, Some(after.id), x)?;
+                    after.extra_allowed_ips.clone_from(x);
+                }
+                if let Some(x) = &u.client_allowed_ips {
+                    after.client_allowed_ips.clone_from(x);
+                }
+                if let Some(k) = u.keepalive {
+                    after.keepalive = k;
+                }
+                if let Some(e) = &u.endpoint {
+                    after.endpoint.clone_from(e);
+                }
+                if let Some(t) = u.expires_at {
+                    after.expires_at = t;
+                }
+                if let Some(en) = u.enabled {
+                    after.enabled = en;
+                }
+                Ok(Vec::new())
+            },
+        )
+        .await
+    }
+
+    /// Enable or disable a peer. A disabled peer is removed from the device but keeps
+    /// its addresses and keys.
+    pub async fn set_peer_enabled(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        enabled: bool,
+    ) -> Result<PeerView> {
+        let action = if enabled {
+            "peer.enable"
+        } else {
+            "peer.disable"
+        };
+        self.change_peer(p, server, peer, Action::Update, action, |_, after, _| {
+            after.enabled = enabled;
+            Ok(Vec::new())
+        })
+        .await
+    }
+
+    /// Set or clear a peer's expiry.
+    pub async fn set_peer_expiry(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<PeerView> {
+        self.update_peer(
+            p,
+            server,
+            peer,
+            PeerUpdate {
+                expires_at: Some(expires_at),
+                ..PeerUpdate::default()
+            },
+        )
+        .await
+    }
+
+    /// Generate a new key pair for a peer (server-side keys; a bring-your-own-key peer
+    /// becomes a server-keyed one).
+    pub async fn rotate_peer_key(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+    ) -> Result<PeerView> {
+        self.change_peer(
+            p,
+            server,
+            peer,
+            Action::Update,
+            "peer.rotate_key",
+            |c, after, _| {
+                let k = PrivateKey::generate();
+                let public = k.public_key();
+                if public == c.state.server.public_key || c.state.peer_by_key(&public).is_some() {
+                    return Err(Error::conflict(
+                        "the new key collides with an existing key; try again",
+                    ));
+                }
+                after.private_key = Some(self.sealer.seal_private_key(
+                    &k,
+                    SecretKind::PeerPrivateKey,
+                    &after.id.to_string(),
+                )?);
+                after.public_key = public;
+                Ok(Vec::new())
+            },
+        )
+        .await
+    }
+
+    /// Generate a new preshared key for a peer.
+    pub async fn rotate_peer_psk(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+    ) -> Result<PeerView> {
+        self.change_peer(
+            p,
+            server,
+            peer,
+            Action::Update,
+            "peer.rotate_psk",
+            |_, after, _| {
+                let psk = PresharedKey::generate();
+                after.preshared_key = Some(self.sealer.seal_preshared_key(
+                    &psk,
+                    SecretKind::PeerPresharedKey,
+                    &after.id.to_string(),
+                )?);
+                Ok(Vec::new())
+            },
+        )
+        .await
+    }
+
+    /// Remove a peer. Its addresses are quarantined for the server's quarantine time.
+    pub async fn remove_peer(&self, p: &Principal, server: ServerId, peer: PeerId) -> Result<()> {
+        let owner = self
+            .read_server(server, |st| {
+                st.peers
+                    .get(&peer)
+                    .map(|x| x.owner)
+                    .ok_or_else(|| Error::not_found("peer", peer))
+            })
+            .await?;
+        if self
+            .authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, owner),
+            )
+            .await
+            .is_err()
+        {
+            return Err(Error::not_found("peer", peer));
+        }
+        self.authorize(
+            p,
+            Resource::Peer,
+            Action::Delete,
+            Self::peer_target(server, owner),
+        )
+        .await?;
+        self.mutate(p, server, |c, now| {
+            let gone = c
+                .state
+                .peers
+                .get(&peer)
+                .cloned()
+                .ok_or_else(|| Error::not_found("peer", peer))?;
+            let changes = removal_changes(&c.state, std::slice::from_ref(&gone), now);
+            Ok(Mutation {
+                summary: format!("remove peer {}", gone.name),
+                action: "peer.remove",
+                object: format!("server/{server}/peer/{peer}"),
+                details: json!({}),
+                changes,
+                output: (),
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Disable every enabled peer past its expiry (one revision per server that has
+    /// any), as the system. Returns how many peers were disabled.
+    pub async fn sweep_expired(&self, p: &Principal) -> Result<usize> {
+        self.authorize(p, Resource::Peer, Action::Update, Target::none())
+            .await?;
+        let mut total = 0;
+        for s in self.store.list_servers(crate::model::Page::ALL).await? {
+            let res = self
+                .mutate(p, s.id, |c, now| {
+                    let mut changes = Vec::new();
+                    for peer in c
+                        .state
+                        .peers
+                        .values()
+                        .filter(|x| x.enabled && x.is_expired(now))
+                    {
+                        let mut after = peer.clone();
+                        after.enabled = false;
+                        after.updated_at = now;
+                        changes.push(Change::PeerUpdated {
+                            before: Box::new(peer.clone()),
+                            after: Box::new(after),
+                        });
+                    }
+                    let n = changes.len();
+                    Ok(Mutation {
+                        summary: format!("disable {n} expired peers"),
+                        action: "peer.expire",
+                        object: format!("server/{}/peers", s.id),
+                        details: json!({ "count": n }),
+                        changes,
+                        output: n,
+                    })
+                })
+                .await;
+            match res {
+                Ok((_, n)) => total += n,
+                // No expired peer on this server: nothing to commit.
+                Err(Error::InvalidInput { .. } | Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Allocate only an IPv4 address (the IPv6 one was fixed by the caller).
+fn allocate_v4_only(
+    c: &mut Cached,
+    strategy: crate::ipam::Strategy,
+    rng: &mut impl Rng,
+    now: OffsetDateTime,
+) -> Result<Ipv4Addr> {
+    // Allocate a pair and give the IPv6 half back: the pair allocator is the one
+    // all-or-nothing entry point for both families.
+    let a = c.ipam.allocate_pair(strategy, true, rng, now)?;
+    c.ipam.release(IpAddr::V6(a.v6));
+    a.v4.ok_or_else(|| Error::invalid("peer.ipv4", "the server has no IPv4 pool"))
+}
+
+/// The changes that remove `peers`: one `PeerRemoved` each, plus a `ServerUpdated` that
+/// records their addresses in the server's quarantine list (expired entries pruned).
+pub(super) fn removal_changes(
+    state: &ServerState,
+    peers: &[Peer],
+    now: OffsetDateTime,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = peers
+        .iter()
+        .map(|x| Change::PeerRemoved {
+            peer: Box::new(x.clone()),
+        })
+        .collect();
+    let secs = state.server.quarantine_secs;
+    if secs > 0 {
+        let until = now + time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
+        let before = state.server.clone();
+        let mut after = before.clone();
+        after.quarantine.retain(|q| q.until > now);
+        for x in peers {
+            for addr in x
+                .address_v6
+                .map(IpAddr::V6)
+                .into_iter()
+                .chain(x.address_v4.map(IpAddr::V4))
+            {
+                after.quarantine.push(Quarantined { addr, until });
+            }
+        }
+        if after != before {
+            changes.push(Change::ServerUpdated {
+                before: Box::new(before),
+                after: Box::new(after),
+            });
+        }
+    }
+    changes
+}

@@ -1,0 +1,704 @@
+//! Server operations: create, update, delete, list, show, rotate key.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde_json::json;
+
+use super::{Cached, Manager, Mutation, ServerView};
+use crate::ipam::{DualStack, Strategy};
+use crate::keys::PrivateKey;
+use crate::model::{
+    AuditEntry, AuditOutcome, Change, ClientTemplate, Commit, Delegation, Page, RevisionNo, Server,
+    ServerId,
+};
+use crate::names::{InterfaceName, ServerName};
+use crate::net::{DnsEntry, Endpoint, FwMark, ListenPort, Mtu};
+use crate::rbac::{Action, Principal, Resource, Target};
+use crate::seal::SecretKind;
+use crate::{Error, Result};
+
+/// Everything needed to create a server. Only name, interface and port are required:
+/// the IPv6 pool defaults to a random RFC 4193 /64, IPv4 is off unless a pool is given.
+#[derive(Clone, Debug)]
+pub struct NewServer {
+    /// Unique name.
+    pub name: ServerName,
+    /// Interface name on the host.
+    pub interface: InterfaceName,
+    /// UDP listen port.
+    pub listen_port: ListenPort,
+    /// IPv6 pool; `None` picks a random ULA /64.
+    pub ipv6_pool: Option<Ipv6Net>,
+    /// IPv4 pool; `None` = IPv6 only.
+    pub ipv4_pool: Option<Ipv4Net>,
+    /// The server's own IPv6 address; `None` = the first usable address of the pool.
+    pub address_v6: Option<Ipv6Addr>,
+    /// The server's own IPv4 address; `None` = the first usable address of the pool.
+    pub address_v4: Option<Ipv4Addr>,
+    /// Prefix delegation for routed sites.
+    pub delegation: Option<Delegation>,
+    /// Allocation strategy.
+    pub strategy: Strategy,
+    /// DNS servers for clients.
+    pub dns: Vec<DnsEntry>,
+    /// MTU (default 1420).
+    pub mtu: Option<Mtu>,
+    /// Firewall mark.
+    pub fwmark: Option<FwMark>,
+    /// Endpoint advertised to clients.
+    pub endpoint: Option<Endpoint>,
+    /// Client template.
+    pub client_template: ClientTemplate,
+    /// Informational wg-quick path.
+    pub config_path: Option<String>,
+    /// Quarantine of released addresses in seconds (default from the manager config).
+    pub quarantine_secs: Option<u64>,
+    /// Use this private key instead of generating one (imports, migrations).
+    pub private_key: Option<PrivateKey>,
+}
+
+impl NewServer {
+    /// A server with defaults for everything but the three required fields.
+    pub fn new(name: ServerName, interface: InterfaceName, listen_port: ListenPort) -> NewServer {
+        NewServer {
+            name,
+            interface,
+            listen_port,
+            ipv6_pool: None,
+            ipv4_pool: None,
+            address_v6: None,
+            address_v4: None,
+            delegation: None,
+            strategy: Strategy::Sequential,
+            dns: Vec::new(),
+            mtu: None,
+            fwmark: None,
+            endpoint: None,
+            client_template: ClientTemplate::default(),
+            config_path: None,
+            quarantine_secs: None,
+            private_key: None,
+        }
+    }
+}
+
+/// Changes to a server's settings. `None` leaves a field as it is. Pools cannot change
+/// once created (addresses were handed out from them).
+#[derive(Clone, Debug, Default)]
+pub struct ServerUpdate {
+    /// New name.
+    pub name: Option<ServerName>,
+    /// New listen port.
+    pub listen_port: Option<ListenPort>,
+    /// New advertised endpoint (`Some(None)` clears it).
+    pub endpoint: Option<Option<Endpoint>>,
+    /// New DNS list.
+    pub dns: Option<Vec<DnsEntry>>,
+    /// New MTU.
+    pub mtu: Option<Mtu>,
+    /// New firewall mark (`Some(None)` clears it).
+    pub fwmark: Option<Option<FwMark>>,
+    /// New client template.
+    pub client_template: Option<ClientTemplate>,
+    /// New allocation strategy.
+    pub strategy: Option<Strategy>,
+    /// New quarantine time.
+    pub quarantine_secs: Option<u64>,
+    /// Whether the interface should be up.
+    pub active: Option<bool>,
+    /// Informational wg-quick path (`Some(None)` clears it).
+    pub config_path: Option<Option<String>>,
+}
+
+/// Options of a wg-quick import.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Accept `PreUp`/`PostUp`/`PreDown`/`PostDown`. They are never stored or run: wgm
+    /// applies through its backends; the count of dropped hooks is audited.
+    pub allow_hooks: bool,
+    /// Interface name; defaults to the server name when that is a valid interface name.
+    pub interface: Option<InterfaceName>,
+}
+
+fn first_host_v6(pool: Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(pool.network()).wrapping_add(1))
+}
+
+fn first_host_v4(pool: Ipv4Net) -> Ipv4Addr {
+    if pool.prefix_len() >= 31 {
+        pool.network()
+    } else {
+        Ipv4Addr::from(u32::from(pool.network()).wrapping_add(1))
+    }
+}
+
+impl Manager {
+    /// Resolve a server by name (case-insensitive) or id, as the caller may see it.
+    pub async fn resolve_server(&self, p: &Principal, name_or_id: &str) -> Result<ServerId> {
+        let id = if let Ok(id) = name_or_id.parse::<ServerId>() {
+            id
+        } else {
+            let name = ServerName::new(name_or_id)?;
+            self.store
+                .find_server(&name)
+                .await?
+                .ok_or_else(|| Error::not_found("server", name_or_id))?
+        };
+        self.authorize(p, Resource::Server, Action::Read, Target::server(id.0))
+            .await?;
+        Ok(id)
+    }
+
+    /// Create a server (revision 1).
+    pub async fn create_server(&self, p: &Principal, spec: NewServer) -> Result<ServerView> {
+        self.authorize(p, Resource::Server, Action::Create, Target::none())
+            .await?;
+        let now = self.now();
+        let mtu = spec.mtu.unwrap_or_default();
+        mtu.check_ipv6("server.mtu")?;
+        let ipv6_pool = match spec.ipv6_pool {
+            Some(n) => n,
+            None => crate::net::random_ula_prefix(&mut rand::thread_rng()),
+        };
+        let address_v6 = spec.address_v6.unwrap_or_else(|| first_host_v6(ipv6_pool));
+        let address_v4 = spec
+            .ipv4_pool
+            .map(|pool| spec.address_v4.unwrap_or_else(|| first_host_v4(pool)));
+        if spec.address_v4.is_some() && spec.ipv4_pool.is_none() {
+            return Err(Error::invalid("server.address_v4", "needs an IPv4 pool"));
+        }
+        // Validate pools and the server's own addresses exactly as allocation will.
+        let mut ipam = DualStack::new(
+            ipv6_pool,
+            spec.ipv4_pool,
+            spec.delegation.map(|d| (d.pool, d.prefix_len)),
+        )
+        .map_err(|e| e.in_field("server"))?;
+        ipam.claim(IpAddr::V6(address_v6), "server.address_v6", now)?;
+        if let Some(a) = address_v4 {
+            ipam.claim(IpAddr::V4(a), "server.address_v4", now)?;
+        }
+        for s in self.store.list_servers(Page::ALL).await? {
+            if s.interface == spec.interface {
+                return Err(Error::already_exists(
+                    "server",
+                    format!("with interface {}", spec.interface),
+                ));
+            }
+        }
+        let id = ServerId::new_random();
+        let key = spec.private_key.unwrap_or_else(PrivateKey::generate);
+        let sealed =
+            self.sealer
+                .seal_private_key(&key, SecretKind::ServerPrivateKey, &id.to_string())?;
+        let server = Server {
+            id,
+            name: spec.name,
+            interface: spec.interface,
+            listen_port: spec.listen_port,
+            private_key: sealed,
+            public_key: key.public_key(),
+            ipv6_pool,
+            ipv4_pool: spec.ipv4_pool,
+            address_v6,
+            address_v4,
+            delegation: spec.delegation,
+            strategy: spec.strategy,
+            quarantine_secs: spec
+                .quarantine_secs
+                .unwrap_or(self.config.default_quarantine_secs),
+            reserved: Vec::new(),
+            quarantine: Vec::new(),
+            dns: spec.dns,
+            mtu,
+            fwmark: spec.fwmark,
+            endpoint: spec.endpoint,
+            client_template: spec.client_template,
+            config_path: spec.config_path,
+            active: true,
+            created_at: now,
+            updated_at: now,
+        };
+        let id = self
+            .commit_new_server(p, server, Vec::new(), "server.create", json!({}))
+            .await?;
+        self.get_server(p, id).await
+    }
+
+    /// Commit a new server (and optionally its first peers) as revision 1.
+    pub(super) async fn commit_new_server(
+        &self,
+        p: &Principal,
+        server: Server,
+        mut more: Vec<Change>,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<ServerId> {
+        let id = server.id;
+        let now = self.now();
+        let summary = if more.is_empty() {
+            format!("create server {}", server.name)
+        } else {
+            format!("import server {} with {} peers", server.name, more.len())
+        };
+        let object = format!("server/{id}");
+        let mut changes = vec![Change::ServerCreated {
+            server: Box::new(server),
+        }];
+        changes.append(&mut more);
+        let commit = Commit {
+            server_id: id,
+            expected: RevisionNo::NONE,
+            changes,
+            author: Self::actor(p),
+            at: now,
+            summary,
+            audit: AuditEntry {
+                at: now,
+                actor: Self::actor(p),
+                action: action.to_owned(),
+                object,
+                server_id: Some(id),
+                revision: None,
+                outcome: AuditOutcome::Success,
+                details,
+            },
+        };
+        let rec = self.store.commit(commit).await?;
+        self.publish(&rec).await;
+        Ok(id)
+    }
+
+    /// Show one server.
+    pub async fn get_server(&self, p: &Principal, id: ServerId) -> Result<ServerView> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(id.0))
+            .await?;
+        self.read_server(id, |st| Ok(ServerView::of(st))).await
+    }
+
+    /// List servers the caller may see, ordered by name.
+    pub async fn list_servers(
+        &self,
+        p: &Principal,
+        page: Page,
+    ) -> Result<Vec<crate::model::ServerSummary>> {
+        let all = self.store.list_servers(page).await?;
+        Ok(all
+            .into_iter()
+            .filter(|s| {
+                crate::rbac::authorize(p, Resource::Server, Action::Read, Target::server(s.id.0))
+                    .is_ok()
+            })
+            .collect())
+    }
+
+    /// Change a server's settings (one revision).
+    pub async fn update_server(
+        &self,
+        p: &Principal,
+        id: ServerId,
+        u: ServerUpdate,
+    ) -> Result<ServerView> {
+        self.authorize(p, Resource::Server, Action::Update, Target::server(id.0))
+            .await?;
+        if let Some(m) = u.mtu {
+            m.check_ipv6("server.mtu")?;
+        }
+        if let Some(name) = &u.name {
+            if let Some(other) = self.store.find_server(name).await? {
+                if other != id {
+                    return Err(Error::already_exists("server", name.as_str()));
+                }
+            }
+        }
+        self.mutate(p, id, |c: &mut Cached, now| {
+            let before = c.state.server.clone();
+            let mut after = before.clone();
+            if let Some(v) = &u.name {
+                after.name = v.clone();
+            }
+            if let Some(v) = u.listen_port {
+                after.listen_port = v;
+            }
+            if let Some(v) = &u.endpoint {
+                after.endpoint.clone_from(v);
+            }
+            if let Some(v) = &u.dns {
+                after.dns.clone_from(v);
+            }
+            if let Some(v) = u.mtu {
+                after.mtu = v;
+            }
+            if let Some(v) = u.fwmark {
+                after.fwmark = v;
+            }
+            if let Some(v) = &u.client_template {
+                after.client_template = v.clone();
+            }
+            if let Some(v) = u.strategy {
+                after.strategy = v;
+            }
+            if let Some(v) = u.quarantine_secs {
+                after.quarantine_secs = v;
+            }
+            if let Some(v) = u.active {
+                after.active = v;
+            }
+            if let Some(v) = &u.config_path {
+                after.config_path.clone_from(v);
+            }
+            let mut before_cmp = before.clone();
+            before_cmp.updated_at = after.updated_at;
+            if before_cmp == after {
+                return Err(Error::invalid("server", "the update changes nothing"));
+            }
+            after.updated_at = now;
+            Ok(Mutation {
+                summary: format!("update server {}", after.name),
+                action: "server.update",
+                object: format!("server/{id}"),
+                details: json!({}),
+                changes: vec![Change::ServerUpdated {
+                    before: Box::new(before),
+                    after: Box::new(after),
+                }],
+                output: (),
+            })
+        })
+        .await?;
+        self.get_server(p, id).await
+    }
+
+    /// Generate a new server key pair (F11). Peers' configs render with the new public
+    /// key from now on; the device is updated on the next apply.
+    pub async fn rotate_server_key(&self, p: &Principal, id: ServerId) -> Result<ServerView> {
+        self.authorize(p, Resource::Server, Action::Update, Target::server(id.0))
+            .await?;
+        self.mutate(p, id, |c, now| {
+            let key = PrivateKey::generate();
+            let public = key.public_key();
+            if c.state.peer_by_key(&public).is_some() {
+                return Err(Error::conflict(
+                    "the new server key equals a peer's key; try again",
+                ));
+            }
+            let before = c.state.server.clone();
+            let mut after = before.clone();
+            after.private_key = self.sealer.seal_private_key(
+                &key,
+                SecretKind::ServerPrivateKey,
+                &id.to_string(),
+            )?;
+            after.public_key = public;
+            after.updated_at = now;
+            Ok(Mutation {
+                summary: format!("rotate key of server {}", after.name),
+                action: "server.rotate_key",
+                object: format!("server/{id}"),
+                details: json!({ "public_key": public.to_base64() }),
+                changes: vec![Change::ServerUpdated {
+                    before: Box::new(before),
+                    after: Box::new(after),
+                }],
+                output: (),
+            })
+        })
+        .await?;
+        self.get_server(p, id).await
+    }
+
+    /// Delete a server and all its peers (one final revision; history is kept).
+    pub async fn delete_server(&self, p: &Principal, id: ServerId) -> Result<RevisionNo> {
+        self.authorize(p, Resource::Server, Action::Delete, Target::server(id.0))
+            .await?;
+        let (rec, ()) = self
+            .mutate(p, id, |c, _now| {
+                Ok(Mutation {
+                    summary: format!("delete server {}", c.state.server.name),
+                    action: "server.delete",
+                    object: format!("server/{id}"),
+                    details: json!({ "peers": c.state.peers.len() }),
+                    changes: vec![Change::ServerDeleted {
+                        server: Box::new(c.state.server.clone()),
+                    }],
+                    output: (),
+                })
+            })
+            .await?;
+        Ok(rec.revision)
+    }
+}
+
+impl Manager {
+    /// Import a wg-quick server config as a new server with all its peers, in one
+    /// revision. The interface's IPv6 `Address` gives the IPv6 pool (a random ULA /64
+    /// when there is none); an IPv4 `Address` gives the IPv4 pool. Each peer's host
+    /// routes inside the pools become its addresses; its other `AllowedIPs` become
+    /// extra allowed IPs. Keys are kept (sealed); names come from `# Name =` comments.
+    pub async fn import_server(
+        &self,
+        p: &Principal,
+        name: ServerName,
+        text: &str,
+        opts: ImportOptions,
+    ) -> Result<ServerView> {
+        use crate::model::{Peer, PeerId, PeerStats};
+        use ipnet::IpNet;
+        self.authorize(p, Resource::Server, Action::Create, Target::none())
+            .await?;
+        let popts = crate::wgquick::ParseOptions {
+            allow_hooks: opts.allow_hooks,
+            max_bytes: self.config.max_import_bytes,
+        };
+        let cfg = crate::wgquick::parse(text, &popts)?;
+        let iface = &cfg.interface;
+        let key = iface.private_key.clone().ok_or_else(|| {
+            Error::invalid("import.PrivateKey", "a server config needs its private key")
+        })?;
+        let interface = match opts.interface {
+            Some(i) => i,
+            None => InterfaceName::new(name.as_str()).map_err(|_| {
+                Error::invalid(
+                    "import.interface",
+                    "the server name is not a valid interface name; give one",
+                )
+            })?,
+        };
+        let mut spec = NewServer::new(
+            name,
+            interface,
+            iface.listen_port.ok_or_else(|| {
+                Error::invalid("import.ListenPort", "a server config needs a listen port")
+            })?,
+        );
+        for a in &iface.addresses {
+            match a {
+                IpNet::V6(n) if spec.ipv6_pool.is_none() => {
+                    spec.ipv6_pool = Some(n.trunc());
+                    spec.address_v6 = Some(n.addr());
+                }
+                IpNet::V4(n) if spec.ipv4_pool.is_none() => {
+                    spec.ipv4_pool = Some(n.trunc());
+                    spec.address_v4 = Some(n.addr());
+                }
+                _ => {}
+            }
+        }
+        spec.mtu = iface.mtu;
+        spec.fwmark = iface.fwmark.filter(|f| !f.is_off());
+        spec.dns.clone_from(&iface.dns);
+        spec.private_key = Some(key);
+        let hooks = iface.hooks.pre_up.len()
+            + iface.hooks.post_up.len()
+            + iface.hooks.pre_down.len()
+            + iface.hooks.post_down.len();
+        let now = self.now();
+        let mtu = spec.mtu.unwrap_or_default();
+        mtu.check_ipv6("import.MTU")?;
+        let ipv6_pool = match spec.ipv6_pool {
+            Some(n) => n,
+            None => crate::net::random_ula_prefix(&mut rand::thread_rng()),
+        };
+        let address_v6 = spec.address_v6.unwrap_or_else(|| first_host_v6(ipv6_pool));
+        let address_v4 = spec
+            .ipv4_pool
+            .map(|pool| spec.address_v4.unwrap_or_else(|| first_host_v4(pool)));
+        let mut ipam =
+            DualStack::new(ipv6_pool, spec.ipv4_pool, None).map_err(|e| e.in_field("import"))?;
+        ipam.claim(IpAddr::V6(address_v6), "import.Address", now)?;
+        if let Some(a) = address_v4 {
+            ipam.claim(IpAddr::V4(a), "import.Address", now)?;
+        }
+        for s in self.store.list_servers(Page::ALL).await? {
+            if s.interface == spec.interface {
+                return Err(Error::already_exists(
+                    "server",
+                    format!("with interface {}", spec.interface),
+                ));
+            }
+        }
+        let id = ServerId::new_random();
+        let key = spec.private_key.take().unwrap_or_else(PrivateKey::generate);
+        let server = Server {
+            id,
+            name: spec.name.clone(),
+            interface: spec.interface.clone(),
+            listen_port: spec.listen_port,
+            private_key: self.sealer.seal_private_key(
+                &key,
+                SecretKind::ServerPrivateKey,
+                &id.to_string(),
+            )?,
+            public_key: key.public_key(),
+            ipv6_pool,
+            ipv4_pool: spec.ipv4_pool,
+            address_v6,
+            address_v4,
+            delegation: None,
+            strategy: Strategy::Sequential,
+            quarantine_secs: self.config.default_quarantine_secs,
+            reserved: Vec::new(),
+            quarantine: Vec::new(),
+            dns: spec.dns.clone(),
+            mtu,
+            fwmark: spec.fwmark,
+            endpoint: None,
+            client_template: ClientTemplate::default(),
+            config_path: None,
+            active: true,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut changes = Vec::with_capacity(cfg.peers.len());
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, sec) in cfg.peers.iter().enumerate() {
+            let field = format!("import.peers[{i}]");
+            if sec.public_key == server.public_key {
+                return Err(Error::invalid(
+                    format!("{field}.PublicKey"),
+                    "equals the server's own public key",
+                ));
+            }
+            if !keys.insert(sec.public_key) {
+                return Err(Error::invalid(
+                    format!("{field}.PublicKey"),
+                    "duplicate peer public key",
+                ));
+            }
+            let pname = match &sec.name {
+                Some(n) => {
+                    crate::names::PeerName::new(n.clone()).map_err(|e| e.in_field(&field))?
+                }
+                None => crate::names::PeerName::new(format!("peer-{}", i + 1))?,
+            };
+            if !names.insert(pname.key()) {
+                return Err(Error::invalid(
+                    format!("{field}.Name"),
+                    format!("duplicate peer name {pname}"),
+                ));
+            }
+            let pid = PeerId::new_random();
+            let mut address_v6 = None;
+            let mut address_v4 = None;
+            let mut extra = Vec::new();
+            for net in &sec.allowed_ips {
+                match net {
+                    IpNet::V6(n)
+                        if n.prefix_len() == 128
+                            && ipv6_pool.contains(&n.addr())
+                            && address_v6.is_none() =>
+                    {
+                        ipam.claim(IpAddr::V6(n.addr()), "import.AllowedIPs", now)
+                            .map_err(|e| e.in_field(&field))?;
+                        address_v6 = Some(n.addr());
+                    }
+                    IpNet::V4(n)
+                        if n.prefix_len() == 32
+                            && spec.ipv4_pool.is_some_and(|p| p.contains(&n.addr()))
+                            && address_v4.is_none() =>
+                    {
+                        ipam.claim(IpAddr::V4(n.addr()), "import.AllowedIPs", now)
+                            .map_err(|e| e.in_field(&field))?;
+                        address_v4 = Some(n.addr());
+                    }
+                    other => extra.push(*other),
+                }
+            }
+            let preshared_key = match &sec.preshared_key {
+                Some(psk) => Some(self.sealer.seal_preshared_key(
+                    psk,
+                    SecretKind::PeerPresharedKey,
+                    &pid.to_string(),
+                )?),
+                None => None,
+            };
+            changes.push(Change::PeerAdded {
+                peer: Box::new(Peer {
+                    id: pid,
+                    server_id: id,
+                    name: pname,
+                    description: None,
+                    owner: None,
+                    public_key: sec.public_key,
+                    private_key: None,
+                    preshared_key,
+                    address_v6,
+                    address_v4,
+                    delegated_prefix: None,
+                    extra_allowed_ips: extra,
+                    client_allowed_ips: None,
+                    endpoint: sec.endpoint.clone(),
+                    keepalive: sec.persistent_keepalive.unwrap_or_default(),
+                    enabled: true,
+                    expires_at: None,
+                    config_path: None,
+                    stats: PeerStats::default(),
+                    created_at: now,
+                    updated_at: now,
+                }),
+            });
+        }
+        // Server-side allowed IPs must not overlap between peers (a route can only go
+        // to one peer): check the imported set as a whole.
+        let mut state = crate::model::ServerState {
+            server: server.clone(),
+            peers: Default::default(),
+            revision: RevisionNo(1),
+        };
+        for c in &changes {
+            state.apply_change(c)?;
+        }
+        crate::store::check_server_uniqueness(&state)?;
+        check_no_overlaps(&state)?;
+        let count = changes.len();
+        let id = self
+            .commit_new_server(
+                p,
+                server,
+                changes,
+                "server.import",
+                json!({ "peers": count, "hooks_dropped": hooks }),
+            )
+            .await?;
+        self.get_server(p, id).await
+    }
+}
+
+/// No two peers' allowed IPs may overlap (WireGuard routes each address to one peer).
+/// Sorted sweep: O(n log n).
+fn check_no_overlaps(state: &crate::model::ServerState) -> Result<()> {
+    use ipnet::IpNet;
+    let mut nets: Vec<(IpNet, &crate::model::Peer)> = state
+        .peers
+        .values()
+        .flat_map(|p| p.allowed_ips().into_iter().map(move |n| (n, p)))
+        .collect();
+    nets.sort_by(|a, b| (a.0.network(), a.0.prefix_len()).cmp(&(b.0.network(), b.0.prefix_len())));
+    // After sorting by network address, an overlap is always with an earlier net that
+    // still covers the current start: keep the widest open one per family.
+    let mut open: [Option<(IpNet, &crate::model::Peer)>; 2] = [None, None];
+    for (net, p) in nets {
+        if net.prefix_len() == 0 {
+            return Err(Error::invalid(
+                format!("peer {}.allowed_ips", p.name),
+                "a default route is not allowed on the server side",
+            ));
+        }
+        let fam = usize::from(net.addr().is_ipv4());
+        if let Some((o, op)) = open[fam] {
+            if o.contains(&net.network()) {
+                if op.id != p.id {
+                    return Err(Error::conflict(format!(
+                        "allowed IPs {o} of peer {} and {net} of peer {} overlap",
+                        op.name, p.name
+                    )));
+                }
+                continue;
+            }
+        }
+        open[fam] = Some((net, p));
+    }
+    Ok(())
+}
