@@ -1,1 +1,331 @@
-//! (being written)
+//! # wgm-store-sql
+//!
+//! [`SqlStore`], the durable [`Store`] of wgm on SQL databases through sqlx: **SQLite**
+//! (the embedded default, one file) and **PostgreSQL** (shared by many API servers and
+//! agents, with a change feed over `LISTEN/NOTIFY`).
+//!
+//! ```
+//! use wgm_core::store::Store;
+//! use wgm_store_sql::SqlStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> wgm_core::Result<()> {
+//! let store = SqlStore::open("sqlite::memory:").await?;
+//! assert_eq!(store.name(), "sqlite");
+//! assert!(store.list_servers(wgm_core::model::Page::ALL).await?.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! ## URLs
+//! - `sqlite://path/to/wgm.db?mode=rwc` — a file, created if missing (`mode=rwc`).
+//! - `sqlite::memory:` — a private in-memory database (one connection; tests and demos).
+//! - `postgres://user:password@host:5432/database` — tables in schema `wgm`.
+//!
+//! ## Feature flags
+//! - `sqlite` (default): the SQLite backend.
+//! - `postgres` (default): the PostgreSQL backend and [`SqlStore::subscribe`].
+//!
+//! ## Semantics
+//! Exactly those of `wgm_core::store::MemoryStore`, the reference implementation, and
+//! checked by the same conformance suite: a [`Store::commit`] is one transaction that
+//! compares the server's head with the expected revision (`Conflict` otherwise), applies
+//! the changes, checks the uniqueness of peer names, keys, addresses and prefixes
+//! (`AlreadyExists`/`Conflict`, via `wgm_core::store::check_server_uniqueness`), appends
+//! the revision and the hash-chained audit record, and on PostgreSQL queues the
+//! notification — all or nothing.
+//!
+//! ## Why it is built this way
+//! - **Serialization where it is cheap and certain.** SQLite writers take the write lock
+//!   at `BEGIN IMMEDIATE` (a deferred transaction that upgrades can fail with
+//!   `SQLITE_BUSY` at once, busy timeout or not); writers in one process queue on an async
+//!   mutex before that, so the busy timeout only arbitrates between processes. WAL lets
+//!   readers run beside the writer. PostgreSQL writers of one server lock its head row
+//!   (`SELECT … FOR UPDATE`), so concurrent allocators queue instead of failing; the
+//!   whole transaction is retried on SQLSTATE 40001, 40P01 and 23505 with jittered backoff.
+//! - **Constraints as a second line of defence.** Peers keep their unique fields in their
+//!   own columns (typed `inet` on PostgreSQL) under `UNIQUE (server, …)` constraints; the
+//!   rest of every record is its serde JSON body, so the model can grow without a
+//!   migration per field. Sealed secrets are stored as their ciphertext strings and never
+//!   opened here.
+//! - **Constant work per commit.** A commit reads only the stored peers its changes name
+//!   and those sharing a unique value with them (index probes), never the whole server;
+//!   loading a server is two queries, one of them for all its peers.
+//! - **Versioned migrations applied on open**, embedded in the binary, applied under
+//!   `BEGIN IMMEDIATE` (SQLite) or an advisory lock (PostgreSQL); a database written by a
+//!   newer schema is refused.
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `postgres`");
+
+mod codec;
+mod error;
+mod logic;
+mod migrate;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use wgm_core::model::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, PeerId,
+    PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId, User,
+    UserId,
+};
+use wgm_core::names::{ServerName, UserName};
+use wgm_core::rbac::Role;
+use wgm_core::store::Store;
+use wgm_core::{Error, Result};
+
+use crate::error::SqlError;
+
+/// Tuning of a [`SqlStore`]. The defaults suit both a CLI and a small server.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = wgm_store_sql::SqlOptions::default().max_connections(4).busy_timeout(Duration::from_secs(10));
+/// assert_eq!((opts.max_connections, opts.busy_timeout), (4, Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqlOptions {
+    /// Most connections in the pool (an in-memory SQLite database always uses one).
+    pub max_connections: u32,
+    /// SQLite: how long a writer waits for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// How long an operation waits for a free pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl SqlOptions {
+    /// Set [`SqlOptions::max_connections`].
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Set [`SqlOptions::busy_timeout`].
+    #[must_use]
+    pub fn busy_timeout(mut self, d: Duration) -> Self {
+        self.busy_timeout = d;
+        self
+    }
+
+    /// Set [`SqlOptions::acquire_timeout`].
+    #[must_use]
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgStore),
+}
+
+/// A [`Store`] on SQLite or PostgreSQL. Cheap to share behind an `Arc`; all methods take
+/// `&self` and are safe to call concurrently from many tasks (and, for the same database,
+/// from many processes).
+pub struct SqlStore {
+    backend: Backend,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL: it may hold a password.
+        f.debug_struct("SqlStore")
+            .field("backend", &self.name())
+            .finish()
+    }
+}
+
+/// Call the same method on whichever backend this store is.
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite($b) => $call.await.map_err(Error::from),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres($b) => $call.await.map_err(Error::from),
+        }
+    };
+}
+
+impl SqlStore {
+    /// Open the database at `url` with default [`SqlOptions`], applying pending migrations.
+    ///
+    /// Errors: `InvalidInput` (field `store.url`) for a URL of no supported backend,
+    /// `Store` when the database cannot be reached or its schema is newer than this build.
+    pub async fn open(url: &str) -> Result<SqlStore> {
+        Self::open_with(url, SqlOptions::default()).await
+    }
+
+    /// Open the database at `url` with the given options, applying pending migrations.
+    pub async fn open_with(url: &str, options: SqlOptions) -> Result<SqlStore> {
+        let backend = if url.starts_with("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            {
+                Backend::Sqlite(sqlite::SqliteStore::open(url, &options).await?)
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                return Err(Error::unsupported(
+                    "sqlite: URLs (built without the `sqlite` feature)",
+                ));
+            }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            {
+                Backend::Postgres(postgres::PgStore::open(url, &options).await?)
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                return Err(Error::unsupported(
+                    "postgres:// URLs (built without the `postgres` feature)",
+                ));
+            }
+        } else {
+            return Err(SqlError::Url {
+                reason: "must start with sqlite: or postgres://".into(),
+            }
+            .into());
+        };
+        Ok(SqlStore { backend })
+    }
+
+    /// Follow committed revisions of every server, as `(server, revision)`, from now on
+    /// (PostgreSQL `LISTEN wgm_events`; each commit sends `NOTIFY` with `<server>:<revision>`
+    /// in its transaction, so a notification means the revision is durable).
+    ///
+    /// Notifications sent while the listening connection is down are lost; the stream
+    /// reconnects by itself, and a follower should reload the heads it cares about after
+    /// an error item. `Unsupported` on SQLite (poll [`Store::head`] there).
+    pub async fn subscribe(&self) -> Result<BoxStream<'static, Result<(ServerId, RevisionNo)>>> {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => Err(Error::unsupported(
+                "change notifications on sqlite (poll the head revision)",
+            )),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(b) => b.subscribe().await.map_err(Error::from),
+        }
+    }
+
+    /// Close the connection pool, waiting for connections in use to be returned. Further
+    /// operations fail with `Store`.
+    pub async fn close(&self) {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(b) => b.close().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(b) => b.close().await,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn name(&self) -> &'static str {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
+        dispatch!(self, b => b.load_server(id))
+    }
+
+    async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
+        dispatch!(self, b => b.find_server(name))
+    }
+
+    async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>> {
+        dispatch!(self, b => b.list_servers(page))
+    }
+
+    async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
+        dispatch!(self, b => b.head(id))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+        dispatch!(self, b => b.commit(&commit))
+    }
+
+    async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>> {
+        dispatch!(self, b => b.revisions(id, after, limit))
+    }
+
+    async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
+        dispatch!(self, b => b.set_applied(id, host, revision))
+    }
+
+    async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
+        dispatch!(self, b => b.applied(id, host))
+    }
+
+    async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
+        dispatch!(self, b => b.update_peer_stats(id, stats))
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
+        dispatch!(self, b => b.get_user(id))
+    }
+
+    async fn find_user(&self, name: &UserName) -> Result<Option<User>> {
+        dispatch!(self, b => b.find_user(name))
+    }
+
+    async fn list_users(&self, page: Page) -> Result<Vec<User>> {
+        dispatch!(self, b => b.list_users(page))
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>> {
+        dispatch!(self, b => b.list_roles())
+    }
+
+    async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
+        dispatch!(self, b => b.get_token(id))
+    }
+
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
+        dispatch!(self, b => b.list_tokens(user))
+    }
+
+    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
+        dispatch!(self, b => b.commit_identity(&changes, &audit))
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        dispatch!(self, b => b.append_audit(&entry))
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        dispatch!(self, b => b.query_audit(query))
+    }
+}

@@ -1,0 +1,908 @@
+//! The PostgreSQL backend: tables in schema `wgm`, typed `inet` columns, unique
+//! constraints as a second line of defence, row locks on the server's head, retries on
+//! 40001/40P01/23505, and `NOTIFY wgm_events` on every commit.
+//!
+//! Transactions run at READ COMMITTED. A commit first locks its server's head row
+//! (`SELECT ... FOR UPDATE`): concurrent writers of one server (allocators included)
+//! queue there, and each statement after the lock sees everything the previous holder
+//! committed. Audit appends lock the single audit-head row, always as the last lock a
+//! transaction takes, so lock order is fixed and the chain stays linear.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+
+use futures::stream::{BoxStream, StreamExt};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use wgm_core::model::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
+    PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
+    TokenId, User, UserId,
+};
+use wgm_core::names::{RoleName, ServerName, UserName};
+use wgm_core::rbac::Role;
+use wgm_core::Error;
+
+use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
+use crate::error::SqlError;
+use crate::logic::{self, Probe, Tx, UserClash};
+use crate::{migrate, SqlOptions};
+
+const S: &str = "postgres";
+
+/// The LISTEN/NOTIFY channel; payload `<server id>:<revision>`.
+pub(crate) const CHANNEL: &str = "wgm_events";
+
+/// Key of the advisory lock held while migrating (`wgm` in ASCII, as an `i64`).
+const MIGRATION_LOCK: i64 = 0x0077_676d;
+
+/// Rows per `INSERT ... SELECT FROM UNNEST(...)`.
+const INSERT_CHUNK: usize = 2000;
+
+fn db(e: sqlx::Error) -> SqlError {
+    SqlError::Db {
+        store: S,
+        source: e,
+    }
+}
+
+/// A PostgreSQL-backed store. See the crate documentation.
+#[derive(Debug)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connect and migrate.
+    pub(crate) async fn open(url: &str, opts: &SqlOptions) -> Result<PgStore, SqlError> {
+        let connect = PgConnectOptions::from_str(url).map_err(|_| SqlError::Url {
+            reason: "not a valid postgres:// URL".into(),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), SqlError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::raw_sql(
+            "CREATE SCHEMA IF NOT EXISTS wgm;
+             CREATE TABLE IF NOT EXISTS wgm.schema_migrations (
+                 version bigint PRIMARY KEY, name text NOT NULL, applied_ns bigint NOT NULL
+             );",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM wgm.schema_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let known = migrate::latest(migrate::POSTGRES);
+        if let Some(&found) = applied.iter().max() {
+            if found > known {
+                return Err(SqlError::SchemaTooNew {
+                    store: S,
+                    found,
+                    known,
+                });
+            }
+        }
+        for m in migrate::POSTGRES
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            tracing::debug!(
+                version = m.version,
+                name = m.name,
+                "applying postgres migration"
+            );
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(
+                "INSERT INTO wgm.schema_migrations (version, name, applied_ns) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(ns(OffsetDateTime::now_utc()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Close the pool.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Follow `NOTIFY wgm_events`.
+    pub(crate) async fn subscribe(
+        &self,
+    ) -> Result<BoxStream<'static, wgm_core::Result<(ServerId, RevisionNo)>>, SqlError> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db)?;
+        listener.listen(CHANNEL).await.map_err(db)?;
+        let stream = listener.into_stream().filter_map(|item| async move {
+            match item {
+                Ok(n) => {
+                    let parsed = parse_payload(n.payload());
+                    if parsed.is_none() {
+                        tracing::debug!(
+                            channel = CHANNEL,
+                            "ignoring a notification that is not <server>:<revision>"
+                        );
+                    }
+                    parsed.map(Ok)
+                }
+                Err(e) => Some(Err(Error::store(S, e))),
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    pub(crate) async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>, SqlError> {
+        // Both queries in one snapshot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db)?;
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT s.body::text, h.revision FROM wgm.servers s JOIN wgm.heads h ON h.server_id = s.id WHERE s.id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some((body, revision)) = row else {
+            return Ok(None);
+        };
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT id, body::text, stats::text FROM wgm.peers WHERE server_id = $1",
+        )
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut peers = BTreeMap::new();
+        for (pid, body, stats) in rows {
+            peers.insert(PeerId(pid), peer_from(S, &body, &stats)?);
+        }
+        Ok(Some(ServerState {
+            server: from_json(S, "server", &body)?,
+            peers,
+            revision: rev(S, revision)?,
+        }))
+    }
+
+    pub(crate) async fn find_server(
+        &self,
+        name: &ServerName,
+    ) -> Result<Option<ServerId>, SqlError> {
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM wgm.servers WHERE name_key = $1")
+            .bind(name.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(id.map(ServerId))
+    }
+
+    pub(crate) async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>, SqlError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT s.body::text, h.revision, (SELECT count(*) FROM wgm.peers p WHERE p.server_id = s.id)
+             FROM wgm.servers s JOIN wgm.heads h ON h.server_id = s.id
+             ORDER BY s.name_key COLLATE \"C\", s.id LIMIT $1 OFFSET $2",
+        )
+        .bind(int(page.limit))
+        .bind(int(page.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(body, revision, count)| {
+                let s: Server = from_json(S, "server", &body)?;
+                Ok(ServerSummary {
+                    id: s.id,
+                    name: s.name,
+                    interface: s.interface,
+                    peer_count: uint(S, "peer count", count)?,
+                    revision: rev(S, revision)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> = sqlx::query_scalar(
+            "SELECT h.revision FROM wgm.heads h JOIN wgm.servers s ON s.id = h.server_id WHERE h.server_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    pub(crate) async fn commit(&self, c: &Commit) -> Result<RevisionRecord, SqlError> {
+        retrying!(
+            "commit",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let r = logic::commit(&mut PgTx(&mut tx), c).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM wgm.revisions WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3",
+        )
+        .bind(id.0)
+        .bind(int(after.0))
+        .bind(int(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "revision", b)).collect()
+    }
+
+    pub(crate) async fn set_applied(
+        &self,
+        id: ServerId,
+        host: &str,
+        revision: RevisionNo,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "set_applied",
+            async {
+                sqlx::query(
+                    "INSERT INTO wgm.applied (server_id, host, revision) VALUES ($1, $2, $3)
+                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision",
+                )
+                .bind(id.0)
+                .bind(host)
+                .bind(int(revision.0))
+                .execute(&self.pool)
+                .await
+                .map_err(db)
+                .map(|_| ())
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn applied(
+        &self,
+        id: ServerId,
+        host: &str,
+    ) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> = sqlx::query_scalar(
+            "SELECT revision FROM wgm.applied WHERE server_id = $1 AND host = $2",
+        )
+        .bind(id.0)
+        .bind(host)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    pub(crate) async fn update_peer_stats(
+        &self,
+        id: ServerId,
+        stats: &[(PeerId, PeerStats)],
+    ) -> Result<(), SqlError> {
+        // Later entries for one peer win, as if applied in order; rows are updated in id
+        // order so that concurrent batches lock them in one order.
+        let last: HashMap<PeerId, &PeerStats> = stats.iter().map(|(p, s)| (*p, s)).collect();
+        let mut sorted: Vec<(PeerId, &PeerStats)> = last.into_iter().collect();
+        sorted.sort_by_key(|(p, _)| *p);
+        let ids: Vec<Uuid> = sorted.iter().map(|(p, _)| p.0).collect();
+        let bodies: Vec<String> = sorted
+            .iter()
+            .map(|(_, s)| to_json(S, "peer stats", s))
+            .collect::<Result<_, _>>()?;
+        retrying!(
+            "update_peer_stats",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM wgm.servers WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                if exists.is_none() {
+                    return Err(Error::not_found("server", id).into());
+                }
+                sqlx::query(
+                    "UPDATE wgm.peers p SET stats = s.stats::jsonb
+                     FROM UNNEST($2::uuid[], $3::text[]) AS s(id, stats)
+                     WHERE p.server_id = $1 AND p.id = s.id",
+                )
+                .bind(id.0)
+                .bind(&ids)
+                .bind(&bodies)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {
+        let b: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.users WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        b.map(|b| from_json(S, "user", &b)).transpose()
+    }
+
+    pub(crate) async fn find_user(&self, name: &UserName) -> Result<Option<User>, SqlError> {
+        let b: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.users WHERE name_key = $1")
+                .bind(name.key())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        b.map(|b| from_json(S, "user", &b)).transpose()
+    }
+
+    pub(crate) async fn list_users(&self, page: Page) -> Result<Vec<User>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM wgm.users ORDER BY name_key COLLATE \"C\" LIMIT $1 OFFSET $2",
+        )
+        .bind(int(page.limit))
+        .bind(int(page.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "user", b)).collect()
+    }
+
+    pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, SqlError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.roles ORDER BY name COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "role", b)).collect()
+    }
+
+    pub(crate) async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
+        let b: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.tokens WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        b.map(|b| from_json(S, "token", &b)).transpose()
+    }
+
+    pub(crate) async fn list_tokens(
+        &self,
+        user: Option<UserId>,
+    ) -> Result<Vec<ApiTokenRecord>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body::text FROM wgm.tokens WHERE $1::uuid IS NULL OR user_id = $1 ORDER BY created_ns, id",
+        )
+        .bind(user.map(|u| u.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "token", b)).collect()
+    }
+
+    pub(crate) async fn commit_identity(
+        &self,
+        changes: &[IdentityChange],
+        audit: &AuditEntry,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "commit_identity",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                logic::commit_identity(&mut PgTx(&mut tx), changes, audit).await?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, SqlError> {
+        retrying!(
+            "append_audit",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let r = PgTx(&mut tx).append_audit(entry.clone()).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, SqlError> {
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT seq, body::text, prev_hash, hash FROM wgm.audit
+             WHERE ($1::text IS NULL OR actor = $1)
+               AND ($2::uuid IS NULL OR server_id = $2)
+               AND ($3::text IS NULL OR left(object, length($3)) = $3)
+               AND ($4::bigint IS NULL OR at_ns >= $4)
+               AND ($5::bigint IS NULL OR at_ns < $5)
+               AND ($6::bigint IS NULL OR seq > $6)
+             ORDER BY seq LIMIT $7",
+        )
+        .bind(q.actor.as_deref())
+        .bind(q.server_id.map(|s| s.0))
+        .bind(q.object_prefix.as_deref())
+        .bind(q.since.map(ns))
+        .bind(q.until.map(ns))
+        .bind(q.after_seq.map(int))
+        .bind(q.limit.map_or(i64::MAX, int))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, body, prev_hash, hash)| {
+                Ok(AuditRecord {
+                    seq: uint(S, "audit sequence number", seq)?,
+                    entry: from_json(S, "audit entry", &body)?,
+                    prev_hash,
+                    hash,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Parse a `<server id>:<revision>` payload.
+fn parse_payload(p: &str) -> Option<(ServerId, RevisionNo)> {
+    let (id, rev) = p.split_once(':')?;
+    Some((id.parse().ok()?, RevisionNo(rev.parse().ok()?)))
+}
+
+/// The primitives inside one READ COMMITTED transaction.
+struct PgTx<'c>(&'c mut PgConnection);
+
+impl Tx for PgTx<'_> {
+    const STORE: &'static str = S;
+
+    async fn lock_head(&mut self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM wgm.heads WHERE server_id = $1 FOR UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    async fn server(&mut self, id: ServerId) -> Result<Option<Server>, SqlError> {
+        let b: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.servers WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+        b.map(|b| from_json(S, "server", &b)).transpose()
+    }
+
+    async fn server_name_taken(
+        &mut self,
+        name_key: &str,
+        except: Option<ServerId>,
+    ) -> Result<bool, SqlError> {
+        let r: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM wgm.servers WHERE name_key = $1 AND ($2::uuid IS NULL OR id <> $2) LIMIT 1",
+        )
+        .bind(name_key)
+        .bind(except.map(|s| s.0))
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(r.is_some())
+    }
+
+    async fn stored_peer_ids(
+        &mut self,
+        server: ServerId,
+        ids: &[PeerId],
+    ) -> Result<HashSet<PeerId>, SqlError> {
+        let list: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+        let rows: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM wgm.peers WHERE server_id = $1 AND id = ANY($2)")
+                .bind(server.0)
+                .bind(&list)
+                .fetch_all(&mut *self.0)
+                .await
+                .map_err(db)?;
+        Ok(rows.into_iter().map(PeerId).collect())
+    }
+
+    async fn peers_matching(
+        &mut self,
+        server: ServerId,
+        probe: &Probe,
+    ) -> Result<Vec<(PeerId, Peer)>, SqlError> {
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT id, body::text, stats::text FROM wgm.peers WHERE server_id = $1 AND id IN (
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND name_key = ANY($2)
+                UNION ALL
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND public_key = ANY($3)
+                UNION ALL
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v6 = ANY($4::text[]::inet[])
+                UNION ALL
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v4 = ANY($5::text[]::inet[])
+                UNION ALL
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND delegated_prefix = ANY($6::text[]::inet[]))",
+        )
+        .bind(server.0)
+        .bind(&probe.names)
+        .bind(&probe.keys)
+        .bind(&probe.v6)
+        .bind(&probe.v4)
+        .bind(&probe.prefixes)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|(id, body, stats)| Ok((PeerId(*id), peer_from(S, body, stats)?)))
+            .collect()
+    }
+
+    async fn set_head(
+        &mut self,
+        id: ServerId,
+        rev: RevisionNo,
+        exists: bool,
+    ) -> Result<(), SqlError> {
+        // A plain INSERT for a new server: two creators of one id race here, and the loser's
+        // 23505 is retried, after which it sees the winner's head and fails with Conflict.
+        let sql = if exists {
+            "UPDATE wgm.heads SET revision = $2 WHERE server_id = $1"
+        } else {
+            "INSERT INTO wgm.heads (server_id, revision) VALUES ($1, $2)"
+        };
+        sqlx::query(sql)
+            .bind(id.0)
+            .bind(int(rev.0))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO wgm.servers (id, name_key, interface, public_key, body) VALUES ($1, $2, $3, $4, $5::jsonb)",
+        )
+        .bind(s.id.0)
+        .bind(s.name.key())
+        .bind(s.interface.as_str())
+        .bind(s.public_key.to_base64())
+        .bind(to_json(S, "server", s)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_server(&mut self, s: &Server) -> Result<(), SqlError> {
+        sqlx::query(
+            "UPDATE wgm.servers SET name_key = $2, interface = $3, public_key = $4, body = $5::jsonb WHERE id = $1",
+        )
+        .bind(s.id.0)
+        .bind(s.name.key())
+        .bind(s.interface.as_str())
+        .bind(s.public_key.to_base64())
+        .bind(to_json(S, "server", s)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_server(&mut self, id: ServerId) -> Result<(), SqlError> {
+        sqlx::query("DELETE FROM wgm.peers WHERE server_id = $1")
+            .bind(id.0)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM wgm.servers WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_peers(&mut self, server: ServerId, ids: &[PeerId]) -> Result<(), SqlError> {
+        let list: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+        sqlx::query("DELETE FROM wgm.peers WHERE server_id = $1 AND id = ANY($2)")
+            .bind(server.0)
+            .bind(&list)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_peers(
+        &mut self,
+        server: ServerId,
+        peers: &[(PeerId, &Peer)],
+    ) -> Result<(), SqlError> {
+        for chunk in peers.chunks(INSERT_CHUNK) {
+            let n = chunk.len();
+            let (mut ids, mut names, mut keys) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut v6, mut v4, mut pfx) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut bodies, mut stats) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for (id, p) in chunk {
+                ids.push(id.0);
+                names.push(p.name.key());
+                keys.push(p.public_key.to_base64());
+                v6.push(p.address_v6.map(|a| a.to_string()));
+                v4.push(p.address_v4.map(|a| a.to_string()));
+                pfx.push(p.delegated_prefix.map(|a| a.to_string()));
+                bodies.push(peer_body(S, p)?);
+                stats.push(to_json(S, "peer stats", &p.stats)?);
+            }
+            sqlx::query(
+                "INSERT INTO wgm.peers
+                     (server_id, id, name_key, public_key, address_v6, address_v4, delegated_prefix, body, stats)
+                 SELECT $1, u.id, u.name_key, u.public_key, u.v6::inet, u.v4::inet, u.pfx::inet,
+                        u.body::jsonb, u.stats::jsonb
+                 FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::text[])
+                      AS u(id, name_key, public_key, v6, v4, pfx, body, stats)",
+            )
+            .bind(server.0)
+            .bind(&ids)
+            .bind(&names)
+            .bind(&keys)
+            .bind(&v6)
+            .bind(&v4)
+            .bind(&pfx)
+            .bind(&bodies)
+            .bind(&stats)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        )
+        .bind(r.server_id.0)
+        .bind(int(r.revision.0))
+        .bind(ns(r.at))
+        .bind(&r.author.label)
+        .bind(&r.summary)
+        .bind(to_json(S, "revision", r)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notify(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError> {
+        // Inside the transaction: PostgreSQL delivers it if and only if the commit lands.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{id}:{rev}"))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db)?;
+        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
+        let rec = AuditRecord::chain(next, &hash, entry);
+        sqlx::query(
+            "INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)",
+        )
+        .bind(int(rec.seq))
+        .bind(ns(rec.entry.at))
+        .bind(&rec.entry.actor.label)
+        .bind(rec.entry.server_id.map(|s| s.0))
+        .bind(&rec.entry.object)
+        .bind(to_json(S, "audit entry", &rec.entry)?)
+        .bind(&rec.prev_hash)
+        .bind(&rec.hash)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        sqlx::query("UPDATE wgm.audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(int(rec.seq))
+            .bind(&rec.hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(rec)
+    }
+
+    async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM wgm.users WHERE id = $1 FOR UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+        v.map(|v| uint(S, "user version", v)).transpose()
+    }
+
+    async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>, SqlError> {
+        let rows: Vec<bool> = sqlx::query_scalar(
+            "SELECT name_key = $2 FROM wgm.users
+             WHERE id <> $1 AND (name_key = $2 OR ($3::text IS NOT NULL AND email = $3))",
+        )
+        .bind(user.id.0)
+        .bind(user.name.key())
+        .bind(user.email.as_deref())
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(if rows.iter().any(|n| *n) {
+            Some(UserClash::Name)
+        } else if rows.is_empty() {
+            None
+        } else {
+            Some(UserClash::Email)
+        })
+    }
+
+    async fn insert_user(&mut self, user: &User) -> Result<(), SqlError> {
+        sqlx::query("INSERT INTO wgm.users (id, name_key, email, version, body) VALUES ($1, $2, $3, $4, $5::jsonb)")
+            .bind(user.id.0)
+            .bind(user.name.key())
+            .bind(user.email.as_deref())
+            .bind(int(user.version))
+            .bind(to_json(S, "user", user)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, user: &User) -> Result<(), SqlError> {
+        sqlx::query("UPDATE wgm.users SET name_key = $2, email = $3, version = $4, body = $5::jsonb WHERE id = $1")
+            .bind(user.id.0)
+            .bind(user.name.key())
+            .bind(user.email.as_deref())
+            .bind(int(user.version))
+            .bind(to_json(S, "user", user)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_user(&mut self, id: UserId) -> Result<bool, SqlError> {
+        sqlx::query("DELETE FROM wgm.tokens WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        let r = sqlx::query("DELETE FROM wgm.users WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn put_role(&mut self, role: &Role) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO wgm.roles (name, body) VALUES ($1, $2::jsonb)
+             ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+        )
+        .bind(role.name.key())
+        .bind(to_json(S, "role", role)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_role(&mut self, name: &RoleName) -> Result<bool, SqlError> {
+        let r = sqlx::query("DELETE FROM wgm.roles WHERE name = $1")
+            .bind(name.key())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
+        let b: Option<String> =
+            sqlx::query_scalar("SELECT body::text FROM wgm.tokens WHERE id = $1 FOR UPDATE")
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+        b.map(|b| from_json(S, "token", &b)).transpose()
+    }
+
+    async fn insert_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO wgm.tokens (id, user_id, created_ns, body) VALUES ($1, $2, $3, $4::jsonb)",
+        )
+        .bind(t.id.as_uuid())
+        .bind(t.user_id.0)
+        .bind(ns(t.created_at))
+        .bind(to_json(S, "token", t)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {
+        sqlx::query("UPDATE wgm.tokens SET body = $2::jsonb WHERE id = $1")
+            .bind(t.id.as_uuid())
+            .bind(to_json(S, "token", t)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse() {
+        let id = ServerId::new_random();
+        assert_eq!(parse_payload(&format!("{id}:7")), Some((id, RevisionNo(7))));
+        assert_eq!(parse_payload("nonsense"), None);
+        assert_eq!(parse_payload(&format!("{id}:-1")), None);
+    }
+}

@@ -1,0 +1,857 @@
+//! The SQLite backend: one file (or an in-memory database), WAL, a busy timeout, and
+//! `BEGIN IMMEDIATE` for every write transaction.
+//!
+//! Why `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes must upgrade
+//! its lock, and in WAL mode an upgrade that loses a race fails with `SQLITE_BUSY` at once,
+//! without waiting for the busy timeout. Taking the write lock at `BEGIN` makes every
+//! writer wait its turn there instead. Writers of one process additionally queue on an
+//! async mutex (fair, and no connection is held while waiting), so the busy timeout only
+//! arbitrates between processes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use wgm_core::model::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
+    PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
+    TokenId, User, UserId,
+};
+use wgm_core::names::{RoleName, ServerName, UserName};
+use wgm_core::rbac::Role;
+use wgm_core::Error;
+
+use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
+use crate::error::SqlError;
+use crate::logic::{self, Probe, Tx, UserClash};
+use crate::{migrate, SqlOptions};
+
+const S: &str = "sqlite";
+
+fn db(e: sqlx::Error) -> SqlError {
+    SqlError::Db {
+        store: S,
+        source: e,
+    }
+}
+
+fn parse_id<T: FromStr>(what: &'static str, s: &str) -> Result<T, SqlError> {
+    s.parse().map_err(|_| SqlError::BadValue { store: S, what })
+}
+
+fn json_list<T: serde::Serialize>(v: &[T]) -> Result<String, SqlError> {
+    to_json(S, "list", v)
+}
+
+/// Rows per multi-row `INSERT` (9 parameters each, far below SQLite's 32 766).
+const INSERT_CHUNK: usize = 500;
+
+/// A SQLite-backed store. See the crate documentation.
+#[derive(Debug)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+    /// In-process writers queue here before `BEGIN IMMEDIATE`.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl SqliteStore {
+    /// Open (creating with `mode=rwc`) and migrate.
+    pub(crate) async fn open(url: &str, opts: &SqlOptions) -> Result<SqliteStore, SqlError> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut connect = SqliteConnectOptions::from_str(url)
+            .map_err(|_| SqlError::Url {
+                reason: "not a valid sqlite: URL".into(),
+            })?
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal);
+        if !in_memory {
+            connect = connect.journal_mode(SqliteJournalMode::Wal);
+        }
+        let pool_opts = if in_memory {
+            // Every connection to `sqlite::memory:` would be a database of its own, and
+            // the database vanishes with its last connection: keep exactly one, forever.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(opts.max_connections.max(1))
+        };
+        let pool = pool_opts
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        let store = SqliteStore {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), SqlError> {
+        let _w = self.writer.lock().await;
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_ns INTEGER NOT NULL
+            ) STRICT",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let known = migrate::latest(migrate::SQLITE);
+        if let Some(&found) = applied.iter().max() {
+            if found > known {
+                return Err(SqlError::SchemaTooNew {
+                    store: S,
+                    found,
+                    known,
+                });
+            }
+        }
+        for m in migrate::SQLITE
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            tracing::debug!(
+                version = m.version,
+                name = m.name,
+                "applying sqlite migration"
+            );
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_ns) VALUES (?1, ?2, ?3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(ns(OffsetDateTime::now_utc()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// Close the pool (waits for connections in use to come back).
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction: queue in-process, then `BEGIN IMMEDIATE` (which waits up to the
+    /// busy timeout for writers of other processes).
+    async fn write(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::MutexGuard<'_, ()>,
+            Transaction<'static, Sqlite>,
+        ),
+        SqlError,
+    > {
+        let guard = self.writer.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        Ok((guard, tx))
+    }
+
+    pub(crate) async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>, SqlError> {
+        // One (deferred, read-only) transaction: both queries read the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT s.body, h.revision FROM servers s JOIN heads h ON h.server_id = s.id WHERE s.id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some((body, revision)) = row else {
+            return Ok(None);
+        };
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, body, stats FROM peers WHERE server_id = ?1")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut peers = BTreeMap::new();
+        for (pid, body, stats) in rows {
+            peers.insert(
+                parse_id::<PeerId>("peer id", &pid)?,
+                peer_from(S, &body, &stats)?,
+            );
+        }
+        Ok(Some(ServerState {
+            server: from_json(S, "server", &body)?,
+            peers,
+            revision: rev(S, revision)?,
+        }))
+    }
+
+    pub(crate) async fn find_server(
+        &self,
+        name: &ServerName,
+    ) -> Result<Option<ServerId>, SqlError> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM servers WHERE name_key = ?1")
+            .bind(name.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        id.map(|s| parse_id("server id", &s)).transpose()
+    }
+
+    pub(crate) async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>, SqlError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT s.body, h.revision, (SELECT count(*) FROM peers p WHERE p.server_id = s.id)
+             FROM servers s JOIN heads h ON h.server_id = s.id
+             ORDER BY s.name_key, s.id LIMIT ?1 OFFSET ?2",
+        )
+        .bind(int(page.limit))
+        .bind(int(page.offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(body, revision, count)| {
+                let s: Server = from_json(S, "server", &body)?;
+                Ok(ServerSummary {
+                    id: s.id,
+                    name: s.name,
+                    interface: s.interface,
+                    peer_count: uint(S, "peer count", count)?,
+                    revision: rev(S, revision)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> = sqlx::query_scalar(
+            "SELECT h.revision FROM heads h JOIN servers s ON s.id = h.server_id WHERE h.server_id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    pub(crate) async fn commit(&self, c: &Commit) -> Result<RevisionRecord, SqlError> {
+        retrying!(
+            "commit",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                let r = logic::commit(&mut SqliteTx(&mut tx), c).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM revisions WHERE server_id = ?1 AND revision > ?2 ORDER BY revision LIMIT ?3",
+        )
+        .bind(id.to_string())
+        .bind(int(after.0))
+        .bind(int(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "revision", b)).collect()
+    }
+
+    pub(crate) async fn set_applied(
+        &self,
+        id: ServerId,
+        host: &str,
+        revision: RevisionNo,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "set_applied",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                sqlx::query(
+                    "INSERT INTO applied (server_id, host, revision) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision",
+                )
+                .bind(id.to_string())
+                .bind(host)
+                .bind(int(revision.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn applied(
+        &self,
+        id: ServerId,
+        host: &str,
+    ) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM applied WHERE server_id = ?1 AND host = ?2")
+                .bind(id.to_string())
+                .bind(host)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    pub(crate) async fn update_peer_stats(
+        &self,
+        id: ServerId,
+        stats: &[(PeerId, PeerStats)],
+    ) -> Result<(), SqlError> {
+        // Later entries for one peer win, as if applied in order.
+        let last: HashMap<PeerId, &PeerStats> = stats.iter().map(|(p, s)| (*p, s)).collect();
+        let items: Vec<serde_json::Value> = last
+            .iter()
+            .map(|(p, s)| Ok(serde_json::json!({ "id": p.to_string(), "stats": to_json(S, "peer stats", s)? })))
+            .collect::<Result<_, SqlError>>()?;
+        let items = json_list(&items)?;
+        retrying!(
+            "update_peer_stats",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM servers WHERE id = ?1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                if exists.is_none() {
+                    return Err(Error::not_found("server", id).into());
+                }
+                sqlx::query(
+                    "UPDATE peers SET stats = s.stats
+                     FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.stats') AS stats
+                           FROM json_each(?2)) AS s
+                     WHERE peers.server_id = ?1 AND peers.id = s.id",
+                )
+                .bind(id.to_string())
+                .bind(&items)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {
+        let b: Option<String> = sqlx::query_scalar("SELECT body FROM users WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        b.map(|b| from_json(S, "user", &b)).transpose()
+    }
+
+    pub(crate) async fn find_user(&self, name: &UserName) -> Result<Option<User>, SqlError> {
+        let b: Option<String> = sqlx::query_scalar("SELECT body FROM users WHERE name_key = ?1")
+            .bind(name.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        b.map(|b| from_json(S, "user", &b)).transpose()
+    }
+
+    pub(crate) async fn list_users(&self, page: Page) -> Result<Vec<User>, SqlError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM users ORDER BY name_key LIMIT ?1 OFFSET ?2")
+                .bind(int(page.limit))
+                .bind(int(page.offset))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "user", b)).collect()
+    }
+
+    pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM roles ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "role", b)).collect()
+    }
+
+    pub(crate) async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
+        let b: Option<String> = sqlx::query_scalar("SELECT body FROM tokens WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        b.map(|b| from_json(S, "token", &b)).transpose()
+    }
+
+    pub(crate) async fn list_tokens(
+        &self,
+        user: Option<UserId>,
+    ) -> Result<Vec<ApiTokenRecord>, SqlError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM tokens WHERE ?1 IS NULL OR user_id = ?1 ORDER BY created_ns, id",
+        )
+        .bind(user.map(|u| u.to_string()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|b| from_json(S, "token", b)).collect()
+    }
+
+    pub(crate) async fn commit_identity(
+        &self,
+        changes: &[IdentityChange],
+        audit: &AuditEntry,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "commit_identity",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                logic::commit_identity(&mut SqliteTx(&mut tx), changes, audit).await?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, SqlError> {
+        retrying!(
+            "append_audit",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                let r = SqliteTx(&mut tx).append_audit(entry.clone()).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, SqlError> {
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT seq, body, prev_hash, hash FROM audit
+             WHERE (?1 IS NULL OR actor = ?1)
+               AND (?2 IS NULL OR server_id = ?2)
+               AND (?3 IS NULL OR substr(object, 1, length(?3)) = ?3)
+               AND (?4 IS NULL OR at_ns >= ?4)
+               AND (?5 IS NULL OR at_ns < ?5)
+               AND (?6 IS NULL OR seq > ?6)
+             ORDER BY seq LIMIT ?7",
+        )
+        .bind(q.actor.as_deref())
+        .bind(q.server_id.map(|s| s.to_string()))
+        .bind(q.object_prefix.as_deref())
+        .bind(q.since.map(ns))
+        .bind(q.until.map(ns))
+        .bind(q.after_seq.map(int))
+        .bind(q.limit.map_or(i64::MAX, int))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, body, prev_hash, hash)| {
+                Ok(AuditRecord {
+                    seq: uint(S, "audit sequence number", seq)?,
+                    entry: from_json(S, "audit entry", &body)?,
+                    prev_hash,
+                    hash,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The primitives inside one `BEGIN IMMEDIATE` transaction.
+struct SqliteTx<'c>(&'c mut SqliteConnection);
+
+impl Tx for SqliteTx<'_> {
+    const STORE: &'static str = S;
+
+    async fn lock_head(&mut self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
+        let r: Option<i64> = sqlx::query_scalar("SELECT revision FROM heads WHERE server_id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db)?;
+        r.map(|v| rev(S, v)).transpose()
+    }
+
+    async fn server(&mut self, id: ServerId) -> Result<Option<Server>, SqlError> {
+        let b: Option<String> = sqlx::query_scalar("SELECT body FROM servers WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db)?;
+        b.map(|b| from_json(S, "server", &b)).transpose()
+    }
+
+    async fn server_name_taken(
+        &mut self,
+        name_key: &str,
+        except: Option<ServerId>,
+    ) -> Result<bool, SqlError> {
+        let r: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM servers WHERE name_key = ?1 AND (?2 IS NULL OR id <> ?2) LIMIT 1",
+        )
+        .bind(name_key)
+        .bind(except.map(|s| s.to_string()))
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(r.is_some())
+    }
+
+    async fn stored_peer_ids(
+        &mut self,
+        server: ServerId,
+        ids: &[PeerId],
+    ) -> Result<HashSet<PeerId>, SqlError> {
+        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM peers WHERE server_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(server.to_string())
+        .bind(json_list(&list)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|s| parse_id("peer id", s)).collect()
+    }
+
+    async fn peers_matching(
+        &mut self,
+        server: ServerId,
+        probe: &Probe,
+    ) -> Result<Vec<(PeerId, Peer)>, SqlError> {
+        // One index probe per unique column (a UNION, not an OR, so each arm uses its index).
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT id, body, stats FROM peers WHERE server_id = ?1 AND id IN (
+                SELECT id FROM peers WHERE server_id = ?1 AND name_key IN (SELECT value FROM json_each(?2))
+                UNION ALL
+                SELECT id FROM peers WHERE server_id = ?1 AND public_key IN (SELECT value FROM json_each(?3))
+                UNION ALL
+                SELECT id FROM peers WHERE server_id = ?1 AND address_v6 IN (SELECT value FROM json_each(?4))
+                UNION ALL
+                SELECT id FROM peers WHERE server_id = ?1 AND address_v4 IN (SELECT value FROM json_each(?5))
+                UNION ALL
+                SELECT id FROM peers WHERE server_id = ?1 AND delegated_prefix IN (SELECT value FROM json_each(?6)))",
+        )
+        .bind(server.to_string())
+        .bind(json_list(&probe.names)?)
+        .bind(json_list(&probe.keys)?)
+        .bind(json_list(&probe.v6)?)
+        .bind(json_list(&probe.v4)?)
+        .bind(json_list(&probe.prefixes)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|(id, body, stats)| Ok((parse_id("peer id", id)?, peer_from(S, body, stats)?)))
+            .collect()
+    }
+
+    async fn set_head(
+        &mut self,
+        id: ServerId,
+        rev: RevisionNo,
+        _exists: bool,
+    ) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO heads (server_id, revision) VALUES (?1, ?2)
+             ON CONFLICT (server_id) DO UPDATE SET revision = excluded.revision",
+        )
+        .bind(id.to_string())
+        .bind(int(rev.0))
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError> {
+        sqlx::query("INSERT INTO servers (id, name_key, interface, public_key, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(s.id.to_string())
+            .bind(s.name.key())
+            .bind(s.interface.as_str())
+            .bind(s.public_key.to_base64())
+            .bind(to_json(S, "server", s)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_server(&mut self, s: &Server) -> Result<(), SqlError> {
+        sqlx::query("UPDATE servers SET name_key = ?2, interface = ?3, public_key = ?4, body = ?5 WHERE id = ?1")
+            .bind(s.id.to_string())
+            .bind(s.name.key())
+            .bind(s.interface.as_str())
+            .bind(s.public_key.to_base64())
+            .bind(to_json(S, "server", s)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_server(&mut self, id: ServerId) -> Result<(), SqlError> {
+        sqlx::query("DELETE FROM peers WHERE server_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM servers WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_peers(&mut self, server: ServerId, ids: &[PeerId]) -> Result<(), SqlError> {
+        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "DELETE FROM peers WHERE server_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(server.to_string())
+        .bind(json_list(&list)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_peers(
+        &mut self,
+        server: ServerId,
+        peers: &[(PeerId, &Peer)],
+    ) -> Result<(), SqlError> {
+        let sid = server.to_string();
+        for chunk in peers.chunks(INSERT_CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, p) in chunk {
+                rows.push((
+                    id.to_string(),
+                    p.name.key(),
+                    p.public_key.to_base64(),
+                    p.address_v6.map(|a| a.to_string()),
+                    p.address_v4.map(|a| a.to_string()),
+                    p.delegated_prefix.map(|n| n.to_string()),
+                    peer_body(S, p)?,
+                    to_json(S, "peer stats", &p.stats)?,
+                ));
+            }
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO peers (server_id, id, name_key, public_key, address_v6, address_v4, delegated_prefix, body, stats) ",
+            );
+            qb.push_values(rows, |mut b, r| {
+                b.push_bind(sid.clone())
+                    .push_bind(r.0)
+                    .push_bind(r.1)
+                    .push_bind(r.2)
+                    .push_bind(r.3)
+                    .push_bind(r.4)
+                    .push_bind(r.5)
+                    .push_bind(r.6)
+                    .push_bind(r.7);
+            });
+            qb.build().execute(&mut *self.0).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO revisions (server_id, revision, at_ns, author, summary, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(r.server_id.to_string())
+        .bind(int(r.revision.0))
+        .bind(ns(r.at))
+        .bind(&r.author.label)
+        .bind(&r.summary)
+        .bind(to_json(S, "revision", r)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notify(&mut self, _id: ServerId, _rev: RevisionNo) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db)?;
+        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
+        let rec = AuditRecord::chain(next, &hash, entry);
+        sqlx::query(
+            "INSERT INTO audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(int(rec.seq))
+        .bind(ns(rec.entry.at))
+        .bind(&rec.entry.actor.label)
+        .bind(rec.entry.server_id.map(|s| s.to_string()))
+        .bind(&rec.entry.object)
+        .bind(to_json(S, "audit entry", &rec.entry)?)
+        .bind(&rec.prev_hash)
+        .bind(&rec.hash)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .bind(int(rec.seq))
+            .bind(&rec.hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(rec)
+    }
+
+    async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db)?;
+        v.map(|v| uint(S, "user version", v)).transpose()
+    }
+
+    async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>, SqlError> {
+        let rows: Vec<bool> = sqlx::query_scalar(
+            "SELECT name_key = ?2 FROM users WHERE id <> ?1 AND (name_key = ?2 OR (?3 IS NOT NULL AND email = ?3))",
+        )
+        .bind(user.id.to_string())
+        .bind(user.name.key())
+        .bind(user.email.as_deref())
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(if rows.iter().any(|n| *n) {
+            Some(UserClash::Name)
+        } else if rows.is_empty() {
+            None
+        } else {
+            Some(UserClash::Email)
+        })
+    }
+
+    async fn insert_user(&mut self, user: &User) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO users (id, name_key, email, version, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.name.key())
+        .bind(user.email.as_deref())
+        .bind(int(user.version))
+        .bind(to_json(S, "user", user)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, user: &User) -> Result<(), SqlError> {
+        sqlx::query(
+            "UPDATE users SET name_key = ?2, email = ?3, version = ?4, body = ?5 WHERE id = ?1",
+        )
+        .bind(user.id.to_string())
+        .bind(user.name.key())
+        .bind(user.email.as_deref())
+        .bind(int(user.version))
+        .bind(to_json(S, "user", user)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_user(&mut self, id: UserId) -> Result<bool, SqlError> {
+        sqlx::query("DELETE FROM tokens WHERE user_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        let r = sqlx::query("DELETE FROM users WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn put_role(&mut self, role: &Role) -> Result<(), SqlError> {
+        sqlx::query("INSERT INTO roles (name, body) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET body = excluded.body")
+            .bind(role.name.key())
+            .bind(to_json(S, "role", role)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_role(&mut self, name: &RoleName) -> Result<bool, SqlError> {
+        let r = sqlx::query("DELETE FROM roles WHERE name = ?1")
+            .bind(name.key())
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
+        let b: Option<String> = sqlx::query_scalar("SELECT body FROM tokens WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db)?;
+        b.map(|b| from_json(S, "token", &b)).transpose()
+    }
+
+    async fn insert_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {
+        sqlx::query("INSERT INTO tokens (id, user_id, created_ns, body) VALUES (?1, ?2, ?3, ?4)")
+            .bind(t.id.to_string())
+            .bind(t.user_id.to_string())
+            .bind(ns(t.created_at))
+            .bind(to_json(S, "token", t)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn update_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {
+        sqlx::query("UPDATE tokens SET body = ?2 WHERE id = ?1")
+            .bind(t.id.to_string())
+            .bind(to_json(S, "token", t)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
