@@ -1,0 +1,65 @@
+//! `wgm_core::conformance::store` against SQLite (file and memory) and PostgreSQL: each
+//! check on a fresh database, then the whole suite twice on one database (the checks must
+//! hold on a store that already has data).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{open, Kind};
+use wgm_core::conformance::store as suite;
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_file {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $check() {
+                   let t = open(Kind::SqliteFile).await.unwrap();
+                   suite::$check(t.store.clone()).await.unwrap();
+               } )*
+        }
+        mod sqlite_memory {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $check() {
+                   let t = open(Kind::SqliteMemory).await.unwrap();
+                   suite::$check(t.store.clone()).await.unwrap();
+               } )*
+        }
+        mod postgres {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $check() {
+                   let Some(t) = open(Kind::Postgres).await else { return };
+                   suite::$check(t.store.clone()).await.unwrap();
+               } )*
+        }
+    };
+}
+
+conformance!(
+    servers_and_cas,
+    uniqueness_and_atomicity,
+    concurrent_commits_one_wins,
+    pagination,
+    identities,
+    audit_chain,
+    applied_and_stats,
+    sealed_values_round_trip,
+);
+
+async fn run_all_twice(kind: Kind) {
+    let Some(t) = open(kind).await else { return };
+    suite::run_all(t.store.clone()).await.unwrap();
+    suite::run_all(t.store.clone()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_twice_on_one_sqlite_file() {
+    run_all_twice(Kind::SqliteFile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_twice_on_one_postgres_database() {
+    run_all_twice(Kind::Postgres).await;
+}
