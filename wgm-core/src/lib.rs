@@ -41,6 +41,7 @@ pub mod store;
 
 pub mod backend;
 pub mod manager;
+pub mod reconcile;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -173,18 +173,12 @@ impl TokenView {
     }
 }
 
-/// Narrow a role to an assignment's scope: global permissions become permissions on the
-/// assigned server.
+/// Narrow a role to an assignment's scope (see [`Role::limited_to_server`]).
 fn scoped(role: &Role, scope: Scope) -> Role {
-    let mut r = role.clone();
-    if let Scope::Server(id) = scope {
-        for p in &mut r.permissions {
-            if p.scope == Scope::Global {
-                p.scope = Scope::Server(id);
-            }
-        }
+    match scope {
+        Scope::Global => role.clone(),
+        Scope::Server(id) => role.limited_to_server(id),
     }
-    r
 }
 
 impl Manager {

@@ -199,14 +199,14 @@ impl Manager {
         }
     }
 
-    /// The store behind this manager (for reconcilers and tests; callers that act for a
-    /// user must go through the manager's methods).
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store behind this manager. Crate-private: every caller goes through the
+    /// manager's authorized methods (DESIGN invariant 3).
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    /// The sealer (for reconcilers, which must open server keys to apply them).
-    pub fn sealer(&self) -> &Sealer {
+    /// The sealer (the reconciler opens server keys to apply them).
+    pub(crate) fn sealer(&self) -> &Sealer {
         &self.sealer
     }
 
@@ -250,7 +250,7 @@ impl Manager {
 
     /// Authorize `p` for `action` on `resource` at `target`; a refusal of a mutation is
     /// audited.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         p: &Principal,
         resource: Resource,
@@ -524,6 +524,26 @@ impl Manager {
         }
     }
 
+    /// Record observed peer statistics in the store and in the cached state (they are
+    /// not revisions, so the cache would not notice them otherwise).
+    pub(crate) async fn record_stats(
+        &self,
+        id: ServerId,
+        stats: &[(crate::model::PeerId, crate::model::PeerStats)],
+    ) -> Result<()> {
+        self.store.update_peer_stats(id, stats).await?;
+        let slot = self.slot(id);
+        let mut g = slot.lock().await;
+        if let Some(c) = g.as_mut() {
+            for (pid, st) in stats {
+                if let Some(p) = c.state.peers.get_mut(pid) {
+                    p.stats = *st;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn publish(&self, rec: &RevisionRecord) {
         let event = Event {
             server_id: rec.server_id,
@@ -538,7 +558,7 @@ impl Manager {
     }
 
     /// Append an audit record for an action that changes no state (a secret export).
-    async fn audit_only(
+    pub(crate) async fn audit_only(
         &self,
         p: &Principal,
         action: &str,

@@ -1,0 +1,1074 @@
+//! Plan and apply: converge a live WireGuard interface toward a server's desired state.
+//!
+//! [`plan`] is a pure function from the desired state ([`DesiredHost`], derived from a
+//! [`ServerState`]) and what the backends read back ([`DeviceState`], [`LinkState`]) to a
+//! [`Plan`]: the exact device and link deltas, plus a human list of [`PlanItem`]s.
+//! It is **incremental**: a peer that is already right is not in the plan at all, so its
+//! tunnel, handshake and counters are untouched. `replace_peers` is used only for an
+//! explicit full resync.
+//!
+//! [`Manager::apply`] authorizes, loads the server, opens its key, reads the live
+//! state through a [`Host`], executes the plan, **re-reads and re-plans** to verify, and
+//! records the applied revision only when the re-read agrees. Per-item results say what
+//! landed; a backend failing part-way (the kernel and UAPI are not atomic) leaves the
+//! rest for the next pass.
+//!
+//! Drift: a peer on the device that the store never knew is *unmanaged*: reported, or
+//! removed when the [`DriftPolicy`] says so — never adopted. A peer that wgm removed
+//! (it appears in a revision since the last applied one) is always removed. A peer's
+//! roaming endpoint is not drift unless the peer has a fixed endpoint.
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::Arc;
+//! use wgm_core::backend::{MemoryWireGuard};
+//! use wgm_core::manager::{Manager, NewPeer, NewServer};
+//! use wgm_core::names::{InterfaceName, PeerName, ServerName};
+//! use wgm_core::net::ListenPort;
+//! use wgm_core::reconcile::{ApplyOptions, Host};
+//! use wgm_core::seal::{MasterKey, Sealer};
+//! use wgm_core::store::MemoryStore;
+//!
+//! let m = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate())).build();
+//! let admin = m.local_admin("root");
+//! let s = m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(),
+//!     InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
+//! m.add_peer(&admin, s.id, NewPeer::new(PeerName::new("a").unwrap())).await.unwrap();
+//! let wg = Arc::new(MemoryWireGuard::new());
+//! let host = Host::new("h1", wg.clone(), Some(Arc::new(wg.network())));
+//! let report = m.apply(&admin, s.id, &host, ApplyOptions::default()).await.unwrap();
+//! assert!(report.converged);
+//! // Nothing left to do: the next plan is empty.
+//! assert!(m.plan(&admin, s.id, &host).await.unwrap().is_empty());
+//! # });
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::backend::{
+    DeviceDelta, DeviceState, LinkDelta, LinkState, NetworkBackend, PeerDelta, WireGuardBackend,
+};
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::manager::Manager;
+use crate::model::{Change, PeerId, PeerStats, RevisionNo, ServerId, ServerState};
+use crate::names::{InterfaceName, PeerName};
+use crate::net::Endpoint;
+use crate::rbac::{Action, Principal, Resource, Target};
+use crate::seal::{Sealer, SecretKind};
+use crate::{Error, Result};
+
+/// What to do with peers on the device that the store never knew.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Leave them and report them.
+    #[default]
+    Report,
+    /// Remove them.
+    Remove,
+}
+
+/// The WireGuard host a server is applied to: a WireGuard backend (kernel or userspace)
+/// and optionally a network backend for addresses, routes and MTU.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// A stable name for this host (recorded with applied revisions).
+    pub name: String,
+    /// Where the device lives.
+    pub wireguard: Arc<dyn WireGuardBackend>,
+    /// The link side (`None`: leave addresses, routes and MTU alone).
+    pub network: Option<Arc<dyn NetworkBackend>>,
+    /// Unmanaged peers: report or remove.
+    pub drift: DriftPolicy,
+}
+
+impl Host {
+    /// A host called `name` with these backends and the [`DriftPolicy::Report`] policy.
+    pub fn new(
+        name: impl Into<String>,
+        wireguard: Arc<dyn WireGuardBackend>,
+        network: Option<Arc<dyn NetworkBackend>>,
+    ) -> Host {
+        Host {
+            name: name.into(),
+            wireguard,
+            network,
+            drift: DriftPolicy::Report,
+        }
+    }
+
+    /// The same host with another drift policy.
+    #[must_use]
+    pub fn with_drift(mut self, drift: DriftPolicy) -> Host {
+        self.drift = drift;
+        self
+    }
+}
+
+/// A peer as the device should have it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredPeer {
+    /// The peer's id in the store.
+    pub id: PeerId,
+    /// Its name (for reports).
+    pub name: PeerName,
+    /// Its key.
+    pub public_key: PublicKey,
+    /// Its PSK, opened.
+    pub preshared_key: Option<PresharedKey>,
+    /// A fixed endpoint (`None`: the peer roams; whatever the device learnt is fine).
+    pub endpoint: Option<SocketAddr>,
+    /// Allowed IPs, sorted.
+    pub allowed_ips: Vec<IpNet>,
+    /// Persistent keepalive seconds (0 = off).
+    pub keepalive: u16,
+}
+
+/// The desired state of one interface on a host.
+#[derive(Clone, Debug)]
+pub struct DesiredHost {
+    /// The server.
+    pub server_id: ServerId,
+    /// Its revision.
+    pub revision: RevisionNo,
+    /// Interface name.
+    pub interface: InterfaceName,
+    /// Whether the interface should exist.
+    pub active: bool,
+    /// The device's private key, opened.
+    pub private_key: PrivateKey,
+    /// Its public key.
+    pub public_key: PublicKey,
+    /// Listen port.
+    pub listen_port: u16,
+    /// Firewall mark (0 = off).
+    pub fwmark: u32,
+    /// Enabled peers by key.
+    pub peers: BTreeMap<PublicKey, DesiredPeer>,
+    /// Keys wgm manages or managed recently: live peers with these keys that are not
+    /// desired are removed whatever the drift policy.
+    pub known_keys: HashSet<PublicKey>,
+    /// Link MTU.
+    pub mtu: u32,
+    /// Interface addresses, sorted.
+    pub addresses: Vec<IpNet>,
+    /// Routes through the interface (delegated prefixes, networks behind peers), sorted.
+    pub routes: Vec<IpNet>,
+    /// Peers whose endpoint is a host name: not resolved here (no I/O in core), applied
+    /// without an endpoint and reported.
+    pub unresolved_endpoints: Vec<PeerName>,
+}
+
+/// Derive the desired host state of a server, opening its private key and the peers'
+/// PSKs with `sealer`. `known_keys` are the keys of peers removed since the last applied
+/// revision (they are removed from the device whatever the drift policy).
+pub fn desired_host(
+    state: &ServerState,
+    sealer: &Sealer,
+    removed_keys: impl IntoIterator<Item = PublicKey>,
+) -> Result<DesiredHost> {
+    let s = &state.server;
+    let private_key = sealer.open_private_key(
+        SecretKind::ServerPrivateKey,
+        &s.id.to_string(),
+        &s.private_key,
+    )?;
+    if private_key.public_key() != s.public_key {
+        return Err(Error::sealed(
+            "the server's private key does not match its public key",
+        ));
+    }
+    let mut peers = BTreeMap::new();
+    let mut known_keys: HashSet<PublicKey> = removed_keys.into_iter().collect();
+    let mut routes = BTreeSet::new();
+    let mut unresolved = Vec::new();
+    for p in state.peers.values() {
+        known_keys.insert(p.public_key);
+        if !p.enabled {
+            continue;
+        }
+        let preshared_key = match &p.preshared_key {
+            Some(sealed) => Some(sealer.open_preshared_key(
+                SecretKind::PeerPresharedKey,
+                &p.id.to_string(),
+                sealed,
+            )?),
+            None => None,
+        };
+        let endpoint = match &p.endpoint {
+            Some(Endpoint::Addr(a)) => Some(*a),
+            Some(Endpoint::Host { .. }) => {
+                unresolved.push(p.name.clone());
+                None
+            }
+            None => None,
+        };
+        let mut allowed: Vec<IpNet> = p.allowed_ips();
+        allowed.sort_unstable();
+        allowed.dedup();
+        if let Some(pfx) = p.delegated_prefix {
+            routes.insert(IpNet::V6(pfx));
+        }
+        routes.extend(p.extra_allowed_ips.iter().copied());
+        peers.insert(
+            p.public_key,
+            DesiredPeer {
+                id: p.id,
+                name: p.name.clone(),
+                public_key: p.public_key,
+                preshared_key,
+                endpoint,
+                allowed_ips: allowed,
+                keepalive: p.keepalive.get(),
+            },
+        );
+    }
+    known_keys.remove(&s.public_key);
+    let mut addresses = s.interface_addresses();
+    addresses.sort_unstable();
+    Ok(DesiredHost {
+        server_id: s.id,
+        revision: state.revision,
+        interface: s.interface.clone(),
+        active: s.active,
+        private_key,
+        public_key: s.public_key,
+        listen_port: s.listen_port.get(),
+        fwmark: s.fwmark.map_or(0, crate::net::FwMark::get),
+        peers,
+        known_keys,
+        mtu: u32::from(s.mtu.get()),
+        addresses,
+        routes: routes.into_iter().collect(),
+        unresolved_endpoints: unresolved,
+    })
+}
+
+/// One step of a plan, for humans and JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PlanItem {
+    /// Create the device.
+    CreateDevice,
+    /// Delete the device (the server is inactive).
+    DeleteDevice,
+    /// Set the device's private key (public key shown).
+    SetKey {
+        /// The new public key.
+        public_key: PublicKey,
+    },
+    /// Set the listen port.
+    SetListenPort {
+        /// Live value.
+        from: u16,
+        /// Desired value.
+        to: u16,
+    },
+    /// Set the firewall mark.
+    SetFwmark {
+        /// Live value.
+        from: u32,
+        /// Desired value.
+        to: u32,
+    },
+    /// Add a peer.
+    AddPeer {
+        /// Name.
+        name: String,
+        /// Key.
+        public_key: PublicKey,
+    },
+    /// Change fields of a peer.
+    UpdatePeer {
+        /// Name.
+        name: String,
+        /// Key.
+        public_key: PublicKey,
+        /// What changes, `field: live -> desired` (PSKs never shown).
+        changes: Vec<String>,
+    },
+    /// Remove a peer wgm removed or disabled.
+    RemovePeer {
+        /// Name, when known.
+        name: Option<String>,
+        /// Key.
+        public_key: PublicKey,
+    },
+    /// A peer on the device the store never knew.
+    Unmanaged {
+        /// Key.
+        public_key: PublicKey,
+        /// Whether the plan removes it (drift policy `remove`).
+        remove: bool,
+    },
+    /// Set the link MTU.
+    SetMtu {
+        /// Live value.
+        from: u32,
+        /// Desired value.
+        to: u32,
+    },
+    /// Bring the link up.
+    SetUp,
+    /// Add an interface address.
+    AddAddress {
+        /// The address with its prefix.
+        address: IpNet,
+    },
+    /// Remove an interface address.
+    RemoveAddress {
+        /// The address with its prefix.
+        address: IpNet,
+    },
+    /// Route a prefix through the interface.
+    AddRoute {
+        /// The prefix.
+        route: IpNet,
+    },
+    /// Stop routing a prefix through the interface.
+    RemoveRoute {
+        /// The prefix.
+        route: IpNet,
+    },
+    /// A peer's host-name endpoint that was not resolved.
+    UnresolvedEndpoint {
+        /// The peer.
+        name: String,
+    },
+}
+
+impl PlanItem {
+    /// Whether this item is only informative (nothing to execute).
+    pub fn is_report_only(&self) -> bool {
+        matches!(
+            self,
+            PlanItem::Unmanaged { remove: false, .. } | PlanItem::UnresolvedEndpoint { .. }
+        )
+    }
+}
+
+impl fmt::Display for PlanItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanItem::CreateDevice => write!(f, "+ device"),
+            PlanItem::DeleteDevice => write!(f, "- device (server inactive)"),
+            PlanItem::SetKey { public_key } => write!(f, "~ private key (public {public_key})"),
+            PlanItem::SetListenPort { from, to } => write!(f, "~ listen port {from} -> {to}"),
+            PlanItem::SetFwmark { from, to } => write!(f, "~ fwmark {from:#x} -> {to:#x}"),
+            PlanItem::AddPeer { name, public_key } => write!(f, "+ peer {name} ({public_key})"),
+            PlanItem::UpdatePeer {
+                name,
+                public_key,
+                changes,
+            } => {
+                write!(f, "~ peer {name} ({public_key}): {}", changes.join(", "))
+            }
+            PlanItem::RemovePeer { name, public_key } => match name {
+                Some(n) => write!(f, "- peer {n} ({public_key})"),
+                None => write!(f, "- peer {public_key}"),
+            },
+            PlanItem::Unmanaged { public_key, remove } => {
+                if *remove {
+                    write!(f, "- unmanaged peer {public_key}")
+                } else {
+                    write!(
+                        f,
+                        "! unmanaged peer {public_key} (left alone; drift policy 'report')"
+                    )
+                }
+            }
+            PlanItem::SetMtu { from, to } => write!(f, "~ mtu {from} -> {to}"),
+            PlanItem::SetUp => write!(f, "~ link up"),
+            PlanItem::AddAddress { address } => write!(f, "+ address {address}"),
+            PlanItem::RemoveAddress { address } => write!(f, "- address {address}"),
+            PlanItem::AddRoute { route } => write!(f, "+ route {route}"),
+            PlanItem::RemoveRoute { route } => write!(f, "- route {route}"),
+            PlanItem::UnresolvedEndpoint { name } => {
+                write!(f, "! peer {name}: host-name endpoint not resolved")
+            }
+        }
+    }
+}
+
+/// What it takes to converge one interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// The interface.
+    pub interface: InterfaceName,
+    /// The revision planned for.
+    pub revision: RevisionNo,
+    /// Steps, in execution order.
+    pub items: Vec<PlanItem>,
+    /// Create the device first.
+    #[serde(skip)]
+    pub create_device: bool,
+    /// Delete the device (and do nothing else).
+    #[serde(skip)]
+    pub delete_device: bool,
+    /// The device delta (secrets inside are redacted when serialized).
+    #[serde(skip)]
+    pub device: DeviceDelta,
+    /// The link delta.
+    #[serde(skip)]
+    pub link: LinkDelta,
+}
+
+impl Plan {
+    /// Whether there is nothing to execute (report-only items do not count).
+    pub fn is_empty(&self) -> bool {
+        self.items.iter().all(PlanItem::is_report_only)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.items.is_empty() {
+            return writeln!(
+                f,
+                "{} is up to date at revision {}",
+                self.interface, self.revision
+            );
+        }
+        writeln!(f, "{} -> revision {}:", self.interface, self.revision)?;
+        for i in &self.items {
+            writeln!(f, "  {i}")?;
+        }
+        Ok(())
+    }
+}
+
+fn sorted(v: &[IpNet]) -> Vec<IpNet> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Compute the plan from desired to live. Pure. `live_device`/`live_link` are `None`
+/// when the device/link does not exist. `remove_allowed_ip` says whether the backend can
+/// remove single allowed IPs (otherwise a peer that loses one gets its list replaced).
+pub fn plan(
+    desired: &DesiredHost,
+    live_device: Option<&DeviceState>,
+    live_link: Option<&LinkState>,
+    drift: DriftPolicy,
+    remove_allowed_ip: bool,
+    full_resync: bool,
+) -> Plan {
+    let mut items = Vec::new();
+    let mut device = DeviceDelta::default();
+    let mut link = LinkDelta::default();
+    let mut out = Plan {
+        interface: desired.interface.clone(),
+        revision: desired.revision,
+        items: Vec::new(),
+        create_device: false,
+        delete_device: false,
+        device: DeviceDelta::default(),
+        link: LinkDelta::default(),
+    };
+    if !desired.active {
+        if live_device.is_some() {
+            out.delete_device = true;
+            out.items.push(PlanItem::DeleteDevice);
+        }
+        return out;
+    }
+    let empty = DeviceState::default();
+    let live = match live_device {
+        Some(d) => d,
+        None => {
+            out.create_device = true;
+            items.push(PlanItem::CreateDevice);
+            &empty
+        }
+    };
+    if live.public_key != Some(desired.public_key) || full_resync {
+        device.private_key = Some(desired.private_key.clone());
+        items.push(PlanItem::SetKey {
+            public_key: desired.public_key,
+        });
+    }
+    if live.listen_port != desired.listen_port || full_resync {
+        device.listen_port = Some(desired.listen_port);
+        items.push(PlanItem::SetListenPort {
+            from: live.listen_port,
+            to: desired.listen_port,
+        });
+    }
+    if live.fwmark != desired.fwmark {
+        device.fwmark = Some(desired.fwmark);
+        items.push(PlanItem::SetFwmark {
+            from: live.fwmark,
+            to: desired.fwmark,
+        });
+    }
+    if full_resync {
+        device.replace_peers = true;
+    }
+    // Removals first, so that an allowed IP moving from a removed peer to a new one is
+    // not taken back.
+    for (key, lp) in &live.peers {
+        if desired.peers.contains_key(key) || full_resync {
+            continue;
+        }
+        if desired.known_keys.contains(key) {
+            device.peers.push(PeerDelta::remove(*key));
+            items.push(PlanItem::RemovePeer {
+                name: None,
+                public_key: *key,
+            });
+        } else {
+            let remove = drift == DriftPolicy::Remove;
+            if remove {
+                device.peers.push(PeerDelta::remove(*key));
+            }
+            items.push(PlanItem::Unmanaged {
+                public_key: lp.public_key,
+                remove,
+            });
+        }
+    }
+    for (key, dp) in &desired.peers {
+        match live.peers.get(key).filter(|_| !full_resync) {
+            None => {
+                let mut d = PeerDelta::new(*key);
+                d.preshared_key = Some(dp.preshared_key.clone());
+                d.endpoint = dp.endpoint;
+                d.persistent_keepalive = Some(dp.keepalive);
+                d.replace_allowed_ips = true;
+                d.allowed_ips.clone_from(&dp.allowed_ips);
+                device.peers.push(d);
+                items.push(PlanItem::AddPeer {
+                    name: dp.name.to_string(),
+                    public_key: *key,
+                });
+            }
+            Some(lp) => {
+                let mut d = PeerDelta::new(*key);
+                d.update_only = true;
+                let mut changes = Vec::new();
+                if lp.preshared_key != dp.preshared_key {
+                    d.preshared_key = Some(dp.preshared_key.clone());
+                    changes.push("preshared key".to_owned());
+                }
+                if let Some(ep) = dp.endpoint {
+                    if lp.endpoint != Some(ep) {
+                        d.endpoint = Some(ep);
+                        changes.push(format!(
+                            "endpoint {} -> {ep}",
+                            lp.endpoint
+                                .map_or_else(|| "none".to_owned(), |e| e.to_string())
+                        ));
+                    }
+                }
+                if lp.persistent_keepalive != dp.keepalive {
+                    d.persistent_keepalive = Some(dp.keepalive);
+                    changes.push(format!(
+                        "keepalive {} -> {}",
+                        lp.persistent_keepalive, dp.keepalive
+                    ));
+                }
+                let live_ips = sorted(&lp.allowed_ips);
+                if live_ips != dp.allowed_ips {
+                    let want: BTreeSet<&IpNet> = dp.allowed_ips.iter().collect();
+                    let have: BTreeSet<&IpNet> = live_ips.iter().collect();
+                    let add: Vec<IpNet> = want.difference(&have).map(|n| **n).collect();
+                    let del: Vec<IpNet> = have.difference(&want).map(|n| **n).collect();
+                    for n in &add {
+                        changes.push(format!("+allowed {n}"));
+                    }
+                    for n in &del {
+                        changes.push(format!("-allowed {n}"));
+                    }
+                    if del.is_empty() {
+                        d.allowed_ips = add;
+                    } else if remove_allowed_ip {
+                        d.allowed_ips = add;
+                        d.remove_allowed_ips = del;
+                    } else {
+                        d.replace_allowed_ips = true;
+                        d.allowed_ips.clone_from(&dp.allowed_ips);
+                    }
+                }
+                if !changes.is_empty() {
+                    device.peers.push(d);
+                    items.push(PlanItem::UpdatePeer {
+                        name: dp.name.to_string(),
+                        public_key: *key,
+                        changes,
+                    });
+                }
+            }
+        }
+    }
+    // Link.
+    let (live_mtu, live_up, live_addrs, live_routes) = match live_link {
+        Some(l) => (l.mtu, l.up, sorted(&l.addresses), sorted(&l.routes)),
+        None => (0, false, Vec::new(), Vec::new()),
+    };
+    if live_mtu != desired.mtu {
+        link.mtu = Some(desired.mtu);
+        items.push(PlanItem::SetMtu {
+            from: live_mtu,
+            to: desired.mtu,
+        });
+    }
+    for a in &live_addrs {
+        if !desired.addresses.contains(a) {
+            link.remove_addresses.push(*a);
+            items.push(PlanItem::RemoveAddress { address: *a });
+        }
+    }
+    for a in &desired.addresses {
+        if !live_addrs.contains(a) {
+            link.add_addresses.push(*a);
+            items.push(PlanItem::AddAddress { address: *a });
+        }
+    }
+    if !live_up {
+        link.up = Some(true);
+        items.push(PlanItem::SetUp);
+    }
+    for r in &live_routes {
+        if !desired.routes.contains(r) {
+            link.remove_routes.push(*r);
+            items.push(PlanItem::RemoveRoute { route: *r });
+        }
+    }
+    for r in &desired.routes {
+        if !live_routes.contains(r) {
+            link.add_routes.push(*r);
+            items.push(PlanItem::AddRoute { route: *r });
+        }
+    }
+    for n in &desired.unresolved_endpoints {
+        items.push(PlanItem::UnresolvedEndpoint {
+            name: n.to_string(),
+        });
+    }
+    out.items = items;
+    out.device = device;
+    out.link = link;
+    out
+}
+
+/// Options of [`Manager::apply`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    /// Compute and return the plan, change nothing.
+    pub dry_run: bool,
+    /// Replace every peer (`replace_peers`): resets tunnels; for explicit resyncs only.
+    pub full_resync: bool,
+}
+
+/// The outcome of one plan item.
+#[derive(Clone, Debug, Serialize)]
+pub struct ItemResult {
+    /// The item.
+    pub item: PlanItem,
+    /// Whether the re-read shows it done.
+    pub ok: bool,
+}
+
+/// What [`Manager::apply`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ApplyReport {
+    /// The plan that was executed (or would be, on a dry run).
+    pub plan: Plan,
+    /// Whether anything was executed.
+    pub executed: bool,
+    /// Per item: done or not, judged by re-reading the host.
+    pub results: Vec<ItemResult>,
+    /// Errors the backends returned while executing (the re-read says what landed).
+    pub errors: Vec<String>,
+    /// Whether the host now matches the revision (then it was recorded as applied).
+    pub converged: bool,
+    /// What is still left after the re-read.
+    pub remaining: Vec<PlanItem>,
+}
+
+/// Live status of one peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    /// The peer's name (`None` for unmanaged peers).
+    pub name: Option<String>,
+    /// The peer's key.
+    pub public_key: PublicKey,
+    /// Whether the store knows the peer.
+    pub managed: bool,
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Last handshake, seconds since the epoch.
+    pub last_handshake: Option<u64>,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Allowed IPs on the device.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// Live status of an interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Interface.
+    pub interface: InterfaceName,
+    /// Whether the device exists.
+    pub exists: bool,
+    /// Listen port.
+    pub listen_port: u16,
+    /// Peers on the device.
+    pub peers: Vec<PeerStatus>,
+    /// Desired peers missing from the device.
+    pub missing: Vec<String>,
+}
+
+fn unix_secs(t: SystemTime) -> Option<u64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+impl Manager {
+    /// Load what the reconciler needs: the server's state and the keys of peers removed
+    /// since the last revision `host` applied.
+    async fn desired_for(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        host: &Host,
+        action: Action,
+    ) -> Result<DesiredHost> {
+        self.authorize(p, Resource::Server, action, Target::server(server.0))
+            .await?;
+        let state = self
+            .store()
+            .load_server(server)
+            .await?
+            .ok_or_else(|| Error::not_found("server", server))?;
+        let since = self
+            .store()
+            .applied(server, &host.name)
+            .await?
+            .unwrap_or(RevisionNo::NONE);
+        let mut removed = Vec::new();
+        for rec in self.store().revisions(server, since, u64::MAX).await? {
+            for ch in &rec.changes {
+                match ch {
+                    Change::PeerRemoved { peer } => removed.push(peer.public_key),
+                    Change::PeerUpdated { before, .. } => removed.push(before.public_key),
+                    _ => {}
+                }
+            }
+        }
+        desired_host(&state, self.sealer(), removed)
+    }
+
+    /// The plan that [`Manager::apply`] would execute now (needs `server:read`).
+    pub async fn plan(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Plan> {
+        let desired = self.desired_for(p, server, host, Action::Read).await?;
+        let dev = host.wireguard.read_device(&desired.interface).await?;
+        let link = match &host.network {
+            Some(n) => n.read_link(&desired.interface).await?,
+            None => None,
+        };
+        let caps = host.wireguard.capabilities();
+        let mut pl = plan(
+            &desired,
+            dev.as_ref(),
+            link.as_ref(),
+            host.drift,
+            caps.remove_allowed_ip,
+            false,
+        );
+        if host.network.is_none() {
+            strip_link(&mut pl);
+        }
+        Ok(pl)
+    }
+
+    /// Converge the live interface on `host` toward the server's head revision
+    /// (needs `server:apply`). Executes the plan, re-reads, re-plans, and records the
+    /// revision as applied on `host` only when nothing is left. Audited.
+    pub async fn apply(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        host: &Host,
+        opts: ApplyOptions,
+    ) -> Result<ApplyReport> {
+        let desired = self.desired_for(p, server, host, Action::Apply).await?;
+        let iface = desired.interface.clone();
+        let caps = host.wireguard.capabilities();
+        let read = |dev: bool| {
+            let host = host.clone();
+            let iface = iface.clone();
+            async move {
+                let d = if dev {
+                    host.wireguard.read_device(&iface).await?
+                } else {
+                    None
+                };
+                let l = match &host.network {
+                    Some(n) => n.read_link(&iface).await?,
+                    None => None,
+                };
+                Ok::<_, Error>((d, l))
+            }
+        };
+        let (dev, link) = read(true).await?;
+        let mut pl = plan(
+            &desired,
+            dev.as_ref(),
+            link.as_ref(),
+            host.drift,
+            caps.remove_allowed_ip,
+            opts.full_resync,
+        );
+        if host.network.is_none() {
+            strip_link(&mut pl);
+        }
+        if opts.dry_run {
+            return Ok(ApplyReport {
+                plan: pl,
+                executed: false,
+                results: Vec::new(),
+                errors: Vec::new(),
+                converged: false,
+                remaining: Vec::new(),
+            });
+        }
+        let mut errors = Vec::new();
+        if pl.delete_device {
+            if let Err(e) = host.wireguard.delete_device(&iface).await {
+                errors.push(e.to_string());
+            }
+        } else {
+            if pl.create_device {
+                if let Err(e) = host.wireguard.create_device(&iface).await {
+                    errors.push(e.to_string());
+                }
+            }
+            if !pl.device.is_empty() {
+                if let Err(e) = host.wireguard.apply_device(&iface, &pl.device).await {
+                    tracing::warn!(interface = %iface, error = %e, "device apply failed part-way; re-reading");
+                    errors.push(e.to_string());
+                }
+            }
+            if let Some(net) = &host.network {
+                if !pl.link.is_empty() {
+                    // Routes need the link up; apply link changes after the device exists.
+                    if let Err(e) = net.apply_link(&iface, &pl.link).await {
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        // Verify by reading back and planning again.
+        let (dev2, link2) = read(true).await?;
+        let mut again = plan(
+            &desired,
+            dev2.as_ref(),
+            link2.as_ref(),
+            host.drift,
+            caps.remove_allowed_ip,
+            false,
+        );
+        if host.network.is_none() {
+            strip_link(&mut again);
+        }
+        let remaining: Vec<PlanItem> = again
+            .items
+            .iter()
+            .filter(|i| !i.is_report_only())
+            .cloned()
+            .collect();
+        let results = pl
+            .items
+            .iter()
+            .map(|item| ItemResult {
+                item: item.clone(),
+                ok: item.is_report_only() || !item_pending(item, &remaining),
+            })
+            .collect();
+        let converged = remaining.is_empty();
+        if converged {
+            self.store()
+                .set_applied(server, &host.name, desired.revision)
+                .await?;
+        }
+        self.audit_apply(
+            p,
+            server,
+            desired.revision,
+            &host.name,
+            converged,
+            pl.items.len(),
+            &errors,
+        )
+        .await;
+        Ok(ApplyReport {
+            plan: pl,
+            executed: true,
+            results,
+            errors,
+            converged,
+            remaining,
+        })
+    }
+
+    async fn audit_apply(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        rev: RevisionNo,
+        host: &str,
+        converged: bool,
+        items: usize,
+        errors: &[String],
+    ) {
+        let details = json!({ "host": host, "revision": rev.0, "converged": converged, "items": items, "errors": errors });
+        if let Err(e) = self
+            .audit_only(
+                p,
+                "server.apply",
+                format!("server/{server}"),
+                Some(server),
+                details,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit an apply");
+        }
+    }
+
+    /// Live status of the server's interface on `host`: every peer's handshake,
+    /// endpoint and transfer counters (needs `server:read`). Stores the observed
+    /// statistics of managed peers.
+    pub async fn status(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Status> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+            .await?;
+        let state = self
+            .store()
+            .load_server(server)
+            .await?
+            .ok_or_else(|| Error::not_found("server", server))?;
+        let iface = state.server.interface.clone();
+        let dev = host.wireguard.read_device(&iface).await?;
+        let by_key: BTreeMap<PublicKey, (&PeerId, String)> = state
+            .peers
+            .iter()
+            .map(|(id, p)| (p.public_key, (id, p.name.to_string())))
+            .collect();
+        let Some(dev) = dev else {
+            let missing = state
+                .peers
+                .values()
+                .filter(|p| p.enabled)
+                .map(|p| p.name.to_string())
+                .collect();
+            return Ok(Status {
+                interface: iface,
+                exists: false,
+                listen_port: 0,
+                peers: Vec::new(),
+                missing,
+            });
+        };
+        let mut peers = Vec::with_capacity(dev.peers.len());
+        let mut stats = Vec::new();
+        for (k, lp) in &dev.peers {
+            let known = by_key.get(k);
+            if let Some((id, _)) = known {
+                let last_seen = lp.last_handshake.and_then(unix_secs).and_then(|s| {
+                    time::OffsetDateTime::from_unix_timestamp(i64::try_from(s).unwrap_or(i64::MAX))
+                        .ok()
+                });
+                stats.push((
+                    **id,
+                    PeerStats {
+                        last_seen,
+                        rx_bytes: lp.rx_bytes,
+                        tx_bytes: lp.tx_bytes,
+                    },
+                ));
+            }
+            peers.push(PeerStatus {
+                name: known.map(|(_, n)| n.clone()),
+                public_key: *k,
+                managed: known.is_some(),
+                endpoint: lp.endpoint,
+                last_handshake: lp.last_handshake.and_then(unix_secs),
+                rx_bytes: lp.rx_bytes,
+                tx_bytes: lp.tx_bytes,
+                allowed_ips: lp.allowed_ips.clone(),
+            });
+        }
+        let missing = state
+            .peers
+            .values()
+            .filter(|p| p.enabled && !dev.peers.contains_key(&p.public_key))
+            .map(|p| p.name.to_string())
+            .collect();
+        if !stats.is_empty() {
+            // Observed statistics are best effort: a read-only store must not fail status.
+            if let Err(e) = self.record_stats(server, &stats).await {
+                tracing::warn!(error = %e, "could not store peer statistics");
+            }
+        }
+        Ok(Status {
+            interface: iface,
+            exists: true,
+            listen_port: dev.listen_port,
+            peers,
+            missing,
+        })
+    }
+}
+
+/// Without a network backend, the link is not ours to change: drop link items.
+fn strip_link(pl: &mut Plan) {
+    pl.link = LinkDelta::default();
+    pl.items.retain(|i| {
+        !matches!(
+            i,
+            PlanItem::SetMtu { .. }
+                | PlanItem::SetUp
+                | PlanItem::AddAddress { .. }
+                | PlanItem::RemoveAddress { .. }
+                | PlanItem::AddRoute { .. }
+                | PlanItem::RemoveRoute { .. }
+        )
+    });
+}
+
+/// Whether `item` (from the executed plan) is still pending in `remaining`.
+fn item_pending(item: &PlanItem, remaining: &[PlanItem]) -> bool {
+    let key = |i: &PlanItem| -> String {
+        match i {
+            PlanItem::AddPeer { public_key, .. }
+            | PlanItem::UpdatePeer { public_key, .. }
+            | PlanItem::RemovePeer { public_key, .. }
+            | PlanItem::Unmanaged { public_key, .. } => format!("peer:{public_key}"),
+            PlanItem::AddAddress { address } | PlanItem::RemoveAddress { address } => {
+                format!("addr:{address}")
+            }
+            PlanItem::AddRoute { route } | PlanItem::RemoveRoute { route } => {
+                format!("route:{route}")
+            }
+            other => format!("{:?}", std::mem::discriminant(other)),
+        }
+    };
+    let k = key(item);
+    remaining.iter().any(|r| key(r) == k)
+}

@@ -1,0 +1,442 @@
+//! Plan/apply/reconcile against the in-memory device, which behaves like the kernel
+//! (non-atomic sets, own-key peers ignored, allowed IPs moving between peers).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use wgm_core::backend::{
+    DeviceDelta, Fault, MemoryWireGuard, NetworkBackend, PeerDelta, WireGuardBackend,
+};
+use wgm_core::manager::{Manager, ManagerConfig, NewPeer, NewServer, PeerUpdate};
+use wgm_core::model::{RevisionNo, ServerId};
+use wgm_core::names::{InterfaceName, PeerName, ServerName};
+use wgm_core::net::ListenPort;
+use wgm_core::rbac::Principal;
+use wgm_core::reconcile::{ApplyOptions, DriftPolicy, Host, PlanItem};
+use wgm_core::seal::{MasterKey, Sealer};
+use wgm_core::store::{MemoryStore, Store};
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+struct Env {
+    m: Manager,
+    admin: Principal,
+    wg: Arc<MemoryWireGuard>,
+    host: Host,
+    server: ServerId,
+    iface: InterfaceName,
+}
+
+fn env_with(store: Arc<dyn Store>, key: &MasterKey, wg: Arc<MemoryWireGuard>) -> (Manager, Host) {
+    let m = Manager::builder(
+        store,
+        Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
+    )
+    .config(ManagerConfig::default())
+    .build();
+    let host = Host::new("host-a", wg.clone(), Some(Arc::new(wg.network())));
+    (m, host)
+}
+
+fn setup(peers: &[&str]) -> Env {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let key = MasterKey::generate();
+    let wg = Arc::new(MemoryWireGuard::new());
+    let (m, host) = env_with(store, &key, wg.clone());
+    let admin = m.local_admin("root");
+    let iface = InterfaceName::new("wg0").unwrap();
+    let server = block(async {
+        let mut s = NewServer::new(
+            ServerName::new("s").unwrap(),
+            iface.clone(),
+            ListenPort::new(51820).unwrap(),
+        );
+        s.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+        let s = m.create_server(&admin, s).await.unwrap();
+        for p in peers {
+            m.add_peer(&admin, s.id, NewPeer::new(PeerName::new(*p).unwrap()))
+                .await
+                .unwrap();
+        }
+        s.id
+    });
+    Env {
+        m,
+        admin,
+        wg,
+        host,
+        server,
+        iface,
+    }
+}
+
+impl Env {
+    fn apply(&self) -> wgm_core::reconcile::ApplyReport {
+        block(self.m.apply(
+            &self.admin,
+            self.server,
+            &self.host,
+            ApplyOptions::default(),
+        ))
+        .unwrap()
+    }
+    fn key_of(&self, name: &str) -> wgm_core::keys::PublicKey {
+        let id = block(self.m.resolve_peer(&self.admin, self.server, name)).unwrap();
+        block(self.m.get_peer(&self.admin, self.server, id))
+            .unwrap()
+            .public_key
+    }
+    fn device(&self) -> wgm_core::backend::DeviceState {
+        block(self.wg.read_device(&self.iface)).unwrap().unwrap()
+    }
+}
+
+#[test]
+fn initial_apply_converges_and_records_the_revision() {
+    let e = setup(&["a", "b", "c"]);
+    let r = e.apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    assert!(r.results.iter().all(|i| i.ok));
+    let dev = e.device();
+    assert_eq!(dev.peers.len(), 3);
+    assert_eq!(dev.listen_port, 51820);
+    let link = block(e.wg.network().read_link(&e.iface)).unwrap().unwrap();
+    assert!(link.up);
+    assert_eq!(link.mtu, 1420);
+    assert_eq!(link.addresses.len(), 2);
+    assert!(block(e.m.plan(&e.admin, e.server, &e.host))
+        .unwrap()
+        .is_empty());
+    let text = block(e.m.plan(&e.admin, e.server, &e.host))
+        .unwrap()
+        .to_string();
+    assert!(text.contains("up to date at revision 4"), "{text}");
+}
+
+#[test]
+fn incremental_apply_leaves_untouched_peers_alone() {
+    let e = setup(&["a", "c", "d"]);
+    e.apply();
+    let a = e.key_of("a");
+    let hs = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    e.wg.simulate_handshake(&e.iface, &a, hs).unwrap();
+    e.wg.simulate_traffic(&e.iface, &a, 1000, 2000).unwrap();
+    let before_a = e.device().peers[&a].clone();
+    block(async {
+        e.m.add_peer(
+            &e.admin,
+            e.server,
+            NewPeer::new(PeerName::new("b").unwrap()),
+        )
+        .await
+        .unwrap();
+        let c = e.m.resolve_peer(&e.admin, e.server, "c").await.unwrap();
+        let up = PeerUpdate {
+            extra_allowed_ips: Some(vec!["192.168.50.0/24".parse().unwrap()]),
+            ..PeerUpdate::default()
+        };
+        e.m.update_peer(&e.admin, e.server, c, up).await.unwrap();
+        let d = e.m.resolve_peer(&e.admin, e.server, "d").await.unwrap();
+        e.m.remove_peer(&e.admin, e.server, d).await.unwrap();
+    });
+    let plan = block(e.m.plan(&e.admin, e.server, &e.host)).unwrap();
+    // Exactly: add b, change c (allowed IP + its route), remove d. Nothing about a.
+    assert!(!plan.device.replace_peers);
+    assert_eq!(plan.device.peers.len(), 3, "{plan}");
+    assert!(plan.device.peers.iter().all(|p| p.public_key != a));
+    let r = e.apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    let after_a = e.device().peers[&a].clone();
+    assert_eq!(before_a, after_a, "peer a was touched");
+    assert_eq!(after_a.rx_bytes, 1000);
+    assert_eq!(after_a.last_handshake, Some(hs));
+    let dev = e.device();
+    assert_eq!(dev.peers.len(), 3);
+    let link = block(e.wg.network().read_link(&e.iface)).unwrap().unwrap();
+    assert!(link.routes.contains(&"192.168.50.0/24".parse().unwrap()));
+}
+
+#[test]
+fn f4_crash_between_commit_and_apply_is_caught_up_by_a_new_reconciler() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let key = MasterKey::generate();
+    let wg = Arc::new(MemoryWireGuard::new());
+    let (m1, host) = env_with(store.clone(), &key, wg.clone());
+    let admin = m1.local_admin("root");
+    let sid = block(async {
+        let s = m1
+            .create_server(
+                &admin,
+                NewServer::new(
+                    ServerName::new("s").unwrap(),
+                    InterfaceName::new("wg0").unwrap(),
+                    ListenPort::new(51820).unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        m1.add_peer(&admin, s.id, NewPeer::new(PeerName::new("a").unwrap()))
+            .await
+            .unwrap();
+        m1.apply(&admin, s.id, &host, ApplyOptions::default())
+            .await
+            .unwrap();
+        // Committed, then "crash" before apply.
+        m1.add_peer(&admin, s.id, NewPeer::new(PeerName::new("b").unwrap()))
+            .await
+            .unwrap();
+        s.id
+    });
+    drop(m1);
+    let (m2, host2) = env_with(store.clone(), &key, wg.clone());
+    block(async {
+        assert_eq!(
+            store.applied(sid, "host-a").await.unwrap(),
+            Some(RevisionNo(2))
+        );
+        let r = m2
+            .apply(&admin, sid, &host2, ApplyOptions::default())
+            .await
+            .unwrap();
+        assert!(r.converged);
+        assert_eq!(r.plan.device.peers.len(), 1);
+        assert_eq!(
+            store.applied(sid, "host-a").await.unwrap(),
+            Some(RevisionNo(3))
+        );
+    });
+    assert_eq!(
+        block(wg.read_device(&InterfaceName::new("wg0").unwrap()))
+            .unwrap()
+            .unwrap()
+            .peers
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn f5_unmanaged_peers_are_reported_or_removed_never_adopted() {
+    let e = setup(&["a"]);
+    e.apply();
+    let stranger = wgm_core::keys::PrivateKey::generate().public_key();
+    let mut d = PeerDelta::new(stranger);
+    d.allowed_ips = vec!["10.99.0.1/32".parse().unwrap()];
+    block(e.wg.apply_device(
+        &e.iface,
+        &DeviceDelta {
+            peers: vec![d],
+            ..DeviceDelta::default()
+        },
+    ))
+    .unwrap();
+    let r = e.apply();
+    assert!(
+        r.converged,
+        "report-only drift still converges: {:?}",
+        r.remaining
+    );
+    assert!(r.plan.items.contains(&PlanItem::Unmanaged {
+        public_key: stranger,
+        remove: false
+    }));
+    assert!(
+        e.device().peers.contains_key(&stranger),
+        "reported peers are left alone"
+    );
+    // Never adopted: the store does not know it.
+    assert!(block(e.m.resolve_peer(&e.admin, e.server, &stranger.to_base64())).is_err());
+    let remover = e.host.clone().with_drift(DriftPolicy::Remove);
+    let r = block(e.m.apply(&e.admin, e.server, &remover, ApplyOptions::default())).unwrap();
+    assert!(r.converged);
+    assert!(!e.device().peers.contains_key(&stranger));
+}
+
+#[test]
+fn f7_deleted_device_is_recreated_with_all_peers() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    block(e.wg.delete_device(&e.iface)).unwrap();
+    let r = e.apply();
+    assert!(r.converged);
+    assert!(r.plan.items.contains(&PlanItem::CreateDevice));
+    assert_eq!(e.device().peers.len(), 2);
+}
+
+#[test]
+fn f8_out_of_band_changes_are_reverted_but_roaming_is_not_drift() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    let a = e.key_of("a");
+    let b = e.key_of("b");
+    // wg set wg0 peer a allowed-ips 10.77.0.0/24 persistent-keepalive 5
+    let mut d = PeerDelta::new(a);
+    d.replace_allowed_ips = true;
+    d.allowed_ips = vec!["10.77.0.0/24".parse().unwrap()];
+    d.persistent_keepalive = Some(5);
+    block(e.wg.apply_device(
+        &e.iface,
+        &DeviceDelta {
+            peers: vec![d],
+            listen_port: Some(4000),
+            ..DeviceDelta::default()
+        },
+    ))
+    .unwrap();
+    e.wg.simulate_roaming(&e.iface, &b, "[2001:db8::9]:4444".parse().unwrap())
+        .unwrap();
+    let plan = block(e.m.plan(&e.admin, e.server, &e.host)).unwrap();
+    assert!(plan
+        .items
+        .iter()
+        .any(|i| matches!(i, PlanItem::UpdatePeer { public_key, .. } if *public_key == a)));
+    assert!(
+        !plan
+            .items
+            .iter()
+            .any(|i| matches!(i, PlanItem::UpdatePeer { public_key, .. } if *public_key == b)),
+        "{plan}"
+    );
+    let r = e.apply();
+    assert!(r.converged);
+    let dev = e.device();
+    assert_eq!(dev.listen_port, 51820);
+    assert_eq!(dev.peers[&a].persistent_keepalive, 25);
+    assert!(!dev.peers[&a]
+        .allowed_ips
+        .contains(&"10.77.0.0/24".parse().unwrap()));
+    assert_eq!(
+        dev.peers[&b].endpoint,
+        Some("[2001:db8::9]:4444".parse().unwrap())
+    );
+}
+
+#[test]
+fn f9_backend_failure_part_way_is_reported_and_converges_next_pass() {
+    let e = setup(&["a", "b", "c", "d"]);
+    e.wg.inject(Fault::FailAtPeer { index: 2 });
+    let r = e.apply();
+    assert!(!r.converged);
+    assert!(!r.errors.is_empty());
+    let done = r
+        .results
+        .iter()
+        .filter(|i| matches!(i.item, PlanItem::AddPeer { .. }) && i.ok)
+        .count();
+    assert_eq!(done, 2, "peers before the failing one stay applied");
+    assert_eq!(e.device().peers.len(), 2);
+    assert!(
+        block(e.m.plan(&e.admin, e.server, &e.host))
+            .unwrap()
+            .items
+            .len()
+            >= 2
+    );
+    let r = e.apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    assert_eq!(e.device().peers.len(), 4);
+}
+
+#[test]
+fn disabled_peers_leave_the_device_and_come_back() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    let a = e.key_of("a");
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
+    block(e.m.set_peer_enabled(&e.admin, e.server, id, false)).unwrap();
+    e.apply();
+    assert!(!e.device().peers.contains_key(&a));
+    block(e.m.set_peer_enabled(&e.admin, e.server, id, true)).unwrap();
+    e.apply();
+    assert!(e.device().peers.contains_key(&a));
+}
+
+#[test]
+fn rollback_then_apply_brings_a_removed_peer_back() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    let b = e.key_of("b");
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "b")).unwrap();
+    block(e.m.remove_peer(&e.admin, e.server, id)).unwrap();
+    e.apply();
+    assert!(!e.device().peers.contains_key(&b));
+    block(e.m.rollback(&e.admin, e.server, RevisionNo(3))).unwrap();
+    let r = e.apply();
+    assert!(r.converged);
+    assert!(e.device().peers.contains_key(&b));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_key_rotation_is_applied() {
+    let e = setup(&["a"]);
+    let r = block(e.m.apply(
+        &e.admin,
+        e.server,
+        &e.host,
+        ApplyOptions {
+            dry_run: true,
+            ..ApplyOptions::default()
+        },
+    ))
+    .unwrap();
+    assert!(!r.executed);
+    assert!(r.plan.items.contains(&PlanItem::CreateDevice));
+    assert!(block(e.wg.read_device(&e.iface)).unwrap().is_none());
+    e.apply();
+    let new = block(e.m.rotate_server_key(&e.admin, e.server)).unwrap();
+    let r = e.apply();
+    assert!(r.converged);
+    assert_eq!(e.device().public_key, Some(new.public_key));
+}
+
+#[test]
+fn status_reports_handshakes_and_stores_stats() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    let a = e.key_of("a");
+    e.wg.simulate_handshake(
+        &e.iface,
+        &a,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    )
+    .unwrap();
+    e.wg.simulate_traffic(&e.iface, &a, 10, 20).unwrap();
+    let st = block(e.m.status(&e.admin, e.server, &e.host)).unwrap();
+    assert!(st.exists);
+    let pa = st.peers.iter().find(|p| p.public_key == a).unwrap();
+    assert_eq!(pa.last_handshake, Some(1_800_000_000));
+    assert_eq!(pa.name.as_deref(), Some("a"));
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
+    let v = block(e.m.get_peer(&e.admin, e.server, id)).unwrap();
+    assert_eq!(v.stats.rx_bytes, 10);
+}
+
+#[test]
+fn auditors_can_plan_but_not_apply() {
+    let e = setup(&["a"]);
+    let aud = block(e.m.create_user(
+        &e.admin,
+        wgm_core::manager::NewUser::new(
+            wgm_core::names::UserName::new("aud").unwrap(),
+            wgm_core::names::RoleName::new("auditor").unwrap(),
+        ),
+    ))
+    .unwrap();
+    let spec = wgm_core::manager::NewToken {
+        user: aud.id,
+        name: "t".into(),
+        scopes: None,
+        expires_at: None,
+    };
+    let (_, token) = block(e.m.create_token(&e.admin, spec)).unwrap();
+    let p = block(e.m.authenticate_token(&token)).unwrap();
+    assert!(block(e.m.plan(&p, e.server, &e.host)).is_ok());
+    let err = block(e.m.apply(&p, e.server, &e.host, ApplyOptions::default())).unwrap_err();
+    assert!(
+        matches!(err, wgm_core::Error::PermissionDenied { .. }),
+        "{err}"
+    );
+    assert!(block(e.wg.read_device(&e.iface)).unwrap().is_none());
+}
