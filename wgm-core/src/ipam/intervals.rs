@@ -45,8 +45,48 @@ impl IntervalSet {
     }
 
     /// Adds `i`; returns `false` when it was already present.
+    ///
+    /// The hot path of every allocation: one descent finds both the run starting at
+    /// `i + 1` and the run before it, then at most one removal and one insertion.
     pub(crate) fn insert(&mut self, i: u128) -> bool {
-        self.insert_range(i, i) == 1
+        let next = i.checked_add(1);
+        let mut below = match next {
+            Some(n) => self.runs.range(..=n),
+            None => self.runs.range(..),
+        };
+        // `right`: end of the run starting at i + 1; `left`: the last run starting <= i.
+        let (mut left, mut right) = (None, None);
+        if let Some((&s, &e)) = below.next_back() {
+            if Some(s) == next {
+                right = Some(e);
+                left = below.next_back().map(|(&s, &e)| (s, e));
+            } else {
+                left = Some((s, e));
+            }
+        }
+        if left.is_some_and(|(_, e)| e >= i) {
+            return false;
+        }
+        // Here e < i, so e + 1 cannot overflow.
+        let join_left = left.filter(|&(_, e)| e + 1 == i).map(|(s, _)| s);
+        match (join_left, right) {
+            (Some(s), Some(end)) => {
+                self.runs.remove(&(i + 1));
+                self.runs.insert(s, end);
+            }
+            (Some(s), None) => {
+                self.runs.insert(s, i);
+            }
+            (None, Some(end)) => {
+                self.runs.remove(&(i + 1));
+                self.runs.insert(i, end);
+            }
+            (None, None) => {
+                self.runs.insert(i, i);
+            }
+        }
+        self.len += 1;
+        true
     }
 
     /// Adds every index of `[lo, hi]` (`lo <= hi`), merging with touching runs.
@@ -88,15 +128,21 @@ impl IntervalSet {
 
     /// Removes `i`; returns `false` when it was not present.
     pub(crate) fn remove(&mut self, i: u128) -> bool {
-        let Some((s, e)) = self.run_containing(i) else {
+        let Some((&start, end_ref)) = self.runs.range_mut(..=i).next_back() else {
             return false;
         };
-        self.runs.remove(&s);
-        if s < i {
-            self.runs.insert(s, i - 1);
+        let end = *end_ref;
+        if end < i {
+            return false;
         }
-        if i < e {
-            self.runs.insert(i + 1, e);
+        if start < i {
+            // Shorten the run in place: it now ends just before i.
+            *end_ref = i - 1;
+        } else {
+            self.runs.remove(&start);
+        }
+        if i < end {
+            self.runs.insert(i + 1, end);
         }
         self.len -= 1;
         true

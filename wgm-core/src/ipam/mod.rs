@@ -1,7 +1,8 @@
 //! Dual-stack IP address management: address pools, prefix delegation and quarantine.
 //!
 //! Pure and I/O-free: no clock is read (deadlines and `now` are passed in) and randomness
-//! comes from the caller's [`rand::Rng`].
+//! comes from the caller's [`rand::Rng`]. A server created without an IPv6 pool gets
+//! [`crate::net::random_ula_prefix`], a random RFC 4193 `/64`.
 //!
 //! # Model
 //! A pool is a space of **host indices** `0..size` (offsets from the network address).
@@ -71,7 +72,6 @@ pub use prefix::PrefixPool;
 
 use crate::{Error, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use rand::Rng;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -188,19 +188,4 @@ pub(crate) fn check_network(net: IpNet, field: &'static str) -> Result<()> {
         Some(why) => Err(Error::invalid(field, format!("{net} overlaps {why}"))),
         None => Ok(()),
     }
-}
-
-/// A random RFC 4193 unique local `/64`: `fd00::/8`, a random 40-bit global ID, and
-/// subnet ID 0. This is the IPv6 pool a server gets when none is given.
-///
-/// ```
-/// let net = wgm_core::ipam::random_ula_64(&mut rand::thread_rng());
-/// assert_eq!(net.prefix_len(), 64);
-/// assert_eq!(net.network().segments()[0] >> 8, 0xfd);
-/// assert!(wgm_core::ipam::Pool::new(net.into()).is_ok());
-/// ```
-pub fn random_ula_64<R: Rng + ?Sized>(rng: &mut R) -> Ipv6Net {
-    let global_id: u64 = rng.gen_range(0..(1u64 << 40));
-    let bits: u128 = (0xfd_u128 << 120) | (u128::from(global_id) << 80);
-    Ipv6Net::new_assert(Ipv6Addr::from(bits), 64)
 }

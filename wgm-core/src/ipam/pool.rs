@@ -236,7 +236,7 @@ impl Pool {
 
     /// Takes `index` if it is free; returns whether it was taken.
     pub(crate) fn take_free_index(&mut self, index: u128) -> bool {
-        self.space.is_free(index) && self.space.take(index)
+        index < self.size() && self.space.exclusion(index).is_none() && self.space.take(index)
     }
 
     /// Marks `index` held whatever held it before (reservation dropped); used by
@@ -270,12 +270,9 @@ impl Pool {
         strategy: Strategy,
         rng: &mut R,
     ) -> Result<u128> {
-        let index = self
-            .space
-            .pick(strategy, rng)
-            .ok_or_else(|| self.exhausted())?;
-        self.space.take(index);
-        Ok(index)
+        self.space
+            .allocate(strategy, rng)
+            .ok_or_else(|| self.exhausted())
     }
 
     /// Allocates a free address by `strategy`; [`Error::PoolExhausted`] at once when

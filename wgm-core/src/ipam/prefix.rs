@@ -189,13 +189,18 @@ impl PrefixPool {
         strategy: Strategy,
         rng: &mut R,
     ) -> Result<Ipv6Net> {
-        let exhausted = || Error::PoolExhausted {
+        let exhausted = Error::PoolExhausted {
             pool: format!("{} (/{} prefixes)", self.parent, self.prefix_len),
         };
-        let index = self.space.pick(strategy, rng).ok_or_else(exhausted)?;
-        let net = self.prefix_at(index).ok_or_else(exhausted)?;
-        self.space.take(index);
-        Ok(net)
+        let Some(index) = self.space.allocate(strategy, rng) else {
+            return Err(exhausted);
+        };
+        if let Some(net) = self.prefix_at(index) {
+            return Ok(net);
+        }
+        // Unreachable: allocated indices are inside the space.
+        self.space.untake(index);
+        Err(exhausted)
     }
 
     #[cfg(test)]

@@ -208,22 +208,28 @@ impl Space {
         }
     }
 
-    /// Chooses a free index by `strategy` without taking it; `None` when none is free.
+    /// Chooses a free index by `strategy` and takes it; `None` (nothing taken) when none
+    /// is free.
     ///
     /// `Sequential`: the lowest free index. `Random`: up to [`RANDOM_PROBES`] uniform
     /// draws over the whole space (rejection sampling, so a hit is uniform over the free
     /// indices), then the first free index at or after a uniform starting point,
     /// wrapping once to 0.
-    pub(crate) fn pick<R: Rng + ?Sized>(&self, strategy: Strategy, rng: &mut R) -> Option<u128> {
+    pub(crate) fn allocate<R: Rng + ?Sized>(
+        &mut self,
+        strategy: Strategy,
+        rng: &mut R,
+    ) -> Option<u128> {
         if self.free_count() == 0 {
             return None;
         }
-        match strategy {
+        let found = match strategy {
             Strategy::Sequential => self.next_free_from(0),
             Strategy::Random => {
                 for _ in 0..RANDOM_PROBES {
                     let i = rng.gen_range(0..self.size);
-                    if self.is_free(i) {
+                    // The insert doubles as the "is it taken" lookup: one descent per probe.
+                    if self.exclusion(i).is_none() && self.taken.insert(i) {
                         return Some(i);
                     }
                 }
@@ -231,7 +237,9 @@ impl Space {
                 self.next_free_from(start)
                     .or_else(|| self.next_free_from(0))
             }
-        }
+        }?;
+        self.taken.insert(found);
+        Some(found)
     }
 
     /// Marks `i` taken. The caller has checked `i < size` and that `i` is not excluded.

@@ -714,20 +714,6 @@ fn strategy_serde_is_lowercase() {
     assert_eq!(Strategy::default(), Strategy::Sequential);
 }
 
-#[test]
-fn random_ula_is_rfc_4193() {
-    let mut r = rng();
-    let a = random_ula_64(&mut r);
-    let b = random_ula_64(&mut r);
-    assert_ne!(a, b);
-    for n in [a, b] {
-        assert_eq!(n.prefix_len(), 64);
-        let s = n.network().segments();
-        assert_eq!(s[0] >> 8, 0xfd);
-        assert_eq!(s[3], 0, "subnet ID 0");
-    }
-}
-
 // ---------------------------------------------------------------- model-based property test
 
 mod model {
