@@ -529,7 +529,9 @@ async fn netns_missing_and_removed_links() {
     );
 }
 
-#[tokio::test]
+/// Also on a multi-threaded runtime: the socket is bound to its namespace, not to a
+/// thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netns_namespaces_are_isolated() {
     require_netns!();
     let a = Netns::new("iso-a");
