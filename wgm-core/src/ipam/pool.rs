@@ -69,7 +69,7 @@ impl Pool {
             net,
             base,
             space: Space::new(size, rules),
-            reserved: IntervalSet::new(),
+            reserved: IntervalSet::for_size(size),
         };
         if pool.capacity() == 0 {
             return Err(Error::invalid(

@@ -59,7 +59,7 @@ impl PrefixPool {
             prefix_len,
             shift: 128 - u32::from(prefix_len),
             space: Space::new(size, Rules::None),
-            reserved: IntervalSet::new(),
+            reserved: IntervalSet::for_size(size),
         })
     }
 

@@ -64,7 +64,7 @@ impl Space {
         Self {
             size,
             rules,
-            taken: IntervalSet::new(),
+            taken: IntervalSet::for_size(size),
         }
     }
 
