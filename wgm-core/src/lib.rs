@@ -22,6 +22,7 @@
 //! planning) in one I/O-free crate makes them testable exhaustively and identical for the
 //! CLI, the REST server, the agent and Python.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
 
 pub mod error;
 

@@ -484,9 +484,10 @@ pub fn plan(
         return out;
     }
     let empty = DeviceState::default();
-    let live = match live_device {
-        Some(d) => d,
-        None => {
+    let live = if let Some(d) = live_device {
+        d
+    } else {
+        {
             out.create_device = true;
             items.push(PlanItem::CreateDevice);
             &empty
@@ -907,24 +908,17 @@ impl Manager {
                 .set_applied(server, &host.name, desired.revision)
                 .await?;
         }
-        self.audit_apply(
-            p,
-            server,
-            desired.revision,
-            &host.name,
-            converged,
-            pl.items.len(),
-            &errors,
-        )
-        .await;
-        Ok(ApplyReport {
+        let report = ApplyReport {
             plan: pl,
             executed: true,
             results,
             errors,
             converged,
             remaining,
-        })
+        };
+        self.audit_apply(p, server, desired.revision, &host.name, &report)
+            .await;
+        Ok(report)
     }
 
     async fn audit_apply(
@@ -933,11 +927,15 @@ impl Manager {
         server: ServerId,
         rev: RevisionNo,
         host: &str,
-        converged: bool,
-        items: usize,
-        errors: &[String],
+        report: &ApplyReport,
     ) {
-        let details = json!({ "host": host, "revision": rev.0, "converged": converged, "items": items, "errors": errors });
+        let details = json!({
+            "host": host,
+            "revision": rev.0,
+            "converged": report.converged,
+            "items": report.plan.items.len(),
+            "errors": report.errors,
+        });
         if let Err(e) = self
             .audit_only(
                 p,

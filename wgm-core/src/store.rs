@@ -282,7 +282,7 @@ impl MemoryStore {
         let mut g = self.lock();
         match g.audit.iter_mut().find(|r| r.seq == seq) {
             Some(r) => {
-                r.entry.action = action.to_owned();
+                action.clone_into(&mut r.entry.action);
                 true
             }
             None => false,
@@ -565,7 +565,7 @@ impl Store for MemoryStore {
     async fn list_users(&self, p: Page) -> Result<Vec<User>> {
         let g = self.lock();
         let mut all: Vec<User> = g.users.values().cloned().collect();
-        all.sort_by(|a, b| a.name.key().cmp(&b.name.key()));
+        all.sort_by_key(|u| u.name.key());
         Ok(page(all.into_iter(), p))
     }
 

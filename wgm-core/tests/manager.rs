@@ -368,6 +368,7 @@ fn client_and_server_configs_render_and_parse() {
 
 #[test]
 fn import_server_config_in_one_revision() {
+    use std::fmt::Write as _;
     let (m, _) = new_manager();
     let admin = m.local_admin("root");
     let mut text = String::from("[Interface]\nPrivateKey = ");
@@ -378,11 +379,13 @@ fn import_server_config_in_one_revision() {
     for i in 0..50u32 {
         let k = wgm_core::keys::PrivateKey::generate().public_key();
         keys.push(k);
-        text.push_str(&format!(
+        write!(
+            text,
             "\n[Peer]\n# Name = client{i}\nPublicKey = {k}\nAllowedIPs = 10.20.0.{}/32, fd20::{:x}/128\n",
             i + 2,
             i + 2
-        ));
+        )
+        .unwrap();
     }
     block(async {
         let s = m

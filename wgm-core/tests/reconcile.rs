@@ -29,7 +29,7 @@ struct Env {
     iface: InterfaceName,
 }
 
-fn env_with(store: Arc<dyn Store>, key: &MasterKey, wg: Arc<MemoryWireGuard>) -> (Manager, Host) {
+fn env_with(store: Arc<dyn Store>, key: &MasterKey, wg: &Arc<MemoryWireGuard>) -> (Manager, Host) {
     let m = Manager::builder(
         store,
         Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
@@ -44,7 +44,7 @@ fn setup(peers: &[&str]) -> Env {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
     let wg = Arc::new(MemoryWireGuard::new());
-    let (m, host) = env_with(store, &key, wg.clone());
+    let (m, host) = env_with(store, &key, &wg);
     let admin = m.local_admin("root");
     let iface = InterfaceName::new("wg0").unwrap();
     let server = block(async {
@@ -163,7 +163,7 @@ fn f4_crash_between_commit_and_apply_is_caught_up_by_a_new_reconciler() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
     let wg = Arc::new(MemoryWireGuard::new());
-    let (m1, host) = env_with(store.clone(), &key, wg.clone());
+    let (m1, host) = env_with(store.clone(), &key, &wg);
     let admin = m1.local_admin("root");
     let sid = block(async {
         let s = m1
@@ -190,7 +190,7 @@ fn f4_crash_between_commit_and_apply_is_caught_up_by_a_new_reconciler() {
         s.id
     });
     drop(m1);
-    let (m2, host2) = env_with(store.clone(), &key, wg.clone());
+    let (m2, host2) = env_with(store.clone(), &key, &wg);
     block(async {
         assert_eq!(
             store.applied(sid, "host-a").await.unwrap(),

@@ -764,9 +764,10 @@ impl Manager {
         }
         let user = self.store.get_user(rec.user_id).await?.ok_or_else(bad)?;
         let p = self.principal_for(&user).await?;
-        Ok(match rec.scopes {
-            Some(scope) => p.with_token(rec.id, scope),
-            None => {
+        Ok(if let Some(scope) = rec.scopes {
+            p.with_token(rec.id, scope)
+        } else {
+            {
                 let all: Vec<Permission> = p.role_permissions().copied().collect();
                 p.with_token(rec.id, all)
             }

@@ -336,9 +336,10 @@ impl Manager {
             }
         }
         let id = PeerId::new_random();
-        let (public_key, private_key) = match spec.public_key {
-            Some(k) => (k, None),
-            None => {
+        let (public_key, private_key) = if let Some(k) = spec.public_key {
+            (k, None)
+        } else {
+            {
                 let k = PrivateKey::generate();
                 let sealed = self.sealer.seal_private_key(
                     &k,
@@ -521,7 +522,7 @@ impl Manager {
                     .collect::<Vec<_>>())
             })
             .await?;
-        v.sort_by(|a, b| a.name.key().cmp(&b.name.key()));
+        v.sort_by_key(|x| x.name.key());
         Ok(v)
     }
 

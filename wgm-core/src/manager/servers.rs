@@ -644,7 +644,7 @@ impl Manager {
         // to one peer): check the imported set as a whole.
         let mut state = crate::model::ServerState {
             server: server.clone(),
-            peers: Default::default(),
+            peers: std::collections::BTreeMap::default(),
             revision: RevisionNo(1),
         };
         for c in &changes {
@@ -675,7 +675,7 @@ fn check_no_overlaps(state: &crate::model::ServerState) -> Result<()> {
         .values()
         .flat_map(|p| p.allowed_ips().into_iter().map(move |n| (n, p)))
         .collect();
-    nets.sort_by(|a, b| (a.0.network(), a.0.prefix_len()).cmp(&(b.0.network(), b.0.prefix_len())));
+    nets.sort_by_key(|a| (a.0.network(), a.0.prefix_len()));
     // After sorting by network address, an overlap is always with an earlier net that
     // still covers the current start: keep the widest open one per family.
     let mut open: [Option<(IpNet, &crate::model::Peer)>; 2] = [None, None];
