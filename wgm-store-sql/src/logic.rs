@@ -358,7 +358,9 @@ async fn check_uniqueness<T: Tx>(
         probe.add_peer(p);
     }
     let has_finals = !probe.names.is_empty();
-    if !has_finals && !(key_changed && !d.cleared) {
+    // Stored peers can clash with the server's new key only if any are left.
+    let needs_check = has_finals || (key_changed && !d.cleared);
+    if !needs_check {
         return Ok(());
     }
     if key_changed {

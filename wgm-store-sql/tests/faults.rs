@@ -166,7 +166,7 @@ async fn f1_three_processes_on_one_sqlite_file() {
         wait_for(&dir.path().join(format!("ready{i}"))).await;
     }
     std::fs::write(&go, b"").unwrap();
-    let (mut got, mut exhausted) = race(&[t.store.clone()], srv.id, 16, "parent").await;
+    let (mut got, mut exhausted) = race(std::slice::from_ref(&t.store), srv.id, 16, "parent").await;
     let mut per_process = vec![got.len()];
     for child in children {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())

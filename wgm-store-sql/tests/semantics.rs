@@ -247,7 +247,7 @@ async fn server_rules(t: TestStore) {
     );
 }
 
-/// Peer uniqueness per server: names (case-insensitive) and keys are AlreadyExists;
+/// Peer uniqueness per server: names (case-insensitive) and keys are `AlreadyExists`;
 /// addresses, prefixes and a peer holding the server's own key are Conflict; a failed
 /// commit writes nothing; the same values on another server are fine.
 async fn peer_uniqueness(t: TestStore) {
@@ -666,7 +666,7 @@ async fn applied_per_host(t: TestStore) {
 }
 
 /// Observed statistics: updated in place, unknown peers ignored, last entry wins, never a
-/// revision; an unknown server is NotFound.
+/// revision; an unknown server is `NotFound`.
 async fn peer_statistics(t: TestStore) {
     let s = &*t.store;
     let srv = server("stats", None);
