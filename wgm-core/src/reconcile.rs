@@ -839,6 +839,8 @@ impl Manager {
         if host.network.is_none() {
             strip_link(&mut pl);
         }
+        tracing::debug!(interface = %iface, revision = %desired.revision, items = pl.items.len(), "planned");
+        tracing::trace!(device = ?pl.device, link = ?pl.link, "plan deltas");
         if opts.dry_run {
             return Ok(ApplyReport {
                 plan: pl,

@@ -483,6 +483,8 @@ impl Manager {
             };
             match self.store.commit(commit).await {
                 Ok(rec) => {
+                    tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, changes = rec.changes.len(), "committed");
+                    tracing::trace!(changes = ?rec.changes, "committed changes");
                     let deleted = rec
                         .changes
                         .iter()
