@@ -2,6 +2,8 @@
 //! private keys and PSKs (base64 and hex), the master key, passwords, TOTP seeds, JWTs,
 //! API tokens — in the logs, in errors, in revisions and in audit records.
 
+#![allow(clippy::format_push_string)] // The dump is test scaffolding, built for grepping.
+
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -189,7 +191,7 @@ fn no_secret_reaches_logs_errors_revisions_or_audit() {
             debug_dump.push_str(&serde_json::to_string(&revs).unwrap());
             let audit = m.audit_log(&admin, &AuditQuery::default()).await.unwrap();
             debug_dump.push_str(&serde_json::to_string(&audit).unwrap());
-            debug_dump.push_str(&format!("{:?}", m));
+            debug_dump.push_str(&format!("{m:?}"));
         });
     });
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
