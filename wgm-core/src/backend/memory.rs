@@ -3,8 +3,6 @@
 //! link rules. Tests drive the parts a real device gets from the network (handshakes,
 //! traffic, roaming) and inject faults.
 
-#![allow(clippy::doc_markdown)] // "WireGuard" is a name in prose, not code.
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;

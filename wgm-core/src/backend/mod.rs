@@ -53,8 +53,6 @@
 //! # }).unwrap();
 //! ```
 
-#![allow(clippy::doc_markdown)] // "WireGuard" is a name in prose, not code.
-
 mod memory;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

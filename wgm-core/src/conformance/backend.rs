@@ -18,8 +18,6 @@
 //! # }).unwrap();
 //! ```
 
-#![allow(clippy::doc_markdown)] // "WireGuard" is a name in prose, not code.
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -227,7 +225,6 @@ pub async fn device_settings(wg: &dyn WireGuardBackend, name: &InterfaceName) ->
 
 /// Peers are added, updated field by field and removed incrementally; untouched peers
 /// and untouched fields keep their state.
-#[allow(clippy::too_many_lines)] // One scenario, step by step.
 pub async fn incremental_peers(wg: &dyn WireGuardBackend, name: &InterfaceName) -> Result<()> {
     fresh(wg, name).await?;
     wg.apply_device(
