@@ -1,0 +1,554 @@
+//! The command line, as clap derive types.
+//!
+//! Values are taken as text and parsed by the command with `wgm-core`'s strict parsers,
+//! so a bad *value* is exit code 2 with a message naming the field, while a malformed
+//! *command line* (unknown flag, missing argument) is a usage error, exit code 1.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// wgm — an IPv6-first WireGuard manager.
+///
+/// Desired state lives in a store (an SQLite file by default); every change is one
+/// revision with an audit record; `apply` brings a live interface in line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wgm",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 ok, 1 usage error, 2 invalid input, 3 not found, 4 conflict, \
+                  5 permission denied, 6 backend or store unavailable.\n\
+                  The master key can also be given as base64 in WGM_MASTER_KEY.\n\
+                  Documentation: docs/cli.md"
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Store URL, sqlite:PATH or postgres:… [default: an SQLite file in the data directory]
+    #[arg(
+        long,
+        global = true,
+        env = "WGM_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+
+    /// Machine-readable JSON on stdout (errors as one JSON line on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Act as the owner of this API token instead of the local administrator
+    #[arg(
+        long,
+        global = true,
+        env = "WGM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Master key file [default: beside the SQLite file, e.g. wgm.key]
+    #[arg(
+        long,
+        global = true,
+        env = "WGM_MASTER_KEY_FILE",
+        value_name = "PATH",
+        hide_env_values = true
+    )]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store and the master key (done on first use anyway)
+    Init,
+    /// Create a dual-stack demo server with three peers and show their client configs
+    Quickstart(QuickstartArgs),
+    /// Servers: one WireGuard interface each
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Peers of a server
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Revisions of a server, oldest first
+    History(HistoryArgs),
+    /// What changed between two revisions of a server
+    Diff(DiffArgs),
+    /// Restore a server's configuration as of a revision (as a new revision)
+    Rollback(RollbackArgs),
+    /// The audit log (every change and every secret export)
+    Audit(AuditArgs),
+    /// Users and their roles
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API tokens
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+}
+
+/// `wgm quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Name of the server to create
+    #[arg(default_value = "demo")]
+    pub name: String,
+    /// Interface name [default: the server name]
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// UDP listen port
+    #[arg(long, value_name = "N", default_value = "51820")]
+    pub listen_port: String,
+    /// IPv6 pool [default: a random RFC 4193 /64]
+    #[arg(long, value_name = "CIDR")]
+    pub ipv6: Option<String>,
+    /// IPv4 pool, or `none`
+    #[arg(long, value_name = "CIDR|none", default_value = "10.42.0.0/24")]
+    pub ipv4: String,
+    /// Endpoint clients connect to (HOST:PORT; an IPv6 address in brackets)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// Also draw each client config as a QR code
+    #[arg(long)]
+    pub qr: bool,
+}
+
+/// `wgm server …`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Create a server
+    Create(ServerCreate),
+    /// List servers
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one server
+    Show(ServerRef),
+    /// Delete a server and its peers (history is kept)
+    #[command(visible_alias = "rm")]
+    Delete(ServerRef),
+    /// Change a server's settings
+    Set(ServerSet),
+    /// Print the server's wg-quick config (with its private key)
+    Export(ServerExport),
+    /// Import a wg-quick server config as a new server with its peers (one revision)
+    Import(ServerImport),
+    /// Generate a new key pair for the server (clients need new configs)
+    RotateKey(ServerRef),
+}
+
+/// A server by name or id.
+#[derive(Debug, Args)]
+pub struct ServerRef {
+    /// Server name or id
+    pub server: String,
+}
+
+/// `wgm server create`.
+#[derive(Debug, Args)]
+pub struct ServerCreate {
+    /// Server name
+    pub name: String,
+    /// UDP listen port (1-65535)
+    #[arg(long, value_name = "N")]
+    pub listen_port: String,
+    /// Interface name on the host [default: the server name]
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// IPv6 pool [default: a random RFC 4193 /64]
+    #[arg(long, value_name = "CIDR")]
+    pub ipv6: Option<String>,
+    /// IPv4 pool, or `none` [default: none]
+    #[arg(long, value_name = "CIDR|none")]
+    pub ipv4: Option<String>,
+    /// Endpoint advertised to clients (HOST:PORT; an IPv6 address in brackets)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// DNS servers for clients, comma-separated
+    #[arg(long, value_name = "IP,...")]
+    pub dns: Option<String>,
+    /// MTU (at least 1280; default 1420)
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<String>,
+    /// Address allocation: sequential or random
+    #[arg(long, value_name = "sequential|random")]
+    pub strategy: Option<String>,
+    /// Firewall mark (decimal or 0x hex)
+    #[arg(long, value_name = "N")]
+    pub fwmark: Option<String>,
+    /// Client tunnel: full (all traffic) or split (only the server's networks)
+    #[arg(long, value_name = "full|split")]
+    pub tunnel: Option<String>,
+    /// Delegate IPv6 prefixes to peers (`peer add --prefix`) out of this network
+    #[arg(long, value_name = "CIDR")]
+    pub delegation: Option<String>,
+    /// Length of each delegated prefix
+    #[arg(long, value_name = "N", default_value = "64", requires = "delegation")]
+    pub delegation_len: String,
+}
+
+/// `wgm server set`.
+#[derive(Debug, Args)]
+pub struct ServerSet {
+    /// Server name or id
+    pub server: String,
+    /// New name
+    #[arg(long, value_name = "NAME")]
+    pub rename: Option<String>,
+    /// UDP listen port
+    #[arg(long, value_name = "N")]
+    pub listen_port: Option<String>,
+    /// Endpoint advertised to clients, or `none`
+    #[arg(long, value_name = "HOST:PORT|none")]
+    pub endpoint: Option<String>,
+    /// DNS servers for clients, comma-separated, or `none`
+    #[arg(long, value_name = "IP,...|none")]
+    pub dns: Option<String>,
+    /// MTU
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<String>,
+    /// Firewall mark, or `none`
+    #[arg(long, value_name = "N|none")]
+    pub fwmark: Option<String>,
+    /// Address allocation: sequential or random
+    #[arg(long, value_name = "sequential|random")]
+    pub strategy: Option<String>,
+    /// Client tunnel: full or split
+    #[arg(long, value_name = "full|split")]
+    pub tunnel: Option<String>,
+    /// Persistent keepalive in client configs (0-65535 s, 0 = off)
+    #[arg(long, value_name = "SECS")]
+    pub client_keepalive: Option<String>,
+}
+
+/// `wgm server export`.
+#[derive(Debug, Args)]
+pub struct ServerExport {
+    /// Server name or id
+    pub server: String,
+    /// Write to this file (mode 0600, atomically) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `wgm server import`.
+#[derive(Debug, Args)]
+pub struct ServerImport {
+    /// Name of the new server
+    pub name: String,
+    /// The wg-quick file (`-` for stdin)
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// Accept PreUp/PostUp/PreDown/PostDown lines (they are dropped, never run)
+    #[arg(long)]
+    pub allow_hooks: bool,
+    /// Interface name [default: the server name]
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+}
+
+/// `wgm peer …`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Add a peer (or NAME-1..NAME-N with --count N, in one revision)
+    Add(PeerAdd),
+    /// List the peers of a server
+    #[command(visible_alias = "ls")]
+    List(ServerRef),
+    /// Show one peer
+    Show(PeerRef),
+    /// Change a peer's settings
+    Set(PeerSet),
+    /// Enable a peer
+    Enable(PeerRef),
+    /// Disable a peer (it keeps its addresses and keys)
+    Disable(PeerRef),
+    /// Remove a peer (its addresses are quarantined)
+    #[command(visible_alias = "rm")]
+    Remove(PeerRef),
+    /// Generate a new key pair for a peer (it needs a new config)
+    RotateKey(PeerRef),
+    /// Generate a new preshared key for a peer
+    RotatePsk(PeerRef),
+    /// Print the peer's client wg-quick config (with its private key)
+    Config(PeerConfig),
+}
+
+/// A peer by server and name (or public key, or id).
+#[derive(Debug, Args)]
+pub struct PeerRef {
+    /// Server name or id
+    pub server: String,
+    /// Peer name, public key or id
+    pub peer: String,
+}
+
+/// `wgm peer add`.
+#[derive(Debug, Args)]
+pub struct PeerAdd {
+    /// Server name or id
+    pub server: String,
+    /// Peer name (with --count: the base of NAME-1..NAME-N)
+    pub name: String,
+    /// IPv6 address: auto or ADDR
+    #[arg(long, value_name = "auto|ADDR", default_value = "auto")]
+    pub ipv6: String,
+    /// IPv4 address: auto, none or ADDR (auto = none when the server has no IPv4 pool)
+    #[arg(long, value_name = "auto|none|ADDR", default_value = "auto")]
+    pub ipv4: String,
+    /// Delegated IPv6 prefix: auto, none or CIDR
+    #[arg(long, value_name = "auto|none|CIDR", default_value = "none")]
+    pub prefix: String,
+    /// The peer's own public key (wgm then never holds its private key)
+    #[arg(long, value_name = "KEY")]
+    pub public_key: Option<String>,
+    /// Extra networks routed to the peer, comma-separated
+    #[arg(long, value_name = "CIDR,...")]
+    pub allowed_ips: Option<String>,
+    /// Persistent keepalive (0-65535 s, 0 = off) [default: the server's client template]
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<String>,
+    /// A fixed endpoint of the peer (site-to-site)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// Disable automatically at this time (RFC 3339, or a duration like 30d, 12h)
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// Owner (a user name)
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Free-text description
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// No preshared key
+    #[arg(long)]
+    pub no_psk: bool,
+    /// Add NAME-1 .. NAME-N
+    #[arg(long, value_name = "N")]
+    pub count: Option<String>,
+}
+
+/// `wgm peer set`.
+#[derive(Debug, Args)]
+pub struct PeerSet {
+    /// Server name or id
+    pub server: String,
+    /// Peer name, public key or id
+    pub peer: String,
+    /// New name
+    #[arg(long, value_name = "NAME")]
+    pub rename: Option<String>,
+    /// Description, or `none`
+    #[arg(long, value_name = "TEXT|none")]
+    pub description: Option<String>,
+    /// Extra networks routed to the peer (replaces the list), or `none`
+    #[arg(long, value_name = "CIDR,...|none")]
+    pub allowed_ips: Option<String>,
+    /// Persistent keepalive (0-65535 s)
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<String>,
+    /// Fixed endpoint, or `none`
+    #[arg(long, value_name = "HOST:PORT|none")]
+    pub endpoint: Option<String>,
+    /// Expiry (RFC 3339 or a duration like 30d), or `never`
+    #[arg(long, value_name = "TIME|never")]
+    pub expires: Option<String>,
+    /// Owner (a user name), or `none`
+    #[arg(long, value_name = "USER|none")]
+    pub owner: Option<String>,
+}
+
+/// `wgm peer config`.
+#[derive(Debug, Args)]
+pub struct PeerConfig {
+    /// Server name or id
+    pub server: String,
+    /// Peer name, public key or id
+    pub peer: String,
+    /// Draw the config as a QR code in the terminal
+    #[arg(long, conflicts_with = "json")]
+    pub qr: bool,
+    /// Write to this file (mode 0600, atomically) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `wgm history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Server name or id
+    pub server: String,
+    /// Only revisions after this one
+    #[arg(long, value_name = "REV")]
+    pub after: Option<String>,
+    /// At most this many revisions
+    #[arg(long, value_name = "N")]
+    pub limit: Option<String>,
+}
+
+/// `wgm diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Server name or id
+    pub server: String,
+    /// From revision
+    pub from: String,
+    /// To revision
+    pub to: String,
+}
+
+/// `wgm rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Server name or id
+    pub server: String,
+    /// The revision to restore
+    pub revision: String,
+}
+
+/// `wgm audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records of this server
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<String>,
+    /// Only records of this actor (e.g. local:root, user:alice)
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// From this time (RFC 3339, or a duration ago like 1h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Until this time (RFC 3339, or a duration ago)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<String>,
+    /// Verify the hash chain of the whole log instead of listing
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `wgm user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user
+    Add(UserAdd),
+    /// List users
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one user
+    Show(UserRef),
+    /// Disable a user (not the last administrator)
+    Disable(UserRef),
+    /// Enable a user
+    Enable(UserRef),
+    /// Give a user exactly this role
+    Role(UserRole),
+    /// Set a user's password (read from stdin)
+    Passwd(UserRef),
+    /// Delete a user and their tokens
+    #[command(visible_alias = "rm")]
+    Delete(UserRef),
+}
+
+/// A user by name or id.
+#[derive(Debug, Args)]
+pub struct UserRef {
+    /// User name or id
+    pub user: String,
+}
+
+/// `wgm user add`.
+#[derive(Debug, Args)]
+pub struct UserAdd {
+    /// User name
+    pub name: String,
+    /// Role: admin, operator, auditor, user, or a custom role
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+    /// Limit the role to this server
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<String>,
+    /// Read a password from stdin (one line)
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// E-mail address
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+}
+
+/// `wgm user role`.
+#[derive(Debug, Args)]
+pub struct UserRole {
+    /// User name or id
+    pub user: String,
+    /// Role: admin, operator, auditor, user, or a custom role
+    pub role: String,
+    /// Limit the role to this server
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+/// `wgm token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token (shown once)
+    Create(TokenCreate),
+    /// List tokens
+    #[command(visible_alias = "ls")]
+    List(TokenList),
+    /// Revoke a token
+    Revoke(TokenRevoke),
+}
+
+/// `wgm token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// The user the token acts as
+    pub user: String,
+    /// A label
+    #[arg(long, value_name = "LABEL", default_value = "cli")]
+    pub name: String,
+    /// Narrow to these permissions, comma-separated: resource:action, optionally :own and @server:ID
+    #[arg(long, value_name = "PERM,...")]
+    pub scope: Option<String>,
+    /// Expiry (RFC 3339, or a duration like 90d)
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+}
+
+/// `wgm token list`.
+#[derive(Debug, Args)]
+pub struct TokenList {
+    /// Only this user's tokens
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+/// `wgm token revoke`.
+#[derive(Debug, Args)]
+pub struct TokenRevoke {
+    /// Token id
+    pub id: String,
+}
+
+/// `wgm completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,7 @@
+//! The commands, one module per family.
+
+pub mod history;
+pub mod identity;
+pub mod peer;
+pub mod server;
+pub mod setup;

@@ -1,0 +1,419 @@
+//! `wgm peer …`.
+
+use serde_json::json;
+use wgm_core::keys::PublicKey;
+use wgm_core::manager::{AddrRequest, NewPeer, PeerUpdate, PeerView};
+use wgm_core::model::{numbered_names, PeerId, ServerId, UserId};
+use wgm_core::names::{Description, PeerName};
+use wgm_core::net::{Endpoint, Keepalive};
+use wgm_core::Error;
+use zeroize::Zeroizing;
+
+use crate::args::{PeerAdd, PeerCmd, PeerConfig, PeerRef, PeerSet};
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::out::{self, Cell};
+use crate::parse::{self, Relative};
+use crate::{cmd::server, progress};
+
+/// Most peers one `--count` may add.
+const MAX_COUNT: u64 = 100_000;
+
+/// Run a `peer` subcommand.
+pub async fn run(ctx: &Ctx, cmd: PeerCmd) -> CliResult {
+    match cmd {
+        PeerCmd::Add(a) => add(ctx, a).await,
+        PeerCmd::List(a) => {
+            let sid = ctx.server(&a.server).await?;
+            let peers = ctx.m.list_peers(&ctx.p, sid).await?;
+            list(ctx, &peers)
+        }
+        PeerCmd::Show(a) => {
+            let (sid, pid) = resolve(ctx, &a).await?;
+            let v = ctx.m.get_peer(&ctx.p, sid, pid).await?;
+            show(ctx, &v)
+        }
+        PeerCmd::Set(a) => set(ctx, a).await,
+        PeerCmd::Enable(a) => set_enabled(ctx, &a, true).await,
+        PeerCmd::Disable(a) => set_enabled(ctx, &a, false).await,
+        PeerCmd::Remove(a) => {
+            let (sid, pid) = resolve(ctx, &a).await?;
+            let v = ctx.m.get_peer(&ctx.p, sid, pid).await?;
+            ctx.m.remove_peer(&ctx.p, sid, pid).await?;
+            if ctx.out.json {
+                return ctx.out.json(&json!({
+                    "removed": { "id": v.id, "server_id": v.server_id, "name": v.name }
+                }));
+            }
+            ctx.out.line(&format!("removed peer {}", v.name))
+        }
+        PeerCmd::RotateKey(a) => {
+            let (sid, pid) = resolve(ctx, &a).await?;
+            let v = ctx.m.rotate_peer_key(&ctx.p, sid, pid).await?;
+            if ctx.out.json {
+                return ctx.out.json(&v);
+            }
+            ctx.out.line(&format!(
+                "peer {} has a new public key {}; it needs its config again: wgm peer config {} {}",
+                v.name, v.public_key, a.server, v.name
+            ))
+        }
+        PeerCmd::RotatePsk(a) => {
+            let (sid, pid) = resolve(ctx, &a).await?;
+            let v = ctx.m.rotate_peer_psk(&ctx.p, sid, pid).await?;
+            if ctx.out.json {
+                return ctx.out.json(&v);
+            }
+            ctx.out.line(&format!(
+                "peer {} has a new preshared key; it needs its config again",
+                v.name
+            ))
+        }
+        PeerCmd::Config(a) => config(ctx, a).await,
+    }
+}
+
+/// Enable or disable a peer.
+pub async fn set_enabled(ctx: &Ctx, a: &PeerRef, enabled: bool) -> CliResult {
+    let (sid, pid) = resolve(ctx, a).await?;
+    let v = ctx.m.set_peer_enabled(&ctx.p, sid, pid, enabled).await?;
+    if ctx.out.json {
+        return ctx.out.json(&v);
+    }
+    ctx.out.line(&format!(
+        "{} peer {}",
+        if enabled { "enabled" } else { "disabled" },
+        v.name
+    ))
+}
+
+/// Resolve the server and the peer of a command.
+pub async fn resolve(ctx: &Ctx, a: &PeerRef) -> CliResult<(ServerId, PeerId)> {
+    let sid = ctx.server(&a.server).await?;
+    let pid = ctx.m.resolve_peer(&ctx.p, sid, &a.peer).await?;
+    Ok((sid, pid))
+}
+
+async fn owner(ctx: &Ctx, name: &str) -> CliResult<UserId> {
+    Ok(ctx.m.resolve_user(&ctx.p, name).await?)
+}
+
+async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
+    let sid = ctx.server(&a.server).await?;
+    let base = PeerName::new(a.name)?;
+    let count = a
+        .count
+        .as_deref()
+        .map(|c| parse::number(c, "peer.count", MAX_COUNT))
+        .transpose()?;
+    if count == Some(0) {
+        return Err(Error::invalid("peer.count", "must be at least 1").into());
+    }
+    let mut spec = NewPeer::new(base.clone());
+    spec.ipv6 = parse::ipv6_request(&a.ipv6)?;
+    spec.ipv4 = parse::ipv4_request(&a.ipv4)?;
+    spec.prefix = parse::prefix_request(&a.prefix)?;
+    spec.public_key = a
+        .public_key
+        .as_deref()
+        .map(|k| PublicKey::from_base64_field(k, "peer.public_key"))
+        .transpose()?;
+    if let Some(ips) = &a.allowed_ips {
+        spec.extra_allowed_ips = parse::allowed_ips(ips, "peer.allowed_ips")?;
+    }
+    spec.keepalive = a
+        .keepalive
+        .as_deref()
+        .map(|s| Keepalive::parse(s, "peer.keepalive"))
+        .transpose()?;
+    spec.endpoint = a
+        .endpoint
+        .as_deref()
+        .map(|s| Endpoint::parse(s, "peer.endpoint"))
+        .transpose()?;
+    spec.expires_at = a
+        .expires
+        .as_deref()
+        .map(|s| parse::time(s, "peer.expires_at", ctx.m.now(), Relative::Future))
+        .transpose()?;
+    spec.description = a.description.map(Description::new).transpose()?;
+    spec.preshared_key = !a.no_psk;
+    if let Some(o) = &a.owner {
+        spec.owner = Some(owner(ctx, o).await?);
+    }
+    let views = match count {
+        None => vec![ctx.m.add_peer(&ctx.p, sid, spec).await?],
+        Some(n) => {
+            let fixed = spec.public_key.is_some()
+                || matches!(spec.ipv6, AddrRequest::Fixed(_))
+                || matches!(spec.ipv4, AddrRequest::Fixed(_))
+                || matches!(spec.prefix, AddrRequest::Fixed(_))
+                || !spec.extra_allowed_ips.is_empty()
+                || spec.endpoint.is_some();
+            if fixed && n > 1 {
+                return Err(CliError::Usage(
+                    "--count gives every peer its own keys and addresses: it cannot be combined with \
+                     --public-key, a fixed --ipv6/--ipv4/--prefix, --allowed-ips or --endpoint"
+                        .into(),
+                ));
+            }
+            // `n` is at most MAX_COUNT, well inside u32.
+            let names = numbered_names(&base, u32::try_from(n).unwrap_or(u32::MAX))?;
+            let specs: Vec<NewPeer> = names
+                .into_iter()
+                .map(|name| NewPeer {
+                    name,
+                    ..spec.clone()
+                })
+                .collect();
+            let spinner = progress::spinner(ctx.out, &format!("adding {n} peers in one revision"));
+            let res = ctx.m.add_peers(&ctx.p, sid, specs).await;
+            spinner.finish();
+            res?
+        }
+    };
+    if ctx.out.json {
+        return ctx.out.json(&views);
+    }
+    list(ctx, &views)?;
+    if let Some(first) = views.first() {
+        let what = if views.len() == 1 {
+            first.name.to_string()
+        } else {
+            "NAME".to_owned()
+        };
+        ctx.out.note(&format!(
+            "client config: wgm peer config {} {what}",
+            a.server
+        ));
+    }
+    Ok(())
+}
+
+fn short_key(k: &PublicKey) -> String {
+    let s = k.to_base64();
+    format!("{}…", &s[..10])
+}
+
+/// The peers as a table (JSON: an array of `PeerView`).
+fn list(ctx: &Ctx, peers: &[PeerView]) -> CliResult {
+    if ctx.out.json {
+        return ctx.out.json(peers);
+    }
+    let now = ctx.m.now();
+    let rows: Vec<Vec<Cell>> = peers
+        .iter()
+        .map(|v| {
+            let expired = v.expires_at.is_some_and(|t| t <= now);
+            vec![
+                Cell::plain(v.name.as_str()),
+                Cell::plain(out::opt(v.address_v6)),
+                Cell::plain(out::opt(v.address_v4)),
+                server::state_cell(v.enabled, expired),
+                Cell::plain(short_key(&v.public_key)),
+                Cell::plain(if v.has_private_key { "wgm" } else { "peer" }),
+                Cell::plain(v.expires_at.map_or_else(|| "-".to_owned(), out::time)),
+            ]
+        })
+        .collect();
+    ctx.out.table(
+        &[
+            "NAME",
+            "IPV6",
+            "IPV4",
+            "STATE",
+            "PUBLIC KEY",
+            "KEY HELD BY",
+            "EXPIRES",
+        ],
+        &rows,
+        "no peers yet (add one: wgm peer add SERVER NAME)",
+    )
+}
+
+/// One peer (JSON: the `PeerView`).
+fn show(ctx: &Ctx, v: &PeerView) -> CliResult {
+    if ctx.out.json {
+        return ctx.out.json(v);
+    }
+    let now = ctx.m.now();
+    let expired = v.expires_at.is_some_and(|t| t <= now);
+    let state = if expired {
+        "expired"
+    } else if v.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    };
+    let pairs = vec![
+        ("name", v.name.to_string()),
+        ("id", v.id.to_string()),
+        ("state", state.to_owned()),
+        ("public key", v.public_key.to_string()),
+        (
+            "private key",
+            if v.has_private_key {
+                "held by wgm (sealed)".to_owned()
+            } else {
+                "held by the peer only".to_owned()
+            },
+        ),
+        (
+            "preshared key",
+            if v.has_preshared_key { "yes" } else { "no" }.to_owned(),
+        ),
+        ("ipv6", out::opt(v.address_v6)),
+        ("ipv4", out::opt(v.address_v4)),
+        ("prefix", out::opt(v.delegated_prefix)),
+        ("allowed ips", out::list(&v.allowed_ips)),
+        ("endpoint", out::opt(v.endpoint.as_ref())),
+        ("keepalive", v.keepalive.to_string()),
+        ("owner", out::opt(v.owner)),
+        ("description", out::opt(v.description.as_ref())),
+        (
+            "expires",
+            v.expires_at.map_or_else(|| "-".to_owned(), out::time),
+        ),
+        (
+            "last seen",
+            v.stats.last_seen.map_or_else(|| "-".to_owned(), out::time),
+        ),
+        (
+            "transfer",
+            format!(
+                "{} received, {} sent",
+                out::bytes(v.stats.rx_bytes),
+                out::bytes(v.stats.tx_bytes)
+            ),
+        ),
+        ("created", out::time(v.created_at)),
+        ("updated", out::time(v.updated_at)),
+    ];
+    ctx.out.kv(&pairs)
+}
+
+async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
+    let (sid, pid) = resolve(
+        ctx,
+        &PeerRef {
+            server: a.server.clone(),
+            peer: a.peer.clone(),
+        },
+    )
+    .await?;
+    let mut u = PeerUpdate {
+        name: a.rename.map(PeerName::new).transpose()?,
+        keepalive: a
+            .keepalive
+            .as_deref()
+            .map(|s| Keepalive::parse(s, "peer.keepalive"))
+            .transpose()?,
+        ..PeerUpdate::default()
+    };
+    if let Some(d) = a.description {
+        u.description = Some(if parse::is_none_word(&d) {
+            None
+        } else {
+            Some(Description::new(d)?)
+        });
+    }
+    if let Some(ips) = &a.allowed_ips {
+        u.extra_allowed_ips = Some(parse::allowed_ips(ips, "peer.allowed_ips")?);
+    }
+    if let Some(e) = &a.endpoint {
+        u.endpoint = Some(if parse::is_none_word(e) {
+            None
+        } else {
+            Some(Endpoint::parse(e, "peer.endpoint")?)
+        });
+    }
+    if let Some(t) = &a.expires {
+        u.expires_at = Some(if t == "never" {
+            None
+        } else {
+            Some(parse::time(
+                t,
+                "peer.expires_at",
+                ctx.m.now(),
+                Relative::Future,
+            )?)
+        });
+    }
+    if let Some(o) = &a.owner {
+        u.owner = Some(if parse::is_none_word(o) {
+            None
+        } else {
+            Some(owner(ctx, o).await?)
+        });
+    }
+    let nothing = u.name.is_none()
+        && u.description.is_none()
+        && u.owner.is_none()
+        && u.extra_allowed_ips.is_none()
+        && u.keepalive.is_none()
+        && u.endpoint.is_none()
+        && u.expires_at.is_none();
+    if nothing {
+        return Err(CliError::Usage(
+            "nothing to change: give at least one option (see wgm peer set --help)".into(),
+        ));
+    }
+    let v = ctx.m.update_peer(&ctx.p, sid, pid, u).await?;
+    show(ctx, &v)
+}
+
+async fn config(ctx: &Ctx, a: PeerConfig) -> CliResult {
+    let (sid, pid) = resolve(
+        ctx,
+        &PeerRef {
+            server: a.server.clone(),
+            peer: a.peer.clone(),
+        },
+    )
+    .await?;
+    let cfg = ctx.m.client_config(&ctx.p, sid, pid).await?;
+    if a.qr && !cfg.complete {
+        return Err(Error::invalid(
+            "peer.private_key",
+            "wgm does not hold this peer's private key (it brought its own), so a QR code could not be imported; use the text config and add the key on the device",
+        )
+        .into());
+    }
+    if !cfg.complete {
+        ctx.out.warn(&format!(
+            "peer {} brought its own key: add `PrivateKey = <its private key>` to [Interface] on the device",
+            cfg.peer.name
+        ));
+    }
+    if let Some(path) = &a.out {
+        server::write_private(path, cfg.text.as_bytes())?;
+        if ctx.out.json {
+            return ctx.out.json(&json!({
+                "peer": cfg.peer,
+                "complete": cfg.complete,
+                "file": path.display().to_string(),
+            }));
+        }
+        ctx.out
+            .note(&format!("wrote {} (mode 0600)", path.display()));
+        if a.qr {
+            ctx.out.raw(&wgm_core::wgquick::qr_terminal(&cfg.text)?)?;
+        }
+        return Ok(());
+    }
+    if ctx.out.json {
+        let doc = Zeroizing::new(
+            serde_json::to_string_pretty(&json!({
+                "peer": cfg.peer,
+                "complete": cfg.complete,
+                "config": cfg.text.as_str(),
+            }))
+            .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?,
+        );
+        return ctx.out.raw(&format!("{}\n", doc.as_str()));
+    }
+    if a.qr {
+        return ctx.out.raw(&wgm_core::wgquick::qr_terminal(&cfg.text)?);
+    }
+    ctx.out.raw(&cfg.text)
+}

@@ -1,0 +1,414 @@
+//! `wgm server …`.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::json;
+use wgm_core::manager::{ImportOptions, NewServer, ServerUpdate, ServerView};
+use wgm_core::model::{Delegation, Page, TunnelMode};
+use wgm_core::names::{InterfaceName, ServerName};
+use wgm_core::net::{self, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use wgm_core::Error;
+use zeroize::Zeroizing;
+
+use crate::args::{ServerCmd, ServerCreate, ServerExport, ServerImport, ServerSet};
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::out::{self, Cell, Style};
+use crate::{parse, progress};
+
+/// Run a `server` subcommand.
+pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
+    match cmd {
+        ServerCmd::Create(a) => create(ctx, a).await,
+        ServerCmd::List => list(ctx).await,
+        ServerCmd::Show(a) => {
+            let id = ctx.server(&a.server).await?;
+            let v = ctx.m.get_server(&ctx.p, id).await?;
+            show(ctx, &v)
+        }
+        ServerCmd::Delete(a) => {
+            let id = ctx.server(&a.server).await?;
+            let v = ctx.m.get_server(&ctx.p, id).await?;
+            let rev = ctx.m.delete_server(&ctx.p, id).await?;
+            if ctx.out.json {
+                return ctx.out.json(&json!({
+                    "deleted": { "id": v.id, "name": v.name, "revision": rev }
+                }));
+            }
+            ctx.out.line(&format!(
+                "deleted server {} and its {} peers (revision {rev}; the history is kept)",
+                v.name, v.peer_count
+            ))
+        }
+        ServerCmd::Set(a) => set(ctx, a).await,
+        ServerCmd::Export(a) => export(ctx, a).await,
+        ServerCmd::Import(a) => import(ctx, a).await,
+        ServerCmd::RotateKey(a) => {
+            let id = ctx.server(&a.server).await?;
+            let v = ctx.m.rotate_server_key(&ctx.p, id).await?;
+            if ctx.out.json {
+                return ctx.out.json(&v);
+            }
+            ctx.out.line(&format!(
+                "server {} has a new public key {} (revision {}); every client needs its config again",
+                v.name, v.public_key, v.revision
+            ))
+        }
+    }
+}
+
+/// The interface name: given, or the server name when that is a valid one.
+pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<InterfaceName> {
+    match given {
+        Some(i) => Ok(InterfaceName::new(i).map_err(|e| e.in_field("server"))?),
+        None => InterfaceName::new(server.as_str()).map_err(|_| {
+            Error::invalid(
+                "server.interface",
+                "the server name is not a valid interface name (1-15 of A-Z a-z 0-9 _ = + . -); give --interface",
+            )
+            .into()
+        }),
+    }
+}
+
+/// The IPv6 pool option.
+pub fn ipv6_pool(s: &str) -> CliResult<ipnet::Ipv6Net> {
+    match net::parse_network(s, "server.ipv6_pool")? {
+        ipnet::IpNet::V6(n) => Ok(n),
+        ipnet::IpNet::V4(_) => {
+            Err(Error::invalid("server.ipv6_pool", "must be an IPv6 network").into())
+        }
+    }
+}
+
+/// The IPv4 pool option (`none` = no IPv4).
+pub fn ipv4_pool(s: &str) -> CliResult<Option<ipnet::Ipv4Net>> {
+    if parse::is_none_word(s) {
+        return Ok(None);
+    }
+    match net::parse_network(s, "server.ipv4_pool")? {
+        ipnet::IpNet::V4(n) => Ok(Some(n)),
+        ipnet::IpNet::V6(_) => {
+            Err(Error::invalid("server.ipv4_pool", "must be an IPv4 network").into())
+        }
+    }
+}
+
+async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
+    let name = ServerName::new(a.name)?;
+    let interface = interface_name(a.interface.as_deref(), &name)?;
+    let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
+    let mut spec = NewServer::new(name, interface, port);
+    spec.ipv6_pool = a.ipv6.as_deref().map(ipv6_pool).transpose()?;
+    spec.ipv4_pool = match a.ipv4.as_deref() {
+        Some(s) => ipv4_pool(s)?,
+        None => None,
+    };
+    spec.endpoint = a
+        .endpoint
+        .as_deref()
+        .map(|s| Endpoint::parse(s, "server.endpoint"))
+        .transpose()?;
+    if let Some(d) = &a.dns {
+        spec.dns = parse::dns_list(d, "server.dns")?;
+    }
+    spec.mtu = a
+        .mtu
+        .as_deref()
+        .map(|s| Mtu::parse(s, "server.mtu"))
+        .transpose()?;
+    if let Some(s) = &a.strategy {
+        spec.strategy = parse::strategy(s)?;
+    }
+    spec.fwmark = a
+        .fwmark
+        .as_deref()
+        .map(|s| FwMark::parse(s, "server.fwmark"))
+        .transpose()?;
+    if let Some(t) = &a.tunnel {
+        spec.client_template.tunnel = parse::tunnel(t)?;
+    }
+    if let Some(d) = &a.delegation {
+        let pool = match net::parse_network(d, "server.delegation.pool")? {
+            ipnet::IpNet::V6(n) => n,
+            ipnet::IpNet::V4(_) => {
+                return Err(
+                    Error::invalid("server.delegation.pool", "must be an IPv6 network").into(),
+                )
+            }
+        };
+        let len = parse::number(&a.delegation_len, "server.delegation.prefix_len", 128)?;
+        spec.delegation = Some(Delegation {
+            pool,
+            // At most 128 by the parse above.
+            prefix_len: u8::try_from(len).unwrap_or(128),
+        });
+    }
+    let v = ctx.m.create_server(&ctx.p, spec).await?;
+    if ctx.out.json {
+        return ctx.out.json(&v);
+    }
+    show(ctx, &v)?;
+    if v.endpoint.is_none() {
+        ctx.out.note(&format!(
+            "hint: clients need to know where to connect: wgm server set {} --endpoint HOST:{}",
+            v.name, v.listen_port
+        ));
+    }
+    Ok(())
+}
+
+async fn list(ctx: &Ctx) -> CliResult {
+    let summaries = ctx.m.list_servers(&ctx.p, Page::ALL).await?;
+    let mut views = Vec::with_capacity(summaries.len());
+    for s in summaries {
+        match ctx.m.get_server(&ctx.p, s.id).await {
+            Ok(v) => views.push(v),
+            // Deleted between the listing and the read.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if ctx.out.json {
+        return ctx.out.json(&views);
+    }
+    let rows: Vec<Vec<Cell>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                Cell::plain(v.name.as_str()),
+                Cell::plain(v.interface.as_str()),
+                Cell::plain(v.listen_port.to_string()),
+                Cell::plain(v.ipv6_pool.to_string()),
+                Cell::plain(out::opt(v.ipv4_pool)),
+                Cell::plain(out::opt(v.endpoint.as_ref())),
+                Cell::plain(v.peer_count.to_string()),
+                Cell::plain(v.revision.to_string()),
+            ]
+        })
+        .collect();
+    ctx.out.table(
+        &[
+            "NAME",
+            "INTERFACE",
+            "PORT",
+            "IPV6 POOL",
+            "IPV4 POOL",
+            "ENDPOINT",
+            "PEERS",
+            "REV",
+        ],
+        &rows,
+        "no servers yet (create one: wgm server create NAME --listen-port 51820)",
+    )
+}
+
+/// Print one server (JSON: the `ServerView`).
+pub fn show(ctx: &Ctx, v: &ServerView) -> CliResult {
+    if ctx.out.json {
+        return ctx.out.json(v);
+    }
+    let tunnel = match v.client_template.tunnel {
+        TunnelMode::Full => "full (all traffic)",
+        TunnelMode::Split => "split (only the server's networks)",
+    };
+    let strategy = match v.strategy {
+        wgm_core::ipam::Strategy::Sequential => "sequential",
+        wgm_core::ipam::Strategy::Random => "random",
+    };
+    let mut pairs = vec![
+        ("name", v.name.to_string()),
+        ("id", v.id.to_string()),
+        ("interface", v.interface.to_string()),
+        ("listen port", v.listen_port.to_string()),
+        ("public key", v.public_key.to_string()),
+        (
+            "ipv6 pool",
+            format!("{} (server {})", v.ipv6_pool, v.address_v6),
+        ),
+        (
+            "ipv4 pool",
+            match (v.ipv4_pool, v.address_v4) {
+                (Some(p), Some(a)) => format!("{p} (server {a})"),
+                (Some(p), None) => p.to_string(),
+                _ => "-".to_owned(),
+            },
+        ),
+        ("endpoint", out::opt(v.endpoint.as_ref())),
+        ("dns", out::list(&v.dns)),
+        ("mtu", v.mtu.to_string()),
+        ("fwmark", out::opt(v.fwmark)),
+        ("allocation", strategy.to_owned()),
+        ("client tunnel", tunnel.to_owned()),
+        ("client keepalive", v.client_template.keepalive.to_string()),
+        ("peers", v.peer_count.to_string()),
+        ("revision", v.revision.to_string()),
+        ("created", out::time(v.created_at)),
+        ("updated", out::time(v.updated_at)),
+    ];
+    if let Some(d) = &v.delegation {
+        pairs.insert(
+            7,
+            ("delegation", format!("/{} out of {}", d.prefix_len, d.pool)),
+        );
+    }
+    ctx.out.kv(&pairs)
+}
+
+async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
+    let id = ctx.server(&a.server).await?;
+    let mut u = ServerUpdate {
+        name: a.rename.map(ServerName::new).transpose()?,
+        listen_port: a
+            .listen_port
+            .as_deref()
+            .map(|s| ListenPort::parse(s, "server.listen_port"))
+            .transpose()?,
+        mtu: a
+            .mtu
+            .as_deref()
+            .map(|s| Mtu::parse(s, "server.mtu"))
+            .transpose()?,
+        strategy: a.strategy.as_deref().map(parse::strategy).transpose()?,
+        ..ServerUpdate::default()
+    };
+    if let Some(e) = &a.endpoint {
+        u.endpoint = Some(if parse::is_none_word(e) {
+            None
+        } else {
+            Some(Endpoint::parse(e, "server.endpoint")?)
+        });
+    }
+    if let Some(d) = &a.dns {
+        u.dns = Some(parse::dns_list(d, "server.dns")?);
+    }
+    if let Some(f) = &a.fwmark {
+        u.fwmark = Some(if parse::is_none_word(f) {
+            None
+        } else {
+            Some(FwMark::parse(f, "server.fwmark")?)
+        });
+    }
+    let tunnel = a.tunnel.as_deref().map(parse::tunnel).transpose()?;
+    let keepalive = a
+        .client_keepalive
+        .as_deref()
+        .map(|s| Keepalive::parse(s, "server.client_template.keepalive"))
+        .transpose()?;
+    if tunnel.is_some() || keepalive.is_some() {
+        let mut t = ctx.m.get_server(&ctx.p, id).await?.client_template;
+        if let Some(x) = tunnel {
+            t.tunnel = x;
+        }
+        if let Some(k) = keepalive {
+            t.keepalive = k;
+        }
+        u.client_template = Some(t);
+    }
+    let nothing = u.name.is_none()
+        && u.listen_port.is_none()
+        && u.endpoint.is_none()
+        && u.dns.is_none()
+        && u.mtu.is_none()
+        && u.fwmark.is_none()
+        && u.strategy.is_none()
+        && u.client_template.is_none();
+    if nothing {
+        return Err(CliError::Usage(
+            "nothing to change: give at least one option (see wgm server set --help)".into(),
+        ));
+    }
+    let v = ctx.m.update_server(&ctx.p, id, u).await?;
+    show(ctx, &v)
+}
+
+async fn export(ctx: &Ctx, a: ServerExport) -> CliResult {
+    let id = ctx.server(&a.server).await?;
+    let v = ctx.m.get_server(&ctx.p, id).await?;
+    let text = ctx.m.server_config(&ctx.p, id).await?;
+    if let Some(path) = &a.out {
+        write_private(path, text.as_bytes())?;
+        if ctx.out.json {
+            return ctx
+                .out
+                .json(&json!({ "server": v.name, "file": path.display().to_string() }));
+        }
+        ctx.out
+            .note(&format!("wrote {} (mode 0600)", path.display()));
+        return Ok(());
+    }
+    if ctx.out.json {
+        let doc = Zeroizing::new(
+            serde_json::to_string_pretty(&json!({ "server": v.name, "config": text.as_str() }))
+                .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?,
+        );
+        return ctx.out.raw(&format!("{}\n", doc.as_str()));
+    }
+    ctx.out.raw(&text)
+}
+
+/// Write a file holding secrets: mode 0600, atomically.
+pub fn write_private(path: &Path, data: &[u8]) -> CliResult {
+    wgm_examples::files::write_private_atomic(path, data)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Read an input file (or stdin for `-`) as UTF-8, at most `max` bytes (one more is
+/// read so that the library can refuse an oversize file with its own message).
+pub fn read_input(path: &Path, field: &'static str, max: usize) -> CliResult<Zeroizing<String>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let res = if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut buf))
+    };
+    res.map_err(|e| Error::invalid(field, format!("cannot read {}: {e}", path.display())))?;
+    let text = std::str::from_utf8(&buf).map_err(|_| Error::invalid(field, "is not UTF-8 text"))?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+async fn import(ctx: &Ctx, a: ServerImport) -> CliResult {
+    let name = ServerName::new(a.name)?;
+    let interface = a
+        .interface
+        .as_deref()
+        .map(|i| InterfaceName::new(i).map_err(|e| e.in_field("server")))
+        .transpose()?;
+    let text = read_input(&a.file, "import.file", 16 << 20)?;
+    let spinner = progress::spinner(ctx.out, &format!("importing {}", a.file.display()));
+    let res = ctx
+        .m
+        .import_server(
+            &ctx.p,
+            name,
+            &text,
+            ImportOptions {
+                allow_hooks: a.allow_hooks,
+                interface,
+            },
+        )
+        .await;
+    spinner.finish();
+    let v = res?;
+    if ctx.out.json {
+        return ctx.out.json(&v);
+    }
+    ctx.out.note(&format!(
+        "imported server {} with {} peers as revision {}",
+        v.name, v.peer_count, v.revision
+    ));
+    show(ctx, &v)
+}
+
+/// A styled "enabled/disabled/expired" cell.
+pub fn state_cell(enabled: bool, expired: bool) -> Cell {
+    if expired {
+        Cell::styled("expired", Style::Yellow)
+    } else if enabled {
+        Cell::styled("enabled", Style::Green)
+    } else {
+        Cell::styled("disabled", Style::Red)
+    }
+}

@@ -1,0 +1,241 @@
+//! Parsing command-line values with `wgm-core`'s strict parsers. Every error is
+//! `InvalidInput` naming the field (exit code 2).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+use wgm_core::ipam::Strategy;
+use wgm_core::manager::AddrRequest;
+use wgm_core::model::{RevisionNo, TunnelMode};
+use wgm_core::net::{self, DnsEntry};
+use wgm_core::{Error, Result};
+
+/// Split a comma-separated list; spaces around items are ignored, empty items refused.
+pub fn list<'a>(s: &'a str, field: &'static str) -> Result<Vec<&'a str>> {
+    let items: Vec<&str> = s.split(',').map(|x| x.trim_matches(' ')).collect();
+    if items.iter().any(|x| x.is_empty()) {
+        return Err(Error::invalid(
+            field,
+            "empty item in a comma-separated list",
+        ));
+    }
+    Ok(items)
+}
+
+/// Whether `s` is the word that clears an optional setting.
+pub fn is_none_word(s: &str) -> bool {
+    s == "none"
+}
+
+/// A DNS list, or `none` for an empty one.
+pub fn dns_list(s: &str, field: &'static str) -> Result<Vec<DnsEntry>> {
+    if is_none_word(s) {
+        return Ok(Vec::new());
+    }
+    list(s, field)?
+        .into_iter()
+        .map(|x| DnsEntry::parse(x, field))
+        .collect()
+}
+
+/// A list of networks (allowed IPs): CIDR or bare addresses (host routes), no host bits.
+pub fn allowed_ips(s: &str, field: &'static str) -> Result<Vec<ipnet::IpNet>> {
+    if is_none_word(s) {
+        return Ok(Vec::new());
+    }
+    list(s, field)?
+        .into_iter()
+        .map(|x| net::parse_allowed_ip(x, field))
+        .collect()
+}
+
+/// A non-negative decimal number without sign, spaces or leading zeros.
+pub fn number(s: &str, field: &'static str, max: u64) -> Result<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(field, "must be decimal digits only"));
+    }
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(Error::invalid(field, "must not have leading zeros"));
+    }
+    match s.parse::<u64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(Error::invalid(field, format!("must be at most {max}"))),
+    }
+}
+
+/// A revision number (1 or more).
+pub fn revision(s: &str, field: &'static str) -> Result<RevisionNo> {
+    let n = number(s, field, u64::MAX)?;
+    if n == 0 {
+        return Err(Error::invalid(field, "revisions start at 1"));
+    }
+    Ok(RevisionNo(n))
+}
+
+/// `sequential` or `random`.
+pub fn strategy(s: &str) -> Result<Strategy> {
+    match s {
+        "sequential" => Ok(Strategy::Sequential),
+        "random" => Ok(Strategy::Random),
+        _ => Err(Error::invalid(
+            "server.strategy",
+            "must be sequential or random",
+        )),
+    }
+}
+
+/// `full` or `split`.
+pub fn tunnel(s: &str) -> Result<TunnelMode> {
+    match s {
+        "full" => Ok(TunnelMode::Full),
+        "split" => Ok(TunnelMode::Split),
+        _ => Err(Error::invalid(
+            "server.client_template.tunnel",
+            "must be full or split",
+        )),
+    }
+}
+
+/// `auto` or an IPv6 address.
+pub fn ipv6_request(s: &str) -> Result<AddrRequest<Ipv6Addr>> {
+    match s {
+        "auto" => Ok(AddrRequest::Auto),
+        "none" => Err(Error::invalid(
+            "peer.ipv6",
+            "every peer gets an IPv6 address (IPv6 is always on); use auto or an address",
+        )),
+        _ => {
+            let a = net::parse_ipv6(s, "peer.ipv6")?;
+            net::check_assignable(a.into(), "peer.ipv6")?;
+            Ok(AddrRequest::Fixed(a))
+        }
+    }
+}
+
+/// `auto`, `none` or an IPv4 address.
+pub fn ipv4_request(s: &str) -> Result<AddrRequest<Ipv4Addr>> {
+    match s {
+        "auto" => Ok(AddrRequest::Auto),
+        "none" => Ok(AddrRequest::None),
+        _ => {
+            let a = net::parse_ipv4(s, "peer.ipv4")?;
+            net::check_assignable(a.into(), "peer.ipv4")?;
+            Ok(AddrRequest::Fixed(a))
+        }
+    }
+}
+
+/// `auto`, `none` or an IPv6 prefix.
+pub fn prefix_request(s: &str) -> Result<AddrRequest<ipnet::Ipv6Net>> {
+    match s {
+        "auto" => Ok(AddrRequest::Auto),
+        "none" => Ok(AddrRequest::None),
+        _ => match net::parse_network(s, "peer.prefix")? {
+            ipnet::IpNet::V6(n) => Ok(AddrRequest::Fixed(n)),
+            ipnet::IpNet::V4(_) => Err(Error::invalid(
+                "peer.prefix",
+                "a delegated prefix is an IPv6 network",
+            )),
+        },
+    }
+}
+
+/// Which way a relative duration points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relative {
+    /// `30d` means 30 days from now (expiry).
+    Future,
+    /// `1h` means one hour ago (`--since`).
+    Past,
+}
+
+/// An RFC 3339 time, or a duration such as `90s`, `15m`, `12h`, `30d`, `2w` relative to
+/// `now` in the given direction.
+pub fn time(
+    s: &str,
+    field: &'static str,
+    now: OffsetDateTime,
+    dir: Relative,
+) -> Result<OffsetDateTime> {
+    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
+        let digits = &s[..s.len() - 1];
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let n = i64::try_from(number(digits, field, 100 * 365 * 86_400)?)
+                .map_err(|_| Error::invalid(field, "duration is too long"))?;
+            let secs = match unit {
+                's' => n,
+                'm' => n * 60,
+                'h' => n * 3600,
+                'd' => n * 86_400,
+                _ => n * 7 * 86_400,
+            };
+            if secs > 100 * 365 * 86_400 {
+                return Err(Error::invalid(
+                    field,
+                    "duration is too long (at most 100 years)",
+                ));
+            }
+            let d = Duration::seconds(secs);
+            return Ok(match dir {
+                Relative::Future => now + d,
+                Relative::Past => now - d,
+            });
+        }
+    }
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        Error::invalid(
+            field,
+            "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn numbers_are_strict() {
+        assert_eq!(number("10", "n", 100).unwrap(), 10);
+        for bad in ["", "-1", "+1", "01", " 1", "1e3", "101"] {
+            assert!(number(bad, "n", 100).is_err(), "{bad}");
+        }
+        assert!(revision("0", "revision").is_err());
+    }
+
+    #[test]
+    fn times() {
+        let now = datetime!(2026-01-01 00:00 UTC);
+        assert_eq!(
+            time("2d", "t", now, Relative::Future).unwrap(),
+            datetime!(2026-01-03 00:00 UTC)
+        );
+        assert_eq!(
+            time("1h", "t", now, Relative::Past).unwrap(),
+            datetime!(2025-12-31 23:00 UTC)
+        );
+        assert_eq!(
+            time("2026-02-01T00:00:00Z", "t", now, Relative::Future).unwrap(),
+            datetime!(2026-02-01 00:00 UTC)
+        );
+        for bad in ["tomorrow", "d", "1y", "2026-02-01", "99999999999w"] {
+            let e = time(bad, "peer.expires_at", now, Relative::Future).unwrap_err();
+            assert!(e.to_string().contains("peer.expires_at"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn lists_and_requests() {
+        assert_eq!(list("a, b", "x").unwrap(), vec!["a", "b"]);
+        assert!(list("a,,b", "x").is_err());
+        assert!(dns_list("none", "x").unwrap().is_empty());
+        assert!(ipv6_request("none").is_err());
+        assert!(ipv6_request("fe80::1").is_err());
+        assert!(ipv4_request("010.0.0.1").is_err());
+        assert_eq!(ipv4_request("none").unwrap(), AddrRequest::None);
+        assert!(prefix_request("10.0.0.0/8").is_err());
+        assert!(allowed_ips("10.1.0.1/24", "peer.allowed_ips").is_err());
+    }
+}

@@ -1,0 +1,1099 @@
+//! Integration tests of the `wgm` binary: every command runs against a private SQLite
+//! store in a temporary directory.
+
+mod harness;
+mod rejections;
+mod security;
+
+use harness::{check_failure, mode, Env};
+use serde_json::Value;
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[test]
+fn init_creates_the_store_and_a_private_key_file_once() {
+    let env = Env::new();
+    let v = env.json(&["init"]);
+    assert_eq!(v["store_created"], true);
+    assert_eq!(v["master_key"]["source"], "file");
+    assert_eq!(v["master_key"]["created"], true);
+    assert_eq!(mode(&env.key), 0o600);
+    assert_eq!(mode(&env.path("wgm.db")), 0o600);
+    let key = std::fs::read(&env.key).unwrap();
+    let again = env.json(&["init"]);
+    assert_eq!(again["store_created"], false);
+    assert_eq!(again["master_key"]["created"], false);
+    assert_eq!(
+        std::fs::read(&env.key).unwrap(),
+        key,
+        "init never replaces a key"
+    );
+    let human = env.ok(&["init"]);
+    assert!(
+        human.contains("store:") && human.contains("master key:"),
+        "{human}"
+    );
+}
+
+#[test]
+fn the_default_store_and_key_live_in_the_data_directory() {
+    let env = Env::new();
+    // XDG_DATA_HOME wins.
+    let xdg = env.path("xdg");
+    let out = env
+        .bare()
+        .env("XDG_DATA_HOME", &xdg)
+        .args(["--json", "init"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(xdg.join("wgm/wgm.db").is_file());
+    assert_eq!(mode(&xdg.join("wgm/wgm.key")), 0o600);
+    assert_eq!(mode(&xdg.join("wgm")), 0o700);
+    // Otherwise ~/.local/share/wgm; any command creates it on first use.
+    let out = env.bare().args(["server", "list"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = env.path("home/.local/share/wgm");
+    assert!(home.join("wgm.db").is_file());
+    assert_eq!(mode(&home.join("wgm.key")), 0o600);
+    // WGM_STORE is the same as --store.
+    let other = env.path("other.db");
+    let out = env
+        .bare()
+        .env("WGM_STORE", format!("sqlite://{}", other.display()))
+        .args(["server", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(other.is_file());
+    assert_eq!(
+        mode(&env.path("other.key")),
+        0o600,
+        "the key sits beside the database"
+    );
+}
+
+#[test]
+fn quickstart_makes_a_dual_stack_server_with_three_peers_and_shows_their_configs() {
+    let env = Env::new();
+    // Exactly the README's first command: no store option, the default data directory.
+    let out = env.bare().arg("quickstart").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("[Interface]").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("PrivateKey = ").count(), 3);
+    for name in ["laptop", "phone", "tablet"] {
+        assert!(stdout.contains(&format!("# Name = {name}")), "{stdout}");
+    }
+    for line in stdout.lines().filter(|l| l.starts_with("Address = ")) {
+        assert!(
+            line.contains("::") && line.contains("10.42.0."),
+            "dual-stack: {line}"
+        );
+    }
+    // The state behind it is real: the same store answers the other commands.
+    let home_store = format!(
+        "sqlite://{}",
+        env.path("home/.local/share/wgm/wgm.db").display()
+    );
+    let list = env
+        .bare()
+        .args(["--json", "--store", &home_store, "peer", "list", "demo"])
+        .output()
+        .unwrap();
+    let peers: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(names(&peers), ["laptop", "phone", "tablet"]);
+    for p in peers.as_array().unwrap() {
+        assert!(p["address_v6"].is_string() && p["address_v4"].is_string());
+    }
+    // Running it again does not clobber anything.
+    let again = env.bare().arg("quickstart").output().unwrap();
+    assert_eq!(again.status.code(), Some(4));
+}
+
+#[test]
+fn quickstart_json_has_the_server_and_every_config() {
+    let env = Env::new();
+    let v = env.json(&[
+        "quickstart",
+        "office",
+        "--ipv4",
+        "none",
+        "--endpoint",
+        "vpn.example.org:51820",
+    ]);
+    assert_eq!(v["server"]["name"], "office");
+    assert!(v["server"]["ipv4_pool"].is_null());
+    let peers = v["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3);
+    for p in peers {
+        let cfg = p["config"].as_str().unwrap();
+        assert!(cfg.contains("Endpoint = vpn.example.org:51820"), "{cfg}");
+        assert!(p["peer"]["address_v4"].is_null());
+    }
+}
+
+#[test]
+fn server_create_list_show_set_export_rotate_delete() {
+    let env = Env::new();
+    let v = env.json(&[
+        "server",
+        "create",
+        "office",
+        "--listen-port",
+        "51820",
+        "--interface",
+        "wg0",
+        "--ipv6",
+        "fd00:1::/64",
+        "--ipv4",
+        "10.20.0.0/24",
+        "--endpoint",
+        "[2001:db8::1]:51820",
+        "--dns",
+        "fd00:1::1, 10.20.0.1",
+        "--mtu",
+        "1380",
+        "--strategy",
+        "random",
+        "--fwmark",
+        "0x51820",
+        "--tunnel",
+        "split",
+    ]);
+    assert_eq!(v["name"], "office");
+    assert_eq!(v["interface"], "wg0");
+    assert_eq!(v["listen_port"], 51820);
+    assert_eq!(v["ipv6_pool"], "fd00:1::/64");
+    assert_eq!(v["address_v6"], "fd00:1::1");
+    assert_eq!(v["ipv4_pool"], "10.20.0.0/24");
+    assert_eq!(v["endpoint"], "[2001:db8::1]:51820");
+    assert_eq!(v["mtu"], 1380);
+    assert_eq!(v["revision"], 1);
+    // Defaults: a random ULA /64, IPv6 only, interface = name.
+    let d = env.json(&["server", "create", "lab", "--listen-port", "51821"]);
+    assert!(d["ipv6_pool"].as_str().unwrap().starts_with("fd"));
+    assert!(d["ipv6_pool"].as_str().unwrap().ends_with("/64"));
+    assert!(d["ipv4_pool"].is_null());
+    assert_eq!(d["interface"], "lab");
+
+    assert_eq!(names(&env.json(&["server", "list"])), ["lab", "office"]);
+    let table = env.ok(&["server", "list"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("IPV6 POOL"),
+        "{table}"
+    );
+    assert!(table.lines().nth(2).unwrap().starts_with("office "));
+    let show = env.ok(&["server", "show", "office"]);
+    assert!(
+        show.contains("fd00:1::/64") && show.contains("public key:"),
+        "{show}"
+    );
+    let by_id = env.json(&["server", "show", v["id"].as_str().unwrap()]);
+    assert_eq!(by_id["name"], "office");
+
+    let set = env.json(&[
+        "server",
+        "set",
+        "office",
+        "--endpoint",
+        "vpn.example.org:51820",
+        "--dns",
+        "none",
+        "--mtu",
+        "1420",
+        "--client-keepalive",
+        "0",
+    ]);
+    assert_eq!(set["endpoint"], "vpn.example.org:51820");
+    assert_eq!(set["dns"], Value::Array(vec![]));
+    assert_eq!(set["client_template"]["keepalive"], 0);
+    assert_eq!(set["revision"], 2);
+    env.fails(&["server", "set", "office"], 1);
+
+    let export = env.ok(&["server", "export", "office"]);
+    assert!(
+        export.contains("[Interface]") && export.contains("ListenPort = 51820"),
+        "{export}"
+    );
+    assert!(export.contains("PrivateKey = "));
+    let file = env.path("office.conf");
+    env.ok(&[
+        "server",
+        "export",
+        "office",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), export);
+    assert_eq!(mode(&file), 0o600);
+
+    let rotated = env.json(&["server", "rotate-key", "office"]);
+    assert_ne!(rotated["public_key"], v["public_key"]);
+    assert_eq!(rotated["revision"], 3);
+
+    let del = env.json(&["server", "delete", "office"]);
+    assert_eq!(del["deleted"]["name"], "office");
+    assert_eq!(names(&env.json(&["server", "list"])), ["lab"]);
+    let e = env.fails(&["server", "show", "office"], 3);
+    assert!(e.contains("not found"), "{e}");
+    // A name that is taken.
+    env.fails(
+        &[
+            "server",
+            "create",
+            "lab",
+            "--listen-port",
+            "51822",
+            "--interface",
+            "wg9",
+        ],
+        4,
+    );
+}
+
+#[test]
+fn server_import_takes_a_wg_quick_file_in_one_revision() {
+    let env = Env::new();
+    env.server("a", 51820);
+    env.ok(&["peer", "add", "a", "p1"]);
+    env.ok(&["peer", "add", "a", "p2", "--allowed-ips", "192.168.7.0/24"]);
+    let conf = env.path("a.conf");
+    env.ok(&["server", "export", "a", "--out", conf.to_str().unwrap()]);
+    env.ok(&["server", "delete", "a"]);
+    let v = env.json(&[
+        "server",
+        "import",
+        "b",
+        "--file",
+        conf.to_str().unwrap(),
+        "--interface",
+        "wg1",
+    ]);
+    assert_eq!(v["peer_count"], 2);
+    assert_eq!(v["revision"], 1);
+    assert_eq!(v["ipv4_pool"], "10.8.0.0/24");
+    let peers = env.json(&["peer", "list", "b"]);
+    assert_eq!(names(&peers), ["p1", "p2"]);
+    assert_eq!(peers[1]["extra_allowed_ips"][0], "192.168.7.0/24");
+    // Hooks are refused unless allowed; allowed, they are dropped, never stored.
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "[Interface]\n",
+        "[Interface]\nPostUp = iptables -A FORWARD -i %i -j ACCEPT\n",
+    );
+    let hooked = env.path("hooked.conf");
+    std::fs::write(&hooked, text).unwrap();
+    let e = env.fails(
+        &[
+            "server",
+            "import",
+            "c",
+            "--file",
+            hooked.to_str().unwrap(),
+            "--interface",
+            "wg2",
+        ],
+        2,
+    );
+    assert!(e.contains("PostUp"), "{e}");
+    env.ok(&[
+        "server",
+        "import",
+        "c",
+        "--file",
+        hooked.to_str().unwrap(),
+        "--interface",
+        "wg2",
+        "--allow-hooks",
+    ]);
+    let export = env.ok(&["server", "export", "c"]);
+    assert!(!export.contains("PostUp"));
+    // From stdin.
+    let r = env.run_with_stdin(
+        &[
+            "--json",
+            "server",
+            "import",
+            "d",
+            "--file",
+            "-",
+            "--interface",
+            "wg3",
+        ],
+        std::fs::read(&conf).unwrap().as_slice(),
+    );
+    // The same keys cannot be on two servers' interfaces? They can: servers are independent.
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn peer_add_list_show_set_enable_disable_rotate_remove() {
+    let env = Env::new();
+    let s = env.server("office", 51820);
+    let added = env.json(&["peer", "add", "office", "alice"]);
+    let alice = &added[0];
+    assert_eq!(alice["name"], "alice");
+    assert_eq!(alice["address_v6"], "fd12:3456:789a:1::2");
+    assert_eq!(alice["address_v4"], "10.8.0.2");
+    assert_eq!(alice["has_private_key"], true);
+    assert_eq!(alice["has_preshared_key"], true);
+    assert_eq!(alice["enabled"], true);
+    let fixed = env.json(&[
+        "peer",
+        "add",
+        "office",
+        "bob",
+        "--ipv6",
+        "fd12:3456:789a:1::77",
+        "--ipv4",
+        "none",
+        "--keepalive",
+        "0",
+        "--allowed-ips",
+        "192.168.10.0/24,fd99::/64",
+        "--no-psk",
+        "--expires",
+        "30d",
+        "--description",
+        "Bob's laptop",
+    ]);
+    assert_eq!(fixed[0]["address_v6"], "fd12:3456:789a:1::77");
+    assert!(fixed[0]["address_v4"].is_null());
+    assert_eq!(fixed[0]["keepalive"], 0);
+    assert_eq!(fixed[0]["has_preshared_key"], false);
+    assert!(fixed[0]["expires_at"].is_string());
+    assert_eq!(fixed[0]["description"], "Bob's laptop");
+    let e = env.fails(&["peer", "add", "office", "site", "--prefix", "auto"], 2);
+    assert!(
+        e.contains("prefix: this server has no prefix delegation"),
+        "{e}"
+    );
+    env.ok(&[
+        "server",
+        "create",
+        "sites",
+        "--listen-port",
+        "51830",
+        "--delegation",
+        "fd12:3456:7800::/48",
+    ]);
+    let auto = env.json(&["peer", "add", "sites", "branch", "--prefix", "auto"]);
+    assert_eq!(auto[0]["delegated_prefix"], "fd12:3456:7800::/64");
+    let fixed = env.json(&[
+        "peer",
+        "add",
+        "sites",
+        "branch2",
+        "--prefix",
+        "fd12:3456:7800:9::/64",
+    ]);
+    assert_eq!(fixed[0]["delegated_prefix"], "fd12:3456:7800:9::/64");
+    let prefix = env.json(&["peer", "add", "office", "site", "--ipv4", "none"]);
+    assert_eq!(prefix[0]["delegated_prefix"], Value::Null);
+
+    let list = env.json(&["peer", "list", "office"]);
+    assert_eq!(names(&list), ["alice", "bob", "site"]);
+    let table = env.ok(&["peer", "list", "office"]);
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(table.contains("alice") && table.contains("enabled"));
+    let show = env.json(&["peer", "show", "office", "alice"]);
+    assert_eq!(show["id"], alice["id"]);
+    // By public key and by id too.
+    let pk = alice["public_key"].as_str().unwrap();
+    assert_eq!(env.json(&["peer", "show", "office", pk])["name"], "alice");
+    assert_eq!(
+        env.json(&["peer", "show", "office", alice["id"].as_str().unwrap()])["name"],
+        "alice"
+    );
+    let human = env.ok(&["peer", "show", "office", "alice"]);
+    assert!(human.contains("held by wgm (sealed)"), "{human}");
+
+    let dis = env.json(&["peer", "disable", "office", "alice"]);
+    assert_eq!(dis["enabled"], false);
+    assert!(env.ok(&["peer", "list", "office"]).contains("disabled"));
+    let en = env.json(&["peer", "enable", "office", "alice"]);
+    assert_eq!(en["enabled"], true);
+
+    let set = env.json(&[
+        "peer",
+        "set",
+        "office",
+        "alice",
+        "--keepalive",
+        "15",
+        "--expires",
+        "2099-01-01T00:00:00Z",
+        "--endpoint",
+        "198.51.100.7:51820",
+        "--rename",
+        "alice2",
+    ]);
+    assert_eq!(set["keepalive"], 15);
+    assert_eq!(set["name"], "alice2");
+    assert_eq!(set["expires_at"], "2099-01-01T00:00:00Z");
+    assert_eq!(set["endpoint"], "198.51.100.7:51820");
+    let cleared = env.json(&[
+        "peer",
+        "set",
+        "office",
+        "alice2",
+        "--expires",
+        "never",
+        "--endpoint",
+        "none",
+    ]);
+    assert!(cleared["expires_at"].is_null() && cleared["endpoint"].is_null());
+    env.fails(&["peer", "set", "office", "alice2"], 1);
+
+    let rotated = env.json(&["peer", "rotate-key", "office", "alice2"]);
+    assert_ne!(rotated["public_key"], alice["public_key"]);
+    let psk = env.json(&["peer", "rotate-psk", "office", "alice2"]);
+    assert_eq!(psk["has_preshared_key"], true);
+
+    let removed = env.json(&["peer", "remove", "office", "alice2"]);
+    assert_eq!(removed["removed"]["name"], "alice2");
+    env.fails(&["peer", "show", "office", "alice2"], 3);
+    env.fails(&["peer", "remove", "office", "alice2"], 3);
+    env.fails(&["peer", "list", "nope"], 3);
+    // Removed addresses are quarantined, not handed out again at once.
+    let next = env.json(&["peer", "add", "office", "carol"]);
+    assert_ne!(next[0]["address_v6"], "fd12:3456:789a:1::2");
+    assert_eq!(s["revision"], 1);
+}
+
+#[test]
+fn peer_add_count_adds_many_peers_in_one_revision() {
+    let env = Env::new();
+    env.server("office", 51820);
+    let before = env.json(&["history", "office"]).as_array().unwrap().len();
+    let added = env.json(&["peer", "add", "office", "dev", "--count", "25"]);
+    assert_eq!(added.as_array().unwrap().len(), 25);
+    assert_eq!(added[0]["name"], "dev-1");
+    assert_eq!(added[24]["name"], "dev-25");
+    let history = env.json(&["history", "office"]);
+    assert_eq!(history.as_array().unwrap().len(), before + 1);
+    assert_eq!(history[before]["changes"].as_array().unwrap().len(), 25);
+    // All or nothing: a clash with dev-3 adds none.
+    let e = env.fails(&["peer", "add", "office", "dev", "--count", "3"], 4);
+    assert!(e.contains("dev-1"), "{e}");
+    assert_eq!(
+        env.json(&["peer", "list", "office"])
+            .as_array()
+            .unwrap()
+            .len(),
+        25
+    );
+    // Options that cannot be shared are a usage error.
+    env.fails(
+        &[
+            "peer",
+            "add",
+            "office",
+            "x",
+            "--count",
+            "2",
+            "--ipv6",
+            "fd12:3456:789a:1::99",
+        ],
+        1,
+    );
+    env.fails(&["peer", "add", "office", "x", "--count", "0"], 2);
+}
+
+#[test]
+fn peer_config_prints_writes_0600_and_draws_a_qr_code() {
+    let env = Env::new();
+    env.server("office", 51820);
+    env.ok(&["peer", "add", "office", "alice"]);
+    let text = env.ok(&["peer", "config", "office", "alice"]);
+    assert!(text.starts_with("[Interface]\n"), "{text}");
+    assert!(text.contains("PrivateKey = ") && text.contains("PresharedKey = "));
+    assert!(
+        text.contains("Address = fd12:3456:789a:1::2/128, 10.8.0.2/32"),
+        "{text}"
+    );
+    assert!(text.contains("Endpoint = vpn.example.org:51820"));
+    let file = env.path("alice.conf");
+    std::fs::write(&file, "old").unwrap();
+    env.ok(&[
+        "peer",
+        "config",
+        "office",
+        "alice",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(mode(&file), 0o600);
+    let qr = env.ok(&["peer", "config", "office", "alice", "--qr"]);
+    assert!(
+        qr.lines().count() > 20 && qr.contains('█') && !qr.contains("PrivateKey"),
+        "{qr}"
+    );
+    let j = env.json(&["peer", "config", "office", "alice"]);
+    assert_eq!(j["config"].as_str().unwrap(), text);
+    assert_eq!(j["complete"], true);
+    // Every export is audited.
+    let audit = env.json(&["audit", "--actor", &format!("local:{}", unix_user())]);
+    let exports = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["entry"]["action"] == "secret.export")
+        .count();
+    assert_eq!(exports, 4);
+}
+
+fn unix_user() -> String {
+    // The label the binary audits with (its own lookup of the real uid).
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_peer_with_its_own_key_gets_an_incomplete_config_and_no_qr_code() {
+    let env = Env::new();
+    env.server("office", 51820);
+    let key = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=";
+    let v = env.json(&["peer", "add", "office", "byo", "--public-key", key]);
+    assert_eq!(v[0]["public_key"], key);
+    assert_eq!(v[0]["has_private_key"], false);
+    let r = env.run(&["peer", "config", "office", "byo"]);
+    assert_eq!(r.code, 0);
+    assert!(!r.stdout.contains("PrivateKey"));
+    assert!(r.stderr.contains("its own key"), "{}", r.stderr);
+    let e = env.fails(&["peer", "config", "office", "byo", "--qr"], 2);
+    assert!(e.contains("peer.private_key"), "{e}");
+    assert_eq!(
+        env.json(&["peer", "config", "office", "byo"])["complete"],
+        false
+    );
+    // The same key twice: already exists.
+    let e = env.fails(&["peer", "add", "office", "byo2", "--public-key", key], 4);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn history_diff_and_rollback() {
+    let env = Env::new();
+    env.server("office", 51820);
+    env.ok(&["peer", "add", "office", "alice"]);
+    env.ok(&["peer", "add", "office", "bob"]);
+    let bob = env.json(&["peer", "show", "office", "bob"]);
+    env.ok(&["peer", "remove", "office", "bob"]);
+    let h = env.json(&["history", "office"]);
+    let revs: Vec<u64> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revs, [1, 2, 3, 4]);
+    assert_eq!(h[3]["changes"][0]["kind"], "peer_removed");
+    assert_eq!(h[3]["changes"][0]["name"], "bob");
+    assert!(h[0]["author"].as_str().unwrap().starts_with("local:"));
+    assert!(
+        !h.to_string().contains("wgm1:"),
+        "no sealed values in history output"
+    );
+    let table = env.ok(&["history", "office"]);
+    assert!(table.contains("remove peer bob"), "{table}");
+    assert_eq!(
+        env.json(&["history", "office", "--after", "2", "--limit", "1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let d = env.json(&["diff", "office", "3", "4"]);
+    assert_eq!(d[0]["kind"], "peer_removed");
+    assert_eq!(d[0]["object"], "bob");
+    assert!(env.ok(&["diff", "office", "2", "3"]).contains("+ peer bob"));
+
+    let rb = env.json(&["rollback", "office", "3"]);
+    assert_eq!(rb["restored"], 3);
+    assert_eq!(rb["revision"]["revision"], 5);
+    let back = env.json(&["peer", "show", "office", "bob"]);
+    assert_eq!(back["public_key"], bob["public_key"]);
+    assert_eq!(back["address_v6"], bob["address_v6"]);
+    env.fails(&["rollback", "office", "99"], 3);
+    env.fails(&["diff", "office", "1", "99"], 3);
+    env.fails(&["rollback", "office", "0"], 2);
+}
+
+#[test]
+fn audit_filters_and_verifies_the_chain() {
+    let env = Env::new();
+    env.server("office", 51820);
+    env.server_named_other();
+    env.ok(&["peer", "add", "office", "alice"]);
+    let all = env.json(&["audit"]);
+    let actions: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["server.create", "server.create", "peer.add"]);
+    let office = env.json(&["audit", "--server", "office"]);
+    assert_eq!(office.as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["audit", "--since", "1h"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        env.json(&["audit", "--until", "1h"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        env.json(&["audit", "--limit", "1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        env.json(&["audit", "--actor", "user:nobody"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let v = env.json(&["audit", "--verify"]);
+    assert_eq!(v["records"], 3);
+    assert!(env.ok(&["audit", "--verify"]).contains("intact"));
+    let table = env.ok(&["audit"]);
+    assert!(
+        table.starts_with("SEQ ") && table.contains("peer.add"),
+        "{table}"
+    );
+    env.fails(&["audit", "--since", "yesterday"], 2);
+}
+
+impl Env {
+    fn server_named_other(&self) {
+        self.ok(&["server", "create", "other", "--listen-port", "51900"]);
+    }
+}
+
+#[test]
+fn users_tokens_and_acting_as_a_user() {
+    let env = Env::new();
+    env.server("office", 51820);
+    env.ok(&["peer", "add", "office", "alice"]);
+    let r = env.run_with_stdin(
+        &[
+            "--json",
+            "user",
+            "add",
+            "olga",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        b"correct horse battery\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let olga: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(olga["has_password"], true);
+    assert_eq!(olga["roles"][0]["role"], "operator");
+    env.ok(&["user", "add", "ann", "--role", "auditor"]);
+    env.ok(&[
+        "user", "add", "umar", "--role", "user", "--server", "office",
+    ]);
+    assert_eq!(names(&env.json(&["user", "list"])), ["ann", "olga", "umar"]);
+    assert!(env.ok(&["user", "list"]).contains("operator"));
+    assert!(env.ok(&["user", "show", "umar"]).contains("@server:"));
+
+    let t = env.json(&[
+        "token",
+        "create",
+        "olga",
+        "--name",
+        "ci",
+        "--expires",
+        "90d",
+    ]);
+    let secret = t["secret"].as_str().unwrap().to_owned();
+    assert_eq!(t["token"]["name"], "ci");
+    let tokens = env.json(&["token", "list"]);
+    assert_eq!(tokens.as_array().unwrap().len(), 1);
+    assert!(
+        !tokens.to_string().contains(&secret),
+        "list never shows the secret"
+    );
+    // Acting as olga (operator): servers and peers yes, users no.
+    let as_olga = |args: &[&str]| {
+        let mut a = vec!["--token", secret.as_str()];
+        a.extend_from_slice(args);
+        a.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run(&refs)
+    };
+    assert_eq!(run(as_olga(&["peer", "add", "office", "bob"])).code, 0);
+    let r = run(as_olga(&["user", "add", "mallory", "--role", "admin"]));
+    check_failure(&["user", "add"], &r, 5);
+    // Self-escalation through the role command is refused.
+    let r = run(as_olga(&["user", "role", "olga", "admin"]));
+    check_failure(&["user", "role"], &r, 5);
+    // The audit names olga's token.
+    let audit = env.json(&["audit"]);
+    assert!(audit.to_string().contains("user:olga token:"), "{audit}");
+    // A token scoped to reading cannot write.
+    let ro = env.json(&[
+        "token",
+        "create",
+        "olga",
+        "--scope",
+        "server:read,peer:read",
+    ]);
+    let ro_secret = ro["secret"].as_str().unwrap().to_owned();
+    let r = env.run(&["--token", &ro_secret, "peer", "list", "office"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.run(&["--token", &ro_secret, "peer", "add", "office", "carol"]);
+    check_failure(&["peer", "add"], &r, 5);
+    // An auditor may not export secrets.
+    let ann = env.json(&["token", "create", "ann"]);
+    let r = env.run(&[
+        "--token",
+        ann["secret"].as_str().unwrap(),
+        "peer",
+        "config",
+        "office",
+        "alice",
+    ]);
+    assert!(r.code == 5 || r.code == 3, "{} {}", r.code, r.stderr);
+    // Revoked and bogus tokens are refused.
+    env.ok(&["token", "revoke", t["token"]["id"].as_str().unwrap()]);
+    let r = env.run(&["--token", &secret, "server", "list"]);
+    check_failure(&["server", "list"], &r, 5);
+    let r = env.run(&["--token", "wgm_bogus", "server", "list"]);
+    check_failure(&["server", "list"], &r, 5);
+
+    // Users: disable, enable, role, password, delete.
+    assert_eq!(env.json(&["user", "disable", "ann"])["active"], false);
+    assert_eq!(env.json(&["user", "enable", "ann"])["active"], true);
+    assert_eq!(
+        env.json(&["user", "role", "ann", "operator"])["roles"][0]["role"],
+        "operator"
+    );
+    let r = env.run_with_stdin(&["user", "passwd", "ann"], b"another long passphrase\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(env.json(&["user", "show", "ann"])["has_password"], true);
+    env.ok(&["user", "delete", "umar"]);
+    env.fails(&["user", "show", "umar"], 3);
+    // The last administrator can be neither disabled nor demoted.
+    env.ok(&["user", "add", "root-admin", "--role", "admin"]);
+    env.fails(&["user", "disable", "root-admin"], 4);
+    env.fails(&["user", "role", "root-admin", "user"], 4);
+}
+
+#[test]
+fn a_full_pool_is_a_conflict_that_says_why() {
+    let env = Env::new();
+    env.ok(&[
+        "server",
+        "create",
+        "tiny",
+        "--listen-port",
+        "51820",
+        "--ipv4",
+        "10.9.0.0/30",
+    ]);
+    env.ok(&["peer", "add", "tiny", "a"]);
+    let before = env.snapshot();
+    let e = env.fails(&["peer", "add", "tiny", "b"], 4);
+    assert!(e.contains("10.9.0.0/30") && e.contains("pool"), "{e}");
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "nothing held after an exhausted pool"
+    );
+    // Without IPv4 the same peer fits.
+    env.ok(&["peer", "add", "tiny", "b", "--ipv4", "none"]);
+}
+
+#[test]
+fn help_on_every_command_and_completions_for_every_shell() {
+    let env = Env::new();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["quickstart"],
+        &["server"],
+        &["server", "create"],
+        &["server", "list"],
+        &["server", "show"],
+        &["server", "delete"],
+        &["server", "set"],
+        &["server", "export"],
+        &["server", "import"],
+        &["server", "rotate-key"],
+        &["peer"],
+        &["peer", "add"],
+        &["peer", "list"],
+        &["peer", "show"],
+        &["peer", "set"],
+        &["peer", "enable"],
+        &["peer", "disable"],
+        &["peer", "remove"],
+        &["peer", "rotate-key"],
+        &["peer", "rotate-psk"],
+        &["peer", "config"],
+        &["history"],
+        &["diff"],
+        &["rollback"],
+        &["audit"],
+        &["user"],
+        &["user", "add"],
+        &["user", "list"],
+        &["user", "show"],
+        &["user", "disable"],
+        &["user", "enable"],
+        &["user", "role"],
+        &["user", "passwd"],
+        &["user", "delete"],
+        &["token"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "revoke"],
+        &["completions"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = env.bare().args(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout.contains("Usage: wgm"), "{args:?}: {stdout}");
+    }
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = env.bare().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("wgm") && text.contains("rotate-key"),
+            "{shell}"
+        );
+    }
+    // Completions need no store.
+    assert!(!env.path("home/.local/share/wgm").exists());
+    let out = env.bare().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wgm "));
+}
+
+#[test]
+fn usage_errors_exit_1_with_one_line() {
+    let env = Env::new();
+    for args in [
+        &["frobnicate"][..],
+        &["server", "create", "x"],
+        &["peer", "add", "office"],
+        &["server", "list", "--bogus"],
+        &["completions", "tcsh"],
+        &["peer", "config", "s", "p", "--qr", "--out"],
+    ] {
+        let r = env.run(args);
+        check_failure(args, &r, 1);
+        assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    }
+    // Without a subcommand: the help, on stderr, exit 1.
+    let out = env.bare().arg("server").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // With --json the error is a JSON object.
+    let r = env.run(&["--json", "server", "list", "--bogus"]);
+    let v: Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["exit_code"], 1);
+    assert_eq!(v["error"]["code"], "usage");
+    let r = env.run(&["peer", "config", "s", "p", "--qr", "--json"]);
+    check_failure(&["--qr --json"], &r, 1);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+    let r = env.run(&["--json", "server", "show", "nope"]);
+    let v: Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+    assert_eq!(r.code, 3);
+}
+
+#[test]
+fn stores_that_are_not_available_say_so() {
+    let env = Env::new();
+    let r = env
+        .bare()
+        .args(["--store", "redis://127.0.0.1:6379", "server", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not available yet"));
+    let r = env
+        .bare()
+        .args(["--store", "mysql://x/y", "server", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("invalid store"));
+    // An unreachable PostgreSQL is a store error, without the password in the message.
+    let r = env
+        .bare()
+        .args([
+            "--store",
+            "postgres://wgm:hunter2@127.0.0.1:1/wgm",
+            "--master-key-file",
+        ])
+        .arg(env.path("pg.key"))
+        .args(["server", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("hunter2"));
+}
+
+#[test]
+fn json_views_keep_their_documented_fields() {
+    let env = Env::new();
+    let s = env.server("office", 51820);
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for field in [
+        "id",
+        "name",
+        "interface",
+        "listen_port",
+        "public_key",
+        "ipv6_pool",
+        "ipv4_pool",
+        "address_v6",
+        "address_v4",
+        "delegation",
+        "strategy",
+        "quarantine_secs",
+        "dns",
+        "mtu",
+        "fwmark",
+        "endpoint",
+        "client_template",
+        "config_path",
+        "active",
+        "peer_count",
+        "revision",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            keys(&s).contains(&field.to_owned()),
+            "server view lacks {field}"
+        );
+    }
+    let p = &env.json(&["peer", "add", "office", "alice"])[0];
+    for field in [
+        "id",
+        "server_id",
+        "name",
+        "description",
+        "owner",
+        "public_key",
+        "has_private_key",
+        "has_preshared_key",
+        "address_v6",
+        "address_v4",
+        "delegated_prefix",
+        "extra_allowed_ips",
+        "allowed_ips",
+        "client_allowed_ips",
+        "endpoint",
+        "keepalive",
+        "enabled",
+        "expires_at",
+        "stats",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            keys(p).contains(&field.to_owned()),
+            "peer view lacks {field}"
+        );
+    }
+    let h = &env.json(&["history", "office"])[0];
+    assert_eq!(keys(h), ["at", "author", "changes", "revision", "summary"]);
+    assert_eq!(keys(&h["changes"][0]), ["id", "kind", "name", "object"]);
+    let a = &env.json(&["audit"])[0];
+    assert_eq!(keys(a), ["entry", "hash", "prev_hash", "seq"]);
+    let u = env.json(&["user", "add", "ann", "--role", "auditor"]);
+    for field in [
+        "id",
+        "name",
+        "email",
+        "active",
+        "roles",
+        "has_password",
+        "totp",
+        "peer_quota",
+        "last_login",
+        "created_at",
+    ] {
+        assert!(
+            keys(&u).contains(&field.to_owned()),
+            "user view lacks {field}"
+        );
+    }
+    let t = env.json(&["token", "create", "ann"]);
+    assert_eq!(keys(&t), ["secret", "token"]);
+    for field in [
+        "id",
+        "user_id",
+        "name",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "revoked",
+    ] {
+        assert!(
+            keys(&t["token"]).contains(&field.to_owned()),
+            "token view lacks {field}"
+        );
+    }
+    // Secrets never appear in views.
+    let all = format!("{s}{p}");
+    assert!(
+        !all.contains("private_key\":\"") && !all.contains("wgm1:"),
+        "{all}"
+    );
+}
