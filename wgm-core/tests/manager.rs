@@ -847,3 +847,245 @@ fn memory_store_passes_conformance() {
             .unwrap();
     });
 }
+
+#[test]
+fn master_key_rotation_reseals_everything_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let old = MasterKey::generate();
+    let m = manager_on(store.clone(), &old);
+    let admin = m.local_admin("root");
+    let (sid, pid) = block(async {
+        let s = m
+            .create_server(&admin, spec("rot", Some("10.8.0.0/24")))
+            .await
+            .unwrap();
+        let p = m.add_peer(&admin, s.id, peer("a")).await.unwrap();
+        m.add_peer(&admin, s.id, peer("b")).await.unwrap();
+        (s.id, p.id)
+    });
+    let before = block(m.client_config(&admin, sid, pid)).unwrap().text;
+    let new = MasterKey::generate();
+    let rotated = Manager::builder(
+        store.clone(),
+        Sealer::new(MasterKey::from_bytes(*new.expose_bytes()))
+            .with_previous(MasterKey::from_bytes(*old.expose_bytes())),
+    )
+    .config(test_config())
+    .build();
+    let r = block(rotated.reseal_all(&admin)).unwrap();
+    // Server key + 2 × (peer key + PSK).
+    assert_eq!((r.servers, r.secrets), (1, 5));
+    assert_eq!(block(rotated.reseal_all(&admin)).unwrap().secrets, 0);
+    // Only the new key is needed now; the configs are unchanged.
+    let only_new = manager_on(store.clone(), &new);
+    assert_eq!(
+        block(only_new.client_config(&admin, sid, pid))
+            .unwrap()
+            .text,
+        before
+    );
+    // The old key alone no longer opens anything (F21: explicit error, never garbage).
+    let only_old = manager_on(store, &old);
+    let e = block(only_old.client_config(&admin, sid, pid)).unwrap_err();
+    assert!(matches!(e, Error::Sealed { .. }), "{e}");
+}
+
+/// Every built-in role (and an operator scoped to one server) against every Manager
+/// operation: allowed or denied, as written out in the table.
+#[test]
+fn role_operation_matrix() {
+    use wgm_core::model::RoleAssignment;
+    use wgm_core::rbac::Scope;
+    use wgm_core::reconcile::{ApplyOptions, Host};
+
+    const OPS: &[&str] = &[
+        "get_server",
+        "get_other_server",
+        "create_server",
+        "update_server",
+        "update_other_server",
+        "delete_server",
+        "add_own_peer",
+        "add_peer_for_other",
+        "get_others_peer",
+        "update_others_peer",
+        "remove_others_peer",
+        "export_others_config",
+        "server_config",
+        "history",
+        "rollback",
+        "audit_log",
+        "create_user",
+        "list_other_users",
+        "plan",
+        "apply",
+        "own_token",
+    ];
+    // Columns: admin, operator, auditor, user, operator scoped to server 1.
+    #[rustfmt::skip]
+    let expected: &[(&str, [bool; 5])] = &[
+        ("get_server",           [true,  true,  true,  true,  true ]),
+        ("get_other_server",     [true,  true,  true,  true,  false]),
+        ("create_server",        [true,  true,  false, false, false]),
+        ("update_server",        [true,  true,  false, false, true ]),
+        ("update_other_server",  [true,  true,  false, false, false]),
+        ("delete_server",        [true,  true,  false, false, true ]),
+        ("add_own_peer",         [true,  true,  false, true,  true ]),
+        ("add_peer_for_other",   [true,  true,  false, false, true ]),
+        ("get_others_peer",      [true,  true,  true,  false, true ]),
+        ("update_others_peer",   [true,  true,  false, false, true ]),
+        ("remove_others_peer",   [true,  true,  false, false, true ]),
+        ("export_others_config", [true,  true,  false, false, true ]),
+        ("server_config",        [true,  true,  false, false, true ]),
+        ("history",              [true,  true,  true,  false, true ]),
+        ("rollback",             [true,  true,  false, false, true ]),
+        ("audit_log",            [true,  false, true,  false, false]),
+        ("create_user",          [true,  false, false, false, false]),
+        ("list_other_users",     [true,  true,  true,  false, false]),
+        ("plan",                 [true,  true,  true,  true,  true ]),
+        ("apply",                [true,  true,  false, false, true ]),
+        ("own_token",            [true,  true,  true,  true,  true ]),
+    ];
+    assert_eq!(expected.len(), OPS.len());
+    let roles = ["admin", "operator", "auditor", "user", "operator@s1"];
+    let mut checked = 0;
+    for (col, role) in roles.iter().enumerate() {
+        for (op, row) in expected {
+            // A fresh world per cell, so mutations of one cell cannot affect another.
+            let (m, store) = new_manager();
+            let local = m.local_admin("root");
+            let outcome: Result<(), Error> = block(async {
+                let s1 = m
+                    .create_server(&local, spec("s1", Some("10.8.0.0/24")))
+                    .await
+                    .unwrap();
+                let mut sp2 = spec("s2", Some("10.9.0.0/24"));
+                sp2.ipv6_pool = Some("fd00:2::/64".parse().unwrap());
+                let s2 = m.create_server(&local, sp2).await.unwrap();
+                let other = m
+                    .create_user(
+                        &local,
+                        NewUser::new(
+                            UserName::new("other").unwrap(),
+                            RoleName::new("user").unwrap(),
+                        ),
+                    )
+                    .await
+                    .unwrap();
+                let (rname, scope) = match *role {
+                    "operator@s1" => ("operator", Scope::Server(s1.id.0)),
+                    r => (r, Scope::Global),
+                };
+                let mut nu = NewUser::new(
+                    UserName::new("subject").unwrap(),
+                    RoleName::new(rname).unwrap(),
+                );
+                nu.roles = vec![RoleAssignment {
+                    role: RoleName::new(rname).unwrap(),
+                    scope,
+                }];
+                let me = m.create_user(&local, nu).await.unwrap();
+                let p = m
+                    .principal_for(&store.get_user(me.id).await.unwrap().unwrap())
+                    .await
+                    .unwrap();
+                let mut theirs = peer("theirs");
+                theirs.owner = Some(other.id);
+                let tp = m.add_peer(&local, s1.id, theirs).await.unwrap();
+                let wg = Arc::new(wgm_core::backend::MemoryWireGuard::new());
+                let host = Host::new("h", wg.clone(), Some(Arc::new(wg.network())));
+                let upd = || wgm_core::manager::ServerUpdate {
+                    mtu: Some(wgm_core::net::Mtu::new(1380).unwrap()),
+                    ..Default::default()
+                };
+                match *op {
+                    "get_server" => m.get_server(&p, s1.id).await.map(drop),
+                    "get_other_server" => m.get_server(&p, s2.id).await.map(drop),
+                    "create_server" => {
+                        let mut s = spec("s3", None);
+                        s.ipv6_pool = Some("fd00:3::/64".parse().unwrap());
+                        m.create_server(&p, s).await.map(drop)
+                    }
+                    "update_server" => m.update_server(&p, s1.id, upd()).await.map(drop),
+                    "update_other_server" => m.update_server(&p, s2.id, upd()).await.map(drop),
+                    "delete_server" => m.delete_server(&p, s1.id).await.map(drop),
+                    "add_own_peer" => m.add_peer(&p, s1.id, peer("mine")).await.map(drop),
+                    "add_peer_for_other" => {
+                        let mut x = peer("gift");
+                        x.owner = Some(other.id);
+                        m.add_peer(&p, s1.id, x).await.map(drop)
+                    }
+                    "get_others_peer" => m.get_peer(&p, s1.id, tp.id).await.map(drop),
+                    "update_others_peer" => m
+                        .update_peer(
+                            &p,
+                            s1.id,
+                            tp.id,
+                            PeerUpdate {
+                                keepalive: Some(wgm_core::net::Keepalive::new(10).unwrap()),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .map(drop),
+                    "remove_others_peer" => m.remove_peer(&p, s1.id, tp.id).await,
+                    "export_others_config" => m.client_config(&p, s1.id, tp.id).await.map(drop),
+                    "server_config" => m.server_config(&p, s1.id).await.map(drop),
+                    "history" => m.history(&p, s1.id, RevisionNo::NONE, 10).await.map(drop),
+                    "rollback" => m.rollback(&p, s1.id, RevisionNo(1)).await.map(drop),
+                    "audit_log" => m.audit_log(&p, &AuditQuery::default()).await.map(drop),
+                    "create_user" => m
+                        .create_user(
+                            &p,
+                            NewUser {
+                                roles: vec![],
+                                ..NewUser::new(
+                                    UserName::new("new").unwrap(),
+                                    RoleName::new("user").unwrap(),
+                                )
+                            },
+                        )
+                        .await
+                        .map(drop),
+                    "list_other_users" => {
+                        let v = m.list_users(&p, Page::ALL).await?;
+                        if v.iter().any(|u| u.id == other.id) {
+                            Ok(())
+                        } else {
+                            Err(Error::denied("not listed"))
+                        }
+                    }
+                    "plan" => m.plan(&p, s1.id, &host).await.map(drop),
+                    "apply" => m
+                        .apply(&p, s1.id, &host, ApplyOptions::default())
+                        .await
+                        .map(drop),
+                    "own_token" => m
+                        .create_token(
+                            &p,
+                            NewToken {
+                                user: me.id,
+                                name: "t".into(),
+                                scopes: None,
+                                expires_at: None,
+                            },
+                        )
+                        .await
+                        .map(drop),
+                    other => panic!("no operation {other}"),
+                }
+            });
+            let want = row[col];
+            match (&outcome, want) {
+                (Ok(()), true) => {}
+                (Err(Error::PermissionDenied { .. } | Error::NotFound { .. }), false) => {}
+                _ => panic!(
+                    "{role} / {op}: expected {}, got {outcome:?}",
+                    if want { "allowed" } else { "denied" }
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, roles.len() * OPS.len());
+}

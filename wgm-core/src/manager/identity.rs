@@ -252,7 +252,7 @@ impl Manager {
         }
     }
 
-    fn entry(
+    pub(super) fn entry(
         &self,
         p: &Principal,
         action: &str,

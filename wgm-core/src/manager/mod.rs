@@ -36,6 +36,7 @@ mod history;
 mod identity;
 mod peers;
 mod render;
+mod rotate;
 mod servers;
 mod views;
 
@@ -54,6 +55,7 @@ pub use history::{AuditVerification, DiffEntry};
 pub use identity::{LoginOutcome, NewToken, NewUser, TokenView, UserUpdate, UserView};
 pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
+pub use rotate::ResealReport;
 pub use servers::{ImportOptions, NewServer, ServerUpdate};
 pub use views::{PeerView, ServerView};
 
