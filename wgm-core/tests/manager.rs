@@ -1081,12 +1081,11 @@ fn role_operation_matrix() {
                 Err(Error::PermissionDenied { .. } | Error::NotFound { .. }) => !want,
                 Err(_) => false,
             };
-            if !as_expected {
-                panic!(
-                    "{role} / {op}: expected {}, got {outcome:?}",
-                    if want { "allowed" } else { "denied" }
-                );
-            }
+            assert!(
+                as_expected,
+                "{role} / {op}: expected {}, got {outcome:?}",
+                if want { "allowed" } else { "denied" }
+            );
             checked += 1;
         }
     }
