@@ -2,6 +2,7 @@
 //! store in a temporary directory.
 
 mod harness;
+mod live;
 mod rejections;
 mod security;
 
@@ -770,6 +771,16 @@ fn users_tokens_and_acting_as_a_user() {
     // The audit names olga's token.
     let audit = env.json(&["audit"]);
     assert!(audit.to_string().contains("user:olga token:"), "{audit}");
+    // A scope may name its server.
+    let scoped = env.json(&[
+        "token",
+        "create",
+        "olga",
+        "--scope",
+        "peer:read@server:office",
+    ]);
+    let office_id = env.json(&["server", "show", "office"])["id"].clone();
+    assert_eq!(scoped["token"]["scopes"][0]["scope"]["server"], office_id);
     // A token scoped to reading cannot write.
     let ro = env.json(&[
         "token",

@@ -550,7 +550,7 @@ fn bad_passwords_roles_and_scopes_are_refused() {
                 "create",
                 "pat",
                 "--scope",
-                "peer:update:own@server:nope",
+                "peer:update:mine@server:office",
             ]),
             2,
             "token.scopes",

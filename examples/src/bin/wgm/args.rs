@@ -83,6 +83,14 @@ pub enum Command {
     /// Peers of a server
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Show what `apply` would change on the live interface
+    Plan(LiveArgs),
+    /// Bring the live interface in line with the store
+    Apply(ApplyArgs),
+    /// Live state of the interface: handshakes, endpoints, transfer per peer
+    Status(LiveArgs),
+    /// Keep applying until interrupted (Ctrl-C)
+    Reconcile(ReconcileArgs),
     /// Revisions of a server, oldest first
     History(HistoryArgs),
     /// What changed between two revisions of a server
@@ -384,6 +392,62 @@ pub struct PeerConfig {
     /// Write to this file (mode 0600, atomically) instead of stdout
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// Where and how the live interface is driven.
+#[derive(Debug, Args)]
+pub struct BackendArg {
+    /// userspace (wireguard-go over its UAPI socket) or kernel
+    #[arg(long, value_name = "userspace|kernel", default_value = "userspace")]
+    pub backend: String,
+    /// Name of this host in the record of applied revisions [default: the hostname]
+    #[arg(long, env = "WGM_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+/// `wgm plan` / `wgm status`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Server name or id
+    pub server: String,
+    /// The backend
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+/// `wgm apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Server name or id
+    pub server: String,
+    /// The backend
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Show the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove peers on the device that wgm does not know (default: report them)
+    #[arg(long)]
+    pub remove_unmanaged: bool,
+    /// Replace every peer at once (resets every tunnel; only to repair a device)
+    #[arg(long)]
+    pub full_resync: bool,
+}
+
+/// `wgm reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Server name or id
+    pub server: String,
+    /// The backend
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Seconds between passes (1-86400)
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    pub interval: String,
+    /// Remove peers on the device that wgm does not know (default: report them)
+    #[arg(long)]
+    pub remove_unmanaged: bool,
 }
 
 /// `wgm history`.

@@ -173,10 +173,11 @@ pub async fn rollback(ctx: &Ctx, a: RollbackArgs) -> CliResult {
             .out
             .json(&json!({ "restored": to, "revision": entry(&rec) }));
     }
+    let n = rec.changes.len();
     ctx.out.line(&format!(
-        "restored revision {to} as revision {} ({} changes); apply it to the live interface with: wgm apply {}",
+        "restored revision {to} as revision {} ({n} change{}); apply it to the live interface with: wgm apply {}",
         rec.revision,
-        rec.changes.len(),
+        if n == 1 { "" } else { "s" },
         a.server
     ))
 }

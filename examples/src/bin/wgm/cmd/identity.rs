@@ -308,18 +308,31 @@ pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
     }
 }
 
+/// A permission in its text form; `@server:NAME` may name the server instead of giving
+/// its id.
+async fn permission(ctx: &Ctx, text: &str) -> CliResult<Permission> {
+    let text = match text.split_once("@server:") {
+        Some((body, server)) if server.parse::<wgm_core::model::ServerId>().is_err() => {
+            let id = ctx.server(server).await?;
+            format!("{body}@server:{id}")
+        }
+        _ => text.to_owned(),
+    };
+    Ok(text
+        .parse::<Permission>()
+        .map_err(|e| e.in_field("token.scopes"))?)
+}
+
 async fn create_token(ctx: &Ctx, a: TokenCreate) -> CliResult {
     let user = ctx.m.resolve_user(&ctx.p, &a.user).await?;
     let scopes = match &a.scope {
-        Some(s) => Some(
-            parse::list(s, "token.scopes")?
-                .into_iter()
-                .map(|x| {
-                    x.parse::<Permission>()
-                        .map_err(|e| e.in_field("token.scopes"))
-                })
-                .collect::<Result<Vec<_>, Error>>()?,
-        ),
+        Some(s) => {
+            let mut out = Vec::new();
+            for item in parse::list(s, "token.scopes")? {
+                out.push(permission(ctx, item).await?);
+            }
+            Some(out)
+        }
         None => None,
     };
     let expires_at = a

@@ -2,6 +2,7 @@
 
 pub mod history;
 pub mod identity;
+pub mod live;
 pub mod peer;
 pub mod server;
 pub mod setup;

@@ -1,0 +1,346 @@
+//! `wgm plan`, `wgm apply`, `wgm status`, `wgm reconcile`: the live interface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wgm_backend_kernel::KernelNetwork;
+use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
+use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status};
+use wgm_core::Error;
+
+use crate::args::{ApplyArgs, BackendArg, LiveArgs, ReconcileArgs};
+use crate::ctx::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::out::{self, Cell, Style};
+use crate::{parse, progress};
+
+/// This host's name: `--host`/`WGM_HOST`, else the kernel's host name.
+fn host_name(given: Option<&str>) -> CliResult<String> {
+    if let Some(h) = given {
+        if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::invalid(
+                "host",
+                "must be 1 to 253 characters without spaces or control characters",
+            )
+            .into());
+        }
+        return Ok(h.to_owned());
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    Ok(if name.is_empty() { "localhost" } else { name }.to_owned())
+}
+
+/// The host to apply to. `network`: also manage addresses, routes and MTU (needs an
+/// rtnetlink socket).
+fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
+    let name = host_name(b.host.as_deref())?;
+    match b.backend.as_str() {
+        "userspace" => {
+            let wg = Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
+            let net: Option<Arc<dyn wgm_core::backend::NetworkBackend>> = if network {
+                Some(Arc::new(KernelNetwork::new()?))
+            } else {
+                None
+            };
+            Ok(Host::new(name, wg, net).with_drift(drift))
+        }
+        "kernel" => Err(Error::unsupported(
+            "the kernel WireGuard backend is not available yet; use --backend userspace (wireguard-go)",
+        )
+        .into()),
+        _ => Err(Error::invalid("backend", "must be userspace or kernel").into()),
+    }
+}
+
+fn drift(remove_unmanaged: bool) -> DriftPolicy {
+    if remove_unmanaged {
+        DriftPolicy::Remove
+    } else {
+        DriftPolicy::Report
+    }
+}
+
+/// `wgm plan`.
+pub async fn plan(ctx: &Ctx, a: LiveArgs) -> CliResult {
+    let host = host(&a.backend, true, DriftPolicy::Report)?;
+    let sid = ctx.server(&a.server).await?;
+    let plan = ctx.m.plan(&ctx.p, sid, &host).await?;
+    if ctx.out.json {
+        return ctx.out.json(&plan);
+    }
+    ctx.out.raw(&plan.to_string())
+}
+
+/// Print what an apply did; an error when the host did not converge.
+fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
+    if ctx.out.json {
+        ctx.out.json(r)?;
+    } else if !r.executed {
+        ctx.out.raw(&r.plan.to_string())?;
+        ctx.out.note("dry run: nothing was changed");
+    } else if r.plan.items.is_empty() {
+        ctx.out.raw(&r.plan.to_string())?;
+    } else {
+        ctx.out.line(&format!(
+            "{} -> revision {}:",
+            r.plan.interface, r.plan.revision
+        ))?;
+        for res in &r.results {
+            let mark = if res.ok {
+                ctx.out.paint("ok  ", Style::Green)
+            } else {
+                ctx.out.paint("FAIL", Style::Red)
+            };
+            ctx.out.line(&format!("  {mark} {}", res.item))?;
+        }
+    }
+    if !r.executed {
+        return Ok(());
+    }
+    for e in &r.errors {
+        ctx.out.warn(e);
+    }
+    if r.converged {
+        if !ctx.out.json && !r.plan.items.is_empty() {
+            ctx.out.note(&format!(
+                "{} is at revision {} (verified by reading it back)",
+                r.plan.interface, r.plan.revision
+            ));
+        }
+        return Ok(());
+    }
+    let first = r
+        .remaining
+        .first()
+        .map_or_else(String::new, |i| format!("; first: {i}"));
+    Err(Error::backend(
+        "apply",
+        format!(
+            "{} did not converge: {} items remain{first}",
+            r.plan.interface,
+            r.remaining.len()
+        ),
+    )
+    .into())
+}
+
+/// `wgm apply`.
+pub async fn apply(ctx: &Ctx, a: ApplyArgs) -> CliResult {
+    let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
+    let sid = ctx.server(&a.server).await?;
+    let spinner = progress::spinner(ctx.out, &format!("applying {}", a.server));
+    let r = ctx
+        .m
+        .apply(
+            &ctx.p,
+            sid,
+            &host,
+            ApplyOptions {
+                dry_run: a.dry_run,
+                full_resync: a.full_resync,
+            },
+        )
+        .await;
+    spinner.finish();
+    report(ctx, &r?)
+}
+
+/// "12 s ago", "3 min ago", "2 h ago", "5 d ago".
+fn ago(now: i64, then: u64) -> String {
+    let then = i64::try_from(then).unwrap_or(i64::MAX);
+    let d = now.saturating_sub(then).max(0);
+    if d < 120 {
+        format!("{d} s ago")
+    } else if d < 7200 {
+        format!("{} min ago", d / 60)
+    } else if d < 172_800 {
+        format!("{} h ago", d / 3600)
+    } else {
+        format!("{} d ago", d / 86_400)
+    }
+}
+
+fn show_status(ctx: &Ctx, s: &Status) -> CliResult {
+    if ctx.out.json {
+        return ctx.out.json(s);
+    }
+    if s.exists {
+        ctx.out.line(&format!(
+            "{}: listening on port {}, {} peers",
+            s.interface,
+            s.listen_port,
+            s.peers.len()
+        ))?;
+        let now = ctx.m.now().unix_timestamp();
+        let rows: Vec<Vec<Cell>> = s
+            .peers
+            .iter()
+            .map(|p| {
+                let name = match &p.name {
+                    Some(n) => Cell::plain(n.as_str()),
+                    None => Cell::styled("(unmanaged)", Style::Yellow),
+                };
+                let hs = match p.last_handshake {
+                    Some(t) if now.saturating_sub(i64::try_from(t).unwrap_or(i64::MAX)) < 180 => {
+                        Cell::styled(ago(now, t), Style::Green)
+                    }
+                    Some(t) => Cell::plain(ago(now, t)),
+                    None => Cell::plain("never"),
+                };
+                vec![
+                    name,
+                    Cell::plain(out::opt(p.endpoint)),
+                    hs,
+                    Cell::plain(format!(
+                        "{} in, {} out",
+                        out::bytes(p.rx_bytes),
+                        out::bytes(p.tx_bytes)
+                    )),
+                    Cell::plain(out::list(&p.allowed_ips)),
+                ]
+            })
+            .collect();
+        ctx.out.table(
+            &[
+                "PEER",
+                "ENDPOINT",
+                "LATEST HANDSHAKE",
+                "TRANSFER",
+                "ALLOWED IPS",
+            ],
+            &rows,
+            "no peers on the device",
+        )?;
+    } else {
+        ctx.out.line(&format!(
+            "{}: {} (apply it: wgm apply)",
+            s.interface,
+            ctx.out.paint("not present", Style::Red)
+        ))?;
+    }
+    if !s.missing.is_empty() {
+        ctx.out.warn(&format!(
+            "in the store but not on the device: {} (wgm apply)",
+            s.missing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// `wgm status`.
+pub async fn status(ctx: &Ctx, a: LiveArgs) -> CliResult {
+    let host = host(&a.backend, false, DriftPolicy::Report)?;
+    let sid = ctx.server(&a.server).await?;
+    let s = ctx.m.status(&ctx.p, sid, &host).await?;
+    show_status(ctx, &s)
+}
+
+/// Errors after which another pass cannot help.
+fn fatal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound { .. }
+            | Error::PermissionDenied { .. }
+            | Error::Unauthenticated { .. }
+            | Error::Sealed { .. }
+            | Error::InvalidInput { .. }
+            | Error::Unsupported { .. }
+    )
+}
+
+/// `wgm reconcile`: disable expired peers and apply, every interval, until SIGINT or
+/// SIGTERM. Passes that change nothing print nothing. Store or backend failures are
+/// reported and retried at the next pass (live tunnels keep running meanwhile).
+pub async fn reconcile(ctx: &Ctx, a: ReconcileArgs) -> CliResult {
+    let secs = parse::number(&a.interval, "reconcile.interval", 86_400)?;
+    if secs == 0 {
+        return Err(Error::invalid("reconcile.interval", "must be at least 1 second").into());
+    }
+    let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
+    let sid = ctx.server(&a.server).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+    ctx.out.note(&format!(
+        "reconciling {} every {secs} s on host {}; Ctrl-C to stop",
+        a.server, host.name
+    ));
+    loop {
+        match ctx.m.sweep_expired(&ctx.p).await {
+            // Nothing expired; or, without the right to disable peers everywhere,
+            // expiry is someone else's job.
+            Ok(0) | Err(Error::PermissionDenied { .. }) => {}
+            Ok(n) => ctx.out.note(&format!("disabled {n} expired peers")),
+            Err(e) if fatal(&e) => return Err(e.into()),
+            Err(e) => ctx.out.warn(&format!("expiry sweep failed: {e}")),
+        }
+        match ctx
+            .m
+            .apply(&ctx.p, sid, &host, ApplyOptions::default())
+            .await
+        {
+            Ok(r) if r.converged && r.plan.is_empty() => {}
+            Ok(r) => {
+                let stamp = out::time(ctx.m.now());
+                if ctx.out.json {
+                    let line = serde_json::to_string(&r)
+                        .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
+                    ctx.out.line(&line)?;
+                } else {
+                    ctx.out.line(&format!(
+                        "{stamp} {} revision {}: {} changes, {}",
+                        r.plan.interface,
+                        r.plan.revision,
+                        r.results.len(),
+                        if r.converged {
+                            "converged"
+                        } else {
+                            "not converged"
+                        }
+                    ))?;
+                    for res in &r.results {
+                        ctx.out.line(&format!(
+                            "  {} {}",
+                            if res.ok { "ok  " } else { "FAIL" },
+                            res.item
+                        ))?;
+                    }
+                }
+                for e in &r.errors {
+                    ctx.out.warn(e);
+                }
+            }
+            Err(e) if fatal(&e) => return Err(e.into()),
+            Err(e) => ctx.out.warn(&format!("pass failed, retrying: {e}")),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    ctx.out.note("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ago_formats() {
+        assert_eq!(ago(100, 88), "12 s ago");
+        assert_eq!(ago(10_000, 10_000 - 600), "10 min ago");
+        assert_eq!(ago(100_000, 100_000 - 7200), "2 h ago");
+        assert_eq!(ago(1_000_000, 1_000_000 - 3 * 86_400), "3 d ago");
+        assert_eq!(ago(0, 5), "0 s ago");
+    }
+
+    #[test]
+    fn host_names_are_checked() {
+        assert!(host_name(Some("a b")).is_err());
+        assert!(host_name(Some("")).is_err());
+        assert_eq!(host_name(Some("h1")).unwrap(), "h1");
+        assert!(!host_name(None).unwrap().is_empty());
+    }
+}
