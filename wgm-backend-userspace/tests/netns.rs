@@ -201,6 +201,67 @@ async fn conformance_suite_on_wireguard_go() {
     let add_one = t.elapsed();
     eprintln!("wireguard-go, 10 000 peers: set {apply:?}, read {read:?}, add one more {add_one:?}");
     backend.delete_device(&name).await.expect("delete");
+
+    // F10 asks for 100 000+ allowed IPs on one peer.
+    let t = Instant::now();
+    suite::many_allowed_ips(&backend, &name, 100_000)
+        .await
+        .expect("100 000 allowed IPs");
+    eprintln!(
+        "wireguard-go, one peer with 100 000 allowed IPs: set, read back and delete in {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_elsewhere_is_used_and_deleted_through_its_socket() {
+    if !enabled() {
+        return;
+    }
+    let mut ns = Netns::new("foreign");
+    let name = ns.iface("f");
+    // Started the way wg-quick does it: wireguard-go daemonises and the launcher exits.
+    let started = ns.exec(&["wireguard-go", name.as_str()]);
+    assert!(
+        started.status.success(),
+        "wireguard-go: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let backend = ns.backend();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            matches!(backend.read_device(&name).await, Ok(Some(_)))
+        })
+        .await,
+        "the daemon's socket did not appear"
+    );
+    assert!(backend.list_devices().await.expect("list").contains(&name));
+    backend
+        .create_device(&name)
+        .await
+        .expect("create is a no-op");
+    assert!(
+        backend.child_pid(&name).is_none(),
+        "no second daemon was started"
+    );
+    let pid = backend
+        .daemon_pid(&name)
+        .await
+        .expect("pid")
+        .expect("a daemon answers");
+
+    backend.delete_device(&name).await.expect("delete");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "the daemon still runs: {stat}"
+    );
+    assert!(backend.read_device(&name).await.expect("read").is_none());
+    let link = ns.exec(&["ip", "link", "show", "dev", name.as_str()]);
+    assert!(
+        !link.status.success(),
+        "the interface outlived delete_device"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
