@@ -2,11 +2,13 @@
 //! implements inside its write transaction.
 //!
 //! The rules are those of `wgm_core::store::MemoryStore`, which is the reference: the
-//! same situations give the same error variants. A commit never reads all peers of a
-//! server: it reads the stored ids its changes name, then only the stored peers whose
-//! name, key, address or prefix equal one of the new values, and checks uniqueness on
-//! that subset with `check_server_uniqueness` (a clash needs at least one changed peer,
-//! so the subset holds every clash the whole state would).
+//! same situations give the same errors. A commit never reads all peers of a server: in
+//! one query it reads the stored peers its changes name (to know which exist) and the
+//! stored peers sharing a name, key, address or prefix with any peer or server key the
+//! changes carry; then it checks uniqueness on that subset plus the changed peers with
+//! `check_server_uniqueness`. Any clash in the whole resulting state involves a changed
+//! peer (the stored state was unique), so the subset holds every clash the whole state
+//! would, and the same first one.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,7 +28,7 @@ use crate::error::SqlError;
 pub(crate) struct Probe {
     /// Name keys (`PeerName::key`).
     pub names: Vec<String>,
-    /// Public keys (base64), including the server's own when it changed.
+    /// Public keys (base64), the server's own included.
     pub keys: Vec<String>,
     /// IPv6 addresses (canonical text).
     pub v6: Vec<String>,
@@ -37,6 +39,14 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+            && self.keys.is_empty()
+            && self.v6.is_empty()
+            && self.v4.is_empty()
+            && self.prefixes.is_empty()
+    }
+
     fn add_peer(&mut self, p: &Peer) {
         self.names.push(p.name.key());
         self.keys.push(p.public_key.to_base64());
@@ -67,35 +77,28 @@ pub(crate) trait Tx: Send {
     /// `sqlite` or `postgres`.
     const STORE: &'static str;
 
-    /// The head revision of a server, locking its head row (`None`: never existed).
-    async fn lock_head(&mut self, id: ServerId) -> Result<Option<RevisionNo>, SqlError>;
-    /// The stored server (`None`: absent or deleted).
-    async fn server(&mut self, id: ServerId) -> Result<Option<Server>, SqlError>;
+    /// The head revision of a server, locking its head row (`None`: never existed), and
+    /// the stored server (`None`: absent or deleted).
+    async fn lock_server(
+        &mut self,
+        id: ServerId,
+    ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError>;
     /// Whether a stored server other than `except` has this name key.
     async fn server_name_taken(
         &mut self,
         name_key: &str,
         except: Option<ServerId>,
     ) -> Result<bool, SqlError>;
-    /// Which of `ids` are stored peers of the server.
-    async fn stored_peer_ids(
+    /// Stored peers of the server, keyed by row id, whose id is one of `ids` or that hold
+    /// any of the probed values.
+    async fn peers_for_commit(
         &mut self,
         server: ServerId,
         ids: &[PeerId],
-    ) -> Result<HashSet<PeerId>, SqlError>;
-    /// Stored peers of the server holding any of the probed values, keyed by row id.
-    async fn peers_matching(
-        &mut self,
-        server: ServerId,
         probe: &Probe,
     ) -> Result<Vec<(PeerId, Peer)>, SqlError>;
-    /// Create or move the head row to `rev`.
-    async fn set_head(
-        &mut self,
-        id: ServerId,
-        rev: RevisionNo,
-        exists: bool,
-    ) -> Result<(), SqlError>;
+    /// Create the head row of a new server at `rev` (before its server row).
+    async fn insert_head(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError>;
     /// Insert a server row.
     async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError>;
     /// Replace a server row.
@@ -110,10 +113,14 @@ pub(crate) trait Tx: Send {
         server: ServerId,
         peers: &[(PeerId, &Peer)],
     ) -> Result<(), SqlError>;
-    /// Append a revision.
-    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError>;
-    /// Announce a committed revision (PostgreSQL `NOTIFY`; delivered only on commit).
-    async fn notify(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError>;
+    /// Finish a commit: move the head to the record's revision, append the record and
+    /// the audit entry, announce the revision (PostgreSQL `NOTIFY`, delivered only on
+    /// commit).
+    async fn finish(
+        &mut self,
+        record: &RevisionRecord,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, SqlError>;
     /// Number, chain and insert an audit entry (locks the audit head on PostgreSQL).
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError>;
 
@@ -139,14 +146,6 @@ pub(crate) trait Tx: Send {
     async fn update_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError>;
 }
 
-fn peer_change_id(c: &Change) -> Option<PeerId> {
-    match c {
-        Change::PeerAdded { peer } | Change::PeerRemoved { peer } => Some(peer.id),
-        Change::PeerUpdated { before, .. } => Some(before.id),
-        _ => None,
-    }
-}
-
 /// The state a commit builds up: the server as it will be and the peers it touched.
 struct Draft {
     server: Option<Server>,
@@ -158,6 +157,8 @@ struct Draft {
     touched: BTreeMap<PeerId, Option<Peer>>,
     /// Stored ids among those the changes name.
     stored: HashSet<PeerId>,
+    /// Stored peers that may clash with the changes (see [`commit`]).
+    candidates: BTreeMap<PeerId, Peer>,
 }
 
 impl Draft {
@@ -179,7 +180,7 @@ impl Draft {
 /// caller rolls the transaction back on any error).
 pub(crate) async fn commit<T: Tx>(tx: &mut T, c: &Commit) -> Result<RevisionRecord, SqlError> {
     let sid = c.server_id;
-    let head = tx.lock_head(sid).await?;
+    let (head, original) = tx.lock_server(sid).await?;
     let head_no = head.unwrap_or(RevisionNo::NONE);
     if head_no != c.expected {
         return Err(Error::conflict(format!(
@@ -189,20 +190,45 @@ pub(crate) async fn commit<T: Tx>(tx: &mut T, c: &Commit) -> Result<RevisionReco
         .into());
     }
     let new_rev = head_no.next();
-    let original = tx.server(sid).await?;
 
-    let ids: Vec<PeerId> = c.changes.iter().filter_map(peer_change_id).collect();
-    let stored = if ids.is_empty() || original.is_none() {
-        HashSet::new()
-    } else {
-        tx.stored_peer_ids(sid, &ids).await?
-    };
+    // What the changes need to know of the stored peers, fetched in one query: which of
+    // the peers they name exist, and which stored peers share a unique value with any
+    // peer or server key they carry (a superset of the final values).
+    let mut ids = Vec::new();
+    let mut probe = Probe::default();
+    for change in &c.changes {
+        match change {
+            Change::PeerAdded { peer } => {
+                ids.push(peer.id);
+                probe.add_peer(peer);
+            }
+            Change::PeerUpdated { before, after } => {
+                ids.push(before.id);
+                probe.add_peer(after);
+            }
+            Change::PeerRemoved { peer } => ids.push(peer.id),
+            Change::ServerCreated { server } | Change::ServerUpdated { after: server, .. } => {
+                probe.keys.push(server.public_key.to_base64());
+            }
+            _ => {}
+        }
+    }
+    let mut candidates = BTreeMap::new();
+    if original.is_some() && !(ids.is_empty() && probe.is_empty()) {
+        candidates.extend(tx.peers_for_commit(sid, &ids, &probe).await?);
+    }
+    let stored = ids
+        .iter()
+        .copied()
+        .filter(|id| candidates.contains_key(id))
+        .collect();
     let mut d = Draft {
         server: original.clone(),
         server_dirty: false,
         cleared: false,
         touched: BTreeMap::new(),
         stored,
+        candidates,
     };
 
     for change in &c.changes {
@@ -284,11 +310,14 @@ pub(crate) async fn commit<T: Tx>(tx: &mut T, c: &Commit) -> Result<RevisionReco
     }
 
     if let Some(server) = &d.server {
-        check_uniqueness(tx, sid, server, original.as_ref(), &d, new_rev).await?;
+        check_uniqueness(server, &d, new_rev)?;
     }
 
-    // Write: head first (servers reference it), then the server row, then the peers.
-    tx.set_head(sid, new_rev, head.is_some()).await?;
+    // Write: a new head first (servers reference it), then the server row, the peers, and
+    // last the head, revision and audit record.
+    if head.is_none() {
+        tx.insert_head(sid, new_rev).await?;
+    }
     match (&original, &d.server) {
         (Some(_), None) => tx.delete_server(sid).await?,
         (None, Some(s)) => tx.insert_server(s).await?,
@@ -329,53 +358,31 @@ pub(crate) async fn commit<T: Tx>(tx: &mut T, c: &Commit) -> Result<RevisionReco
         summary: c.summary.clone(),
         changes: c.changes.clone(),
     };
-    tx.insert_revision(&record).await?;
     let mut audit = c.audit.clone();
     audit.revision = Some(new_rev);
     audit.server_id = Some(sid);
-    tx.append_audit(audit).await?;
-    tx.notify(sid, new_rev).await?;
+    tx.finish(&record, audit).await?;
     Ok(record)
 }
 
-/// Check the uniqueness rules on the touched peers plus every stored peer that shares a
-/// name, key, address or prefix with them (or holds the server's new own key).
-async fn check_uniqueness<T: Tx>(
-    tx: &mut T,
-    sid: ServerId,
-    server: &Server,
-    original: Option<&Server>,
-    d: &Draft,
-    new_rev: RevisionNo,
-) -> Result<(), SqlError> {
-    let key_changed = original.is_none_or(|o| o.public_key != server.public_key);
-    let finals = d
-        .touched
-        .iter()
-        .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)));
-    let mut probe = Probe::default();
-    for (_, p) in finals.clone() {
-        probe.add_peer(p);
-    }
-    let has_finals = !probe.names.is_empty();
-    // Stored peers can clash with the server's new key only if any are left.
-    let needs_check = has_finals || (key_changed && !d.cleared);
-    if !needs_check {
-        return Ok(());
-    }
-    if key_changed {
-        probe.keys.push(server.public_key.to_base64());
-    }
+/// Check the uniqueness rules on the changed peers plus the stored peers that may clash
+/// with them or with the server's key (unless the commit dropped every stored peer).
+fn check_uniqueness(server: &Server, d: &Draft, new_rev: RevisionNo) -> Result<(), SqlError> {
     let mut peers: BTreeMap<PeerId, Peer> = BTreeMap::new();
     if !d.cleared {
-        for (id, p) in tx.peers_matching(sid, &probe).await? {
-            if !d.touched.contains_key(&id) {
-                peers.insert(id, p);
+        for (id, p) in &d.candidates {
+            if !d.touched.contains_key(id) {
+                peers.insert(*id, p.clone());
             }
         }
     }
-    for (id, p) in finals {
-        peers.insert(id, p.clone());
+    for (id, p) in &d.touched {
+        if let Some(p) = p {
+            peers.insert(*id, p.clone());
+        }
+    }
+    if peers.is_empty() {
+        return Ok(());
     }
     let state = ServerState {
         server: server.clone(),

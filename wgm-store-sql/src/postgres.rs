@@ -8,7 +8,7 @@
 //! committed. Audit appends lock the single audit-head row, always as the last lock a
 //! transaction takes, so lock order is fixed and the chain stays linear.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -491,27 +491,39 @@ fn parse_payload(p: &str) -> Option<(ServerId, RevisionNo)> {
 /// The primitives inside one READ COMMITTED transaction.
 struct PgTx<'c>(&'c mut PgConnection);
 
+impl PgTx<'_> {
+    /// Lock the audit head (the last lock a transaction takes) and chain `entry` after it.
+    async fn chain_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db)?;
+        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
+        Ok(AuditRecord::chain(next, &hash, entry))
+    }
+}
+
 impl Tx for PgTx<'_> {
     const STORE: &'static str = S;
 
-    async fn lock_head(&mut self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> =
-            sqlx::query_scalar("SELECT revision FROM wgm.heads WHERE server_id = $1 FOR UPDATE")
-                .bind(id.0)
-                .fetch_optional(&mut *self.0)
-                .await
-                .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
-    }
-
-    async fn server(&mut self, id: ServerId) -> Result<Option<Server>, SqlError> {
-        let b: Option<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.servers WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&mut *self.0)
-                .await
-                .map_err(db)?;
-        b.map(|b| from_json(S, "server", &b)).transpose()
+    async fn lock_server(
+        &mut self,
+        id: ServerId,
+    ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError> {
+        let row: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT h.revision, s.body::text FROM wgm.heads h LEFT JOIN wgm.servers s ON s.id = h.server_id
+             WHERE h.server_id = $1 FOR UPDATE OF h",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(db)?;
+        let Some((revision, body)) = row else {
+            return Ok((None, None));
+        };
+        let server = body.map(|b| from_json(S, "server", &b)).transpose()?;
+        Ok((Some(rev(S, revision)?), server))
     }
 
     async fn server_name_taken(
@@ -530,40 +542,30 @@ impl Tx for PgTx<'_> {
         Ok(r.is_some())
     }
 
-    async fn stored_peer_ids(
+    async fn peers_for_commit(
         &mut self,
         server: ServerId,
         ids: &[PeerId],
-    ) -> Result<HashSet<PeerId>, SqlError> {
-        let list: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
-        let rows: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM wgm.peers WHERE server_id = $1 AND id = ANY($2)")
-                .bind(server.0)
-                .bind(&list)
-                .fetch_all(&mut *self.0)
-                .await
-                .map_err(db)?;
-        Ok(rows.into_iter().map(PeerId).collect())
-    }
-
-    async fn peers_matching(
-        &mut self,
-        server: ServerId,
         probe: &Probe,
     ) -> Result<Vec<(PeerId, Peer)>, SqlError> {
+        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
         let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
             "SELECT id, body::text, stats::text FROM wgm.peers WHERE server_id = $1 AND id IN (
-                SELECT id FROM wgm.peers WHERE server_id = $1 AND name_key = ANY($2)
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND id = ANY($2)
                 UNION ALL
-                SELECT id FROM wgm.peers WHERE server_id = $1 AND public_key = ANY($3)
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND name_key = ANY($3)
                 UNION ALL
-                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v6 = ANY($4::text[]::inet[])
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND public_key = ANY($4)
                 UNION ALL
-                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v4 = ANY($5::text[]::inet[])
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v6 = ANY($5::text[]::inet[])
                 UNION ALL
-                SELECT id FROM wgm.peers WHERE server_id = $1 AND delegated_prefix = ANY($6::text[]::inet[]))",
+                SELECT id FROM wgm.peers WHERE server_id = $1 AND address_v4 = ANY($6::text[]::inet[])
+                UNION ALL
+                SELECT id FROM wgm.peers WHERE server_id = $1
+                    AND delegated_prefix = ANY($7::text[]::inet[]))",
         )
         .bind(server.0)
+        .bind(&ids)
         .bind(&probe.names)
         .bind(&probe.keys)
         .bind(&probe.v6)
@@ -577,20 +579,10 @@ impl Tx for PgTx<'_> {
             .collect()
     }
 
-    async fn set_head(
-        &mut self,
-        id: ServerId,
-        rev: RevisionNo,
-        exists: bool,
-    ) -> Result<(), SqlError> {
-        // A plain INSERT for a new server: two creators of one id race here, and the loser's
-        // 23505 is retried, after which it sees the winner's head and fails with Conflict.
-        let sql = if exists {
-            "UPDATE wgm.heads SET revision = $2 WHERE server_id = $1"
-        } else {
-            "INSERT INTO wgm.heads (server_id, revision) VALUES ($1, $2)"
-        };
-        sqlx::query(sql)
+    async fn insert_head(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError> {
+        // Two creators of one id race here; the loser's 23505 is retried, after which it
+        // sees the winner's head and fails with Conflict.
+        sqlx::query("INSERT INTO wgm.heads (server_id, revision) VALUES ($1, $2)")
             .bind(id.0)
             .bind(int(rev.0))
             .execute(&mut *self.0)
@@ -707,10 +699,24 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+    async fn finish(
+        &mut self,
+        r: &RevisionRecord,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, SqlError> {
+        let rec = self.chain_audit(audit).await?;
+        // One statement for the rest: the head, the revision, the audit record, the audit
+        // head and the notification (queued; sent by PostgreSQL only if the commit lands).
         sqlx::query(
-            "INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            "WITH head AS (UPDATE wgm.heads SET revision = $2 WHERE server_id = $1),
+                  rev AS (
+                      INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
+                      VALUES ($1, $2, $3, $4, $5, $6::jsonb)),
+                  audit AS (
+                      INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
+                      VALUES ($7, $8, $9, $10, $11, $12::json, $13, $14)),
+                  audit_head AS (UPDATE wgm.audit_head SET seq = $7, hash = $14 WHERE id = 1)
+             SELECT pg_notify($15, $16)",
         )
         .bind(r.server_id.0)
         .bind(int(r.revision.0))
@@ -718,34 +724,29 @@ impl Tx for PgTx<'_> {
         .bind(&r.author.label)
         .bind(&r.summary)
         .bind(to_json(S, "revision", r)?)
+        .bind(int(rec.seq))
+        .bind(ns(rec.entry.at))
+        .bind(&rec.entry.actor.label)
+        .bind(rec.entry.server_id.map(|s| s.0))
+        .bind(&rec.entry.object)
+        .bind(to_json(S, "audit entry", &rec.entry)?)
+        .bind(&rec.prev_hash)
+        .bind(&rec.hash)
+        .bind(CHANNEL)
+        .bind(format!("{}:{}", r.server_id, r.revision))
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        Ok(())
-    }
-
-    async fn notify(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError> {
-        // Inside the transaction: PostgreSQL delivers it if and only if the commit lands.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(format!("{id}:{rev}"))
-            .execute(&mut *self.0)
-            .await
-            .map_err(db)?;
-        Ok(())
+        Ok(rec)
     }
 
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db)?;
-        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
-        let rec = AuditRecord::chain(next, &hash, entry);
+        let rec = self.chain_audit(entry).await?;
         sqlx::query(
-            "INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8)",
+            "WITH audit AS (
+                 INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8))
+             UPDATE wgm.audit_head SET seq = $1, hash = $8 WHERE id = 1",
         )
         .bind(int(rec.seq))
         .bind(ns(rec.entry.at))
@@ -758,12 +759,6 @@ impl Tx for PgTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        sqlx::query("UPDATE wgm.audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(int(rec.seq))
-            .bind(&rec.hash)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db)?;
         Ok(rec)
     }
 

@@ -8,7 +8,7 @@
 //! async mutex (fair, and no connection is held while waiting), so the busy timeout only
 //! arbitrates between processes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -325,11 +325,10 @@ impl SqliteStore {
     ) -> Result<(), SqlError> {
         // Later entries for one peer win, as if applied in order.
         let last: HashMap<PeerId, &PeerStats> = stats.iter().map(|(p, s)| (*p, s)).collect();
-        let items: Vec<serde_json::Value> = last
+        let rows: Vec<(String, String)> = last
             .iter()
-            .map(|(p, s)| Ok(serde_json::json!({ "id": p.to_string(), "stats": to_json(S, "peer stats", s)? })))
+            .map(|(p, s)| Ok((p.to_string(), to_json(S, "peer stats", s)?)))
             .collect::<Result<_, SqlError>>()?;
-        let items = json_list(&items)?;
         retrying!(
             "update_peer_stats",
             async {
@@ -342,17 +341,17 @@ impl SqliteStore {
                 if exists.is_none() {
                     return Err(Error::not_found("server", id).into());
                 }
-                sqlx::query(
-                    "UPDATE peers SET stats = s.stats
-                     FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.stats') AS stats
-                           FROM json_each(?2)) AS s
-                     WHERE peers.server_id = ?1 AND peers.id = s.id",
-                )
-                .bind(id.to_string())
-                .bind(&items)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                // One prepared statement, executed per peer inside the one transaction: each
+                // execution is a primary-key lookup, so the batch is linear in its size.
+                for (peer, body) in &rows {
+                    sqlx::query("UPDATE peers SET stats = ?3 WHERE server_id = ?1 AND id = ?2")
+                        .bind(id.to_string())
+                        .bind(peer)
+                        .bind(body)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
                 tx.commit().await.map_err(db)
             }
             .await
@@ -488,22 +487,24 @@ struct SqliteTx<'c>(&'c mut SqliteConnection);
 impl Tx for SqliteTx<'_> {
     const STORE: &'static str = S;
 
-    async fn lock_head(&mut self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> = sqlx::query_scalar("SELECT revision FROM heads WHERE server_id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
-    }
-
-    async fn server(&mut self, id: ServerId) -> Result<Option<Server>, SqlError> {
-        let b: Option<String> = sqlx::query_scalar("SELECT body FROM servers WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(db)?;
-        b.map(|b| from_json(S, "server", &b)).transpose()
+    async fn lock_server(
+        &mut self,
+        id: ServerId,
+    ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError> {
+        // BEGIN IMMEDIATE already holds the write lock: a plain read is a locked read.
+        let row: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT h.revision, s.body FROM heads h LEFT JOIN servers s ON s.id = h.server_id
+             WHERE h.server_id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(db)?;
+        let Some((revision, body)) = row else {
+            return Ok((None, None));
+        };
+        let server = body.map(|b| from_json(S, "server", &b)).transpose()?;
+        Ok((Some(rev(S, revision)?), server))
     }
 
     async fn server_name_taken(
@@ -522,42 +523,31 @@ impl Tx for SqliteTx<'_> {
         Ok(r.is_some())
     }
 
-    async fn stored_peer_ids(
+    async fn peers_for_commit(
         &mut self,
         server: ServerId,
         ids: &[PeerId],
-    ) -> Result<HashSet<PeerId>, SqlError> {
-        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM peers WHERE server_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(server.to_string())
-        .bind(json_list(&list)?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db)?;
-        rows.iter().map(|s| parse_id("peer id", s)).collect()
-    }
-
-    async fn peers_matching(
-        &mut self,
-        server: ServerId,
         probe: &Probe,
     ) -> Result<Vec<(PeerId, Peer)>, SqlError> {
-        // One index probe per unique column (a UNION, not an OR, so each arm uses its index).
+        // One index probe per arm (a UNION, not an OR, so each arm uses its index).
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT id, body, stats FROM peers WHERE server_id = ?1 AND id IN (
-                SELECT id FROM peers WHERE server_id = ?1 AND name_key IN (SELECT value FROM json_each(?2))
+                SELECT id FROM peers WHERE server_id = ?1 AND id IN (SELECT value FROM json_each(?2))
                 UNION ALL
-                SELECT id FROM peers WHERE server_id = ?1 AND public_key IN (SELECT value FROM json_each(?3))
+                SELECT id FROM peers WHERE server_id = ?1 AND name_key IN (SELECT value FROM json_each(?3))
                 UNION ALL
-                SELECT id FROM peers WHERE server_id = ?1 AND address_v6 IN (SELECT value FROM json_each(?4))
+                SELECT id FROM peers WHERE server_id = ?1 AND public_key IN (SELECT value FROM json_each(?4))
                 UNION ALL
-                SELECT id FROM peers WHERE server_id = ?1 AND address_v4 IN (SELECT value FROM json_each(?5))
+                SELECT id FROM peers WHERE server_id = ?1 AND address_v6 IN (SELECT value FROM json_each(?5))
                 UNION ALL
-                SELECT id FROM peers WHERE server_id = ?1 AND delegated_prefix IN (SELECT value FROM json_each(?6)))",
+                SELECT id FROM peers WHERE server_id = ?1 AND address_v4 IN (SELECT value FROM json_each(?6))
+                UNION ALL
+                SELECT id FROM peers WHERE server_id = ?1
+                    AND delegated_prefix IN (SELECT value FROM json_each(?7)))",
         )
         .bind(server.to_string())
+        .bind(json_list(&ids)?)
         .bind(json_list(&probe.names)?)
         .bind(json_list(&probe.keys)?)
         .bind(json_list(&probe.v6)?)
@@ -571,21 +561,13 @@ impl Tx for SqliteTx<'_> {
             .collect()
     }
 
-    async fn set_head(
-        &mut self,
-        id: ServerId,
-        rev: RevisionNo,
-        _exists: bool,
-    ) -> Result<(), SqlError> {
-        sqlx::query(
-            "INSERT INTO heads (server_id, revision) VALUES (?1, ?2)
-             ON CONFLICT (server_id) DO UPDATE SET revision = excluded.revision",
-        )
-        .bind(id.to_string())
-        .bind(int(rev.0))
-        .execute(&mut *self.0)
-        .await
-        .map_err(db)?;
+    async fn insert_head(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError> {
+        sqlx::query("INSERT INTO heads (server_id, revision) VALUES (?1, ?2)")
+            .bind(id.to_string())
+            .bind(int(rev.0))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -681,9 +663,20 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+    async fn finish(
+        &mut self,
+        r: &RevisionRecord,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord, SqlError> {
+        sqlx::query("UPDATE heads SET revision = ?2 WHERE server_id = ?1")
+            .bind(r.server_id.to_string())
+            .bind(int(r.revision.0))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
         sqlx::query(
-            "INSERT INTO revisions (server_id, revision, at_ns, author, summary, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO revisions (server_id, revision, at_ns, author, summary, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(r.server_id.to_string())
         .bind(int(r.revision.0))
@@ -694,11 +687,7 @@ impl Tx for SqliteTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        Ok(())
-    }
-
-    async fn notify(&mut self, _id: ServerId, _rev: RevisionNo) -> Result<(), SqlError> {
-        Ok(())
+        self.append_audit(audit).await
     }
 
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
