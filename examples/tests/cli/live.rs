@@ -246,4 +246,18 @@ fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("+ peer carol"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
+
+    // An inactive server's interface is removed by the next apply, daemon and all.
+    env.ok(&["server", "set", "office", "--active", "no"]);
+    let out = in_ns(&["apply", "office"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("- device"));
+    let out = in_ns(&["--json", "status", "office"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["exists"], false);
+    assert!(!std::path::Path::new(&format!("/var/run/wireguard/{name}.sock")).exists());
 }

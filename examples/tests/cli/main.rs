@@ -230,6 +230,15 @@ fn server_create_list_show_set_export_rotate_delete() {
     assert_eq!(set["client_template"]["keepalive"], 0);
     assert_eq!(set["revision"], 2);
     env.fails(&["server", "set", "office"], 1);
+    assert_eq!(
+        env.json(&["server", "set", "office", "--active", "no"])["active"],
+        false
+    );
+    assert_eq!(
+        env.json(&["server", "set", "office", "--active", "yes"])["active"],
+        true
+    );
+    env.fails(&["server", "set", "office", "--active", "maybe"], 2);
 
     let export = env.ok(&["server", "export", "office"]);
     assert!(
@@ -250,7 +259,7 @@ fn server_create_list_show_set_export_rotate_delete() {
 
     let rotated = env.json(&["server", "rotate-key", "office"]);
     assert_ne!(rotated["public_key"], v["public_key"]);
-    assert_eq!(rotated["revision"], 3);
+    assert_eq!(rotated["revision"], 5);
 
     let del = env.json(&["server", "delete", "office"]);
     assert_eq!(del["deleted"]["name"], "office");

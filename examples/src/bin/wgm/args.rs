@@ -240,6 +240,9 @@ pub struct ServerSet {
     /// Persistent keepalive in client configs (0-65535 s, 0 = off)
     #[arg(long, value_name = "SECS")]
     pub client_keepalive: Option<String>,
+    /// Whether the interface should exist: `no` makes the next apply remove it
+    #[arg(long, value_name = "yes|no")]
+    pub active: Option<String>,
 }
 
 /// `wgm server export`.

@@ -39,7 +39,11 @@ pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
             ctx.out.line(&format!(
                 "deleted server {} and its {} peers (revision {rev}; the history is kept)",
                 v.name, v.peer_count
-            ))
+            ))?;
+            ctx.out.note(
+                "a live interface is left as it is; to remove one, first `wgm server set NAME --active no` and `wgm apply NAME`",
+            );
+            Ok(())
         }
         ServerCmd::Set(a) => set(ctx, a).await,
         ServerCmd::Export(a) => export(ctx, a).await,
@@ -242,6 +246,15 @@ pub fn show(ctx: &Ctx, v: &ServerView) -> CliResult {
         ("allocation", strategy.to_owned()),
         ("client tunnel", tunnel.to_owned()),
         ("client keepalive", v.client_template.keepalive.to_string()),
+        (
+            "active",
+            if v.active {
+                "yes"
+            } else {
+                "no (apply removes the interface)"
+            }
+            .to_owned(),
+        ),
         ("peers", v.peer_count.to_string()),
         ("revision", v.revision.to_string()),
         ("created", out::time(v.created_at)),
@@ -290,6 +303,12 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
             Some(FwMark::parse(f, "server.fwmark")?)
         });
     }
+    u.active = match a.active.as_deref() {
+        None => None,
+        Some("yes" | "true") => Some(true),
+        Some("no" | "false") => Some(false),
+        Some(_) => return Err(Error::invalid("server.active", "must be yes or no").into()),
+    };
     let tunnel = a.tunnel.as_deref().map(parse::tunnel).transpose()?;
     let keepalive = a
         .client_keepalive
@@ -313,6 +332,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
         && u.mtu.is_none()
         && u.fwmark.is_none()
         && u.strategy.is_none()
+        && u.active.is_none()
         && u.client_template.is_none();
     if nothing {
         return Err(CliError::Usage(
