@@ -821,6 +821,42 @@ fn users_tokens_and_acting_as_a_user() {
     let r = env.run(&["--token", "wgm_bogus", "server", "list"]);
     check_failure(&["server", "list"], &r, 5);
 
+    // Object-level checks (no IDOR): umar, a self-service user on office, sees and
+    // touches only his own peers; others' peers do not exist for him.
+    let umar = env.json(&["token", "create", "umar"]);
+    let umar_secret = umar["secret"].as_str().unwrap();
+    let r = env.run(&[
+        "--token",
+        umar_secret,
+        "--json",
+        "peer",
+        "add",
+        "office",
+        "umars-phone",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let listed: Value = serde_json::from_str(
+        &env.run(&["--token", umar_secret, "--json", "peer", "list", "office"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(names(&listed), ["umars-phone"]);
+    for args in [
+        &["peer", "show", "office", "alice"][..],
+        &["peer", "remove", "office", "alice"],
+        &["peer", "config", "office", "alice"],
+        &["peer", "disable", "office", "alice"],
+    ] {
+        let mut a = vec!["--token", umar_secret];
+        a.extend_from_slice(args);
+        let r = env.run(&a);
+        check_failure(args, &r, 3);
+    }
+    assert_eq!(
+        env.json(&["peer", "show", "office", "alice"])["enabled"],
+        true
+    );
+
     // Users: disable, enable, role, password, delete.
     assert_eq!(env.json(&["user", "disable", "ann"])["active"], false);
     assert_eq!(env.json(&["user", "enable", "ann"])["active"], true);

@@ -502,6 +502,14 @@ fn bad_passwords_roles_and_scopes_are_refused() {
             r.stderr
         );
     }
+    // Over the library's byte cap, and over the CLI's read cap.
+    let long = vec![b'a'; 1025];
+    let r = env.run_with_stdin(
+        &["user", "add", "pat", "--role", "user", "--password-stdin"],
+        &long,
+    );
+    check_failure(&["user", "add", "long"], &r, 2);
+    assert!(r.stderr.contains("at most 1024 bytes"), "{}", r.stderr);
     let huge = vec![b'a'; 70_000];
     let r = env.run_with_stdin(
         &["user", "add", "pat", "--role", "user", "--password-stdin"],
