@@ -145,8 +145,14 @@ impl Error {
     /// let e = wgm_core::Error::invalid("server.mtu", "must be at least 1280 with IPv6");
     /// assert!(e.to_string().contains("server.mtu"));
     /// ```
-    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
-        Error::InvalidInput { field: field.into(), reason: reason.into() }
+    pub fn invalid(
+        field: impl Into<Cow<'static, str>>,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Parse`] at `line` for `field` breaking `reason`.
@@ -155,32 +161,48 @@ impl Error {
         field: impl Into<Cow<'static, str>>,
         reason: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Error::Parse { line, field: field.into(), reason: reason.into() }
+        Error::Parse {
+            line,
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::NotFound`] for an object of `kind` with identifier `id`.
     pub fn not_found(kind: &'static str, id: impl fmt::Display) -> Self {
-        Error::NotFound { kind, id: id.to_string() }
+        Error::NotFound {
+            kind,
+            id: id.to_string(),
+        }
     }
 
     /// An [`Error::AlreadyExists`] for an object of `kind` with identifier `id`.
     pub fn already_exists(kind: &'static str, id: impl fmt::Display) -> Self {
-        Error::AlreadyExists { kind, id: id.to_string() }
+        Error::AlreadyExists {
+            kind,
+            id: id.to_string(),
+        }
     }
 
     /// An [`Error::Conflict`] with the given reason.
     pub fn conflict(reason: impl Into<Cow<'static, str>>) -> Self {
-        Error::Conflict { reason: reason.into() }
+        Error::Conflict {
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::PermissionDenied`] with the given reason.
     pub fn denied(reason: impl Into<Cow<'static, str>>) -> Self {
-        Error::PermissionDenied { reason: reason.into() }
+        Error::PermissionDenied {
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Unauthenticated`] with the given reason.
     pub fn unauthenticated(reason: impl Into<Cow<'static, str>>) -> Self {
-        Error::Unauthenticated { reason: reason.into() }
+        Error::Unauthenticated {
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Unsupported`] naming what is not supported.
@@ -190,17 +212,25 @@ impl Error {
 
     /// An [`Error::Sealed`] with the given reason.
     pub fn sealed(reason: impl Into<Cow<'static, str>>) -> Self {
-        Error::Sealed { reason: reason.into() }
+        Error::Sealed {
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Backend`] wrapping `source`.
     pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
-        Error::Backend { backend, source: source.into() }
+        Error::Backend {
+            backend,
+            source: source.into(),
+        }
     }
 
     /// An [`Error::Store`] wrapping `source`.
     pub fn store(store: &'static str, source: impl Into<BoxError>) -> Self {
-        Error::Store { store, source: source.into() }
+        Error::Store {
+            store,
+            source: source.into(),
+        }
     }
 
     /// Prefix the field of an [`Error::InvalidInput`] or [`Error::Parse`] with `prefix`
@@ -213,12 +243,19 @@ impl Error {
     #[must_use]
     pub fn in_field(self, prefix: &str) -> Self {
         match self {
-            Error::InvalidInput { field, reason } => {
-                Error::InvalidInput { field: format!("{prefix}.{field}").into(), reason }
-            }
-            Error::Parse { line, field, reason } => {
-                Error::Parse { line, field: format!("{prefix}.{field}").into(), reason }
-            }
+            Error::InvalidInput { field, reason } => Error::InvalidInput {
+                field: format!("{prefix}.{field}").into(),
+                reason,
+            },
+            Error::Parse {
+                line,
+                field,
+                reason,
+            } => Error::Parse {
+                line,
+                field: format!("{prefix}.{field}").into(),
+                reason,
+            },
             other => other,
         }
     }
