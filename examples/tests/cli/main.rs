@@ -3,6 +3,7 @@
 
 mod harness;
 mod live;
+mod postgres;
 mod rejections;
 mod security;
 
