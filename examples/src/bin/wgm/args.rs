@@ -39,6 +39,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "WGM_STORE",
         value_name = "URL",
         hide_env_values = true
@@ -46,13 +47,14 @@ pub struct Global {
     pub store: Option<String>,
 
     /// Machine-readable JSON on stdout (errors as one JSON line on stderr)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Act as the owner of this API token instead of the local administrator
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "WGM_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
@@ -63,6 +65,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "WGM_MASTER_KEY_FILE",
         value_name = "PATH",
         hide_env_values = true
