@@ -232,7 +232,21 @@ fn show_status(ctx: &Ctx, s: &Status) -> CliResult {
 pub async fn status(ctx: &Ctx, a: LiveArgs) -> CliResult {
     let host = host(&a.backend, false, DriftPolicy::Report)?;
     let sid = ctx.server(&a.server).await?;
-    let s = ctx.m.status(&ctx.p, sid, &host).await?;
+    let mut s = ctx.m.status(&ctx.p, sid, &host).await?;
+    // Managed peers by name, then unmanaged ones by key: a stable order to read and diff.
+    s.peers.sort_by(|a, b| {
+        (
+            a.name.is_none(),
+            a.name.as_ref().map(|n| n.to_lowercase()),
+            a.public_key.to_base64(),
+        )
+            .cmp(&(
+                b.name.is_none(),
+                b.name.as_ref().map(|n| n.to_lowercase()),
+                b.public_key.to_base64(),
+            ))
+    });
+    s.missing.sort();
     show_status(ctx, &s)
 }
 
