@@ -218,6 +218,13 @@ impl SqlStore {
     /// Notifications sent while the listening connection is down are lost; the stream
     /// reconnects by itself, and a follower should reload the heads it cares about after
     /// an error item. `Unsupported` on SQLite (poll [`Store::head`] there).
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(
+            clippy::unused_async,
+            reason = "async for the postgres backend; one signature for all builds"
+        )
+    )]
     pub async fn subscribe(&self) -> Result<BoxStream<'static, Result<(ServerId, RevisionNo)>>> {
         match &self.backend {
             #[cfg(feature = "sqlite")]
