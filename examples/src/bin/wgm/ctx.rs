@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use wgm_core::manager::Manager;
-use wgm_core::model::{Page, ServerId};
+use wgm_core::model::{Change, Page, RevisionNo, ServerId};
 use wgm_core::rbac::Principal;
 use wgm_core::seal::{MasterKey, Sealer, SecretKind};
 use wgm_core::store::Store;
@@ -148,26 +148,44 @@ async fn load_master_key(
 /// Refuse a master key that is not the one the store's secrets were sealed with, before
 /// anything is read or written: one sealed server key is opened as the witness. Without
 /// this, a wrong key would seal new secrets under a second key and mix the store.
+///
+/// The witness is the key in the first server's first revision (one small record); only
+/// when that does not open is the server's current state loaded and its key tried, so a
+/// store whose old revisions predate a re-seal is judged by what it holds now.
 async fn check_master_key(store: &dyn Store, sealer: &Sealer) -> CliResult {
     let Some(first) = store.list_servers(Page::first(1)).await?.into_iter().next() else {
         return Ok(());
     };
+    let opens = |id: &ServerId, sealed: &wgm_core::seal::SealedSecret| {
+        sealer
+            .open_private_key(SecretKind::ServerPrivateKey, &id.to_string(), sealed)
+            .map(drop)
+    };
+    let created = store.revisions(first.id, RevisionNo::NONE, 1).await?;
+    let witness = created
+        .iter()
+        .flat_map(|r| &r.changes)
+        .find_map(|c| match c {
+            Change::ServerCreated { server } => Some(server.private_key.clone()),
+            _ => None,
+        });
+    if witness.is_some_and(|w| opens(&first.id, &w).is_ok()) {
+        return Ok(());
+    }
     let Some(state) = store.load_server(first.id).await? else {
         return Ok(());
     };
     let s = &state.server;
-    sealer
-        .open_private_key(SecretKind::ServerPrivateKey, &s.id.to_string(), &s.private_key)
-        .map_err(|e| match e {
-            Error::Sealed { .. } => Error::sealed(format!(
-                "the master key does not open this store's secrets (loaded key {}; server {} was sealed with key {}): wrong master key",
-                sealer.current_key_id(),
-                s.name,
-                s.private_key
-                    .key_id()
-                    .map_or_else(|| "?".to_owned(), |k| k.to_string()),
-            )),
-            other => other,
-        })?;
+    opens(&s.id, &s.private_key).map_err(|e| match e {
+        Error::Sealed { .. } => Error::sealed(format!(
+            "the master key does not open this store's secrets (loaded key {}; server {} was sealed with key {}): wrong master key",
+            sealer.current_key_id(),
+            s.name,
+            s.private_key
+                .key_id()
+                .map_or_else(|| "?".to_owned(), |k| k.to_string()),
+        )),
+        other => other,
+    })?;
     Ok(())
 }
