@@ -47,12 +47,18 @@
 //!   rest of every record is its serde JSON body, so the model can grow without a
 //!   migration per field. Sealed secrets are stored as their ciphertext strings and never
 //!   opened here.
-//! - **Constant work per commit.** A commit reads only the stored peers its changes name
+//! - **Work per commit independent of the server's size.** A commit reads only the stored peers its changes name
 //!   and those sharing a unique value with them (index probes), never the whole server;
 //!   loading a server is two queries, one of them for all its peers.
 //! - **Versioned migrations applied on open**, embedded in the binary, applied under
 //!   `BEGIN IMMEDIATE` (SQLite) or an advisory lock (PostgreSQL); a database written by a
 //!   newer schema is refused.
+//!
+//! ## Tests
+//! The semantics tests run every check on `MemoryStore` (the reference), SQLite (file and
+//! memory) and PostgreSQL; PostgreSQL runs only when `WGM_TEST_POSTGRES_URL` names an
+//! administrative connection (each test creates and drops a database of its own) and is
+//! skipped with one printed line otherwise.
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `postgres`");
