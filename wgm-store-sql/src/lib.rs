@@ -47,9 +47,10 @@
 //!   rest of every record is its serde JSON body, so the model can grow without a
 //!   migration per field. Sealed secrets are stored as their ciphertext strings and never
 //!   opened here.
-//! - **Work per commit independent of the server's size.** A commit reads only the stored peers its changes name
-//!   and those sharing a unique value with them (index probes), never the whole server;
-//!   loading a server is two queries, one of them for all its peers.
+//! - **Work per commit independent of the server's size.** A commit reads only the
+//!   stored peers its changes name and those sharing a unique value with them (index
+//!   probes), never the whole server; loading a server is two queries, one of them for
+//!   all its peers.
 //! - **Versioned migrations applied on open**, embedded in the binary, applied under
 //!   `BEGIN IMMEDIATE` (SQLite) or an advisory lock (PostgreSQL); a database written by a
 //!   newer schema is refused.
