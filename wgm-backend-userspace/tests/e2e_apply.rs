@@ -845,6 +845,12 @@ async fn drift_is_restored_and_a_deleted_interface_recreated() {
     tunnel_comes_up(&lab).await;
     let carol_key = s.key(carol).await;
     let carol_desired = s.status_of(&carol_key).await;
+    let carol_keepalive = s
+        .backend_peer(&lab, &carol_key)
+        .await
+        .expect("carol on the device")
+        .persistent_keepalive;
+    assert_ne!(carol_keepalive, 7, "the drift below must be a change");
 
     // Out of band, in A: carol's allowed IPs and keepalive change; a stranger appears.
     let stranger = PrivateKey::generate().public_key();
@@ -908,7 +914,7 @@ async fn drift_is_restored_and_a_deleted_interface_recreated() {
         .await
         .expect("carol on the device");
     assert_eq!(
-        carol_live.persistent_keepalive, 25,
+        carol_live.persistent_keepalive, carol_keepalive,
         "keepalive not restored"
     );
     assert!(
