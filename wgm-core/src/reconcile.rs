@@ -227,7 +227,14 @@ pub fn desired_host(
                 preshared_key,
                 endpoint,
                 allowed_ips: allowed,
-                keepalive: p.keepalive.get(),
+                // Roaming clients keep their own NAT mappings alive (their config carries
+                // the keepalive); the server sends keepalives only to peers it dials, as
+                // the rendered server config says.
+                keepalive: if p.endpoint.is_some() {
+                    p.keepalive.get()
+                } else {
+                    0
+                },
             },
         );
     }
@@ -749,20 +756,12 @@ impl Manager {
         server: ServerId,
         host: &Host,
         action: Action,
-    ) -> Result<DesiredHost> {
+    ) -> Result<(DesiredHost, Option<RevisionNo>)> {
         self.authorize(p, Resource::Server, action, Target::server(server.0))
             .await?;
-        let state = self
-            .store()
-            .load_server(server)
-            .await?
-            .ok_or_else(|| Error::not_found("server", server))?;
-        let since = self
-            .store()
-            .applied(server, &host.name)
-            .await?
-            .unwrap_or(RevisionNo::NONE);
+        let applied = self.store().applied(server, &host.name).await?;
         let mut removed = Vec::new();
+        let since = applied.unwrap_or(RevisionNo::NONE);
         for rec in self.store().revisions(server, since, u64::MAX).await? {
             for ch in &rec.changes {
                 match ch {
@@ -772,12 +771,17 @@ impl Manager {
                 }
             }
         }
-        desired_host(&state, self.sealer(), removed)
+        // From the manager's cached state (validated against the store's head), not a
+        // fresh load of every peer.
+        let desired = self
+            .read_server(server, |st| desired_host(st, self.sealer(), removed))
+            .await?;
+        Ok((desired, applied))
     }
 
     /// The plan that [`Manager::apply`] would execute now (needs `server:read`).
     pub async fn plan(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Plan> {
-        let desired = self.desired_for(p, server, host, Action::Read).await?;
+        let (desired, _) = self.desired_for(p, server, host, Action::Read).await?;
         let dev = host.wireguard.read_device(&desired.interface).await?;
         let link = match &host.network {
             Some(n) => n.read_link(&desired.interface).await?,
@@ -808,26 +812,24 @@ impl Manager {
         host: &Host,
         opts: ApplyOptions,
     ) -> Result<ApplyReport> {
-        let desired = self.desired_for(p, server, host, Action::Apply).await?;
+        let (desired, applied) = self.desired_for(p, server, host, Action::Apply).await?;
         let iface = desired.interface.clone();
         let caps = host.wireguard.capabilities();
-        let read = |dev: bool| {
-            let host = host.clone();
-            let iface = iface.clone();
-            async move {
-                let d = if dev {
-                    host.wireguard.read_device(&iface).await?
-                } else {
-                    None
-                };
-                let l = match &host.network {
-                    Some(n) => n.read_link(&iface).await?,
-                    None => None,
-                };
-                Ok::<_, Error>((d, l))
-            }
+        let snapshot_key = (server, host.name.clone());
+        // Fast path: when this manager verified the host at the revision the store
+        // records as applied, plan from that read instead of reading the whole device
+        // again. Anything that changed out of band since shows in the verifying read
+        // below and is converged in a second pass.
+        let snapshot = if opts.full_resync || opts.dry_run {
+            None
+        } else {
+            self.live_snapshot(&snapshot_key, applied)
         };
-        let (dev, link) = read(true).await?;
+        let used_snapshot = snapshot.is_some();
+        let (dev, link) = match snapshot {
+            Some(s) => s,
+            None => read_host(host, &iface).await?,
+        };
         let mut pl = plan(
             &desired,
             dev.as_ref(),
@@ -839,7 +841,7 @@ impl Manager {
         if host.network.is_none() {
             strip_link(&mut pl);
         }
-        tracing::debug!(interface = %iface, revision = %desired.revision, items = pl.items.len(), "planned");
+        tracing::debug!(interface = %iface, revision = %desired.revision, items = pl.items.len(), from_snapshot = used_snapshot, "planned");
         tracing::trace!(device = ?pl.device, link = ?pl.link, "plan deltas");
         if opts.dry_run {
             return Ok(ApplyReport {
@@ -851,34 +853,10 @@ impl Manager {
                 remaining: Vec::new(),
             });
         }
-        let mut errors = Vec::new();
-        if pl.delete_device {
-            if let Err(e) = host.wireguard.delete_device(&iface).await {
-                errors.push(e.to_string());
-            }
-        } else {
-            if pl.create_device {
-                if let Err(e) = host.wireguard.create_device(&iface).await {
-                    errors.push(e.to_string());
-                }
-            }
-            if !pl.device.is_empty() {
-                if let Err(e) = host.wireguard.apply_device(&iface, &pl.device).await {
-                    tracing::warn!(interface = %iface, error = %e, "device apply failed part-way; re-reading");
-                    errors.push(e.to_string());
-                }
-            }
-            if let Some(net) = &host.network {
-                if !pl.link.is_empty() {
-                    // Routes need the link up; apply link changes after the device exists.
-                    if let Err(e) = net.apply_link(&iface, &pl.link).await {
-                        errors.push(e.to_string());
-                    }
-                }
-            }
-        }
+        self.forget_snapshot(&snapshot_key);
+        let mut errors = execute(host, &iface, &pl).await;
         // Verify by reading back and planning again.
-        let (dev2, link2) = read(true).await?;
+        let (mut dev2, mut link2) = read_host(host, &iface).await?;
         let mut again = plan(
             &desired,
             dev2.as_ref(),
@@ -890,6 +868,39 @@ impl Manager {
         if host.network.is_none() {
             strip_link(&mut again);
         }
+        if used_snapshot && !again.is_empty() && errors.is_empty() {
+            // The snapshot was stale: converge from the fresh read, then verify again.
+            tracing::debug!(interface = %iface, "live state changed since the last verified read; second pass");
+            errors.extend(execute(host, &iface, &again).await);
+            let second: Vec<PlanItem> = again
+                .items
+                .iter()
+                .filter(|i| !pl.items.contains(i))
+                .cloned()
+                .collect();
+            pl.items.extend(second);
+            (dev2, link2) = read_host(host, &iface).await?;
+            again = plan(
+                &desired,
+                dev2.as_ref(),
+                link2.as_ref(),
+                host.drift,
+                caps.remove_allowed_ip,
+                false,
+            );
+            if host.network.is_none() {
+                strip_link(&mut again);
+            }
+        }
+        // Drift the verifying read found but leaves alone (unmanaged peers under the
+        // `report` policy) belongs in the report too.
+        let reported: Vec<PlanItem> = again
+            .items
+            .iter()
+            .filter(|i| i.is_report_only() && !pl.items.contains(i))
+            .cloned()
+            .collect();
+        pl.items.extend(reported);
         let remaining: Vec<PlanItem> = again
             .items
             .iter()
@@ -909,6 +920,7 @@ impl Manager {
             self.store()
                 .set_applied(server, &host.name, desired.revision)
                 .await?;
+            self.remember_snapshot(snapshot_key, desired.revision, dev2, link2);
         }
         let report = ApplyReport {
             plan: pl,
@@ -1071,4 +1083,49 @@ fn item_pending(item: &PlanItem, remaining: &[PlanItem]) -> bool {
     };
     let k = key(item);
     remaining.iter().any(|r| key(r) == k)
+}
+
+/// Read a host's device and link.
+async fn read_host(
+    host: &Host,
+    iface: &InterfaceName,
+) -> Result<(Option<DeviceState>, Option<LinkState>)> {
+    let d = host.wireguard.read_device(iface).await?;
+    let l = match &host.network {
+        Some(n) => n.read_link(iface).await?,
+        None => None,
+    };
+    Ok((d, l))
+}
+
+/// Execute a plan's deltas; returns the backends' errors (the caller re-reads to see
+/// what landed: neither the kernel nor UAPI is atomic).
+async fn execute(host: &Host, iface: &InterfaceName, pl: &Plan) -> Vec<String> {
+    let mut errors = Vec::new();
+    if pl.delete_device {
+        if let Err(e) = host.wireguard.delete_device(iface).await {
+            errors.push(e.to_string());
+        }
+        return errors;
+    }
+    if pl.create_device {
+        if let Err(e) = host.wireguard.create_device(iface).await {
+            errors.push(e.to_string());
+        }
+    }
+    if !pl.device.is_empty() {
+        if let Err(e) = host.wireguard.apply_device(iface, &pl.device).await {
+            tracing::warn!(interface = %iface, error = %e, "device apply failed part-way; re-reading");
+            errors.push(e.to_string());
+        }
+    }
+    if let Some(net) = &host.network {
+        if !pl.link.is_empty() {
+            // After the device exists: its link comes with it.
+            if let Err(e) = net.apply_link(iface, &pl.link).await {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    errors
 }

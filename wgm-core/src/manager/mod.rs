@@ -150,6 +150,7 @@ impl ManagerBuilder {
             jwt: self.jwt,
             servers: std::sync::Mutex::new(HashMap::new()),
             throttle: std::sync::Mutex::new(Throttle::default()),
+            live: std::sync::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -160,6 +161,53 @@ impl ManagerBuilder {
 struct Cached {
     state: ServerState,
     ipam: DualStack,
+    index: PeerIndex,
+}
+
+/// Peers of a cached server by case-folded name and by public key, so that checks on
+/// the write path do not scan (and re-normalise) every peer.
+#[derive(Debug, Default)]
+struct PeerIndex {
+    names: HashMap<String, crate::model::PeerId>,
+    keys: HashMap<crate::keys::PublicKey, crate::model::PeerId>,
+}
+
+impl PeerIndex {
+    fn build(state: &ServerState) -> PeerIndex {
+        let mut ix = PeerIndex {
+            names: HashMap::with_capacity(state.peers.len()),
+            keys: HashMap::with_capacity(state.peers.len()),
+        };
+        for p in state.peers.values() {
+            ix.names.insert(p.name.key(), p.id);
+            ix.keys.insert(p.public_key, p.id);
+        }
+        ix
+    }
+
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::PeerAdded { peer } => {
+                self.names.insert(peer.name.key(), peer.id);
+                self.keys.insert(peer.public_key, peer.id);
+            }
+            Change::PeerRemoved { peer } => {
+                self.names.remove(&peer.name.key());
+                self.keys.remove(&peer.public_key);
+            }
+            Change::PeerUpdated { before, after } => {
+                if before.name != after.name {
+                    self.names.remove(&before.name.key());
+                    self.names.insert(after.name.key(), after.id);
+                }
+                if before.public_key != after.public_key {
+                    self.keys.remove(&before.public_key);
+                    self.keys.insert(after.public_key, after.id);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 type Slot = Arc<AsyncMutex<Option<Cached>>>;
@@ -186,7 +234,21 @@ pub struct Manager {
     jwt: Option<crate::auth::jwt::JwtIssuer>,
     servers: std::sync::Mutex<HashMap<ServerId, Slot>>,
     throttle: std::sync::Mutex<Throttle>,
+    live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
 }
+
+/// The last live state this manager read back and verified on a host, at a revision.
+#[derive(Debug)]
+struct LiveSnapshot {
+    revision: RevisionNo,
+    device: Option<crate::backend::DeviceState>,
+    link: Option<crate::backend::LinkState>,
+}
+
+type LiveState = (
+    Option<crate::backend::DeviceState>,
+    Option<crate::backend::LinkState>,
+);
 
 impl Manager {
     /// Start building a manager over `store`, sealing secrets with `sealer`.
@@ -400,6 +462,7 @@ impl Manager {
             }
             if ok && c.state.revision == head {
                 c.ipam = Self::build_ipam(&c.state, self.now())?;
+                c.index = PeerIndex::build(&c.state);
                 return Ok(());
             }
         }
@@ -409,12 +472,13 @@ impl Manager {
             .await?
             .ok_or_else(|| Error::not_found("server", id))?;
         let ipam = Self::build_ipam(&state, self.now())?;
-        *cached = Some(Cached { state, ipam });
+        let index = PeerIndex::build(&state);
+        *cached = Some(Cached { state, ipam, index });
         Ok(())
     }
 
     /// Run `f` on the fresh state of a server (read-only).
-    async fn read_server<T>(
+    pub(crate) async fn read_server<T>(
         &self,
         id: ServerId,
         f: impl FnOnce(&ServerState) -> Result<T>,
@@ -497,6 +561,7 @@ impl Manager {
                         let mut ok = true;
                         for ch in &rec.changes {
                             ok &= c.state.apply_change(ch).is_ok();
+                            c.index.apply(ch);
                         }
                         c.state.revision = rec.revision;
                         ok = ok && Self::sync_ipam(c, &rec.changes, now).is_ok();
@@ -546,6 +611,50 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// The verified live state of a server on a host, if this manager recorded one at
+    /// exactly `applied` (the revision the store says that host has applied).
+    pub(crate) fn live_snapshot(
+        &self,
+        key: &(ServerId, String),
+        applied: Option<RevisionNo>,
+    ) -> Option<LiveState> {
+        let g = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = g.get(key)?;
+        (Some(s.revision) == applied).then(|| (s.device.clone(), s.link.clone()))
+    }
+
+    /// Drop a host's snapshot (before changing the host).
+    pub(crate) fn forget_snapshot(&self, key: &(ServerId, String)) {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// Keep the state just read back and verified at `revision`.
+    pub(crate) fn remember_snapshot(
+        &self,
+        key: (ServerId, String),
+        revision: RevisionNo,
+        device: Option<crate::backend::DeviceState>,
+        link: Option<crate::backend::LinkState>,
+    ) {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                key,
+                LiveSnapshot {
+                    revision,
+                    device,
+                    link,
+                },
+            );
     }
 
     async fn publish(&self, rec: &RevisionRecord) {

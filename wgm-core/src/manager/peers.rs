@@ -327,7 +327,7 @@ impl Manager {
         now: OffsetDateTime,
     ) -> Result<Peer> {
         let st = &c.state;
-        if st.peer_by_name(&spec.name).is_some() {
+        if c.index.names.contains_key(&spec.name.key()) {
             return Err(Error::already_exists("peer", spec.name.as_str()));
         }
         if let Some(t) = spec.expires_at {
@@ -355,7 +355,7 @@ impl Manager {
                 "must not be the server's own public key",
             ));
         }
-        if st.peer_by_key(&public_key).is_some() {
+        if c.index.keys.contains_key(&public_key) {
             return Err(Error::already_exists(
                 "peer",
                 format!("public key {public_key}"),
@@ -628,8 +628,8 @@ impl Manager {
             "peer.update",
             |c, after, _now| {
                 if let Some(n) = &u.name {
-                    if let Some(other) = c.state.peer_by_name(n) {
-                        if other.id != after.id {
+                    if let Some(other) = c.index.names.get(&n.key()) {
+                        if *other != after.id {
                             return Err(Error::already_exists("peer", n.as_str()));
                         }
                     }
@@ -724,7 +724,7 @@ impl Manager {
             |c, after, _| {
                 let k = PrivateKey::generate();
                 let public = k.public_key();
-                if public == c.state.server.public_key || c.state.peer_by_key(&public).is_some() {
+                if public == c.state.server.public_key || c.index.keys.contains_key(&public) {
                     return Err(Error::conflict(
                         "the new key collides with an existing key; try again",
                     ));

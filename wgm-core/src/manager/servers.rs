@@ -378,7 +378,7 @@ impl Manager {
         self.mutate(p, id, |c, now| {
             let key = PrivateKey::generate();
             let public = key.public_key();
-            if c.state.peer_by_key(&public).is_some() {
+            if c.index.keys.contains_key(&public) {
                 return Err(Error::conflict(
                     "the new server key equals a peer's key; try again",
                 ));
