@@ -156,6 +156,8 @@ pub struct DesiredHost {
     /// Keys wgm manages or managed recently: live peers with these keys that are not
     /// desired are removed whatever the drift policy.
     pub known_keys: HashSet<PublicKey>,
+    /// Names of known peers that are not desired (removed or disabled), for reports.
+    pub known_names: BTreeMap<PublicKey, PeerName>,
     /// Link MTU.
     pub mtu: u32,
     /// Interface addresses, sorted.
@@ -168,12 +170,13 @@ pub struct DesiredHost {
 }
 
 /// Derive the desired host state of a server, opening its private key and the peers'
-/// PSKs with `sealer`. `known_keys` are the keys of peers removed since the last applied
-/// revision (they are removed from the device whatever the drift policy).
+/// PSKs with `sealer`. `removed` are the keys and names of peers removed (or re-keyed)
+/// since the last applied revision: they are removed from the device whatever the drift
+/// policy.
 pub fn desired_host(
     state: &ServerState,
     sealer: &Sealer,
-    removed_keys: impl IntoIterator<Item = PublicKey>,
+    removed: impl IntoIterator<Item = (PublicKey, PeerName)>,
 ) -> Result<DesiredHost> {
     let s = &state.server;
     let private_key = sealer.open_private_key(
@@ -187,12 +190,14 @@ pub fn desired_host(
         ));
     }
     let mut peers = BTreeMap::new();
-    let mut known_keys: HashSet<PublicKey> = removed_keys.into_iter().collect();
+    let mut known_names: BTreeMap<PublicKey, PeerName> = removed.into_iter().collect();
+    let mut known_keys: HashSet<PublicKey> = known_names.keys().copied().collect();
     let mut routes = BTreeSet::new();
     let mut unresolved = Vec::new();
     for p in state.peers.values() {
         known_keys.insert(p.public_key);
         if !p.enabled {
+            known_names.insert(p.public_key, p.name.clone());
             continue;
         }
         let preshared_key = match &p.preshared_key {
@@ -252,6 +257,7 @@ pub fn desired_host(
         fwmark: s.fwmark.map_or(0, crate::net::FwMark::get),
         peers,
         known_keys,
+        known_names,
         mtu: u32::from(s.mtu.get()),
         addresses,
         routes: routes.into_iter().collect(),
@@ -532,7 +538,7 @@ pub fn plan(
         if desired.known_keys.contains(key) {
             device.peers.push(PeerDelta::remove(*key));
             items.push(PlanItem::RemovePeer {
-                name: None,
+                name: desired.known_names.get(key).map(ToString::to_string),
                 public_key: *key,
             });
         } else {
@@ -765,8 +771,12 @@ impl Manager {
         for rec in self.store().revisions(server, since, u64::MAX).await? {
             for ch in &rec.changes {
                 match ch {
-                    Change::PeerRemoved { peer } => removed.push(peer.public_key),
-                    Change::PeerUpdated { before, .. } => removed.push(before.public_key),
+                    Change::PeerRemoved { peer } => {
+                        removed.push((peer.public_key, peer.name.clone()));
+                    }
+                    Change::PeerUpdated { before, .. } => {
+                        removed.push((before.public_key, before.name.clone()));
+                    }
                     _ => {}
                 }
             }

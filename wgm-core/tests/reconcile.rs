@@ -146,6 +146,12 @@ fn incremental_apply_leaves_untouched_peers_alone() {
     assert!(!plan.device.replace_peers);
     assert_eq!(plan.device.peers.len(), 3, "{plan}");
     assert!(plan.device.peers.iter().all(|p| p.public_key != a));
+    assert!(
+        plan.items
+            .iter()
+            .any(|i| matches!(i, PlanItem::RemovePeer { name: Some(n), .. } if n == "d")),
+        "{plan}"
+    );
     let r = e.apply();
     assert!(r.converged, "{:?}", r.remaining);
     let after_a = e.device().peers[&a].clone();
