@@ -22,15 +22,18 @@
 //!   (dual-stack addresses, a PSK per peer, a `# Name =` per peer) as one revision, into
 //!   a fresh store each time; on SQLite, and on the in-memory store to show how much of
 //!   it is the store.
-//!
 //! - `manager/reference/store_commit/<store>/<n>`: the store's share of an add, a bare
-//!   `Store::commit` of one `PeerAdded` revision on the same servers; and
-//!   `manager/reference/duplicate_scan/<n>`: the name and key duplicate checks `add_peer`
-//!   runs on the cached state. Together they show where the time of an add goes.
+//!   `Store::commit` of one `PeerAdded` revision (with an untimed `PeerRemoved` after it)
+//!   on the same servers, so an add's time splits into store and Manager.
 //!
 //! The bench servers have a quarantine of 0 s (`NewServer::quarantine_secs`): the
 //! untimed removals after each timed add then hand their addresses straight back, so
 //! the pool the timed adds allocate from holds exactly the `n` peers.
+//!
+//! Summary lines at the end give, per store, the two add times and their ratio, the store
+//! commit times, cold and warm loads and the import (medians of the timed calls).
+//! A full run takes about 3 minutes on 2 cores, plus the build. Numbers and their
+//! analysis: `benches/README.md`.
 //!
 //! Run: `WGM_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!       cargo bench -p wgm-benches --bench manager`.
@@ -336,7 +339,7 @@ fn configure<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, 
     // sampling of 10 keeps the whole run within a few minutes on 2 cores.
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(10);
-    g.warm_up_time(Duration::from_secs(1));
+    g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(secs));
 }
 
@@ -369,7 +372,7 @@ fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     // Loads first: the 10 000-peer server is exactly as seeded.
     {
         let mut g = c.benchmark_group("manager/load_cold");
-        configure(&mut g, 4);
+        configure(&mut g, 3);
         g.throughput(Throughput::Elements(LOAD_PEERS as u64));
         g.bench_function(BenchmarkId::new("get_server", store_name), |b| {
             b.iter_custom(|iters| {
@@ -407,7 +410,7 @@ fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     }
     {
         let mut g = c.benchmark_group("manager/load_warm");
-        configure(&mut g, 3);
+        configure(&mut g, 2);
         g.throughput(Throughput::Elements(LOAD_PEERS as u64));
         // The shared manager holds the server since seeding; one read makes sure.
         rt.block_on(manager.get_server(&admin, big))
@@ -444,7 +447,7 @@ fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     }
     {
         let mut g = c.benchmark_group("manager/add_peer");
-        configure(&mut g, 3);
+        configure(&mut g, 2);
         g.throughput(Throughput::Elements(1));
         let mut next = 0usize;
         for &(n, id) in &servers {
@@ -479,30 +482,9 @@ fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
             .block_on(backend.store.load_server(id))
             .expect("load_server")
             .expect("the bench server exists");
-        if kind == Kind::Memory {
-            duplicate_scan_bench(c, &state, n);
-        }
         store_commit_bench(c, rt, &backend, &sealer, &state, index, n);
     }
     rt.block_on(backend.close());
-}
-
-/// Reference: the duplicate checks `add_peer` makes on the cached state before it
-/// allocates (`ServerState::peer_by_name` and `peer_by_key`, both misses), as a share
-/// of one add.
-fn duplicate_scan_bench(c: &mut Criterion, state: &ServerState, n: usize) {
-    let mut g = c.benchmark_group("manager/reference/duplicate_scan");
-    configure(&mut g, 2);
-    g.throughput(Throughput::Elements(1));
-    let name = peer_name("absent", 0);
-    let key = PrivateKey::generate().public_key();
-    g.bench_function(BenchmarkId::from_parameter(n), |b| {
-        b.iter(|| {
-            let st = std::hint::black_box(state);
-            st.peer_by_name(&name).is_none() && st.peer_by_key(&key).is_none()
-        });
-    });
-    g.finish();
 }
 
 /// Reference: the store's share of one add, a bare `Store::commit` of one `PeerAdded`
@@ -621,7 +603,7 @@ fn store_commit_bench(
 fn import_benches(c: &mut Criterion, rt: &Runtime) {
     let text = wgquick_config(IMPORT_PEERS);
     let mut g = c.benchmark_group("manager/import");
-    configure(&mut g, 8);
+    configure(&mut g, 5);
     g.throughput(Throughput::Elements(IMPORT_PEERS as u64));
     for kind in [Kind::Memory, Kind::Sqlite] {
         g.bench_function(kind.name(), |b| {
