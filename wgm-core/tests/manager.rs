@@ -77,7 +77,8 @@ fn create_server_and_add_dual_stack_peers() {
         assert!(a.has_private_key && a.has_preshared_key);
         // Names are unique case-insensitively.
         let e = m.add_peer(&admin, s.id, peer("ALICE")).await.unwrap_err();
-        assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+        assert!(e.to_string().contains("peer.name"), "{e}");
         let list = m.list_peers(&admin, s.id).await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(
@@ -128,10 +129,9 @@ fn bring_your_own_key_and_rejections() {
         // Same key again, the server's own key: refused.
         let mut dup = peer("laptop2");
         dup.public_key = Some(key.public_key());
-        assert!(matches!(
-            m.add_peer(&admin, s.id, dup).await,
-            Err(Error::AlreadyExists { .. })
-        ));
+        let e = m.add_peer(&admin, s.id, dup).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+        assert!(e.to_string().contains("peer.public_key"), "{e}");
         let mut own = peer("own");
         own.public_key = Some(s.public_key);
         let e = m.add_peer(&admin, s.id, own).await.unwrap_err();

@@ -134,8 +134,8 @@ fn bad_names_are_refused() {
         2,
         "server.interface",
     ));
-    // Duplicates, ignoring case, are conflicts (exit 4) naming the object.
-    cases.push((v(&["peer", "add", "office", "ALICE"]), 4, "ALICE"));
+    // Duplicates, ignoring case, are bad input naming the field.
+    cases.push((v(&["peer", "add", "office", "ALICE"]), 2, "peer.name"));
     cases.push((
         v(&[
             "server",
@@ -146,8 +146,8 @@ fn bad_names_are_refused() {
             "--interface",
             "wg9",
         ]),
-        4,
-        "Office",
+        2,
+        "server.name",
     ));
     check_all(&env, &cases);
 }
@@ -189,11 +189,11 @@ fn bad_keys_are_refused() {
         2,
         "peer.public_key",
     ));
-    // A key another peer has: a conflict (exit 4).
+    // A key another peer has: bad input naming the field.
     cases.push((
         v(&["peer", "add", "office", "p", "--public-key", &alice_key]),
-        4,
-        "public key",
+        2,
+        "peer.public_key",
     ));
     check_all(&env, &cases);
     // No error message repeats the offending key.
@@ -286,10 +286,10 @@ fn bad_addresses_are_refused() {
         s("--ipv6", "fd00::/064", "server.ipv6_pool"),
         s("--dns", "010.0.0.1", "server.dns"),
     ];
-    // The server's own address is taken: a conflict (exit 4) naming the field.
+    // The server's own address: bad input naming the field.
     cases.push((
         v(&["peer", "add", "office", "p", "--ipv4", "10.8.0.1"]),
-        4,
+        2,
         "peer.ipv4",
     ));
     cases.push((
@@ -301,14 +301,14 @@ fn bad_addresses_are_refused() {
             "--ipv6",
             "fd12:3456:789a:1::1",
         ]),
-        4,
+        2,
         "peer.ipv6",
     ));
-    // Another peer's address: a conflict too.
+    // Another peer's address: bad input too.
     cases.push((
         v(&["peer", "add", "office", "p", "--ipv4", "10.8.0.2"]),
-        4,
-        "10.8.0.2",
+        2,
+        "peer.ipv4",
     ));
     check_all(&env, &cases);
 }

@@ -336,6 +336,15 @@ impl Manager {
                 .await?;
             self.check_role_grant(p, &spec.roles).await?;
         }
+        if self.store.find_user(&spec.name).await?.is_some() {
+            return Err(Error::invalid(
+                "user.name",
+                format!(
+                    "{} is already used (names are compared case-insensitively)",
+                    spec.name
+                ),
+            ));
+        }
         let email = spec.email.as_deref().map(normalize_email).transpose()?;
         let password_hash = match &spec.password {
             Some(pw) => {

@@ -281,12 +281,15 @@ impl Manager {
                         }
                     })?;
                     if !names.insert(peer.name.key()) {
-                        return Err(Error::already_exists("peer", peer.name.as_str()));
+                        return Err(Error::invalid(
+                            format!("peers[{i}].peer.name"),
+                            format!("{} appears twice in the request", peer.name),
+                        ));
                     }
                     if !keys.insert(peer.public_key) {
-                        return Err(Error::already_exists(
-                            "peer",
-                            format!("public key {}", peer.public_key),
+                        return Err(Error::invalid(
+                            format!("peers[{i}].peer.public_key"),
+                            "appears twice in the request",
                         ));
                     }
                     views.push(PeerView::of(&peer));
@@ -328,7 +331,7 @@ impl Manager {
     ) -> Result<Peer> {
         let st = &c.state;
         if c.index.names.contains_key(&spec.name.key()) {
-            return Err(Error::already_exists("peer", spec.name.as_str()));
+            return Err(name_taken(&spec.name));
         }
         if let Some(t) = spec.expires_at {
             if t <= now {
@@ -356,9 +359,9 @@ impl Manager {
             ));
         }
         if c.index.keys.contains_key(&public_key) {
-            return Err(Error::already_exists(
-                "peer",
-                format!("public key {public_key}"),
+            return Err(Error::invalid(
+                "peer.public_key",
+                "is already used by another peer of this server",
             ));
         }
         check_extra_allowed_ips(st, None, &spec.extra_allowed_ips)?;
@@ -377,7 +380,9 @@ impl Manager {
                     ))
                 }
                 AddrRequest::Fixed(a) => {
-                    c.ipam.claim(IpAddr::V6(a), "peer.ipv6", now)?;
+                    c.ipam
+                        .claim(IpAddr::V6(a), "peer.ipv6", now)
+                        .map_err(|e| as_input(e, "peer.ipv6"))?;
                     claimed.push(IpAddr::V6(a));
                     Some(a)
                 }
@@ -388,7 +393,9 @@ impl Manager {
                     if !has_v4 {
                         return Err(Error::invalid("peer.ipv4", "the server has no IPv4 pool"));
                     }
-                    c.ipam.claim(IpAddr::V4(a), "peer.ipv4", now)?;
+                    c.ipam
+                        .claim(IpAddr::V4(a), "peer.ipv4", now)
+                        .map_err(|e| as_input(e, "peer.ipv4"))?;
                     claimed.push(IpAddr::V4(a));
                     Some(a)
                 }
@@ -419,7 +426,9 @@ impl Manager {
                 AddrRequest::None => None,
                 AddrRequest::Auto => Some(c.ipam.allocate_prefix(strategy, &mut rng, now)?),
                 AddrRequest::Fixed(net) => {
-                    c.ipam.claim_prefix(net, "peer.prefix", now)?;
+                    c.ipam
+                        .claim_prefix(net, "peer.prefix", now)
+                        .map_err(|e| as_input(e, "peer.prefix"))?;
                     Some(net)
                 }
             };
@@ -630,7 +639,7 @@ impl Manager {
                 if let Some(n) = &u.name {
                     if let Some(other) = c.index.names.get(&n.key()) {
                         if *other != after.id {
-                            return Err(Error::already_exists("peer", n.as_str()));
+                            return Err(name_taken(n));
                         }
                     }
                     after.name = n.clone();
@@ -914,4 +923,25 @@ pub(super) fn removal_changes(
         }
     }
     changes
+}
+
+/// A requested peer name that another peer of the server has: bad input (exit code 2
+/// in the CLI), naming the field.
+fn name_taken(name: &PeerName) -> Error {
+    Error::invalid(
+        "peer.name",
+        format!("{name} is already used on this server (names are compared case-insensitively)"),
+    )
+}
+
+/// An explicitly requested address that is taken (by the server or another peer) is
+/// bad input naming the field, not a race: turn the allocator's conflict into that.
+fn as_input(e: Error, field: &'static str) -> Error {
+    match e {
+        Error::Conflict { reason } => Error::InvalidInput {
+            field: field.into(),
+            reason,
+        },
+        other => other,
+    }
 }

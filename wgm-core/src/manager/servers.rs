@@ -181,9 +181,18 @@ impl Manager {
         }
         for s in self.store.list_servers(Page::ALL).await? {
             if s.interface == spec.interface {
-                return Err(Error::already_exists(
-                    "server",
-                    format!("with interface {}", spec.interface),
+                return Err(Error::invalid(
+                    "server.interface",
+                    format!("{} is already used by server {}", spec.interface, s.name),
+                ));
+            }
+            if s.name.key() == spec.name.key() {
+                return Err(Error::invalid(
+                    "server.name",
+                    format!(
+                        "{} is already used (names are compared case-insensitively)",
+                        spec.name
+                    ),
                 ));
             }
         }
@@ -308,7 +317,10 @@ impl Manager {
         if let Some(name) = &u.name {
             if let Some(other) = self.store.find_server(name).await? {
                 if other != id {
-                    return Err(Error::already_exists("server", name.as_str()));
+                    return Err(Error::invalid(
+                        "server.name",
+                        format!("{name} is already used (names are compared case-insensitively)"),
+                    ));
                 }
             }
         }
@@ -512,9 +524,18 @@ impl Manager {
         }
         for s in self.store.list_servers(Page::ALL).await? {
             if s.interface == spec.interface {
-                return Err(Error::already_exists(
-                    "server",
-                    format!("with interface {}", spec.interface),
+                return Err(Error::invalid(
+                    "server.interface",
+                    format!("{} is already used by server {}", spec.interface, s.name),
+                ));
+            }
+            if s.name.key() == spec.name.key() {
+                return Err(Error::invalid(
+                    "server.name",
+                    format!(
+                        "{} is already used (names are compared case-insensitively)",
+                        spec.name
+                    ),
                 ));
             }
         }
