@@ -565,7 +565,7 @@ impl Store for MemoryStore {
     async fn list_users(&self, p: Page) -> Result<Vec<User>> {
         let g = self.lock();
         let mut all: Vec<User> = g.users.values().cloned().collect();
-        all.sort_by_key(|u| u.name.key());
+        all.sort_by_cached_key(|u| u.name.key());
         Ok(page(all.into_iter(), p))
     }
 

@@ -297,8 +297,19 @@ fn remove_quarantines_history_diff_and_rollback() {
         // The restored peer's client config still opens (same sealed keys, same AD).
         let cfg = m.client_config(&admin, s.id, a.id).await.unwrap();
         assert!(cfg.text.contains("PrivateKey"));
+        // After the quarantine ran out, a's addresses (held again by a) are not handed
+        // out to anyone else.
+        clock.advance(time::Duration::hours(2));
+        for i in 0..3 {
+            let n = m
+                .add_peer(&admin, s.id, peer(&format!("late{i}")))
+                .await
+                .unwrap();
+            assert_ne!(n.address_v4, a.address_v4);
+            assert_ne!(n.address_v6, a.address_v6);
+        }
         // Rolling back to where we are is refused as a no-op.
-        assert!(m.rollback(&admin, s.id, RevisionNo(6)).await.is_err());
+        assert!(m.rollback(&admin, s.id, RevisionNo(9)).await.is_err());
     });
 }
 

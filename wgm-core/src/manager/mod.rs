@@ -406,34 +406,69 @@ impl Manager {
         Ok(ipam)
     }
 
-    /// Bring the cached address manager in line with committed changes. Adding peers
-    /// (the hot path) only claims what the mutation did not already claim; anything
-    /// that frees or moves addresses rebuilds it from the state (O(n log n), rare).
+    /// Bring the cached address manager in line with committed changes, in place:
+    /// added peers' addresses are held (taking them out of quarantine when a rollback
+    /// gives them back), removed peers' addresses go into quarantine. Only changes that
+    /// move addresses of an existing peer or change the pools rebuild it (O(n log n)).
     fn sync_ipam(c: &mut Cached, changes: &[Change], now: OffsetDateTime) -> Result<()> {
-        let only_adds = changes
-            .iter()
-            .all(|ch| matches!(ch, Change::PeerAdded { .. }));
-        if !only_adds {
-            c.ipam = Self::build_ipam(&c.state, now)?;
-            return Ok(());
-        }
+        let addrs = |p: &crate::model::Peer| -> Vec<IpAddr> {
+            p.address_v6
+                .map(IpAddr::V6)
+                .into_iter()
+                .chain(p.address_v4.map(IpAddr::V4))
+                .collect()
+        };
+        let secs = i64::try_from(c.state.server.quarantine_secs).unwrap_or(i64::MAX / 2);
+        let until = now + time::Duration::seconds(secs);
+        let mut rebuild = false;
         for ch in changes {
-            if let Change::PeerAdded { peer } = ch {
-                for a in peer
-                    .address_v6
-                    .map(IpAddr::V6)
-                    .into_iter()
-                    .chain(peer.address_v4.map(IpAddr::V4))
-                {
-                    if c.ipam.is_free(a, now) {
-                        // Outside the pools there is nothing to hold.
-                        let _ = c.ipam.claim(a, "peer.address", now);
+            match ch {
+                Change::PeerAdded { peer } => {
+                    for a in addrs(peer) {
+                        if !c.ipam.restore_quarantined(a) && c.ipam.is_free(a, now) {
+                            // Outside the pools there is nothing to hold.
+                            let _ = c.ipam.claim(a, "peer.address", now);
+                        }
+                    }
+                    if let Some(pfx) = peer.delegated_prefix {
+                        if !c.ipam.restore_quarantined_prefix(pfx) {
+                            let _ = c.ipam.claim_prefix(pfx, "peer.prefix", now);
+                        }
                     }
                 }
-                if let Some(pfx) = peer.delegated_prefix {
-                    let _ = c.ipam.claim_prefix(pfx, "peer.prefix", now);
+                Change::PeerRemoved { peer } => {
+                    for a in addrs(peer) {
+                        if secs > 0 {
+                            c.ipam.release_with_quarantine(a, until);
+                        } else {
+                            c.ipam.release(a);
+                        }
+                    }
+                    if let Some(pfx) = peer.delegated_prefix {
+                        if secs > 0 {
+                            c.ipam.release_prefix_with_quarantine(pfx, until);
+                        } else {
+                            c.ipam.release_prefix(pfx);
+                        }
+                    }
                 }
+                Change::PeerUpdated { before, after } => {
+                    rebuild |= addrs(before) != addrs(after)
+                        || before.delegated_prefix != after.delegated_prefix;
+                }
+                Change::ServerUpdated { before, after } => {
+                    rebuild |= before.ipv6_pool != after.ipv6_pool
+                        || before.ipv4_pool != after.ipv4_pool
+                        || before.address_v6 != after.address_v6
+                        || before.address_v4 != after.address_v4
+                        || before.delegation != after.delegation
+                        || before.reserved != after.reserved;
+                }
+                _ => rebuild = true,
             }
+        }
+        if rebuild {
+            c.ipam = Self::build_ipam(&c.state, now)?;
         }
         Ok(())
     }

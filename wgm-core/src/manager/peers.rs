@@ -531,7 +531,7 @@ impl Manager {
                     .collect::<Vec<_>>())
             })
             .await?;
-        v.sort_by_key(|x| x.name.key());
+        v.sort_by_cached_key(|x| x.name.key());
         Ok(v)
     }
 

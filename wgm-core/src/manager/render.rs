@@ -112,7 +112,7 @@ pub fn server_wgquick(state: &ServerState, sealer: &Sealer) -> Result<WgQuickCon
         ..InterfaceSection::default()
     };
     let mut peers: Vec<&Peer> = state.peers.values().filter(|p| p.enabled).collect();
-    peers.sort_by_key(|x| x.name.key());
+    peers.sort_by_cached_key(|x| x.name.key());
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
         let mut sec = PeerSection::new(p.public_key);
