@@ -28,6 +28,8 @@
 //! # let _ = admin; Ok(()) }
 //! ```
 
+#![warn(clippy::unwrap_used)]
+
 pub mod files;
 pub mod location;
 pub mod master_key;

@@ -47,6 +47,8 @@
 //! [`KernelNetwork::new`] works in the network namespace of the calling thread;
 //! [`KernelNetwork::in_netns`] opens its socket inside another one (as `ip -n NAME`
 //! does), which is how the tests run in throw-away namespaces.
+
+#![warn(clippy::unwrap_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;

@@ -61,6 +61,8 @@
 //! administrative connection (each test creates and drops a database of its own) and is
 //! skipped with one printed line otherwise.
 
+#![warn(clippy::unwrap_used)]
+
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `postgres`");
 

@@ -4,6 +4,8 @@
 //! with the library's strict parsers, calls one manager method, and prints the result as
 //! a table for people or JSON for machines. Documented in `docs/cli.md`.
 
+#![warn(clippy::unwrap_used)]
+
 mod args;
 mod cmd;
 mod ctx;
