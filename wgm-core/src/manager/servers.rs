@@ -154,9 +154,26 @@ impl Manager {
     pub async fn create_server(&self, p: &Principal, spec: NewServer) -> Result<ServerView> {
         self.authorize(p, Resource::Server, Action::Create, Target::none())
             .await?;
+        let (server, _) = self.prepare_server(spec, "server").await?;
+        let id = self
+            .commit_new_server(p, server, Vec::new(), "server.create", json!({}))
+            .await?;
+        self.get_server(p, id).await
+    }
+
+    /// Validate a new server and build its record: defaults (a random ULA /64, the
+    /// first usable addresses, MTU 1420), pools and the server's own addresses checked
+    /// exactly as allocation will check them, name and interface not taken, the key
+    /// generated (or given) and sealed. Returns the record and its address manager.
+    /// `field` prefixes error fields (`server`, `import`).
+    async fn prepare_server(
+        &self,
+        spec: NewServer,
+        field: &'static str,
+    ) -> Result<(Server, DualStack)> {
         let now = self.now();
         let mtu = spec.mtu.unwrap_or_default();
-        mtu.check_ipv6("server.mtu")?;
+        mtu.check_ipv6("mtu").map_err(|e| e.in_field(field))?;
         let ipv6_pool = match spec.ipv6_pool {
             Some(n) => n,
             None => crate::net::random_ula_prefix(&mut rand::thread_rng()),
@@ -166,29 +183,33 @@ impl Manager {
             .ipv4_pool
             .map(|pool| spec.address_v4.unwrap_or_else(|| first_host_v4(pool)));
         if spec.address_v4.is_some() && spec.ipv4_pool.is_none() {
-            return Err(Error::invalid("server.address_v4", "needs an IPv4 pool"));
+            return Err(Error::invalid(
+                format!("{field}.address_v4"),
+                "needs an IPv4 pool",
+            ));
         }
-        // Validate pools and the server's own addresses exactly as allocation will.
         let mut ipam = DualStack::new(
             ipv6_pool,
             spec.ipv4_pool,
             spec.delegation.map(|d| (d.pool, d.prefix_len)),
         )
-        .map_err(|e| e.in_field("server"))?;
-        ipam.claim(IpAddr::V6(address_v6), "server.address_v6", now)?;
+        .map_err(|e| e.in_field(field))?;
+        ipam.claim(IpAddr::V6(address_v6), "address_v6", now)
+            .map_err(|e| e.in_field(field))?;
         if let Some(a) = address_v4 {
-            ipam.claim(IpAddr::V4(a), "server.address_v4", now)?;
+            ipam.claim(IpAddr::V4(a), "address_v4", now)
+                .map_err(|e| e.in_field(field))?;
         }
         for s in self.store.list_servers(Page::ALL).await? {
             if s.interface == spec.interface {
                 return Err(Error::invalid(
-                    "server.interface",
+                    format!("{field}.interface"),
                     format!("{} is already used by server {}", spec.interface, s.name),
                 ));
             }
             if s.name.key() == spec.name.key() {
                 return Err(Error::invalid(
-                    "server.name",
+                    format!("{field}.name"),
                     format!(
                         "{} is already used (names are compared case-insensitively)",
                         spec.name
@@ -229,10 +250,7 @@ impl Manager {
             created_at: now,
             updated_at: now,
         };
-        let id = self
-            .commit_new_server(p, server, Vec::new(), "server.create", json!({}))
-            .await?;
-        self.get_server(p, id).await
+        Ok((server, ipam))
     }
 
     /// Commit a new server (and optionally its first peers) as revision 1.
@@ -505,72 +523,9 @@ impl Manager {
             + iface.hooks.post_up.len()
             + iface.hooks.pre_down.len()
             + iface.hooks.post_down.len();
-        let now = self.now();
-        let mtu = spec.mtu.unwrap_or_default();
-        mtu.check_ipv6("import.MTU")?;
-        let ipv6_pool = match spec.ipv6_pool {
-            Some(n) => n,
-            None => crate::net::random_ula_prefix(&mut rand::thread_rng()),
-        };
-        let address_v6 = spec.address_v6.unwrap_or_else(|| first_host_v6(ipv6_pool));
-        let address_v4 = spec
-            .ipv4_pool
-            .map(|pool| spec.address_v4.unwrap_or_else(|| first_host_v4(pool)));
-        let mut ipam =
-            DualStack::new(ipv6_pool, spec.ipv4_pool, None).map_err(|e| e.in_field("import"))?;
-        ipam.claim(IpAddr::V6(address_v6), "import.Address", now)?;
-        if let Some(a) = address_v4 {
-            ipam.claim(IpAddr::V4(a), "import.Address", now)?;
-        }
-        for s in self.store.list_servers(Page::ALL).await? {
-            if s.interface == spec.interface {
-                return Err(Error::invalid(
-                    "server.interface",
-                    format!("{} is already used by server {}", spec.interface, s.name),
-                ));
-            }
-            if s.name.key() == spec.name.key() {
-                return Err(Error::invalid(
-                    "server.name",
-                    format!(
-                        "{} is already used (names are compared case-insensitively)",
-                        spec.name
-                    ),
-                ));
-            }
-        }
-        let id = ServerId::new_random();
-        let key = spec.private_key.take().unwrap_or_else(PrivateKey::generate);
-        let server = Server {
-            id,
-            name: spec.name.clone(),
-            interface: spec.interface.clone(),
-            listen_port: spec.listen_port,
-            private_key: self.sealer.seal_private_key(
-                &key,
-                SecretKind::ServerPrivateKey,
-                &id.to_string(),
-            )?,
-            public_key: key.public_key(),
-            ipv6_pool,
-            ipv4_pool: spec.ipv4_pool,
-            address_v6,
-            address_v4,
-            delegation: None,
-            strategy: Strategy::Sequential,
-            quarantine_secs: self.config.default_quarantine_secs,
-            reserved: Vec::new(),
-            quarantine: Vec::new(),
-            dns: spec.dns.clone(),
-            mtu,
-            fwmark: spec.fwmark,
-            endpoint: None,
-            client_template: ClientTemplate::default(),
-            config_path: None,
-            active: true,
-            created_at: now,
-            updated_at: now,
-        };
+        let (server, mut ipam) = self.prepare_server(spec, "import").await?;
+        let (ipv6_pool, ipv4_pool) = (server.ipv6_pool, server.ipv4_pool);
+        let (id, now) = (server.id, self.now());
         let mut changes = Vec::with_capacity(cfg.peers.len());
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
@@ -617,7 +572,7 @@ impl Manager {
                     }
                     IpNet::V4(n)
                         if n.prefix_len() == 32
-                            && spec.ipv4_pool.is_some_and(|p| p.contains(&n.addr()))
+                            && ipv4_pool.is_some_and(|p| p.contains(&n.addr()))
                             && address_v4.is_none() =>
                     {
                         ipam.claim(IpAddr::V4(n.addr()), "import.AllowedIPs", now)
