@@ -168,6 +168,37 @@ impl Manager {
         Target::peer(server.0, owner.map(|u| u.0))
     }
 
+    /// Object-level authorization of `action` on one peer: callers who may not even
+    /// read it learn only that it does not exist. Returns the peer's owner.
+    pub(super) async fn authorize_peer(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        action: Action,
+    ) -> Result<Option<UserId>> {
+        let owner = self
+            .read_server(server, |st| {
+                st.peers
+                    .get(&peer)
+                    .map(|x| x.owner)
+                    .ok_or_else(|| Error::not_found("peer", peer))
+            })
+            .await?;
+        let target = Self::peer_target(server, owner);
+        if self
+            .authorize(p, Resource::Peer, Action::Read, target)
+            .await
+            .is_err()
+        {
+            return Err(Error::not_found("peer", peer));
+        }
+        if action != Action::Read {
+            self.authorize(p, Resource::Peer, action, target).await?;
+        }
+        Ok(owner)
+    }
+
     /// Resolve a peer by name (case-insensitive), public key or id within a server.
     pub async fn resolve_peer(
         &self,
@@ -545,28 +576,7 @@ impl Manager {
         audit_action: &'static str,
         mut f: impl FnMut(&mut Cached, &mut Peer, OffsetDateTime) -> Result<Vec<Change>>,
     ) -> Result<PeerView> {
-        let owner = self
-            .read_server(server, |st| {
-                st.peers
-                    .get(&peer)
-                    .map(|x| x.owner)
-                    .ok_or_else(|| Error::not_found("peer", peer))
-            })
-            .await?;
-        if self
-            .authorize(
-                p,
-                Resource::Peer,
-                Action::Read,
-                Self::peer_target(server, owner),
-            )
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", peer));
-        }
-        self.authorize(p, Resource::Peer, action, Self::peer_target(server, owner))
-            .await?;
+        let owner = self.authorize_peer(p, server, peer, action).await?;
         let (_, view) = self
             .mutate(p, server, |c, now| {
                 let before = c
@@ -778,33 +788,7 @@ impl Manager {
 
     /// Remove a peer. Its addresses are quarantined for the server's quarantine time.
     pub async fn remove_peer(&self, p: &Principal, server: ServerId, peer: PeerId) -> Result<()> {
-        let owner = self
-            .read_server(server, |st| {
-                st.peers
-                    .get(&peer)
-                    .map(|x| x.owner)
-                    .ok_or_else(|| Error::not_found("peer", peer))
-            })
-            .await?;
-        if self
-            .authorize(
-                p,
-                Resource::Peer,
-                Action::Read,
-                Self::peer_target(server, owner),
-            )
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", peer));
-        }
-        self.authorize(
-            p,
-            Resource::Peer,
-            Action::Delete,
-            Self::peer_target(server, owner),
-        )
-        .await?;
+        self.authorize_peer(p, server, peer, Action::Delete).await?;
         self.mutate(p, server, |c, now| {
             let gone = c
                 .state

@@ -147,22 +147,8 @@ impl Manager {
         server: ServerId,
         peer: PeerId,
     ) -> Result<ClientConfig> {
-        let owner = self
-            .read_server(server, |st| {
-                st.peers
-                    .get(&peer)
-                    .map(|x| x.owner)
-                    .ok_or_else(|| Error::not_found("peer", peer))
-            })
-            .await?;
+        let owner = self.authorize_peer(p, server, peer, Action::Read).await?;
         let target = Target::peer(server.0, owner.map(|u| u.0));
-        if self
-            .authorize(p, Resource::Peer, Action::Read, target)
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", peer));
-        }
         self.authorize(p, Resource::Secret, Action::Export, target)
             .await?;
         let (cfg, view, complete) = self
