@@ -39,6 +39,29 @@ pub(crate) fn latest(list: &[Migration]) -> i64 {
     list.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+/// The migrations of `list` still to apply on a database that recorded `applied`, oldest
+/// first; a database recorded at a version newer than this build ships is refused.
+pub(crate) fn pending<'a>(
+    store: &'static str,
+    list: &'a [Migration],
+    applied: &[i64],
+) -> Result<Vec<&'a Migration>, crate::error::SqlError> {
+    let known = latest(list);
+    if let Some(&found) = applied.iter().max() {
+        if found > known {
+            return Err(crate::error::SqlError::SchemaTooNew {
+                store,
+                found,
+                known,
+            });
+        }
+    }
+    Ok(list
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +80,33 @@ mod tests {
         #[cfg(feature = "postgres")]
         check(POSTGRES);
         assert_eq!(latest(&[]), 0);
+    }
+
+    #[test]
+    fn pending_skips_applied_and_refuses_newer_schemas() {
+        const LIST: &[Migration] = &[
+            Migration {
+                version: 1,
+                name: "a",
+                sql: "",
+            },
+            Migration {
+                version: 2,
+                name: "b",
+                sql: "",
+            },
+        ];
+        let v = |p: Vec<&Migration>| p.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(v(pending("sqlite", LIST, &[]).unwrap()), [1, 2]);
+        assert_eq!(v(pending("sqlite", LIST, &[1]).unwrap()), [2]);
+        assert!(pending("sqlite", LIST, &[1, 2]).unwrap().is_empty());
+        assert!(matches!(
+            pending("sqlite", LIST, &[1, 2, 3]),
+            Err(crate::error::SqlError::SchemaTooNew {
+                found: 3,
+                known: 2,
+                ..
+            })
+        ));
     }
 }

@@ -91,20 +91,7 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let known = migrate::latest(migrate::POSTGRES);
-        if let Some(&found) = applied.iter().max() {
-            if found > known {
-                return Err(SqlError::SchemaTooNew {
-                    store: S,
-                    found,
-                    known,
-                });
-            }
-        }
-        for m in migrate::POSTGRES
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-        {
+        for m in migrate::pending(S, migrate::POSTGRES, &applied)? {
             tracing::debug!(
                 version = m.version,
                 name = m.name,

@@ -110,20 +110,7 @@ impl SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let known = migrate::latest(migrate::SQLITE);
-        if let Some(&found) = applied.iter().max() {
-            if found > known {
-                return Err(SqlError::SchemaTooNew {
-                    store: S,
-                    found,
-                    known,
-                });
-            }
-        }
-        for m in migrate::SQLITE
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-        {
+        for m in migrate::pending(S, migrate::SQLITE, &applied)? {
             tracing::debug!(
                 version = m.version,
                 name = m.name,
