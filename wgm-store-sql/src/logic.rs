@@ -99,10 +99,8 @@ pub(crate) trait Tx: Send {
     ) -> Result<Vec<(PeerId, Peer)>, SqlError>;
     /// Create the head row of a new server at `rev` (before its server row).
     async fn insert_head(&mut self, id: ServerId, rev: RevisionNo) -> Result<(), SqlError>;
-    /// Insert a server row.
-    async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError>;
-    /// Replace a server row.
-    async fn update_server(&mut self, s: &Server) -> Result<(), SqlError>;
+    /// Replace the server row (`exists`) or insert it (fails if it is there).
+    async fn write_server(&mut self, s: &Server, exists: bool) -> Result<(), SqlError>;
     /// Delete a server row and all its peers.
     async fn delete_server(&mut self, id: ServerId) -> Result<(), SqlError>;
     /// Delete these peers of the server (absent ids are ignored).
@@ -320,12 +318,12 @@ pub(crate) async fn commit<T: Tx>(tx: &mut T, c: &Commit) -> Result<RevisionReco
     }
     match (&original, &d.server) {
         (Some(_), None) => tx.delete_server(sid).await?,
-        (None, Some(s)) => tx.insert_server(s).await?,
+        (None, Some(s)) => tx.write_server(s, false).await?,
         (Some(_), Some(s)) if d.cleared => {
             tx.delete_server(sid).await?;
-            tx.insert_server(s).await?;
+            tx.write_server(s, false).await?;
         }
-        (Some(_), Some(s)) if d.server_dirty => tx.update_server(s).await?,
+        (Some(_), Some(s)) if d.server_dirty => tx.write_server(s, true).await?,
         _ => {}
     }
     if d.server.is_some() && !d.touched.is_empty() {

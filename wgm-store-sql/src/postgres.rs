@@ -578,33 +578,21 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError> {
-        sqlx::query(
-            "INSERT INTO wgm.servers (id, name_key, interface, public_key, body) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        )
-        .bind(s.id.0)
-        .bind(s.name.key())
-        .bind(s.interface.as_str())
-        .bind(s.public_key.to_base64())
-        .bind(to_json(S, "server", s)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    async fn update_server(&mut self, s: &Server) -> Result<(), SqlError> {
-        sqlx::query(
-            "UPDATE wgm.servers SET name_key = $2, interface = $3, public_key = $4, body = $5::jsonb WHERE id = $1",
-        )
-        .bind(s.id.0)
-        .bind(s.name.key())
-        .bind(s.interface.as_str())
-        .bind(s.public_key.to_base64())
-        .bind(to_json(S, "server", s)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db)?;
+    async fn write_server(&mut self, s: &Server, exists: bool) -> Result<(), SqlError> {
+        let sql = if exists {
+            "UPDATE wgm.servers SET name_key = $2, interface = $3, public_key = $4, body = $5::jsonb WHERE id = $1"
+        } else {
+            "INSERT INTO wgm.servers (id, name_key, interface, public_key, body) VALUES ($1, $2, $3, $4, $5::jsonb)"
+        };
+        sqlx::query(sql)
+            .bind(s.id.0)
+            .bind(s.name.key())
+            .bind(s.interface.as_str())
+            .bind(s.public_key.to_base64())
+            .bind(to_json(S, "server", s)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 

@@ -558,21 +558,13 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn insert_server(&mut self, s: &Server) -> Result<(), SqlError> {
-        sqlx::query("INSERT INTO servers (id, name_key, interface, public_key, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(s.id.to_string())
-            .bind(s.name.key())
-            .bind(s.interface.as_str())
-            .bind(s.public_key.to_base64())
-            .bind(to_json(S, "server", s)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    async fn update_server(&mut self, s: &Server) -> Result<(), SqlError> {
-        sqlx::query("UPDATE servers SET name_key = ?2, interface = ?3, public_key = ?4, body = ?5 WHERE id = ?1")
+    async fn write_server(&mut self, s: &Server, exists: bool) -> Result<(), SqlError> {
+        let sql = if exists {
+            "UPDATE servers SET name_key = ?2, interface = ?3, public_key = ?4, body = ?5 WHERE id = ?1"
+        } else {
+            "INSERT INTO servers (id, name_key, interface, public_key, body) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
+        sqlx::query(sql)
             .bind(s.id.to_string())
             .bind(s.name.key())
             .bind(s.interface.as_str())
