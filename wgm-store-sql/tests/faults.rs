@@ -168,33 +168,10 @@ async fn f1_three_processes_on_one_sqlite_file() {
     std::fs::write(&go, b"").unwrap();
     let (mut got, mut exhausted) = race(std::slice::from_ref(&t.store), srv.id, 16, "parent").await;
     let mut per_process = vec![got.len()];
-    for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-            .unwrap_or_else(|| panic!("no result in {stdout}"));
-        let (addrs, ex) = line.split_once(" exhausted=").unwrap();
-        exhausted += ex.trim().parse::<usize>().unwrap();
-        let before = got.len();
-        got.extend(
-            addrs
-                .trim_start_matches("allocated=")
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<Ipv4Addr>().unwrap()),
-        );
-        per_process.push(got.len() - before);
-    }
+    let (more, ex, per_child) = common::collect_children(children).await;
+    got.extend(more);
+    exhausted += ex;
+    per_process.extend(per_child);
     eprintln!("addresses allocated per process: {per_process:?}");
     assert_eq!(exhausted, 48 - FREE);
     check_final(&*t.store, srv.id, &got).await;

@@ -161,33 +161,10 @@ async fn manager_f1_three_processes_sqlite() {
     std::fs::write(&go, b"").unwrap();
     let (mut got, mut exhausted) = race(&[m], sid, 16, "parent").await;
     let mut per_process = vec![got.len()];
-    for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = stdout
-            .lines()
-            .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-            .unwrap_or_else(|| panic!("no result in {stdout}"));
-        let (addrs, ex) = line.split_once(" exhausted=").unwrap();
-        exhausted += ex.trim().parse::<usize>().unwrap();
-        let before = got.len();
-        got.extend(
-            addrs
-                .trim_start_matches("allocated=")
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<Ipv4Addr>().unwrap()),
-        );
-        per_process.push(got.len() - before);
-    }
+    let (more, ex, per_child) = common::collect_children(children).await;
+    got.extend(more);
+    exhausted += ex;
+    per_process.extend(per_child);
     eprintln!("peers added per process: {per_process:?}");
     check_final(&*t.store, sid, &got, exhausted, 48).await;
 }

@@ -393,3 +393,42 @@ macro_rules! for_each_store {
         }
     };
 }
+
+/// Wait for the child processes of a multi-process race and collect what each reported
+/// on its `RESULT allocated=a,b,… exhausted=N` line: every allocated IPv4 address, the
+/// total of exhausted attempts, and how many addresses each child got.
+pub async fn collect_children(
+    children: Vec<std::process::Child>,
+) -> (Vec<Ipv4Addr>, usize, Vec<usize>) {
+    let mut got = Vec::new();
+    let mut exhausted = 0;
+    let mut per_child = Vec::new();
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+            .unwrap_or_else(|| panic!("no result in {stdout}"));
+        let (addrs, ex) = line.split_once(" exhausted=").unwrap();
+        exhausted += ex.trim().parse::<usize>().unwrap();
+        let before = got.len();
+        got.extend(
+            addrs
+                .trim_start_matches("allocated=")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<Ipv4Addr>().unwrap()),
+        );
+        per_child.push(got.len() - before);
+    }
+    (got, exhausted, per_child)
+}
