@@ -3,7 +3,7 @@
 //! link rules. Tests drive the parts a real device gets from the network (handshakes,
 //! traffic, roaming) and inject faults.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,11 +12,12 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use ipnet::IpNet;
 
+use super::semantics::{self, Owners};
 use super::{
-    Capabilities, DeviceDelta, DeviceState, LinkDelta, LinkState, NetworkBackend, PeerDelta,
-    PeerState, WireGuardBackend, DEFAULT_MTU, IPV6_MIN_MTU,
+    Capabilities, DeviceDelta, DeviceState, LinkDelta, LinkState, NetworkBackend, PeerState,
+    WireGuardBackend, DEFAULT_MTU,
 };
-use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::keys::PublicKey;
 use crate::names::InterfaceName;
 use crate::{Error, Result};
 
@@ -70,131 +71,15 @@ pub enum Fault {
 #[error("injected fault: {0}")]
 struct InjectedFault(String);
 
-/// One peer of an in-memory device.
-#[derive(Clone, Debug)]
-struct Peer {
-    preshared_key: Option<PresharedKey>,
-    endpoint: Option<SocketAddr>,
-    persistent_keepalive: u16,
-    allowed_ips: BTreeSet<IpNet>,
-    last_handshake: Option<SystemTime>,
-    rx_bytes: u64,
-    tx_bytes: u64,
-}
-
-impl Peer {
-    fn new() -> Self {
-        Peer {
-            preshared_key: None,
-            endpoint: None,
-            persistent_keepalive: 0,
-            allowed_ips: BTreeSet::new(),
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-        }
-    }
-
-    fn state(&self, public_key: PublicKey) -> PeerState {
-        PeerState {
-            public_key,
-            preshared_key: self.preshared_key.clone(),
-            endpoint: self.endpoint,
-            allowed_ips: self.allowed_ips.iter().copied().collect(),
-            persistent_keepalive: self.persistent_keepalive,
-            last_handshake: self.last_handshake,
-            rx_bytes: self.rx_bytes,
-            tx_bytes: self.tx_bytes,
-            protocol_version: 1,
-        }
-    }
-}
-
-/// One in-memory WireGuard device.
-#[derive(Debug, Default)]
+/// One in-memory WireGuard device: its state, and which peer holds each allowed IP
+/// (the kernel's trie, flattened).
+#[derive(Debug)]
 struct Device {
-    private_key: Option<PrivateKey>,
-    listen_port: u16,
-    fwmark: u32,
-    peers: BTreeMap<PublicKey, Peer>,
-    /// Which peer each allowed IP belongs to (the kernel's trie, flattened).
+    state: DeviceState,
     owners: HashMap<IpNet, PublicKey>,
-}
-
-impl Device {
-    fn remove_peer(&mut self, key: &PublicKey) {
-        if let Some(peer) = self.peers.remove(key) {
-            for ip in &peer.allowed_ips {
-                self.owners.remove(ip);
-            }
-        }
-    }
-
-    fn state(&self) -> DeviceState {
-        DeviceState {
-            private_key: self.private_key.clone(),
-            public_key: self.private_key.as_ref().map(PrivateKey::public_key),
-            listen_port: self.listen_port,
-            fwmark: self.fwmark,
-            peers: self.peers.iter().map(|(k, p)| (*k, p.state(*k))).collect(),
-        }
-    }
-
-    /// Apply one peer's delta the way the kernel does.
-    fn apply_peer(&mut self, delta: &PeerDelta) {
-        let key = delta.public_key;
-        if self
-            .private_key
-            .as_ref()
-            .is_some_and(|k| k.public_key() == key)
-        {
-            return; // The kernel silently ignores a peer equal to the device's own key.
-        }
-        if delta.remove {
-            self.remove_peer(&key);
-            return;
-        }
-        let peer = match self.peers.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(_) if delta.update_only => return,
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(Peer::new()),
-        };
-        if let Some(psk) = &delta.preshared_key {
-            peer.preshared_key.clone_from(psk);
-        }
-        if let Some(endpoint) = delta.endpoint {
-            peer.endpoint = Some(endpoint);
-        }
-        if let Some(keepalive) = delta.persistent_keepalive {
-            peer.persistent_keepalive = keepalive;
-        }
-        let mut released: Vec<IpNet> = Vec::new();
-        if delta.replace_allowed_ips {
-            released.extend(std::mem::take(&mut peer.allowed_ips));
-        }
-        for ip in &delta.remove_allowed_ips {
-            if peer.allowed_ips.remove(ip) {
-                released.push(*ip);
-            }
-        }
-        for ip in released {
-            self.owners.remove(&ip);
-        }
-        for ip in &delta.allowed_ips {
-            let ip = ip.trunc();
-            if let Some(previous) = self.owners.insert(ip, key) {
-                if previous != key {
-                    // An allowed IP given to a second peer silently moves from the first.
-                    if let Some(other) = self.peers.get_mut(&previous) {
-                        other.allowed_ips.remove(&ip);
-                    }
-                }
-            }
-            if let Some(peer) = self.peers.get_mut(&key) {
-                peer.allowed_ips.insert(ip);
-            }
-        }
-    }
+    /// Changes whenever the device is created anew (see
+    /// [`WireGuardBackend::device_instance`]).
+    instance: u64,
 }
 
 /// Everything the in-memory backends share: devices, links, pending faults.
@@ -203,6 +88,8 @@ struct Host {
     devices: BTreeMap<InterfaceName, Device>,
     links: BTreeMap<InterfaceName, LinkState>,
     faults: Vec<Fault>,
+    /// Devices created so far (each gets the next number as its instance).
+    created: u64,
 }
 
 impl Host {
@@ -379,11 +266,12 @@ impl MemoryWireGuard {
         &self,
         name: &InterfaceName,
         peer: &PublicKey,
-        f: impl FnOnce(&mut Peer),
+        f: impl FnOnce(&mut PeerState),
     ) -> Result<()> {
         let mut host = lock(&self.host);
         let device = host.device_mut(name)?;
         let p = device
+            .state
             .peers
             .get_mut(peer)
             .ok_or_else(|| Error::not_found("peer", peer))?;
@@ -412,7 +300,13 @@ impl WireGuardBackend for MemoryWireGuard {
         let mut host = lock(&self.host);
         host.fail_next(Operation::CreateDevice)?;
         if !host.devices.contains_key(name) {
-            host.devices.insert(name.clone(), Device::default());
+            host.created += 1;
+            let device = Device {
+                state: DeviceState::empty(),
+                owners: HashMap::new(),
+                instance: host.created,
+            };
+            host.devices.insert(name.clone(), device);
             host.links.insert(name.clone(), Host::new_link());
         }
         Ok(())
@@ -429,7 +323,12 @@ impl WireGuardBackend for MemoryWireGuard {
     async fn read_device(&self, name: &InterfaceName) -> Result<Option<DeviceState>> {
         let mut host = lock(&self.host);
         host.fail_next(Operation::ReadDevice)?;
-        Ok(host.devices.get(name).map(Device::state))
+        Ok(host.devices.get(name).map(|d| d.state.clone()))
+    }
+
+    /// The number of the device's creation on this host.
+    async fn device_instance(&self, name: &InterfaceName) -> Result<Option<u64>> {
+        Ok(lock(&self.host).devices.get(name).map(|d| d.instance))
     }
 
     async fn apply_device(&self, name: &InterfaceName, delta: &DeviceDelta) -> Result<()> {
@@ -444,29 +343,33 @@ impl WireGuardBackend for MemoryWireGuard {
                 && host
                     .devices
                     .iter()
-                    .any(|(other, d)| other != name && d.listen_port == port)
+                    .any(|(other, d)| other != name && d.state.listen_port == port)
         });
-        let device = host.device_mut(name)?;
-        if let Some(key) = &delta.private_key {
-            device.private_key = Some(key.clone());
-            // Setting a private key removes a peer equal to the new public key.
-            device.remove_peer(&key.public_key());
-        }
-        if let Some(port) = delta.listen_port {
-            if port_taken {
-                return Err(Error::conflict(format!(
-                    "listen port {port} is already in use"
-                )));
+        if port_taken {
+            // The key (if any) lands first, as on a real device; then the port fails.
+            if delta.private_key.is_some() {
+                let device = host.device_mut(name)?;
+                let key_only = DeviceDelta {
+                    private_key: delta.private_key.clone(),
+                    ..DeviceDelta::default()
+                };
+                semantics::apply_settings(
+                    &mut device.state,
+                    &mut Owners::Index(&mut device.owners),
+                    &key_only,
+                );
             }
-            device.listen_port = port;
+            let port = delta.listen_port.unwrap_or_default();
+            return Err(Error::conflict(format!(
+                "listen port {port} is already in use"
+            )));
         }
-        if let Some(mark) = delta.fwmark {
-            device.fwmark = mark;
-        }
-        if delta.replace_peers {
-            device.peers.clear();
-            device.owners.clear();
-        }
+        let device = host.device_mut(name)?;
+        semantics::apply_settings(
+            &mut device.state,
+            &mut Owners::Index(&mut device.owners),
+            delta,
+        );
         for (i, peer) in delta.peers.iter().enumerate() {
             match host.peer_fault(i) {
                 Some(Fault::VanishAtPeer { .. }) => {
@@ -482,7 +385,12 @@ impl WireGuardBackend for MemoryWireGuard {
                 }
                 None => {}
             }
-            host.device_mut(name)?.apply_peer(peer);
+            let device = host.device_mut(name)?;
+            semantics::apply_peer(
+                &mut device.state,
+                &mut Owners::Index(&mut device.owners),
+                peer,
+            );
         }
         Ok(())
     }
@@ -567,10 +475,6 @@ impl MemoryNetwork {
     }
 }
 
-fn drop_ipv6(set: &mut BTreeSet<IpNet>) {
-    set.retain(|n| matches!(n, IpNet::V4(_)));
-}
-
 #[async_trait]
 impl NetworkBackend for MemoryNetwork {
     fn name(&self) -> &'static str {
@@ -591,60 +495,17 @@ impl NetworkBackend for MemoryNetwork {
             .links
             .get_mut(name)
             .ok_or_else(|| Error::not_found("link", name))?;
-        let mut addresses: BTreeSet<IpNet> = link.addresses.iter().copied().collect();
-        let mut routes: BTreeSet<IpNet> = link.routes.iter().copied().collect();
-        let result = (|| {
-            if let Some(mtu) = delta.mtu {
-                link.mtu = mtu;
-                if mtu < IPV6_MIN_MTU {
-                    drop_ipv6(&mut addresses);
-                    drop_ipv6(&mut routes);
-                }
-            }
-            for a in &delta.remove_addresses {
-                addresses.remove(a);
-            }
-            for (j, a) in delta.add_addresses.iter().enumerate() {
-                if matches!(a, IpNet::V6(_)) && link.mtu < IPV6_MIN_MTU {
-                    return Err(Error::invalid(
-                        format!("link.add_addresses[{j}]"),
-                        "IPv6 needs an MTU of at least 1280",
-                    ));
-                }
-                addresses.insert(*a);
-            }
-            if let Some(up) = delta.up {
-                if link.up && !up {
-                    // Linux (keep_addr_on_down = 0): IPv6 addresses and all routes go.
-                    drop_ipv6(&mut addresses);
-                    routes.clear();
-                }
-                link.up = up;
-            }
-            for r in &delta.remove_routes {
-                routes.remove(r);
-            }
-            for (j, r) in delta.add_routes.iter().enumerate() {
-                if !link.up {
-                    return Err(Error::invalid(
-                        format!("link.add_routes[{j}]"),
-                        "the link is down",
-                    ));
-                }
-                routes.insert(*r);
-            }
-            Ok(())
-        })();
-        link.addresses = addresses.into_iter().collect();
-        link.routes = routes.into_iter().collect();
-        result
+        link.apply(delta)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::PeerDelta;
+    use crate::keys::PrivateKey;
     use futures::executor::block_on;
+    use std::collections::BTreeSet;
 
     fn name() -> InterfaceName {
         InterfaceName::new("wg0").unwrap()

@@ -54,6 +54,7 @@
 //! ```
 
 mod memory;
+mod semantics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -554,6 +555,16 @@ pub trait WireGuardBackend: Debug + Send + Sync + 'static {
     /// with [`Error::NotFound`] (kind `device`) when the device does not exist; a listen
     /// port in use is [`Error::Conflict`].
     async fn apply_device(&self, name: &InterfaceName, delta: &DeviceDelta) -> Result<()>;
+
+    /// A cheap identity of the device's current incarnation: a number that changes
+    /// whenever the device is created anew (`ip link del` and add, the daemon restarted),
+    /// without reading its peers. `Ok(None)` when there is no device **or** the backend
+    /// cannot tell; the reconciler then reads the device in full instead of trusting what
+    /// it knew of it (see [`crate::reconcile::Verify`]). The default says `None`.
+    async fn device_instance(&self, name: &InterfaceName) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// The network side of an interface: link state, addresses, routes (rtnetlink, or
@@ -598,6 +609,9 @@ impl<T: WireGuardBackend + ?Sized> WireGuardBackend for Arc<T> {
     }
     async fn apply_device(&self, name: &InterfaceName, delta: &DeviceDelta) -> Result<()> {
         (**self).apply_device(name, delta).await
+    }
+    async fn device_instance(&self, name: &InterfaceName) -> Result<Option<u64>> {
+        (**self).device_instance(name).await
     }
 }
 

@@ -85,6 +85,10 @@ pub struct ManagerConfig {
     pub password_params: PasswordParams,
     /// Largest wg-quick file accepted by import, bytes (default 16 MiB).
     pub max_import_bytes: usize,
+    /// How long, in seconds, [`Manager::apply`] with [`crate::reconcile::Verify::Auto`]
+    /// may trust acknowledged deltas on top of its last full read of a host before it
+    /// reads the host in full again (default 60).
+    pub reverify_after_secs: u64,
 }
 
 impl Default for ManagerConfig {
@@ -94,6 +98,7 @@ impl Default for ManagerConfig {
             default_quarantine_secs: 3600,
             password_params: PasswordParams::default(),
             max_import_bytes: 16 << 20,
+            reverify_after_secs: 60,
         }
     }
 }
@@ -158,10 +163,12 @@ impl ManagerBuilder {
 /// Cached state of one server: its desired state at a revision and the address manager
 /// built from it.
 #[derive(Debug)]
-struct Cached {
-    state: ServerState,
+pub(crate) struct Cached {
+    pub(crate) state: ServerState,
     ipam: DualStack,
     index: PeerIndex,
+    /// The server key and PSKs opened for the reconciler, kept across applies.
+    pub(crate) opened: crate::reconcile::OpenedSecrets,
 }
 
 /// Peers of a cached server by case-folded name and by public key, so that checks on
@@ -237,18 +244,18 @@ pub struct Manager {
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
 }
 
-/// The last live state this manager read back and verified on a host, at a revision.
-#[derive(Debug)]
-struct LiveSnapshot {
-    revision: RevisionNo,
-    device: Option<crate::backend::DeviceState>,
-    link: Option<crate::backend::LinkState>,
+/// The live state of a server on a host as this manager last verified it, at a revision:
+/// read back in full at `read_at`, plus the deltas the backend acknowledged since.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveSnapshot {
+    pub(crate) revision: RevisionNo,
+    pub(crate) device: Option<crate::backend::DeviceState>,
+    pub(crate) link: Option<crate::backend::LinkState>,
+    /// The device's incarnation ([`crate::backend::WireGuardBackend::device_instance`]).
+    pub(crate) instance: Option<u64>,
+    /// When the host was last read in full.
+    pub(crate) read_at: OffsetDateTime,
 }
-
-type LiveState = (
-    Option<crate::backend::DeviceState>,
-    Option<crate::backend::LinkState>,
-);
 
 impl Manager {
     /// Start building a manager over `store`, sealing secrets with `sealer`.
@@ -508,7 +515,12 @@ impl Manager {
             .ok_or_else(|| Error::not_found("server", id))?;
         let ipam = Self::build_ipam(&state, self.now())?;
         let index = PeerIndex::build(&state);
-        *cached = Some(Cached { state, ipam, index });
+        *cached = Some(Cached {
+            state,
+            ipam,
+            index,
+            opened: crate::reconcile::OpenedSecrets::default(),
+        });
         Ok(())
     }
 
@@ -517,6 +529,16 @@ impl Manager {
         &self,
         id: ServerId,
         f: impl FnOnce(&ServerState) -> Result<T>,
+    ) -> Result<T> {
+        self.with_cached(id, |c| f(&c.state)).await
+    }
+
+    /// Run `f` on the fresh cached server; `f` must not change its state (only what is
+    /// derived from it, such as opened secrets).
+    pub(crate) async fn with_cached<T>(
+        &self,
+        id: ServerId,
+        f: impl FnOnce(&mut Cached) -> Result<T>,
     ) -> Result<T> {
         let slot = self.slot(id);
         let mut g = slot.lock().await;
@@ -527,8 +549,8 @@ impl Manager {
             }
             return Err(e);
         }
-        match g.as_ref() {
-            Some(c) => f(&c.state),
+        match g.as_mut() {
+            Some(c) => f(c),
             None => Err(Error::not_found("server", id)),
         }
     }
@@ -654,13 +676,14 @@ impl Manager {
         &self,
         key: &(ServerId, String),
         applied: Option<RevisionNo>,
-    ) -> Option<LiveState> {
-        let g = self
+    ) -> Option<LiveSnapshot> {
+        let mut g = self
             .live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = g.get(key)?;
-        (Some(s.revision) == applied).then(|| (s.device.clone(), s.link.clone()))
+        // Taken out: whoever uses it puts back what the host holds afterwards.
+        let s = g.remove(key)?;
+        (Some(s.revision) == applied).then_some(s)
     }
 
     /// Drop a host's snapshot (before changing the host).
@@ -672,24 +695,18 @@ impl Manager {
     }
 
     /// Keep the state just read back and verified at `revision`.
-    pub(crate) fn remember_snapshot(
-        &self,
-        key: (ServerId, String),
-        revision: RevisionNo,
-        device: Option<crate::backend::DeviceState>,
-        link: Option<crate::backend::LinkState>,
-    ) {
+    pub(crate) fn remember_snapshot(&self, key: (ServerId, String), snapshot: LiveSnapshot) {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                key,
-                LiveSnapshot {
-                    revision,
-                    device,
-                    link,
-                },
-            );
+            .insert(key, snapshot);
+    }
+
+    /// [`ManagerConfig::reverify_after_secs`].
+    pub(crate) fn reverify_after(&self) -> time::Duration {
+        time::Duration::seconds(
+            i64::try_from(self.config.reverify_after_secs).unwrap_or(i64::MAX / 2),
+        )
     }
 
     async fn publish(&self, rec: &RevisionRecord) {
