@@ -972,8 +972,7 @@ impl Manager {
             && !pl.delete_device
             && !pl.device.replace_peers
             && pl.device.listen_port != Some(0)
-            && (!from_snapshot
-                || (!pl.is_empty() && self.now() - read_at < self.reverify_after()));
+            && (!from_snapshot || (!pl.is_empty() && self.now() - read_at < self.reverify_after()));
         if trusted {
             // Every delta was acknowledged in full: the host holds what we planned from
             // with the deltas applied, by the backends' own semantics.

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 use wgm_core::backend::{
     DeviceDelta, Fault, MemoryWireGuard, NetworkBackend, PeerDelta, WireGuardBackend,
 };
-use wgm_core::manager::{Manager, ManagerConfig, NewPeer, NewServer, PeerUpdate};
+use wgm_core::manager::{Manager, ManagerConfig, ManualClock, NewPeer, NewServer, PeerUpdate};
 use wgm_core::model::{RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{ApplyOptions, DriftPolicy, Host, PlanItem};
+use wgm_core::reconcile::{ApplyOptions, DriftPolicy, Host, PlanItem, Verify};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::{MemoryStore, Store};
 
@@ -21,6 +21,7 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 }
 
 struct Env {
+    store: Arc<dyn Store>,
     m: Manager,
     admin: Principal,
     wg: Arc<MemoryWireGuard>,
@@ -44,7 +45,7 @@ fn setup(peers: &[&str]) -> Env {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
     let wg = Arc::new(MemoryWireGuard::new());
-    let (m, host) = env_with(store, &key, &wg);
+    let (m, host) = env_with(store.clone(), &key, &wg);
     let admin = m.local_admin("root");
     let iface = InterfaceName::new("wg0").unwrap();
     let server = block(async {
@@ -63,6 +64,7 @@ fn setup(peers: &[&str]) -> Env {
         s.id
     });
     Env {
+        store,
         m,
         admin,
         wg,
@@ -447,11 +449,26 @@ fn auditors_can_plan_but_not_apply() {
     assert!(block(e.wg.read_device(&e.iface)).unwrap().is_none());
 }
 
-/// A backend that counts full device reads.
+/// A backend that counts full device reads; it tells device instances only when
+/// `instances` is set (a backend that cannot is always read back).
 #[derive(Debug)]
 struct Counting {
     inner: Arc<MemoryWireGuard>,
     reads: std::sync::atomic::AtomicUsize,
+    instances: bool,
+}
+
+impl Counting {
+    fn over(inner: &Arc<MemoryWireGuard>, instances: bool) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner: inner.clone(),
+            reads: 0.into(),
+            instances,
+        })
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[async_trait::async_trait]
@@ -485,17 +502,21 @@ impl WireGuardBackend for Counting {
     ) -> wgm_core::Result<()> {
         self.inner.apply_device(name, delta).await
     }
+    async fn device_instance(&self, name: &InterfaceName) -> wgm_core::Result<Option<u64>> {
+        if self.instances {
+            self.inner.device_instance(name).await
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 #[test]
-fn incremental_apply_reads_the_device_once_after_a_verified_apply() {
+fn without_device_instances_every_apply_reads_back() {
     let e = setup(&["a"]);
-    let counting = Arc::new(Counting {
-        inner: e.wg.clone(),
-        reads: 0.into(),
-    });
+    let counting = Counting::over(&e.wg, false);
     let host = Host::new("host-c", counting.clone(), Some(Arc::new(e.wg.network())));
-    let reads = || counting.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let reads = || counting.reads();
     assert!(
         block(e.m.apply(&e.admin, e.server, &host, ApplyOptions::default()))
             .unwrap()
@@ -535,5 +556,196 @@ fn incremental_apply_reads_the_device_once_after_a_verified_apply() {
     .unwrap();
     let r = block(e.m.apply(&e.admin, e.server, &host, ApplyOptions::default())).unwrap();
     assert!(r.converged, "{:?}", r.remaining);
+    assert_eq!(e.device().peers.len(), 3);
+}
+
+impl Env {
+    fn counting_host(&self) -> (Arc<Counting>, Host) {
+        let counting = Counting::over(&self.wg, true);
+        let host = Host::new(
+            "host-c",
+            counting.clone(),
+            Some(Arc::new(self.wg.network())),
+        );
+        (counting, host)
+    }
+    fn apply_on(&self, host: &Host, verify: Verify) -> wgm_core::reconcile::ApplyReport {
+        let opts = ApplyOptions {
+            verify,
+            ..ApplyOptions::default()
+        };
+        block(self.m.apply(&self.admin, self.server, host, opts)).unwrap()
+    }
+    fn add(&self, name: &str) {
+        block(self.m.add_peer(
+            &self.admin,
+            self.server,
+            NewPeer::new(PeerName::new(name).unwrap()),
+        ))
+        .unwrap();
+    }
+    fn plan_on(&self, host: &Host) -> wgm_core::reconcile::Plan {
+        block(self.m.plan(&self.admin, self.server, host)).unwrap()
+    }
+    fn remove_out_of_band(&self, name: &str) {
+        let k = self.key_of(name);
+        block(self.wg.apply_device(
+            &self.iface,
+            &DeviceDelta {
+                peers: vec![PeerDelta::remove(k)],
+                ..DeviceDelta::default()
+            },
+        ))
+        .unwrap();
+    }
+}
+
+#[test]
+fn an_acknowledged_incremental_apply_does_not_read_the_device() {
+    let e = setup(&["a"]);
+    let (counting, host) = e.counting_host();
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(
+        r.converged && r.read_back,
+        "the device was created: read back"
+    );
+    assert_eq!(counting.reads(), 2);
+    e.add("b");
+    e.add("c");
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.converged, "{:?}", r.remaining);
+    assert!(!r.read_back);
+    assert_eq!(
+        counting.reads(),
+        2,
+        "planned from the snapshot, trusted the ack"
+    );
+    assert_eq!(r.plan.device.peers.len(), 2);
+    assert!(r.results.iter().all(|i| i.ok));
+    // The device really holds it: a plan from a full read has nothing to do.
+    assert!(e.plan_on(&host).is_empty());
+    assert_eq!(e.device().peers.len(), 3);
+}
+
+#[test]
+fn a_change_and_out_of_band_drift_converge_by_the_next_apply_with_nothing_to_do() {
+    let e = setup(&["a", "b"]);
+    let (counting, host) = e.counting_host();
+    e.apply_on(&host, Verify::Auto);
+    e.remove_out_of_band("b");
+    e.add("c");
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.converged && !r.read_back);
+    // The removal happened behind the manager's back; this apply did not look.
+    assert_eq!(e.device().peers.len(), 2);
+    let before = counting.reads();
+    // Nothing left to change in the store: the next apply (what a periodic reconcile
+    // does) reads the device in full, finds b missing and restores it.
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.converged && r.read_back, "{:?}", r.remaining);
+    assert!(counting.reads() > before);
+    assert_eq!(e.device().peers.len(), 3);
+    assert!(r
+        .results
+        .iter()
+        .any(|i| matches!(&i.item, PlanItem::AddPeer { name, .. } if name == "b") && i.ok));
+}
+
+#[test]
+fn verify_always_reads_back_and_catches_drift_in_the_same_apply() {
+    let e = setup(&["a", "b"]);
+    let (counting, host) = e.counting_host();
+    e.apply_on(&host, Verify::Always);
+    let before = counting.reads();
+    e.remove_out_of_band("b");
+    e.add("c");
+    let r = e.apply_on(&host, Verify::Always);
+    assert!(r.converged && r.read_back, "{:?}", r.remaining);
+    assert!(counting.reads() > before);
+    assert_eq!(e.device().peers.len(), 3);
+}
+
+#[test]
+fn a_device_recreated_out_of_band_is_noticed_before_planning() {
+    let e = setup(&["a", "b"]);
+    let (_, host) = e.counting_host();
+    e.apply_on(&host, Verify::Auto);
+    // ip link del; ip link add: an empty device under the same name.
+    block(e.wg.delete_device(&e.iface)).unwrap();
+    block(e.wg.create_device(&e.iface)).unwrap();
+    e.add("c");
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.converged, "{:?}", r.remaining);
+    let dev = e.device();
+    assert_eq!(
+        dev.peers.len(),
+        3,
+        "every peer restored, not only the new one"
+    );
+    assert_eq!(dev.listen_port, 51820);
+    assert!(e.plan_on(&host).is_empty());
+}
+
+#[test]
+fn acknowledgements_are_trusted_only_for_the_reverify_interval() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let m = Manager::builder(store, Sealer::new(MasterKey::generate()))
+        .clock(clock.clone())
+        .config(ManagerConfig {
+            reverify_after_secs: 30,
+            ..ManagerConfig::default()
+        })
+        .build();
+    let admin = m.local_admin("root");
+    let wg = Arc::new(MemoryWireGuard::new());
+    let counting = Counting::over(&wg, true);
+    let host = Host::new("h", counting.clone(), None);
+    let s = block(m.create_server(
+        &admin,
+        NewServer::new(
+            ServerName::new("s").unwrap(),
+            InterfaceName::new("wg0").unwrap(),
+            ListenPort::new(51820).unwrap(),
+        ),
+    ))
+    .unwrap();
+    let add_and_apply = |name: &str| {
+        block(m.add_peer(&admin, s.id, NewPeer::new(PeerName::new(name).unwrap()))).unwrap();
+        block(m.apply(&admin, s.id, &host, ApplyOptions::default())).unwrap()
+    };
+    assert!(add_and_apply("a").read_back);
+    clock.advance(time::Duration::seconds(20));
+    assert!(!add_and_apply("b").read_back);
+    clock.advance(time::Duration::seconds(20));
+    // 40 s since the last full read: this one reads back, and restarts the interval.
+    assert!(add_and_apply("c").read_back);
+    clock.advance(time::Duration::seconds(20));
+    assert!(!add_and_apply("d").read_back);
+}
+
+#[test]
+fn a_failed_delta_is_read_back_and_not_recorded() {
+    let e = setup(&["a"]);
+    let (counting, host) = e.counting_host();
+    e.apply_on(&host, Verify::Auto);
+    let applied = block(e.store.applied(e.server, "host-c")).unwrap();
+    e.add("b");
+    e.add("c");
+    e.wg.inject(Fault::FailAtPeer { index: 1 });
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.read_back && !r.converged && !r.errors.is_empty());
+    assert_eq!(e.device().peers.len(), 2, "b landed, c did not");
+    assert_eq!(
+        block(e.store.applied(e.server, "host-c")).unwrap(),
+        applied,
+        "the new revision is not recorded as applied"
+    );
+    // No snapshot survives a failure: the next apply reads the device in full first,
+    // plans the missing peer from that, and its acknowledgement is proof.
+    let before = counting.reads();
+    let r = e.apply_on(&host, Verify::Auto);
+    assert!(r.converged && !r.read_back, "{:?}", r.remaining);
+    assert_eq!(counting.reads(), before + 1);
     assert_eq!(e.device().peers.len(), 3);
 }

@@ -302,7 +302,7 @@ impl WireGuardBackend for MemoryWireGuard {
         if !host.devices.contains_key(name) {
             host.created += 1;
             let device = Device {
-                state: DeviceState::empty(),
+                state: DeviceState::default(),
                 owners: HashMap::new(),
                 instance: host.created,
             };

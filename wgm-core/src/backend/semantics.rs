@@ -61,7 +61,11 @@ pub(crate) fn remove_peer(state: &mut DeviceState, owners: &mut Owners<'_>, key:
 
 /// Apply the device-level fields of `delta` (key, port, fwmark, `replace_peers`), not
 /// its peers.
-pub(crate) fn apply_settings(state: &mut DeviceState, owners: &mut Owners<'_>, delta: &DeviceDelta) {
+pub(crate) fn apply_settings(
+    state: &mut DeviceState,
+    owners: &mut Owners<'_>,
+    delta: &DeviceDelta,
+) {
     if let Some(key) = &delta.private_key {
         let public = key.public_key();
         state.private_key = Some(key.clone());
@@ -134,17 +138,6 @@ pub(crate) fn apply_peer(state: &mut DeviceState, owners: &mut Owners<'_>, delta
 }
 
 impl DeviceState {
-    /// An empty device: no key, no port, no peers (what `create_device` makes).
-    pub fn empty() -> DeviceState {
-        DeviceState {
-            private_key: None,
-            public_key: None,
-            listen_port: 0,
-            fwmark: 0,
-            peers: std::collections::BTreeMap::new(),
-        }
-    }
-
     /// What the device holds after a backend applied `delta` to it in full: the
     /// semantics of the kernel and of wireguard-go (a new private key removes the peer
     /// equal to its public key; a peer equal to the device's own key is ignored; an
@@ -159,7 +152,7 @@ impl DeviceState {
     ///
     /// let (a, b) = (PrivateKey::generate().public_key(), PrivateKey::generate().public_key());
     /// let net: ipnet::IpNet = "fd00::2/128".parse().unwrap();
-    /// let mut dev = DeviceState::empty();
+    /// let mut dev = DeviceState::default();
     /// let mut to_a = PeerDelta::new(a);
     /// to_a.allowed_ips = vec![net];
     /// dev.apply(&DeviceDelta { peers: vec![to_a], ..DeviceDelta::default() });
