@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -357,5 +359,31 @@ impl WireGuardBackend for UserspaceBackend {
     ) -> wgm_core::Result<()> {
         delta.validate(&self.capabilities())?;
         Ok(self.client.set(name, delta).await?)
+    }
+
+    /// The daemon's pid (the socket's peer credentials) with the socket file's device,
+    /// inode and change time, hashed: a restarted daemon, or another one started on the
+    /// same name, has another pid and has bound a new socket file. One connect and one
+    /// `stat`, no UAPI request. `None` when no daemon answers.
+    async fn device_instance(&self, name: &InterfaceName) -> wgm_core::Result<Option<u64>> {
+        let stream = match self.client.connect(name).await {
+            Ok(stream) => stream,
+            Err(Error::DaemonGone { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(pid) = stream.peer_cred().ok().and_then(|c| c.pid()) else {
+            return Ok(None);
+        };
+        drop(stream);
+        let path = self.client.socket_path(name);
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(m) => m,
+            // Gone between the connect and the stat: the daemon just went away.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }.into()),
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (pid, meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()).hash(&mut h);
+        Ok(Some(h.finish()))
     }
 }

@@ -796,6 +796,23 @@ async fn incremental_apply_keeps_a_live_tunnel_untouched() {
         "alice's counters reset or stood still: before {before:?}, after {after:?}"
     );
 
+    // wireguard-go and the kernel acknowledged every change of a plan made from what
+    // the first apply verified: no read-back. A plan from a full read of the real
+    // device and link has nothing left, so the acknowledged state was the real one.
+    assert!(
+        report.converged && !report.read_back,
+        "{:?}",
+        report.remaining
+    );
+    let fresh =
+        s.m.plan(&s.admin, s.server, &s.host)
+            .await
+            .expect("plan from a full read");
+    assert!(
+        fresh.is_empty(),
+        "left after an acknowledged apply:\n{fresh}"
+    );
+
     // The device holds what the store says.
     let live =
         s.m.status(&s.admin, s.server, &s.host)
@@ -998,4 +1015,55 @@ impl Managed {
             .expect("read device")?;
         dev.peers.get(key).cloned()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
+    skip_unless_netns!();
+    let mut lab = Lab::new();
+    let (s, _) = Managed::new(&lab, &["alice", "carol"]).await;
+    s.apply().await;
+    let old_pid = lab.note_server_daemon().expect("daemon running");
+
+    // The daemon dies and another one comes up on the same name: an empty device, its
+    // link down without addresses. The manager still holds what it verified before.
+    kill(old_pid);
+    assert!(
+        eventually(100, async || process_gone(old_pid)).await,
+        "wireguard-go (pid {old_pid}) did not die"
+    );
+    lab.backend
+        .create_device(&lab.server_iface)
+        .await
+        .expect("a new daemon");
+    let new_pid = lab.note_server_daemon().expect("the new daemon");
+    assert_ne!(new_pid, old_pid);
+
+    // One peer added in the store. Planned from the old snapshot, the apply would send
+    // only that peer; the device's new instance makes it read the device first.
+    s.m.add_peer(
+        &s.admin,
+        s.server,
+        NewPeer::new(PeerName::new("bob").expect("name")),
+    )
+    .await
+    .expect("add bob");
+    let report = s.apply().await;
+    let added = report
+        .plan
+        .items
+        .iter()
+        .filter(|i| matches!(i, PlanItem::AddPeer { .. }))
+        .count();
+    assert_eq!(added, 3, "every peer restored:\n{}", report.plan);
+    assert!(
+        report.plan.items.contains(&PlanItem::SetUp),
+        "{}",
+        report.plan
+    );
+    let fresh =
+        s.m.plan(&s.admin, s.server, &s.host)
+            .await
+            .expect("plan from a full read");
+    assert!(fresh.is_empty(), "left after the apply:\n{fresh}");
 }

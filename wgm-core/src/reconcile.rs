@@ -931,13 +931,12 @@ impl Manager {
             }
         };
         let from_snapshot = snapshot.is_some();
-        let (dev, link, instance, read_at) = match snapshot {
-            Some(s) => (s.device, s.link, s.instance, s.read_at),
-            None => {
-                let instance = instance_of(host, &iface).await;
-                let (d, l) = read_host(host, &iface).await?;
-                (d, l, instance, self.now())
-            }
+        let (dev, link, instance, read_at) = if let Some(s) = snapshot {
+            (s.device, s.link, s.instance, s.read_at)
+        } else {
+            let instance = instance_of(host, &iface).await;
+            let (d, l) = read_host(host, &iface).await?;
+            (d, l, instance, self.now())
         };
         let mut pl = plan(
             &desired,

@@ -56,6 +56,7 @@ pub async fn run_wireguard(
     params: &Params,
 ) -> Result<()> {
     device_lifecycle(wg, name).await?;
+    device_instance(wg, name).await?;
     device_settings(wg, name).await?;
     incremental_peers(wg, name).await?;
     allowed_ip_moves(wg, name).await?;
@@ -155,6 +156,49 @@ pub async fn device_lifecycle(wg: &dyn WireGuardBackend, name: &InterfaceName) -
     wg.delete_device(name).await?; // idempotent
     assert!(wg.read_device(name).await?.is_none());
     assert!(!wg.list_devices().await?.contains(name));
+    Ok(())
+}
+
+/// A backend that tells device instances keeps one stable while the device lives
+/// (reads and applies do not change it) and gives a recreated device another one; an
+/// absent device has none. A backend that cannot tell says `None` throughout.
+pub async fn device_instance(wg: &dyn WireGuardBackend, name: &InterfaceName) -> Result<()> {
+    wg.delete_device(name).await?;
+    assert_eq!(
+        wg.device_instance(name).await?,
+        None,
+        "{}: an absent device has no instance",
+        wg.name()
+    );
+    wg.create_device(name).await?;
+    let first = wg.device_instance(name).await?;
+    let Some(first) = first else {
+        wg.delete_device(name).await?;
+        return Ok(()); // cannot tell: the reconciler always reads back
+    };
+    let mut delta = DeviceDelta {
+        private_key: Some(PrivateKey::generate()),
+        ..DeviceDelta::default()
+    };
+    delta.peers.push(PeerDelta::new(key()));
+    wg.apply_device(name, &delta).await?;
+    read(wg, name).await?;
+    wg.create_device(name).await?; // exists already: the same device
+    assert_eq!(
+        wg.device_instance(name).await?,
+        Some(first),
+        "{}: reads, applies and an idempotent create keep the instance",
+        wg.name()
+    );
+    wg.delete_device(name).await?;
+    wg.create_device(name).await?;
+    let second = wg.device_instance(name).await?;
+    assert!(
+        second.is_some() && second != Some(first),
+        "{}: a recreated device must have another instance ({first} then {second:?})",
+        wg.name()
+    );
+    wg.delete_device(name).await?;
     Ok(())
 }
 

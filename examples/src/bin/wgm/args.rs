@@ -423,6 +423,7 @@ pub struct LiveArgs {
 
 /// `wgm apply`.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // independent command-line flags, not a state
 pub struct ApplyArgs {
     /// Server name or id
     pub server: String,
@@ -438,6 +439,9 @@ pub struct ApplyArgs {
     /// Replace every peer at once (resets every tunnel; only to repair a device)
     #[arg(long)]
     pub full_resync: bool,
+    /// Read the device back in full after applying, even when it acknowledged every change
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `wgm reconcile`.

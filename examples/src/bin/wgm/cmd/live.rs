@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wgm_backend_kernel::KernelNetwork;
 use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
-use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status};
+use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status, Verify};
 use wgm_core::Error;
 
 use crate::args::{ApplyArgs, BackendArg, LiveArgs, ReconcileArgs};
@@ -103,8 +103,13 @@ fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
     }
     if r.converged {
         if !ctx.out.json && !r.plan.items.is_empty() {
+            let how = if r.read_back {
+                "verified by reading it back"
+            } else {
+                "every change acknowledged by the device"
+            };
             ctx.out.note(&format!(
-                "{} is at revision {} (verified by reading it back)",
+                "{} is at revision {} ({how})",
                 r.plan.interface, r.plan.revision
             ));
         }
@@ -139,6 +144,11 @@ pub async fn apply(ctx: &Ctx, a: ApplyArgs) -> CliResult {
             ApplyOptions {
                 dry_run: a.dry_run,
                 full_resync: a.full_resync,
+                verify: if a.verify {
+                    Verify::Always
+                } else {
+                    Verify::Auto
+                },
             },
         )
         .await;
