@@ -1,18 +1,23 @@
 //! Apply, side by side with wireguard-tools on the same wireguard-go device.
 //!
-//! wgm's side is the whole library path a caller takes: the `Manager` (in-memory store)
-//! and the reconciler (`Manager::apply`: load the server, open the keys, read the
-//! device, plan, apply the delta, read the device again, plan again, record the applied
-//! revision, audit) on a `UserspaceBackend` (UAPI). The other side is `wg(8)` run as a
+//! wgm's side is the whole library path a caller takes: the `Manager` on its default
+//! store (a SQLite file) and the reconciler (`Manager::apply`: derive the desired state,
+//! read the device or plan from what the manager last verified, apply the delta, verify,
+//! record the applied revision, audit) on a `UserspaceBackend` (UAPI), measured with both
+//! verification policies: `Verify::Auto` (the default: a delta the daemon acknowledged
+//! in full is not read back) and `Verify::Always` (every apply reads the whole device
+//! back and plans again). The other side is `wg(8)` run as a
 //! process, as scripts built on wireguard-tools do, on a configuration the library
 //! rendered (`Manager::server_config`) and `wg-quick strip` turned into `wg setconf` form.
 //! Both drive one wireguard-go device with 10 000 peers (dual-stack addresses and a PSK
 //! each), in a network namespace this bench creates and deletes.
 //!
-//! - **initial apply**: empty device → 10 000 peers. `Manager::apply` vs `wg setconf`.
-//! - **add one peer**: `Manager::add_peer` + `Manager::apply` vs `wg syncconf` with the
-//!   full 10 001-peer file (the file is prepared untimed; `wg-quick strip` of it is
-//!   reported on its own line).
+//! - **initial apply**: empty device → 10 000 peers, by a `Manager` that has never seen
+//!   the device (a fresh process: it loads the server and opens every key).
+//!   `Manager::apply` vs `wg setconf`.
+//! - **add one peer**: `Manager::add_peer` + `Manager::apply` on a long-lived manager vs
+//!   `wg syncconf` with the full 10 001-peer file (the file is prepared untimed;
+//!   `wg-quick strip` of it is reported on its own line).
 //! - **status**: `Manager::status` vs `wg show <iface> dump`.
 //!
 //! Then the cost of each step of wgm's add (`add_peer`, plan, the one-peer UAPI set, one
@@ -47,9 +52,10 @@ use wgm_core::model::{PeerId, PeerStats, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::{Keepalive, ListenPort};
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{self, ApplyOptions, ApplyReport, DriftPolicy, Host, PlanItem};
+use wgm_core::reconcile::{self, ApplyOptions, ApplyReport, DriftPolicy, Host, PlanItem, Verify};
 use wgm_core::seal::{MasterKey, Sealer};
-use wgm_core::store::{MemoryStore, Store};
+use wgm_core::store::Store;
+use wgm_store_sql::SqlStore;
 
 /// Peers per `add_peers` revision while filling the server.
 const SEED_BATCH: usize = 1_000;
@@ -198,9 +204,11 @@ fn ratio(a: &Samples, b: &Samples) -> f64 {
 struct Bench {
     m: Manager,
     /// The Manager's store, read directly to time the steps of an apply.
-    store: Arc<MemoryStore>,
+    store: Arc<dyn Store>,
     /// A sealer with the Manager's master key (to time `desired_host` on its own).
     sealer: Sealer,
+    /// The master key, for fresh managers.
+    master: MasterKey,
     admin: Principal,
     server: ServerId,
     host: Host,
@@ -210,14 +218,16 @@ struct Bench {
 
 impl Bench {
     async fn apply(&self) -> ApplyReport {
-        let r = self
-            .m
-            .apply(
-                &self.admin,
-                self.server,
-                &self.host,
-                ApplyOptions::default(),
-            )
+        self.apply_by(&self.m, Verify::Auto).await
+    }
+
+    async fn apply_by(&self, m: &Manager, verify: Verify) -> ApplyReport {
+        let opts = ApplyOptions {
+            verify,
+            ..ApplyOptions::default()
+        };
+        let r = m
+            .apply(&self.admin, self.server, &self.host, opts)
             .await
             .expect("apply");
         assert!(
@@ -246,6 +256,16 @@ impl Bench {
             .remove_peer(&self.admin, self.server, id)
             .await
             .expect("remove peer");
+    }
+
+    /// A manager over the same store and key that has never seen the device (a fresh
+    /// process).
+    fn fresh_manager(&self) -> Manager {
+        Manager::builder(
+            self.store.clone(),
+            Sealer::new(MasterKey::from_bytes(*self.master.expose_bytes())),
+        )
+        .build()
     }
 
     /// The server config as `wg setconf` reads it: rendered by the library, then
@@ -294,6 +314,11 @@ impl Bench {
     }
 }
 
+/// The order of the three sides in round `r`: each goes first, second and third in turn.
+fn rotation(r: usize) -> [usize; 3] {
+    [[0, 1, 2], [1, 2, 0], [2, 0, 1]][r % 3]
+}
+
 fn main() {
     if let Some(reason) = skip_reason() {
         eprintln!("skipping: {reason}");
@@ -322,10 +347,16 @@ fn main() {
 #[allow(clippy::too_many_lines)] // One linear story: set up, three pairs, breakdown, table.
 async fn bench(peers: usize, rounds: usize) {
     let ns = Netns::new();
-    let store = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("wgm.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&url).await.expect("open SQLite"));
     let master = MasterKey::generate();
     let sealer = Sealer::new(MasterKey::from_bytes(*master.expose_bytes()));
-    let m = Manager::builder(store.clone(), Sealer::new(master)).build();
+    let m = Manager::builder(
+        store.clone(),
+        Sealer::new(MasterKey::from_bytes(*master.expose_bytes())),
+    )
+    .build();
     let admin = m.local_admin("root");
     let mut spec = NewServer::new(
         ServerName::new("bench").expect("name"),
@@ -355,11 +386,12 @@ async fn bench(peers: usize, rounds: usize) {
         m,
         store,
         sealer,
+        master,
         admin,
         server,
         host,
         ns,
-        dir: tempfile::tempdir().expect("tempdir"),
+        dir,
     };
     let iface = b.ns.iface.to_string();
     let iface = iface.as_str();
@@ -379,14 +411,29 @@ async fn bench(peers: usize, rounds: usize) {
     assert_eq!(b.peer_count().await, peers);
 
     // ---- initial apply -------------------------------------------------------------
-    let (mut init_wgm, mut init_wg) = (Samples::default(), Samples::default());
+    // Sides: 0 = wgm (Verify::Auto), 1 = wgm (Verify::Always), 2 = wg setconf; the order
+    // rotates by round.
+    let (mut init_wgm, mut init_wgm_always, mut init_wg) =
+        (Samples::default(), Samples::default(), Samples::default());
     for r in 0..rounds {
-        for side in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in rotation(r) {
             b.clear().await;
-            if side == 0 {
+            if side < 2 {
+                let fresh = b.fresh_manager();
+                let verify = if side == 0 {
+                    Verify::Auto
+                } else {
+                    Verify::Always
+                };
                 let t = Instant::now();
-                let report = b.apply().await;
-                init_wgm.push(t.elapsed());
+                let report = b.apply_by(&fresh, verify).await;
+                let took = t.elapsed();
+                if side == 0 {
+                    init_wgm.push(took);
+                } else {
+                    init_wgm_always.push(took);
+                }
+                assert_eq!(report.read_back, side == 1, "{verify:?}");
                 let adds = report
                     .plan
                     .items
@@ -420,30 +467,48 @@ async fn bench(peers: usize, rounds: usize) {
             .expect("peer")
             .public_key;
     b.remove(extra).await;
-    b.apply().await;
+    // The long-lived manager verifies the device once (nothing to change: a full read),
+    // as a reconcile pass would; the add-one rounds below run well within
+    // `ManagerConfig::reverify_after_secs` of it (checked by `read_back`).
+    assert!(b.apply().await.read_back);
     let remove_extra = DeviceDelta {
         peers: vec![PeerDelta::remove(extra_key)],
         ..DeviceDelta::default()
     };
-    let (mut add_wgm, mut add_wg) = (Samples::default(), Samples::default());
-    let (mut add_only, mut add_apply) = (Samples::default(), Samples::default());
+    let (mut add_wgm, mut add_wgm_always, mut add_wg) =
+        (Samples::default(), Samples::default(), Samples::default());
+    let (mut add_only, mut add_apply, mut add_apply_always) =
+        (Samples::default(), Samples::default(), Samples::default());
     for r in 0..rounds {
-        for side in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in rotation(r) {
             assert_eq!(b.peer_count().await, peers);
-            if side == 0 {
+            if side < 2 {
+                let verify = if side == 0 {
+                    Verify::Auto
+                } else {
+                    Verify::Always
+                };
                 let t = Instant::now();
-                let id = b.add(&format!("x{r}")).await;
+                let id = b.add(&format!("x{r}-{side}")).await;
                 let added = t.elapsed();
-                let report = b.apply().await;
+                let report = b.apply_by(&b.m, verify).await;
                 let total = t.elapsed();
-                add_wgm.push(total);
                 add_only.push(added);
-                add_apply.push(total.saturating_sub(added));
+                if side == 0 {
+                    add_wgm.push(total);
+                    add_apply.push(total.saturating_sub(added));
+                } else {
+                    add_wgm_always.push(total);
+                    add_apply_always.push(total.saturating_sub(added));
+                }
+                assert_eq!(report.read_back, side == 1, "{verify:?}");
                 assert_eq!(report.plan.device.peers.len(), 1, "{}", report.plan);
                 assert!(!report.plan.device.replace_peers);
                 assert_eq!(b.peer_count().await, peers + 1);
                 b.remove(id).await;
-                b.apply().await;
+                // Put the device back the way the next side expects, read back so the
+                // next round plans from a verified state either way.
+                b.apply_by(&b.m, Verify::Always).await;
             } else {
                 add_wg.push(wg(&["syncconf", iface, &plus_conf]));
                 assert_eq!(b.peer_count().await, peers + 1);
@@ -606,10 +671,22 @@ async fn bench(peers: usize, rounds: usize) {
         ratio(&init_wgm, &init_wg)
     );
     println!(
-        "| add one peer at {peers} | `add_peer` + `apply` {} | `wg syncconf` (full file) {} | {:.2} |",
+        "| initial apply, `Verify::Always` | `Manager::apply` {} | `wg setconf` {} | {:.2} |",
+        init_wgm_always.cell(),
+        init_wg.cell(),
+        ratio(&init_wgm_always, &init_wg)
+    );
+    println!(
+        "| add one peer at {peers} | `add_peer` + `apply` {} | `wg syncconf` (full file) {} | {:.3} |",
         add_wgm.cell(),
         add_wg.cell(),
         ratio(&add_wgm, &add_wg)
+    );
+    println!(
+        "| add one peer, `Verify::Always` | `add_peer` + `apply` {} | `wg syncconf` (full file) {} | {:.2} |",
+        add_wgm_always.cell(),
+        add_wg.cell(),
+        ratio(&add_wgm_always, &add_wg)
     );
     println!(
         "| status of {peers} peers | `Manager::status` {} | `wg show dump` {} | {:.2} |",
@@ -627,8 +704,12 @@ async fn bench(peers: usize, rounds: usize) {
         add_only.cell()
     );
     println!(
-        "| `apply` after it (in the add-one rounds) | {} |",
+        "| `apply` after it (in the add-one rounds), `Verify::Auto` | {} |",
         add_apply.cell()
+    );
+    println!(
+        "| `apply` after it (in the add-one rounds), `Verify::Always` | {} |",
+        add_apply_always.cell()
     );
     println!("| `add_peer` alone | {} |", bd_add.cell());
     println!(
@@ -639,10 +720,7 @@ async fn bench(peers: usize, rounds: usize) {
         "| `Manager::apply` of that one peer | {} |",
         bd_apply.cell()
     );
-    println!(
-        "| `Store::load_server` (memory store) | {} |",
-        bd_load.cell()
-    );
+    println!("| `Store::load_server` (SQLite) | {} |", bd_load.cell());
     println!(
         "| `reconcile::desired_host` (opens the server key and every PSK) | {} |",
         bd_desired.cell()

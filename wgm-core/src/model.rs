@@ -277,9 +277,10 @@ pub struct PeerStats {
     /// Last handshake seen.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
-    /// Bytes received from the peer (monotonic across interface counter resets).
+    /// Bytes received from the peer, as the device last counted them (a recreated
+    /// device or peer counts from zero again).
     pub rx_bytes: u64,
-    /// Bytes sent to the peer (monotonic across interface counter resets).
+    /// Bytes sent to the peer, as the device last counted them.
     pub tx_bytes: u64,
 }
 

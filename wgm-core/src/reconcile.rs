@@ -58,7 +58,7 @@ use crate::backend::{
 };
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::manager::{LiveSnapshot, Manager};
-use crate::model::{Change, PeerId, PeerStats, RevisionNo, ServerId, ServerState};
+use crate::model::{Change, Peer, PeerId, PeerStats, RevisionNo, ServerId, ServerState};
 use crate::names::{InterfaceName, PeerName};
 use crate::net::Endpoint;
 use crate::rbac::{Action, Principal, Resource, Target};
@@ -151,21 +151,25 @@ pub struct DesiredHost {
     pub listen_port: u16,
     /// Firewall mark (0 = off).
     pub fwmark: u32,
-    /// Enabled peers by key.
-    pub peers: BTreeMap<PublicKey, DesiredPeer>,
-    /// Keys wgm manages or managed recently: live peers with these keys that are not
-    /// desired are removed whatever the drift policy.
-    pub known_keys: HashSet<PublicKey>,
-    /// Names of known peers that are not desired (removed or disabled), for reports.
-    pub known_names: BTreeMap<PublicKey, PeerName>,
+    /// Enabled peers by key. Shared (`Arc`): the manager keeps one copy per server up
+    /// to date and hands out cheap clones.
+    pub peers: Arc<BTreeMap<PublicKey, DesiredPeer>>,
+    /// Keys of every peer of the server, enabled or not: live peers with these keys that
+    /// are not desired are removed whatever the drift policy.
+    pub known_keys: Arc<HashSet<PublicKey>>,
+    /// Names of the server's disabled peers, for reports.
+    pub known_names: Arc<BTreeMap<PublicKey, PeerName>>,
+    /// Peers removed (or re-keyed) since the revision the host last applied, by their
+    /// old key: removed from the device whatever the drift policy.
+    pub removed: BTreeMap<PublicKey, PeerName>,
     /// Link MTU.
     pub mtu: u32,
     /// Interface addresses, sorted.
     pub addresses: Vec<IpNet>,
     /// Routes through the interface (delegated prefixes, networks behind peers), sorted.
     pub routes: Vec<IpNet>,
-    /// Peers whose endpoint is a host name: not resolved here (no I/O in core), applied
-    /// without an endpoint and reported.
+    /// Peers whose endpoint is a host name, sorted: not resolved here (no I/O in core),
+    /// applied without an endpoint and reported.
     pub unresolved_endpoints: Vec<PeerName>,
 }
 
@@ -226,8 +230,8 @@ pub(crate) fn desired_host_with(
         }
     };
     let mut peers = BTreeMap::new();
-    let mut known_names: BTreeMap<PublicKey, PeerName> = removed.into_iter().collect();
-    let mut known_keys: HashSet<PublicKey> = known_names.keys().copied().collect();
+    let mut known_names: BTreeMap<PublicKey, PeerName> = BTreeMap::new();
+    let mut known_keys: HashSet<PublicKey> = HashSet::with_capacity(state.peers.len());
     let mut routes = BTreeSet::new();
     let mut unresolved = Vec::new();
     for p in state.peers.values() {
@@ -236,55 +240,12 @@ pub(crate) fn desired_host_with(
             known_names.insert(p.public_key, p.name.clone());
             continue;
         }
-        let preshared_key = match &p.preshared_key {
-            Some(sealed) => match cache.psks.get(&p.id) {
-                Some((was, psk)) if was == sealed => Some(psk.clone()),
-                _ => {
-                    let psk = sealer.open_preshared_key(
-                        SecretKind::PeerPresharedKey,
-                        &p.id.to_string(),
-                        sealed,
-                    )?;
-                    cache.psks.insert(p.id, (sealed.clone(), psk.clone()));
-                    Some(psk)
-                }
-            },
-            None => None,
-        };
-        let endpoint = match &p.endpoint {
-            Some(Endpoint::Addr(a)) => Some(*a),
-            Some(Endpoint::Host { .. }) => {
-                unresolved.push(p.name.clone());
-                None
-            }
-            None => None,
-        };
-        let mut allowed: Vec<IpNet> = p.allowed_ips();
-        allowed.sort_unstable();
-        allowed.dedup();
-        if let Some(pfx) = p.delegated_prefix {
-            routes.insert(IpNet::V6(pfx));
+        let (d, host_endpoint) = desired_peer(p, sealer, cache)?;
+        if host_endpoint {
+            unresolved.push(p.name.clone());
         }
-        routes.extend(p.extra_allowed_ips.iter().copied());
-        peers.insert(
-            p.public_key,
-            DesiredPeer {
-                id: p.id,
-                name: p.name.clone(),
-                public_key: p.public_key,
-                preshared_key,
-                endpoint,
-                allowed_ips: allowed,
-                // Roaming clients keep their own NAT mappings alive (their config carries
-                // the keepalive); the server sends keepalives only to peers it dials, as
-                // the rendered server config says.
-                keepalive: if p.endpoint.is_some() {
-                    p.keepalive.get()
-                } else {
-                    0
-                },
-            },
-        );
+        routes.extend(peer_routes(p));
+        peers.insert(p.public_key, d);
     }
     known_keys.remove(&s.public_key);
     if cache.psks.len() > peers.len() {
@@ -296,6 +257,10 @@ pub(crate) fn desired_host_with(
                 .is_some_and(|p| p.enabled && p.preshared_key.is_some())
         });
     }
+    let mut removed: BTreeMap<PublicKey, PeerName> = removed.into_iter().collect();
+    removed.remove(&s.public_key);
+    unresolved.sort_unstable();
+    unresolved.dedup();
     let mut addresses = s.interface_addresses();
     addresses.sort_unstable();
     Ok(DesiredHost {
@@ -307,14 +272,148 @@ pub(crate) fn desired_host_with(
         public_key: s.public_key,
         listen_port: s.listen_port.get(),
         fwmark: s.fwmark.map_or(0, crate::net::FwMark::get),
-        peers,
-        known_keys,
-        known_names,
+        peers: Arc::new(peers),
+        known_keys: Arc::new(known_keys),
+        known_names: Arc::new(known_names),
+        removed,
         mtu: u32::from(s.mtu.get()),
         addresses,
         routes: routes.into_iter().collect(),
         unresolved_endpoints: unresolved,
     })
+}
+
+/// Routes a peer brings: its delegated prefix and the networks behind it.
+fn peer_routes(p: &Peer) -> impl Iterator<Item = IpNet> + '_ {
+    p.delegated_prefix
+        .map(IpNet::V6)
+        .into_iter()
+        .chain(p.extra_allowed_ips.iter().copied())
+}
+
+/// An enabled peer as the device should have it (its PSK opened through `cache`), and
+/// whether its endpoint is a host name (applied without one, reported).
+fn desired_peer(
+    p: &Peer,
+    sealer: &Sealer,
+    cache: &mut OpenedSecrets,
+) -> Result<(DesiredPeer, bool)> {
+    let preshared_key = match &p.preshared_key {
+        Some(sealed) => match cache.psks.get(&p.id) {
+            Some((was, psk)) if was == sealed => Some(psk.clone()),
+            _ => {
+                let psk = sealer.open_preshared_key(
+                    SecretKind::PeerPresharedKey,
+                    &p.id.to_string(),
+                    sealed,
+                )?;
+                cache.psks.insert(p.id, (sealed.clone(), psk.clone()));
+                Some(psk)
+            }
+        },
+        None => None,
+    };
+    let (endpoint, host_endpoint) = match &p.endpoint {
+        Some(Endpoint::Addr(a)) => (Some(*a), false),
+        Some(Endpoint::Host { .. }) => (None, true),
+        None => (None, false),
+    };
+    let mut allowed: Vec<IpNet> = p.allowed_ips();
+    allowed.sort_unstable();
+    allowed.dedup();
+    let d = DesiredPeer {
+        id: p.id,
+        name: p.name.clone(),
+        public_key: p.public_key,
+        preshared_key,
+        endpoint,
+        allowed_ips: allowed,
+        // Roaming clients keep their own NAT mappings alive (their config carries the
+        // keepalive); the server sends keepalives only to peers it dials, as the
+        // rendered server config says.
+        keepalive: if p.endpoint.is_some() {
+            p.keepalive.get()
+        } else {
+            0
+        },
+    };
+    Ok((d, host_endpoint))
+}
+
+impl DesiredHost {
+    /// Bring this desired state (derived from `state` before `changes`, with no
+    /// `removed`) up to `state`, which has `changes` applied, at the cost of the peers
+    /// they touch. Returns `Ok(false)` when a change is not a peer change (the server's
+    /// settings, a deletion): derive anew then.
+    pub(crate) fn follow(
+        &mut self,
+        state: &ServerState,
+        changes: &[Change],
+        sealer: &Sealer,
+        cache: &mut OpenedSecrets,
+    ) -> Result<bool> {
+        for ch in changes {
+            match ch {
+                Change::PeerAdded { peer } => self.add_peer(peer, sealer, cache)?,
+                Change::PeerRemoved { peer } => self.drop_peer(peer, state, cache),
+                Change::PeerUpdated { before, after } => {
+                    self.drop_peer(before, state, cache);
+                    self.add_peer(after, sealer, cache)?;
+                }
+                _ => return Ok(false),
+            }
+        }
+        self.revision = state.revision;
+        Ok(true)
+    }
+
+    fn add_peer(&mut self, p: &Peer, sealer: &Sealer, cache: &mut OpenedSecrets) -> Result<()> {
+        if p.public_key != self.public_key {
+            Arc::make_mut(&mut self.known_keys).insert(p.public_key);
+        }
+        if !p.enabled {
+            Arc::make_mut(&mut self.known_names).insert(p.public_key, p.name.clone());
+            return Ok(());
+        }
+        let (d, host_endpoint) = desired_peer(p, sealer, cache)?;
+        if host_endpoint {
+            if let Err(at) = self.unresolved_endpoints.binary_search(&p.name) {
+                self.unresolved_endpoints.insert(at, p.name.clone());
+            }
+        }
+        for r in peer_routes(p) {
+            if let Err(at) = self.routes.binary_search(&r) {
+                self.routes.insert(at, r);
+            }
+        }
+        Arc::make_mut(&mut self.peers).insert(p.public_key, d);
+        Ok(())
+    }
+
+    /// Forget `p` (as it was); `state` is the server after the changes.
+    fn drop_peer(&mut self, p: &Peer, state: &ServerState, cache: &mut OpenedSecrets) {
+        Arc::make_mut(&mut self.known_keys).remove(&p.public_key);
+        Arc::make_mut(&mut self.known_names).remove(&p.public_key);
+        cache.psks.remove(&p.id);
+        let Some(gone) = Arc::make_mut(&mut self.peers).remove(&p.public_key) else {
+            return;
+        };
+        self.unresolved_endpoints.retain(|n| *n != gone.name);
+        if p.delegated_prefix.is_some() || !p.extra_allowed_ips.is_empty() {
+            // A route stays while an enabled peer still brings it.
+            let still: BTreeSet<IpNet> = state
+                .peers
+                .values()
+                .filter(|o| o.enabled)
+                .flat_map(peer_routes)
+                .collect();
+            for r in peer_routes(p) {
+                if !still.contains(&r) {
+                    self.routes.retain(|x| *x != r);
+                }
+            }
+        }
+    }
 }
 
 /// One step of a plan, for humans and JSON.
@@ -587,10 +686,14 @@ pub fn plan(
         if desired.peers.contains_key(key) || full_resync {
             continue;
         }
-        if desired.known_keys.contains(key) {
+        if desired.known_keys.contains(key) || desired.removed.contains_key(key) {
             device.peers.push(PeerDelta::remove(*key));
             items.push(PlanItem::RemovePeer {
-                name: desired.known_names.get(key).map(ToString::to_string),
+                name: desired
+                    .known_names
+                    .get(key)
+                    .or_else(|| desired.removed.get(key))
+                    .map(ToString::to_string),
                 public_key: *key,
             });
         } else {
@@ -604,7 +707,7 @@ pub fn plan(
             });
         }
     }
-    for (key, dp) in &desired.peers {
+    for (key, dp) in desired.peers.iter() {
         match live.peers.get(key).filter(|_| !full_resync) {
             None => {
                 let mut d = PeerDelta::new(*key);
@@ -872,7 +975,23 @@ impl Manager {
         // fresh load of every peer.
         let desired = self
             .with_cached(server, |c| {
-                desired_host_with(&c.state, self.sealer(), removed, &mut c.opened)
+                let kept = c
+                    .desired
+                    .as_ref()
+                    .filter(|d| d.revision == c.state.revision)
+                    .cloned();
+                let mut d = if let Some(d) = kept {
+                    d
+                } else {
+                    let d = desired_host_with(&c.state, self.sealer(), [], &mut c.opened)?;
+                    c.desired = Some(d.clone());
+                    d
+                };
+                d.removed = removed
+                    .into_iter()
+                    .filter(|(k, _)| *k != d.public_key)
+                    .collect();
+                Ok(d)
             })
             .await?;
         Ok((desired, applied))
@@ -1170,25 +1289,27 @@ impl Manager {
     pub async fn status(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Status> {
         self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
             .await?;
-        let state = self
-            .store()
-            .load_server(server)
-            .await?
-            .ok_or_else(|| Error::not_found("server", server))?;
-        let iface = state.server.interface.clone();
+        // What status needs of the store, from the manager's cache (not a load of every
+        // peer): the interface, and per key the peer's id, name, whether it is enabled
+        // and the statistics stored last.
+        let (iface, known) = self
+            .read_server(server, |st| {
+                let known: HashMap<PublicKey, (PeerId, String, bool, PeerStats)> = st
+                    .peers
+                    .values()
+                    .map(|p| (p.public_key, (p.id, p.name.to_string(), p.enabled, p.stats)))
+                    .collect();
+                Ok((st.server.interface.clone(), known))
+            })
+            .await?;
         let dev = host.wireguard.read_device(&iface).await?;
-        let by_key: BTreeMap<PublicKey, (&PeerId, String)> = state
-            .peers
-            .iter()
-            .map(|(id, p)| (p.public_key, (id, p.name.to_string())))
-            .collect();
         let Some(dev) = dev else {
-            let missing = state
-                .peers
+            let mut missing: Vec<String> = known
                 .values()
-                .filter(|p| p.enabled)
-                .map(|p| p.name.to_string())
+                .filter(|(_, _, enabled, _)| *enabled)
+                .map(|(_, name, _, _)| name.clone())
                 .collect();
+            missing.sort_unstable();
             return Ok(Status {
                 interface: iface,
                 exists: false,
@@ -1200,25 +1321,26 @@ impl Manager {
         let mut peers = Vec::with_capacity(dev.peers.len());
         let mut stats = Vec::new();
         for (k, lp) in &dev.peers {
-            let known = by_key.get(k);
-            if let Some((id, _)) = known {
+            let entry = known.get(k);
+            if let Some((id, _, _, stored)) = entry {
                 let last_seen = lp.last_handshake.and_then(unix_secs).and_then(|s| {
                     time::OffsetDateTime::from_unix_timestamp(i64::try_from(s).unwrap_or(i64::MAX))
                         .ok()
                 });
-                stats.push((
-                    **id,
-                    PeerStats {
-                        last_seen,
-                        rx_bytes: lp.rx_bytes,
-                        tx_bytes: lp.tx_bytes,
-                    },
-                ));
+                let observed = PeerStats {
+                    last_seen,
+                    rx_bytes: lp.rx_bytes,
+                    tx_bytes: lp.tx_bytes,
+                };
+                // Only what changed is written back.
+                if observed != *stored {
+                    stats.push((*id, observed));
+                }
             }
             peers.push(PeerStatus {
-                name: known.map(|(_, n)| n.clone()),
+                name: entry.map(|(_, n, _, _)| n.clone()),
                 public_key: *k,
-                managed: known.is_some(),
+                managed: entry.is_some(),
                 endpoint: lp.endpoint,
                 last_handshake: lp.last_handshake.and_then(unix_secs),
                 rx_bytes: lp.rx_bytes,
@@ -1226,12 +1348,12 @@ impl Manager {
                 allowed_ips: lp.allowed_ips.clone(),
             });
         }
-        let missing = state
-            .peers
-            .values()
-            .filter(|p| p.enabled && !dev.peers.contains_key(&p.public_key))
-            .map(|p| p.name.to_string())
+        let mut missing: Vec<String> = known
+            .iter()
+            .filter(|(k, (_, _, enabled, _))| *enabled && !dev.peers.contains_key(*k))
+            .map(|(_, (_, name, _, _))| name.clone())
             .collect();
+        missing.sort_unstable();
         if !stats.is_empty() {
             // Observed statistics are best effort: a read-only store must not fail status.
             if let Err(e) = self.record_stats(server, &stats).await {
@@ -1340,4 +1462,167 @@ async fn execute(host: &Host, iface: &InterfaceName, pl: &Plan) -> Vec<String> {
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryWireGuard;
+    use crate::manager::{NewPeer, NewServer, PeerUpdate};
+    use crate::model::Delegation;
+    use crate::names::ServerName;
+    use crate::net::{Keepalive, ListenPort};
+    use crate::seal::MasterKey;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+    use rand::{Rng, SeedableRng};
+
+    /// The desired state the manager keeps following changes equals one derived afresh.
+    fn assert_follows(m: &Manager, id: ServerId) {
+        block_on(m.with_cached(id, |c| {
+            let Some(kept) = c.desired.clone() else {
+                return Ok(());
+            };
+            let fresh = desired_host(&c.state, m.sealer(), [])?;
+            assert_eq!(kept.revision, fresh.revision);
+            assert_eq!(kept.public_key, fresh.public_key);
+            assert_eq!(*kept.peers, *fresh.peers);
+            assert_eq!(*kept.known_keys, *fresh.known_keys);
+            assert_eq!(*kept.known_names, *fresh.known_names);
+            assert_eq!(kept.routes, fresh.routes);
+            assert_eq!(kept.unresolved_endpoints, fresh.unresolved_endpoints);
+            assert_eq!(kept.addresses, fresh.addresses);
+            assert_eq!(
+                (kept.listen_port, kept.fwmark, kept.mtu, kept.active),
+                (fresh.listen_port, fresh.fwmark, fresh.mtu, fresh.active)
+            );
+            Ok(())
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn the_kept_desired_state_follows_every_peer_change() {
+        let m = Manager::builder(
+            Arc::new(MemoryStore::new()),
+            Sealer::new(MasterKey::generate()),
+        )
+        .build();
+        let admin = m.local_admin("root");
+        let mut spec = NewServer::new(
+            ServerName::new("s").unwrap(),
+            InterfaceName::new("wg0").unwrap(),
+            ListenPort::new(51820).unwrap(),
+        );
+        spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+        spec.delegation = Some(Delegation {
+            pool: "fd77::/48".parse().unwrap(),
+            prefix_len: 64,
+        });
+        spec.quarantine_secs = Some(0);
+        let id = block_on(m.create_server(&admin, spec)).unwrap().id;
+        let wg = Arc::new(MemoryWireGuard::new());
+        let host = Host::new("h", wg, None);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut alive: Vec<PeerId> = Vec::new();
+        let mut followed = 0;
+        for step in 0..160u32 {
+            // Keep the kept state alive: a plan derives it when a change was not
+            // followable (server settings, rollback of those).
+            block_on(m.plan(&admin, id, &host)).unwrap();
+            let op = rng.gen_range(0..9);
+            let pick = |rng: &mut rand::rngs::StdRng, alive: &[PeerId]| {
+                alive[rng.gen_range(0..alive.len())]
+            };
+            match op {
+                0..=2 => {
+                    let mut np = NewPeer::new(PeerName::new(format!("p{step}")).unwrap());
+                    match rng.gen_range(0..4) {
+                        0 => {
+                            np.extra_allowed_ips =
+                                vec![format!("10.{}.{step}.0/24", 100 + step / 250)
+                                    .parse()
+                                    .unwrap()];
+                        }
+                        1 => np.prefix = crate::manager::AddrRequest::Auto,
+                        2 => {
+                            np.endpoint = Some(Endpoint::Host {
+                                host: format!("h{step}.example.org"),
+                                port: 51820,
+                            });
+                        }
+                        _ => {
+                            np.endpoint =
+                                Some(Endpoint::Addr("[2001:db8::1]:51820".parse().unwrap()));
+                            np.keepalive = Some(Keepalive::new(25).unwrap());
+                        }
+                    }
+                    np.preshared_key = rng.gen_bool(0.7);
+                    alive.push(block_on(m.add_peer(&admin, id, np)).unwrap().id);
+                }
+                3 if !alive.is_empty() => {
+                    let peer = pick(&mut rng, &alive);
+                    let up = PeerUpdate {
+                        enabled: Some(rng.gen_bool(0.5)),
+                        ..PeerUpdate::default()
+                    };
+                    let _ = block_on(m.update_peer(&admin, id, peer, up));
+                }
+                4 if !alive.is_empty() => {
+                    let peer = pick(&mut rng, &alive);
+                    let up = PeerUpdate {
+                        extra_allowed_ips: Some(if rng.gen_bool(0.5) {
+                            Vec::new()
+                        } else {
+                            vec![format!("fd90:{step:x}::/64").parse().unwrap()]
+                        }),
+                        endpoint: Some(if rng.gen_bool(0.5) {
+                            None
+                        } else {
+                            Some(Endpoint::Host {
+                                host: format!("x{step}.example.org"),
+                                port: 1,
+                            })
+                        }),
+                        ..PeerUpdate::default()
+                    };
+                    let _ = block_on(m.update_peer(&admin, id, peer, up));
+                }
+                5 if !alive.is_empty() => {
+                    let peer = pick(&mut rng, &alive);
+                    block_on(m.rotate_peer_psk(&admin, id, peer)).unwrap();
+                }
+                6 if !alive.is_empty() => {
+                    let peer = pick(&mut rng, &alive);
+                    let _ = block_on(m.rotate_peer_key(&admin, id, peer));
+                }
+                7 if !alive.is_empty() => {
+                    let i = rng.gen_range(0..alive.len());
+                    block_on(m.remove_peer(&admin, id, alive.swap_remove(i))).unwrap();
+                }
+                8 if step % 5 == 0 => {
+                    // A rollback a few revisions back: peers come and go in one revision.
+                    let head = block_on(m.get_server(&admin, id)).unwrap().revision;
+                    if head.0 > 4
+                        && block_on(m.rollback(&admin, id, RevisionNo(head.0 - 3))).is_ok()
+                    {
+                        alive = block_on(m.list_peers(&admin, id))
+                            .unwrap()
+                            .into_iter()
+                            .map(|p| p.id)
+                            .collect();
+                    }
+                }
+                _ => {}
+            }
+            if block_on(m.with_cached(id, |c| Ok(c.desired.is_some()))).unwrap() {
+                followed += 1;
+            }
+            assert_follows(&m, id);
+        }
+        assert!(
+            followed > 100,
+            "the kept state was followed {followed} times"
+        );
+    }
 }

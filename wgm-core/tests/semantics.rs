@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -251,9 +251,10 @@ fn desired() -> impl Strategy<Value = DesiredHost> {
                 public_key: public(0),
                 listen_port: 51820,
                 fwmark,
-                peers: out,
-                known_keys,
-                known_names: BTreeMap::new(),
+                peers: Arc::new(out),
+                known_keys: Arc::new(known_keys),
+                known_names: Arc::new(BTreeMap::new()),
+                removed: BTreeMap::new(),
                 mtu,
                 addresses,
                 routes,

@@ -169,6 +169,27 @@ pub(crate) struct Cached {
     index: PeerIndex,
     /// The server key and PSKs opened for the reconciler, kept across applies.
     pub(crate) opened: crate::reconcile::OpenedSecrets,
+    /// The desired state derived from `state` for the reconciler (without any host's
+    /// removed peers), kept up to date by the same changes as `state`; `None` until an
+    /// apply needs it or after a change it cannot follow.
+    pub(crate) desired: Option<crate::reconcile::DesiredHost>,
+}
+
+impl Cached {
+    /// Let the derived desired state follow `changes`, just applied to `state`.
+    fn follow(&mut self, changes: &[Change], sealer: &crate::seal::Sealer) {
+        let Cached {
+            state,
+            opened,
+            desired,
+            ..
+        } = self;
+        if let Some(d) = desired.as_mut() {
+            if !matches!(d.follow(state, changes, sealer, opened), Ok(true)) {
+                *desired = None;
+            }
+        }
+    }
 }
 
 /// Peers of a cached server by case-folded name and by public key, so that checks on
@@ -505,6 +526,8 @@ impl Manager {
             if ok && c.state.revision == head {
                 c.ipam = Self::build_ipam(&c.state, self.now())?;
                 c.index = PeerIndex::build(&c.state);
+                let changes: Vec<Change> = delta.into_iter().flat_map(|rec| rec.changes).collect();
+                c.follow(&changes, &self.sealer);
                 return Ok(());
             }
         }
@@ -520,6 +543,7 @@ impl Manager {
             ipam,
             index,
             opened: crate::reconcile::OpenedSecrets::default(),
+            desired: None,
         });
         Ok(())
     }
@@ -622,6 +646,7 @@ impl Manager {
                         }
                         c.state.revision = rec.revision;
                         ok = ok && Self::sync_ipam(c, &rec.changes, now).is_ok();
+                        c.follow(&rec.changes, &self.sealer);
                         if !ok {
                             *g = None;
                         }
