@@ -1080,6 +1080,57 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
         "stats not stored"
     );
     ensure!(st.revision == RevisionNo(2), "stats created a revision");
+
+    // A large batch at once (what a status of a big server writes): each peer gets its
+    // own statistics.
+    let many: Vec<Peer> = (0..300u32)
+        .map(|i| {
+            let mut q = fixture_peer(&s, &format!("sb-{i}-{}", suffix()), 100 + i)?;
+            q.address_v4 = None;
+            Ok(q)
+        })
+        .collect::<std::result::Result<_, Failure>>()?;
+    let adds = many
+        .iter()
+        .map(|q| Change::PeerAdded {
+            peer: Box::new(q.clone()),
+        })
+        .collect();
+    store
+        .commit(commit(s.id, RevisionNo(2), adds))
+        .await
+        .map_err(|e| e.to_string())?;
+    let batch: Vec<(PeerId, PeerStats)> = many
+        .iter()
+        .zip(1u64..)
+        .map(|(q, i)| {
+            let stats = PeerStats {
+                last_seen: None,
+                rx_bytes: i,
+                tx_bytes: 2 * i,
+            };
+            (q.id, stats)
+        })
+        .collect();
+    store
+        .update_peer_stats(s.id, &batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    for (id, stats) in &batch {
+        ensure!(
+            st.peers.get(id).map(|x| x.stats) == Some(*stats),
+            "a batch of 300 statistics was not stored peer by peer"
+        );
+    }
+    ensure!(
+        st.peers.get(&p.id).map(|x| x.stats) == Some(stats),
+        "a batch for other peers changed this one"
+    );
     Ok(())
 }
 
