@@ -1028,8 +1028,15 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
     // The daemon dies and another one comes up on the same name: an empty device, its
     // link down without addresses. The manager still holds what it verified before.
     kill(old_pid);
+    // Gone for good: reaped (not only a zombie whose threads still exit) and its socket
+    // no longer answering, else `create_device` would still see it.
+    let backend = lab.backend.clone();
+    let name = lab.server_iface.clone();
     assert!(
-        eventually(100, async || process_gone(old_pid)).await,
+        eventually(100, async || process_gone(old_pid)
+            && backend.child_pid(&name).is_none()
+            && matches!(backend.read_device(&name).await, Ok(None)))
+        .await,
         "wireguard-go (pid {old_pid}) did not die"
     );
     lab.backend
