@@ -43,7 +43,9 @@ use wgm_core::model::{PeerId, ServerId, TunnelMode};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::{Endpoint, ListenPort};
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, PeerStatus, PlanItem};
+use wgm_core::reconcile::{
+    ApplyOptions, ApplyReport, DriftPolicy, Host, PeerStatus, Plan, PlanItem,
+};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::MemoryStore;
 
@@ -554,6 +556,14 @@ impl Managed {
         self.apply_with(&self.host).await
     }
 
+    /// What is left to do, planned from a full read of the device and link.
+    async fn plan_from_a_full_read(&self) -> Plan {
+        self.m
+            .plan(&self.admin, self.server, &self.host)
+            .await
+            .expect("plan")
+    }
+
     async fn key(&self, peer: PeerId) -> PublicKey {
         self.m
             .get_peer(&self.admin, self.server, peer)
@@ -651,12 +661,7 @@ async fn tunnel_up_between_manager_server_and_wg_quick_client() {
         assert!(addrs.contains(&want), "{want} missing in A:\n{addrs}");
     }
     // Nothing is left to do.
-    assert!(s
-        .m
-        .plan(&s.admin, s.server, &s.host)
-        .await
-        .expect("plan")
-        .is_empty());
+    assert!(s.plan_from_a_full_read().await.is_empty());
 
     s.connect_client(&mut lab, ids[0]).await;
     tunnel_comes_up(&lab).await;
@@ -804,10 +809,7 @@ async fn incremental_apply_keeps_a_live_tunnel_untouched() {
         "{:?}",
         report.remaining
     );
-    let fresh =
-        s.m.plan(&s.admin, s.server, &s.host)
-            .await
-            .expect("plan from a full read");
+    let fresh = s.plan_from_a_full_read().await;
     assert!(
         fresh.is_empty(),
         "left after an acknowledged apply:\n{fresh}"
@@ -1068,9 +1070,6 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
         "{}",
         report.plan
     );
-    let fresh =
-        s.m.plan(&s.admin, s.server, &s.host)
-            .await
-            .expect("plan from a full read");
+    let fresh = s.plan_from_a_full_read().await;
     assert!(fresh.is_empty(), "left after the apply:\n{fresh}");
 }
