@@ -7,11 +7,13 @@
 //! tunnel, handshake and counters are untouched. `replace_peers` is used only for an
 //! explicit full resync.
 //!
-//! [`Manager::apply`] authorizes, loads the server, opens its key, reads the live
-//! state through a [`Host`], executes the plan, **re-reads and re-plans** to verify, and
-//! records the applied revision only when the re-read agrees. Per-item results say what
-//! landed; a backend failing part-way (the kernel and UAPI are not atomic) leaves the
-//! rest for the next pass.
+//! [`Manager::apply`] authorizes, derives the desired state (kept between applies), reads
+//! the live state through a [`Host`] (or starts from what it verified there before, if
+//! the device is the same instance), executes the plan and verifies it: by the backends'
+//! acknowledgement of every delta where that is proof, otherwise by **re-reading and
+//! re-planning** (see [`Verify`]). It records the applied revision only when the host
+//! holds all of it. Per-item results say what landed; a backend failing part-way (the
+//! kernel and UAPI are not atomic) is re-read and leaves the rest for the next pass.
 //!
 //! Drift: a peer on the device that the store never knew is *unmanaged*: reported, or
 //! removed when the [`DriftPolicy`] says so — never adopted. A peer that wgm removed

@@ -22,6 +22,11 @@
 //! - An allowed IP given to a second peer **silently moves** from the first.
 //! - Allowed IPs are read back sorted (by [`IpNet`]'s order) and without duplicates;
 //!   deltas may only carry allowed IPs without host bits (`10.0.0.0/24`, not `10.0.0.1/24`).
+//! - **An `Ok` means all of it landed.** [`DeviceState::apply`] and [`LinkState::apply`]
+//!   say, as pure functions, what a device or link holds after a delta its backend
+//!   acknowledged; the reconciler relies on this, so the in-memory backends are built on
+//!   those functions and the conformance suite checks every backend against the same
+//!   rules.
 //!
 //! ```
 //! use std::sync::Arc;
