@@ -267,7 +267,7 @@ pub struct Manager {
 
 /// The live state of a server on a host as this manager last verified it, at a revision:
 /// read back in full at `read_at`, plus the deltas the backend acknowledged since.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct LiveSnapshot {
     pub(crate) revision: RevisionNo,
     pub(crate) device: Option<crate::backend::DeviceState>,
@@ -719,7 +719,8 @@ impl Manager {
             .remove(key);
     }
 
-    /// Keep the state just read back and verified at `revision`.
+    /// Keep what a host holds after an apply converged there (read back, or known from
+    /// the backends' acknowledgement).
     pub(crate) fn remember_snapshot(&self, key: (ServerId, String), snapshot: LiveSnapshot) {
         self.live
             .lock()
