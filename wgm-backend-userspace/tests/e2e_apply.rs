@@ -27,7 +27,7 @@
 //! ```
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,59 +53,11 @@ use wgm_core::store::MemoryStore;
 // Environment
 // ---------------------------------------------------------------------------------------
 
-fn skip_reason() -> Option<String> {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        return Some(
-            "set WGM_TEST_NETNS=1 to run the end-to-end apply tests (root, wireguard-go)".into(),
-        );
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("the end-to-end apply tests need root".into());
-    }
-    for tool in ["ip", "wireguard-go", "wg", "wg-quick", "ping"] {
-        if find_in_path(tool).is_none() {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
+mod common;
+use common::{eventually, output, run, skip_unless_netns};
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-macro_rules! skip_unless_netns {
-    () => {
-        if let Some(reason) = skip_reason() {
-            eprintln!("skipping: {reason}");
-            return;
-        }
-    };
-}
-
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// Run a program (argv, never a shell); its stdout, or a panic with its stderr.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("tool output is UTF-8")
-}
+const TOOLS: &[&str] = &["ip", "wireguard-go", "wg", "wg-quick", "ping"];
+const WHAT: &str = "the end-to-end apply tests";
 
 /// Whether process `pid` is gone (absent, or a zombie).
 fn process_gone(pid: u32) -> bool {
@@ -124,18 +76,6 @@ fn kill(pid: u32) {
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
-}
-
-/// Poll `f` every 100 ms, at most `tries` times (a bound for readiness, not a timing
-/// assertion).
-async fn eventually(tries: u32, mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..tries {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 // ---------------------------------------------------------------------------------------
@@ -639,7 +579,7 @@ fn names_peer(item: &PlanItem, key: &PublicKey) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_up_between_manager_server_and_wg_quick_client() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let mut lab = Lab::new();
     let (s, ids) = Managed::new(&lab, &["alice"]).await;
 
@@ -689,7 +629,7 @@ async fn tunnel_up_between_manager_server_and_wg_quick_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_apply_keeps_a_live_tunnel_untouched() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let mut lab = Lab::new();
     let (s, ids) = Managed::new(&lab, &["alice", "carol", "dave"]).await;
     let (alice, carol, dave) = (ids[0], ids[1], ids[2]);
@@ -853,7 +793,7 @@ async fn incremental_apply_keeps_a_live_tunnel_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_restored_and_a_deleted_interface_recreated() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let mut lab = Lab::new();
     let (s, ids) = Managed::new(&lab, &["alice", "carol"]).await;
     let (alice, carol) = (ids[0], ids[1]);
@@ -968,11 +908,11 @@ async fn drift_is_restored_and_a_deleted_interface_recreated() {
     let backend = lab.backend.clone();
     let name = lab.server_iface.clone();
     assert!(
-        eventually(100, async || process_gone(old_pid)).await,
+        eventually(Duration::from_secs(10), async || process_gone(old_pid)).await,
         "wireguard-go (pid {old_pid}) outlived its interface"
     );
     assert!(
-        eventually(100, async || matches!(
+        eventually(Duration::from_secs(10), async || matches!(
             backend.read_device(&name).await,
             Ok(None)
         ))
@@ -1021,7 +961,7 @@ impl Managed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let mut lab = Lab::new();
     let (s, _) = Managed::new(&lab, &["alice", "carol"]).await;
     s.apply().await;
@@ -1035,7 +975,7 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
     let backend = lab.backend.clone();
     let name = lab.server_iface.clone();
     assert!(
-        eventually(100, async || process_gone(old_pid)
+        eventually(Duration::from_secs(10), async || process_gone(old_pid)
             && backend.child_pid(&name).is_none()
             && matches!(backend.read_device(&name).await, Ok(None)))
         .await,

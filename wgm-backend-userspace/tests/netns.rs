@@ -22,37 +22,15 @@ use wgm_core::conformance::backend::{self as suite, Params};
 use wgm_core::keys::PrivateKey;
 use wgm_core::names::InterfaceName;
 
-/// Whether the environment allows these tests; prints one line when it does not.
-fn enabled() -> bool {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipping: set WGM_TEST_NETNS=1 to run network-namespace tests (root, wireguard-go)"
-        );
-        return false;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: network-namespace tests need root");
-        return false;
-    }
-    for tool in ["wireguard-go", "ip", "ping"] {
-        if !on_path(tool) {
-            eprintln!("skipping: {tool} not found on PATH");
-            return false;
-        }
-    }
-    true
-}
+mod common;
+use common::{eventually, skip_unless_netns};
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
+const TOOLS: &[&str] = &["wireguard-go", "ip", "ping"];
+const WHAT: &str = "network-namespace tests";
 
+/// Run an argv; its output, or a panic when it fails.
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
+    let out = common::output(args[0], &args[1..]);
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -139,25 +117,9 @@ impl Drop for Netns {
     }
 }
 
-/// Poll `f` every 50 ms until it returns true, at most `limit`.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_wireguard_go() {
-    if !enabled() {
-        return;
-    }
+    skip_unless_netns!(WHAT, TOOLS);
     let mut ns = Netns::new("conf");
     let name = ns.iface("c");
     let backend = ns.backend();
@@ -215,9 +177,7 @@ async fn conformance_suite_on_wireguard_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_started_elsewhere_is_used_and_deleted_through_its_socket() {
-    if !enabled() {
-        return;
-    }
+    skip_unless_netns!(WHAT, TOOLS);
     let mut ns = Netns::new("foreign");
     let name = ns.iface("f");
     // Started the way wg-quick does it: wireguard-go daemonises and the launcher exits.
@@ -272,9 +232,7 @@ async fn a_daemon_started_elsewhere_is_used_and_deleted_through_its_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_death_then_recreate_and_full_resync() {
-    if !enabled() {
-        return;
-    }
+    skip_unless_netns!(WHAT, TOOLS);
     let mut ns = Netns::new("restart");
     let name = ns.iface("r");
     let backend = ns.backend();
@@ -390,9 +348,7 @@ async fn daemon_death_then_recreate_and_full_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_between_two_namespaces() {
-    if !enabled() {
-        return;
-    }
+    skip_unless_netns!(WHAT, TOOLS);
     let mut a = Netns::new("a");
     let mut b = Netns::new("b");
     let (wa, wb) = (a.iface("a"), b.iface("b"));

@@ -19,8 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -33,56 +32,11 @@ use wgm_core::wgquick::{self, ParseOptions, PeerSection, Table, WgQuickConfig};
 // Environment
 // ---------------------------------------------------------------------------------------
 
-fn skip_reason() -> Option<String> {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        return Some("set WGM_TEST_NETNS=1 to run the wg-quick interop tests".into());
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("the wg-quick interop tests need root".into());
-    }
-    for tool in ["ip", "wg", "wg-quick", "wireguard-go", "ping"] {
-        if find_in_path(tool).is_none() {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
+mod common;
+use common::{output, run, skip_unless_netns};
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-macro_rules! skip_unless_netns {
-    () => {
-        if let Some(reason) = skip_reason() {
-            eprintln!("skipping: {reason}");
-            return;
-        }
-    };
-}
-
-/// Run a program (argv, never a shell) and return its stdout; panic with stderr on
-/// failure.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("tool output is UTF-8")
-}
-
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
+const TOOLS: &[&str] = &["ip", "wg", "wg-quick", "wireguard-go", "ping"];
+const WHAT: &str = "the wg-quick interop tests";
 
 /// A unique suffix: process id and a counter (tests in one binary run in parallel).
 fn unique(tag: &str) -> String {
@@ -449,7 +403,7 @@ fn fixture_configs() -> Vec<(String, WgQuickConfig)> {
 
 #[test]
 fn rendered_configs_load_into_wireguard_go() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let dir = tempfile::tempdir().unwrap();
     let mut ns = Netns::new("load");
     let iface = unique("wgq");
@@ -480,7 +434,7 @@ fn rendered_configs_load_into_wireguard_go() {
 
 #[test]
 fn rendered_server_and_client_bring_the_tunnel_up() {
-    skip_unless_netns!();
+    skip_unless_netns!(WHAT, TOOLS);
     let dir = tempfile::tempdir().unwrap();
     let mut server_ns = Netns::new("srv");
     let mut client_ns = Netns::new("cli");
