@@ -126,10 +126,65 @@ fn quickstart_makes_a_dual_stack_server_with_three_peers_and_shows_their_configs
     for p in peers.as_array().unwrap() {
         assert!(p["address_v6"].is_string() && p["address_v4"].is_string());
     }
-    // Running it again does not clobber anything.
+    // Running it again, exactly as the README says, exits 0, says the server exists and
+    // how to see its peers, and changes nothing.
+    let history = |env: &Env| {
+        let out = env
+            .bare()
+            .args(["--json", "--store", &home_store, "history", "demo"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let before = history(&env);
     let again = env.bare().arg("quickstart").output().unwrap();
-    assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already used"));
+    let (out, err) = (
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr),
+    );
+    assert_eq!(again.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("server demo exists") && out.contains("3 peers"),
+        "{out}"
+    );
+    assert!(err.contains("wgm peer list demo"), "{err}");
+    assert!(!out.contains("PrivateKey"), "no secret is printed again: {out}");
+    assert_eq!(history(&env), before, "the second run wrote nothing");
+    let json = env
+        .bare()
+        .args(["--json", "quickstart"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["created"], false);
+    assert_eq!(v["server"]["name"], "demo");
+    assert_eq!(v["server"]["peer_count"], 3);
+    assert!(v.get("peers").is_none(), "{v}");
+}
+
+#[test]
+fn a_taken_server_name_is_reported_before_the_interface_derived_from_it() {
+    let env = Env::new();
+    env.server("office", 51820);
+    // The interface `office` is taken too, but the caller chose the name.
+    let err = env.fails(&["server", "create", "office", "--listen-port", "51821"], 2);
+    assert!(
+        err.contains("server.name") && err.contains("office is already used by server office"),
+        "{err}"
+    );
+    let err = env.fails(&["server", "create", "OFFICE", "--listen-port", "51821"], 2);
+    assert!(err.contains("server.name"), "case-insensitive: {err}");
+    // A free name whose interface is taken names the interface.
+    let err = env.fails(
+        &["server", "create", "branch", "--interface", "office", "--listen-port", "51821"],
+        2,
+    );
+    assert!(err.contains("server.interface"), "{err}");
+    // A quick start under a new name whose interface is taken is still refused, and
+    // names the interface.
+    let err = env.fails(&["quickstart", "branch", "--interface", "office"], 2);
+    assert!(err.contains("server.interface"), "{err}");
 }
 
 #[test]
@@ -144,6 +199,7 @@ fn quickstart_json_has_the_server_and_every_config() {
         "vpn.example.org:51820",
     ]);
     assert_eq!(v["server"]["name"], "office");
+    assert_eq!(v["created"], true);
     assert!(v["server"]["ipv4_pool"].is_null());
     let peers = v["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 3);

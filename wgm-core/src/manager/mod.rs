@@ -587,8 +587,22 @@ impl Manager {
         &self,
         p: &Principal,
         id: ServerId,
-        mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
+        f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
     ) -> Result<(RevisionRecord, T)> {
+        self.mutate_if_any(p, id, f)
+            .await?
+            .ok_or_else(|| Error::invalid("change", "nothing to change"))
+    }
+
+    /// [`Manager::mutate`] for sweeps that may find nothing to do: `Ok(None)` when `f`
+    /// produced no change (nothing is committed), so that callers need not tell
+    /// "nothing to do" apart from real errors by their kind.
+    async fn mutate_if_any<T>(
+        &self,
+        p: &Principal,
+        id: ServerId,
+        mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
+    ) -> Result<Option<(RevisionRecord, T)>> {
         let slot = self.slot(id);
         let mut g = slot.lock().await;
         let mut attempt: u32 = 0;
@@ -608,7 +622,7 @@ impl Manager {
             };
             if m.changes.is_empty() {
                 *g = None;
-                return Err(Error::invalid("change", "nothing to change"));
+                return Ok(None);
             }
             let commit = Commit {
                 server_id: id,
@@ -656,7 +670,7 @@ impl Manager {
                         self.forget(id);
                     }
                     self.publish(&rec).await;
-                    return Ok((rec, m.output));
+                    return Ok(Some((rec, m.output)));
                 }
                 Err(e @ Error::Conflict { .. }) => {
                     *g = None;

@@ -818,7 +818,7 @@ impl Manager {
         let mut total = 0;
         for s in self.store.list_servers(crate::model::Page::ALL).await? {
             let res = self
-                .mutate(p, s.id, |c, now| {
+                .mutate_if_any(p, s.id, |c, now| {
                     let mut changes = Vec::new();
                     for peer in c
                         .state
@@ -846,9 +846,11 @@ impl Manager {
                 })
                 .await;
             match res {
-                Ok((_, n)) => total += n,
-                // No expired peer on this server: nothing to commit.
-                Err(Error::InvalidInput { .. } | Error::NotFound { .. }) => {}
+                Ok(Some((_, n))) => total += n,
+                // No expired peer on this server: nothing was committed.
+                Ok(None) => {}
+                // Deleted since the listing.
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -58,7 +58,7 @@ impl Manager {
         for s in self.store.list_servers(Page::ALL).await? {
             let id = s.id;
             let res = self
-                .mutate(p, id, |c, now| {
+                .mutate_if_any(p, id, |c, now| {
                     let sealer = &self.sealer;
                     let mut changes = Vec::new();
                     let mut n = 0usize;
@@ -104,12 +104,12 @@ impl Manager {
                 })
                 .await;
             match res {
-                Ok((_, n)) => {
+                Ok(Some((_, n))) => {
                     report.servers += 1;
                     report.secrets += n;
                 }
-                // Nothing to re-seal on this server.
-                Err(Error::InvalidInput { .. }) => {}
+                // Nothing to re-seal on this server: nothing was committed.
+                Ok(None) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -161,6 +161,29 @@ impl Manager {
         self.get_server(p, id).await
     }
 
+    /// The name and the interface of a new server are free. The name is what the
+    /// caller chose, so a taken name is reported first, before the interface (which is
+    /// usually derived from the name).
+    async fn check_server_names_free(&self, spec: &NewServer, field: &'static str) -> Result<()> {
+        let servers = self.store.list_servers(Page::ALL).await?;
+        if let Some(s) = servers.iter().find(|s| s.name.key() == spec.name.key()) {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                format!(
+                    "{} is already used by server {} (names are compared case-insensitively)",
+                    spec.name, s.name
+                ),
+            ));
+        }
+        if let Some(s) = servers.iter().find(|s| s.interface == spec.interface) {
+            return Err(Error::invalid(
+                format!("{field}.interface"),
+                format!("{} is already used by server {}", spec.interface, s.name),
+            ));
+        }
+        Ok(())
+    }
+
     /// Validate a new server and build its record: defaults (a random ULA /64, the
     /// first usable addresses, MTU 1420), pools and the server's own addresses checked
     /// exactly as allocation will check them, name and interface not taken, the key
@@ -172,6 +195,7 @@ impl Manager {
         field: &'static str,
     ) -> Result<(Server, DualStack)> {
         let now = self.now();
+        self.check_server_names_free(&spec, field).await?;
         let mtu = spec.mtu.unwrap_or_default();
         mtu.check_ipv6("mtu").map_err(|e| e.in_field(field))?;
         let ipv6_pool = match spec.ipv6_pool {
@@ -199,23 +223,6 @@ impl Manager {
         if let Some(a) = address_v4 {
             ipam.claim(IpAddr::V4(a), "address_v4", now)
                 .map_err(|e| e.in_field(field))?;
-        }
-        for s in self.store.list_servers(Page::ALL).await? {
-            if s.interface == spec.interface {
-                return Err(Error::invalid(
-                    format!("{field}.interface"),
-                    format!("{} is already used by server {}", spec.interface, s.name),
-                ));
-            }
-            if s.name.key() == spec.name.key() {
-                return Err(Error::invalid(
-                    format!("{field}.name"),
-                    format!(
-                        "{} is already used (names are compared case-insensitively)",
-                        spec.name
-                    ),
-                ));
-            }
         }
         let id = ServerId::new_random();
         let key = spec.private_key.unwrap_or_else(PrivateKey::generate);

@@ -68,6 +68,13 @@ pub fn init(ctx: &Ctx) -> CliResult {
 /// `server create`, `peer add` and `peer config`.
 pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
     let name = ServerName::new(a.name)?;
+    // Running the quick start again is normal: the README says so. An existing server
+    // of that name is reported (exit 0) and left as it is, whatever the other options.
+    match ctx.m.resolve_server(&ctx.p, name.as_str()).await {
+        Ok(id) => return quickstart_exists(ctx, id).await,
+        Err(wgm_core::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let interface = server::interface_name(a.interface.as_deref(), &name)?;
     let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
     let mut spec = NewServer::new(name, interface, port);
@@ -100,6 +107,7 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
                 "store": ctx.location.redacted(),
                 "master_key": ctx.key_origin,
                 "server": v,
+                "created": true,
                 "peers": list,
             }))
             .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?,
@@ -155,6 +163,29 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
     }
     ctx.out.note(&format!(
         "next: wgm peer list {0}; wgm peer config {0} laptop --qr; as root: wgm apply {0} --backend userspace",
+        v.name
+    ));
+    Ok(())
+}
+
+/// `wgm quickstart` when its server exists already: say so, and how to see its peers.
+async fn quickstart_exists(ctx: &Ctx, id: wgm_core::model::ServerId) -> CliResult {
+    let v = ctx.m.get_server(&ctx.p, id).await?;
+    if ctx.out.json {
+        return ctx.out.json(&json!({
+            "store": ctx.location.redacted(),
+            "master_key": ctx.key_origin,
+            "server": v,
+            "created": false,
+        }));
+    }
+    ctx.out.line(&format!(
+        "server {} exists (interface {}, port {}, {} peers, revision {}); nothing changed",
+        v.name, v.interface, v.listen_port, v.peer_count, v.revision
+    ))?;
+    ctx.out.note(&format!(
+        "its peers: wgm peer list {0}; a client config: wgm peer config {0} PEER [--qr]; \
+         a fresh demo: wgm quickstart OTHER-NAME",
         v.name
     ));
     Ok(())
