@@ -7,7 +7,7 @@ use super::{Manager, Mutation};
 use crate::model::{Change, IdentityChange, Page};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::SecretKind;
-use crate::{Error, Result};
+use crate::Result;
 
 /// What [`Manager::reseal_all`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -27,7 +27,7 @@ impl Manager {
     /// call `reseal_all`, then drop the old key. Each server with something to re-seal
     /// gets one revision (audited as `secret.reseal`); users' TOTP seeds are re-sealed
     /// in one identity commit each. Secrets that open with none of the sealer's keys fail
-    /// the call with [`Error::Sealed`] before that server is changed. Idempotent: a
+    /// the call with [`Error::Sealed`](crate::Error::Sealed) before that server is changed. Idempotent: a
     /// second call re-seals nothing. Needs global `server:update` and `secret:export`.
     ///
     /// ```
