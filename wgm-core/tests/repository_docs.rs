@@ -82,6 +82,10 @@ fn read(rel: &str) -> String {
     fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
+fn has_extension(path: &str, ext: &str) -> bool {
+    Path::new(path).extension().is_some_and(|e| e == ext)
+}
+
 fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
@@ -289,7 +293,7 @@ fn listed_tests(text: &str) -> Vec<(usize, String, Vec<String>)> {
         let Some((path, after)) = rest.split_once('`') else {
             continue;
         };
-        if !path.ends_with(".rs") {
+        if !has_extension(path, "rs") {
             continue;
         }
         let Some(after) = after.strip_prefix(':') else {
@@ -321,7 +325,7 @@ fn every_test_the_docs_list_exists() {
     let mut checked = 0;
     let mut problems = Vec::new();
     for (doc, text) in text_files() {
-        if !(doc.starts_with("docs/") && doc.ends_with(".md")) {
+        if !(doc.starts_with("docs/") && has_extension(&doc, "md")) {
             continue;
         }
         for (line, path, names) in listed_tests(&text) {
@@ -398,7 +402,7 @@ fn every_test_the_readme_names_exists() {
     );
     let sources: Vec<String> = text_files()
         .into_iter()
-        .filter(|(p, _)| p.ends_with(".rs"))
+        .filter(|(p, _)| has_extension(p, "rs"))
         .map(|(_, t)| t)
         .collect();
     let missing: Vec<&String> = names
@@ -745,9 +749,14 @@ fn public_signatures(src: &str) -> Vec<String> {
                         '(' if depth == 0 && kw == "struct" => break,
                         '(' | '[' | '<' => depth += 1,
                         ')' | ']' | '>' if depth > 0 => depth -= 1,
-                        '{' | ';' if depth == 0 => break,
-                        '=' if depth == 0 && matches!(kw.as_str(), "const" | "static") => break,
-                        ',' | ')' | '}' if depth == 0 => break,
+                        // The end of the signature: its body, the end of the item or field, or the
+                        // value of a constant.
+                        ch if depth == 0
+                            && (matches!(ch, '{' | ';' | ',' | ')' | '}')
+                                || (ch == '=' && matches!(kw.as_str(), "const" | "static"))) =>
+                        {
+                            break
+                        }
                         _ => {}
                     }
                     k += 1;
@@ -842,7 +851,7 @@ fn core_sources() -> (Vec<(String, String)>, BTreeSet<String>) {
     let files: Vec<(String, String)> = text_files()
         .into_iter()
         .filter(|(p, _)| {
-            p.starts_with("wgm-core/src/") && p.ends_with(".rs") && !p.ends_with("/tests.rs")
+            p.starts_with("wgm-core/src/") && has_extension(p, "rs") && !p.ends_with("/tests.rs")
         })
         .collect();
     let mut modules = BTreeSet::new();
@@ -920,7 +929,7 @@ fn foreign_crates_in_the_public_api_are_the_documented_ones() {
 
 #[test]
 fn the_public_api_scanner_finds_what_it_should() {
-    let src = r##"
+    let src = r#"
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256 as Hash};
 use crate::model::{Peer, ServerId};
@@ -952,7 +961,7 @@ pub fn show(encode: impl fmt::Display) -> Self::Out { todo!() }
 mod tests {
     pub fn t() -> rand::rngs::StdRng { todo!() }
 }
-"##;
+"#;
     let files = vec![("x.rs".to_owned(), src.to_owned())];
     let found = foreign_crates_in_public_api(&files, &BTreeSet::new());
     let crates: Vec<&str> = found.keys().map(String::as_str).collect();
