@@ -420,7 +420,7 @@ mod tests {
         }
     }
 
-    /// Every display-name rejection of SECURITY.md, with the part of the reason expected.
+    /// Every display-name rejection of docs/security.md, with the part of the reason expected.
     const BAD_DISPLAY_NAMES: &[(&str, &str)] = &[
         ("", "empty"),
         ("a\nPostUp = id", "control"),

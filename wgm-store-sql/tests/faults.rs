@@ -1,4 +1,4 @@
-//! Fault tests of SECURITY.md on the SQL stores:
+//! Fault tests (docs/faults.md) on the SQL stores:
 //! - F1: many tasks (and processes) allocate on one small pool at once: unique addresses,
 //!   exactly as many peers as free addresses, `PoolExhausted` for the rest;
 //! - F14: 16 concurrent SQLite writers (two pools on one file): no `SQLITE_BUSY` surfaces.

@@ -1,10 +1,10 @@
-//! Every input SECURITY.md says to reject, tried through the command line: exit code 2
+//! Every input docs/security.md says to reject, tried through the command line: exit code 2
 //! (or the documented other code), a one-line message naming the field, and nothing
 //! written to the store.
 
 use crate::harness::{check_failure, Env};
 
-/// The seven low-order X25519 points (SECURITY.md).
+/// The seven low-order X25519 points (docs/security.md, "Known answers").
 const LOW_ORDER: [&str; 7] = [
     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",

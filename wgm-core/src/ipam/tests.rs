@@ -1,4 +1,4 @@
-//! Unit and property tests of the IPAM (known answers from SECURITY.md, exhaustion,
+//! Unit and property tests of the IPAM (known answers from docs/security.md, exhaustion,
 //! pairing, quarantine, delegation, all-or-nothing, large pools, and a naive model).
 // Tests: unwrap on known-good literals; the model runner is one long match by design;
 // short names (a, b, m, r) keep the address arithmetic readable.

@@ -1,6 +1,7 @@
 //! Events published after every commit, and the [`EventBus`] trait with its in-memory
-//! implementation. Real buses: PostgreSQL LISTEN/NOTIFY (`wgm-store-sql`) and Redis
-//! pub/sub (`wgm-store-redis`).
+//! implementation, the only one so far. `wgm-store-sql`'s `SqlStore::subscribe`
+//! (PostgreSQL LISTEN/NOTIFY) is a separate change feed, not an [`EventBus`]; a bus
+//! across processes comes with the Redis store and the per-host agent.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};

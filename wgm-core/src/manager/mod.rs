@@ -292,7 +292,7 @@ impl Manager {
     }
 
     /// The store behind this manager. Crate-private: every caller goes through the
-    /// manager's authorized methods (DESIGN invariant 3).
+    /// manager's authorized methods (docs/design.md, invariant 3).
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
