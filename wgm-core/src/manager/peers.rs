@@ -847,10 +847,9 @@ impl Manager {
                 .await;
             match res {
                 Ok(Some((_, n))) => total += n,
-                // No expired peer on this server: nothing was committed.
-                Ok(None) => {}
-                // Deleted since the listing.
-                Err(Error::NotFound { .. }) => {}
+                // No expired peer on this server (nothing was committed), or the server
+                // was deleted since the listing.
+                Ok(None) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
