@@ -1274,7 +1274,7 @@ impl Manager {
         if let Err(e) = self
             .audit_only(
                 p,
-                "server.apply",
+                crate::audit::AuditAction::ServerApply,
                 format!("server/{server}"),
                 Some(server),
                 details,

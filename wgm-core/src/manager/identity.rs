@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::Manager;
+use crate::audit::AuditAction;
 use crate::auth::jwt::TokenType;
 use crate::auth::password::{
     hash_password_with, needs_rehash, validate_password_with, verify_password, verify_without_hash,
@@ -225,7 +226,7 @@ impl Manager {
     async fn audit_identity(
         &self,
         p: Option<&Principal>,
-        action: &str,
+        action: AuditAction,
         object: String,
         outcome: AuditOutcome,
         details: serde_json::Value,
@@ -240,7 +241,7 @@ impl Manager {
         let entry = AuditEntry {
             at: self.now(),
             actor,
-            action: action.into(),
+            action,
             object,
             server_id: None,
             revision: None,
@@ -255,14 +256,14 @@ impl Manager {
     pub(super) fn entry(
         &self,
         p: &Principal,
-        action: &str,
+        action: AuditAction,
         object: String,
         details: serde_json::Value,
     ) -> AuditEntry {
         AuditEntry {
             at: self.now(),
             actor: Self::actor(p),
-            action: action.into(),
+            action,
             object,
             server_id: None,
             revision: None,
@@ -373,7 +374,7 @@ impl Manager {
         let view = UserView::of(&user);
         let entry = self.entry(
             p,
-            "user.create",
+            AuditAction::UserCreate,
             format!("user/{}", user.id),
             json!({ "name": user.name, "roles": user.roles }),
         );
@@ -457,7 +458,7 @@ impl Manager {
         let view = UserView::of(&after);
         let entry = self.entry(
             p,
-            "user.update",
+            AuditAction::UserUpdate,
             format!("user/{id}"),
             json!({ "roles": u.roles.is_some(), "active": u.active }),
         );
@@ -506,7 +507,12 @@ impl Manager {
         after.token_version += 1;
         after.version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.password", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserPassword,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -524,7 +530,7 @@ impl Manager {
         self.check_last_admin(&user, None).await?;
         let entry = self.entry(
             p,
-            "user.delete",
+            AuditAction::UserDelete,
             format!("user/{id}"),
             json!({ "name": user.name }),
         );
@@ -559,7 +565,12 @@ impl Manager {
         });
         after.version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.totp_enroll", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserTotpEnroll,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -596,7 +607,12 @@ impl Manager {
         after.version += 1;
         after.token_version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.totp_confirm", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserTotpConfirm,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -638,7 +654,7 @@ impl Manager {
                 .record_login_failure(&account, source, now);
             self.audit_identity(
                 None,
-                "user.login",
+                AuditAction::UserLogin,
                 format!("user/{account}"),
                 AuditOutcome::Failed,
                 json!({ "source": source }),
@@ -669,7 +685,7 @@ impl Manager {
             outcome: AuditOutcome::Success,
             ..self.entry(
                 &principal,
-                "user.login",
+                AuditAction::UserLogin,
                 format!("user/{}", user.id),
                 json!({ "source": source }),
             )
@@ -832,7 +848,7 @@ impl Manager {
         let view = TokenView::of(&rec);
         let entry = self.entry(
             p,
-            "token.create",
+            AuditAction::TokenCreate,
             format!("user/{}/token/{}", rec.user_id, rec.id),
             json!({ "name": rec.name }),
         );
@@ -886,7 +902,7 @@ impl Manager {
         .await?;
         let entry = self.entry(
             p,
-            "token.revoke",
+            AuditAction::TokenRevoke,
             format!("user/{}/token/{id}", rec.user_id),
             json!({}),
         );
@@ -913,7 +929,7 @@ impl Manager {
         role.builtin = false;
         let entry = self.entry(
             p,
-            "role.put",
+            AuditAction::RolePut,
             format!("role/{}", role.name),
             json!({ "permissions": role.permissions.len() }),
         );
@@ -940,7 +956,12 @@ impl Manager {
                 )));
             }
         }
-        let entry = self.entry(p, "role.delete", format!("role/{name}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::RoleDelete,
+            format!("role/{name}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::RoleDeleted { name: name.clone() }],

@@ -59,6 +59,7 @@ pub use rotate::ResealReport;
 pub use servers::{ImportOptions, NewServer, ServerUpdate};
 pub use views::{PeerView, ServerView};
 
+use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
 use crate::auth::throttle::Throttle;
 use crate::ipam::DualStack;
@@ -245,7 +246,7 @@ type Slot = Arc<AsyncMutex<Option<Cached>>>;
 struct Mutation<T> {
     changes: Vec<Change>,
     summary: String,
-    action: &'static str,
+    action: AuditAction,
     object: String,
     details: serde_json::Value,
     output: T,
@@ -356,7 +357,7 @@ impl Manager {
                     let entry = AuditEntry {
                         at: self.now(),
                         actor: Self::actor(p),
-                        action: format!("{}.{}", resource.as_str(), action.as_str()),
+                        action: AuditAction::refused(resource, action),
                         object: describe_target(target),
                         server_id: target.server.map(ServerId),
                         revision: None,
@@ -634,7 +635,7 @@ impl Manager {
                 audit: AuditEntry {
                     at: now,
                     actor: Self::actor(p),
-                    action: m.action.to_owned(),
+                    action: m.action.clone(),
                     object: m.object.clone(),
                     server_id: Some(id),
                     revision: None,
@@ -766,7 +767,7 @@ impl Manager {
     pub(crate) async fn audit_only(
         &self,
         p: &Principal,
-        action: &str,
+        action: AuditAction,
         object: String,
         server_id: Option<ServerId>,
         details: serde_json::Value,
@@ -774,7 +775,7 @@ impl Manager {
         let entry = AuditEntry {
             at: self.now(),
             actor: Self::actor(p),
-            action: action.to_owned(),
+            action,
             object,
             server_id,
             revision: None,

@@ -4,10 +4,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Manager, Mutation};
+use crate::audit::AuditAction;
 use crate::model::{Change, IdentityChange, Page};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::SecretKind;
-use crate::{Error, Result};
+use crate::Result;
 
 /// What [`Manager::reseal_all`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -27,7 +28,7 @@ impl Manager {
     /// call `reseal_all`, then drop the old key. Each server with something to re-seal
     /// gets one revision (audited as `secret.reseal`); users' TOTP seeds are re-sealed
     /// in one identity commit each. Secrets that open with none of the sealer's keys fail
-    /// the call with [`Error::Sealed`] before that server is changed. Idempotent: a
+    /// the call with [`crate::Error::Sealed`] before that server is changed. Idempotent: a
     /// second call re-seals nothing. Needs global `server:update` and `secret:export`.
     ///
     /// ```
@@ -95,7 +96,7 @@ impl Manager {
                     }
                     Ok(Mutation {
                         summary: format!("re-seal {n} secrets under key {}", sealer.current_key_id()),
-                        action: "secret.reseal",
+                        action: AuditAction::SecretReseal,
                         object: format!("server/{id}"),
                         details: json!({ "secrets": n, "key_id": sealer.current_key_id().to_string() }),
                         changes,
@@ -132,7 +133,7 @@ impl Manager {
             after.updated_at = self.now();
             let entry = self.entry(
                 p,
-                "secret.reseal",
+                AuditAction::SecretReseal,
                 format!("user/{}", u.id),
                 json!({ "what": "totp" }),
             );
