@@ -7,7 +7,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::Manager;
+use super::{LocalAdmin, Manager};
 use crate::audit::AuditAction;
 use crate::auth::jwt::TokenType;
 use crate::auth::password::{
@@ -210,9 +210,17 @@ impl Manager {
         Ok(out)
     }
 
-    /// The principal of a stored user (for embedding callers that authenticate users
-    /// themselves, e.g. a REST server behind SSO).
-    pub async fn principal_for(&self, user: &User) -> Result<Principal> {
+    /// The principal of a stored user, for embedding callers that authenticate users
+    /// themselves (a front end behind single sign-on, a test). Vouching for any user's
+    /// identity is as strong as being an administrator, so it needs the
+    /// local-administrator capability ([`LocalAdmin`]). A disabled user gets
+    /// [`Error::Unauthenticated`].
+    pub async fn principal_for(&self, _local: &LocalAdmin, user: &User) -> Result<Principal> {
+        self.principal_of(user).await
+    }
+
+    /// The principal of a stored user who has just authenticated.
+    pub(super) async fn principal_of(&self, user: &User) -> Result<Principal> {
         if !user.active {
             return Err(Error::unauthenticated("the account is disabled"));
         }
@@ -485,9 +493,9 @@ impl Manager {
         self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
             .await?;
         let own = matches!(
-            p.kind,
+            p.kind(),
             PrincipalKind::Human | PrincipalKind::ApiToken { .. }
-        ) && p.user_id == id.0;
+        ) && p.user_id() == id.0;
         let before = self.load_user(id).await?;
         if own {
             let ok = match (&before.password_hash, current) {
@@ -547,7 +555,7 @@ impl Manager {
         id: UserId,
         issuer: &str,
     ) -> Result<Zeroizing<String>> {
-        if p.user_id != id.0 {
+        if p.user_id() != id.0 {
             return Err(Error::denied(
                 "TOTP can only be enrolled by the user themselves",
             ));
@@ -584,7 +592,7 @@ impl Manager {
 
     /// Confirm TOTP enrolment with a first valid code.
     pub async fn confirm_totp(&self, p: &Principal, id: UserId, code: &str) -> Result<()> {
-        if p.user_id != id.0 {
+        if p.user_id() != id.0 {
             return Err(Error::denied(
                 "TOTP can only be confirmed by the user themselves",
             ));
@@ -680,7 +688,7 @@ impl Manager {
             }
         }
         after.version += 1;
-        let principal = self.principal_for(&user).await?;
+        let principal = self.principal_of(&user).await?;
         let entry = AuditEntry {
             outcome: AuditOutcome::Success,
             ..self.entry(
@@ -753,7 +761,7 @@ impl Manager {
         if user.token_version != claims.ver {
             return Err(Error::unauthenticated("the token was revoked"));
         }
-        self.principal_for(&user).await
+        self.principal_of(&user).await
     }
 
     /// Exchange a refresh token for a new access token.
@@ -788,7 +796,7 @@ impl Manager {
             return Err(bad());
         }
         let user = self.store.get_user(rec.user_id).await?.ok_or_else(bad)?;
-        let p = self.principal_for(&user).await?;
+        let p = self.principal_of(&user).await?;
         Ok(if let Some(scope) = rec.scopes {
             p.with_token(rec.id, scope)
         } else {
@@ -815,13 +823,13 @@ impl Manager {
         .await?;
         let owner = self.load_user(spec.user).await?;
         if let Some(s) = &spec.scopes {
-            let to = if spec.user.0 == p.user_id {
+            let to = if spec.user.0 == p.user_id() {
                 Grantee::Myself
             } else {
                 Grantee::Others
             };
             check_grant(p, s, to).map_err(|e| e.in_field("token.scopes"))?;
-            let owner_p = self.principal_for(&owner).await?;
+            let owner_p = self.principal_of(&owner).await?;
             check_grant(&owner_p, s, Grantee::Myself).map_err(|e| e.in_field("token.scopes"))?;
         }
         if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {

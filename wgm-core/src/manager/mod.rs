@@ -19,8 +19,9 @@
 //! use wgm_core::seal::{MasterKey, Sealer};
 //! use wgm_core::store::MemoryStore;
 //!
-//! let m = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate())).build();
-//! let admin = m.local_admin("root");
+//! let builder = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()));
+//! let admin = builder.local_admin_capability().principal("root");
+//! let m = builder.build();
 //! let mut spec = NewServer::new(ServerName::new("office").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap());
 //! spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
 //! let server = m.create_server(&admin, spec).await.unwrap();
@@ -34,6 +35,7 @@ mod clock;
 mod events;
 mod history;
 mod identity;
+mod local_admin;
 mod peers;
 mod render;
 mod rotate;
@@ -53,6 +55,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventBus, MemoryEventBus};
 pub use history::{AuditVerification, DiffEntry};
 pub use identity::{LoginOutcome, NewToken, NewUser, TokenView, UserUpdate, UserView};
+pub use local_admin::LocalAdmin;
 pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
 pub use rotate::ResealReport;
@@ -68,12 +71,10 @@ use crate::model::{
     Actor, AuditEntry, AuditOutcome, Change, Commit, RevisionNo, RevisionRecord, ServerId,
     ServerState,
 };
-use crate::names::UserName;
-use crate::rbac::{builtin_role, Action, Principal, PrincipalKind, Resource, Target};
+use crate::rbac::{Action, Principal, PrincipalKind, Resource, Target};
 use crate::seal::Sealer;
 use crate::store::Store;
 use crate::{Error, Result};
-use uuid::Uuid;
 
 /// Tunables of a [`Manager`].
 #[derive(Clone, Debug)]
@@ -313,26 +314,12 @@ impl Manager {
         self.clock.now()
     }
 
-    /// The principal of a local administrator (the CLI acting without a token): holds
-    /// every permission and is audited as `local:<unix user>`.
-    pub fn local_admin(&self, unix_user: &str) -> Principal {
-        let clean: String = unix_user
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .take(32)
-            .collect();
-        let roles = builtin_role("admin").into_iter().collect();
-        Principal::new(Uuid::nil(), local_user_name(), roles).local(if clean.is_empty() {
-            "unknown".to_owned()
-        } else {
-            clean
-        })
-    }
-
     fn actor(p: &Principal) -> Actor {
-        let label = match &p.kind {
-            PrincipalKind::Human => format!("user:{}", p.username),
-            PrincipalKind::ApiToken { token_id } => format!("user:{} token:{token_id}", p.username),
+        let label = match p.kind() {
+            PrincipalKind::Human => format!("user:{}", p.username()),
+            PrincipalKind::ApiToken { token_id } => {
+                format!("user:{} token:{token_id}", p.username())
+            }
             PrincipalKind::Local { unix_user } => format!("local:{unix_user}"),
         };
         Actor {
@@ -802,17 +789,12 @@ async fn backoff(attempt: u32) {
     let _ = rx.await;
 }
 
-/// The user name of local administrators (never stored as a user).
-fn local_user_name() -> UserName {
-    // A constant that satisfies the user-name rules (unit-tested below).
-    UserName::new("local").expect("`local` is a valid user name")
-}
-
 /// The user a principal acts as, for ownership: `None` for a local administrator.
 pub(crate) fn owner_of(p: &Principal) -> Option<UserId> {
-    match p.kind {
-        PrincipalKind::Local { .. } => None,
-        _ => Some(UserId(p.user_id)),
+    if p.is_local() {
+        None
+    } else {
+        Some(UserId(p.user_id()))
     }
 }
 

@@ -42,8 +42,9 @@ impl Manager {
     ///
     /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     /// let old = MasterKey::generate();
-    /// let m = Manager::builder(store.clone(), Sealer::new(MasterKey::from_bytes(*old.expose_bytes()))).build();
-    /// let admin = m.local_admin("root");
+    /// let (m, local) = Manager::builder(store.clone(), Sealer::new(MasterKey::from_bytes(*old.expose_bytes())))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
     /// m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
     /// let rotated = Manager::builder(store, Sealer::new(MasterKey::generate()).with_previous(old)).build();
     /// assert_eq!(rotated.reseal_all(&admin).await.unwrap().secrets, 1);
