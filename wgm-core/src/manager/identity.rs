@@ -183,8 +183,11 @@ fn scoped(role: &Role, scope: Scope) -> Role {
 }
 
 impl Manager {
-    /// All roles: the built-in ones and the custom ones in the store.
-    pub async fn roles(&self) -> Result<Vec<Role>> {
+    /// All roles: the built-in ones and the custom ones in the store (needs
+    /// `role:read`).
+    pub async fn roles(&self, p: &Principal) -> Result<Vec<Role>> {
+        self.authorize(p, Resource::Role, Action::Read, Target::none())
+            .await?;
         let mut all = builtin_roles();
         all.extend(self.store.list_roles().await?);
         Ok(all)
@@ -597,6 +600,9 @@ impl Manager {
                 "TOTP can only be confirmed by the user themselves",
             ));
         }
+        // Like enrolment: changing one's own second factor needs `user:update` on it.
+        self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
+            .await?;
         let before = self.load_user(id).await?;
         let enrol = before
             .totp
