@@ -352,12 +352,12 @@ async fn bench(peers: usize, rounds: usize) {
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&url).await.expect("open SQLite"));
     let master = MasterKey::generate();
     let sealer = Sealer::new(MasterKey::from_bytes(*master.expose_bytes()));
-    let m = Manager::builder(
+    let (m, cap) = Manager::builder(
         store.clone(),
         Sealer::new(MasterKey::from_bytes(*master.expose_bytes())),
     )
-    .build();
-    let admin = m.local_admin("root");
+    .build_with_local_admin();
+    let admin = cap.principal("root");
     let mut spec = NewServer::new(
         ServerName::new("bench").expect("name"),
         ns.iface.clone(),

@@ -352,8 +352,9 @@ fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     };
     let store_name = kind.name();
     let sealer = Sealer::new(MasterKey::generate());
-    let manager = Manager::builder(backend.store.clone(), sealer.clone()).build();
-    let admin = manager.local_admin("bench");
+    let (manager, cap) =
+        Manager::builder(backend.store.clone(), sealer.clone()).build_with_local_admin();
+    let admin = cap.principal("bench");
 
     let mut servers = Vec::new();
     for (index, n) in (1u8..).zip(ADD_SIZES) {
@@ -618,12 +619,12 @@ fn import_benches(c: &mut Criterion, rt: &Runtime) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let backend = Backend::open(kind).await.expect("a local store");
-                        let m = Manager::builder(
+                        let (m, cap) = Manager::builder(
                             backend.store.clone(),
                             Sealer::new(MasterKey::generate()),
                         )
-                        .build();
-                        let admin = m.local_admin("bench");
+                        .build_with_local_admin();
+                        let admin = cap.principal("bench");
                         let opts = ImportOptions {
                             interface: Some(InterfaceName::new("wgi0").expect("valid")),
                             ..ImportOptions::default()

@@ -23,8 +23,9 @@
 //! let (store, _created) = loc.open().await?;
 //! let key_file = loc.default_key_file(None).expect("an SQLite file has a key file beside it");
 //! let (key, _) = master_key::create_key_file(&key_file)?;
-//! let manager = wgm_core::manager::Manager::builder(store, wgm_core::seal::Sealer::new(key)).build();
-//! let admin = manager.local_admin(&wgm_examples::unix_user_name());
+//! let (manager, local) = wgm_core::manager::Manager::builder(store, wgm_core::seal::Sealer::new(key))
+//!     .build_with_local_admin();
+//! let admin = local.principal(&wgm_examples::unix_user_name());
 //! # let _ = admin; Ok(()) }
 //! ```
 

@@ -429,12 +429,12 @@ impl Managed {
     /// A dual-stack server on the lab's managed interface, endpoint = A's veth address,
     /// split tunnel (clients route only the server's pools), and `peers`.
     async fn new(lab: &Lab, peers: &[&str]) -> (Managed, Vec<PeerId>) {
-        let m = Manager::builder(
+        let (m, cap) = Manager::builder(
             Arc::new(MemoryStore::new()),
             Sealer::new(MasterKey::generate()),
         )
-        .build();
-        let admin = m.local_admin("root");
+        .build_with_local_admin();
+        let admin = cap.principal("root");
         let mut spec = NewServer::new(
             ServerName::new("e2e").expect("name"),
             lab.server_iface.clone(),

@@ -36,6 +36,7 @@ pub mod wgquick;
 pub mod auth;
 pub mod seal;
 
+pub mod audit;
 pub mod model;
 pub mod rbac;
 pub mod store;

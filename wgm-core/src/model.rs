@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use crate::audit::AuditAction;
 use crate::ipam::Strategy;
 use crate::keys::PublicKey;
 use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
@@ -588,8 +589,8 @@ pub struct AuditEntry {
     pub at: OffsetDateTime,
     /// Who.
     pub actor: Actor,
-    /// What, as `resource.action` (`peer.add`, `secret.export`, `user.login`).
-    pub action: String,
+    /// What (`peer.add`, `secret.export`, `user.login` in text form).
+    pub action: AuditAction,
     /// The object, as a path (`server/<id>/peer/<id>`, `user/<id>`).
     pub object: String,
     /// The server concerned, if any.
@@ -628,7 +629,7 @@ impl AuditRecord {
     /// let e = AuditEntry {
     ///     at: time::OffsetDateTime::UNIX_EPOCH,
     ///     actor: Actor { user_id: None, label: "local:root".into() },
-    ///     action: "server.create".into(), object: "server/x".into(),
+    ///     action: AuditAction::ServerCreate, object: "server/x".into(),
     ///     server_id: None, revision: None, outcome: AuditOutcome::Success,
     ///     details: serde_json::Value::Null,
     /// };

@@ -44,17 +44,30 @@
 //! manage its own API tokens.
 //!
 //! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::Arc;
 //! use uuid::Uuid;
-//! use wgm_core::names::UserName;
-//! use wgm_core::rbac::{authorize, builtin_role, Action, Principal, Resource, Target};
+//! use wgm_core::manager::{Manager, NewToken, NewUser};
+//! use wgm_core::names::{RoleName, UserName};
+//! use wgm_core::rbac::{authorize, Action, Resource, Target};
+//! use wgm_core::seal::{MasterKey, Sealer};
+//! use wgm_core::store::MemoryStore;
 //!
-//! let alice = Uuid::new_v4();
+//! let builder = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()));
+//! let root = builder.local_admin_capability().principal("root");
+//! let m = builder.build();
+//! // Principals come from authenticating: here with an API token of alice, a `user`.
+//! let alice = m.create_user(&root, NewUser::new(UserName::new("alice")?, RoleName::new("user")?)).await?;
+//! let token = NewToken { user: alice.id, name: "laptop".into(), scopes: None, expires_at: None };
+//! let (_, plaintext) = m.create_token(&root, token).await?;
+//! let p = m.authenticate_token(&plaintext).await?;
+//!
 //! let server = Uuid::new_v4();
-//! let p = Principal::new(alice, UserName::new("alice")?, vec![builtin_role("user").unwrap()]);
-//! authorize(&p, Resource::Peer, Action::Update, Target::peer(server, Some(alice)))?;
+//! authorize(&p, Resource::Peer, Action::Update, Target::peer(server, Some(alice.id.0)))?;
 //! let bobs = Target::peer(server, Some(Uuid::new_v4()));
 //! assert!(authorize(&p, Resource::Peer, Action::Update, bobs).is_err());
 //! # Ok::<(), wgm_core::Error>(())
+//! # }).unwrap();
 //! ```
 
 use std::fmt;
@@ -734,23 +747,28 @@ pub enum PrincipalKind {
 
 /// An authenticated caller: a user, its roles, and — for an API token — the token's
 /// scope, which only narrows what the roles allow.
+///
+/// A principal cannot be made from parts: its fields are private and it has no public
+/// constructor. It is obtained only by authenticating through the `Manager` (password
+/// and TOTP, then a JWT: [`crate::manager::Manager::login`] and
+/// [`crate::manager::Manager::authenticate_jwt`]; an API token:
+/// [`crate::manager::Manager::authenticate_token`]), or from the local-administrator
+/// capability a binary chooses to hold ([`crate::manager::LocalAdmin`]). So holding a
+/// `Principal` means someone proved who it is, and every authorization decision starts
+/// from that proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The user's id.
-    pub user_id: Uuid,
-    /// The user's name (for audit and messages).
-    pub username: UserName,
-    /// How the caller authenticated.
-    pub kind: PrincipalKind,
-    /// The user's roles.
-    pub roles: Vec<Role>,
-    /// For an API token: the permissions it was limited to. `None` for humans.
-    pub token_scope: Option<Vec<Permission>>,
+    user_id: Uuid,
+    username: UserName,
+    kind: PrincipalKind,
+    roles: Vec<Role>,
+    token_scope: Option<Vec<Permission>>,
 }
 
 impl Principal {
-    /// A human principal with `roles`.
-    pub fn new(user_id: Uuid, username: UserName, roles: Vec<Role>) -> Self {
+    /// A human principal with `roles`. Crate-private: only authentication (and the
+    /// local-administrator capability) make principals.
+    pub(crate) fn new(user_id: Uuid, username: UserName, roles: Vec<Role>) -> Self {
         Self {
             user_id,
             username,
@@ -762,7 +780,7 @@ impl Principal {
 
     /// The same user acting through API token `token_id` limited to `scope`.
     #[must_use]
-    pub fn with_token(mut self, token_id: TokenId, scope: Vec<Permission>) -> Self {
+    pub(crate) fn with_token(mut self, token_id: TokenId, scope: Vec<Permission>) -> Self {
         self.kind = PrincipalKind::ApiToken { token_id };
         self.token_scope = Some(scope);
         self
@@ -770,11 +788,43 @@ impl Principal {
 
     /// The same user as a local process of `unix_user`.
     #[must_use]
-    pub fn local(mut self, unix_user: impl Into<String>) -> Self {
+    pub(crate) fn local(mut self, unix_user: impl Into<String>) -> Self {
         self.kind = PrincipalKind::Local {
             unix_user: unix_user.into(),
         };
         self
+    }
+
+    /// The user's id (the nil id for a local administrator, who is no stored user).
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    /// The user's name (for audit and messages; `local` for a local administrator).
+    pub fn username(&self) -> &UserName {
+        &self.username
+    }
+
+    /// How the caller authenticated.
+    pub fn kind(&self) -> &PrincipalKind {
+        &self.kind
+    }
+
+    /// Whether this is a local administrator ([`PrincipalKind::Local`]).
+    pub fn is_local(&self) -> bool {
+        matches!(self.kind, PrincipalKind::Local { .. })
+    }
+
+    /// The user's roles, as assigned (a role assigned on one server is already limited
+    /// to it).
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// For an API token: the permissions it was limited to. `None` for humans and local
+    /// administrators.
+    pub fn token_scope(&self) -> Option<&[Permission]> {
+        self.token_scope.as_deref()
     }
 
     /// Every permission the roles grant (before any token narrowing).

@@ -31,8 +31,9 @@
 //! use wgm_core::seal::{MasterKey, Sealer};
 //! use wgm_core::store::MemoryStore;
 //!
-//! let m = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate())).build();
-//! let admin = m.local_admin("root");
+//! let (m, local) = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()))
+//!     .build_with_local_admin();
+//! let admin = local.principal("root");
 //! let s = m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(),
 //!     InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
 //! m.add_peer(&admin, s.id, NewPeer::new(PeerName::new("a").unwrap())).await.unwrap();
@@ -1274,7 +1275,7 @@ impl Manager {
         if let Err(e) = self
             .audit_only(
                 p,
-                "server.apply",
+                crate::audit::AuditAction::ServerApply,
                 format!("server/{server}"),
                 Some(server),
                 details,
@@ -1505,12 +1506,12 @@ mod tests {
 
     #[test]
     fn the_kept_desired_state_follows_every_peer_change() {
-        let m = Manager::builder(
+        let (m, cap) = Manager::builder(
             Arc::new(MemoryStore::new()),
             Sealer::new(MasterKey::generate()),
         )
-        .build();
-        let admin = m.local_admin("root");
+        .build_with_local_admin();
+        let admin = cap.principal("root");
         let mut spec = NewServer::new(
             ServerName::new("s").unwrap(),
             InterfaceName::new("wg0").unwrap(),

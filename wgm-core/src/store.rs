@@ -282,7 +282,7 @@ impl MemoryStore {
         let mut g = self.lock();
         match g.audit.iter_mut().find(|r| r.seq == seq) {
             Some(r) => {
-                action.clone_into(&mut r.entry.action);
+                r.entry.action = crate::audit::AuditAction::parse(action);
                 true
             }
             None => false,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use wgm_core::manager::{
-    AddrRequest, ImportOptions, Manager, ManagerConfig, ManualClock, NewPeer, NewServer, NewToken,
-    NewUser, PeerUpdate,
+    AddrRequest, ImportOptions, LocalAdmin, Manager, ManagerConfig, ManualClock, NewPeer,
+    NewServer, NewToken, NewUser, PeerUpdate,
 };
 use wgm_core::model::{AuditQuery, Page, RevisionNo};
 use wgm_core::names::{InterfaceName, PeerName, RoleName, ServerName, UserName};
@@ -29,16 +29,18 @@ fn test_config() -> ManagerConfig {
     }
 }
 
-fn manager_on(store: Arc<dyn Store>, key: &MasterKey) -> Manager {
+/// A manager on `store` and its local-administrator capability.
+fn manager_on(store: Arc<dyn Store>, key: &MasterKey) -> (Manager, LocalAdmin) {
     let key = MasterKey::from_bytes(*key.expose_bytes());
     Manager::builder(store, Sealer::new(key))
         .config(test_config())
-        .build()
+        .build_with_local_admin()
 }
 
-fn new_manager() -> (Manager, Arc<MemoryStore>) {
+fn new_manager() -> (Manager, Arc<MemoryStore>, LocalAdmin) {
     let store = Arc::new(MemoryStore::new());
-    (manager_on(store.clone(), &MasterKey::generate()), store)
+    let (m, cap) = manager_on(store.clone(), &MasterKey::generate());
+    (m, store, cap)
 }
 
 fn spec(name: &str, v4: Option<&str>) -> NewServer {
@@ -58,8 +60,8 @@ fn peer(name: &str) -> NewPeer {
 
 #[test]
 fn create_server_and_add_dual_stack_peers() {
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let s = m
             .create_server(&admin, spec("office", Some("10.8.0.0/24")))
@@ -98,8 +100,8 @@ fn create_server_and_add_dual_stack_peers() {
 
 #[test]
 fn random_ula_pool_when_none_given() {
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let mut s = spec("ula", None);
         s.ipv6_pool = None;
@@ -111,8 +113,8 @@ fn random_ula_pool_when_none_given() {
 
 #[test]
 fn bring_your_own_key_and_rejections() {
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let s = m
             .create_server(&admin, spec("byo", Some("10.8.0.0/24")))
@@ -179,8 +181,9 @@ fn f1_many_managers_race_on_a_small_pool() {
     // IPv4 addresses: exactly 13 peers, all addresses unique, the rest PoolExhausted.
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
-    let managers: Vec<Manager> = (0..8).map(|_| manager_on(store.clone(), &key)).collect();
-    let admin = managers[0].local_admin("root");
+    let (managers, caps): (Vec<Manager>, Vec<LocalAdmin>) =
+        (0..8).map(|_| manager_on(store.clone(), &key)).unzip();
+    let admin = caps[0].principal("root");
     block(async {
         let mut sp = spec("race", Some("10.8.0.0/28"));
         sp.ipv6_pool = Some("fd00:1::/64".parse().unwrap());
@@ -216,8 +219,8 @@ fn f1_many_managers_race_on_a_small_pool() {
 
 #[test]
 fn f3_failed_create_returns_addresses() {
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let s = m
             .create_server(&admin, spec("f3", Some("10.8.0.0/29")))
@@ -254,11 +257,11 @@ fn f3_failed_create_returns_addresses() {
 fn remove_quarantines_history_diff_and_rollback() {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let m = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
         .clock(clock.clone())
         .config(test_config())
-        .build();
-    let admin = m.local_admin("root");
+        .build_with_local_admin();
+    let admin = cap.principal("root");
     block(async {
         let mut sp = spec("hist", Some("10.8.0.0/24"));
         sp.quarantine_secs = Some(600);
@@ -316,10 +319,10 @@ fn remove_quarantines_history_diff_and_rollback() {
 #[test]
 fn f17_rollback_refuses_reassigned_address() {
     let store = Arc::new(MemoryStore::new());
-    let m = Manager::builder(store, Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store, Sealer::new(MasterKey::generate()))
         .config(test_config())
-        .build();
-    let admin = m.local_admin("root");
+        .build_with_local_admin();
+    let admin = cap.principal("root");
     block(async {
         let mut sp = spec("f17", Some("10.8.0.0/24"));
         sp.quarantine_secs = Some(0);
@@ -341,8 +344,8 @@ fn f17_rollback_refuses_reassigned_address() {
 
 #[test]
 fn client_and_server_configs_render_and_parse() {
-    let (m, store) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, store, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let mut sp = spec("render", Some("10.8.0.0/24"));
         sp.endpoint =
@@ -380,8 +383,8 @@ fn client_and_server_configs_render_and_parse() {
 #[test]
 fn import_server_config_in_one_revision() {
     use std::fmt::Write as _;
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     let mut text = String::from("[Interface]\nPrivateKey = ");
     let skey = wgm_core::keys::PrivateKey::generate();
     text.push_str(&skey.expose_base64());
@@ -439,8 +442,8 @@ fn import_server_config_in_one_revision() {
 
 #[test]
 fn rbac_object_level_checks_and_audit() {
-    let (m, store) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, store, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let s = m
             .create_server(&admin, spec("rbac", Some("10.8.0.0/24")))
@@ -477,15 +480,15 @@ fn rbac_object_level_checks_and_audit() {
             .await
             .unwrap();
         let pa = m
-            .principal_for(&store.get_user(alice.id).await.unwrap().unwrap())
+            .principal_for(&cap, &store.get_user(alice.id).await.unwrap().unwrap())
             .await
             .unwrap();
         let pb = m
-            .principal_for(&store.get_user(bob.id).await.unwrap().unwrap())
+            .principal_for(&cap, &store.get_user(bob.id).await.unwrap().unwrap())
             .await
             .unwrap();
         let pau = m
-            .principal_for(&store.get_user(aud.id).await.unwrap().unwrap())
+            .principal_for(&cap, &store.get_user(aud.id).await.unwrap().unwrap())
             .await
             .unwrap();
         let ap = m.add_peer(&pa, s.id, peer("alice-phone")).await.unwrap();
@@ -572,8 +575,8 @@ fn rbac_object_level_checks_and_audit() {
 
 #[test]
 fn audit_chain_detects_deleted_record() {
-    let (m, store) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, store, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         m.create_server(&admin, spec("chain", None)).await.unwrap();
         m.create_server(&admin, spec("chain2", None)).await.unwrap();
@@ -587,8 +590,8 @@ fn audit_chain_detects_deleted_record() {
 
 #[test]
 fn last_admin_cannot_be_removed_or_demoted() {
-    let (m, store) = new_manager();
-    let local = m.local_admin("root");
+    let (m, store, cap) = new_manager();
+    let local = cap.principal("root");
     block(async {
         let root = m
             .create_user(
@@ -636,7 +639,7 @@ fn last_admin_cannot_be_removed_or_demoted() {
             .await
             .unwrap();
         let pop = m
-            .principal_for(&store.get_user(op.id).await.unwrap().unwrap())
+            .principal_for(&cap, &store.get_user(op.id).await.unwrap().unwrap())
             .await
             .unwrap();
         let e = m
@@ -655,8 +658,8 @@ fn last_admin_cannot_be_removed_or_demoted() {
 
 #[test]
 fn api_tokens_narrow_and_expire() {
-    let (m, store) = new_manager();
-    let local = m.local_admin("root");
+    let (m, store, cap) = new_manager();
+    let local = cap.principal("root");
     block(async {
         let s = m
             .create_server(&local, spec("tok", Some("10.8.0.0/24")))
@@ -673,7 +676,7 @@ fn api_tokens_narrow_and_expire() {
             .await
             .unwrap();
         let pop = m
-            .principal_for(&store.get_user(op.id).await.unwrap().unwrap())
+            .principal_for(&cap, &store.get_user(op.id).await.unwrap().unwrap())
             .await
             .unwrap();
         let read_only = NewToken {
@@ -748,11 +751,11 @@ fn password_login_jwt_and_throttling() {
     let store = Arc::new(MemoryStore::new());
     let issuer =
         auth::jwt::JwtIssuer::new(auth::jwt::JwtKey::generate(), "wgm", "wgm-api").unwrap();
-    let m = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
         .config(test_config())
         .jwt(issuer)
-        .build();
-    let local = m.local_admin("root");
+        .build_with_local_admin();
+    let local = cap.principal("root");
     let src: IpAddr = "192.0.2.7".parse().unwrap();
     block(async {
         let mut nu = NewUser::new(
@@ -766,7 +769,7 @@ fn password_login_jwt_and_throttling() {
             .await
             .unwrap();
         let p = m.authenticate_jwt(&ok.access_token).await.unwrap();
-        assert_eq!(p.user_id, alice.id.0);
+        assert_eq!(p.user_id(), alice.id.0);
         // A refresh token is not an access token.
         assert!(m.authenticate_jwt(&ok.refresh_token).await.is_err());
         let again = m.refresh(&ok.refresh_token).await.unwrap();
@@ -801,11 +804,11 @@ fn password_login_jwt_and_throttling() {
 fn expiry_sweep_disables_peers() {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let m = Manager::builder(store, Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store, Sealer::new(MasterKey::generate()))
         .clock(clock.clone())
         .config(test_config())
-        .build();
-    let admin = m.local_admin("root");
+        .build_with_local_admin();
+    let admin = cap.principal("root");
     block(async {
         let s = m.create_server(&admin, spec("exp", None)).await.unwrap();
         let mut p = peer("temp");
@@ -822,8 +825,8 @@ fn expiry_sweep_disables_peers() {
 
 #[test]
 fn list_and_delete_servers() {
-    let (m, _) = new_manager();
-    let admin = m.local_admin("root");
+    let (m, _, cap) = new_manager();
+    let admin = cap.principal("root");
     block(async {
         let a = m.create_server(&admin, spec("alpha", None)).await.unwrap();
         let mut b = spec("beta", None);
@@ -863,8 +866,8 @@ fn memory_store_passes_conformance() {
 fn master_key_rotation_reseals_everything_once() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let old = MasterKey::generate();
-    let m = manager_on(store.clone(), &old);
-    let admin = m.local_admin("root");
+    let (m, cap) = manager_on(store.clone(), &old);
+    let admin = cap.principal("root");
     let (sid, pid) = block(async {
         let s = m
             .create_server(&admin, spec("rot", Some("10.8.0.0/24")))
@@ -888,7 +891,7 @@ fn master_key_rotation_reseals_everything_once() {
     assert_eq!((r.servers, r.secrets), (1, 5));
     assert_eq!(block(rotated.reseal_all(&admin)).unwrap().secrets, 0);
     // Only the new key is needed now; the configs are unchanged.
-    let only_new = manager_on(store.clone(), &new);
+    let (only_new, _) = manager_on(store.clone(), &new);
     assert_eq!(
         block(only_new.client_config(&admin, sid, pid))
             .unwrap()
@@ -896,7 +899,7 @@ fn master_key_rotation_reseals_everything_once() {
         before
     );
     // The old key alone no longer opens anything (F21: explicit error, never garbage).
-    let only_old = manager_on(store, &old);
+    let (only_old, _) = manager_on(store, &old);
     let e = block(only_old.client_config(&admin, sid, pid)).unwrap_err();
     assert!(matches!(e, Error::Sealed { .. }), "{e}");
 }
@@ -963,8 +966,8 @@ fn role_operation_matrix() {
     for (col, role) in roles.iter().enumerate() {
         for (op, row) in expected {
             // A fresh world per cell, so mutations of one cell cannot affect another.
-            let (m, store) = new_manager();
-            let local = m.local_admin("root");
+            let (m, store, cap) = new_manager();
+            let local = cap.principal("root");
             let outcome: Result<(), Error> = block(async {
                 let s1 = m
                     .create_server(&local, spec("s1", Some("10.8.0.0/24")))
@@ -997,7 +1000,7 @@ fn role_operation_matrix() {
                 }];
                 let me = m.create_user(&local, nu).await.unwrap();
                 let p = m
-                    .principal_for(&store.get_user(me.id).await.unwrap().unwrap())
+                    .principal_for(&cap, &store.get_user(me.id).await.unwrap().unwrap())
                     .await
                     .unwrap();
                 let mut theirs = peer("theirs");

@@ -30,23 +30,27 @@ struct Env {
     iface: InterfaceName,
 }
 
-fn env_with(store: Arc<dyn Store>, key: &MasterKey, wg: &Arc<MemoryWireGuard>) -> (Manager, Host) {
-    let m = Manager::builder(
+/// A manager, a host on `wg`, and the manager's local administrator.
+fn env_with(
+    store: Arc<dyn Store>,
+    key: &MasterKey,
+    wg: &Arc<MemoryWireGuard>,
+) -> (Manager, Host, Principal) {
+    let (m, local) = Manager::builder(
         store,
         Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
     )
     .config(ManagerConfig::default())
-    .build();
+    .build_with_local_admin();
     let host = Host::new("host-a", wg.clone(), Some(Arc::new(wg.network())));
-    (m, host)
+    (m, host, local.principal("root"))
 }
 
 fn setup(peers: &[&str]) -> Env {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
     let wg = Arc::new(MemoryWireGuard::new());
-    let (m, host) = env_with(store.clone(), &key, &wg);
-    let admin = m.local_admin("root");
+    let (m, host, admin) = env_with(store.clone(), &key, &wg);
     let iface = InterfaceName::new("wg0").unwrap();
     let server = block(async {
         let mut s = NewServer::new(
@@ -171,8 +175,7 @@ fn f4_crash_between_commit_and_apply_is_caught_up_by_a_new_reconciler() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let key = MasterKey::generate();
     let wg = Arc::new(MemoryWireGuard::new());
-    let (m1, host) = env_with(store.clone(), &key, &wg);
-    let admin = m1.local_admin("root");
+    let (m1, host, admin) = env_with(store.clone(), &key, &wg);
     let sid = block(async {
         let s = m1
             .create_server(
@@ -198,7 +201,7 @@ fn f4_crash_between_commit_and_apply_is_caught_up_by_a_new_reconciler() {
         s.id
     });
     drop(m1);
-    let (m2, host2) = env_with(store.clone(), &key, &wg);
+    let (m2, host2, _) = env_with(store.clone(), &key, &wg);
     block(async {
         assert_eq!(
             store.applied(sid, "host-a").await.unwrap(),
@@ -690,14 +693,14 @@ fn a_device_recreated_out_of_band_is_noticed_before_planning() {
 fn acknowledgements_are_trusted_only_for_the_reverify_interval() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let m = Manager::builder(store, Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store, Sealer::new(MasterKey::generate()))
         .clock(clock.clone())
         .config(ManagerConfig {
             reverify_after_secs: 30,
             ..ManagerConfig::default()
         })
-        .build();
-    let admin = m.local_admin("root");
+        .build_with_local_admin();
+    let admin = cap.principal("root");
     let wg = Arc::new(MemoryWireGuard::new());
     let counting = Counting::over(&wg, true);
     let host = Host::new("h", counting.clone(), None);

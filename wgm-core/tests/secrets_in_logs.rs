@@ -55,17 +55,17 @@ fn no_secret_reaches_logs_errors_revisions_or_audit() {
     let issuer =
         wgm_core::auth::jwt::JwtIssuer::new(wgm_core::auth::jwt::JwtKey::generate(), "wgm", "wgm")
             .unwrap();
-    let m = Manager::builder(store.clone(), Sealer::new(master))
+    let (m, local) = Manager::builder(store.clone(), Sealer::new(master))
         .config(ManagerConfig {
             password_params: wgm_core::auth::password::PasswordParams::insecure_for_tests(),
             ..ManagerConfig::default()
         })
         .jwt(issuer)
-        .build();
+        .build_with_local_admin();
     let mut debug_dump = String::new();
     tracing::subscriber::with_default(subscriber, || {
         futures::executor::block_on(async {
-            let admin = m.local_admin("root");
+            let admin = local.principal("root");
             let mut spec = NewServer::new(
                 ServerName::new("f20").unwrap(),
                 InterfaceName::new("wg0").unwrap(),

@@ -18,6 +18,7 @@ use wgm_core::manager::{Manager, NewPeer, NewServer};
 use wgm_core::model::{AuditQuery, AuditRecord, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
+use wgm_core::rbac::Principal;
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::Store;
 use wgm_core::Error;
@@ -25,35 +26,35 @@ use wgm_store_sql::SqlStore;
 
 const FREE: usize = 13;
 
-fn manager(store: Arc<dyn Store>, key: &MasterKey) -> Arc<Manager> {
+/// A manager on `store` and its local administrator.
+fn manager(store: Arc<dyn Store>, key: &MasterKey) -> (Arc<Manager>, Principal) {
     let key = MasterKey::from_bytes(*key.expose_bytes());
-    Arc::new(Manager::builder(store, Sealer::new(key)).build())
+    let (m, local) = Manager::builder(store, Sealer::new(key)).build_with_local_admin();
+    (Arc::new(m), local.principal("test"))
 }
 
-async fn create_server(m: &Manager, name: &str) -> ServerId {
-    let p = m.local_admin("test");
+async fn create_server((m, p): &(Arc<Manager>, Principal), name: &str) -> ServerId {
     let mut spec = NewServer::new(
         ServerName::new(name).unwrap(),
         InterfaceName::new("wg0").unwrap(),
         ListenPort::DEFAULT,
     );
     spec.ipv4_pool = Some("10.80.0.0/28".parse().unwrap());
-    m.create_server(&p, spec).await.unwrap().id
+    m.create_server(p, spec).await.unwrap().id
 }
 
 /// `n` tasks adding one peer each, spread over `managers`: (addresses, exhausted).
 async fn race(
-    managers: &[Arc<Manager>],
+    managers: &[(Arc<Manager>, Principal)],
     sid: ServerId,
     n: usize,
     tag: &str,
 ) -> (Vec<Ipv4Addr>, usize) {
     let mut tasks = Vec::new();
     for i in 0..n {
-        let m = managers[i % managers.len()].clone();
+        let (m, p) = managers[i % managers.len()].clone();
         let name = PeerName::new(format!("{tag}-{i}")).unwrap();
         tasks.push(tokio::spawn(async move {
-            let p = m.local_admin("test");
             m.add_peer(&p, sid, NewPeer::new(name)).await
         }));
     }

@@ -88,13 +88,13 @@ fn workflow(url: &str) -> (Vec<Secret>, String) {
             .unwrap();
         rt.block_on(async {
             let store: Arc<dyn Store> = Arc::new(SqlStore::open(url).await.unwrap());
-            let m = Manager::builder(store, Sealer::new(master))
+            let (m, cap) = Manager::builder(store, Sealer::new(master))
                 .config(ManagerConfig {
                     password_params: wgm_core::auth::password::PasswordParams::insecure_for_tests(),
                     ..ManagerConfig::default()
                 })
-                .build();
-            let admin = m.local_admin("root");
+                .build_with_local_admin();
+            let admin = cap.principal("root");
             let mut spec = NewServer::new(
                 ServerName::new("f20").unwrap(),
                 InterfaceName::new("wg0").unwrap(),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::peers::removal_changes;
 use super::{Manager, Mutation};
+use crate::audit::AuditAction;
 use crate::keys::PublicKey;
 use crate::model::{
     AuditQuery, AuditRecord, Change, Peer, RevisionNo, RevisionRecord, ServerId, ServerState,
@@ -284,7 +285,7 @@ impl Manager {
                 }
                 Ok(Mutation {
                     summary: format!("rollback to revision {to}"),
-                    action: "config.rollback",
+                    action: AuditAction::ConfigRollback,
                     object: format!("server/{server}"),
                     details: json!({ "to": to.0 }),
                     changes,

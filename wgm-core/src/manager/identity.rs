@@ -7,7 +7,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::Manager;
+use super::{LocalAdmin, Manager};
+use crate::audit::AuditAction;
 use crate::auth::jwt::TokenType;
 use crate::auth::password::{
     hash_password_with, needs_rehash, validate_password_with, verify_password, verify_without_hash,
@@ -182,8 +183,11 @@ fn scoped(role: &Role, scope: Scope) -> Role {
 }
 
 impl Manager {
-    /// All roles: the built-in ones and the custom ones in the store.
-    pub async fn roles(&self) -> Result<Vec<Role>> {
+    /// All roles: the built-in ones and the custom ones in the store (needs
+    /// `role:read`).
+    pub async fn roles(&self, p: &Principal) -> Result<Vec<Role>> {
+        self.authorize(p, Resource::Role, Action::Read, Target::none())
+            .await?;
         let mut all = builtin_roles();
         all.extend(self.store.list_roles().await?);
         Ok(all)
@@ -209,9 +213,17 @@ impl Manager {
         Ok(out)
     }
 
-    /// The principal of a stored user (for embedding callers that authenticate users
-    /// themselves, e.g. a REST server behind SSO).
-    pub async fn principal_for(&self, user: &User) -> Result<Principal> {
+    /// The principal of a stored user, for embedding callers that authenticate users
+    /// themselves (a front end behind single sign-on, a test). Vouching for any user's
+    /// identity is as strong as being an administrator, so it needs the
+    /// local-administrator capability ([`LocalAdmin`]). A disabled user gets
+    /// [`Error::Unauthenticated`].
+    pub async fn principal_for(&self, _local: &LocalAdmin, user: &User) -> Result<Principal> {
+        self.principal_of(user).await
+    }
+
+    /// The principal of a stored user who has just authenticated.
+    pub(super) async fn principal_of(&self, user: &User) -> Result<Principal> {
         if !user.active {
             return Err(Error::unauthenticated("the account is disabled"));
         }
@@ -225,7 +237,7 @@ impl Manager {
     async fn audit_identity(
         &self,
         p: Option<&Principal>,
-        action: &str,
+        action: AuditAction,
         object: String,
         outcome: AuditOutcome,
         details: serde_json::Value,
@@ -240,7 +252,7 @@ impl Manager {
         let entry = AuditEntry {
             at: self.now(),
             actor,
-            action: action.into(),
+            action,
             object,
             server_id: None,
             revision: None,
@@ -255,14 +267,14 @@ impl Manager {
     pub(super) fn entry(
         &self,
         p: &Principal,
-        action: &str,
+        action: AuditAction,
         object: String,
         details: serde_json::Value,
     ) -> AuditEntry {
         AuditEntry {
             at: self.now(),
             actor: Self::actor(p),
-            action: action.into(),
+            action,
             object,
             server_id: None,
             revision: None,
@@ -373,7 +385,7 @@ impl Manager {
         let view = UserView::of(&user);
         let entry = self.entry(
             p,
-            "user.create",
+            AuditAction::UserCreate,
             format!("user/{}", user.id),
             json!({ "name": user.name, "roles": user.roles }),
         );
@@ -457,7 +469,7 @@ impl Manager {
         let view = UserView::of(&after);
         let entry = self.entry(
             p,
-            "user.update",
+            AuditAction::UserUpdate,
             format!("user/{id}"),
             json!({ "roles": u.roles.is_some(), "active": u.active }),
         );
@@ -484,9 +496,9 @@ impl Manager {
         self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
             .await?;
         let own = matches!(
-            p.kind,
+            p.kind(),
             PrincipalKind::Human | PrincipalKind::ApiToken { .. }
-        ) && p.user_id == id.0;
+        ) && p.user_id() == id.0;
         let before = self.load_user(id).await?;
         if own {
             let ok = match (&before.password_hash, current) {
@@ -506,7 +518,12 @@ impl Manager {
         after.token_version += 1;
         after.version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.password", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserPassword,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -524,7 +541,7 @@ impl Manager {
         self.check_last_admin(&user, None).await?;
         let entry = self.entry(
             p,
-            "user.delete",
+            AuditAction::UserDelete,
             format!("user/{id}"),
             json!({ "name": user.name }),
         );
@@ -541,7 +558,7 @@ impl Manager {
         id: UserId,
         issuer: &str,
     ) -> Result<Zeroizing<String>> {
-        if p.user_id != id.0 {
+        if p.user_id() != id.0 {
             return Err(Error::denied(
                 "TOTP can only be enrolled by the user themselves",
             ));
@@ -559,7 +576,12 @@ impl Manager {
         });
         after.version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.totp_enroll", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserTotpEnroll,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -573,11 +595,14 @@ impl Manager {
 
     /// Confirm TOTP enrolment with a first valid code.
     pub async fn confirm_totp(&self, p: &Principal, id: UserId, code: &str) -> Result<()> {
-        if p.user_id != id.0 {
+        if p.user_id() != id.0 {
             return Err(Error::denied(
                 "TOTP can only be confirmed by the user themselves",
             ));
         }
+        // Like enrolment: changing one's own second factor needs `user:update` on it.
+        self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
+            .await?;
         let before = self.load_user(id).await?;
         let enrol = before
             .totp
@@ -596,7 +621,12 @@ impl Manager {
         after.version += 1;
         after.token_version += 1;
         after.updated_at = self.now();
-        let entry = self.entry(p, "user.totp_confirm", format!("user/{id}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::UserTotpConfirm,
+            format!("user/{id}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::UserUpdated {
@@ -638,7 +668,7 @@ impl Manager {
                 .record_login_failure(&account, source, now);
             self.audit_identity(
                 None,
-                "user.login",
+                AuditAction::UserLogin,
                 format!("user/{account}"),
                 AuditOutcome::Failed,
                 json!({ "source": source }),
@@ -664,12 +694,12 @@ impl Manager {
             }
         }
         after.version += 1;
-        let principal = self.principal_for(&user).await?;
+        let principal = self.principal_of(&user).await?;
         let entry = AuditEntry {
             outcome: AuditOutcome::Success,
             ..self.entry(
                 &principal,
-                "user.login",
+                AuditAction::UserLogin,
                 format!("user/{}", user.id),
                 json!({ "source": source }),
             )
@@ -737,7 +767,7 @@ impl Manager {
         if user.token_version != claims.ver {
             return Err(Error::unauthenticated("the token was revoked"));
         }
-        self.principal_for(&user).await
+        self.principal_of(&user).await
     }
 
     /// Exchange a refresh token for a new access token.
@@ -772,7 +802,7 @@ impl Manager {
             return Err(bad());
         }
         let user = self.store.get_user(rec.user_id).await?.ok_or_else(bad)?;
-        let p = self.principal_for(&user).await?;
+        let p = self.principal_of(&user).await?;
         Ok(if let Some(scope) = rec.scopes {
             p.with_token(rec.id, scope)
         } else {
@@ -799,13 +829,13 @@ impl Manager {
         .await?;
         let owner = self.load_user(spec.user).await?;
         if let Some(s) = &spec.scopes {
-            let to = if spec.user.0 == p.user_id {
+            let to = if spec.user.0 == p.user_id() {
                 Grantee::Myself
             } else {
                 Grantee::Others
             };
             check_grant(p, s, to).map_err(|e| e.in_field("token.scopes"))?;
-            let owner_p = self.principal_for(&owner).await?;
+            let owner_p = self.principal_of(&owner).await?;
             check_grant(&owner_p, s, Grantee::Myself).map_err(|e| e.in_field("token.scopes"))?;
         }
         if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {
@@ -832,7 +862,7 @@ impl Manager {
         let view = TokenView::of(&rec);
         let entry = self.entry(
             p,
-            "token.create",
+            AuditAction::TokenCreate,
             format!("user/{}/token/{}", rec.user_id, rec.id),
             json!({ "name": rec.name }),
         );
@@ -886,7 +916,7 @@ impl Manager {
         .await?;
         let entry = self.entry(
             p,
-            "token.revoke",
+            AuditAction::TokenRevoke,
             format!("user/{}/token/{id}", rec.user_id),
             json!({}),
         );
@@ -913,7 +943,7 @@ impl Manager {
         role.builtin = false;
         let entry = self.entry(
             p,
-            "role.put",
+            AuditAction::RolePut,
             format!("role/{}", role.name),
             json!({ "permissions": role.permissions.len() }),
         );
@@ -940,7 +970,12 @@ impl Manager {
                 )));
             }
         }
-        let entry = self.entry(p, "role.delete", format!("role/{name}"), json!({}));
+        let entry = self.entry(
+            p,
+            AuditAction::RoleDelete,
+            format!("role/{name}"),
+            json!({}),
+        );
         self.store
             .commit_identity(
                 vec![IdentityChange::RoleDeleted { name: name.clone() }],

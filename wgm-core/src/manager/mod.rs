@@ -19,8 +19,9 @@
 //! use wgm_core::seal::{MasterKey, Sealer};
 //! use wgm_core::store::MemoryStore;
 //!
-//! let m = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate())).build();
-//! let admin = m.local_admin("root");
+//! let builder = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()));
+//! let admin = builder.local_admin_capability().principal("root");
+//! let m = builder.build();
 //! let mut spec = NewServer::new(ServerName::new("office").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap());
 //! spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
 //! let server = m.create_server(&admin, spec).await.unwrap();
@@ -34,6 +35,7 @@ mod clock;
 mod events;
 mod history;
 mod identity;
+mod local_admin;
 mod peers;
 mod render;
 mod rotate;
@@ -53,12 +55,14 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventBus, MemoryEventBus};
 pub use history::{AuditVerification, DiffEntry};
 pub use identity::{LoginOutcome, NewToken, NewUser, TokenView, UserUpdate, UserView};
+pub use local_admin::LocalAdmin;
 pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
 pub use rotate::ResealReport;
 pub use servers::{ImportOptions, NewServer, ServerUpdate};
 pub use views::{PeerView, ServerView};
 
+use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
 use crate::auth::throttle::Throttle;
 use crate::ipam::DualStack;
@@ -67,12 +71,10 @@ use crate::model::{
     Actor, AuditEntry, AuditOutcome, Change, Commit, RevisionNo, RevisionRecord, ServerId,
     ServerState,
 };
-use crate::names::UserName;
-use crate::rbac::{builtin_role, Action, Principal, PrincipalKind, Resource, Target};
+use crate::rbac::{Action, Principal, PrincipalKind, Resource, Target};
 use crate::seal::Sealer;
 use crate::store::Store;
 use crate::{Error, Result};
-use uuid::Uuid;
 
 /// Tunables of a [`Manager`].
 #[derive(Clone, Debug)]
@@ -245,7 +247,7 @@ type Slot = Arc<AsyncMutex<Option<Cached>>>;
 struct Mutation<T> {
     changes: Vec<Change>,
     summary: String,
-    action: &'static str,
+    action: AuditAction,
     object: String,
     details: serde_json::Value,
     output: T,
@@ -312,26 +314,12 @@ impl Manager {
         self.clock.now()
     }
 
-    /// The principal of a local administrator (the CLI acting without a token): holds
-    /// every permission and is audited as `local:<unix user>`.
-    pub fn local_admin(&self, unix_user: &str) -> Principal {
-        let clean: String = unix_user
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .take(32)
-            .collect();
-        let roles = builtin_role("admin").into_iter().collect();
-        Principal::new(Uuid::nil(), local_user_name(), roles).local(if clean.is_empty() {
-            "unknown".to_owned()
-        } else {
-            clean
-        })
-    }
-
     fn actor(p: &Principal) -> Actor {
-        let label = match &p.kind {
-            PrincipalKind::Human => format!("user:{}", p.username),
-            PrincipalKind::ApiToken { token_id } => format!("user:{} token:{token_id}", p.username),
+        let label = match p.kind() {
+            PrincipalKind::Human => format!("user:{}", p.username()),
+            PrincipalKind::ApiToken { token_id } => {
+                format!("user:{} token:{token_id}", p.username())
+            }
             PrincipalKind::Local { unix_user } => format!("local:{unix_user}"),
         };
         Actor {
@@ -356,7 +344,7 @@ impl Manager {
                     let entry = AuditEntry {
                         at: self.now(),
                         actor: Self::actor(p),
-                        action: format!("{}.{}", resource.as_str(), action.as_str()),
+                        action: AuditAction::refused(resource, action),
                         object: describe_target(target),
                         server_id: target.server.map(ServerId),
                         revision: None,
@@ -634,7 +622,7 @@ impl Manager {
                 audit: AuditEntry {
                     at: now,
                     actor: Self::actor(p),
-                    action: m.action.to_owned(),
+                    action: m.action.clone(),
                     object: m.object.clone(),
                     server_id: Some(id),
                     revision: None,
@@ -766,7 +754,7 @@ impl Manager {
     pub(crate) async fn audit_only(
         &self,
         p: &Principal,
-        action: &str,
+        action: AuditAction,
         object: String,
         server_id: Option<ServerId>,
         details: serde_json::Value,
@@ -774,7 +762,7 @@ impl Manager {
         let entry = AuditEntry {
             at: self.now(),
             actor: Self::actor(p),
-            action: action.to_owned(),
+            action,
             object,
             server_id,
             revision: None,
@@ -801,17 +789,12 @@ async fn backoff(attempt: u32) {
     let _ = rx.await;
 }
 
-/// The user name of local administrators (never stored as a user).
-fn local_user_name() -> UserName {
-    // A constant that satisfies the user-name rules (unit-tested below).
-    UserName::new("local").expect("`local` is a valid user name")
-}
-
 /// The user a principal acts as, for ownership: `None` for a local administrator.
 pub(crate) fn owner_of(p: &Principal) -> Option<UserId> {
-    match p.kind {
-        PrincipalKind::Local { .. } => None,
-        _ => Some(UserId(p.user_id)),
+    if p.is_local() {
+        None
+    } else {
+        Some(UserId(p.user_id()))
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{owner_of, Cached, Manager, Mutation, PeerView};
+use crate::audit::AuditAction;
 use crate::ipam::Allocation;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::model::{Change, Peer, PeerId, PeerStats, Quarantined, ServerId, ServerState, UserId};
@@ -340,7 +341,7 @@ impl Manager {
                 };
                 Ok(Mutation {
                     summary,
-                    action: "peer.add",
+                    action: AuditAction::PeerAdd,
                     object,
                     details: json!({ "count": views.len() }),
                     changes,
@@ -573,7 +574,7 @@ impl Manager {
         server: ServerId,
         peer: PeerId,
         action: Action,
-        audit_action: &'static str,
+        audit_action: AuditAction,
         mut f: impl FnMut(&mut Cached, &mut Peer, OffsetDateTime) -> Result<Vec<Change>>,
     ) -> Result<PeerView> {
         let owner = self.authorize_peer(p, server, peer, action).await?;
@@ -607,10 +608,10 @@ impl Manager {
                 Ok(Mutation {
                     summary: format!(
                         "{} peer {}",
-                        audit_action.trim_start_matches("peer."),
+                        audit_action.as_str().trim_start_matches("peer."),
                         after.name
                     ),
-                    action: audit_action,
+                    action: audit_action.clone(),
                     object: format!("server/{server}/peer/{peer}"),
                     details: json!({}),
                     changes,
@@ -644,7 +645,7 @@ impl Manager {
             server,
             peer,
             Action::Update,
-            "peer.update",
+            AuditAction::PeerUpdate,
             |c, after, _now| {
                 if let Some(n) = &u.name {
                     if let Some(other) = c.index.names.get(&n.key()) {
@@ -695,9 +696,9 @@ impl Manager {
         enabled: bool,
     ) -> Result<PeerView> {
         let action = if enabled {
-            "peer.enable"
+            AuditAction::PeerEnable
         } else {
-            "peer.disable"
+            AuditAction::PeerDisable
         };
         self.change_peer(p, server, peer, Action::Update, action, |_, after, _| {
             after.enabled = enabled;
@@ -739,7 +740,7 @@ impl Manager {
             server,
             peer,
             Action::Update,
-            "peer.rotate_key",
+            AuditAction::PeerRotateKey,
             |c, after, _| {
                 let k = PrivateKey::generate();
                 let public = k.public_key();
@@ -772,7 +773,7 @@ impl Manager {
             server,
             peer,
             Action::Update,
-            "peer.rotate_psk",
+            AuditAction::PeerRotatePsk,
             |_, after, _| {
                 let psk = PresharedKey::generate();
                 after.preshared_key = Some(self.sealer.seal_preshared_key(
@@ -799,7 +800,7 @@ impl Manager {
             let changes = removal_changes(&c.state, std::slice::from_ref(&gone), now);
             Ok(Mutation {
                 summary: format!("remove peer {}", gone.name),
-                action: "peer.remove",
+                action: AuditAction::PeerRemove,
                 object: format!("server/{server}/peer/{peer}"),
                 details: json!({}),
                 changes,
@@ -837,7 +838,7 @@ impl Manager {
                     let n = changes.len();
                     Ok(Mutation {
                         summary: format!("disable {n} expired peers"),
-                        action: "peer.expire",
+                        action: AuditAction::PeerExpire,
                         object: format!("server/{}/peers", s.id),
                         details: json!({ "count": n }),
                         changes,

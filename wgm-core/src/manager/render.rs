@@ -7,6 +7,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Manager, PeerView};
+use crate::audit::AuditAction;
 use crate::model::{Peer, PeerId, ServerId, ServerState, TunnelMode};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::{Sealer, SecretKind};
@@ -164,7 +165,7 @@ impl Manager {
         let text = wgquick::render(&cfg)?;
         self.audit_only(
             p,
-            "secret.export",
+            AuditAction::SecretExport,
             format!("server/{server}/peer/{peer}"),
             Some(server),
             json!({ "what": "client_config", "private_key": complete }),
@@ -193,7 +194,7 @@ impl Manager {
         let text = wgquick::render(&cfg)?;
         self.audit_only(
             p,
-            "secret.export",
+            AuditAction::SecretExport,
             format!("server/{server}"),
             Some(server),
             json!({ "what": "server_config" }),

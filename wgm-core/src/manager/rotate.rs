@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Manager, Mutation};
+use crate::audit::AuditAction;
 use crate::model::{Change, IdentityChange, Page};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::SecretKind;
@@ -27,7 +28,7 @@ impl Manager {
     /// call `reseal_all`, then drop the old key. Each server with something to re-seal
     /// gets one revision (audited as `secret.reseal`); users' TOTP seeds are re-sealed
     /// in one identity commit each. Secrets that open with none of the sealer's keys fail
-    /// the call with [`Error::Sealed`](crate::Error::Sealed) before that server is changed. Idempotent: a
+    /// the call with [`crate::Error::Sealed`] before that server is changed. Idempotent: a
     /// second call re-seals nothing. Needs global `server:update` and `secret:export`.
     ///
     /// ```
@@ -41,8 +42,9 @@ impl Manager {
     ///
     /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     /// let old = MasterKey::generate();
-    /// let m = Manager::builder(store.clone(), Sealer::new(MasterKey::from_bytes(*old.expose_bytes()))).build();
-    /// let admin = m.local_admin("root");
+    /// let (m, local) = Manager::builder(store.clone(), Sealer::new(MasterKey::from_bytes(*old.expose_bytes())))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
     /// m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
     /// let rotated = Manager::builder(store, Sealer::new(MasterKey::generate()).with_previous(old)).build();
     /// assert_eq!(rotated.reseal_all(&admin).await.unwrap().secrets, 1);
@@ -95,7 +97,7 @@ impl Manager {
                     }
                     Ok(Mutation {
                         summary: format!("re-seal {n} secrets under key {}", sealer.current_key_id()),
-                        action: "secret.reseal",
+                        action: AuditAction::SecretReseal,
                         object: format!("server/{id}"),
                         details: json!({ "secrets": n, "key_id": sealer.current_key_id().to_string() }),
                         changes,
@@ -132,7 +134,7 @@ impl Manager {
             after.updated_at = self.now();
             let entry = self.entry(
                 p,
-                "secret.reseal",
+                AuditAction::SecretReseal,
                 format!("user/{}", u.id),
                 json!({ "what": "totp" }),
             );

@@ -6,6 +6,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::json;
 
 use super::{Cached, Manager, Mutation, ServerView};
+use crate::audit::AuditAction;
 use crate::ipam::{DualStack, Strategy};
 use crate::keys::PrivateKey;
 use crate::model::{
@@ -156,7 +157,7 @@ impl Manager {
             .await?;
         let (server, _) = self.prepare_server(spec, "server").await?;
         let id = self
-            .commit_new_server(p, server, Vec::new(), "server.create", json!({}))
+            .commit_new_server(p, server, Vec::new(), AuditAction::ServerCreate, json!({}))
             .await?;
         self.get_server(p, id).await
     }
@@ -266,7 +267,7 @@ impl Manager {
         p: &Principal,
         server: Server,
         mut more: Vec<Change>,
-        action: &str,
+        action: AuditAction,
         details: serde_json::Value,
     ) -> Result<ServerId> {
         let id = server.id;
@@ -291,7 +292,7 @@ impl Manager {
             audit: AuditEntry {
                 at: now,
                 actor: Self::actor(p),
-                action: action.to_owned(),
+                action,
                 object,
                 server_id: Some(id),
                 revision: None,
@@ -393,7 +394,7 @@ impl Manager {
             after.updated_at = now;
             Ok(Mutation {
                 summary: format!("update server {}", after.name),
-                action: "server.update",
+                action: AuditAction::ServerUpdate,
                 object: format!("server/{id}"),
                 details: json!({}),
                 changes: vec![Change::ServerUpdated {
@@ -431,7 +432,7 @@ impl Manager {
             after.updated_at = now;
             Ok(Mutation {
                 summary: format!("rotate key of server {}", after.name),
-                action: "server.rotate_key",
+                action: AuditAction::ServerRotateKey,
                 object: format!("server/{id}"),
                 details: json!({ "public_key": public.to_base64() }),
                 changes: vec![Change::ServerUpdated {
@@ -453,7 +454,7 @@ impl Manager {
             .mutate(p, id, |c, _now| {
                 Ok(Mutation {
                     summary: format!("delete server {}", c.state.server.name),
-                    action: "server.delete",
+                    action: AuditAction::ServerDelete,
                     object: format!("server/{id}"),
                     details: json!({ "peers": c.state.peers.len() }),
                     changes: vec![Change::ServerDeleted {
@@ -641,7 +642,7 @@ impl Manager {
                 p,
                 server,
                 changes,
-                "server.import",
+                AuditAction::ServerImport,
                 json!({ "peers": count, "hooks_dropped": hooks }),
             )
             .await?;

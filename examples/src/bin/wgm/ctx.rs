@@ -62,10 +62,12 @@ impl Ctx {
         let (key, key_origin) = load_master_key(g, &location, store.as_ref()).await?;
         let sealer = Sealer::new(key);
         check_master_key(store.as_ref(), &sealer).await?;
-        let m = Manager::builder(store, sealer).build();
+        // The CLI runs on the host with the master key: without a token it is the local
+        // administrator, so it takes that capability.
+        let (m, local) = Manager::builder(store, sealer).build_with_local_admin();
         let p = match &g.token {
             Some(t) => m.authenticate_token(t).await?,
-            None => m.local_admin(&wgm_examples::unix_user_name()),
+            None => local.principal(&wgm_examples::unix_user_name()),
         };
         Ok(Ctx {
             m,

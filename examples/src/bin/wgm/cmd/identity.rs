@@ -7,7 +7,7 @@ use serde_json::json;
 use wgm_core::manager::{NewToken, NewUser, UserUpdate, UserView};
 use wgm_core::model::{Page, RoleAssignment, TokenId, UserId};
 use wgm_core::names::{RoleName, UserName};
-use wgm_core::rbac::{Permission, PrincipalKind, Scope};
+use wgm_core::rbac::{Permission, Scope};
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -39,7 +39,7 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> CliResult {
         UserCmd::Role(a) => role(ctx, a).await,
         UserCmd::Passwd(a) => {
             let id = ctx.m.resolve_user(&ctx.p, &a.user).await?;
-            let own = !matches!(ctx.p.kind, PrincipalKind::Local { .. }) && ctx.p.user_id == id.0;
+            let own = !ctx.p.is_local() && ctx.p.user_id() == id.0;
             let text = read_stdin_secret()?;
             let mut lines = text.lines();
             let (current, new) = if own {
