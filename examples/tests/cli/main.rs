@@ -148,13 +148,12 @@ fn quickstart_makes_a_dual_stack_server_with_three_peers_and_shows_their_configs
         "{out}"
     );
     assert!(err.contains("wgm peer list demo"), "{err}");
-    assert!(!out.contains("PrivateKey"), "no secret is printed again: {out}");
+    assert!(
+        !out.contains("PrivateKey"),
+        "no secret is printed again: {out}"
+    );
     assert_eq!(history(&env), before, "the second run wrote nothing");
-    let json = env
-        .bare()
-        .args(["--json", "quickstart"])
-        .output()
-        .unwrap();
+    let json = env.bare().args(["--json", "quickstart"]).output().unwrap();
     assert_eq!(json.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["created"], false);
@@ -177,7 +176,15 @@ fn a_taken_server_name_is_reported_before_the_interface_derived_from_it() {
     assert!(err.contains("server.name"), "case-insensitive: {err}");
     // A free name whose interface is taken names the interface.
     let err = env.fails(
-        &["server", "create", "branch", "--interface", "office", "--listen-port", "51821"],
+        &[
+            "server",
+            "create",
+            "branch",
+            "--interface",
+            "office",
+            "--listen-port",
+            "51821",
+        ],
         2,
     );
     assert!(err.contains("server.interface"), "{err}");
