@@ -331,8 +331,7 @@ mod tests {
             panic!("absent tools were accepted");
         };
         assert_eq!(
-            why,
-            "`wgm-no-such-tool`, `wgm-nor-this` are not on PATH",
+            why, "`wgm-no-such-tool`, `wgm-nor-this` are not on PATH",
             "{why}"
         );
     }

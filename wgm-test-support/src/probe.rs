@@ -268,7 +268,9 @@ pub(crate) mod tests {
 
     pub(crate) fn answering(reply: &'static [u8]) -> Answering {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let thread = std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
                 let mut buf = [0u8; 64];
@@ -318,7 +320,10 @@ pub(crate) mod tests {
     #[test]
     fn redis_urls() {
         let tcp = |h: &str, p| Ok(Endpoint::Tcp(h.into(), p));
-        assert_eq!(redis_endpoint("redis://127.0.0.1:6379"), tcp("127.0.0.1", 6379));
+        assert_eq!(
+            redis_endpoint("redis://127.0.0.1:6379"),
+            tcp("127.0.0.1", 6379)
+        );
         assert_eq!(redis_endpoint("redis://:secret@h/2"), tcp("h", 6379));
         assert_eq!(redis_endpoint("rediss://[::1]:7000"), tcp("::1", 7000));
         assert_eq!(

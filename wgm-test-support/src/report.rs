@@ -68,11 +68,7 @@ fn ledger_line(outcome: &str, suite: Suite, binary: &str, test: &str) -> String 
     // Tabs and newlines in a name would break the format; test names have none, but a
     // thread name could.
     let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-    format!(
-        "{outcome}\t{suite}\t{}\t{}\n",
-        clean(binary),
-        clean(test)
-    )
+    format!("{outcome}\t{suite}\t{}\t{}\n", clean(binary), clean(test))
 }
 
 /// One `write` of a short line to a file opened for appending: lines of concurrent tests
@@ -120,7 +116,10 @@ mod tests {
     fn binary_names_lose_cargo_hashes_only() {
         assert_eq!(strip_hash("conformance-0123456789abcdef"), "conformance");
         assert_eq!(strip_hash("e2e_apply-0123456789ABCDEF"), "e2e_apply");
-        assert_eq!(strip_hash("wgm_test_support-0123456789abcdeg"), "wgm_test_support-0123456789abcdeg");
+        assert_eq!(
+            strip_hash("wgm_test_support-0123456789abcdeg"),
+            "wgm_test_support-0123456789abcdeg"
+        );
         assert_eq!(strip_hash("cli-walkthrough"), "cli-walkthrough");
         assert_eq!(strip_hash("plain"), "plain");
     }
@@ -141,10 +140,16 @@ mod tests {
             "skipped\tpostgres\tx y\tt u\n"
         );
         let skip = skip_line(Suite::Postgres, "sql", "pg_test");
-        assert!(skip.starts_with("SKIPPED: the postgres tests of `sql`"), "{skip}");
+        assert!(
+            skip.starts_with("SKIPPED: the postgres tests of `sql`"),
+            "{skip}"
+        );
         assert!(skip.contains("WGM_TEST_POSTGRES_URL is not set"), "{skip}");
         assert!(skip.contains("first: pg_test"), "{skip}");
-        assert!(skip.ends_with(".\n") && skip.matches('\n').count() == 1, "{skip}");
+        assert!(
+            skip.ends_with(".\n") && skip.matches('\n').count() == 1,
+            "{skip}"
+        );
     }
 
     #[test]

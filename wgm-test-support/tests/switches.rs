@@ -13,7 +13,8 @@ use wgm_test_support::{require, Suite, LEDGER_ENV};
 /// ledger not in `env` removed), with output captured as `cargo test` does by default.
 fn child(tests: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", "--test-threads=2"]).args(tests);
+    cmd.args(["--ignored", "--exact", "--test-threads=2"])
+        .args(tests);
     for suite in Suite::ALL {
         cmd.env_remove(suite.switch());
     }
@@ -60,7 +61,10 @@ fn a_switched_off_suite_skips_with_one_visible_line_per_binary() {
         1,
         "{stderr}"
     );
-    assert!(stderr.contains("WGM_TEST_POSTGRES_URL is not set"), "{stderr}");
+    assert!(
+        stderr.contains("WGM_TEST_POSTGRES_URL is not set"),
+        "{stderr}"
+    );
     assert_eq!(
         stderr.matches("SKIPPED: the netns tests").count(),
         1,
@@ -84,7 +88,10 @@ fn a_switched_on_suite_whose_service_is_missing_fails() {
     let dir = tempfile::tempdir().unwrap();
     let book = dir.path().join("ledger");
     for (switch, url) in [
-        ("WGM_TEST_POSTGRES_URL", "postgres://wgm:hunter2@127.0.0.1:1/db"),
+        (
+            "WGM_TEST_POSTGRES_URL",
+            "postgres://wgm:hunter2@127.0.0.1:1/db",
+        ),
         ("WGM_TEST_REDIS_URL", "redis://:hunter2@127.0.0.1:1"),
     ] {
         let out = child(
@@ -97,7 +104,10 @@ fn a_switched_on_suite_whose_service_is_missing_fails() {
         assert!(all.contains("suite is switched on"), "{all}");
         assert!(all.contains("nothing answers at 127.0.0.1:1"), "{all}");
         assert!(all.contains(&format!("unset {switch}")), "{all}");
-        assert!(!all.contains("hunter2"), "the URL's password is shown: {all}");
+        assert!(
+            !all.contains("hunter2"),
+            "the URL's password is shown: {all}"
+        );
         assert!(!all.contains("GRANTED"), "{all}");
     }
     let mut lines = ledger(&book);
