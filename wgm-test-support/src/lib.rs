@@ -32,7 +32,8 @@
 //!
 //! `OUTCOME` is `ran` (the resource was granted), `skipped` (the switch is off) or
 //! `missing` (the switch is on and the test is about to fail); `SUITE` is
-//! [`Suite::name`]; `BINARY` the test binary without cargo's hash suffix; `TEST` the name
+//! [`Suite::name`]; `BINARY` the test binary as `PACKAGE/NAME` (cargo's hash suffix
+//! dropped; the package from `CARGO_PKG_NAME`, which cargo sets); `TEST` the name
 //! of the calling thread, which the standard test harness sets to the test's name. A test
 //! that calls [`require`] more than once writes more than one line, so count distinct
 //! `(SUITE, BINARY, TEST)`. `.ci/run` does that, prints how many tests of each suite ran,

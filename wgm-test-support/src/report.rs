@@ -81,14 +81,19 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
         .write_all(line.as_bytes())
 }
 
-/// The test binary's name without cargo's `-<16 hex digits>` suffix.
+/// The test binary: `PACKAGE/NAME` when cargo runs it (cargo sets `CARGO_PKG_NAME`), the
+/// file name without cargo's `-<16 hex digits>` suffix.
 fn binary() -> String {
     let exe = std::env::current_exe().ok();
     let name = exe
         .as_deref()
         .and_then(Path::file_name)
         .map_or_else(|| "?".to_owned(), |n| n.to_string_lossy().into_owned());
-    strip_hash(&name).to_owned()
+    let name = strip_hash(&name);
+    match std::env::var("CARGO_PKG_NAME") {
+        Ok(package) if !package.is_empty() => format!("{package}/{name}"),
+        _ => name.to_owned(),
+    }
 }
 
 fn strip_hash(name: &str) -> &str {

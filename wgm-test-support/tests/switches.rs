@@ -19,6 +19,8 @@ fn child(tests: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env_remove(suite.switch());
     }
     cmd.env_remove(LEDGER_ENV);
+    // As `cargo test` does (also when this binary is run by hand).
+    cmd.env("CARGO_PKG_NAME", env!("CARGO_PKG_NAME"));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -56,7 +58,7 @@ fn a_switched_off_suite_skips_with_one_visible_line_per_binary() {
     // Not captured by the harness: on the process's stderr, once per suite.
     assert_eq!(
         stderr
-            .matches("SKIPPED: the postgres tests of `switches`")
+            .matches("SKIPPED: the postgres tests of `wgm-test-support/switches`")
             .count(),
         1,
         "{stderr}"
@@ -76,9 +78,9 @@ fn a_switched_off_suite_skips_with_one_visible_line_per_binary() {
     assert_eq!(
         lines,
         [
-            "skipped\tnetns\tswitches\tchild_netns",
-            "skipped\tpostgres\tswitches\tchild_postgres",
-            "skipped\tpostgres\tswitches\tchild_postgres_again",
+            "skipped\tnetns\twgm-test-support/switches\tchild_netns",
+            "skipped\tpostgres\twgm-test-support/switches\tchild_postgres",
+            "skipped\tpostgres\twgm-test-support/switches\tchild_postgres_again",
         ]
     );
 }
@@ -115,10 +117,10 @@ fn a_switched_on_suite_whose_service_is_missing_fails() {
     assert_eq!(
         lines,
         [
-            "missing\tpostgres\tswitches\tchild_postgres",
-            "missing\tredis\tswitches\tchild_redis",
-            "skipped\tpostgres\tswitches\tchild_postgres",
-            "skipped\tredis\tswitches\tchild_redis",
+            "missing\tpostgres\twgm-test-support/switches\tchild_postgres",
+            "missing\tredis\twgm-test-support/switches\tchild_redis",
+            "skipped\tpostgres\twgm-test-support/switches\tchild_postgres",
+            "skipped\tredis\twgm-test-support/switches\tchild_redis",
         ]
     );
 }
@@ -173,7 +175,10 @@ fn a_switched_on_suite_whose_service_answers_runs_and_is_counted() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains(&format!("GRANTED {url}")), "{stdout}");
     assert!(!stderr.contains("SKIPPED"), "{stderr}");
-    assert_eq!(ledger(&book), ["ran\tpostgres\tswitches\tchild_postgres"]);
+    assert_eq!(
+        ledger(&book),
+        ["ran\tpostgres\twgm-test-support/switches\tchild_postgres"]
+    );
 }
 
 #[test]
