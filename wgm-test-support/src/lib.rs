@@ -196,7 +196,7 @@ pub fn require(suite: Suite, tools: &[&str]) -> Option<Granted> {
             report::missing(suite);
             panic!(
                 "the {suite} suite is switched on ({}), so this test must run, but {what}. \
-                 Provide it, or unset {} to skip the suite.",
+                 Fix that, or unset {} to skip the suite.",
                 switch_shown(suite, value.as_deref()),
                 suite.switch(),
             );
