@@ -33,7 +33,8 @@
 //! empty). Both sides run without a network backend (device only, as `wg setconf`).
 //!
 //! Needs root, `ip`, `wg`, `wg-quick` and `wireguard-go`, and `WGM_TEST_NETNS=1`;
-//! otherwise it prints one line and exits. Without `--bench` (e.g. `cargo test
+//! without the switch it prints one line and exits; with it, anything missing fails the
+//! run. Without `--bench` (e.g. `cargo test
 //! --benches`) it runs one round on 200 peers as a smoke test.
 //!
 //! Run: `WGM_TEST_NETNS=1 cargo bench -p wgm-benches --bench apply`
@@ -56,30 +57,10 @@ use wgm_core::reconcile::{self, ApplyOptions, ApplyReport, DriftPolicy, Host, Pl
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::Store;
 use wgm_store_sql::SqlStore;
+use wgm_test_support::{require, Suite};
 
 /// Peers per `add_peers` revision while filling the server.
 const SEED_BATCH: usize = 1_000;
-
-fn skip_reason() -> Option<String> {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        return Some(
-            "set WGM_TEST_NETNS=1 to run the apply bench (root, wireguard-go, wg, wg-quick)".into(),
-        );
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("the apply bench needs root".into());
-    }
-    let on_path = |tool: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-    };
-    for tool in ["ip", "wg", "wg-quick", "wireguard-go"] {
-        if !on_path(tool) {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
 
 fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -320,10 +301,9 @@ fn rotation(r: usize) -> [usize; 3] {
 }
 
 fn main() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("skipping: {reason}");
+    let Some(_netns) = require(Suite::Netns, &["ip", "wg", "wg-quick", "wireguard-go"]) else {
         return;
-    }
+    };
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let (peers, rounds) = if bench_mode {
         let rounds = std::env::var("WGM_BENCH_ROUNDS")

@@ -4,7 +4,7 @@
 //! with `ManagerConfig` defaults, on three stores: the in-memory reference
 //! (`MemoryStore`), SQLite in a file in a temporary directory, and PostgreSQL in a fresh
 //! database created for the run and dropped afterwards (from `WGM_TEST_POSTGRES_URL`;
-//! skipped with one printed line when unset).
+//! skipped with one printed line when unset, a failure when set and nothing answers).
 //!
 //! - `manager/add_peer/<store>/<n>`: one `add_peer` (authorize, allocate an IPv6 and an
 //!   IPv4 address, generate and seal a key pair and a PSK, commit the revision with its
@@ -65,6 +65,7 @@ use wgm_core::rbac::Principal;
 use wgm_core::seal::{MasterKey, Sealer, SecretKind};
 use wgm_core::store::{MemoryStore, Store};
 use wgm_store_sql::SqlStore;
+use wgm_test_support::{require, Suite};
 
 /// Peers on the server when an add is timed.
 const ADD_SIZES: [usize; 2] = [100, 10_000];
@@ -252,10 +253,9 @@ impl Backend {
     }
 }
 
+/// The admin URL of the postgres suite (`None`, after one `SKIPPED` line, when it is off).
 fn postgres_url() -> Option<String> {
-    std::env::var("WGM_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    require(Suite::Postgres, &[]).map(|pg| pg.url().to_owned())
 }
 
 // ----------------------------------------------------------------------------------
@@ -347,7 +347,6 @@ fn configure<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, 
 /// `add_peer` and load benches on one store.
 fn store_benches(c: &mut Criterion, rt: &Runtime, kind: Kind) {
     let Some(backend) = rt.block_on(Backend::open(kind)) else {
-        eprintln!("skipping: WGM_TEST_POSTGRES_URL is not set; no PostgreSQL benches");
         return;
     };
     let store_name = kind.name();

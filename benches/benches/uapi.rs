@@ -14,7 +14,7 @@
 //! A closing line per pair gives the ratio wgm / wg. The device half needs root,
 //! `wireguard-go` and `wg`, and runs only with `WGM_TEST_NETNS=1` (it creates its own
 //! network namespace, and kills only the daemon it started); otherwise it is skipped
-//! with one printed line.
+//! with one printed line. With the switch on, a missing tool or root fails the run.
 //!
 //! Run: `WGM_TEST_NETNS=1 cargo bench -p wgm-benches --bench uapi`.
 
@@ -35,6 +35,7 @@ use wgm_backend_userspace::{
 use wgm_core::backend::{DeviceDelta, PeerDelta, WireGuardBackend};
 use wgm_core::keys::{PrivateKey, PublicKey};
 use wgm_core::names::InterfaceName;
+use wgm_test_support::{require, Suite};
 
 const PEERS: usize = 10_000;
 
@@ -146,28 +147,6 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-fn device_enabled() -> bool {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipping the wireguard-go comparison: set WGM_TEST_NETNS=1 (root, wireguard-go, wg)"
-        );
-        return false;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping the wireguard-go comparison: needs root");
-        return false;
-    }
-    let on_path = |tool: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-    };
-    if !on_path("wireguard-go") || !on_path("wg") || !on_path("ip") {
-        eprintln!("skipping the wireguard-go comparison: wireguard-go, wg or ip not on PATH");
-        return false;
-    }
-    true
-}
-
 /// A network namespace deleted on drop, after killing what runs in it (our daemon).
 struct Netns {
     name: String,
@@ -214,7 +193,7 @@ fn wg(args: &[&str]) -> Duration {
 
 #[allow(clippy::too_many_lines)] // Three side-by-side pairs on one device.
 fn device(c: &mut Criterion) {
-    if !device_enabled() {
+    if require(Suite::Netns, &["wireguard-go", "wg", "ip"]).is_none() {
         return;
     }
     let pid = std::process::id();

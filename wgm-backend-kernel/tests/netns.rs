@@ -1,7 +1,8 @@
 //! `KernelNetwork` against the running kernel, each test in its own throw-away network
 //! namespace (named `wgmk-<pid>-<n>-<test>`, deleted by a Drop guard on every exit
-//! path). Opt-in: set `WGM_TEST_NETNS=1` and run as root; otherwise each test prints
-//! one `skipping:` line and passes.
+//! path). Opt-in: set `WGM_TEST_NETNS=1` and run as root with `ip` installed (with the
+//! switch on, either missing fails the test); otherwise the binary prints one `SKIPPED`
+//! line and its tests pass without running.
 //!
 //! The host kernel has no `WireGuard` module (and no dummy module), so the managed link
 //! is a veth end or a TUN device (what wireguard-go creates). What the backend reports
@@ -22,33 +23,14 @@ use wgm_backend_kernel::{KernelNetwork, DEFAULT_ROUTE_PROTOCOL};
 use wgm_core::backend::{LinkDelta, LinkState, NetworkBackend};
 use wgm_core::names::InterfaceName;
 use wgm_core::Error;
+use wgm_test_support::{require, Suite};
 
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// Why the namespace tests cannot run here, if they cannot.
-fn skip_reason() -> Option<&'static str> {
-    if std::env::var("WGM_TEST_NETNS").as_deref() != Ok("1") {
-        return Some("WGM_TEST_NETNS=1 is not set");
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Some("network namespace tests need root");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("`ip` (iproute2) is not installed");
-    }
-    None
-}
-
-macro_rules! require_netns {
-    () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
-            return;
-        }
-    };
-}
+/// The programs these tests run.
+const TOOLS: &[&str] = &["ip"];
 
 /// Runs `ip` with `args`, panicking with its stderr when it fails; returns stdout.
 fn ip(args: &[&str]) -> String {
@@ -262,7 +244,9 @@ async fn usable_as_a_dyn_network_backend() {
 #[tokio::test]
 #[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
 async fn netns_read_apply_round_trip_and_idempotency() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("roundtrip");
     ns.veth("veth0", "veth1");
     let backend = ns.backend();
@@ -382,7 +366,9 @@ async fn netns_read_apply_round_trip_and_idempotency() {
 
 #[tokio::test]
 async fn netns_foreign_addresses_and_routes_are_untouched() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("foreign");
     ns.veth("veth0", "veth1");
     ns.ip(&["link", "set", "veth0", "up"]);
@@ -476,7 +462,9 @@ async fn netns_foreign_addresses_and_routes_are_untouched() {
 
 #[tokio::test]
 async fn netns_missing_and_removed_links() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("missing");
     let backend = ns.backend();
     let veth0 = name("veth0");
@@ -533,7 +521,9 @@ async fn netns_missing_and_removed_links() {
 /// thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netns_namespaces_are_isolated() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let a = Netns::new("iso-a");
     let b = Netns::new("iso-b");
     a.veth("veth0", "veth1");
@@ -548,7 +538,9 @@ async fn netns_namespaces_are_isolated() {
 
 #[tokio::test]
 async fn netns_tun_link_like_wireguard_go() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("tun");
     // A TUN device is what wireguard-go creates: point-to-point, NOARP, no MAC.
     ns.ip(&["tuntap", "add", "dev", "wgtun0", "mode", "tun"]);
@@ -575,7 +567,9 @@ async fn netns_tun_link_like_wireguard_go() {
 
 #[tokio::test]
 async fn netns_ipv6_address_with_another_prefix() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("prefix");
     ns.veth("veth0", "veth1");
     ns.ip(&["address", "add", "fd42::1/128", "dev", "veth0", "nodad"]);
@@ -606,7 +600,9 @@ async fn netns_ipv6_address_with_another_prefix() {
 
 #[tokio::test]
 async fn netns_small_mtu_drops_ipv6_and_refuses_new_ipv6() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("mtu");
     ns.veth("veth0", "veth1");
     let backend = ns.backend();
@@ -668,7 +664,9 @@ async fn netns_small_mtu_drops_ipv6_and_refuses_new_ipv6() {
 
 #[tokio::test]
 async fn netns_route_protocol_separates_owners() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("proto");
     ns.veth("veth0", "veth1");
     ns.ip(&["link", "set", "veth0", "up"]);
@@ -712,7 +710,9 @@ async fn netns_route_protocol_separates_owners() {
 /// `recv` buffers: the backend must merge all parts.
 #[tokio::test]
 async fn netns_large_dumps_are_read_completely() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("large");
     ns.veth("veth0", "veth1");
     let backend = ns.backend();
@@ -770,7 +770,9 @@ async fn netns_large_dumps_are_read_completely() {
 /// wgm-core's conformance suite for every `NetworkBackend`, on a veth end.
 #[tokio::test]
 async fn netns_conformance_suite_on_veth() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("conf-veth");
     ns.veth("veth0", "veth1");
     let backend = ns.backend();
@@ -782,7 +784,9 @@ async fn netns_conformance_suite_on_veth() {
 /// The same suite on a TUN device, the kind of link wireguard-go creates.
 #[tokio::test]
 async fn netns_conformance_suite_on_tun() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("conf-tun");
     ns.ip(&["tuntap", "add", "dev", "wgtun0", "mode", "tun"]);
     let backend = ns.backend();
@@ -795,7 +799,9 @@ async fn netns_conformance_suite_on_tun() {
 /// is not part of the link's state; one this backend adds is.
 #[tokio::test]
 async fn netns_generated_link_local_is_hidden_added_one_is_shown() {
-    require_netns!();
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let ns = Netns::new("ll");
     ns.veth("veth0", "veth1");
     ns.ip(&["link", "set", "veth1", "up"]);

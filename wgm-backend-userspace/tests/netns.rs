@@ -1,5 +1,6 @@
 //! `UserspaceBackend` on real wireguard-go daemons, each test in its own network
-//! namespaces. Opt-in: `WGM_TEST_NETNS=1`, as root, with `wireguard-go` and `ip` on PATH.
+//! namespaces. Opt-in: `WGM_TEST_NETNS=1`, as root, with `wireguard-go`, `ip` and `ping`
+//! on PATH (with the switch on, anything missing fails the test).
 //!
 //! - the backend conformance suite, 10 000 peers and a peer with 10 000 allowed IPs
 //!   included (F10);
@@ -23,10 +24,10 @@ use wgm_core::keys::PrivateKey;
 use wgm_core::names::InterfaceName;
 
 mod common;
-use common::{eventually, skip_unless_netns};
+use common::eventually;
+use wgm_test_support::{require, Suite};
 
 const TOOLS: &[&str] = &["wireguard-go", "ip", "ping"];
-const WHAT: &str = "network-namespace tests";
 
 /// Run an argv; its output, or a panic when it fails.
 fn run(args: &[&str]) -> Output {
@@ -119,7 +120,9 @@ impl Drop for Netns {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_on_wireguard_go() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let mut ns = Netns::new("conf");
     let name = ns.iface("c");
     let backend = ns.backend();
@@ -177,7 +180,9 @@ async fn conformance_suite_on_wireguard_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_started_elsewhere_is_used_and_deleted_through_its_socket() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let mut ns = Netns::new("foreign");
     let name = ns.iface("f");
     // Started the way wg-quick does it: wireguard-go daemonises and the launcher exits.
@@ -232,7 +237,9 @@ async fn a_daemon_started_elsewhere_is_used_and_deleted_through_its_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_death_then_recreate_and_full_resync() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let mut ns = Netns::new("restart");
     let name = ns.iface("r");
     let backend = ns.backend();
@@ -348,7 +355,9 @@ async fn daemon_death_then_recreate_and_full_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_between_two_namespaces() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let mut a = Netns::new("a");
     let mut b = Netns::new("b");
     let (wa, wb) = (a.iface("a"), b.iface("b"));

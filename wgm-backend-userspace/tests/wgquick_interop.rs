@@ -8,7 +8,8 @@
 //! across the tunnel over IPv6 and IPv4.
 //!
 //! Opt-in: `WGM_TEST_NETNS=1`, as root, with `ip`, `wg`, `wg-quick` and `wireguard-go`
-//! installed. Otherwise each test prints one line and passes.
+//! installed (with the switch on, a missing one fails the test). With the switch off the
+//! binary prints one `SKIPPED` line and its tests pass without running.
 //!
 //! ```text
 //! WGM_TEST_NETNS=1 cargo test -p wgm-backend-userspace --test wgquick_interop
@@ -33,10 +34,10 @@ use wgm_core::wgquick::{self, ParseOptions, PeerSection, Table, WgQuickConfig};
 // ---------------------------------------------------------------------------------------
 
 mod common;
-use common::{output, run, skip_unless_netns};
+use common::{output, run};
+use wgm_test_support::{require, Suite};
 
 const TOOLS: &[&str] = &["ip", "wg", "wg-quick", "wireguard-go", "ping"];
-const WHAT: &str = "the wg-quick interop tests";
 
 /// A unique suffix: process id and a counter (tests in one binary run in parallel).
 fn unique(tag: &str) -> String {
@@ -403,7 +404,9 @@ fn fixture_configs() -> Vec<(String, WgQuickConfig)> {
 
 #[test]
 fn rendered_configs_load_into_wireguard_go() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut ns = Netns::new("load");
     let iface = unique("wgq");
@@ -434,7 +437,9 @@ fn rendered_configs_load_into_wireguard_go() {
 
 #[test]
 fn rendered_server_and_client_bring_the_tunnel_up() {
-    skip_unless_netns!(WHAT, TOOLS);
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut server_ns = Netns::new("srv");
     let mut client_ns = Netns::new("cli");

@@ -1,11 +1,13 @@
 //! `plan`, `apply`, `status`, `reconcile`. Reading needs no privilege (a missing device
 //! reads as absent); changing a live device runs in a private network namespace and is
-//! opt-in with `WGM_TEST_NETNS=1` (root).
+//! opt-in with `WGM_TEST_NETNS=1` (root, `ip`, `wireguard-go`, `wg`; with the switch on,
+//! anything missing fails the test).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wgm_test_support::{require, Suite};
 
 use crate::harness::{check_failure, Env};
 
@@ -158,21 +160,11 @@ impl Drop for Netns {
     }
 }
 
-fn netns_enabled() -> bool {
-    if std::env::var_os("WGM_TEST_NETNS").is_none() {
-        eprintln!(
-            "skipping: set WGM_TEST_NETNS=1 (root) to apply to wireguard-go in a network namespace"
-        );
-        return false;
-    }
-    true
-}
-
 #[test]
 fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
-    if !netns_enabled() {
+    let Some(_netns) = require(Suite::Netns, &["ip", "wireguard-go", "wg"]) else {
         return;
-    }
+    };
     let env = Env::new();
     let mut ns = Netns::new("apply");
     let name = iface("a");

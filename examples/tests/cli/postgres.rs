@@ -1,7 +1,10 @@
 //! The same commands on PostgreSQL (`--store postgres://…`), in a database created for
-//! the test and dropped afterwards. Opt-in with `WGM_TEST_POSTGRES_URL` (an admin URL).
+//! the test and dropped afterwards. Opt-in with `WGM_TEST_POSTGRES_URL` (an admin URL;
+//! needs `psql`; with the switch on, a server that does not answer fails the test).
 
 use std::process::Command;
+
+use wgm_test_support::{require, Suite};
 
 use crate::harness::Env;
 
@@ -70,14 +73,10 @@ fn rand_suffix() -> u32 {
 
 #[test]
 fn the_cli_works_on_postgresql() {
-    let Some(admin) = std::env::var("WGM_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("skipping: WGM_TEST_POSTGRES_URL is not set");
+    let Some(pg) = require(Suite::Postgres, &["psql"]) else {
         return;
     };
-    let db = Database::create(&admin);
+    let db = Database::create(pg.url());
     let mut env = Env::new();
     env.store = db.url();
     let init = env.json(&["init"]);

@@ -231,15 +231,11 @@ impl TestStore {
     }
 }
 
-/// The PostgreSQL admin URL, or `None` after printing the one skip line.
+/// The PostgreSQL admin URL from `WGM_TEST_POSTGRES_URL`, or `None` when the postgres
+/// suite is off (the binary prints one `SKIPPED` line). With the suite on and the server
+/// not answering, the test fails here.
 pub fn postgres_admin_url() -> Option<String> {
-    match std::env::var("WGM_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipping: WGM_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
+    wgm_test_support::require(wgm_test_support::Suite::Postgres, &[]).map(|pg| pg.url().to_owned())
 }
 
 /// `url` with its database replaced by `db`.
@@ -319,7 +315,7 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Open a store of `kind`; `None` (after one printed line) when its service is not configured.
+/// Open a store of `kind`; `None` when its suite is off (see [`postgres_admin_url`]).
 pub async fn open(kind: Kind) -> Option<TestStore> {
     Some(match kind {
         Kind::Memory => TestStore {
