@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
+
+use crate::model::{RevisionNo, ServerId};
 
 /// A boxed error source, kept as a source (never flattened into a `String`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -66,11 +69,13 @@ pub enum Error {
     },
 
     /// A concurrent change won, or the operation would contradict later history
-    /// (for example a rollback to an address that was reassigned since).
-    #[error("conflict: {reason}")]
+    /// (for example a rollback to an address that was reassigned since). The
+    /// [`ConflictKind`] says which: only [`ConflictKind::StaleRevision`] is a lost
+    /// compare-and-swap that a retry on fresh state can cure.
+    #[error("conflict: {kind}")]
     Conflict {
         /// What conflicted, naming the object (address, key, revision).
-        reason: Cow<'static, str>,
+        kind: ConflictKind,
     },
 
     /// The principal is known but not allowed to do this.
@@ -138,6 +143,115 @@ pub enum Error {
     },
 }
 
+/// What an [`Error::Conflict`] is about. Each case displays exactly the message wgm
+/// has always shown for it; callers that must act differently (retry, or report a
+/// taken value) match on the case instead of the text.
+///
+/// The store contract ([`crate::store::Store::commit`]) uses three of them:
+/// [`StaleRevision`](ConflictKind::StaleRevision) is a lost compare-and-swap (retry on
+/// fresh state), [`Taken`](ConflictKind::Taken) a unique value held twice (do not retry),
+/// [`StaleUser`](ConflictKind::StaleUser) a lost compare-and-swap on a user record.
+///
+/// ```
+/// use wgm_core::error::{ConflictKind, Taken};
+/// let k = ConflictKind::Taken(Taken::Address("fd00::2".parse().unwrap()));
+/// assert_eq!(k.to_string(), "address fd00::2 is assigned to two peers");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// A commit was computed against a revision that is no longer the server's head:
+    /// a concurrent commit won. Retrying on fresh state can succeed.
+    #[error("server {server} is at revision {actual}, not {expected}")]
+    StaleRevision {
+        /// The server.
+        server: ServerId,
+        /// The head the commit expected.
+        expected: RevisionNo,
+        /// The head the store holds.
+        actual: RevisionNo,
+    },
+    /// A user record was updated from a version that is no longer the stored one.
+    #[error("user {user} was changed concurrently")]
+    StaleUser {
+        /// The user's name.
+        user: String,
+    },
+    /// A value that must be unique within a server would be held twice.
+    #[error("{0}")]
+    Taken(Taken),
+    /// An address or prefix is still in quarantine after its release.
+    #[error("{field}: {value} is quarantined until {until}")]
+    Quarantined {
+        /// The field that asked for it.
+        field: String,
+        /// The address or prefix.
+        value: String,
+        /// When it leaves quarantine.
+        until: time::OffsetDateTime,
+    },
+    /// The hash chain of the audit log does not verify at record `seq`.
+    #[error("{0}")]
+    AuditChainBroken(AuditBreak),
+    /// Any other conflict, described by its reason.
+    #[error("{reason}")]
+    Other {
+        /// What conflicted, naming the object.
+        reason: Cow<'static, str>,
+    },
+}
+
+/// Which unique value a [`ConflictKind::Taken`] is about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Taken {
+    /// An address is assigned to two peers of a server.
+    #[error("address {0} is assigned to two peers")]
+    Address(IpAddr),
+    /// A prefix is delegated to two peers of a server.
+    #[error("prefix {0} is delegated to two peers")]
+    Prefix(ipnet::Ipv6Net),
+    /// A peer's public key equals the server's own.
+    #[error("peer.public_key: equals the server's own public key")]
+    ServerKey,
+    /// A unique constraint of a database (the second line of defence) was violated.
+    #[error("{kind}: unique constraint {constraint} was violated")]
+    Constraint {
+        /// The kind of record (`peer`, `server`, ...).
+        kind: &'static str,
+        /// The constraint, as the database names it.
+        constraint: String,
+    },
+}
+
+/// How the audit chain is broken (see [`crate::model::AuditRecord::verify_link`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditBreak {
+    /// A record is missing: the sequence jumps.
+    #[error(
+        "audit chain broken: expected record {expected}, found {found} (a record was deleted)"
+    )]
+    Missing {
+        /// The sequence number that should come next.
+        expected: u64,
+        /// The sequence number found.
+        found: u64,
+    },
+    /// The record does not link to the hash of its predecessor.
+    #[error("audit chain broken at record {seq}: previous hash does not match")]
+    PreviousHash {
+        /// The record.
+        seq: u64,
+    },
+    /// The record's contents do not match its hash.
+    #[error("audit chain broken at record {seq}: contents were altered")]
+    Altered {
+        /// The record.
+        seq: u64,
+    },
+}
+
 impl Error {
     /// An [`Error::InvalidInput`] for `field` breaking `reason`.
     ///
@@ -184,11 +298,62 @@ impl Error {
         }
     }
 
-    /// An [`Error::Conflict`] with the given reason.
+    /// An [`Error::Conflict`] of kind [`ConflictKind::Other`] with the given reason: a
+    /// conflict no caller needs to tell apart from others by its kind.
+    ///
+    /// ```
+    /// let e = wgm_core::Error::conflict("the peer's owner changed concurrently");
+    /// assert_eq!(e.to_string(), "conflict: the peer's owner changed concurrently");
+    /// ```
     pub fn conflict(reason: impl Into<Cow<'static, str>>) -> Self {
         Error::Conflict {
-            reason: reason.into(),
+            kind: ConflictKind::Other {
+                reason: reason.into(),
+            },
         }
+    }
+
+    /// An [`Error::Conflict`] of the given kind.
+    ///
+    /// ```
+    /// use wgm_core::error::{ConflictKind, Taken};
+    /// let e = wgm_core::Error::conflict_of(ConflictKind::Taken(Taken::ServerKey));
+    /// assert_eq!(e.to_string(), "conflict: peer.public_key: equals the server's own public key");
+    /// ```
+    pub fn conflict_of(kind: ConflictKind) -> Self {
+        Error::Conflict { kind }
+    }
+
+    /// The kind of an [`Error::Conflict`]; `None` for every other variant.
+    pub fn conflict_kind(&self) -> Option<&ConflictKind> {
+        match self {
+            Error::Conflict { kind } => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a lost compare-and-swap on a server's head revision
+    /// ([`ConflictKind::StaleRevision`]): the only store error a retry on fresh state can
+    /// cure.
+    ///
+    /// ```
+    /// use wgm_core::error::ConflictKind;
+    /// use wgm_core::model::{RevisionNo, ServerId};
+    /// let e = wgm_core::Error::conflict_of(ConflictKind::StaleRevision {
+    ///     server: ServerId(uuid::Uuid::nil()),
+    ///     expected: RevisionNo(1),
+    ///     actual: RevisionNo(2),
+    /// });
+    /// assert!(e.is_stale_revision());
+    /// assert!(!wgm_core::Error::conflict("x").is_stale_revision());
+    /// ```
+    pub fn is_stale_revision(&self) -> bool {
+        matches!(
+            self,
+            Error::Conflict {
+                kind: ConflictKind::StaleRevision { .. }
+            }
+        )
     }
 
     /// An [`Error::PermissionDenied`] with the given reason.

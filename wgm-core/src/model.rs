@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::audit::AuditAction;
+use crate::error::{AuditBreak, ConflictKind};
 use crate::ipam::Strategy;
 use crate::keys::PublicKey;
 use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
@@ -668,21 +669,21 @@ impl AuditRecord {
             Some(p) => (p.seq + 1, p.hash.as_str()),
         };
         if self.seq != want_seq {
-            return Err(Error::conflict(format!(
-                "audit chain broken: expected record {want_seq}, found {} (a record was deleted)",
-                self.seq
+            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
+                AuditBreak::Missing {
+                    expected: want_seq,
+                    found: self.seq,
+                },
             )));
         }
         if self.prev_hash != want_prev {
-            return Err(Error::conflict(format!(
-                "audit chain broken at record {}: previous hash does not match",
-                self.seq
+            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
+                AuditBreak::PreviousHash { seq: self.seq },
             )));
         }
         if Self::compute_hash(self.seq, &self.prev_hash, &self.entry) != self.hash {
-            return Err(Error::conflict(format!(
-                "audit chain broken at record {}: contents were altered",
-                self.seq
+            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
+                AuditBreak::Altered { seq: self.seq },
             )));
         }
         Ok(())

@@ -8,7 +8,8 @@ use sqlx::error::{DatabaseError, ErrorKind};
 /// function returns [`wgm_core::Error`].
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SqlError {
-    /// A semantic outcome decided by the store's logic (conflict, not found, ...).
+    /// A semantic outcome decided by the commit rules (`wgm_core::store::rules`):
+    /// conflict, not found, ...
     #[error(transparent)]
     Core(#[from] wgm_core::Error),
 
@@ -145,7 +146,12 @@ impl From<SqlError> for wgm_core::Error {
                 return if exists {
                     Error::already_exists(kind, format!("(unique constraint {what})"))
                 } else {
-                    Error::conflict(format!("{kind}: unique constraint {what} was violated"))
+                    Error::conflict_of(wgm_core::error::ConflictKind::Taken(
+                        wgm_core::error::Taken::Constraint {
+                            kind,
+                            constraint: what,
+                        },
+                    ))
                 };
             }
             if db.kind() == ErrorKind::ForeignKeyViolation {

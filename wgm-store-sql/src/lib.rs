@@ -26,13 +26,15 @@
 //! - `postgres` (default): the PostgreSQL backend and [`SqlStore::subscribe`].
 //!
 //! ## Semantics
-//! Exactly those of `wgm_core::store::MemoryStore`, the reference implementation, and
-//! checked by the same conformance suite: a [`Store::commit`] is one transaction that
-//! compares the server's head with the expected revision (`Conflict` otherwise), applies
-//! the changes, checks the uniqueness of peer names, keys, addresses and prefixes
-//! (`AlreadyExists`/`Conflict`, via `wgm_core::store::check_server_uniqueness`), appends
-//! the revision and the hash-chained audit record, and on PostgreSQL queues the
-//! notification — all or nothing.
+//! Exactly those of `wgm_core::store::MemoryStore`, because both run the same rules
+//! (`wgm_core::store::rules`), and checked by the same conformance suite. Each engine
+//! here implements the rules' `Transaction` — the storage primitives inside one of its
+//! transactions — and a [`Store::commit`] is one transaction in which
+//! `rules::commit_with_rules` compares the server's head with the expected revision
+//! (`Conflict` with `ConflictKind::StaleRevision` otherwise), applies the changes, checks
+//! the uniqueness of peer names, keys, addresses and prefixes (`AlreadyExists`, or
+//! `Conflict` with `ConflictKind::Taken`), appends the revision and the hash-chained
+//! audit record, and on PostgreSQL queues the notification — all or nothing.
 //!
 //! ## Why it is built this way
 //! - **Serialization where it is cheap and certain.** SQLite writers take the write lock
@@ -56,10 +58,11 @@
 //!   newer schema is refused.
 //!
 //! ## Tests
-//! The semantics tests run every check on `MemoryStore` (the reference), SQLite (file and
-//! memory) and PostgreSQL; PostgreSQL runs only when `WGM_TEST_POSTGRES_URL` names an
-//! administrative connection (each test creates and drops a database of its own) and is
-//! skipped with one printed line otherwise.
+//! The store conformance suite (`wgm_core::conformance::store`, every semantics check
+//! included) runs on SQLite (file and memory) and PostgreSQL in `tests/conformance.rs`,
+//! and on `MemoryStore` (the reference) in `tests/semantics.rs`; PostgreSQL runs only when
+//! `WGM_TEST_POSTGRES_URL` names an administrative connection (each test creates and
+//! drops a database of its own) and is skipped with one printed line otherwise.
 
 #![warn(clippy::unwrap_used)]
 
@@ -68,7 +71,6 @@ compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `p
 
 mod codec;
 mod error;
-mod logic;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -23,11 +23,11 @@ use wgm_core::model::{
 };
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
+use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
 use wgm_core::Error;
 
 use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
 use crate::error::SqlError;
-use crate::logic::{self, Probe, Tx, UserClash};
 use crate::{migrate, SqlOptions};
 
 const S: &str = "postgres";
@@ -229,7 +229,7 @@ impl PgStore {
             "commit",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r = logic::commit(&mut PgTx(&mut tx), c).await?;
+                let r = rules::commit_with_rules(&mut PgTx(&mut tx), c).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -415,7 +415,7 @@ impl PgStore {
             "commit_identity",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                logic::commit_identity(&mut PgTx(&mut tx), changes, audit).await?;
+                rules::commit_identity_with_rules(&mut PgTx(&mut tx), changes, audit).await?;
                 tx.commit().await.map_err(db)
             }
             .await
@@ -427,7 +427,7 @@ impl PgStore {
             "append_audit",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r = PgTx(&mut tx).append_audit(entry.clone()).await?;
+                let r = rules::append_audit_with_rules(&mut PgTx(&mut tx), entry.clone()).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -478,21 +478,8 @@ fn parse_payload(p: &str) -> Option<(ServerId, RevisionNo)> {
 /// The primitives inside one READ COMMITTED transaction.
 struct PgTx<'c>(&'c mut PgConnection);
 
-impl PgTx<'_> {
-    /// Lock the audit head (the last lock a transaction takes) and chain `entry` after it.
-    async fn chain_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db)?;
-        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
-        Ok(AuditRecord::chain(next, &hash, entry))
-    }
-}
-
-impl Tx for PgTx<'_> {
-    const STORE: &'static str = S;
+impl Transaction for PgTx<'_> {
+    type Error = SqlError;
 
     async fn lock_server(
         &mut self,
@@ -674,12 +661,7 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    async fn finish(
-        &mut self,
-        r: &RevisionRecord,
-        audit: AuditEntry,
-    ) -> Result<AuditRecord, SqlError> {
-        let rec = self.chain_audit(audit).await?;
+    async fn finish(&mut self, r: &RevisionRecord, rec: &AuditRecord) -> Result<(), SqlError> {
         // One statement for the rest: the head, the revision, the audit record, the audit
         // head and the notification (queued; sent by PostgreSQL only if the commit lands).
         sqlx::query(
@@ -712,11 +694,20 @@ impl Tx for PgTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        Ok(rec)
+        Ok(())
     }
 
-    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
-        let rec = self.chain_audit(entry).await?;
+    /// Locks the audit head: the last lock a transaction takes.
+    async fn audit_tail(&mut self) -> Result<(u64, String), SqlError> {
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db)?;
+        Ok((uint(S, "audit sequence number", seq)?, hash))
+    }
+
+    async fn write_audit(&mut self, rec: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query(
             "WITH audit AS (
                  INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
@@ -734,7 +725,7 @@ impl Tx for PgTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        Ok(rec)
+        Ok(())
     }
 
     async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {

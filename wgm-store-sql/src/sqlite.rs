@@ -21,11 +21,11 @@ use wgm_core::model::{
 };
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
+use wgm_core::store::rules::{self, Probe, Transaction as RulesTransaction, UserClash};
 use wgm_core::Error;
 
 use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
 use crate::error::SqlError;
-use crate::logic::{self, Probe, Tx, UserClash};
 use crate::{migrate, SqlOptions};
 
 const S: &str = "sqlite";
@@ -238,7 +238,7 @@ impl SqliteStore {
             "commit",
             async {
                 let (_w, mut tx) = self.write().await?;
-                let r = logic::commit(&mut SqliteTx(&mut tx), c).await?;
+                let r = rules::commit_with_rules(&mut SqliteTx(&mut tx), c).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -422,7 +422,7 @@ impl SqliteStore {
             "commit_identity",
             async {
                 let (_w, mut tx) = self.write().await?;
-                logic::commit_identity(&mut SqliteTx(&mut tx), changes, audit).await?;
+                rules::commit_identity_with_rules(&mut SqliteTx(&mut tx), changes, audit).await?;
                 tx.commit().await.map_err(db)
             }
             .await
@@ -434,7 +434,8 @@ impl SqliteStore {
             "append_audit",
             async {
                 let (_w, mut tx) = self.write().await?;
-                let r = SqliteTx(&mut tx).append_audit(entry.clone()).await?;
+                let r =
+                    rules::append_audit_with_rules(&mut SqliteTx(&mut tx), entry.clone()).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -479,8 +480,8 @@ impl SqliteStore {
 /// The primitives inside one `BEGIN IMMEDIATE` transaction.
 struct SqliteTx<'c>(&'c mut SqliteConnection);
 
-impl Tx for SqliteTx<'_> {
-    const STORE: &'static str = S;
+impl RulesTransaction for SqliteTx<'_> {
+    type Error = SqlError;
 
     async fn lock_server(
         &mut self,
@@ -650,11 +651,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn finish(
-        &mut self,
-        r: &RevisionRecord,
-        audit: AuditEntry,
-    ) -> Result<AuditRecord, SqlError> {
+    async fn finish(&mut self, r: &RevisionRecord, audit: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query("UPDATE heads SET revision = ?2 WHERE server_id = ?1")
             .bind(r.server_id.to_string())
             .bind(int(r.revision.0))
@@ -674,17 +671,19 @@ impl Tx for SqliteTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
-        self.append_audit(audit).await
+        self.write_audit(audit).await
     }
 
-    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, SqlError> {
+    async fn audit_tail(&mut self) -> Result<(u64, String), SqlError> {
         let (seq, hash): (i64, String) =
             sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
                 .fetch_one(&mut *self.0)
                 .await
                 .map_err(db)?;
-        let next = uint(S, "audit sequence number", seq)?.saturating_add(1);
-        let rec = AuditRecord::chain(next, &hash, entry);
+        Ok((uint(S, "audit sequence number", seq)?, hash))
+    }
+
+    async fn write_audit(&mut self, rec: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query(
             "INSERT INTO audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -706,7 +705,7 @@ impl Tx for SqliteTx<'_> {
             .execute(&mut *self.0)
             .await
             .map_err(db)?;
-        Ok(rec)
+        Ok(())
     }
 
     async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {

@@ -1,6 +1,9 @@
 //! `wgm_core::conformance::store` against SQLite (file and memory) and PostgreSQL: each
 //! check on a fresh database, then the whole suite twice on one database (the checks must
-//! hold on a store that already has data).
+//! hold on a store that already has data). The suite holds every store semantics check
+//! (compare-and-swap, uniqueness, atomicity, history, identities, audit, F3, F16, F17);
+//! `MemoryStore`, the reference, runs the same suite (`tests/semantics.rs` here, and
+//! `wgm-core/tests/manager.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -46,6 +49,23 @@ conformance!(
     audit_chain,
     applied_and_stats,
     sealed_values_round_trip,
+    create_and_load_round_trip,
+    revision_cas,
+    server_rules,
+    peer_uniqueness,
+    swaps_within_one_commit,
+    peer_change_errors,
+    delete_and_recreate,
+    revision_history,
+    applied_per_host,
+    peer_statistics,
+    listing_order_and_pages,
+    users_versions_and_uniqueness,
+    roles_and_tokens,
+    audit_log,
+    same_base_exactly_one_wins,
+    failed_commit_returns_the_address,
+    rollback_after_reassignment_conflicts,
 );
 
 async fn run_all_twice(kind: Kind) {

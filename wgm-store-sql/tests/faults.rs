@@ -3,7 +3,7 @@
 //!   exactly as many peers as free addresses, `PoolExhausted` for the rest;
 //! - F14: 16 concurrent SQLite writers (two pools on one file): no `SQLITE_BUSY` surfaces.
 //!
-//! (F3, F16 and F17 are checks in `semantics.rs`, run on every store.)
+//! (F3, F16 and F17 are checks of `wgm_core::conformance::store`, run on every store.)
 #![allow(clippy::unwrap_used)]
 
 mod common;

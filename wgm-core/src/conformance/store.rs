@@ -36,6 +36,16 @@ use crate::{Error, Result};
 /// A failed expectation.
 pub type Failure = String;
 
+mod semantics;
+
+pub use semantics::{
+    applied_per_host, audit_log, create_and_load_round_trip, delete_and_recreate,
+    failed_commit_returns_the_address, listing_order_and_pages, peer_change_errors,
+    peer_statistics, peer_uniqueness, revision_cas, revision_history, roles_and_tokens,
+    rollback_after_reassignment_conflicts, same_base_exactly_one_wins, server_rules,
+    swaps_within_one_commit, users_versions_and_uniqueness,
+};
+
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
@@ -1174,8 +1184,34 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
     applied_and_stats(store.clone())
         .await
         .map_err(|e| format!("applied_and_stats: {e}"))?;
-    sealed_values_round_trip(store)
+    sealed_values_round_trip(store.clone())
         .await
         .map_err(|e| format!("sealed_values_round_trip: {e}"))?;
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {
+            $( $check(store.clone())
+                .await
+                .map_err(|e| format!("{}: {e}", stringify!($check)))?; )*
+        };
+    }
+    run!(
+        create_and_load_round_trip,
+        revision_cas,
+        server_rules,
+        peer_uniqueness,
+        swaps_within_one_commit,
+        peer_change_errors,
+        delete_and_recreate,
+        revision_history,
+        applied_per_host,
+        peer_statistics,
+        listing_order_and_pages,
+        users_versions_and_uniqueness,
+        roles_and_tokens,
+        audit_log,
+        same_base_exactly_one_wins,
+        failed_commit_returns_the_address,
+        rollback_after_reassignment_conflicts,
+    );
     Ok(())
 }

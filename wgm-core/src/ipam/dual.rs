@@ -269,7 +269,11 @@ impl DualStack {
         what: impl std::fmt::Display,
         until: OffsetDateTime,
     ) -> Error {
-        Error::conflict(format!("{field}: {what} is quarantined until {until}"))
+        Error::conflict_of(crate::error::ConflictKind::Quarantined {
+            field: field.to_owned(),
+            value: what.to_string(),
+            until,
+        })
     }
 
     fn no_pool(addr: IpAddr, field: &'static str) -> Error {

@@ -660,14 +660,15 @@ impl Manager {
                     self.publish(&rec).await;
                     return Ok(Some((rec, m.output)));
                 }
-                Err(e @ Error::Conflict { .. }) => {
+                // The store contract: only a stale revision is a lost compare-and-swap
+                // that fresh state can cure; a taken value or anything else is final.
+                Err(e) if e.is_stale_revision() => {
                     *g = None;
-                    let moved = self.store.head(id).await?.is_none_or(|h| h != expected);
-                    if !moved || attempt >= self.config.max_attempts {
+                    if attempt >= self.config.max_attempts {
                         return Err(e);
                     }
                     tracing::debug!(server = %id, attempt, "lost a commit race; retrying");
-                    backoff(attempt).await;
+                    self.clock.sleep(backoff(attempt)).await;
                 }
                 Err(e) => {
                     *g = None;
@@ -773,20 +774,12 @@ impl Manager {
     }
 }
 
-/// Sleep with jittered exponential backoff before retry `attempt` (1 ms .. ~50 ms),
-/// without a runtime: a timer thread wakes the future.
-async fn backoff(attempt: u32) {
+/// How long to wait before retry `attempt`: jittered exponential backoff, 0 ms .. 50 ms
+/// (`2^attempt` ms, capped). The manager waits it out on its [`Clock`]
+/// ([`Clock::sleep`]), so the core itself never sleeps or spawns anything.
+fn backoff(attempt: u32) -> Duration {
     let cap_ms = 1u64 << attempt.min(6);
-    let ms = rand::thread_rng().gen_range(0..=cap_ms.min(50));
-    if ms == 0 {
-        return;
-    }
-    let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
+    Duration::from_millis(rand::thread_rng().gen_range(0..=cap_ms.min(50)))
 }
 
 /// The user a principal acts as, for ownership: `None` for a local administrator.

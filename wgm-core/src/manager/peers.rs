@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::{owner_of, Cached, Manager, Mutation, PeerView};
 use crate::audit::AuditAction;
+use crate::error::ConflictKind;
 use crate::ipam::Allocation;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::model::{Change, Peer, PeerId, PeerStats, Quarantined, ServerId, ServerState, UserId};
@@ -924,9 +925,12 @@ fn name_taken(name: &PeerName) -> Error {
 /// bad input naming the field, not a race: turn the allocator's conflict into that.
 fn as_input(e: Error, field: &'static str) -> Error {
     match e {
-        Error::Conflict { reason } => Error::InvalidInput {
+        Error::Conflict { kind } => Error::InvalidInput {
             field: field.into(),
-            reason,
+            reason: match kind {
+                ConflictKind::Other { reason } => reason,
+                other => other.to_string().into(),
+            },
         },
         other => other,
     }

@@ -1,0 +1,451 @@
+//! [`MemoryStore`]: the in-memory [`Store`], an engine of the commit [`rules`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+
+use super::rules::{self, Probe, Transaction, UserClash};
+use super::Store;
+use crate::model::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
+    PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
+    TokenId, User, UserId, AUDIT_GENESIS,
+};
+use crate::names::{RoleName, ServerName, UserName};
+use crate::rbac::Role;
+use crate::{Error, Result};
+
+#[derive(Debug, Default)]
+struct Inner {
+    servers: BTreeMap<ServerId, ServerState>,
+    revisions: BTreeMap<ServerId, Vec<RevisionRecord>>,
+    applied: HashMap<(ServerId, String), RevisionNo>,
+    users: BTreeMap<UserId, User>,
+    roles: BTreeMap<String, Role>,
+    tokens: BTreeMap<TokenId, ApiTokenRecord>,
+    audit: Vec<AuditRecord>,
+}
+
+/// The rules' primitives over the store's contents, under its lock. Writes cannot
+/// fail, and a server commit makes every check before its first write, so a server
+/// commit writes straight into the store; identity changes run on a copy
+/// ([`MemoryStore::commit_identity`]).
+impl Transaction for Inner {
+    type Error = Error;
+
+    async fn lock_server(&mut self, id: ServerId) -> Result<(Option<RevisionNo>, Option<Server>)> {
+        let state = self.servers.get(&id);
+        let last = self
+            .revisions
+            .get(&id)
+            .and_then(|v| v.last())
+            .map(|r| r.revision);
+        // A deleted server keeps its history; its head is its last revision.
+        let head = match (state.map(|s| s.revision), last) {
+            (None, None) => None,
+            (a, b) => Some(a.max(b).unwrap_or(RevisionNo::NONE)),
+        };
+        Ok((head, state.map(|s| s.server.clone())))
+    }
+
+    async fn server_name_taken(
+        &mut self,
+        name_key: &str,
+        except: Option<ServerId>,
+    ) -> Result<bool> {
+        Ok(self
+            .servers
+            .values()
+            .any(|s| Some(s.server.id) != except && s.server.name.key() == name_key))
+    }
+
+    async fn peers_for_commit(
+        &mut self,
+        server: ServerId,
+        ids: &[PeerId],
+        probe: &Probe,
+    ) -> Result<Vec<(PeerId, Peer)>> {
+        Ok(self
+            .servers
+            .get(&server)
+            .map(|st| {
+                st.peers
+                    .iter()
+                    .filter(|(id, p)| ids.contains(id) || probe.matches(p))
+                    .map(|(id, p)| (*id, p.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn insert_head(&mut self, _id: ServerId, _rev: RevisionNo) -> Result<()> {
+        // The head is derived from the server and its revisions (`lock_server`).
+        Ok(())
+    }
+
+    async fn write_server(&mut self, s: &Server, exists: bool) -> Result<()> {
+        match self.servers.get_mut(&s.id) {
+            Some(st) if exists => st.server = s.clone(),
+            _ => {
+                // The revision is set by `finish`.
+                self.servers.insert(
+                    s.id,
+                    ServerState {
+                        server: s.clone(),
+                        peers: BTreeMap::new(),
+                        revision: RevisionNo::NONE,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_server(&mut self, id: ServerId) -> Result<()> {
+        self.servers.remove(&id);
+        Ok(())
+    }
+
+    async fn delete_peers(&mut self, server: ServerId, ids: &[PeerId]) -> Result<()> {
+        if let Some(st) = self.servers.get_mut(&server) {
+            for id in ids {
+                st.peers.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_peers(&mut self, server: ServerId, peers: &[(PeerId, &Peer)]) -> Result<()> {
+        let st = self
+            .servers
+            .get_mut(&server)
+            .ok_or_else(|| Error::not_found("server", server))?;
+        for (id, p) in peers {
+            st.peers.insert(*id, (*p).clone());
+        }
+        Ok(())
+    }
+
+    async fn audit_tail(&mut self) -> Result<(u64, String)> {
+        // The number of records appended (a record deleted through the test hook is
+        // detected by verification, not repaired here).
+        let hash = self
+            .audit
+            .last()
+            .map_or_else(|| AUDIT_GENESIS.to_owned(), |r| r.hash.clone());
+        Ok((self.audit.len() as u64, hash))
+    }
+
+    async fn write_audit(&mut self, record: &AuditRecord) -> Result<()> {
+        self.audit.push(record.clone());
+        Ok(())
+    }
+
+    async fn finish(&mut self, record: &RevisionRecord, audit: &AuditRecord) -> Result<()> {
+        if let Some(st) = self.servers.get_mut(&record.server_id) {
+            st.revision = record.revision;
+        }
+        self.revisions
+            .entry(record.server_id)
+            .or_default()
+            .push(record.clone());
+        self.audit.push(audit.clone());
+        Ok(())
+    }
+
+    async fn user_version(&mut self, id: UserId) -> Result<Option<u64>> {
+        Ok(self.users.get(&id).map(|u| u.version))
+    }
+
+    async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>> {
+        let others = || self.users.values().filter(|u| u.id != user.id);
+        let key = user.name.key();
+        Ok(if others().any(|o| o.name.key() == key) {
+            Some(UserClash::Name)
+        } else if user.email.is_some() && others().any(|o| o.email == user.email) {
+            Some(UserClash::Email)
+        } else {
+            None
+        })
+    }
+
+    async fn insert_user(&mut self, user: &User) -> Result<()> {
+        self.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn update_user(&mut self, user: &User) -> Result<()> {
+        self.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn delete_user(&mut self, id: UserId) -> Result<bool> {
+        let found = self.users.remove(&id).is_some();
+        if found {
+            self.tokens.retain(|_, t| t.user_id != id);
+        }
+        Ok(found)
+    }
+
+    async fn put_role(&mut self, role: &Role) -> Result<()> {
+        self.roles.insert(role.name.key(), role.clone());
+        Ok(())
+    }
+
+    async fn delete_role(&mut self, name: &RoleName) -> Result<bool> {
+        Ok(self.roles.remove(&name.key()).is_some())
+    }
+
+    async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
+        Ok(self.tokens.get(&id).cloned())
+    }
+
+    async fn insert_token(&mut self, t: &ApiTokenRecord) -> Result<()> {
+        self.tokens.insert(t.id, t.clone());
+        Ok(())
+    }
+
+    async fn update_token(&mut self, t: &ApiTokenRecord) -> Result<()> {
+        self.tokens.insert(t.id, t.clone());
+        Ok(())
+    }
+}
+
+/// Run the rules on the memory engine: every primitive is ready at once, so one poll
+/// finishes them (no await happens while the store's lock is held).
+fn run<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    f.now_or_never().unwrap_or_else(|| {
+        Err(Error::store(
+            "memory",
+            "a rule waited on the in-memory engine, which never blocks",
+        ))
+    })
+}
+
+/// An in-memory [`Store`] with the same semantics as the durable ones: atomic commits,
+/// compare-and-swap on the head revision, uniqueness checks, a hash-chained audit log.
+/// Used by tests, doctests and examples; its contents vanish with the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied commit (a server
+        // commit checks everything before its first write, and the writes are plain map
+        // updates; identity changes are built on a copy and swapped in), so a poisoned
+        // lock is safe to reuse.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Test hook: overwrite an audit record's action text in place (as an attacker with
+    /// database access could), to show that `verify_audit_chain` detects it.
+    pub fn tamper_audit_action(&self, seq: u64, action: &str) -> bool {
+        let mut g = self.lock();
+        match g.audit.iter_mut().find(|r| r.seq == seq) {
+            Some(r) => {
+                r.entry.action = crate::audit::AuditAction::parse(action);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Test hook: delete an audit record (as an attacker with database access could).
+    pub fn delete_audit_record(&self, seq: u64) -> bool {
+        let mut g = self.lock();
+        let before = g.audit.len();
+        g.audit.retain(|r| r.seq != seq);
+        g.audit.len() != before
+    }
+}
+
+fn page<T: Clone>(items: impl Iterator<Item = T>, page: Page) -> Vec<T> {
+    let skip = usize::try_from(page.offset).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    items.skip(skip).take(take).collect()
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
+        Ok(self.lock().servers.get(&id).cloned())
+    }
+
+    async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
+        let key = name.key();
+        Ok(self
+            .lock()
+            .servers
+            .values()
+            .find(|s| s.server.name.key() == key)
+            .map(|s| s.server.id))
+    }
+
+    async fn list_servers(&self, p: Page) -> Result<Vec<ServerSummary>> {
+        let g = self.lock();
+        let mut all: Vec<ServerSummary> = g
+            .servers
+            .values()
+            .map(|s| ServerSummary {
+                id: s.server.id,
+                name: s.server.name.clone(),
+                interface: s.server.interface.clone(),
+                peer_count: s.peers.len() as u64,
+                revision: s.revision,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.key().cmp(&b.name.key()).then(a.id.cmp(&b.id)));
+        Ok(page(all.into_iter(), p))
+    }
+
+    async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
+        Ok(self.lock().servers.get(&id).map(|s| s.revision))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+        let mut g = self.lock();
+        run(rules::commit_with_rules(&mut *g, &commit))
+    }
+
+    async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>> {
+        let g = self.lock();
+        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(g.revisions
+            .get(&id)
+            .map(|v| {
+                v.iter()
+                    .filter(|r| r.revision > after)
+                    .take(take)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
+        self.lock().applied.insert((id, host.to_owned()), revision);
+        Ok(())
+    }
+
+    async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
+        Ok(self.lock().applied.get(&(id, host.to_owned())).copied())
+    }
+
+    async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
+        let mut g = self.lock();
+        let st = g
+            .servers
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("server", id))?;
+        for (pid, s) in stats {
+            if let Some(p) = st.peers.get_mut(pid) {
+                p.stats = *s;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn find_user(&self, name: &UserName) -> Result<Option<User>> {
+        let key = name.key();
+        Ok(self
+            .lock()
+            .users
+            .values()
+            .find(|u| u.name.key() == key)
+            .cloned())
+    }
+
+    async fn list_users(&self, p: Page) -> Result<Vec<User>> {
+        let g = self.lock();
+        let mut all: Vec<User> = g.users.values().cloned().collect();
+        all.sort_by_cached_key(|u| u.name.key());
+        Ok(page(all.into_iter(), p))
+    }
+
+    async fn list_roles(&self) -> Result<Vec<Role>> {
+        Ok(self.lock().roles.values().cloned().collect())
+    }
+
+    async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
+        Ok(self.lock().tokens.get(&id).cloned())
+    }
+
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
+        let g = self.lock();
+        let mut v: Vec<ApiTokenRecord> = g
+            .tokens
+            .values()
+            .filter(|t| user.is_none_or(|u| t.user_id == u))
+            .cloned()
+            .collect();
+        v.sort_by_key(|t| (t.created_at, t.id));
+        Ok(v)
+    }
+
+    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
+        let mut g = self.lock();
+        // Apply to copies so that a failing change leaves nothing behind (the audit log
+        // is moved, not copied: it is appended to only when every change succeeded).
+        let mut scratch = Inner {
+            users: g.users.clone(),
+            roles: g.roles.clone(),
+            tokens: g.tokens.clone(),
+            audit: std::mem::take(&mut g.audit),
+            ..Inner::default()
+        };
+        let r = run(rules::commit_identity_with_rules(
+            &mut scratch,
+            &changes,
+            &audit,
+        ));
+        g.audit = scratch.audit;
+        if r.is_ok() {
+            g.users = scratch.users;
+            g.roles = scratch.roles;
+            g.tokens = scratch.tokens;
+        }
+        r
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        let mut g = self.lock();
+        run(rules::append_audit_with_rules(&mut *g, entry))
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let g = self.lock();
+        let take = q
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        Ok(g.audit
+            .iter()
+            .filter(|r| q.matches(r))
+            .take(take)
+            .cloned()
+            .collect())
+    }
+}

@@ -1,0 +1,208 @@
+//! The [`Store`] trait — durable desired state, revisions, identities and the audit log —
+//! [`MemoryStore`], its in-memory implementation, and [`rules`], the commit rules every
+//! implementation runs.
+//!
+//! A store is deliberately dumb: it does not allocate, authorize or validate business
+//! rules (the `Manager` does). What it guarantees is **atomicity and uniqueness**: a
+//! [`Commit`] either lands whole — state changes, the new revision and its audit record —
+//! or not at all, and it lands only when the server's head is still the revision the
+//! changes were computed against. Uniqueness of server names, and per server of peer
+//! names, public keys and addresses, is enforced again here as a second line of defence.
+//! Those rules are written once, in [`rules::commit_with_rules`] and its siblings, over
+//! the storage primitives of [`rules::Transaction`] that each engine implements.
+//!
+//! Implementations: [`MemoryStore`] (here), `wgm_store_sql::SqlStore` (SQLite and
+//! PostgreSQL), `wgm_store_redis` (later). All of them run the conformance suite in
+//! `wgm_core::conformance::store` (feature `conformance`).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, PeerId,
+    PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId, User,
+    UserId,
+};
+use crate::names::{ServerName, UserName};
+use crate::rbac::Role;
+use crate::Result;
+
+mod memory;
+pub mod rules;
+
+pub use memory::MemoryStore;
+pub use rules::check_server_uniqueness;
+
+/// Durable storage of desired state.
+///
+/// Every method is a single atomic operation. "Not found" is `Ok(None)` for lookups
+/// and `Err(Error::NotFound)` for operations that need the object.
+///
+/// ```
+/// use std::sync::Arc;
+/// use wgm_core::store::{MemoryStore, Store};
+/// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// assert_eq!(store.name(), "memory");
+/// ```
+#[async_trait]
+pub trait Store: Debug + Send + Sync + 'static {
+    /// A short name for logs and errors (`memory`, `sqlite`, `postgres`, `redis`).
+    fn name(&self) -> &'static str;
+
+    /// The server at its head revision with all peers, or `None` if it does not exist.
+    async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>>;
+
+    /// The id of the server with this name (case-insensitive).
+    async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>>;
+
+    /// Servers ordered by name.
+    async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>>;
+
+    /// The head revision of a server (`None` if it does not exist). Cheap: used to
+    /// validate cached state.
+    async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>>;
+
+    /// Atomically: check that the server's head equals `commit.expected`, apply the
+    /// changes, append revision `expected + 1` and the audit record (its `revision` set
+    /// to the new number). On any error nothing is written. Implementations run
+    /// [`rules::commit_with_rules`] inside their transaction.
+    ///
+    /// # Errors
+    ///
+    /// The contract callers rely on (the manager retries the first and nothing else):
+    /// - **a lost compare-and-swap**: the head is not `commit.expected` —
+    ///   [`Error::Conflict`](crate::Error::Conflict) with
+    ///   [`ConflictKind::StaleRevision`](crate::error::ConflictKind::StaleRevision)
+    ///   ([`Error::is_stale_revision`](crate::Error::is_stale_revision)), and only then.
+    ///   It is checked before anything else, so a commit against a stale head never
+    ///   reports a taken value instead. Retrying on fresh state can succeed.
+    /// - **a taken value**: a server name, peer name or public key another holds —
+    ///   [`Error::AlreadyExists`](crate::Error::AlreadyExists); the server's own key on a
+    ///   peer, an address or prefix held twice, or a database's unique constraint
+    ///   violated — [`Error::Conflict`](crate::Error::Conflict) with
+    ///   [`ConflictKind::Taken`](crate::error::ConflictKind::Taken). Final: the same
+    ///   changes fail again.
+    /// - **anything else**: a change to a server or peer that does not exist
+    ///   ([`Error::NotFound`](crate::Error::NotFound)), a change naming another server
+    ///   ([`ConflictKind::Other`](crate::error::ConflictKind::Other)), or the store
+    ///   failing ([`Error::Store`](crate::Error::Store)).
+    async fn commit(&self, commit: Commit) -> Result<RevisionRecord>;
+
+    /// Revisions of a server after `after`, oldest first, at most `limit`. Revisions
+    /// outlive a deleted server.
+    async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>>;
+
+    /// Record that `host` has applied (and verified) `revision` of a server.
+    async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()>;
+
+    /// The last revision `host` recorded as applied for a server.
+    async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>>;
+
+    /// Update observed statistics of peers (not a revision; unknown peers are ignored).
+    async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()>;
+
+    /// A user by id.
+    async fn get_user(&self, id: UserId) -> Result<Option<User>>;
+
+    /// A user by name (case-insensitive).
+    async fn find_user(&self, name: &UserName) -> Result<Option<User>>;
+
+    /// Users ordered by name.
+    async fn list_users(&self, page: Page) -> Result<Vec<User>>;
+
+    /// Custom roles ordered by name.
+    async fn list_roles(&self) -> Result<Vec<Role>>;
+
+    /// A token by id.
+    async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>>;
+
+    /// Tokens, of one user or of all, ordered by creation time.
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>>;
+
+    /// Atomically apply identity changes and append their audit record
+    /// ([`rules::commit_identity_with_rules`]). A `UserUpdated` whose `version` is not
+    /// the stored version + 1 fails with `Conflict`
+    /// ([`ConflictKind::StaleUser`](crate::error::ConflictKind::StaleUser)); a taken user
+    /// name or e-mail with `AlreadyExists`.
+    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()>;
+
+    /// Append an audit record that accompanies no state change (a secret export, a
+    /// login, a denied attempt).
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord>;
+
+    /// Audit records matching `query`, oldest first.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+}
+
+#[async_trait]
+impl<T: Store + ?Sized> Store for Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
+        (**self).load_server(id).await
+    }
+    async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
+        (**self).find_server(name).await
+    }
+    async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>> {
+        (**self).list_servers(page).await
+    }
+    async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
+        (**self).head(id).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+        (**self).commit(commit).await
+    }
+    async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>> {
+        (**self).revisions(id, after, limit).await
+    }
+    async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
+        (**self).set_applied(id, host, revision).await
+    }
+    async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
+        (**self).applied(id, host).await
+    }
+    async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
+        (**self).update_peer_stats(id, stats).await
+    }
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
+        (**self).get_user(id).await
+    }
+    async fn find_user(&self, name: &UserName) -> Result<Option<User>> {
+        (**self).find_user(name).await
+    }
+    async fn list_users(&self, page: Page) -> Result<Vec<User>> {
+        (**self).list_users(page).await
+    }
+    async fn list_roles(&self) -> Result<Vec<Role>> {
+        (**self).list_roles().await
+    }
+    async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
+        (**self).get_token(id).await
+    }
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
+        (**self).list_tokens(user).await
+    }
+    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
+        (**self).commit_identity(changes, audit).await
+    }
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        (**self).append_audit(entry).await
+    }
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        (**self).query_audit(query).await
+    }
+}

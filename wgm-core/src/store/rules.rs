@@ -1,0 +1,687 @@
+//! The commit rules of every store, written once: compare-and-swap on the head
+//! revision, the uniqueness of server names and, per server, of peer names, public keys,
+//! addresses and prefixes, the version check of user records, and the chaining of the
+//! audit log. An engine implements [`Transaction`] — the storage primitives inside one of
+//! its write transactions — and calls [`commit_with_rules`],
+//! [`commit_identity_with_rules`] and [`append_audit_with_rules`]; the rules decide,
+//! the engine stores. [`super::MemoryStore`] and `wgm_store_sql`'s SQLite and PostgreSQL
+//! stores do exactly that.
+//!
+//! A commit never reads all peers of a server: in one call
+//! ([`Transaction::peers_for_commit`]) it reads the stored peers its changes name (to
+//! know which exist) and the stored peers sharing a name, key, address or prefix with any
+//! peer or server key the changes carry; then it checks uniqueness on that subset plus
+//! the changed peers with [`check_server_uniqueness`]. Any clash in the whole resulting
+//! state involves a changed peer (the stored state was unique), so the subset holds every
+//! clash the whole state would, and the same first one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::net::IpAddr;
+
+use crate::error::{ConflictKind, Taken};
+use crate::model::{
+    ApiTokenRecord, AuditEntry, AuditRecord, Change, Commit, IdentityChange, Peer, PeerId,
+    RevisionNo, RevisionRecord, Server, ServerId, ServerState, TokenId, User, UserId,
+};
+use crate::names::RoleName;
+use crate::rbac::Role;
+use crate::Error;
+
+/// Values whose stored holders a commit must see to check uniqueness, as text (the form
+/// the SQL stores index): see [`Transaction::peers_for_commit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Name keys (`PeerName::key`).
+    pub names: Vec<String>,
+    /// Public keys (base64), the server's own included.
+    pub keys: Vec<String>,
+    /// IPv6 addresses (canonical text).
+    pub v6: Vec<String>,
+    /// IPv4 addresses (dotted quad).
+    pub v4: Vec<String>,
+    /// Delegated prefixes (`addr/len`).
+    pub prefixes: Vec<String>,
+}
+
+impl Probe {
+    /// Whether nothing is probed.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+            && self.keys.is_empty()
+            && self.v6.is_empty()
+            && self.v4.is_empty()
+            && self.prefixes.is_empty()
+    }
+
+    /// Whether a stored peer holds any probed value (for engines that scan peers rather
+    /// than query an index).
+    pub fn matches(&self, p: &Peer) -> bool {
+        fn has(list: &[String], value: impl FnOnce() -> String) -> bool {
+            !list.is_empty() && list.contains(&value())
+        }
+        has(&self.names, || p.name.key())
+            || has(&self.keys, || p.public_key.to_base64())
+            || p.address_v6
+                .is_some_and(|a| has(&self.v6, || a.to_string()))
+            || p.address_v4
+                .is_some_and(|a| has(&self.v4, || a.to_string()))
+            || p.delegated_prefix
+                .is_some_and(|n| has(&self.prefixes, || n.to_string()))
+    }
+
+    fn add_peer(&mut self, p: &Peer) {
+        self.names.push(p.name.key());
+        self.keys.push(p.public_key.to_base64());
+        if let Some(a) = p.address_v6 {
+            self.v6.push(a.to_string());
+        }
+        if let Some(a) = p.address_v4 {
+            self.v4.push(a.to_string());
+        }
+        if let Some(n) = p.delegated_prefix {
+            self.prefixes.push(n.to_string());
+        }
+    }
+}
+
+/// The user fields another user may clash with ([`Transaction::user_clash`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserClash {
+    /// The name key is taken.
+    Name,
+    /// The e-mail address is taken.
+    Email,
+}
+
+/// The storage primitives of one write transaction of a store engine. The rules in this
+/// module ([`commit_with_rules`], [`commit_identity_with_rules`],
+/// [`append_audit_with_rules`]) decide with them; the engine only reads and writes.
+///
+/// # Contract
+///
+/// - Everything happens inside one transaction of the engine that the caller opens
+///   before and commits after the rules ran, and rolls back (drops) when they return an
+///   error. [`commit_with_rules`] makes every check before its first write, so an engine
+///   whose writes cannot fail needs no rollback of a server commit;
+///   [`commit_identity_with_rules`] writes each change before checking the next one.
+/// - Reads that decide must not change under the transaction until it ends: lock what
+///   [`lock_server`](Transaction::lock_server) reads (the head row), serialize writers
+///   (SQLite's `BEGIN IMMEDIATE`), hold a lock (the memory store's mutex), or detect
+///   the change at commit time and run the rules again (an optimistic engine).
+/// - `Error` carries the rules' [`Error`]s unchanged ([`From`]) and whatever the
+///   engine's own failures are; the engine's `Store` methods turn it into [`Error`].
+///
+/// # A new engine
+///
+/// Implement these primitives over the engine's own transaction and call the rules:
+/// nothing of the rules is copied. Redis, for example, would `WATCH` the server's head
+/// key (and the audit head), answer the reads from plain `GET`/`HGET`/set lookups of
+/// its per-server indexes (name, key, address, prefix → peer id), buffer the writes into a
+/// `MULTI` block, and `EXEC` after the rules returned `Ok`; an aborted `EXEC` means a
+/// concurrent writer won, and running the rules again on fresh reads returns
+/// [`ConflictKind::StaleRevision`] (or lands, when the concurrent write was to the audit
+/// log only).
+///
+/// The methods are `async` and their futures `Send`, so an engine may await I/O in
+/// them; an engine without I/O may implement them with `async fn` and poll the rules'
+/// future once (`futures::FutureExt::now_or_never`), as the memory store does.
+pub trait Transaction: Send {
+    /// The engine's error: the rules' [`Error`]s convert into it.
+    type Error: From<Error> + Send;
+
+    /// The head revision of a server, locking it (`None`: never existed; a deleted
+    /// server keeps its head), and the stored server (`None`: absent or deleted).
+    fn lock_server(
+        &mut self,
+        id: ServerId,
+    ) -> impl Future<Output = Result<(Option<RevisionNo>, Option<Server>), Self::Error>> + Send;
+
+    /// Whether a stored server other than `except` has this name key
+    /// (`ServerName::key`).
+    fn server_name_taken(
+        &mut self,
+        name_key: &str,
+        except: Option<ServerId>,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Stored peers of the server, keyed by row id, whose id is one of `ids` or that hold
+    /// any of the probed values ([`Probe::matches`]). More peers than that do no harm.
+    fn peers_for_commit(
+        &mut self,
+        server: ServerId,
+        ids: &[PeerId],
+        probe: &Probe,
+    ) -> impl Future<Output = Result<Vec<(PeerId, Peer)>, Self::Error>> + Send;
+
+    /// Create the head of a server that never existed, at `rev` (before its server row).
+    fn insert_head(
+        &mut self,
+        id: ServerId,
+        rev: RevisionNo,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Replace the stored server (`exists`) or insert it (it is not there).
+    fn write_server(
+        &mut self,
+        s: &Server,
+        exists: bool,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Delete a stored server and all its peers (not its head or revisions).
+    fn delete_server(
+        &mut self,
+        id: ServerId,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Delete these peers of the server (absent ids are ignored).
+    fn delete_peers(
+        &mut self,
+        server: ServerId,
+        ids: &[PeerId],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Insert peers (row id, peer) of the server.
+    fn insert_peers(
+        &mut self,
+        server: ServerId,
+        peers: &[(PeerId, &Peer)],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The tail of the audit log, locking it (the last lock a transaction takes): the
+    /// sequence number of the last appended record and its hash; `(0,
+    /// AUDIT_GENESIS)` for an empty log.
+    ///
+    /// [`AUDIT_GENESIS`]: crate::model::AUDIT_GENESIS
+    fn audit_tail(&mut self) -> impl Future<Output = Result<(u64, String), Self::Error>> + Send;
+
+    /// Append an audit record the rules chained after [`Transaction::audit_tail`], and
+    /// move the tail to it.
+    fn write_audit(
+        &mut self,
+        record: &AuditRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Finish a server commit: move the head to the record's revision, append the
+    /// revision record and the chained audit record (as [`Transaction::write_audit`]),
+    /// and announce the revision if the engine does (PostgreSQL's `NOTIFY`, delivered
+    /// only when the transaction commits). The stored server, if any, is at that
+    /// revision afterwards.
+    fn finish(
+        &mut self,
+        record: &RevisionRecord,
+        audit: &AuditRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A user's stored version, locking the user (`None`: no such user).
+    fn user_version(
+        &mut self,
+        id: UserId,
+    ) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+
+    /// Whether another user holds this user's name key or e-mail address; a taken name
+    /// is reported before a taken e-mail address.
+    fn user_clash(
+        &mut self,
+        user: &User,
+    ) -> impl Future<Output = Result<Option<UserClash>, Self::Error>> + Send;
+
+    /// Insert a user.
+    fn insert_user(&mut self, user: &User) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Replace a user.
+    fn update_user(&mut self, user: &User) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Delete a user and their tokens; `false` if there was no such user.
+    fn delete_user(&mut self, id: UserId)
+        -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Create or replace a role (by its name key).
+    fn put_role(&mut self, role: &Role) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Delete a role; `false` if there was none.
+    fn delete_role(
+        &mut self,
+        name: &RoleName,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// A stored token, locking it.
+    fn token(
+        &mut self,
+        id: TokenId,
+    ) -> impl Future<Output = Result<Option<ApiTokenRecord>, Self::Error>> + Send;
+
+    /// Insert a token.
+    fn insert_token(
+        &mut self,
+        t: &ApiTokenRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Replace a token.
+    fn update_token(
+        &mut self,
+        t: &ApiTokenRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Check the uniqueness rules of one server's state after changes were applied:
+/// peer names (case-insensitive), public keys (also against the server's own key) and
+/// addresses/prefixes are unique within the server. A taken name or key is
+/// [`Error::AlreadyExists`]; the server's own key, a taken address or prefix is
+/// [`Error::Conflict`] with [`ConflictKind::Taken`].
+///
+/// ```
+/// # use wgm_core::store::check_server_uniqueness;
+/// # fn demo(state: &wgm_core::model::ServerState) { let _ = check_server_uniqueness(state); }
+/// ```
+pub fn check_server_uniqueness(state: &ServerState) -> Result<(), Error> {
+    let mut names = HashMap::with_capacity(state.peers.len());
+    let mut keys = HashMap::with_capacity(state.peers.len());
+    let mut addrs: HashMap<IpAddr, PeerId> = HashMap::with_capacity(state.peers.len() * 2);
+    let mut prefixes = HashMap::new();
+    for p in state.peers.values() {
+        if names.insert(p.name.key(), p.id).is_some() {
+            return Err(Error::already_exists("peer", format!("name {}", p.name)));
+        }
+        if p.public_key == state.server.public_key {
+            return Err(Error::conflict_of(ConflictKind::Taken(Taken::ServerKey)));
+        }
+        if keys.insert(p.public_key, p.id).is_some() {
+            return Err(Error::already_exists(
+                "peer",
+                format!("public key {}", p.public_key),
+            ));
+        }
+        for a in p
+            .address_v6
+            .map(IpAddr::V6)
+            .into_iter()
+            .chain(p.address_v4.map(IpAddr::V4))
+        {
+            if addrs.insert(a, p.id).is_some() {
+                return Err(Error::conflict_of(ConflictKind::Taken(Taken::Address(a))));
+            }
+        }
+        if let Some(pfx) = p.delegated_prefix {
+            if prefixes.insert(pfx, p.id).is_some() {
+                return Err(Error::conflict_of(ConflictKind::Taken(Taken::Prefix(pfx))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state a commit builds up: the server as it will be and the peers it touched.
+struct Draft {
+    server: Option<Server>,
+    /// The server row must be rewritten.
+    server_dirty: bool,
+    /// Every stored peer is gone (the server was deleted, maybe re-created).
+    cleared: bool,
+    /// Touched peers by row id: `Some` = their final value, `None` = removed.
+    touched: BTreeMap<PeerId, Option<Peer>>,
+    /// Stored ids among those the changes name.
+    stored: HashSet<PeerId>,
+    /// Stored peers that may clash with the changes (see [`commit_with_rules`]).
+    candidates: BTreeMap<PeerId, Peer>,
+}
+
+impl Draft {
+    fn peer_exists(&self, id: PeerId) -> bool {
+        match self.touched.get(&id) {
+            Some(p) => p.is_some(),
+            None => !self.cleared && self.stored.contains(&id),
+        }
+    }
+
+    fn clear_peers(&mut self) {
+        self.cleared = true;
+        self.touched.clear();
+    }
+}
+
+/// Commit a server mutation inside `tx`: compare-and-swap on the head, apply the changes,
+/// check uniqueness, write the revision and the chained audit record (its `revision` and
+/// `server_id` set). Every check comes before the first write.
+///
+/// The errors, which `Store::commit` returns as they are:
+/// - the head is not `commit.expected`: [`Error::Conflict`] with
+///   [`ConflictKind::StaleRevision`] (checked first, before anything else is read);
+/// - a taken server name, peer name or public key, or a created server or added peer
+///   that exists: [`Error::AlreadyExists`];
+/// - the server's own key on a peer, an address or prefix held twice:
+///   [`Error::Conflict`] with [`ConflictKind::Taken`];
+/// - a change to a server or peer that does not exist: [`Error::NotFound`];
+/// - a change that names another server than the commit: [`Error::Conflict`] with
+///   [`ConflictKind::Other`].
+///
+/// # Errors
+///
+/// The above, and the engine's own failures.
+pub async fn commit_with_rules<T: Transaction>(
+    tx: &mut T,
+    c: &Commit,
+) -> Result<RevisionRecord, T::Error> {
+    let sid = c.server_id;
+    let (head, original) = tx.lock_server(sid).await?;
+    let head_no = head.unwrap_or(RevisionNo::NONE);
+    if head_no != c.expected {
+        return Err(Error::conflict_of(ConflictKind::StaleRevision {
+            server: sid,
+            expected: c.expected,
+            actual: head_no,
+        })
+        .into());
+    }
+    let new_rev = head_no.next();
+
+    // What the changes need to know of the stored peers, fetched in one call: which of
+    // the peers they name exist, and which stored peers share a unique value with any
+    // peer or server key they carry (a superset of the final values).
+    let mut ids = Vec::new();
+    let mut probe = Probe::default();
+    for change in &c.changes {
+        match change {
+            Change::PeerAdded { peer } => {
+                ids.push(peer.id);
+                probe.add_peer(peer);
+            }
+            Change::PeerUpdated { before, after } => {
+                ids.push(before.id);
+                probe.add_peer(after);
+            }
+            Change::PeerRemoved { peer } => ids.push(peer.id),
+            Change::ServerCreated { server } | Change::ServerUpdated { after: server, .. } => {
+                probe.keys.push(server.public_key.to_base64());
+            }
+            Change::ServerDeleted { .. } => {}
+        }
+    }
+    let mut candidates = BTreeMap::new();
+    if original.is_some() && !(ids.is_empty() && probe.is_empty()) {
+        candidates.extend(tx.peers_for_commit(sid, &ids, &probe).await?);
+    }
+    let stored = ids
+        .iter()
+        .copied()
+        .filter(|id| candidates.contains_key(id))
+        .collect();
+    let mut d = Draft {
+        server: original.clone(),
+        server_dirty: false,
+        cleared: false,
+        touched: BTreeMap::new(),
+        stored,
+        candidates,
+    };
+
+    for change in &c.changes {
+        apply(tx, &mut d, sid, change).await?;
+    }
+
+    if let Some(server) = &d.server {
+        check_uniqueness(server, &d, new_rev)?;
+    }
+
+    // Write: a new head first (servers reference it), then the server row, the peers, and
+    // last the head, revision and audit record.
+    if head.is_none() {
+        tx.insert_head(sid, new_rev).await?;
+    }
+    match (&original, &d.server) {
+        (Some(_), None) => tx.delete_server(sid).await?,
+        (None, Some(s)) => tx.write_server(s, false).await?,
+        (Some(_), Some(s)) if d.cleared => {
+            tx.delete_server(sid).await?;
+            tx.write_server(s, false).await?;
+        }
+        (Some(_), Some(s)) if d.server_dirty => tx.write_server(s, true).await?,
+        _ => {}
+    }
+    if d.server.is_some() && !d.touched.is_empty() {
+        if !d.cleared {
+            let gone: Vec<PeerId> = d
+                .touched
+                .keys()
+                .copied()
+                .filter(|id| d.stored.contains(id))
+                .collect();
+            if !gone.is_empty() {
+                tx.delete_peers(sid, &gone).await?;
+            }
+        }
+        let finals: Vec<(PeerId, &Peer)> = d
+            .touched
+            .iter()
+            .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)))
+            .collect();
+        if !finals.is_empty() {
+            tx.insert_peers(sid, &finals).await?;
+        }
+    }
+
+    let record = RevisionRecord {
+        server_id: sid,
+        revision: new_rev,
+        author: c.author.clone(),
+        at: c.at,
+        summary: c.summary.clone(),
+        changes: c.changes.clone(),
+    };
+    let mut audit = c.audit.clone();
+    audit.revision = Some(new_rev);
+    audit.server_id = Some(sid);
+    let audit = chain(tx, audit).await?;
+    tx.finish(&record, &audit).await?;
+    Ok(record)
+}
+
+/// Apply one change to the draft, checking that what it changes exists (or does not).
+async fn apply<T: Transaction>(
+    tx: &mut T,
+    d: &mut Draft,
+    sid: ServerId,
+    change: &Change,
+) -> Result<(), T::Error> {
+    match change {
+        Change::ServerCreated { server } => {
+            if d.server.is_some() {
+                return Err(Error::already_exists("server", server.id).into());
+            }
+            if server.id != sid {
+                return Err(Error::conflict("server id does not match the commit").into());
+            }
+            if tx.server_name_taken(&server.name.key(), None).await? {
+                return Err(Error::already_exists("server", server.name.as_str()).into());
+            }
+            d.server = Some((**server).clone());
+            d.server_dirty = true;
+            d.clear_peers();
+        }
+        Change::ServerDeleted { .. } => {
+            if d.server.is_none() {
+                return Err(Error::not_found("server", sid).into());
+            }
+            d.server = None;
+            d.server_dirty = true;
+            d.clear_peers();
+        }
+        Change::ServerUpdated { after, .. } => {
+            let Some(cur_id) = d.server.as_ref().map(|s| s.id) else {
+                return Err(Error::not_found("server", sid).into());
+            };
+            if tx
+                .server_name_taken(&after.name.key(), Some(after.id))
+                .await?
+            {
+                return Err(Error::already_exists("server", after.name.as_str()).into());
+            }
+            if after.id != cur_id {
+                return Err(Error::conflict("change targets another server").into());
+            }
+            d.server = Some((**after).clone());
+            d.server_dirty = true;
+        }
+        Change::PeerAdded { peer } => {
+            if d.server.is_none() {
+                return Err(Error::not_found("server", sid).into());
+            }
+            if d.peer_exists(peer.id) {
+                return Err(Error::already_exists("peer", peer.id).into());
+            }
+            d.touched.insert(peer.id, Some((**peer).clone()));
+        }
+        Change::PeerUpdated { before, after } => {
+            if d.server.is_none() {
+                return Err(Error::not_found("server", sid).into());
+            }
+            if !d.peer_exists(before.id) {
+                return Err(Error::not_found("peer", before.id).into());
+            }
+            d.touched.insert(before.id, Some((**after).clone()));
+        }
+        Change::PeerRemoved { peer } => {
+            if d.server.is_none() {
+                return Err(Error::not_found("server", sid).into());
+            }
+            if !d.peer_exists(peer.id) {
+                return Err(Error::not_found("peer", peer.id).into());
+            }
+            d.touched.insert(peer.id, None);
+        }
+    }
+    Ok(())
+}
+
+/// Check the uniqueness rules on the changed peers plus the stored peers that may clash
+/// with them or with the server's key (unless the commit dropped every stored peer).
+fn check_uniqueness(server: &Server, d: &Draft, new_rev: RevisionNo) -> Result<(), Error> {
+    let mut peers: BTreeMap<PeerId, Peer> = BTreeMap::new();
+    if !d.cleared {
+        for (id, p) in &d.candidates {
+            if !d.touched.contains_key(id) {
+                peers.insert(*id, p.clone());
+            }
+        }
+    }
+    for (id, p) in &d.touched {
+        if let Some(p) = p {
+            peers.insert(*id, p.clone());
+        }
+    }
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let state = ServerState {
+        server: server.clone(),
+        peers,
+        revision: new_rev,
+    };
+    check_server_uniqueness(&state)
+}
+
+/// Number and chain `entry` after the audit tail (locking it).
+async fn chain<T: Transaction>(tx: &mut T, entry: AuditEntry) -> Result<AuditRecord, T::Error> {
+    let (seq, hash) = tx.audit_tail().await?;
+    Ok(AuditRecord::chain(seq.saturating_add(1), &hash, entry))
+}
+
+/// Append an audit record that accompanies no state change: number it, chain it to the
+/// tail of the log and write it, inside `tx`.
+///
+/// # Errors
+///
+/// The engine's failures.
+pub async fn append_audit_with_rules<T: Transaction>(
+    tx: &mut T,
+    entry: AuditEntry,
+) -> Result<AuditRecord, T::Error> {
+    let rec = chain(tx, entry).await?;
+    tx.write_audit(&rec).await?;
+    Ok(rec)
+}
+
+/// Apply identity changes in order inside `tx` and append their audit record.
+///
+/// The errors:
+/// - a `UserUpdated` whose `version` is not the stored version + 1: [`Error::Conflict`]
+///   with [`ConflictKind::StaleUser`];
+/// - a created user or token that exists, a user name or e-mail address another user
+///   holds: [`Error::AlreadyExists`];
+/// - a change to a user, role or token that does not exist (or a token of a missing
+///   user): [`Error::NotFound`].
+///
+/// # Errors
+///
+/// The above, and the engine's own failures.
+pub async fn commit_identity_with_rules<T: Transaction>(
+    tx: &mut T,
+    changes: &[IdentityChange],
+    audit: &AuditEntry,
+) -> Result<(), T::Error> {
+    for change in changes {
+        match change {
+            IdentityChange::UserCreated { user } => {
+                if tx.user_version(user.id).await?.is_some() {
+                    return Err(Error::already_exists("user", user.id).into());
+                }
+                check_user_unique(tx, user).await?;
+                tx.insert_user(user).await?;
+            }
+            IdentityChange::UserUpdated { user } => {
+                let cur = tx
+                    .user_version(user.id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("user", user.id))?;
+                if user.version != cur.saturating_add(1) {
+                    return Err(Error::conflict_of(ConflictKind::StaleUser {
+                        user: user.name.to_string(),
+                    })
+                    .into());
+                }
+                check_user_unique(tx, user).await?;
+                tx.update_user(user).await?;
+            }
+            IdentityChange::UserDeleted { id } => {
+                if !tx.delete_user(*id).await? {
+                    return Err(Error::not_found("user", id).into());
+                }
+            }
+            IdentityChange::RolePut { role } => tx.put_role(role).await?,
+            IdentityChange::RoleDeleted { name } => {
+                if !tx.delete_role(name).await? {
+                    return Err(Error::not_found("role", name).into());
+                }
+            }
+            IdentityChange::TokenCreated { token } => {
+                if tx.user_version(token.user_id).await?.is_none() {
+                    return Err(Error::not_found("user", token.user_id).into());
+                }
+                if tx.token(token.id).await?.is_some() {
+                    return Err(Error::already_exists("token", token.id).into());
+                }
+                tx.insert_token(token).await?;
+            }
+            IdentityChange::TokenRevoked { id } => {
+                let mut t = tx
+                    .token(*id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("token", id))?;
+                t.revoked = true;
+                tx.update_token(&t).await?;
+            }
+        }
+    }
+    append_audit_with_rules(tx, audit.clone()).await?;
+    Ok(())
+}
+
+async fn check_user_unique<T: Transaction>(tx: &mut T, user: &User) -> Result<(), T::Error> {
+    match tx.user_clash(user).await? {
+        Some(UserClash::Name) => Err(Error::already_exists("user", user.name.as_str()).into()),
+        Some(UserClash::Email) => {
+            Err(Error::already_exists("user", "with this e-mail address").into())
+        }
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,303 @@
+//! The manager's commit loop against the store error contract (`Store::commit`): a
+//! stale revision (a lost compare-and-swap) is retried on fresh state until it lands or
+//! `max_attempts` is spent; a taken value, or anything else, is returned at once.
+//! A wrapping store counts the commit calls and makes them lose.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use wgm_core::error::{ConflictKind, Taken};
+use wgm_core::manager::{
+    Clock, LocalAdmin, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
+};
+use wgm_core::model::{
+    Actor, ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Change, Commit, IdentityChange,
+    Page, PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary,
+    TokenId, User, UserId,
+};
+use wgm_core::names::{InterfaceName, PeerName, ServerName, UserName};
+use wgm_core::net::ListenPort;
+use wgm_core::rbac::Role;
+use wgm_core::seal::{MasterKey, Sealer};
+use wgm_core::store::{MemoryStore, Store};
+use wgm_core::{auth, Error, Result};
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+/// What the wrapper does to the next commit call.
+#[derive(Debug)]
+enum Sabotage {
+    /// Land a no-op server update first, so the commit's expected revision is stale
+    /// and the real store refuses it.
+    Race,
+    /// Return this error without reaching the store.
+    Fail(Error),
+}
+
+/// A [`Store`] that forwards to a [`MemoryStore`], counts commit calls and sabotages
+/// the next ones as queued.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    commits: AtomicUsize,
+    plan: Mutex<VecDeque<Sabotage>>,
+    /// Sabotage every call with a race (after the queue is empty).
+    always_race: std::sync::atomic::AtomicBool,
+}
+
+impl Counting {
+    fn queue(&self, s: Sabotage) {
+        self.plan.lock().unwrap().push_back(s);
+    }
+
+    fn commits(&self) -> usize {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Commit a no-op update of the server at `expected`, as a concurrent writer would.
+    async fn race(&self, id: ServerId, expected: RevisionNo) {
+        let st = self.inner.load_server(id).await.unwrap().unwrap();
+        let server = Box::new(st.server.clone());
+        let racer = Actor {
+            user_id: None,
+            label: "system:racer".into(),
+        };
+        let audit = AuditEntry {
+            at: OffsetDateTime::UNIX_EPOCH,
+            actor: racer.clone(),
+            action: wgm_core::audit::AuditAction::parse("server.update"),
+            object: format!("server/{id}"),
+            server_id: Some(id),
+            revision: None,
+            outcome: wgm_core::model::AuditOutcome::Success,
+            details: serde_json::Value::Null,
+        };
+        self.inner
+            .commit(Commit {
+                server_id: id,
+                expected,
+                changes: vec![Change::ServerUpdated {
+                    before: server.clone(),
+                    after: server,
+                }],
+                author: racer,
+                at: OffsetDateTime::UNIX_EPOCH,
+                summary: "a concurrent writer".into(),
+                audit,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
+        self.inner.load_server(id).await
+    }
+    async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
+        self.inner.find_server(name).await
+    }
+    async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>> {
+        self.inner.list_servers(page).await
+    }
+    async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
+        self.inner.head(id).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        let next = self.plan.lock().unwrap().pop_front();
+        let next = next.or_else(|| {
+            self.always_race
+                .load(Ordering::SeqCst)
+                .then_some(Sabotage::Race)
+        });
+        match next {
+            Some(Sabotage::Race) => self.race(commit.server_id, commit.expected).await,
+            Some(Sabotage::Fail(e)) => return Err(e),
+            None => {}
+        }
+        self.inner.commit(commit).await
+    }
+    async fn revisions(
+        &self,
+        id: ServerId,
+        after: RevisionNo,
+        limit: u64,
+    ) -> Result<Vec<RevisionRecord>> {
+        self.inner.revisions(id, after, limit).await
+    }
+    async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
+        self.inner.set_applied(id, host, revision).await
+    }
+    async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
+        self.inner.applied(id, host).await
+    }
+    async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
+        self.inner.update_peer_stats(id, stats).await
+    }
+    async fn get_user(&self, id: UserId) -> Result<Option<User>> {
+        self.inner.get_user(id).await
+    }
+    async fn find_user(&self, name: &UserName) -> Result<Option<User>> {
+        self.inner.find_user(name).await
+    }
+    async fn list_users(&self, page: Page) -> Result<Vec<User>> {
+        self.inner.list_users(page).await
+    }
+    async fn list_roles(&self) -> Result<Vec<Role>> {
+        self.inner.list_roles().await
+    }
+    async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
+        self.inner.get_token(id).await
+    }
+    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
+        self.inner.list_tokens(user).await
+    }
+    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
+        self.inner.commit_identity(changes, audit).await
+    }
+    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        self.inner.append_audit(entry).await
+    }
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.inner.query_audit(query).await
+    }
+}
+
+/// A manager on a counting store with `max_attempts`, a manual clock, one server.
+fn setup(
+    max_attempts: u32,
+) -> (
+    Manager,
+    Arc<Counting>,
+    Arc<ManualClock>,
+    LocalAdmin,
+    ServerId,
+) {
+    let store = Arc::new(Counting::default());
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+        .config(ManagerConfig {
+            max_attempts,
+            password_params: auth::password::PasswordParams::insecure_for_tests(),
+            ..ManagerConfig::default()
+        })
+        .clock(clock.clone())
+        .build_with_local_admin();
+    let mut spec = NewServer::new(
+        ServerName::new("office").unwrap(),
+        InterfaceName::new("wg-office").unwrap(),
+        ListenPort::new(51820).unwrap(),
+    );
+    spec.ipv6_pool = Some("fd12:3456:789a:1::/64".parse().unwrap());
+    let admin = cap.principal("root");
+    let id = block(m.create_server(&admin, spec)).unwrap().id;
+    (m, store, clock, cap, id)
+}
+
+fn peer(name: &str) -> NewPeer {
+    NewPeer::new(PeerName::new(name).unwrap())
+}
+
+#[test]
+fn a_stale_revision_is_retried_and_lands() {
+    let (m, store, _, cap, id) = setup(8);
+    let admin = cap.principal("root");
+    let before = store.commits();
+    store.queue(Sabotage::Race);
+    store.queue(Sabotage::Race);
+    let p = block(m.add_peer(&admin, id, peer("alice"))).unwrap();
+    // Two lost races, then the third attempt lands.
+    assert_eq!(store.commits() - before, 3);
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    assert!(st.peers.contains_key(&p.id));
+    // Creation, two racers' revisions, the peer: one revision per landed commit.
+    assert_eq!(st.revision, RevisionNo(4));
+}
+
+#[test]
+fn retries_stop_after_max_attempts_with_the_stale_revision() {
+    let (m, store, _, cap, id) = setup(3);
+    let admin = cap.principal("root");
+    let before = store.commits();
+    store
+        .always_race
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = block(m.add_peer(&admin, id, peer("alice"))).unwrap_err();
+    assert_eq!(store.commits() - before, 3, "exactly max_attempts commits");
+    match e.conflict_kind() {
+        Some(ConflictKind::StaleRevision {
+            server,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(*server, id);
+            assert_eq!(actual.0, expected.0 + 1);
+        }
+        other => panic!("expected a stale revision, got {other:?} ({e})"),
+    }
+    assert!(e.to_string().contains("is at revision"), "{e}");
+}
+
+#[test]
+fn a_taken_value_is_returned_at_once() {
+    let (m, store, _, cap, id) = setup(8);
+    let admin = cap.principal("root");
+    let before = store.commits();
+    let taken = Taken::Address("fd12:3456:789a:1::2".parse().unwrap());
+    store.queue(Sabotage::Fail(Error::conflict_of(ConflictKind::Taken(
+        taken.clone(),
+    ))));
+    let e = block(m.add_peer(&admin, id, peer("alice"))).unwrap_err();
+    assert_eq!(store.commits() - before, 1, "a taken value is not retried");
+    assert_eq!(e.conflict_kind(), Some(&ConflictKind::Taken(taken)));
+    assert_eq!(
+        e.to_string(),
+        "conflict: address fd12:3456:789a:1::2 is assigned to two peers"
+    );
+    // Nothing landed, and the next attempt (no sabotage) does.
+    block(m.add_peer(&admin, id, peer("alice"))).unwrap();
+}
+
+#[test]
+fn other_errors_and_other_conflicts_are_not_retried() {
+    let (m, store, _, cap, id) = setup(8);
+    let admin = cap.principal("root");
+    for e in [
+        Error::conflict("the peer's owner changed concurrently"),
+        Error::already_exists("peer", "name alice"),
+        Error::store("counting", "disk on fire"),
+    ] {
+        let code = e.code();
+        let before = store.commits();
+        store.queue(Sabotage::Fail(e));
+        let got = block(m.add_peer(&admin, id, peer("alice"))).unwrap_err();
+        assert_eq!(store.commits() - before, 1, "{got}");
+        assert_eq!(got.code(), code);
+    }
+}
+
+#[test]
+fn backoff_waits_on_the_managers_clock() {
+    let (m, store, clock, cap, id) = setup(64);
+    let admin = cap.principal("root");
+    let t0 = clock.now();
+    for _ in 0..16 {
+        store.queue(Sabotage::Race);
+    }
+    block(m.add_peer(&admin, id, peer("alice"))).unwrap();
+    // Sixteen jittered waits of up to 50 ms each were slept on the manual clock: time
+    // moved (the chance that all sixteen drew 0 ms is below 10^-20), no thread slept.
+    let waited = clock.now() - t0;
+    assert!(waited > time::Duration::ZERO, "{waited}");
+    assert!(waited <= time::Duration::milliseconds(16 * 50), "{waited}");
+}
