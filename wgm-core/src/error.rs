@@ -147,7 +147,7 @@ pub enum Error {
 /// has always shown for it; callers that must act differently (retry, or report a
 /// taken value) match on the case instead of the text.
 ///
-/// The store contract ([`crate::store::Store::commit`]) uses three of them:
+/// The store contract ([`crate::store::ServerStore::commit`]) uses three of them:
 /// [`StaleRevision`](ConflictKind::StaleRevision) is a lost compare-and-swap (retry on
 /// fresh state), [`Taken`](ConflictKind::Taken) a unique value held twice (do not retry),
 /// [`StaleUser`](ConflictKind::StaleUser) a lost compare-and-swap on a user record.

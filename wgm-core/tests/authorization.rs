@@ -24,7 +24,7 @@ use wgm_core::net::{ListenPort, Mtu};
 use wgm_core::rbac::{Principal, Role};
 use wgm_core::reconcile::{ApplyOptions, Host};
 use wgm_core::seal::{MasterKey, Sealer};
-use wgm_core::store::{MemoryStore, Store};
+use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, MemoryStore, ServerStore};
 use wgm_core::{auth, Error};
 
 /// Public `Manager` methods that take no principal, and why they need no authorization.

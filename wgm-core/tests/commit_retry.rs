@@ -22,7 +22,7 @@ use wgm_core::names::{InterfaceName, PeerName, ServerName, UserName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Role;
 use wgm_core::seal::{MasterKey, Sealer};
-use wgm_core::store::{MemoryStore, Store};
+use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, MemoryStore, ServerStore, Store};
 use wgm_core::{auth, Error, Result};
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -95,23 +95,30 @@ impl Counting {
     }
 }
 
-#[async_trait]
 impl Store for Counting {
     fn name(&self) -> &'static str {
         "counting"
     }
+}
+
+#[async_trait]
+impl ServerStore for Counting {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         self.inner.load_server(id).await
     }
+
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         self.inner.find_server(name).await
     }
+
     async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>> {
         self.inner.list_servers(page).await
     }
+
     async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
         self.inner.head(id).await
     }
+
     async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         let next = self.plan.lock().unwrap().pop_front();
@@ -127,6 +134,7 @@ impl Store for Counting {
         }
         self.inner.commit(commit).await
     }
+
     async fn revisions(
         &self,
         id: ServerId,
@@ -135,39 +143,60 @@ impl Store for Counting {
     ) -> Result<Vec<RevisionRecord>> {
         self.inner.revisions(id, after, limit).await
     }
+}
+
+#[async_trait]
+impl HostStateStore for Counting {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
         self.inner.set_applied(id, host, revision).await
     }
+
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
         self.inner.applied(id, host).await
     }
+
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         self.inner.update_peer_stats(id, stats).await
     }
+}
+
+#[async_trait]
+impl IdentityStore for Counting {
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         self.inner.get_user(id).await
     }
+
     async fn find_user(&self, name: &UserName) -> Result<Option<User>> {
         self.inner.find_user(name).await
     }
+
     async fn list_users(&self, page: Page) -> Result<Vec<User>> {
         self.inner.list_users(page).await
     }
+
     async fn list_roles(&self) -> Result<Vec<Role>> {
         self.inner.list_roles().await
     }
+
     async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>> {
         self.inner.get_token(id).await
     }
+
     async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
         self.inner.list_tokens(user).await
     }
+
     async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
         self.inner.commit_identity(changes, audit).await
     }
+}
+
+#[async_trait]
+impl AuditStore for Counting {
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
         self.inner.append_audit(entry).await
     }
+
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
         self.inner.query_audit(query).await
     }

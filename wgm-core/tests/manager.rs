@@ -14,7 +14,7 @@ use wgm_core::names::{InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::{Action, Permission, Resource};
 use wgm_core::seal::{MasterKey, Sealer};
-use wgm_core::store::{MemoryStore, Store};
+use wgm_core::store::{AuditStore, IdentityStore, MemoryStore, ServerStore, Store};
 use wgm_core::wgquick::{self, ParseOptions};
 use wgm_core::{auth, Error};
 

@@ -5,7 +5,7 @@
 //! agents, with a change feed over `LISTEN/NOTIFY`).
 //!
 //! ```
-//! use wgm_core::store::Store;
+//! use wgm_core::store::{ServerStore, Store};
 //! use wgm_store_sql::SqlStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -29,7 +29,7 @@
 //! Exactly those of `wgm_core::store::MemoryStore`, because both run the same rules
 //! (`wgm_core::store::rules`), and checked by the same conformance suite. Each engine
 //! here implements the rules' `Transaction` — the storage primitives inside one of its
-//! transactions — and a [`Store::commit`] is one transaction in which
+//! transactions — and a [`ServerStore::commit`] is one transaction in which
 //! `rules::commit_with_rules` compares the server's head with the expected revision
 //! (`Conflict` with `ConflictKind::StaleRevision` otherwise), applies the changes, checks
 //! the uniqueness of peer names, keys, addresses and prefixes (`AlreadyExists`, or
@@ -89,7 +89,7 @@ use wgm_core::model::{
 };
 use wgm_core::names::{ServerName, UserName};
 use wgm_core::rbac::Role;
-use wgm_core::store::Store;
+use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, ServerStore, Store};
 use wgm_core::{Error, Result};
 
 use crate::error::SqlError;
@@ -228,7 +228,7 @@ impl SqlStore {
     ///
     /// Notifications sent while the listening connection is down are lost; the stream
     /// reconnects by itself, and a follower should reload the heads it cares about after
-    /// an error item. `Unsupported` on SQLite (poll [`Store::head`] there).
+    /// an error item. `Unsupported` on SQLite (poll [`ServerStore::head`] there).
     #[cfg_attr(
         not(feature = "postgres"),
         allow(
@@ -259,7 +259,6 @@ impl SqlStore {
     }
 }
 
-#[async_trait]
 impl Store for SqlStore {
     fn name(&self) -> &'static str {
         match &self.backend {
@@ -269,7 +268,10 @@ impl Store for SqlStore {
             Backend::Postgres(_) => "postgres",
         }
     }
+}
 
+#[async_trait]
+impl ServerStore for SqlStore {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         dispatch!(self, b => b.load_server(id))
     }
@@ -298,7 +300,10 @@ impl Store for SqlStore {
     ) -> Result<Vec<RevisionRecord>> {
         dispatch!(self, b => b.revisions(id, after, limit))
     }
+}
 
+#[async_trait]
+impl HostStateStore for SqlStore {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
         dispatch!(self, b => b.set_applied(id, host, revision))
     }
@@ -310,7 +315,10 @@ impl Store for SqlStore {
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         dispatch!(self, b => b.update_peer_stats(id, stats))
     }
+}
 
+#[async_trait]
+impl IdentityStore for SqlStore {
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         dispatch!(self, b => b.get_user(id))
     }
@@ -338,7 +346,10 @@ impl Store for SqlStore {
     async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
         dispatch!(self, b => b.commit_identity(&changes, &audit))
     }
+}
 
+#[async_trait]
+impl AuditStore for SqlStore {
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
         dispatch!(self, b => b.append_audit(&entry))
     }

@@ -11,7 +11,7 @@ use common::{add, commit, create, entry, open, peer, server, Kind, PgDatabase};
 use futures::StreamExt;
 use sqlx::Connection;
 use wgm_core::model::{AuditQuery, AuditRecord, Change, PeerStats, RevisionNo};
-use wgm_core::store::Store;
+use wgm_core::store::{AuditStore, ServerStore};
 use wgm_store_sql::{SqlOptions, SqlStore};
 
 fn chain_error(records: &[AuditRecord]) -> Option<String> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 
 use super::rules::{self, Probe, Transaction, UserClash};
-use super::Store;
+use super::{AuditStore, HostStateStore, IdentityStore, ServerStore, Store};
 use crate::model::{
     ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
     PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
@@ -276,12 +276,14 @@ fn page<T: Clone>(items: impl Iterator<Item = T>, page: Page) -> Vec<T> {
     items.skip(skip).take(take).collect()
 }
 
-#[async_trait]
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
     }
+}
 
+#[async_trait]
+impl ServerStore for MemoryStore {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         Ok(self.lock().servers.get(&id).cloned())
     }
@@ -341,7 +343,10 @@ impl Store for MemoryStore {
             })
             .unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl HostStateStore for MemoryStore {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
         self.lock().applied.insert((id, host.to_owned()), revision);
         Ok(())
@@ -364,7 +369,10 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl IdentityStore for MemoryStore {
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         Ok(self.lock().users.get(&id).cloned())
     }
@@ -430,7 +438,10 @@ impl Store for MemoryStore {
         }
         r
     }
+}
 
+#[async_trait]
+impl AuditStore for MemoryStore {
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
         let mut g = self.lock();
         run(rules::append_audit_with_rules(&mut *g, entry))

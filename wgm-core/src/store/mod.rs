@@ -35,7 +35,13 @@ pub mod rules;
 pub use memory::MemoryStore;
 pub use rules::check_server_uniqueness;
 
-/// Durable storage of desired state.
+/// Durable storage of desired state: the umbrella of the store's concerns, each a
+/// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
+/// hosts applied, observed statistics), [`IdentityStore`] (users, roles, tokens) and
+/// [`AuditStore`] (the audit log) — plus the store's [`name`](Store::name). An engine
+/// implements the five; callers hold an `Arc<dyn Store>` and call every method on it
+/// (a trait object's supertrait methods need no import). Code that calls a method on a
+/// concrete engine (a `MemoryStore`) imports the sub-trait that declares it.
 ///
 /// Every method is a single atomic operation. "Not found" is `Ok(None)` for lookups
 /// and `Err(Error::NotFound)` for operations that need the object.
@@ -45,12 +51,21 @@ pub use rules::check_server_uniqueness;
 /// use wgm_core::store::{MemoryStore, Store};
 /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
 /// assert_eq!(store.name(), "memory");
+/// # futures::executor::block_on(async {
+/// assert!(store.head(wgm_core::model::ServerId::new_random()).await.unwrap().is_none());
+/// # });
 /// ```
-#[async_trait]
-pub trait Store: Debug + Send + Sync + 'static {
+pub trait Store:
+    ServerStore + HostStateStore + IdentityStore + AuditStore + Debug + Send + Sync + 'static
+{
     /// A short name for logs and errors (`memory`, `sqlite`, `postgres`, `redis`).
     fn name(&self) -> &'static str;
+}
 
+/// Servers at their head revision, the compare-and-swap commit and the revision
+/// history (a part of [`Store`]).
+#[async_trait]
+pub trait ServerStore: Send + Sync {
     /// The server at its head revision with all peers, or `None` if it does not exist.
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>>;
 
@@ -98,7 +113,12 @@ pub trait Store: Debug + Send + Sync + 'static {
         after: RevisionNo,
         limit: u64,
     ) -> Result<Vec<RevisionRecord>>;
+}
 
+/// What each host applied, and observed statistics of peers: state that is not a
+/// revision (a part of [`Store`]).
+#[async_trait]
+pub trait HostStateStore: Send + Sync {
     /// Record that `host` has applied (and verified) `revision` of a server.
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()>;
 
@@ -107,7 +127,11 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// Update observed statistics of peers (not a revision; unknown peers are ignored).
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()>;
+}
 
+/// Users, custom roles and API tokens (a part of [`Store`]).
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// A user by id.
     async fn get_user(&self, id: UserId) -> Result<Option<User>>;
 
@@ -132,7 +156,11 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// ([`ConflictKind::StaleUser`](crate::error::ConflictKind::StaleUser)); a taken user
     /// name or e-mail with `AlreadyExists`.
     async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()>;
+}
 
+/// The hash-chained audit log (a part of [`Store`]).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Append an audit record that accompanies no state change (a secret export, a
     /// login, a denied attempt).
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord>;
@@ -141,11 +169,14 @@ pub trait Store: Debug + Send + Sync + 'static {
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
 }
 
-#[async_trait]
 impl<T: Store + ?Sized> Store for Arc<T> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
+}
+
+#[async_trait]
+impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         (**self).load_server(id).await
     }
@@ -169,6 +200,10 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     ) -> Result<Vec<RevisionRecord>> {
         (**self).revisions(id, after, limit).await
     }
+}
+
+#[async_trait]
+impl<T: HostStateStore + ?Sized> HostStateStore for Arc<T> {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
         (**self).set_applied(id, host, revision).await
     }
@@ -178,6 +213,10 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         (**self).update_peer_stats(id, stats).await
     }
+}
+
+#[async_trait]
+impl<T: IdentityStore + ?Sized> IdentityStore for Arc<T> {
     async fn get_user(&self, id: UserId) -> Result<Option<User>> {
         (**self).get_user(id).await
     }
@@ -199,6 +238,10 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
         (**self).commit_identity(changes, audit).await
     }
+}
+
+#[async_trait]
+impl<T: AuditStore + ?Sized> AuditStore for Arc<T> {
     async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
         (**self).append_audit(entry).await
     }

@@ -104,7 +104,9 @@ pub enum UserClash {
 ///   before and commits after the rules ran, and rolls back (drops) when they return an
 ///   error. [`commit_with_rules`] makes every check before its first write, so an engine
 ///   whose writes cannot fail needs no rollback of a server commit;
-///   [`commit_identity_with_rules`] writes each change before checking the next one.
+///   [`commit_identity_with_rules`] writes each change before checking the next one,
+///   so reads must see the transaction's own earlier writes (an engine that buffers its
+///   writes answers reads from the buffer first).
 /// - Reads that decide must not change under the transaction until it ends: lock what
 ///   [`lock_server`](Transaction::lock_server) reads (the head row), serialize writers
 ///   (SQLite's `BEGIN IMMEDIATE`), hold a lock (the memory store's mutex), or detect
@@ -115,13 +117,15 @@ pub enum UserClash {
 /// # A new engine
 ///
 /// Implement these primitives over the engine's own transaction and call the rules:
-/// nothing of the rules is copied. Redis, for example, would `WATCH` the server's head
-/// key (and the audit head), answer the reads from plain `GET`/`HGET`/set lookups of
-/// its per-server indexes (name, key, address, prefix → peer id), buffer the writes into a
-/// `MULTI` block, and `EXEC` after the rules returned `Ok`; an aborted `EXEC` means a
-/// concurrent writer won, and running the rules again on fresh reads returns
-/// [`ConflictKind::StaleRevision`] (or lands, when the concurrent write was to the audit
-/// log only).
+/// nothing of the rules is copied. Redis, for example (where `WATCH`/`MULTI` is unsafe on
+/// a multiplexed connection, so compare-and-swap happens in a script): answer the reads
+/// with plain `GET`/`HGET`/set lookups of per-server indexes (name, key, address, prefix
+/// → peer id) and remember the head revision and audit tail they saw; buffer the writes;
+/// after the rules returned `Ok`, send the buffer to one script that re-checks that head
+/// and tail and only then writes (the rules check everything before the first write, as a
+/// script that cannot roll back needs). When the script finds either moved, run the rules
+/// again on fresh reads: they return [`ConflictKind::StaleRevision`] if another commit
+/// won, or land if only the audit log moved.
 ///
 /// The methods are `async` and their futures `Send`, so an engine may await I/O in
 /// them; an engine without I/O may implement them with `async fn` and poll the rules'
@@ -344,7 +348,7 @@ impl Draft {
 /// check uniqueness, write the revision and the chained audit record (its `revision` and
 /// `server_id` set). Every check comes before the first write.
 ///
-/// The errors, which `Store::commit` returns as they are:
+/// The errors, which `ServerStore::commit` returns as they are:
 /// - the head is not `commit.expected`: [`Error::Conflict`] with
 ///   [`ConflictKind::StaleRevision`] (checked first, before anything else is read);
 /// - a taken server name, peer name or public key, or a created server or added peer
