@@ -70,6 +70,7 @@
 compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `postgres`");
 
 mod codec;
+mod common;
 mod error;
 mod migrate;
 #[cfg(feature = "postgres")]

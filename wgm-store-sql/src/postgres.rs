@@ -27,6 +27,7 @@ use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
 use wgm_core::Error;
 
 use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
+use crate::common;
 use crate::error::SqlError;
 use crate::{migrate, SqlOptions};
 
@@ -169,11 +170,7 @@ impl PgStore {
         for (pid, body, stats) in rows {
             peers.insert(PeerId(pid), peer_from(S, &body, &stats)?);
         }
-        Ok(Some(ServerState {
-            server: from_json(S, "server", &body)?,
-            peers,
-            revision: rev(S, revision)?,
-        }))
+        common::server_state(S, &body, revision, peers).map(Some)
     }
 
     pub(crate) async fn find_server(
@@ -199,18 +196,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|(body, revision, count)| {
-                let s: Server = from_json(S, "server", &body)?;
-                Ok(ServerSummary {
-                    id: s.id,
-                    name: s.name,
-                    interface: s.interface,
-                    peer_count: uint(S, "peer count", count)?,
-                    revision: rev(S, revision)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|r| common::summary(S, r)).collect()
     }
 
     pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
@@ -252,7 +238,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "revision", b)).collect()
+        common::revisions(S, &rows)
     }
 
     pub(crate) async fn set_applied(
@@ -457,14 +443,7 @@ impl PgStore {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(seq, body, prev_hash, hash)| {
-                Ok(AuditRecord {
-                    seq: uint(S, "audit sequence number", seq)?,
-                    entry: from_json(S, "audit entry", &body)?,
-                    prev_hash,
-                    hash,
-                })
-            })
+            .map(|r| common::audit_record(S, r))
             .collect()
     }
 }
