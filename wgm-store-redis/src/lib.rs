@@ -1,9 +1,9 @@
 //! # wgm-store-redis
 //!
-//! **Not implemented yet.** This crate will hold wgm's Redis pieces: a `Store`
-//! implementation (compare-and-swap in Lua scripts, see `docs/design.md`, "Choices made
-//! for the next pieces"), an event bus and change feed on a Redis Stream, distributed
-//! locks and rate limits. Until then it exports nothing, and the
-//! `wgm` CLI answers `redis://` store URLs with a "not available yet" error.
+//! **Not implemented yet.** This crate will hold wgm's Redis pieces: a
+//! [`Store`](wgm_core::store::Store) implementation (compare-and-swap in Lua scripts, see
+//! `docs/design.md`, "Choices made for the next pieces"), an event bus and change feed on
+//! a Redis Stream, distributed locks and rate limits. Until then it exports nothing, and
+//! the `wgm` CLI answers `redis://` store URLs with a "not available yet" error.
 //!
 //! Use `wgm_store_sql::SqlStore` (SQLite or PostgreSQL) today.
