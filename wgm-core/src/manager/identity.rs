@@ -12,21 +12,23 @@ use super::{LocalAdmin, Manager};
 use crate::audit::AuditAction;
 #[cfg(feature = "auth")]
 use crate::auth::jwt::TokenType;
-#[cfg(feature = "auth")]
-use crate::auth::password::{hash_password_with, needs_rehash, verify_password, verify_without_hash};
 use crate::auth::password::validate_password_with;
+#[cfg(feature = "auth")]
+use crate::auth::password::{
+    hash_password_with, needs_rehash, verify_password, verify_without_hash,
+};
 use crate::auth::token::{generate_token, parse_token, verify_token, TokenHash};
 #[cfg(feature = "auth")]
 use crate::auth::totp::{Totp, TotpSecret};
 #[cfg(feature = "auth")]
 use crate::model::TotpEnrollment;
-#[cfg(feature = "auth")]
-use crate::rbac::PrincipalKind;
 use crate::model::{
     normalize_email, ApiTokenRecord, AuditEntry, AuditOutcome, IdentityChange, Page,
     RoleAssignment, TokenId, User, UserId,
 };
 use crate::names::{RoleName, UserName};
+#[cfg(feature = "auth")]
+use crate::rbac::PrincipalKind;
 use crate::rbac::{
     authorize_elevated, builtin_role, builtin_roles, check_grant, holds_admin, is_builtin_name,
     Action, Grantee, Permission, Principal, Resource, Role, Scope, Target,
