@@ -1,12 +1,82 @@
 //! The command line, as clap derive types.
 //!
-//! Values are taken as text and parsed by the command with `wgm-core`'s strict parsers,
-//! so a bad *value* is exit code 2 with a message naming the field, while a malformed
-//! *command line* (unknown flag, missing argument) is a usage error, exit code 1.
+//! Closed sets of words (`--backend`, `--strategy`, `--tunnel`, `--active`) are
+//! [`ValueEnum`]s; numbers such as `--count` are parsed by `value_parser`s built on
+//! `wgm-core`'s strict parsers (the `parse` module); other values are taken as text and
+//! parsed by the command with those parsers. Either way a bad *value* is exit code 2 with
+//! a message naming the flag (and the library's field, where the library refused it),
+//! while a malformed *command line* (unknown flag, missing argument) is a usage error,
+//! exit code 1.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wgm_core::ipam::Strategy;
+use wgm_core::model::TunnelMode;
+
+use crate::parse;
+
+/// `--backend`: what drives the live WireGuard device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// wireguard-go over its UAPI socket
+    Userspace,
+    /// Linux kernel WireGuard (not available yet)
+    Kernel,
+}
+
+/// `--strategy`: how addresses are allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// The lowest free address
+    Sequential,
+    /// A random free address
+    Random,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Strategy {
+        match s {
+            StrategyArg::Sequential => Strategy::Sequential,
+            StrategyArg::Random => Strategy::Random,
+        }
+    }
+}
+
+/// `--tunnel`: what clients route through the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TunnelArg {
+    /// All traffic
+    Full,
+    /// Only the server's networks
+    Split,
+}
+
+impl From<TunnelArg> for TunnelMode {
+    fn from(t: TunnelArg) -> TunnelMode {
+        match t {
+            TunnelArg::Full => TunnelMode::Full,
+            TunnelArg::Split => TunnelMode::Split,
+        }
+    }
+}
+
+/// A yes/no switch (`true`/`false` are accepted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    /// On
+    #[value(alias = "true")]
+    Yes,
+    /// Off
+    #[value(alias = "false")]
+    No,
+}
+
+impl From<YesNo> for bool {
+    fn from(v: YesNo) -> bool {
+        v == YesNo::Yes
+    }
+}
 
 /// wgm — an IPv6-first WireGuard manager.
 ///
@@ -194,15 +264,15 @@ pub struct ServerCreate {
     /// MTU (at least 1280; default 1420)
     #[arg(long, value_name = "N")]
     pub mtu: Option<String>,
-    /// Address allocation: sequential or random
-    #[arg(long, value_name = "sequential|random")]
-    pub strategy: Option<String>,
+    /// Address allocation
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
     /// Firewall mark (decimal or 0x hex)
     #[arg(long, value_name = "N")]
     pub fwmark: Option<String>,
-    /// Client tunnel: full (all traffic) or split (only the server's networks)
-    #[arg(long, value_name = "full|split")]
-    pub tunnel: Option<String>,
+    /// Client tunnel: all traffic or only the server's networks
+    #[arg(long, value_enum)]
+    pub tunnel: Option<TunnelArg>,
     /// Delegate IPv6 prefixes to peers (`peer add --prefix`) out of this network
     #[arg(long, value_name = "CIDR")]
     pub delegation: Option<String>,
@@ -234,18 +304,18 @@ pub struct ServerSet {
     /// Firewall mark, or `none`
     #[arg(long, value_name = "N|none")]
     pub fwmark: Option<String>,
-    /// Address allocation: sequential or random
-    #[arg(long, value_name = "sequential|random")]
-    pub strategy: Option<String>,
-    /// Client tunnel: full or split
-    #[arg(long, value_name = "full|split")]
-    pub tunnel: Option<String>,
+    /// Address allocation
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Client tunnel: all traffic or only the server's networks
+    #[arg(long, value_enum)]
+    pub tunnel: Option<TunnelArg>,
     /// Persistent keepalive in client configs (0-65535 s, 0 = off)
     #[arg(long, value_name = "SECS")]
     pub client_keepalive: Option<String>,
     /// Whether the interface should exist: `no` makes the next apply remove it
-    #[arg(long, value_name = "yes|no")]
-    pub active: Option<String>,
+    #[arg(long, value_enum, value_name = "yes|no")]
+    pub active: Option<YesNo>,
 }
 
 /// `wgm server export`.
@@ -350,9 +420,9 @@ pub struct PeerAdd {
     /// No preshared key
     #[arg(long)]
     pub no_psk: bool,
-    /// Add NAME-1 .. NAME-N
-    #[arg(long, value_name = "N")]
-    pub count: Option<String>,
+    /// Add NAME-1 .. NAME-N (1-100000)
+    #[arg(long, value_name = "N", value_parser = parse::peer_count)]
+    pub count: Option<u32>,
 }
 
 /// `wgm peer set`.
@@ -403,9 +473,9 @@ pub struct PeerConfig {
 /// Where and how the live interface is driven.
 #[derive(Debug, Args)]
 pub struct BackendArg {
-    /// userspace (wireguard-go over its UAPI socket) or kernel
-    #[arg(long, value_name = "userspace|kernel", default_value = "userspace")]
-    pub backend: String,
+    /// What drives the WireGuard device
+    #[arg(long, value_enum, default_value_t = BackendKind::Userspace)]
+    pub backend: BackendKind,
     /// Name of this host in the record of applied revisions [default: the hostname]
     #[arg(long, env = "WGM_HOST", value_name = "NAME")]
     pub host: Option<String>,

@@ -5,9 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-use wgm_core::ipam::Strategy;
-use wgm_core::manager::AddrRequest;
-use wgm_core::model::{RevisionNo, TunnelMode};
+use wgm_core::manager::{AddrRequest, NewPeer};
+use wgm_core::model::RevisionNo;
 use wgm_core::net::{self, DnsEntry};
 use wgm_core::{Error, Result};
 
@@ -73,28 +72,13 @@ pub fn revision(s: &str, field: &'static str) -> Result<RevisionNo> {
     Ok(RevisionNo(n))
 }
 
-/// `sequential` or `random`.
-pub fn strategy(s: &str) -> Result<Strategy> {
-    match s {
-        "sequential" => Ok(Strategy::Sequential),
-        "random" => Ok(Strategy::Random),
-        _ => Err(Error::invalid(
-            "server.strategy",
-            "must be sequential or random",
-        )),
-    }
-}
-
-/// `full` or `split`.
-pub fn tunnel(s: &str) -> Result<TunnelMode> {
-    match s {
-        "full" => Ok(TunnelMode::Full),
-        "split" => Ok(TunnelMode::Split),
-        _ => Err(Error::invalid(
-            "server.client_template.tunnel",
-            "must be full or split",
-        )),
-    }
+/// `--count` of `peer add` (a `value_parser`): decimal digits, at most
+/// [`NewPeer::MAX_COUNT`]; the library refuses 0 and what copies cannot share
+/// ([`NewPeer::numbered`]).
+pub fn peer_count(s: &str) -> Result<u32> {
+    let n = number(s, "peer.count", u64::from(NewPeer::MAX_COUNT))?;
+    // At most NewPeer::MAX_COUNT, a u32.
+    u32::try_from(n).map_err(|_| Error::invalid("peer.count", "is too large"))
 }
 
 /// `auto` or an IPv6 address.

@@ -8,7 +8,7 @@ use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
 use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status, Verify};
 use wgm_core::Error;
 
-use crate::args::{ApplyArgs, BackendArg, LiveArgs, ReconcileArgs};
+use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
@@ -35,8 +35,8 @@ fn host_name(given: Option<&str>) -> CliResult<String> {
 /// rtnetlink socket).
 fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
     let name = host_name(b.host.as_deref())?;
-    match b.backend.as_str() {
-        "userspace" => {
+    match b.backend {
+        BackendKind::Userspace => {
             let wg = Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
             let net: Option<Arc<dyn wgm_core::backend::NetworkBackend>> = if network {
                 Some(Arc::new(KernelNetwork::new()?))
@@ -45,11 +45,10 @@ fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
             };
             Ok(Host::new(name, wg, net).with_drift(drift))
         }
-        "kernel" => Err(Error::unsupported(
+        BackendKind::Kernel => Err(Error::unsupported(
             "the kernel WireGuard backend is not available yet; use --backend userspace (wireguard-go)",
         )
         .into()),
-        _ => Err(Error::invalid("backend", "must be userspace or kernel").into()),
     }
 }
 

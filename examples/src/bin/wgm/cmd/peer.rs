@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use wgm_core::keys::PublicKey;
-use wgm_core::manager::{AddrRequest, NewPeer, PeerUpdate, PeerView};
-use wgm_core::model::{numbered_names, PeerId, ServerId, UserId};
+use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
+use wgm_core::model::{PeerId, ServerId, UserId};
 use wgm_core::names::{Description, PeerName};
 use wgm_core::net::{Endpoint, Keepalive};
 use wgm_core::Error;
@@ -15,9 +15,6 @@ use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell};
 use crate::parse::{self, Relative};
 use crate::{cmd::server, progress};
-
-/// Most peers one `--count` may add.
-const MAX_COUNT: u64 = 100_000;
 
 /// Run a `peer` subcommand.
 pub async fn run(ctx: &Ctx, cmd: PeerCmd) -> CliResult {
@@ -101,14 +98,6 @@ async fn owner(ctx: &Ctx, name: &str) -> CliResult<UserId> {
 async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     let sid = ctx.server(&a.server).await?;
     let base = PeerName::new(a.name)?;
-    let count = a
-        .count
-        .as_deref()
-        .map(|c| parse::number(c, "peer.count", MAX_COUNT))
-        .transpose()?;
-    if count == Some(0) {
-        return Err(Error::invalid("peer.count", "must be at least 1").into());
-    }
     let mut spec = NewPeer::new(base.clone());
     spec.ipv6 = parse::ipv6_request(&a.ipv6)?;
     spec.ipv4 = parse::ipv4_request(&a.ipv4)?;
@@ -141,31 +130,10 @@ async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     if let Some(o) = &a.owner {
         spec.owner = Some(owner(ctx, o).await?);
     }
-    let views = match count {
+    let views = match a.count {
         None => vec![ctx.m.add_peer(&ctx.p, sid, spec).await?],
         Some(n) => {
-            let fixed = spec.public_key.is_some()
-                || matches!(spec.ipv6, AddrRequest::Fixed(_))
-                || matches!(spec.ipv4, AddrRequest::Fixed(_))
-                || matches!(spec.prefix, AddrRequest::Fixed(_))
-                || !spec.extra_allowed_ips.is_empty()
-                || spec.endpoint.is_some();
-            if fixed && n > 1 {
-                return Err(CliError::Usage(
-                    "--count gives every peer its own keys and addresses: it cannot be combined with \
-                     --public-key, a fixed --ipv6/--ipv4/--prefix, --allowed-ips or --endpoint"
-                        .into(),
-                ));
-            }
-            // `n` is at most MAX_COUNT, well inside u32.
-            let names = numbered_names(&base, u32::try_from(n).unwrap_or(u32::MAX))?;
-            let specs: Vec<NewPeer> = names
-                .into_iter()
-                .map(|name| NewPeer {
-                    name,
-                    ..spec.clone()
-                })
-                .collect();
+            let specs = spec.numbered(n)?;
             let spinner = progress::spinner(ctx.out, &format!("adding {n} peers in one revision"));
             let res = ctx.m.add_peers(&ctx.p, sid, specs).await;
             spinner.finish();

@@ -122,16 +122,16 @@ async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
         .as_deref()
         .map(|s| Mtu::parse(s, "server.mtu"))
         .transpose()?;
-    if let Some(s) = &a.strategy {
-        spec.strategy = parse::strategy(s)?;
+    if let Some(s) = a.strategy {
+        spec.strategy = s.into();
     }
     spec.fwmark = a
         .fwmark
         .as_deref()
         .map(|s| FwMark::parse(s, "server.fwmark"))
         .transpose()?;
-    if let Some(t) = &a.tunnel {
-        spec.client_template.tunnel = parse::tunnel(t)?;
+    if let Some(t) = a.tunnel {
+        spec.client_template.tunnel = t.into();
     }
     if let Some(d) = &a.delegation {
         let pool = match net::parse_network(d, "server.delegation.pool")? {
@@ -283,7 +283,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
             .as_deref()
             .map(|s| Mtu::parse(s, "server.mtu"))
             .transpose()?,
-        strategy: a.strategy.as_deref().map(parse::strategy).transpose()?,
+        strategy: a.strategy.map(Into::into),
         ..ServerUpdate::default()
     };
     if let Some(e) = &a.endpoint {
@@ -303,13 +303,8 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
             Some(FwMark::parse(f, "server.fwmark")?)
         });
     }
-    u.active = match a.active.as_deref() {
-        None => None,
-        Some("yes" | "true") => Some(true),
-        Some("no" | "false") => Some(false),
-        Some(_) => return Err(Error::invalid("server.active", "must be yes or no").into()),
-    };
-    let tunnel = a.tunnel.as_deref().map(parse::tunnel).transpose()?;
+    u.active = a.active.map(bool::from);
+    let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
     let keepalive = a
         .client_keepalive
         .as_deref()
@@ -370,7 +365,7 @@ async fn export(ctx: &Ctx, a: ServerExport) -> CliResult {
 
 /// Write a file holding secrets: mode 0600, atomically.
 pub fn write_private(path: &Path, data: &[u8]) -> CliResult {
-    wgm_examples::files::write_private_atomic(path, data)
+    wgm_cli::files::write_private_atomic(path, data)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
