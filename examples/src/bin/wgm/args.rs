@@ -8,11 +8,17 @@
 //! while a malformed *command line* (unknown flag, missing argument) is a usage error,
 //! exit code 1.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::Ipv6Net;
 use wgm_core::ipam::Strategy;
-use wgm_core::model::TunnelMode;
+use wgm_core::keys::PublicKey;
+use wgm_core::manager::AddrRequest;
+use wgm_core::model::{RevisionNo, TunnelMode};
+use wgm_core::names::{PeerName, ServerName};
+use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
 use crate::parse;
 
@@ -186,12 +192,14 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Name of the server to create
-    #[arg(default_value = "demo")]
-    pub name: String,
+    #[arg(default_value = "demo", value_parser = parse::server_name)]
+    pub name: ServerName,
     /// Interface name [default: the server name]
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
     /// UDP listen port
+    // Text, parsed by the command after it has looked for an existing server: a second
+    // quick start reports the server whatever the other options say (README).
     #[arg(long, value_name = "N", default_value = "51820")]
     pub listen_port: String,
     /// IPv6 pool [default: a random RFC 4193 /64]
@@ -242,10 +250,11 @@ pub struct ServerRef {
 #[derive(Debug, Args)]
 pub struct ServerCreate {
     /// Server name
-    pub name: String,
+    #[arg(value_parser = parse::server_name)]
+    pub name: ServerName,
     /// UDP listen port (1-65535)
-    #[arg(long, value_name = "N")]
-    pub listen_port: String,
+    #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
+    pub listen_port: ListenPort,
     /// Interface name on the host [default: the server name]
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
@@ -256,20 +265,20 @@ pub struct ServerCreate {
     #[arg(long, value_name = "CIDR|none")]
     pub ipv4: Option<String>,
     /// Endpoint advertised to clients (HOST:PORT; an IPv6 address in brackets)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse::server_endpoint)]
+    pub endpoint: Option<Endpoint>,
     /// DNS servers for clients, comma-separated
     #[arg(long, value_name = "IP,...")]
     pub dns: Option<String>,
     /// MTU (at least 1280; default 1420)
-    #[arg(long, value_name = "N")]
-    pub mtu: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
+    pub mtu: Option<Mtu>,
     /// Address allocation
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
     /// Firewall mark (decimal or 0x hex)
-    #[arg(long, value_name = "N")]
-    pub fwmark: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_fwmark)]
+    pub fwmark: Option<FwMark>,
     /// Client tunnel: all traffic or only the server's networks
     #[arg(long, value_enum)]
     pub tunnel: Option<TunnelArg>,
@@ -277,8 +286,14 @@ pub struct ServerCreate {
     #[arg(long, value_name = "CIDR")]
     pub delegation: Option<String>,
     /// Length of each delegated prefix
-    #[arg(long, value_name = "N", default_value = "64", requires = "delegation")]
-    pub delegation_len: String,
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        requires = "delegation",
+        value_parser = parse::delegation_len
+    )]
+    pub delegation_len: u8,
 }
 
 /// `wgm server set`.
@@ -287,11 +302,11 @@ pub struct ServerSet {
     /// Server name or id
     pub server: String,
     /// New name
-    #[arg(long, value_name = "NAME")]
-    pub rename: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse::server_name)]
+    pub rename: Option<ServerName>,
     /// UDP listen port
-    #[arg(long, value_name = "N")]
-    pub listen_port: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
+    pub listen_port: Option<ListenPort>,
     /// Endpoint advertised to clients, or `none`
     #[arg(long, value_name = "HOST:PORT|none")]
     pub endpoint: Option<String>,
@@ -299,8 +314,8 @@ pub struct ServerSet {
     #[arg(long, value_name = "IP,...|none")]
     pub dns: Option<String>,
     /// MTU
-    #[arg(long, value_name = "N")]
-    pub mtu: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
+    pub mtu: Option<Mtu>,
     /// Firewall mark, or `none`
     #[arg(long, value_name = "N|none")]
     pub fwmark: Option<String>,
@@ -311,8 +326,8 @@ pub struct ServerSet {
     #[arg(long, value_enum)]
     pub tunnel: Option<TunnelArg>,
     /// Persistent keepalive in client configs (0-65535 s, 0 = off)
-    #[arg(long, value_name = "SECS")]
-    pub client_keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::client_keepalive)]
+    pub client_keepalive: Option<Keepalive>,
     /// Whether the interface should exist: `no` makes the next apply remove it
     #[arg(long, value_enum, value_name = "yes|no")]
     pub active: Option<YesNo>,
@@ -332,7 +347,8 @@ pub struct ServerExport {
 #[derive(Debug, Args)]
 pub struct ServerImport {
     /// Name of the new server
-    pub name: String,
+    #[arg(value_parser = parse::server_name)]
+    pub name: ServerName,
     /// The wg-quick file (`-` for stdin)
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
@@ -386,28 +402,29 @@ pub struct PeerAdd {
     /// Server name or id
     pub server: String,
     /// Peer name (with --count: the base of NAME-1..NAME-N)
-    pub name: String,
+    #[arg(value_parser = parse::peer_name)]
+    pub name: PeerName,
     /// IPv6 address: auto or ADDR
-    #[arg(long, value_name = "auto|ADDR", default_value = "auto")]
-    pub ipv6: String,
+    #[arg(long, value_name = "auto|ADDR", default_value = "auto", value_parser = parse::ipv6_request)]
+    pub ipv6: AddrRequest<Ipv6Addr>,
     /// IPv4 address: auto, none or ADDR (auto = none when the server has no IPv4 pool)
-    #[arg(long, value_name = "auto|none|ADDR", default_value = "auto")]
-    pub ipv4: String,
+    #[arg(long, value_name = "auto|none|ADDR", default_value = "auto", value_parser = parse::ipv4_request)]
+    pub ipv4: AddrRequest<Ipv4Addr>,
     /// Delegated IPv6 prefix: auto, none or CIDR
-    #[arg(long, value_name = "auto|none|CIDR", default_value = "none")]
-    pub prefix: String,
+    #[arg(long, value_name = "auto|none|CIDR", default_value = "none", value_parser = parse::prefix_request)]
+    pub prefix: AddrRequest<Ipv6Net>,
     /// The peer's own public key (wgm then never holds its private key)
-    #[arg(long, value_name = "KEY")]
-    pub public_key: Option<String>,
+    #[arg(long, value_name = "KEY", value_parser = parse::peer_public_key)]
+    pub public_key: Option<PublicKey>,
     /// Extra networks routed to the peer, comma-separated
     #[arg(long, value_name = "CIDR,...")]
     pub allowed_ips: Option<String>,
     /// Persistent keepalive (0-65535 s, 0 = off) [default: the server's client template]
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
+    pub keepalive: Option<Keepalive>,
     /// A fixed endpoint of the peer (site-to-site)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse::peer_endpoint)]
+    pub endpoint: Option<Endpoint>,
     /// Disable automatically at this time (RFC 3339, or a duration like 30d, 12h)
     #[arg(long, value_name = "TIME")]
     pub expires: Option<String>,
@@ -433,8 +450,8 @@ pub struct PeerSet {
     /// Peer name, public key or id
     pub peer: String,
     /// New name
-    #[arg(long, value_name = "NAME")]
-    pub rename: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse::peer_name)]
+    pub rename: Option<PeerName>,
     /// Description, or `none`
     #[arg(long, value_name = "TEXT|none")]
     pub description: Option<String>,
@@ -442,8 +459,8 @@ pub struct PeerSet {
     #[arg(long, value_name = "CIDR,...|none")]
     pub allowed_ips: Option<String>,
     /// Persistent keepalive (0-65535 s)
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
+    pub keepalive: Option<Keepalive>,
     /// Fixed endpoint, or `none`
     #[arg(long, value_name = "HOST:PORT|none")]
     pub endpoint: Option<String>,
@@ -536,11 +553,11 @@ pub struct HistoryArgs {
     /// Server name or id
     pub server: String,
     /// Only revisions after this one
-    #[arg(long, value_name = "REV")]
-    pub after: Option<String>,
+    #[arg(long, value_name = "REV", value_parser = parse::history_after)]
+    pub after: Option<RevisionNo>,
     /// At most this many revisions
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::history_limit)]
+    pub limit: Option<u64>,
 }
 
 /// `wgm diff`.
@@ -549,9 +566,11 @@ pub struct DiffArgs {
     /// Server name or id
     pub server: String,
     /// From revision
-    pub from: String,
+    #[arg(value_parser = parse::diff_from)]
+    pub from: RevisionNo,
     /// To revision
-    pub to: String,
+    #[arg(value_parser = parse::diff_to)]
+    pub to: RevisionNo,
 }
 
 /// `wgm rollback`.
@@ -560,7 +579,8 @@ pub struct RollbackArgs {
     /// Server name or id
     pub server: String,
     /// The revision to restore
-    pub revision: String,
+    #[arg(value_parser = parse::rollback_revision)]
+    pub revision: RevisionNo,
 }
 
 /// `wgm audit`.
@@ -579,8 +599,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// At most this many records
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::audit_limit)]
+    pub limit: Option<u64>,
     /// Verify the hash chain of the whole log instead of listing
     #[arg(long)]
     pub verify: bool,

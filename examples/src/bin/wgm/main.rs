@@ -95,6 +95,13 @@ fn bad_value_message(e: &clap::Error) -> String {
     format!("invalid value for {flag}: {why}")
 }
 
+/// Report a refused value: exit code 2.
+fn bad_value(e: &clap::Error, json: bool) -> ExitCode {
+    let err = CliError::BadValue(bad_value_message(e));
+    report(&err, Out::detect(json));
+    ExitCode::from(err.exit_code())
+}
+
 /// Whether clap refused a flag because its value is missing (not a bad value).
 fn value_missing(e: &clap::Error) -> bool {
     use clap::error::{ContextKind, ContextValue};
@@ -111,12 +118,10 @@ fn clap_error(e: &clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
         // A flag given without its value is also `InvalidValue` (with an empty value): that
-        // stays a usage error.
-        ErrorKind::InvalidValue | ErrorKind::ValueValidation if !value_missing(e) => {
-            let err = CliError::BadValue(bad_value_message(e));
-            report(&err, Out::detect(json));
-            ExitCode::from(err.exit_code())
-        }
+        // stays a usage error. A value a `value_parser` refused (even an empty one) is
+        // `ValueValidation`.
+        ErrorKind::ValueValidation => bad_value(e, json),
+        ErrorKind::InvalidValue if !value_missing(e) => bad_value(e, json),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
             ExitCode::SUCCESS

@@ -1,13 +1,22 @@
 //! Parsing command-line values with `wgm-core`'s strict parsers. Every error is
 //! `InvalidInput` naming the field (exit code 2).
+//!
+//! The functions of the "value parsers" section are clap `value_parser`s: clap calls them
+//! while it reads the command line, so a command receives typed values; the library's
+//! error (naming the field) reaches the user through `main::bad_value_message`, which
+//! also names the flag. Values that need the store or the clock (times relative to now,
+//! owners, servers by name) and lists with a `none` word are parsed by the commands.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
+use wgm_core::keys::PublicKey;
 use wgm_core::manager::{AddrRequest, NewPeer};
 use wgm_core::model::RevisionNo;
+use wgm_core::names::{PeerName, ServerName};
 use wgm_core::net::{self, DnsEntry};
+use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use wgm_core::{Error, Result};
 
 /// Split a comma-separated list; spaces around items are ignored, empty items refused.
@@ -173,6 +182,95 @@ pub fn time(
             "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
         )
     })
+}
+
+// ------------------------------------------------------------------ value parsers
+
+/// `--listen-port` of a server.
+pub fn server_listen_port(s: &str) -> Result<ListenPort> {
+    ListenPort::parse(s, "server.listen_port")
+}
+
+/// `--mtu` of a server.
+pub fn server_mtu(s: &str) -> Result<Mtu> {
+    Mtu::parse(s, "server.mtu")
+}
+
+/// `--fwmark` of a new server.
+pub fn server_fwmark(s: &str) -> Result<FwMark> {
+    FwMark::parse(s, "server.fwmark")
+}
+
+/// `--endpoint` of a new server.
+pub fn server_endpoint(s: &str) -> Result<Endpoint> {
+    Endpoint::parse(s, "server.endpoint")
+}
+
+/// A new server's name (or `--rename`).
+pub fn server_name(s: &str) -> Result<ServerName> {
+    ServerName::new(s)
+}
+
+/// `--client-keepalive` of a server's client template.
+pub fn client_keepalive(s: &str) -> Result<Keepalive> {
+    Keepalive::parse(s, "server.client_template.keepalive")
+}
+
+/// `--delegation-len`: the length of each delegated prefix (at most 128).
+pub fn delegation_len(s: &str) -> Result<u8> {
+    let n = number(s, "server.delegation.prefix_len", 128)?;
+    // At most 128 by the parse above.
+    u8::try_from(n).map_err(|_| Error::invalid("server.delegation.prefix_len", "is too large"))
+}
+
+/// A new peer's name (or `--rename`).
+pub fn peer_name(s: &str) -> Result<PeerName> {
+    PeerName::new(s)
+}
+
+/// `--keepalive` of a peer.
+pub fn peer_keepalive(s: &str) -> Result<Keepalive> {
+    Keepalive::parse(s, "peer.keepalive")
+}
+
+/// `--endpoint` of a new peer.
+pub fn peer_endpoint(s: &str) -> Result<Endpoint> {
+    Endpoint::parse(s, "peer.endpoint")
+}
+
+/// `--public-key` of a new peer (the error never repeats the key).
+pub fn peer_public_key(s: &str) -> Result<PublicKey> {
+    PublicKey::from_base64_field(s, "peer.public_key")
+}
+
+/// `FROM` of `wgm diff`.
+pub fn diff_from(s: &str) -> Result<RevisionNo> {
+    revision(s, "diff.from")
+}
+
+/// `TO` of `wgm diff`.
+pub fn diff_to(s: &str) -> Result<RevisionNo> {
+    revision(s, "diff.to")
+}
+
+/// `REVISION` of `wgm rollback`.
+pub fn rollback_revision(s: &str) -> Result<RevisionNo> {
+    revision(s, "rollback.revision")
+}
+
+/// `--after` of `wgm history` (0 is allowed: every revision).
+pub fn history_after(s: &str) -> Result<RevisionNo> {
+    Ok(RevisionNo(number(s, "history.after", u64::MAX)?))
+}
+
+/// `--limit` of `wgm history`.
+pub fn history_limit(s: &str) -> Result<u64> {
+    number(s, "history.limit", u64::MAX)
+}
+
+/// `--limit` of `wgm audit`.
+pub fn audit_limit(s: &str) -> Result<u64> {
+    number(s, "audit.limit", u64::MAX)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use serde_json::json;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
 use wgm_core::model::{PeerId, ServerId, UserId};
-use wgm_core::names::{Description, PeerName};
-use wgm_core::net::{Endpoint, Keepalive};
+use wgm_core::names::Description;
+use wgm_core::net::Endpoint;
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -97,29 +97,17 @@ async fn owner(ctx: &Ctx, name: &str) -> CliResult<UserId> {
 
 async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     let sid = ctx.server(&a.server).await?;
-    let base = PeerName::new(a.name)?;
+    let base = a.name;
     let mut spec = NewPeer::new(base.clone());
-    spec.ipv6 = parse::ipv6_request(&a.ipv6)?;
-    spec.ipv4 = parse::ipv4_request(&a.ipv4)?;
-    spec.prefix = parse::prefix_request(&a.prefix)?;
-    spec.public_key = a
-        .public_key
-        .as_deref()
-        .map(|k| PublicKey::from_base64_field(k, "peer.public_key"))
-        .transpose()?;
+    spec.ipv6 = a.ipv6;
+    spec.ipv4 = a.ipv4;
+    spec.prefix = a.prefix;
+    spec.public_key = a.public_key;
     if let Some(ips) = &a.allowed_ips {
         spec.extra_allowed_ips = parse::allowed_ips(ips, "peer.allowed_ips")?;
     }
-    spec.keepalive = a
-        .keepalive
-        .as_deref()
-        .map(|s| Keepalive::parse(s, "peer.keepalive"))
-        .transpose()?;
-    spec.endpoint = a
-        .endpoint
-        .as_deref()
-        .map(|s| Endpoint::parse(s, "peer.endpoint"))
-        .transpose()?;
+    spec.keepalive = a.keepalive;
+    spec.endpoint = a.endpoint;
     spec.expires_at = a
         .expires
         .as_deref()
@@ -270,12 +258,8 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
     )
     .await?;
     let mut u = PeerUpdate {
-        name: a.rename.map(PeerName::new).transpose()?,
-        keepalive: a
-            .keepalive
-            .as_deref()
-            .map(|s| Keepalive::parse(s, "peer.keepalive"))
-            .transpose()?,
+        name: a.rename,
+        keepalive: a.keepalive,
         ..PeerUpdate::default()
     };
     if let Some(d) = a.description {

@@ -7,7 +7,7 @@ use serde_json::json;
 use wgm_core::manager::{ImportOptions, NewServer, ServerUpdate, ServerView};
 use wgm_core::model::{Delegation, Page, TunnelMode};
 use wgm_core::names::{InterfaceName, ServerName};
-use wgm_core::net::{self, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use wgm_core::net::{self, Endpoint, FwMark};
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -100,36 +100,23 @@ pub fn ipv4_pool(s: &str) -> CliResult<Option<ipnet::Ipv4Net>> {
 }
 
 async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
-    let name = ServerName::new(a.name)?;
+    let name = a.name;
     let interface = interface_name(a.interface.as_deref(), &name)?;
-    let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
-    let mut spec = NewServer::new(name, interface, port);
+    let mut spec = NewServer::new(name, interface, a.listen_port);
     spec.ipv6_pool = a.ipv6.as_deref().map(ipv6_pool).transpose()?;
     spec.ipv4_pool = match a.ipv4.as_deref() {
         Some(s) => ipv4_pool(s)?,
         None => None,
     };
-    spec.endpoint = a
-        .endpoint
-        .as_deref()
-        .map(|s| Endpoint::parse(s, "server.endpoint"))
-        .transpose()?;
+    spec.endpoint = a.endpoint;
     if let Some(d) = &a.dns {
         spec.dns = parse::dns_list(d, "server.dns")?;
     }
-    spec.mtu = a
-        .mtu
-        .as_deref()
-        .map(|s| Mtu::parse(s, "server.mtu"))
-        .transpose()?;
+    spec.mtu = a.mtu;
     if let Some(s) = a.strategy {
         spec.strategy = s.into();
     }
-    spec.fwmark = a
-        .fwmark
-        .as_deref()
-        .map(|s| FwMark::parse(s, "server.fwmark"))
-        .transpose()?;
+    spec.fwmark = a.fwmark;
     if let Some(t) = a.tunnel {
         spec.client_template.tunnel = t.into();
     }
@@ -142,11 +129,9 @@ async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
                 )
             }
         };
-        let len = parse::number(&a.delegation_len, "server.delegation.prefix_len", 128)?;
         spec.delegation = Some(Delegation {
             pool,
-            // At most 128 by the parse above.
-            prefix_len: u8::try_from(len).unwrap_or(128),
+            prefix_len: a.delegation_len,
         });
     }
     let v = ctx.m.create_server(&ctx.p, spec).await?;
@@ -272,17 +257,9 @@ pub fn show(ctx: &Ctx, v: &ServerView) -> CliResult {
 async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
     let id = ctx.server(&a.server).await?;
     let mut u = ServerUpdate {
-        name: a.rename.map(ServerName::new).transpose()?,
-        listen_port: a
-            .listen_port
-            .as_deref()
-            .map(|s| ListenPort::parse(s, "server.listen_port"))
-            .transpose()?,
-        mtu: a
-            .mtu
-            .as_deref()
-            .map(|s| Mtu::parse(s, "server.mtu"))
-            .transpose()?,
+        name: a.rename,
+        listen_port: a.listen_port,
+        mtu: a.mtu,
         strategy: a.strategy.map(Into::into),
         ..ServerUpdate::default()
     };
@@ -305,11 +282,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
     }
     u.active = a.active.map(bool::from);
     let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
-    let keepalive = a
-        .client_keepalive
-        .as_deref()
-        .map(|s| Keepalive::parse(s, "server.client_template.keepalive"))
-        .transpose()?;
+    let keepalive = a.client_keepalive;
     if tunnel.is_some() || keepalive.is_some() {
         let mut t = ctx.m.get_server(&ctx.p, id).await?.client_template;
         if let Some(x) = tunnel {
@@ -385,7 +358,7 @@ pub fn read_input(path: &Path, field: &'static str, max: usize) -> CliResult<Zer
 }
 
 async fn import(ctx: &Ctx, a: ServerImport) -> CliResult {
-    let name = ServerName::new(a.name)?;
+    let name = a.name;
     let interface = a
         .interface
         .as_deref()
