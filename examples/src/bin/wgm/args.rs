@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use wgm_core::ipam::Strategy;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::AddrRequest;
@@ -20,7 +20,7 @@ use wgm_core::model::{RevisionNo, TunnelMode};
 use wgm_core::names::{PeerName, ServerName};
 use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
-use crate::parse;
+use crate::parse::{self, OrNone};
 
 /// `--backend`: what drives the live WireGuard device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -259,11 +259,11 @@ pub struct ServerCreate {
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
     /// IPv6 pool [default: a random RFC 4193 /64]
-    #[arg(long, value_name = "CIDR")]
-    pub ipv6: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse::ipv6_pool)]
+    pub ipv6: Option<Ipv6Net>,
     /// IPv4 pool, or `none` [default: none]
-    #[arg(long, value_name = "CIDR|none")]
-    pub ipv4: Option<String>,
+    #[arg(long, value_name = "CIDR|none", value_parser = parse::ipv4_pool)]
+    pub ipv4: Option<OrNone<Ipv4Net>>,
     /// Endpoint advertised to clients (HOST:PORT; an IPv6 address in brackets)
     #[arg(long, value_name = "HOST:PORT", value_parser = parse::server_endpoint)]
     pub endpoint: Option<Endpoint>,
@@ -283,8 +283,8 @@ pub struct ServerCreate {
     #[arg(long, value_enum)]
     pub tunnel: Option<TunnelArg>,
     /// Delegate IPv6 prefixes to peers (`peer add --prefix`) out of this network
-    #[arg(long, value_name = "CIDR")]
-    pub delegation: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse::delegation_pool)]
+    pub delegation: Option<Ipv6Net>,
     /// Length of each delegated prefix
     #[arg(
         long,
@@ -308,8 +308,8 @@ pub struct ServerSet {
     #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
     pub listen_port: Option<ListenPort>,
     /// Endpoint advertised to clients, or `none`
-    #[arg(long, value_name = "HOST:PORT|none")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::server_endpoint_or_none)]
+    pub endpoint: Option<OrNone<Endpoint>>,
     /// DNS servers for clients, comma-separated, or `none`
     #[arg(long, value_name = "IP,...|none")]
     pub dns: Option<String>,
@@ -317,8 +317,8 @@ pub struct ServerSet {
     #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
     pub mtu: Option<Mtu>,
     /// Firewall mark, or `none`
-    #[arg(long, value_name = "N|none")]
-    pub fwmark: Option<String>,
+    #[arg(long, value_name = "N|none", value_parser = parse::server_fwmark_or_none)]
+    pub fwmark: Option<OrNone<FwMark>>,
     /// Address allocation
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
@@ -462,8 +462,8 @@ pub struct PeerSet {
     #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
     pub keepalive: Option<Keepalive>,
     /// Fixed endpoint, or `none`
-    #[arg(long, value_name = "HOST:PORT|none")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::peer_endpoint_or_none)]
+    pub endpoint: Option<OrNone<Endpoint>>,
     /// Expiry (RFC 3339 or a duration like 30d), or `never`
     #[arg(long, value_name = "TIME|never")]
     pub expires: Option<String>,
@@ -540,8 +540,8 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub backend: BackendArg,
     /// Seconds between passes (1-86400)
-    #[arg(long, value_name = "SECS", default_value = "10")]
-    pub interval: String,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse::reconcile_interval)]
+    pub interval: u64,
     /// Remove peers on the device that wgm does not know (default: report them)
     #[arg(long)]
     pub remove_unmanaged: bool,

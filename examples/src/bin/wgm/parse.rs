@@ -186,6 +186,95 @@ pub fn time(
 
 // ------------------------------------------------------------------ value parsers
 
+/// A value, or the word `none` that clears (or leaves out) a setting. A type of its own,
+/// not `Option`, so that clap does not read `Option<Option<T>>` as "a flag whose value
+/// is optional".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrNone<T> {
+    /// The value given.
+    Value(T),
+    /// `none`.
+    None,
+}
+
+impl<T> OrNone<T> {
+    /// `Some(value)`, or `None` for the word `none`.
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            OrNone::Value(v) => Some(v),
+            OrNone::None => None,
+        }
+    }
+
+    /// `none`, or the value parsed by `parse`.
+    fn parse(s: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result<OrNone<T>> {
+        if is_none_word(s) {
+            Ok(OrNone::None)
+        } else {
+            parse(s).map(OrNone::Value)
+        }
+    }
+}
+
+/// `--ipv6` pool of a new server: an IPv6 network.
+pub fn ipv6_pool(s: &str) -> Result<ipnet::Ipv6Net> {
+    match net::parse_network(s, "server.ipv6_pool")? {
+        ipnet::IpNet::V6(n) => Ok(n),
+        ipnet::IpNet::V4(_) => Err(Error::invalid(
+            "server.ipv6_pool",
+            "must be an IPv6 network",
+        )),
+    }
+}
+
+/// `--ipv4` pool of a new server: an IPv4 network, or `none` (no IPv4).
+pub fn ipv4_pool(s: &str) -> Result<OrNone<ipnet::Ipv4Net>> {
+    OrNone::parse(s, |s| match net::parse_network(s, "server.ipv4_pool")? {
+        ipnet::IpNet::V4(n) => Ok(n),
+        ipnet::IpNet::V6(_) => Err(Error::invalid(
+            "server.ipv4_pool",
+            "must be an IPv4 network",
+        )),
+    })
+}
+
+/// `--delegation` of a new server: the IPv6 network prefixes are delegated out of.
+pub fn delegation_pool(s: &str) -> Result<ipnet::Ipv6Net> {
+    match net::parse_network(s, "server.delegation.pool")? {
+        ipnet::IpNet::V6(n) => Ok(n),
+        ipnet::IpNet::V4(_) => Err(Error::invalid(
+            "server.delegation.pool",
+            "must be an IPv6 network",
+        )),
+    }
+}
+
+/// `--endpoint` of `server set`: HOST:PORT or `none`.
+pub fn server_endpoint_or_none(s: &str) -> Result<OrNone<Endpoint>> {
+    OrNone::parse(s, server_endpoint)
+}
+
+/// `--fwmark` of `server set`: a mark or `none`.
+pub fn server_fwmark_or_none(s: &str) -> Result<OrNone<FwMark>> {
+    OrNone::parse(s, server_fwmark)
+}
+
+/// `--endpoint` of `peer set`: HOST:PORT or `none`.
+pub fn peer_endpoint_or_none(s: &str) -> Result<OrNone<Endpoint>> {
+    OrNone::parse(s, peer_endpoint)
+}
+
+/// `--interval` of `wgm reconcile`: 1 to 86400 seconds.
+pub fn reconcile_interval(s: &str) -> Result<u64> {
+    match number(s, "reconcile.interval", 86_400)? {
+        0 => Err(Error::invalid(
+            "reconcile.interval",
+            "must be at least 1 second",
+        )),
+        n => Ok(n),
+    }
+}
+
 /// `--listen-port` of a server.
 pub fn server_listen_port(s: &str) -> Result<ListenPort> {
     ListenPort::parse(s, "server.listen_port")

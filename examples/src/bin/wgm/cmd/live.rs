@@ -12,7 +12,7 @@ use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
-use crate::{parse, progress};
+use crate::progress;
 
 /// This host's name: `--host`/`WGM_HOST`, else the kernel's host name.
 fn host_name(given: Option<&str>) -> CliResult<String> {
@@ -276,10 +276,7 @@ fn fatal(e: &Error) -> bool {
 /// SIGTERM. Passes that change nothing print nothing. Store or backend failures are
 /// reported and retried at the next pass (live tunnels keep running meanwhile).
 pub async fn reconcile(ctx: &Ctx, a: ReconcileArgs) -> CliResult {
-    let secs = parse::number(&a.interval, "reconcile.interval", 86_400)?;
-    if secs == 0 {
-        return Err(Error::invalid("reconcile.interval", "must be at least 1 second").into());
-    }
+    let secs = a.interval;
     let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
     let sid = ctx.server(&a.server).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

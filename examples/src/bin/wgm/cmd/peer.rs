@@ -5,7 +5,6 @@ use wgm_core::keys::PublicKey;
 use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
 use wgm_core::model::{PeerId, ServerId, UserId};
 use wgm_core::names::Description;
-use wgm_core::net::Endpoint;
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -13,7 +12,7 @@ use crate::args::{PeerAdd, PeerCmd, PeerConfig, PeerRef, PeerSet};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell};
-use crate::parse::{self, Relative};
+use crate::parse::{self, OrNone, Relative};
 use crate::{cmd::server, progress};
 
 /// Run a `peer` subcommand.
@@ -272,13 +271,7 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
     if let Some(ips) = &a.allowed_ips {
         u.extra_allowed_ips = Some(parse::allowed_ips(ips, "peer.allowed_ips")?);
     }
-    if let Some(e) = &a.endpoint {
-        u.endpoint = Some(if parse::is_none_word(e) {
-            None
-        } else {
-            Some(Endpoint::parse(e, "peer.endpoint")?)
-        });
-    }
+    u.endpoint = a.endpoint.map(OrNone::into_option);
     if let Some(t) = &a.expires {
         u.expires_at = Some(if t == "never" {
             None

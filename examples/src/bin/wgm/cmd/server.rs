@@ -7,7 +7,7 @@ use serde_json::json;
 use wgm_core::manager::{ImportOptions, NewServer, ServerUpdate, ServerView};
 use wgm_core::model::{Delegation, Page, TunnelMode};
 use wgm_core::names::{InterfaceName, ServerName};
-use wgm_core::net::{self, Endpoint, FwMark};
+
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -15,7 +15,8 @@ use crate::args::{ServerCmd, ServerCreate, ServerExport, ServerImport, ServerSet
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
-use crate::{parse, progress};
+use crate::parse::{self, OrNone};
+use crate::progress;
 
 /// Run a `server` subcommand.
 pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
@@ -76,38 +77,12 @@ pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<Int
     }
 }
 
-/// The IPv6 pool option.
-pub fn ipv6_pool(s: &str) -> CliResult<ipnet::Ipv6Net> {
-    match net::parse_network(s, "server.ipv6_pool")? {
-        ipnet::IpNet::V6(n) => Ok(n),
-        ipnet::IpNet::V4(_) => {
-            Err(Error::invalid("server.ipv6_pool", "must be an IPv6 network").into())
-        }
-    }
-}
-
-/// The IPv4 pool option (`none` = no IPv4).
-pub fn ipv4_pool(s: &str) -> CliResult<Option<ipnet::Ipv4Net>> {
-    if parse::is_none_word(s) {
-        return Ok(None);
-    }
-    match net::parse_network(s, "server.ipv4_pool")? {
-        ipnet::IpNet::V4(n) => Ok(Some(n)),
-        ipnet::IpNet::V6(_) => {
-            Err(Error::invalid("server.ipv4_pool", "must be an IPv4 network").into())
-        }
-    }
-}
-
 async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
     let name = a.name;
     let interface = interface_name(a.interface.as_deref(), &name)?;
     let mut spec = NewServer::new(name, interface, a.listen_port);
-    spec.ipv6_pool = a.ipv6.as_deref().map(ipv6_pool).transpose()?;
-    spec.ipv4_pool = match a.ipv4.as_deref() {
-        Some(s) => ipv4_pool(s)?,
-        None => None,
-    };
+    spec.ipv6_pool = a.ipv6;
+    spec.ipv4_pool = a.ipv4.and_then(OrNone::into_option);
     spec.endpoint = a.endpoint;
     if let Some(d) = &a.dns {
         spec.dns = parse::dns_list(d, "server.dns")?;
@@ -120,15 +95,7 @@ async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
     if let Some(t) = a.tunnel {
         spec.client_template.tunnel = t.into();
     }
-    if let Some(d) = &a.delegation {
-        let pool = match net::parse_network(d, "server.delegation.pool")? {
-            ipnet::IpNet::V6(n) => n,
-            ipnet::IpNet::V4(_) => {
-                return Err(
-                    Error::invalid("server.delegation.pool", "must be an IPv6 network").into(),
-                )
-            }
-        };
+    if let Some(pool) = a.delegation {
         spec.delegation = Some(Delegation {
             pool,
             prefix_len: a.delegation_len,
@@ -263,23 +230,11 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
         strategy: a.strategy.map(Into::into),
         ..ServerUpdate::default()
     };
-    if let Some(e) = &a.endpoint {
-        u.endpoint = Some(if parse::is_none_word(e) {
-            None
-        } else {
-            Some(Endpoint::parse(e, "server.endpoint")?)
-        });
-    }
+    u.endpoint = a.endpoint.map(OrNone::into_option);
     if let Some(d) = &a.dns {
         u.dns = Some(parse::dns_list(d, "server.dns")?);
     }
-    if let Some(f) = &a.fwmark {
-        u.fwmark = Some(if parse::is_none_word(f) {
-            None
-        } else {
-            Some(FwMark::parse(f, "server.fwmark")?)
-        });
-    }
+    u.fwmark = a.fwmark.map(OrNone::into_option);
     u.active = a.active.map(bool::from);
     let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
     let keepalive = a.client_keepalive;

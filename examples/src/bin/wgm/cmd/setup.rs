@@ -11,6 +11,7 @@ use crate::cmd::server;
 use crate::ctx::{Ctx, KeyOrigin};
 use crate::error::{CliError, CliResult};
 use crate::out::Style;
+use crate::parse;
 
 /// The peers `quickstart` creates.
 const QUICKSTART_PEERS: [&str; 3] = ["laptop", "phone", "tablet"];
@@ -78,8 +79,8 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
     let interface = server::interface_name(a.interface.as_deref(), &name)?;
     let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
     let mut spec = NewServer::new(name, interface, port);
-    spec.ipv6_pool = a.ipv6.as_deref().map(server::ipv6_pool).transpose()?;
-    spec.ipv4_pool = server::ipv4_pool(&a.ipv4)?;
+    spec.ipv6_pool = a.ipv6.as_deref().map(parse::ipv6_pool).transpose()?;
+    spec.ipv4_pool = parse::ipv4_pool(&a.ipv4)?.into_option();
     spec.endpoint = a
         .endpoint
         .as_deref()
