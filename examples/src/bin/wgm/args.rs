@@ -12,15 +12,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wgm_core::ipam::Strategy;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::AddrRequest;
 use wgm_core::model::{RevisionNo, TunnelMode};
-use wgm_core::names::{PeerName, ServerName};
-use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
-use crate::parse::{self, OrNone};
+use crate::parse::{self, List, OrNone};
 
 /// `--backend`: what drives the live WireGuard device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -256,8 +256,8 @@ pub struct ServerCreate {
     #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
     pub listen_port: ListenPort,
     /// Interface name on the host [default: the server name]
-    #[arg(long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[arg(long, value_name = "IFACE", value_parser = parse::interface)]
+    pub interface: Option<InterfaceName>,
     /// IPv6 pool [default: a random RFC 4193 /64]
     #[arg(long, value_name = "CIDR", value_parser = parse::ipv6_pool)]
     pub ipv6: Option<Ipv6Net>,
@@ -268,8 +268,8 @@ pub struct ServerCreate {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse::server_endpoint)]
     pub endpoint: Option<Endpoint>,
     /// DNS servers for clients, comma-separated
-    #[arg(long, value_name = "IP,...")]
-    pub dns: Option<String>,
+    #[arg(long, value_name = "IP,...", value_parser = parse::server_dns)]
+    pub dns: Option<List<DnsEntry>>,
     /// MTU (at least 1280; default 1420)
     #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
     pub mtu: Option<Mtu>,
@@ -311,8 +311,8 @@ pub struct ServerSet {
     #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::server_endpoint_or_none)]
     pub endpoint: Option<OrNone<Endpoint>>,
     /// DNS servers for clients, comma-separated, or `none`
-    #[arg(long, value_name = "IP,...|none")]
-    pub dns: Option<String>,
+    #[arg(long, value_name = "IP,...|none", value_parser = parse::server_dns)]
+    pub dns: Option<List<DnsEntry>>,
     /// MTU
     #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
     pub mtu: Option<Mtu>,
@@ -356,8 +356,8 @@ pub struct ServerImport {
     #[arg(long)]
     pub allow_hooks: bool,
     /// Interface name [default: the server name]
-    #[arg(long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[arg(long, value_name = "IFACE", value_parser = parse::interface)]
+    pub interface: Option<InterfaceName>,
 }
 
 /// `wgm peer …`.
@@ -417,8 +417,8 @@ pub struct PeerAdd {
     #[arg(long, value_name = "KEY", value_parser = parse::peer_public_key)]
     pub public_key: Option<PublicKey>,
     /// Extra networks routed to the peer, comma-separated
-    #[arg(long, value_name = "CIDR,...")]
-    pub allowed_ips: Option<String>,
+    #[arg(long, value_name = "CIDR,...", value_parser = parse::peer_allowed_ips)]
+    pub allowed_ips: Option<List<IpNet>>,
     /// Persistent keepalive (0-65535 s, 0 = off) [default: the server's client template]
     #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
     pub keepalive: Option<Keepalive>,
@@ -432,8 +432,8 @@ pub struct PeerAdd {
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
     /// Free-text description
-    #[arg(long, value_name = "TEXT")]
-    pub description: Option<String>,
+    #[arg(long, value_name = "TEXT", value_parser = parse::description)]
+    pub description: Option<Description>,
     /// No preshared key
     #[arg(long)]
     pub no_psk: bool,
@@ -453,11 +453,11 @@ pub struct PeerSet {
     #[arg(long, value_name = "NAME", value_parser = parse::peer_name)]
     pub rename: Option<PeerName>,
     /// Description, or `none`
-    #[arg(long, value_name = "TEXT|none")]
-    pub description: Option<String>,
+    #[arg(long, value_name = "TEXT|none", value_parser = parse::description_or_none)]
+    pub description: Option<OrNone<Description>>,
     /// Extra networks routed to the peer (replaces the list), or `none`
-    #[arg(long, value_name = "CIDR,...|none")]
-    pub allowed_ips: Option<String>,
+    #[arg(long, value_name = "CIDR,...|none", value_parser = parse::peer_allowed_ips)]
+    pub allowed_ips: Option<List<IpNet>>,
     /// Persistent keepalive (0-65535 s)
     #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
     pub keepalive: Option<Keepalive>,
@@ -640,10 +640,11 @@ pub struct UserRef {
 #[derive(Debug, Args)]
 pub struct UserAdd {
     /// User name
-    pub name: String,
+    #[arg(value_parser = parse::user_name)]
+    pub name: UserName,
     /// Role: admin, operator, auditor, user, or a custom role
-    #[arg(long, value_name = "ROLE")]
-    pub role: String,
+    #[arg(long, value_name = "ROLE", value_parser = parse::role_name)]
+    pub role: RoleName,
     /// Limit the role to this server
     #[arg(long, value_name = "SERVER")]
     pub server: Option<String>,
@@ -661,7 +662,8 @@ pub struct UserRole {
     /// User name or id
     pub user: String,
     /// Role: admin, operator, auditor, user, or a custom role
-    pub role: String,
+    #[arg(value_parser = parse::role_name)]
+    pub role: RoleName,
     /// Limit the role to this server
     #[arg(long, value_name = "SERVER")]
     pub server: Option<String>,

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{AddrRequest, NewPeer};
 use wgm_core::model::RevisionNo;
-use wgm_core::names::{PeerName, ServerName};
+use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{self, DnsEntry};
 use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use wgm_core::{Error, Result};
@@ -214,6 +214,46 @@ impl<T> OrNone<T> {
             parse(s).map(OrNone::Value)
         }
     }
+}
+
+/// A comma-separated list (`none`: an empty one), parsed whole. A type of its own, not
+/// `Vec`, so that clap does not read it as a flag given many times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List<T>(pub Vec<T>);
+
+/// `--dns` of a server: addresses and search domains, or `none`.
+pub fn server_dns(s: &str) -> Result<List<DnsEntry>> {
+    dns_list(s, "server.dns").map(List)
+}
+
+/// `--allowed-ips` of a peer: networks, or `none`.
+pub fn peer_allowed_ips(s: &str) -> Result<List<ipnet::IpNet>> {
+    allowed_ips(s, "peer.allowed_ips").map(List)
+}
+
+/// `--interface` of a new server: a valid interface name.
+pub fn interface(s: &str) -> Result<InterfaceName> {
+    InterfaceName::new(s).map_err(|e| e.in_field("server"))
+}
+
+/// `--description` of a new peer.
+pub fn description(s: &str) -> Result<Description> {
+    Description::new(s)
+}
+
+/// `--description` of `peer set`: text, or `none` to clear it.
+pub fn description_or_none(s: &str) -> Result<OrNone<Description>> {
+    OrNone::parse(s, description)
+}
+
+/// A new user's name.
+pub fn user_name(s: &str) -> Result<UserName> {
+    UserName::new(s)
+}
+
+/// A role name (`--role` of `user add`, `ROLE` of `user role`).
+pub fn role_name(s: &str) -> Result<RoleName> {
+    RoleName::new(s).map_err(|e| e.in_field("user"))
 }
 
 /// `--ipv6` pool of a new server: an IPv6 network.

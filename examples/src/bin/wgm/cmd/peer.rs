@@ -4,7 +4,6 @@ use serde_json::json;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
 use wgm_core::model::{PeerId, ServerId, UserId};
-use wgm_core::names::Description;
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -12,7 +11,7 @@ use crate::args::{PeerAdd, PeerCmd, PeerConfig, PeerRef, PeerSet};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell};
-use crate::parse::{self, OrNone, Relative};
+use crate::parse::{self, List, OrNone, Relative};
 use crate::{cmd::server, progress};
 
 /// Run a `peer` subcommand.
@@ -102,8 +101,8 @@ async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     spec.ipv4 = a.ipv4;
     spec.prefix = a.prefix;
     spec.public_key = a.public_key;
-    if let Some(ips) = &a.allowed_ips {
-        spec.extra_allowed_ips = parse::allowed_ips(ips, "peer.allowed_ips")?;
+    if let Some(List(ips)) = a.allowed_ips {
+        spec.extra_allowed_ips = ips;
     }
     spec.keepalive = a.keepalive;
     spec.endpoint = a.endpoint;
@@ -112,7 +111,7 @@ async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
         .as_deref()
         .map(|s| parse::time(s, "peer.expires_at", ctx.m.now(), Relative::Future))
         .transpose()?;
-    spec.description = a.description.map(Description::new).transpose()?;
+    spec.description = a.description;
     spec.preshared_key = !a.no_psk;
     if let Some(o) = &a.owner {
         spec.owner = Some(owner(ctx, o).await?);
@@ -261,16 +260,8 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
         keepalive: a.keepalive,
         ..PeerUpdate::default()
     };
-    if let Some(d) = a.description {
-        u.description = Some(if parse::is_none_word(&d) {
-            None
-        } else {
-            Some(Description::new(d)?)
-        });
-    }
-    if let Some(ips) = &a.allowed_ips {
-        u.extra_allowed_ips = Some(parse::allowed_ips(ips, "peer.allowed_ips")?);
-    }
+    u.description = a.description.map(OrNone::into_option);
+    u.extra_allowed_ips = a.allowed_ips.map(|List(ips)| ips);
     u.endpoint = a.endpoint.map(OrNone::into_option);
     if let Some(t) = &a.expires {
         u.expires_at = Some(if t == "never" {

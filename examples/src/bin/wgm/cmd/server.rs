@@ -15,7 +15,7 @@ use crate::args::{ServerCmd, ServerCreate, ServerExport, ServerImport, ServerSet
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
-use crate::parse::{self, OrNone};
+use crate::parse::{List, OrNone};
 use crate::progress;
 
 /// Run a `server` subcommand.
@@ -64,9 +64,12 @@ pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
 }
 
 /// The interface name: given, or the server name when that is a valid one.
-pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<InterfaceName> {
+pub fn interface_name(
+    given: Option<InterfaceName>,
+    server: &ServerName,
+) -> CliResult<InterfaceName> {
     match given {
-        Some(i) => Ok(InterfaceName::new(i).map_err(|e| e.in_field("server"))?),
+        Some(i) => Ok(i),
         None => InterfaceName::new(server.as_str()).map_err(|_| {
             Error::invalid(
                 "server.interface",
@@ -79,13 +82,13 @@ pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<Int
 
 async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
     let name = a.name;
-    let interface = interface_name(a.interface.as_deref(), &name)?;
+    let interface = interface_name(a.interface, &name)?;
     let mut spec = NewServer::new(name, interface, a.listen_port);
     spec.ipv6_pool = a.ipv6;
     spec.ipv4_pool = a.ipv4.and_then(OrNone::into_option);
     spec.endpoint = a.endpoint;
-    if let Some(d) = &a.dns {
-        spec.dns = parse::dns_list(d, "server.dns")?;
+    if let Some(List(d)) = a.dns {
+        spec.dns = d;
     }
     spec.mtu = a.mtu;
     if let Some(s) = a.strategy {
@@ -231,9 +234,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
         ..ServerUpdate::default()
     };
     u.endpoint = a.endpoint.map(OrNone::into_option);
-    if let Some(d) = &a.dns {
-        u.dns = Some(parse::dns_list(d, "server.dns")?);
-    }
+    u.dns = a.dns.map(|List(d)| d);
     u.fwmark = a.fwmark.map(OrNone::into_option);
     u.active = a.active.map(bool::from);
     let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
@@ -314,11 +315,7 @@ pub fn read_input(path: &Path, field: &'static str, max: usize) -> CliResult<Zer
 
 async fn import(ctx: &Ctx, a: ServerImport) -> CliResult {
     let name = a.name;
-    let interface = a
-        .interface
-        .as_deref()
-        .map(|i| InterfaceName::new(i).map_err(|e| e.in_field("server")))
-        .transpose()?;
+    let interface = a.interface;
     let text = read_input(&a.file, "import.file", 16 << 20)?;
     let spinner = progress::spinner(ctx.out, &format!("importing {}", a.file.display()));
     let res = ctx

@@ -76,7 +76,8 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
         Err(wgm_core::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let interface = server::interface_name(a.interface.as_deref(), &name)?;
+    let given = a.interface.as_deref().map(parse::interface).transpose()?;
+    let interface = server::interface_name(given, &name)?;
     let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
     let mut spec = NewServer::new(name, interface, port);
     spec.ipv6_pool = a.ipv6.as_deref().map(parse::ipv6_pool).transpose()?;
