@@ -20,7 +20,7 @@ use wgm_core::model::{RevisionNo, TunnelMode};
 use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
-use crate::parse::{self, List, OrNone};
+use crate::parse::{self, List, OrNone, When};
 
 /// `--backend`: what drives the live WireGuard device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -426,8 +426,8 @@ pub struct PeerAdd {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse::peer_endpoint)]
     pub endpoint: Option<Endpoint>,
     /// Disable automatically at this time (RFC 3339, or a duration like 30d, 12h)
-    #[arg(long, value_name = "TIME")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::peer_expires)]
+    pub expires: Option<When>,
     /// Owner (a user name)
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
@@ -465,8 +465,8 @@ pub struct PeerSet {
     #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::peer_endpoint_or_none)]
     pub endpoint: Option<OrNone<Endpoint>>,
     /// Expiry (RFC 3339 or a duration like 30d), or `never`
-    #[arg(long, value_name = "TIME|never")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME|never", value_parser = parse::peer_expires_or_never)]
+    pub expires: Option<OrNone<When>>,
     /// Owner (a user name), or `none`
     #[arg(long, value_name = "USER|none")]
     pub owner: Option<String>,
@@ -593,11 +593,11 @@ pub struct AuditArgs {
     #[arg(long, value_name = "ACTOR")]
     pub actor: Option<String>,
     /// From this time (RFC 3339, or a duration ago like 1h, 7d)
-    #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::audit_since)]
+    pub since: Option<When>,
     /// Until this time (RFC 3339, or a duration ago)
-    #[arg(long, value_name = "TIME")]
-    pub until: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::audit_until)]
+    pub until: Option<When>,
     /// At most this many records
     #[arg(long, value_name = "N", value_parser = parse::audit_limit)]
     pub limit: Option<u64>,
@@ -693,8 +693,8 @@ pub struct TokenCreate {
     #[arg(long, value_name = "PERM,...")]
     pub scope: Option<String>,
     /// Expiry (RFC 3339, or a duration like 90d)
-    #[arg(long, value_name = "TIME")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::token_expires)]
+    pub expires: Option<When>,
 }
 
 /// `wgm token list`.

@@ -143,14 +143,31 @@ pub enum Relative {
     Past,
 }
 
-/// An RFC 3339 time, or a duration such as `90s`, `15m`, `12h`, `30d`, `2w` relative to
-/// `now` in the given direction.
-pub fn time(
-    s: &str,
-    field: &'static str,
-    now: OffsetDateTime,
-    dir: Relative,
-) -> Result<OffsetDateTime> {
+/// A time as given on the command line: absolute, or a duration from now (which way is
+/// the flag's to say). Parsed while the command line is read; made absolute by the
+/// command with the manager's clock ([`When::at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// An RFC 3339 time.
+    At(OffsetDateTime),
+    /// A duration (`90s`, `15m`, `12h`, `30d`, `2w`).
+    After(Duration),
+}
+
+impl When {
+    /// The absolute time: a duration counted from `now` in direction `dir`.
+    pub fn at(self, now: OffsetDateTime, dir: Relative) -> OffsetDateTime {
+        match (self, dir) {
+            (When::At(t), _) => t,
+            (When::After(d), Relative::Future) => now + d,
+            (When::After(d), Relative::Past) => now - d,
+        }
+    }
+}
+
+/// An RFC 3339 time, or a duration such as `90s`, `15m`, `12h`, `30d`, `2w` (at most
+/// 100 years), naming `field` in errors.
+pub fn when(s: &str, field: &'static str) -> Result<When> {
     if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
         let digits = &s[..s.len() - 1];
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -169,19 +186,17 @@ pub fn time(
                     "duration is too long (at most 100 years)",
                 ));
             }
-            let d = Duration::seconds(secs);
-            return Ok(match dir {
-                Relative::Future => now + d,
-                Relative::Past => now - d,
-            });
+            return Ok(When::After(Duration::seconds(secs)));
         }
     }
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-        Error::invalid(
-            field,
-            "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
-        )
-    })
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(When::At)
+        .map_err(|_| {
+            Error::invalid(
+                field,
+                "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
+            )
+        })
 }
 
 // ------------------------------------------------------------------ value parsers
@@ -304,6 +319,34 @@ pub fn peer_endpoint_or_none(s: &str) -> Result<OrNone<Endpoint>> {
     OrNone::parse(s, peer_endpoint)
 }
 
+/// `--expires` of a new peer.
+pub fn peer_expires(s: &str) -> Result<When> {
+    when(s, "peer.expires_at")
+}
+
+/// `--expires` of `peer set`: a time, or `never` (stored as [`OrNone::None`]).
+pub fn peer_expires_or_never(s: &str) -> Result<OrNone<When>> {
+    if s == "never" {
+        return Ok(OrNone::None);
+    }
+    peer_expires(s).map(OrNone::Value)
+}
+
+/// `--expires` of a new API token.
+pub fn token_expires(s: &str) -> Result<When> {
+    when(s, "token.expires_at")
+}
+
+/// `--since` of `wgm audit`.
+pub fn audit_since(s: &str) -> Result<When> {
+    when(s, "audit.since")
+}
+
+/// `--until` of `wgm audit`.
+pub fn audit_until(s: &str) -> Result<When> {
+    when(s, "audit.until")
+}
+
 /// `--interval` of `wgm reconcile`: 1 to 86400 seconds.
 pub fn reconcile_interval(s: &str) -> Result<u64> {
     match number(s, "reconcile.interval", 86_400)? {
@@ -420,19 +463,21 @@ mod tests {
     fn times() {
         let now = datetime!(2026-01-01 00:00 UTC);
         assert_eq!(
-            time("2d", "t", now, Relative::Future).unwrap(),
+            when("2d", "t").unwrap().at(now, Relative::Future),
             datetime!(2026-01-03 00:00 UTC)
         );
         assert_eq!(
-            time("1h", "t", now, Relative::Past).unwrap(),
+            when("1h", "t").unwrap().at(now, Relative::Past),
             datetime!(2025-12-31 23:00 UTC)
         );
         assert_eq!(
-            time("2026-02-01T00:00:00Z", "t", now, Relative::Future).unwrap(),
+            when("2026-02-01T00:00:00Z", "t")
+                .unwrap()
+                .at(now, Relative::Future),
             datetime!(2026-02-01 00:00 UTC)
         );
         for bad in ["tomorrow", "d", "1y", "2026-02-01", "99999999999w"] {
-            let e = time(bad, "peer.expires_at", now, Relative::Future).unwrap_err();
+            let e = when(bad, "peer.expires_at").unwrap_err();
             assert!(e.to_string().contains("peer.expires_at"), "{bad}: {e}");
         }
     }

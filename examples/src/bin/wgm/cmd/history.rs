@@ -11,7 +11,7 @@ use crate::args::{AuditArgs, DiffArgs, HistoryArgs, RollbackArgs};
 use crate::ctx::Ctx;
 use crate::error::CliResult;
 use crate::out::{self, Cell, Style};
-use crate::parse::{self, Relative};
+use crate::parse::Relative;
 
 /// One revision as `wgm history --json` prints it: no sealed values, just what changed.
 #[derive(Debug, Serialize)]
@@ -195,16 +195,8 @@ pub async fn audit(ctx: &Ctx, a: AuditArgs) -> CliResult {
     if let Some(s) = &a.server {
         q.server_id = Some(ctx.server(s).await?);
     }
-    q.since = a
-        .since
-        .as_deref()
-        .map(|s| parse::time(s, "audit.since", now, Relative::Past))
-        .transpose()?;
-    q.until = a
-        .until
-        .as_deref()
-        .map(|s| parse::time(s, "audit.until", now, Relative::Past))
-        .transpose()?;
+    q.since = a.since.map(|w| w.at(now, Relative::Past));
+    q.until = a.until.map(|w| w.at(now, Relative::Past));
     q.limit = a.limit;
     let records = ctx.m.audit_log(&ctx.p, &q).await?;
     if ctx.out.json {

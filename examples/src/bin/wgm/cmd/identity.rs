@@ -333,11 +333,7 @@ async fn create_token(ctx: &Ctx, a: TokenCreate) -> CliResult {
         }
         None => None,
     };
-    let expires_at = a
-        .expires
-        .as_deref()
-        .map(|s| parse::time(s, "token.expires_at", ctx.m.now(), Relative::Future))
-        .transpose()?;
+    let expires_at = a.expires.map(|w| w.at(ctx.m.now(), Relative::Future));
     let (view, secret) = ctx
         .m
         .create_token(

@@ -106,11 +106,7 @@ async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     }
     spec.keepalive = a.keepalive;
     spec.endpoint = a.endpoint;
-    spec.expires_at = a
-        .expires
-        .as_deref()
-        .map(|s| parse::time(s, "peer.expires_at", ctx.m.now(), Relative::Future))
-        .transpose()?;
+    spec.expires_at = a.expires.map(|w| w.at(ctx.m.now(), Relative::Future));
     spec.description = a.description;
     spec.preshared_key = !a.no_psk;
     if let Some(o) = &a.owner {
@@ -263,18 +259,9 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
     u.description = a.description.map(OrNone::into_option);
     u.extra_allowed_ips = a.allowed_ips.map(|List(ips)| ips);
     u.endpoint = a.endpoint.map(OrNone::into_option);
-    if let Some(t) = &a.expires {
-        u.expires_at = Some(if t == "never" {
-            None
-        } else {
-            Some(parse::time(
-                t,
-                "peer.expires_at",
-                ctx.m.now(),
-                Relative::Future,
-            )?)
-        });
-    }
+    u.expires_at = a
+        .expires
+        .map(|w| w.into_option().map(|w| w.at(ctx.m.now(), Relative::Future)));
     if let Some(o) = &a.owner {
         u.owner = Some(if parse::is_none_word(o) {
             None
