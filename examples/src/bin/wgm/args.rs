@@ -16,7 +16,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wgm_core::ipam::Strategy;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::AddrRequest;
-use wgm_core::model::{RevisionNo, TunnelMode};
+use wgm_core::model::{RevisionNo, TokenId, TunnelMode};
 use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
@@ -709,7 +709,8 @@ pub struct TokenList {
 #[derive(Debug, Args)]
 pub struct TokenRevoke {
     /// Token id
-    pub id: String,
+    #[arg(value_parser = parse::token_id)]
+    pub id: TokenId,
 }
 
 /// `wgm completions`.

@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{AddrRequest, NewPeer};
-use wgm_core::model::RevisionNo;
+use wgm_core::model::{RevisionNo, TokenId};
 use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{self, DnsEntry};
 use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
@@ -345,6 +345,11 @@ pub fn audit_since(s: &str) -> Result<When> {
 /// `--until` of `wgm audit`.
 pub fn audit_until(s: &str) -> Result<When> {
     when(s, "audit.until")
+}
+
+/// `ID` of `wgm token revoke`: a UUID.
+pub fn token_id(s: &str) -> Result<TokenId> {
+    s.parse()
 }
 
 /// `--interval` of `wgm reconcile`: 1 to 86400 seconds.

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use serde_json::json;
 use wgm_core::manager::{NewToken, NewUser, UserUpdate, UserView};
-use wgm_core::model::{Page, RoleAssignment, TokenId, UserId};
+use wgm_core::model::{Page, RoleAssignment, UserId};
 use wgm_core::rbac::{Permission, Scope};
 use wgm_core::Error;
 use zeroize::Zeroizing;
@@ -296,7 +296,7 @@ pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             )
         }
         TokenCmd::Revoke(a) => {
-            let id: TokenId = a.id.parse()?;
+            let id = a.id;
             ctx.m.revoke_token(&ctx.p, id).await?;
             if ctx.out.json {
                 return ctx.out.json(&json!({ "revoked": id }));
