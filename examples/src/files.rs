@@ -77,7 +77,7 @@ fn sync_dir(dir: &Path) {
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("alice.conf");
-/// wgm_examples::files::write_private_atomic(&path, b"[Interface]\n")?;
+/// wgm_cli::files::write_private_atomic(&path, b"[Interface]\n")?;
 /// use std::os::unix::fs::PermissionsExt;
 /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
 /// # Ok::<(), std::io::Error>(())

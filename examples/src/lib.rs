@@ -1,6 +1,7 @@
-//! # wgm-examples
+//! # wgm-cli
 //!
-//! The example binaries of wgm and the small amount of host plumbing they share:
+//! wgm's command-line interface (package `wgm-cli` in the folder `examples/`, library
+//! `wgm_cli`, binary `wgm`) and the small amount of host plumbing its binaries share:
 //!
 //! - `wgm` — the command-line interface (`src/bin/wgm/`): one machine, an SQLite file by
 //!   default, `--json` everywhere, exit codes that mean something. See `docs/cli.md`.
@@ -18,14 +19,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> wgm_core::Result<()> {
-//! use wgm_examples::{location::StoreLocation, master_key};
-//! let loc = StoreLocation::default_sqlite(&wgm_examples::location::data_dir()?);
+//! use wgm_cli::{location::StoreLocation, master_key};
+//! let loc = StoreLocation::default_sqlite(&wgm_cli::location::data_dir()?);
 //! let (store, _created) = loc.open().await?;
 //! let key_file = loc.default_key_file(None).expect("an SQLite file has a key file beside it");
 //! let (key, _) = master_key::create_key_file(&key_file)?;
 //! let (manager, local) = wgm_core::manager::Manager::builder(store, wgm_core::seal::Sealer::new(key))
 //!     .build_with_local_admin();
-//! let admin = local.principal(&wgm_examples::unix_user_name());
+//! let admin = local.principal(&wgm_cli::unix_user_name());
 //! # let _ = admin; Ok(()) }
 //! ```
 

@@ -18,9 +18,9 @@ pub const DEFAULT_KEY_FILE: &str = "wgm.key";
 /// neither is set, so the caller can ask for `--store`.
 ///
 /// ```
-/// let d = wgm_examples::location::data_dir_from(None, Some("/home/ada".as_ref())).unwrap();
+/// let d = wgm_cli::location::data_dir_from(None, Some("/home/ada".as_ref())).unwrap();
 /// assert_eq!(d, std::path::Path::new("/home/ada/.local/share/wgm"));
-/// let d = wgm_examples::location::data_dir_from(Some("/x".as_ref()), None).unwrap();
+/// let d = wgm_cli::location::data_dir_from(Some("/x".as_ref()), None).unwrap();
 /// assert_eq!(d, std::path::Path::new("/x/wgm"));
 /// ```
 pub fn data_dir_from(xdg_data_home: Option<&Path>, home: Option<&Path>) -> Result<PathBuf> {
@@ -94,7 +94,7 @@ impl StoreLocation {
     /// invalid input naming the field `store`.
     ///
     /// ```
-    /// use wgm_examples::location::StoreLocation;
+    /// use wgm_cli::location::StoreLocation;
     /// let l = StoreLocation::parse("sqlite:///var/lib/wgm/wgm.db").unwrap();
     /// assert!(matches!(l, StoreLocation::SqliteFile { ref path, .. } if path.as_os_str() == "/var/lib/wgm/wgm.db"));
     /// assert!(StoreLocation::parse("mysql://x").is_err());

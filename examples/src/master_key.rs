@@ -27,10 +27,10 @@ const MAX_KEY_FILE: u64 = 1024;
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("wgm.key");
-/// assert!(wgm_examples::master_key::read_key_file(&path).unwrap().is_none());
-/// let (key, created) = wgm_examples::master_key::create_key_file(&path).unwrap();
+/// assert!(wgm_cli::master_key::read_key_file(&path).unwrap().is_none());
+/// let (key, created) = wgm_cli::master_key::create_key_file(&path).unwrap();
 /// assert!(created);
-/// let again = wgm_examples::master_key::read_key_file(&path).unwrap().unwrap();
+/// let again = wgm_cli::master_key::read_key_file(&path).unwrap().unwrap();
 /// assert_eq!(again.key_id(), key.key_id());
 /// ```
 pub fn read_key_file(path: &Path) -> Result<Option<MasterKey>> {
@@ -114,9 +114,9 @@ pub fn create_key_file(path: &Path) -> Result<(MasterKey, bool)> {
 ///
 /// ```
 /// let k = wgm_core::seal::MasterKey::generate();
-/// let parsed = wgm_examples::master_key::key_from_env(&k.expose_base64()).unwrap();
+/// let parsed = wgm_cli::master_key::key_from_env(&k.expose_base64()).unwrap();
 /// assert_eq!(parsed.key_id(), k.key_id());
-/// assert!(wgm_examples::master_key::key_from_env("not a key").is_err());
+/// assert!(wgm_cli::master_key::key_from_env("not a key").is_err());
 /// ```
 pub fn key_from_env(value: &str) -> Result<MasterKey> {
     MasterKey::from_base64(value.trim_end_matches(['\n', '\r'])).map_err(|_| {

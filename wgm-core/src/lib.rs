@@ -12,6 +12,14 @@
 //! plug in behind `Arc<dyn Trait>`.
 //!
 //! ## Feature flags
+//! - `auth` (default): password hashing (argon2id), JWT access and refresh tokens, TOTP
+//!   codes ([`auth::password`] hashing, [`auth::jwt`], [`auth::totp`]) and the
+//!   [`Manager`](manager::Manager) methods built on them: `login`, `authenticate_jwt`,
+//!   `refresh`, `set_password`, `enroll_totp`, `confirm_totp`. Without it, users, roles,
+//!   principals, `LocalAdmin`, API tokens (SHA-256) and password *rules* remain; creating
+//!   a user with a password is refused as invalid input.
+//! - `qr` (default): QR codes of client configurations (`wgquick::qr_terminal`,
+//!   `qr_svg`, `qr_png`).
 //! - `conformance`: public async conformance suites that every `Store`, `WireGuardBackend`
 //!   and `NetworkBackend` implementation runs in its own tests.
 //!

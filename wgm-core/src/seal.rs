@@ -44,6 +44,7 @@ use rand::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+#[cfg(feature = "auth")]
 use crate::auth::totp::TotpSecret;
 use crate::keys::{PresharedKey, PrivateKey};
 use crate::{Error, Result};
@@ -501,11 +502,13 @@ impl Sealer {
     }
 
     /// Seal a user's TOTP seed as [`SecretKind::TotpSecret`] for record `user_id`.
+    #[cfg(feature = "auth")]
     pub fn seal_totp_secret(&self, secret: &TotpSecret, user_id: &str) -> Result<SealedSecret> {
         self.seal(SecretKind::TotpSecret, user_id, secret.expose_bytes())
     }
 
     /// Open a TOTP seed sealed by [`Sealer::seal_totp_secret`].
+    #[cfg(feature = "auth")]
     pub fn open_totp_secret(&self, user_id: &str, sealed: &SealedSecret) -> Result<TotpSecret> {
         let bytes = self.open(SecretKind::TotpSecret, user_id, sealed)?;
         TotpSecret::from_bytes(&bytes).map_err(|_| {
@@ -912,6 +915,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "auth")]
     fn totp_seed_round_trip() {
         let (_, s) = sealer();
         let seed = TotpSecret::generate();

@@ -578,8 +578,9 @@ fn peer_add_count_adds_many_peers_in_one_revision() {
             .len(),
         25
     );
-    // Options that cannot be shared are a usage error.
-    env.fails(
+    // Options that cannot be shared are bad input naming the count (the library's rule,
+    // NewPeer::numbered).
+    let e = env.fails(
         &[
             "peer",
             "add",
@@ -590,9 +591,14 @@ fn peer_add_count_adds_many_peers_in_one_revision() {
             "--ipv6",
             "fd12:3456:789a:1::99",
         ],
-        1,
+        2,
     );
-    env.fails(&["peer", "add", "office", "x", "--count", "0"], 2);
+    assert!(
+        e.contains("peer.count") && e.contains("cannot be combined"),
+        "{e}"
+    );
+    let e = env.fails(&["peer", "add", "office", "x", "--count", "0"], 2);
+    assert!(e.contains("peer.count"), "{e}");
 }
 
 #[test]
@@ -1044,13 +1050,31 @@ fn usage_errors_exit_1_with_one_line() {
         &["server", "create", "x"],
         &["peer", "add", "office"],
         &["server", "list", "--bogus"],
-        &["completions", "tcsh"],
         &["peer", "config", "s", "p", "--qr", "--out"],
     ] {
         let r = env.run(args);
         check_failure(args, &r, 1);
         assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
     }
+    // A word outside a closed set is a bad value (exit 2) naming the argument and the
+    // words it takes, not repeating the value.
+    let r = env.run(&["completions", "tcsh"]);
+    check_failure(&["completions", "tcsh"], &r, 2);
+    assert!(
+        r.stderr
+            .starts_with("error: invalid value for <SHELL>: must be one of bash,")
+            && !r.stderr.contains("tcsh"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["--json", "apply", "office", "--backend", "boringtun"]);
+    let v: Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["exit_code"], 2);
+    assert_eq!(v["error"]["code"], "invalid_input");
+    assert_eq!(
+        v["error"]["message"],
+        "invalid value for --backend: must be one of userspace, kernel"
+    );
     // Without a subcommand: the help, on stderr, exit 1.
     let out = env.bare().arg("server").output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -104,7 +104,7 @@ fn key_files_readable_by_others_missing_or_garbage_are_refused() {
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
     assert!(!missing.exists());
     let garbage = env.path("garbage.key");
-    wgm_examples::files::write_private_atomic(&garbage, b"not a key\n").unwrap();
+    wgm_cli::files::write_private_atomic(&garbage, b"not a key\n").unwrap();
     let r = with_key_file(&env, &garbage, &["server", "list"]);
     check_failure(&["server", "list"], &r, 6);
     assert_eq!(env.snapshot(), before);

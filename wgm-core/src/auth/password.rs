@@ -1,12 +1,16 @@
 //! Password rules and argon2id hashes.
 //!
+//! The rules and [`PasswordParams`] are always there; hashing and verification need the
+//! `auth` feature (on by default).
+//!
 //! Hashes are PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) made with the
 //! OWASP parameters by default (m = 19 MiB, t = 2, p = 1) and a 16-byte salt from the OS
 //! RNG. Verification uses the parameters stored in the hash and compares in constant time;
 //! [`needs_rehash`] tells the caller to re-hash after a successful login when the stored
 //! parameters differ from the current ones.
 //!
-//! ```
+#![cfg_attr(not(feature = "auth"), doc = "```ignore")]
+#![cfg_attr(feature = "auth", doc = "```")]
 //! use wgm_core::auth::password::{hash_password_with, needs_rehash, verify_password, PasswordParams};
 //!
 //! # let params = PasswordParams::insecure_for_tests(); // doctests run unoptimised
@@ -20,8 +24,11 @@
 //! # Ok::<(), wgm_core::Error>(())
 //! ```
 
+#[cfg(feature = "auth")]
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+#[cfg(feature = "auth")]
 use argon2::{Algorithm, Argon2, Params, Version};
+#[cfg(feature = "auth")]
 use rand::rngs::OsRng;
 
 use crate::{Error, Result};
@@ -47,6 +54,7 @@ const MAX_T_COST: u32 = 64;
 const MAX_P_COST: u32 = 64;
 
 const FIELD: &str = "password";
+#[cfg(feature = "auth")]
 const HASH_FIELD: &str = "password_hash";
 
 /// Parameters for password rules and argon2id hashing.
@@ -153,6 +161,7 @@ impl PasswordParams {
         self.min_len
     }
 
+    #[cfg(feature = "auth")]
     fn argon2(&self) -> Result<Argon2<'static>> {
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
             .map_err(|_| Error::invalid("password_params", "argon2 refused these costs"))?;
@@ -189,11 +198,13 @@ pub fn validate_password_with(password: &str, params: &PasswordParams) -> Result
     Ok(())
 }
 
+#[cfg(feature = "auth")]
 /// Validate and hash `password` with the OWASP parameters; returns a PHC string.
 pub fn hash_password(password: &str) -> Result<String> {
     hash_password_with(password, &PasswordParams::owasp())
 }
 
+#[cfg(feature = "auth")]
 /// Validate and hash `password` with `params`; returns a PHC string.
 pub fn hash_password_with(password: &str, params: &PasswordParams) -> Result<String> {
     validate_password_with(password, params)?;
@@ -205,6 +216,7 @@ pub fn hash_password_with(password: &str, params: &PasswordParams) -> Result<Str
     Ok(hash.to_string())
 }
 
+#[cfg(feature = "auth")]
 /// Whether `password` matches the PHC string `phc` (argon2id, or argon2i/argon2d from an
 /// older system), using the parameters stored in the hash; constant-time comparison.
 ///
@@ -226,6 +238,7 @@ pub fn verify_password(password: &str, phc: &str) -> Result<bool> {
     }
 }
 
+#[cfg(feature = "auth")]
 /// Spend the time of one verification with `params` without a stored hash, so a login
 /// for an unknown user takes as long as one for a known user with a wrong password.
 pub fn verify_without_hash(password: &str, params: &PasswordParams) {
@@ -238,6 +251,7 @@ pub fn verify_without_hash(password: &str, params: &PasswordParams) {
     }
 }
 
+#[cfg(feature = "auth")]
 /// Whether a hash should be replaced after the next successful login: it is not
 /// argon2id v19, or its costs or output length differ from `params`. A string that is not
 /// an argon2 PHC string at all also needs replacing.
@@ -259,6 +273,7 @@ pub fn needs_rehash(phc: &str, params: &PasswordParams) -> bool {
         || parsed.hash.map(|h| h.len()) != Some(Params::DEFAULT_OUTPUT_LEN)
 }
 
+#[cfg(feature = "auth")]
 fn parse_phc(phc: &str) -> Result<PasswordHash<'_>> {
     let parsed =
         PasswordHash::new(phc).map_err(|_| Error::invalid(HASH_FIELD, "is not a PHC string"))?;
@@ -271,7 +286,7 @@ fn parse_phc(phc: &str) -> Result<PasswordHash<'_>> {
     Ok(parsed)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "auth"))]
 mod tests {
     use super::*;
 

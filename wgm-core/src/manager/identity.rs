@@ -1,5 +1,6 @@
 //! Users, roles, API tokens, TOTP and authentication.
 
+#[cfg(feature = "auth")]
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -9,20 +10,28 @@ use zeroize::Zeroizing;
 
 use super::{LocalAdmin, Manager};
 use crate::audit::AuditAction;
+#[cfg(feature = "auth")]
 use crate::auth::jwt::TokenType;
+use crate::auth::password::validate_password_with;
+#[cfg(feature = "auth")]
 use crate::auth::password::{
-    hash_password_with, needs_rehash, validate_password_with, verify_password, verify_without_hash,
+    hash_password_with, needs_rehash, verify_password, verify_without_hash,
 };
 use crate::auth::token::{generate_token, parse_token, verify_token, TokenHash};
+#[cfg(feature = "auth")]
 use crate::auth::totp::{Totp, TotpSecret};
+#[cfg(feature = "auth")]
+use crate::model::TotpEnrollment;
 use crate::model::{
     normalize_email, ApiTokenRecord, AuditEntry, AuditOutcome, IdentityChange, Page,
-    RoleAssignment, TokenId, TotpEnrollment, User, UserId,
+    RoleAssignment, TokenId, User, UserId,
 };
 use crate::names::{RoleName, UserName};
+#[cfg(feature = "auth")]
+use crate::rbac::PrincipalKind;
 use crate::rbac::{
     authorize_elevated, builtin_role, builtin_roles, check_grant, holds_admin, is_builtin_name,
-    Action, Grantee, Permission, Principal, PrincipalKind, Resource, Role, Scope, Target,
+    Action, Grantee, Permission, Principal, Resource, Role, Scope, Target,
 };
 use crate::{Error, Result};
 
@@ -33,7 +42,8 @@ pub struct NewUser {
     pub name: UserName,
     /// E-mail address.
     pub email: Option<String>,
-    /// Initial password (`None`: token-only user).
+    /// Initial password (`None`: token-only user). Hashing needs the `auth` feature;
+    /// without it a password is refused as invalid input.
     pub password: Option<Zeroizing<String>>,
     /// Roles.
     pub roles: Vec<RoleAssignment>,
@@ -83,6 +93,7 @@ pub struct NewToken {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+#[cfg(feature = "auth")]
 /// The outcome of a password login.
 #[derive(Clone, Debug)]
 pub struct LoginOutcome {
@@ -234,6 +245,7 @@ impl Manager {
         Ok(Principal::new(user.id.0, user.name.clone(), roles))
     }
 
+    #[cfg(feature = "auth")]
     async fn audit_identity(
         &self,
         p: Option<&Principal>,
@@ -361,7 +373,7 @@ impl Manager {
         let password_hash = match &spec.password {
             Some(pw) => {
                 validate_password_with(pw, &self.config.password_params)?;
-                Some(hash_password_with(pw, &self.config.password_params)?)
+                Some(hash_new_password(pw, &self.config.password_params)?)
             }
             None => None,
         };
@@ -484,6 +496,7 @@ impl Manager {
         Ok(view)
     }
 
+    #[cfg(feature = "auth")]
     /// Set a user's password. Users changing their own password must give the current
     /// one; administrators resetting another user's do not. Invalidates issued JWTs.
     pub async fn set_password(
@@ -550,6 +563,7 @@ impl Manager {
             .await
     }
 
+    #[cfg(feature = "auth")]
     /// Start TOTP enrolment for oneself: returns the `otpauth://` URI (show it once, as
     /// a QR code). Takes effect after [`Manager::confirm_totp`].
     pub async fn enroll_totp(
@@ -593,6 +607,7 @@ impl Manager {
         Ok(uri)
     }
 
+    #[cfg(feature = "auth")]
     /// Confirm TOTP enrolment with a first valid code.
     pub async fn confirm_totp(&self, p: &Principal, id: UserId, code: &str) -> Result<()> {
         if p.user_id() != id.0 {
@@ -637,6 +652,7 @@ impl Manager {
             .await
     }
 
+    #[cfg(feature = "auth")]
     /// Log in with a password (and a TOTP code when enrolled) from `source`. Throttled
     /// per account and per source; every attempt is audited; issues JWTs.
     pub async fn login(
@@ -719,6 +735,7 @@ impl Manager {
         })
     }
 
+    #[cfg(feature = "auth")]
     fn check_login(
         &self,
         user: Option<&User>,
@@ -751,6 +768,7 @@ impl Manager {
         Ok((user.clone(), step))
     }
 
+    #[cfg(feature = "auth")]
     /// Authenticate a JWT access token: signature, claims, type, and the user's current
     /// token version (a password or role change invalidates older tokens).
     pub async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
@@ -770,6 +788,7 @@ impl Manager {
         self.principal_of(&user).await
     }
 
+    #[cfg(feature = "auth")]
     /// Exchange a refresh token for a new access token.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Zeroizing<String>> {
         let jwt = self
@@ -985,6 +1004,22 @@ impl Manager {
     }
 }
 
+/// Hash a new user's password (argon2id with `params`).
+#[cfg(feature = "auth")]
+fn hash_new_password(pw: &str, params: &crate::auth::password::PasswordParams) -> Result<String> {
+    hash_password_with(pw, params)
+}
+
+/// Without the `auth` feature there is no password hashing: a password is refused.
+#[cfg(not(feature = "auth"))]
+fn hash_new_password(_pw: &str, _params: &crate::auth::password::PasswordParams) -> Result<String> {
+    Err(Error::invalid(
+        "password",
+        "passwords need wgm-core's `auth` feature (argon2id hashing)",
+    ))
+}
+
+#[cfg(feature = "auth")]
 fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }

@@ -54,7 +54,9 @@ use time::OffsetDateTime;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventBus, MemoryEventBus};
 pub use history::{AuditVerification, DiffEntry};
-pub use identity::{LoginOutcome, NewToken, NewUser, TokenView, UserUpdate, UserView};
+#[cfg(feature = "auth")]
+pub use identity::LoginOutcome;
+pub use identity::{NewToken, NewUser, TokenView, UserUpdate, UserView};
 pub use local_admin::LocalAdmin;
 pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
@@ -64,6 +66,7 @@ pub use views::{PeerView, ServerView};
 
 use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
+#[cfg(feature = "auth")]
 use crate::auth::throttle::Throttle;
 use crate::ipam::DualStack;
 use crate::model::UserId;
@@ -114,6 +117,7 @@ pub struct ManagerBuilder {
     events: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     config: ManagerConfig,
+    #[cfg(feature = "auth")]
     jwt: Option<crate::auth::jwt::JwtIssuer>,
 }
 
@@ -140,6 +144,7 @@ impl ManagerBuilder {
     }
 
     /// Issue and accept JWT access tokens with `issuer` (password logins need it).
+    #[cfg(feature = "auth")]
     #[must_use]
     pub fn jwt(mut self, issuer: crate::auth::jwt::JwtIssuer) -> Self {
         self.jwt = Some(issuer);
@@ -154,8 +159,10 @@ impl ManagerBuilder {
             events: self.events,
             clock: self.clock,
             config: self.config,
+            #[cfg(feature = "auth")]
             jwt: self.jwt,
             servers: std::sync::Mutex::new(HashMap::new()),
+            #[cfg(feature = "auth")]
             throttle: std::sync::Mutex::new(Throttle::default()),
             live: std::sync::Mutex::new(HashMap::new()),
         }
@@ -261,8 +268,10 @@ pub struct Manager {
     events: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     config: ManagerConfig,
+    #[cfg(feature = "auth")]
     jwt: Option<crate::auth::jwt::JwtIssuer>,
     servers: std::sync::Mutex<HashMap<ServerId, Slot>>,
+    #[cfg(feature = "auth")]
     throttle: std::sync::Mutex<Throttle>,
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
 }
@@ -289,6 +298,7 @@ impl Manager {
             events: Arc::new(MemoryEventBus::new()),
             clock: Arc::new(SystemClock),
             config: ManagerConfig::default(),
+            #[cfg(feature = "auth")]
             jwt: None,
         }
     }

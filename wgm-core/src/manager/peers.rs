@@ -83,6 +83,61 @@ impl NewPeer {
             preshared_key: true,
         }
     }
+
+    /// `count` copies of this spec named `NAME-1` … `NAME-N` (this spec's name is the
+    /// base), for [`Manager::add_peers`] in one revision: `wgm peer add --count N`.
+    ///
+    /// Refused as invalid input naming `peer.count`: a count of 0 or above
+    /// [`NewPeer::MAX_COUNT`], and more than one peer from a spec with anything that
+    /// each peer must have for itself: a public key, a fixed IPv6 or IPv4 address or
+    /// prefix, extra allowed IPs or an endpoint.
+    ///
+    /// ```
+    /// use wgm_core::manager::NewPeer;
+    /// use wgm_core::names::PeerName;
+    ///
+    /// let specs = NewPeer::new(PeerName::new("dev")?).numbered(3)?;
+    /// let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
+    /// assert_eq!(names, ["dev-1", "dev-2", "dev-3"]);
+    /// assert!(NewPeer::new(PeerName::new("dev")?).numbered(0).is_err());
+    /// # Ok::<(), wgm_core::Error>(())
+    /// ```
+    pub fn numbered(&self, count: u32) -> Result<Vec<NewPeer>> {
+        const FIELD: &str = "peer.count";
+        if count == 0 {
+            return Err(Error::invalid(FIELD, "must be at least 1"));
+        }
+        if count > Self::MAX_COUNT {
+            return Err(Error::invalid(
+                FIELD,
+                format!("must be at most {}", Self::MAX_COUNT),
+            ));
+        }
+        let own = self.public_key.is_some()
+            || matches!(self.ipv6, AddrRequest::Fixed(_))
+            || matches!(self.ipv4, AddrRequest::Fixed(_))
+            || matches!(self.prefix, AddrRequest::Fixed(_))
+            || !self.extra_allowed_ips.is_empty()
+            || self.endpoint.is_some();
+        if own && count > 1 {
+            return Err(Error::invalid(
+                FIELD,
+                "more than one peer gets its own keys and addresses: it cannot be combined \
+                 with a public key, a fixed IPv6/IPv4 address or prefix, extra allowed IPs \
+                 or an endpoint",
+            ));
+        }
+        Ok(crate::model::numbered_names(&self.name, count)?
+            .into_iter()
+            .map(|name| NewPeer {
+                name,
+                ..self.clone()
+            })
+            .collect())
+    }
+
+    /// The most peers [`NewPeer::numbered`] makes from one spec.
+    pub const MAX_COUNT: u32 = 100_000;
 }
 
 /// Changes to a peer. `None` leaves a field as it is. Owner changes need the
@@ -933,5 +988,89 @@ fn as_input(e: Error, field: &'static str) -> Error {
             },
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NewPeer {
+        NewPeer::new(PeerName::new("dev").unwrap())
+    }
+
+    fn refused(r: Result<Vec<NewPeer>>, rule: &str) {
+        match r {
+            Err(Error::InvalidInput { field, reason }) => {
+                assert_eq!(field, "peer.count");
+                assert!(reason.contains(rule), "{reason}");
+            }
+            other => panic!("expected InvalidInput on peer.count, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbered_names_each_copy_and_refuses_what_copies_cannot_share() {
+        let peers = spec().numbered(3).unwrap();
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["dev-1", "dev-2", "dev-3"]);
+        assert!(peers
+            .iter()
+            .all(|p| p.preshared_key && p.ipv6 == AddrRequest::Auto));
+        refused(spec().numbered(0), "at least 1");
+        refused(spec().numbered(NewPeer::MAX_COUNT + 1), "at most 100000");
+        assert_eq!(spec().numbered(NewPeer::MAX_COUNT).unwrap().len(), 100_000);
+
+        let key = PrivateKey::generate().public_key();
+        let fixed: Vec<(&str, NewPeer)> = vec![
+            (
+                "public key",
+                NewPeer {
+                    public_key: Some(key),
+                    ..spec()
+                },
+            ),
+            (
+                "ipv6",
+                NewPeer {
+                    ipv6: AddrRequest::Fixed("fd00::9".parse().unwrap()),
+                    ..spec()
+                },
+            ),
+            (
+                "ipv4",
+                NewPeer {
+                    ipv4: AddrRequest::Fixed("10.0.0.9".parse().unwrap()),
+                    ..spec()
+                },
+            ),
+            (
+                "prefix",
+                NewPeer {
+                    prefix: AddrRequest::Fixed("fd00:1::/64".parse().unwrap()),
+                    ..spec()
+                },
+            ),
+            (
+                "allowed ips",
+                NewPeer {
+                    extra_allowed_ips: vec!["192.168.1.0/24".parse().unwrap()],
+                    ..spec()
+                },
+            ),
+            (
+                "endpoint",
+                NewPeer {
+                    endpoint: Some(Endpoint::parse("vpn.example.org:51820", "e").unwrap()),
+                    ..spec()
+                },
+            ),
+        ];
+        for (what, s) in fixed {
+            refused(s.numbered(2), "cannot be combined");
+            // One peer may have anything fixed.
+            let one = s.numbered(1).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(one[0].name.as_str(), "dev-1");
+        }
     }
 }

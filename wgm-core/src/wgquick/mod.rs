@@ -97,6 +97,7 @@
 
 mod config;
 mod document;
+#[cfg(feature = "qr")]
 mod qr;
 mod render;
 
@@ -104,6 +105,7 @@ use zeroize::Zeroizing;
 
 pub use config::{name_from_comment, Hooks, InterfaceSection, PeerSection, Table, WgQuickConfig};
 pub use document::{Document, Key, Line, LineEnding, LineKind, ParseOptions, SectionKind};
+#[cfg(feature = "qr")]
 pub use qr::{qr_png, qr_svg, qr_terminal};
 pub use render::{render, validate};
 

@@ -1,12 +1,88 @@
 //! The command line, as clap derive types.
 //!
-//! Values are taken as text and parsed by the command with `wgm-core`'s strict parsers,
-//! so a bad *value* is exit code 2 with a message naming the field, while a malformed
-//! *command line* (unknown flag, missing argument) is a usage error, exit code 1.
+//! Closed sets of words (`--backend`, `--strategy`, `--tunnel`, `--active`) are
+//! [`ValueEnum`]s; numbers such as `--count` are parsed by `value_parser`s built on
+//! `wgm-core`'s strict parsers (the `parse` module); other values are taken as text and
+//! parsed by the command with those parsers. Either way a bad *value* is exit code 2 with
+//! a message naming the flag (and the library's field, where the library refused it),
+//! while a malformed *command line* (unknown flag, missing argument) is a usage error,
+//! exit code 1.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use wgm_core::ipam::Strategy;
+use wgm_core::keys::PublicKey;
+use wgm_core::manager::AddrRequest;
+use wgm_core::model::{RevisionNo, TokenId, TunnelMode};
+use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+
+use crate::parse::{self, List, OrNone, When};
+
+/// `--backend`: what drives the live WireGuard device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// wireguard-go over its UAPI socket
+    Userspace,
+    /// Linux kernel WireGuard (not available yet)
+    Kernel,
+}
+
+/// `--strategy`: how addresses are allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// The lowest free address
+    Sequential,
+    /// A random free address
+    Random,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Strategy {
+        match s {
+            StrategyArg::Sequential => Strategy::Sequential,
+            StrategyArg::Random => Strategy::Random,
+        }
+    }
+}
+
+/// `--tunnel`: what clients route through the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TunnelArg {
+    /// All traffic
+    Full,
+    /// Only the server's networks
+    Split,
+}
+
+impl From<TunnelArg> for TunnelMode {
+    fn from(t: TunnelArg) -> TunnelMode {
+        match t {
+            TunnelArg::Full => TunnelMode::Full,
+            TunnelArg::Split => TunnelMode::Split,
+        }
+    }
+}
+
+/// A yes/no switch (`true`/`false` are accepted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    /// On
+    #[value(alias = "true")]
+    Yes,
+    /// Off
+    #[value(alias = "false")]
+    No,
+}
+
+impl From<YesNo> for bool {
+    fn from(v: YesNo) -> bool {
+        v == YesNo::Yes
+    }
+}
 
 /// wgm — an IPv6-first WireGuard manager.
 ///
@@ -116,12 +192,14 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Name of the server to create
-    #[arg(default_value = "demo")]
-    pub name: String,
+    #[arg(default_value = "demo", value_parser = parse::server_name)]
+    pub name: ServerName,
     /// Interface name [default: the server name]
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
     /// UDP listen port
+    // Text, parsed by the command after it has looked for an existing server: a second
+    // quick start reports the server whatever the other options say (README).
     #[arg(long, value_name = "N", default_value = "51820")]
     pub listen_port: String,
     /// IPv6 pool [default: a random RFC 4193 /64]
@@ -172,43 +250,50 @@ pub struct ServerRef {
 #[derive(Debug, Args)]
 pub struct ServerCreate {
     /// Server name
-    pub name: String,
+    #[arg(value_parser = parse::server_name)]
+    pub name: ServerName,
     /// UDP listen port (1-65535)
-    #[arg(long, value_name = "N")]
-    pub listen_port: String,
+    #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
+    pub listen_port: ListenPort,
     /// Interface name on the host [default: the server name]
-    #[arg(long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[arg(long, value_name = "IFACE", value_parser = parse::interface)]
+    pub interface: Option<InterfaceName>,
     /// IPv6 pool [default: a random RFC 4193 /64]
-    #[arg(long, value_name = "CIDR")]
-    pub ipv6: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse::ipv6_pool)]
+    pub ipv6: Option<Ipv6Net>,
     /// IPv4 pool, or `none` [default: none]
-    #[arg(long, value_name = "CIDR|none")]
-    pub ipv4: Option<String>,
+    #[arg(long, value_name = "CIDR|none", value_parser = parse::ipv4_pool)]
+    pub ipv4: Option<OrNone<Ipv4Net>>,
     /// Endpoint advertised to clients (HOST:PORT; an IPv6 address in brackets)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse::server_endpoint)]
+    pub endpoint: Option<Endpoint>,
     /// DNS servers for clients, comma-separated
-    #[arg(long, value_name = "IP,...")]
-    pub dns: Option<String>,
+    #[arg(long, value_name = "IP,...", value_parser = parse::server_dns)]
+    pub dns: Option<List<DnsEntry>>,
     /// MTU (at least 1280; default 1420)
-    #[arg(long, value_name = "N")]
-    pub mtu: Option<String>,
-    /// Address allocation: sequential or random
-    #[arg(long, value_name = "sequential|random")]
-    pub strategy: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
+    pub mtu: Option<Mtu>,
+    /// Address allocation
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
     /// Firewall mark (decimal or 0x hex)
-    #[arg(long, value_name = "N")]
-    pub fwmark: Option<String>,
-    /// Client tunnel: full (all traffic) or split (only the server's networks)
-    #[arg(long, value_name = "full|split")]
-    pub tunnel: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_fwmark)]
+    pub fwmark: Option<FwMark>,
+    /// Client tunnel: all traffic or only the server's networks
+    #[arg(long, value_enum)]
+    pub tunnel: Option<TunnelArg>,
     /// Delegate IPv6 prefixes to peers (`peer add --prefix`) out of this network
-    #[arg(long, value_name = "CIDR")]
-    pub delegation: Option<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse::delegation_pool)]
+    pub delegation: Option<Ipv6Net>,
     /// Length of each delegated prefix
-    #[arg(long, value_name = "N", default_value = "64", requires = "delegation")]
-    pub delegation_len: String,
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        requires = "delegation",
+        value_parser = parse::delegation_len
+    )]
+    pub delegation_len: u8,
 }
 
 /// `wgm server set`.
@@ -217,35 +302,35 @@ pub struct ServerSet {
     /// Server name or id
     pub server: String,
     /// New name
-    #[arg(long, value_name = "NAME")]
-    pub rename: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse::server_name)]
+    pub rename: Option<ServerName>,
     /// UDP listen port
-    #[arg(long, value_name = "N")]
-    pub listen_port: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_listen_port)]
+    pub listen_port: Option<ListenPort>,
     /// Endpoint advertised to clients, or `none`
-    #[arg(long, value_name = "HOST:PORT|none")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::server_endpoint_or_none)]
+    pub endpoint: Option<OrNone<Endpoint>>,
     /// DNS servers for clients, comma-separated, or `none`
-    #[arg(long, value_name = "IP,...|none")]
-    pub dns: Option<String>,
+    #[arg(long, value_name = "IP,...|none", value_parser = parse::server_dns)]
+    pub dns: Option<List<DnsEntry>>,
     /// MTU
-    #[arg(long, value_name = "N")]
-    pub mtu: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::server_mtu)]
+    pub mtu: Option<Mtu>,
     /// Firewall mark, or `none`
-    #[arg(long, value_name = "N|none")]
-    pub fwmark: Option<String>,
-    /// Address allocation: sequential or random
-    #[arg(long, value_name = "sequential|random")]
-    pub strategy: Option<String>,
-    /// Client tunnel: full or split
-    #[arg(long, value_name = "full|split")]
-    pub tunnel: Option<String>,
+    #[arg(long, value_name = "N|none", value_parser = parse::server_fwmark_or_none)]
+    pub fwmark: Option<OrNone<FwMark>>,
+    /// Address allocation
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Client tunnel: all traffic or only the server's networks
+    #[arg(long, value_enum)]
+    pub tunnel: Option<TunnelArg>,
     /// Persistent keepalive in client configs (0-65535 s, 0 = off)
-    #[arg(long, value_name = "SECS")]
-    pub client_keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::client_keepalive)]
+    pub client_keepalive: Option<Keepalive>,
     /// Whether the interface should exist: `no` makes the next apply remove it
-    #[arg(long, value_name = "yes|no")]
-    pub active: Option<String>,
+    #[arg(long, value_enum, value_name = "yes|no")]
+    pub active: Option<YesNo>,
 }
 
 /// `wgm server export`.
@@ -262,7 +347,8 @@ pub struct ServerExport {
 #[derive(Debug, Args)]
 pub struct ServerImport {
     /// Name of the new server
-    pub name: String,
+    #[arg(value_parser = parse::server_name)]
+    pub name: ServerName,
     /// The wg-quick file (`-` for stdin)
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
@@ -270,8 +356,8 @@ pub struct ServerImport {
     #[arg(long)]
     pub allow_hooks: bool,
     /// Interface name [default: the server name]
-    #[arg(long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[arg(long, value_name = "IFACE", value_parser = parse::interface)]
+    pub interface: Option<InterfaceName>,
 }
 
 /// `wgm peer …`.
@@ -316,43 +402,44 @@ pub struct PeerAdd {
     /// Server name or id
     pub server: String,
     /// Peer name (with --count: the base of NAME-1..NAME-N)
-    pub name: String,
+    #[arg(value_parser = parse::peer_name)]
+    pub name: PeerName,
     /// IPv6 address: auto or ADDR
-    #[arg(long, value_name = "auto|ADDR", default_value = "auto")]
-    pub ipv6: String,
+    #[arg(long, value_name = "auto|ADDR", default_value = "auto", value_parser = parse::ipv6_request)]
+    pub ipv6: AddrRequest<Ipv6Addr>,
     /// IPv4 address: auto, none or ADDR (auto = none when the server has no IPv4 pool)
-    #[arg(long, value_name = "auto|none|ADDR", default_value = "auto")]
-    pub ipv4: String,
+    #[arg(long, value_name = "auto|none|ADDR", default_value = "auto", value_parser = parse::ipv4_request)]
+    pub ipv4: AddrRequest<Ipv4Addr>,
     /// Delegated IPv6 prefix: auto, none or CIDR
-    #[arg(long, value_name = "auto|none|CIDR", default_value = "none")]
-    pub prefix: String,
+    #[arg(long, value_name = "auto|none|CIDR", default_value = "none", value_parser = parse::prefix_request)]
+    pub prefix: AddrRequest<Ipv6Net>,
     /// The peer's own public key (wgm then never holds its private key)
-    #[arg(long, value_name = "KEY")]
-    pub public_key: Option<String>,
+    #[arg(long, value_name = "KEY", value_parser = parse::peer_public_key)]
+    pub public_key: Option<PublicKey>,
     /// Extra networks routed to the peer, comma-separated
-    #[arg(long, value_name = "CIDR,...")]
-    pub allowed_ips: Option<String>,
+    #[arg(long, value_name = "CIDR,...", value_parser = parse::peer_allowed_ips)]
+    pub allowed_ips: Option<List<IpNet>>,
     /// Persistent keepalive (0-65535 s, 0 = off) [default: the server's client template]
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
+    pub keepalive: Option<Keepalive>,
     /// A fixed endpoint of the peer (site-to-site)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse::peer_endpoint)]
+    pub endpoint: Option<Endpoint>,
     /// Disable automatically at this time (RFC 3339, or a duration like 30d, 12h)
-    #[arg(long, value_name = "TIME")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::peer_expires)]
+    pub expires: Option<When>,
     /// Owner (a user name)
     #[arg(long, value_name = "USER")]
     pub owner: Option<String>,
     /// Free-text description
-    #[arg(long, value_name = "TEXT")]
-    pub description: Option<String>,
+    #[arg(long, value_name = "TEXT", value_parser = parse::description)]
+    pub description: Option<Description>,
     /// No preshared key
     #[arg(long)]
     pub no_psk: bool,
-    /// Add NAME-1 .. NAME-N
-    #[arg(long, value_name = "N")]
-    pub count: Option<String>,
+    /// Add NAME-1 .. NAME-N (1-100000)
+    #[arg(long, value_name = "N", value_parser = parse::peer_count)]
+    pub count: Option<u32>,
 }
 
 /// `wgm peer set`.
@@ -363,23 +450,23 @@ pub struct PeerSet {
     /// Peer name, public key or id
     pub peer: String,
     /// New name
-    #[arg(long, value_name = "NAME")]
-    pub rename: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse::peer_name)]
+    pub rename: Option<PeerName>,
     /// Description, or `none`
-    #[arg(long, value_name = "TEXT|none")]
-    pub description: Option<String>,
+    #[arg(long, value_name = "TEXT|none", value_parser = parse::description_or_none)]
+    pub description: Option<OrNone<Description>>,
     /// Extra networks routed to the peer (replaces the list), or `none`
-    #[arg(long, value_name = "CIDR,...|none")]
-    pub allowed_ips: Option<String>,
+    #[arg(long, value_name = "CIDR,...|none", value_parser = parse::peer_allowed_ips)]
+    pub allowed_ips: Option<List<IpNet>>,
     /// Persistent keepalive (0-65535 s)
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<String>,
+    #[arg(long, value_name = "SECS", value_parser = parse::peer_keepalive)]
+    pub keepalive: Option<Keepalive>,
     /// Fixed endpoint, or `none`
-    #[arg(long, value_name = "HOST:PORT|none")]
-    pub endpoint: Option<String>,
+    #[arg(long, value_name = "HOST:PORT|none", value_parser = parse::peer_endpoint_or_none)]
+    pub endpoint: Option<OrNone<Endpoint>>,
     /// Expiry (RFC 3339 or a duration like 30d), or `never`
-    #[arg(long, value_name = "TIME|never")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME|never", value_parser = parse::peer_expires_or_never)]
+    pub expires: Option<OrNone<When>>,
     /// Owner (a user name), or `none`
     #[arg(long, value_name = "USER|none")]
     pub owner: Option<String>,
@@ -403,9 +490,9 @@ pub struct PeerConfig {
 /// Where and how the live interface is driven.
 #[derive(Debug, Args)]
 pub struct BackendArg {
-    /// userspace (wireguard-go over its UAPI socket) or kernel
-    #[arg(long, value_name = "userspace|kernel", default_value = "userspace")]
-    pub backend: String,
+    /// What drives the WireGuard device
+    #[arg(long, value_enum, default_value_t = BackendKind::Userspace)]
+    pub backend: BackendKind,
     /// Name of this host in the record of applied revisions [default: the hostname]
     #[arg(long, env = "WGM_HOST", value_name = "NAME")]
     pub host: Option<String>,
@@ -453,8 +540,8 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub backend: BackendArg,
     /// Seconds between passes (1-86400)
-    #[arg(long, value_name = "SECS", default_value = "10")]
-    pub interval: String,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse::reconcile_interval)]
+    pub interval: u64,
     /// Remove peers on the device that wgm does not know (default: report them)
     #[arg(long)]
     pub remove_unmanaged: bool,
@@ -466,11 +553,11 @@ pub struct HistoryArgs {
     /// Server name or id
     pub server: String,
     /// Only revisions after this one
-    #[arg(long, value_name = "REV")]
-    pub after: Option<String>,
+    #[arg(long, value_name = "REV", value_parser = parse::history_after)]
+    pub after: Option<RevisionNo>,
     /// At most this many revisions
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::history_limit)]
+    pub limit: Option<u64>,
 }
 
 /// `wgm diff`.
@@ -479,9 +566,11 @@ pub struct DiffArgs {
     /// Server name or id
     pub server: String,
     /// From revision
-    pub from: String,
+    #[arg(value_parser = parse::diff_from)]
+    pub from: RevisionNo,
     /// To revision
-    pub to: String,
+    #[arg(value_parser = parse::diff_to)]
+    pub to: RevisionNo,
 }
 
 /// `wgm rollback`.
@@ -490,7 +579,8 @@ pub struct RollbackArgs {
     /// Server name or id
     pub server: String,
     /// The revision to restore
-    pub revision: String,
+    #[arg(value_parser = parse::rollback_revision)]
+    pub revision: RevisionNo,
 }
 
 /// `wgm audit`.
@@ -503,14 +593,14 @@ pub struct AuditArgs {
     #[arg(long, value_name = "ACTOR")]
     pub actor: Option<String>,
     /// From this time (RFC 3339, or a duration ago like 1h, 7d)
-    #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::audit_since)]
+    pub since: Option<When>,
     /// Until this time (RFC 3339, or a duration ago)
-    #[arg(long, value_name = "TIME")]
-    pub until: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::audit_until)]
+    pub until: Option<When>,
     /// At most this many records
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
+    #[arg(long, value_name = "N", value_parser = parse::audit_limit)]
+    pub limit: Option<u64>,
     /// Verify the hash chain of the whole log instead of listing
     #[arg(long)]
     pub verify: bool,
@@ -550,10 +640,11 @@ pub struct UserRef {
 #[derive(Debug, Args)]
 pub struct UserAdd {
     /// User name
-    pub name: String,
+    #[arg(value_parser = parse::user_name)]
+    pub name: UserName,
     /// Role: admin, operator, auditor, user, or a custom role
-    #[arg(long, value_name = "ROLE")]
-    pub role: String,
+    #[arg(long, value_name = "ROLE", value_parser = parse::role_name)]
+    pub role: RoleName,
     /// Limit the role to this server
     #[arg(long, value_name = "SERVER")]
     pub server: Option<String>,
@@ -571,7 +662,8 @@ pub struct UserRole {
     /// User name or id
     pub user: String,
     /// Role: admin, operator, auditor, user, or a custom role
-    pub role: String,
+    #[arg(value_parser = parse::role_name)]
+    pub role: RoleName,
     /// Limit the role to this server
     #[arg(long, value_name = "SERVER")]
     pub server: Option<String>,
@@ -601,8 +693,8 @@ pub struct TokenCreate {
     #[arg(long, value_name = "PERM,...")]
     pub scope: Option<String>,
     /// Expiry (RFC 3339, or a duration like 90d)
-    #[arg(long, value_name = "TIME")]
-    pub expires: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse::token_expires)]
+    pub expires: Option<When>,
 }
 
 /// `wgm token list`.
@@ -617,7 +709,8 @@ pub struct TokenList {
 #[derive(Debug, Args)]
 pub struct TokenRevoke {
     /// Token id
-    pub id: String,
+    #[arg(value_parser = parse::token_id)]
+    pub id: TokenId,
 }
 
 /// `wgm completions`.

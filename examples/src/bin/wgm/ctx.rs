@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use wgm_cli::location::{self, StoreLocation};
+use wgm_cli::master_key;
 use wgm_core::manager::Manager;
 use wgm_core::model::{Change, Page, RevisionNo, ServerId};
 use wgm_core::rbac::Principal;
 use wgm_core::seal::{MasterKey, Sealer, SecretKind};
 use wgm_core::store::Store;
 use wgm_core::Error;
-use wgm_examples::location::{self, StoreLocation};
-use wgm_examples::master_key;
 
 use crate::args::Global;
 use crate::error::CliResult;
@@ -67,7 +67,7 @@ impl Ctx {
         let (m, local) = Manager::builder(store, sealer).build_with_local_admin();
         let p = match &g.token {
             Some(t) => m.authenticate_token(t).await?,
-            None => local.principal(&wgm_examples::unix_user_name()),
+            None => local.principal(&wgm_cli::unix_user_name()),
         };
         Ok(Ctx {
             m,

@@ -9,6 +9,10 @@ pub enum CliError {
     Core(wgm_core::Error),
     /// The command line is malformed or contradictory (exit 1).
     Usage(String),
+    /// A value on the command line that clap's parser refused: a word outside a closed
+    /// set, or a value a `value_parser` (built on the library's parsers) refused. Exit 2,
+    /// code `invalid_input`, like the library's `InvalidInput`.
+    BadValue(String),
     /// Something outside the library failed, such as writing an output file (exit 1).
     Failed(String),
 }
@@ -28,6 +32,7 @@ impl CliError {
         use wgm_core::Error as E;
         match self {
             CliError::Usage(_) | CliError::Failed(_) => 1,
+            CliError::BadValue(_) => 2,
             CliError::Core(e) => match e {
                 E::InvalidInput { .. } | E::Parse { .. } => 2,
                 E::NotFound { .. } => 3,
@@ -44,6 +49,7 @@ impl CliError {
     pub fn code(&self) -> &'static str {
         match self {
             CliError::Usage(_) => "usage",
+            CliError::BadValue(_) => "invalid_input",
             CliError::Failed(_) => "failed",
             CliError::Core(e) => e.code(),
         }
@@ -61,7 +67,7 @@ impl CliError {
                 "{e} (check --master-key-file / WGM_MASTER_KEY: it must be the key this store was created with)"
             ),
             CliError::Core(e) => e.to_string(),
-            CliError::Usage(m) | CliError::Failed(m) => m.clone(),
+            CliError::Usage(m) | CliError::Failed(m) | CliError::BadValue(m) => m.clone(),
         };
         one_line(&raw)
     }
@@ -123,6 +129,8 @@ mod tests {
             assert_eq!(CliError::Core(e).exit_code(), code);
         }
         assert_eq!(CliError::Usage("x".into()).exit_code(), 1);
+        assert_eq!(CliError::BadValue("x".into()).exit_code(), 2);
+        assert_eq!(CliError::BadValue("x".into()).code(), "invalid_input");
     }
 
     #[test]

@@ -72,11 +72,56 @@ fn report(e: &CliError, out: Out) {
     }
 }
 
-/// Help and version go to stdout with exit code 0; every other parse failure is a usage
-/// error: one line on stderr, exit code 1.
+/// The message of a refused value: the flag, and why (the library's error, or the words
+/// the flag takes). The value itself is not repeated: it may be long, hostile, or a key
+/// the user would rather not see echoed.
+fn bad_value_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or(s).to_owned(),
+        _ => "a value".to_owned(),
+    };
+    let why = if let Some(core) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<wgm_core::Error>())
+    {
+        core.to_string()
+    } else if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        format!("must be one of {}", valid.join(", "))
+    } else if let Some(source) = std::error::Error::source(e) {
+        source.to_string()
+    } else {
+        "is not valid".to_owned()
+    };
+    format!("invalid value for {flag}: {why}")
+}
+
+/// Report a refused value: exit code 2.
+fn bad_value(e: &clap::Error, json: bool) -> ExitCode {
+    let err = CliError::BadValue(bad_value_message(e));
+    report(&err, Out::detect(json));
+    ExitCode::from(err.exit_code())
+}
+
+/// Whether clap refused a flag because its value is missing (not a bad value).
+fn value_missing(e: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    matches!(
+        e.get(ContextKind::InvalidValue),
+        Some(ContextValue::String(v)) if v.is_empty()
+    )
+}
+
+/// Help and version go to stdout with exit code 0; a bad value is exit code 2 naming the
+/// flag (and the library's field when a `value_parser` built on the library refused it);
+/// every other parse failure is a usage error: one line on stderr, exit code 1.
 fn clap_error(e: &clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
+        // A flag given without its value is also `InvalidValue` (with an empty value): that
+        // stays a usage error. A value a `value_parser` refused (even an empty one) is
+        // `ValueValidation`.
+        ErrorKind::ValueValidation => bad_value(e, json),
+        ErrorKind::InvalidValue if !value_missing(e) => bad_value(e, json),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
             ExitCode::SUCCESS

@@ -1,14 +1,22 @@
 //! Parsing command-line values with `wgm-core`'s strict parsers. Every error is
 //! `InvalidInput` naming the field (exit code 2).
+//!
+//! The functions of the "value parsers" section are clap `value_parser`s: clap calls them
+//! while it reads the command line, so a command receives typed values; the library's
+//! error (naming the field) reaches the user through `main::bad_value_message`, which
+//! also names the flag. Values that need the store or the clock (times relative to now,
+//! owners, servers by name) and lists with a `none` word are parsed by the commands.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-use wgm_core::ipam::Strategy;
-use wgm_core::manager::AddrRequest;
-use wgm_core::model::{RevisionNo, TunnelMode};
+use wgm_core::keys::PublicKey;
+use wgm_core::manager::{AddrRequest, NewPeer};
+use wgm_core::model::{RevisionNo, TokenId};
+use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{self, DnsEntry};
+use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use wgm_core::{Error, Result};
 
 /// Split a comma-separated list; spaces around items are ignored, empty items refused.
@@ -73,28 +81,13 @@ pub fn revision(s: &str, field: &'static str) -> Result<RevisionNo> {
     Ok(RevisionNo(n))
 }
 
-/// `sequential` or `random`.
-pub fn strategy(s: &str) -> Result<Strategy> {
-    match s {
-        "sequential" => Ok(Strategy::Sequential),
-        "random" => Ok(Strategy::Random),
-        _ => Err(Error::invalid(
-            "server.strategy",
-            "must be sequential or random",
-        )),
-    }
-}
-
-/// `full` or `split`.
-pub fn tunnel(s: &str) -> Result<TunnelMode> {
-    match s {
-        "full" => Ok(TunnelMode::Full),
-        "split" => Ok(TunnelMode::Split),
-        _ => Err(Error::invalid(
-            "server.client_template.tunnel",
-            "must be full or split",
-        )),
-    }
+/// `--count` of `peer add` (a `value_parser`): decimal digits, at most
+/// [`NewPeer::MAX_COUNT`]; the library refuses 0 and what copies cannot share
+/// ([`NewPeer::numbered`]).
+pub fn peer_count(s: &str) -> Result<u32> {
+    let n = number(s, "peer.count", u64::from(NewPeer::MAX_COUNT))?;
+    // At most NewPeer::MAX_COUNT, a u32.
+    u32::try_from(n).map_err(|_| Error::invalid("peer.count", "is too large"))
 }
 
 /// `auto` or an IPv6 address.
@@ -150,14 +143,31 @@ pub enum Relative {
     Past,
 }
 
-/// An RFC 3339 time, or a duration such as `90s`, `15m`, `12h`, `30d`, `2w` relative to
-/// `now` in the given direction.
-pub fn time(
-    s: &str,
-    field: &'static str,
-    now: OffsetDateTime,
-    dir: Relative,
-) -> Result<OffsetDateTime> {
+/// A time as given on the command line: absolute, or a duration from now (which way is
+/// the flag's to say). Parsed while the command line is read; made absolute by the
+/// command with the manager's clock ([`When::at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// An RFC 3339 time.
+    At(OffsetDateTime),
+    /// A duration (`90s`, `15m`, `12h`, `30d`, `2w`).
+    After(Duration),
+}
+
+impl When {
+    /// The absolute time: a duration counted from `now` in direction `dir`.
+    pub fn at(self, now: OffsetDateTime, dir: Relative) -> OffsetDateTime {
+        match (self, dir) {
+            (When::At(t), _) => t,
+            (When::After(d), Relative::Future) => now + d,
+            (When::After(d), Relative::Past) => now - d,
+        }
+    }
+}
+
+/// An RFC 3339 time, or a duration such as `90s`, `15m`, `12h`, `30d`, `2w` (at most
+/// 100 years), naming `field` in errors.
+pub fn when(s: &str, field: &'static str) -> Result<When> {
     if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
         let digits = &s[..s.len() - 1];
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -176,19 +186,268 @@ pub fn time(
                     "duration is too long (at most 100 years)",
                 ));
             }
-            let d = Duration::seconds(secs);
-            return Ok(match dir {
-                Relative::Future => now + d,
-                Relative::Past => now - d,
-            });
+            return Ok(When::After(Duration::seconds(secs)));
         }
     }
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-        Error::invalid(
-            field,
-            "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
-        )
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(When::At)
+        .map_err(|_| {
+            Error::invalid(
+                field,
+                "must be an RFC 3339 time (2026-12-31T23:59:59Z) or a duration like 30d, 12h, 15m",
+            )
+        })
+}
+
+// ------------------------------------------------------------------ value parsers
+
+/// A value, or the word `none` that clears (or leaves out) a setting. A type of its own,
+/// not `Option`, so that clap does not read `Option<Option<T>>` as "a flag whose value
+/// is optional".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrNone<T> {
+    /// The value given.
+    Value(T),
+    /// `none`.
+    None,
+}
+
+impl<T> OrNone<T> {
+    /// `Some(value)`, or `None` for the word `none`.
+    pub fn into_option(self) -> Option<T> {
+        match self {
+            OrNone::Value(v) => Some(v),
+            OrNone::None => None,
+        }
+    }
+
+    /// `none`, or the value parsed by `parse`.
+    fn parse(s: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result<OrNone<T>> {
+        if is_none_word(s) {
+            Ok(OrNone::None)
+        } else {
+            parse(s).map(OrNone::Value)
+        }
+    }
+}
+
+/// A comma-separated list (`none`: an empty one), parsed whole. A type of its own, not
+/// `Vec`, so that clap does not read it as a flag given many times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List<T>(pub Vec<T>);
+
+/// `--dns` of a server: addresses and search domains, or `none`.
+pub fn server_dns(s: &str) -> Result<List<DnsEntry>> {
+    dns_list(s, "server.dns").map(List)
+}
+
+/// `--allowed-ips` of a peer: networks, or `none`.
+pub fn peer_allowed_ips(s: &str) -> Result<List<ipnet::IpNet>> {
+    allowed_ips(s, "peer.allowed_ips").map(List)
+}
+
+/// `--interface` of a new server: a valid interface name.
+pub fn interface(s: &str) -> Result<InterfaceName> {
+    InterfaceName::new(s).map_err(|e| e.in_field("server"))
+}
+
+/// `--description` of a new peer.
+pub fn description(s: &str) -> Result<Description> {
+    Description::new(s)
+}
+
+/// `--description` of `peer set`: text, or `none` to clear it.
+pub fn description_or_none(s: &str) -> Result<OrNone<Description>> {
+    OrNone::parse(s, description)
+}
+
+/// A new user's name.
+pub fn user_name(s: &str) -> Result<UserName> {
+    UserName::new(s)
+}
+
+/// A role name (`--role` of `user add`, `ROLE` of `user role`).
+pub fn role_name(s: &str) -> Result<RoleName> {
+    RoleName::new(s).map_err(|e| e.in_field("user"))
+}
+
+/// `--ipv6` pool of a new server: an IPv6 network.
+pub fn ipv6_pool(s: &str) -> Result<ipnet::Ipv6Net> {
+    match net::parse_network(s, "server.ipv6_pool")? {
+        ipnet::IpNet::V6(n) => Ok(n),
+        ipnet::IpNet::V4(_) => Err(Error::invalid(
+            "server.ipv6_pool",
+            "must be an IPv6 network",
+        )),
+    }
+}
+
+/// `--ipv4` pool of a new server: an IPv4 network, or `none` (no IPv4).
+pub fn ipv4_pool(s: &str) -> Result<OrNone<ipnet::Ipv4Net>> {
+    OrNone::parse(s, |s| match net::parse_network(s, "server.ipv4_pool")? {
+        ipnet::IpNet::V4(n) => Ok(n),
+        ipnet::IpNet::V6(_) => Err(Error::invalid(
+            "server.ipv4_pool",
+            "must be an IPv4 network",
+        )),
     })
+}
+
+/// `--delegation` of a new server: the IPv6 network prefixes are delegated out of.
+pub fn delegation_pool(s: &str) -> Result<ipnet::Ipv6Net> {
+    match net::parse_network(s, "server.delegation.pool")? {
+        ipnet::IpNet::V6(n) => Ok(n),
+        ipnet::IpNet::V4(_) => Err(Error::invalid(
+            "server.delegation.pool",
+            "must be an IPv6 network",
+        )),
+    }
+}
+
+/// `--endpoint` of `server set`: HOST:PORT or `none`.
+pub fn server_endpoint_or_none(s: &str) -> Result<OrNone<Endpoint>> {
+    OrNone::parse(s, server_endpoint)
+}
+
+/// `--fwmark` of `server set`: a mark or `none`.
+pub fn server_fwmark_or_none(s: &str) -> Result<OrNone<FwMark>> {
+    OrNone::parse(s, server_fwmark)
+}
+
+/// `--endpoint` of `peer set`: HOST:PORT or `none`.
+pub fn peer_endpoint_or_none(s: &str) -> Result<OrNone<Endpoint>> {
+    OrNone::parse(s, peer_endpoint)
+}
+
+/// `--expires` of a new peer.
+pub fn peer_expires(s: &str) -> Result<When> {
+    when(s, "peer.expires_at")
+}
+
+/// `--expires` of `peer set`: a time, or `never` (stored as [`OrNone::None`]).
+pub fn peer_expires_or_never(s: &str) -> Result<OrNone<When>> {
+    if s == "never" {
+        return Ok(OrNone::None);
+    }
+    peer_expires(s).map(OrNone::Value)
+}
+
+/// `--expires` of a new API token.
+pub fn token_expires(s: &str) -> Result<When> {
+    when(s, "token.expires_at")
+}
+
+/// `--since` of `wgm audit`.
+pub fn audit_since(s: &str) -> Result<When> {
+    when(s, "audit.since")
+}
+
+/// `--until` of `wgm audit`.
+pub fn audit_until(s: &str) -> Result<When> {
+    when(s, "audit.until")
+}
+
+/// `ID` of `wgm token revoke`: a UUID.
+pub fn token_id(s: &str) -> Result<TokenId> {
+    s.parse()
+}
+
+/// `--interval` of `wgm reconcile`: 1 to 86400 seconds.
+pub fn reconcile_interval(s: &str) -> Result<u64> {
+    match number(s, "reconcile.interval", 86_400)? {
+        0 => Err(Error::invalid(
+            "reconcile.interval",
+            "must be at least 1 second",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `--listen-port` of a server.
+pub fn server_listen_port(s: &str) -> Result<ListenPort> {
+    ListenPort::parse(s, "server.listen_port")
+}
+
+/// `--mtu` of a server.
+pub fn server_mtu(s: &str) -> Result<Mtu> {
+    Mtu::parse(s, "server.mtu")
+}
+
+/// `--fwmark` of a new server.
+pub fn server_fwmark(s: &str) -> Result<FwMark> {
+    FwMark::parse(s, "server.fwmark")
+}
+
+/// `--endpoint` of a new server.
+pub fn server_endpoint(s: &str) -> Result<Endpoint> {
+    Endpoint::parse(s, "server.endpoint")
+}
+
+/// A new server's name (or `--rename`).
+pub fn server_name(s: &str) -> Result<ServerName> {
+    ServerName::new(s)
+}
+
+/// `--client-keepalive` of a server's client template.
+pub fn client_keepalive(s: &str) -> Result<Keepalive> {
+    Keepalive::parse(s, "server.client_template.keepalive")
+}
+
+/// `--delegation-len`: the length of each delegated prefix (at most 128).
+pub fn delegation_len(s: &str) -> Result<u8> {
+    let n = number(s, "server.delegation.prefix_len", 128)?;
+    // At most 128 by the parse above.
+    u8::try_from(n).map_err(|_| Error::invalid("server.delegation.prefix_len", "is too large"))
+}
+
+/// A new peer's name (or `--rename`).
+pub fn peer_name(s: &str) -> Result<PeerName> {
+    PeerName::new(s)
+}
+
+/// `--keepalive` of a peer.
+pub fn peer_keepalive(s: &str) -> Result<Keepalive> {
+    Keepalive::parse(s, "peer.keepalive")
+}
+
+/// `--endpoint` of a new peer.
+pub fn peer_endpoint(s: &str) -> Result<Endpoint> {
+    Endpoint::parse(s, "peer.endpoint")
+}
+
+/// `--public-key` of a new peer (the error never repeats the key).
+pub fn peer_public_key(s: &str) -> Result<PublicKey> {
+    PublicKey::from_base64_field(s, "peer.public_key")
+}
+
+/// `FROM` of `wgm diff`.
+pub fn diff_from(s: &str) -> Result<RevisionNo> {
+    revision(s, "diff.from")
+}
+
+/// `TO` of `wgm diff`.
+pub fn diff_to(s: &str) -> Result<RevisionNo> {
+    revision(s, "diff.to")
+}
+
+/// `REVISION` of `wgm rollback`.
+pub fn rollback_revision(s: &str) -> Result<RevisionNo> {
+    revision(s, "rollback.revision")
+}
+
+/// `--after` of `wgm history` (0 is allowed: every revision).
+pub fn history_after(s: &str) -> Result<RevisionNo> {
+    Ok(RevisionNo(number(s, "history.after", u64::MAX)?))
+}
+
+/// `--limit` of `wgm history`.
+pub fn history_limit(s: &str) -> Result<u64> {
+    number(s, "history.limit", u64::MAX)
+}
+
+/// `--limit` of `wgm audit`.
+pub fn audit_limit(s: &str) -> Result<u64> {
+    number(s, "audit.limit", u64::MAX)
 }
 
 #[cfg(test)]
@@ -209,19 +468,21 @@ mod tests {
     fn times() {
         let now = datetime!(2026-01-01 00:00 UTC);
         assert_eq!(
-            time("2d", "t", now, Relative::Future).unwrap(),
+            when("2d", "t").unwrap().at(now, Relative::Future),
             datetime!(2026-01-03 00:00 UTC)
         );
         assert_eq!(
-            time("1h", "t", now, Relative::Past).unwrap(),
+            when("1h", "t").unwrap().at(now, Relative::Past),
             datetime!(2025-12-31 23:00 UTC)
         );
         assert_eq!(
-            time("2026-02-01T00:00:00Z", "t", now, Relative::Future).unwrap(),
+            when("2026-02-01T00:00:00Z", "t")
+                .unwrap()
+                .at(now, Relative::Future),
             datetime!(2026-02-01 00:00 UTC)
         );
         for bad in ["tomorrow", "d", "1y", "2026-02-01", "99999999999w"] {
-            let e = time(bad, "peer.expires_at", now, Relative::Future).unwrap_err();
+            let e = when(bad, "peer.expires_at").unwrap_err();
             assert!(e.to_string().contains("peer.expires_at"), "{bad}: {e}");
         }
     }

@@ -11,7 +11,7 @@ use crate::args::{AuditArgs, DiffArgs, HistoryArgs, RollbackArgs};
 use crate::ctx::Ctx;
 use crate::error::CliResult;
 use crate::out::{self, Cell, Style};
-use crate::parse::{self, Relative};
+use crate::parse::Relative;
 
 /// One revision as `wgm history --json` prints it: no sealed values, just what changed.
 #[derive(Debug, Serialize)]
@@ -80,14 +80,8 @@ pub fn entry(r: &RevisionRecord) -> HistoryEntry {
 /// `wgm history`.
 pub async fn history(ctx: &Ctx, a: HistoryArgs) -> CliResult {
     let sid = ctx.server(&a.server).await?;
-    let after = match &a.after {
-        Some(s) => RevisionNo(parse::number(s, "history.after", u64::MAX)?),
-        None => RevisionNo::NONE,
-    };
-    let limit = match &a.limit {
-        Some(s) => parse::number(s, "history.limit", u64::MAX)?,
-        None => u64::MAX,
-    };
+    let after = a.after.unwrap_or(RevisionNo::NONE);
+    let limit = a.limit.unwrap_or(u64::MAX);
     let revs = ctx.m.history(&ctx.p, sid, after, limit).await?;
     let entries: Vec<HistoryEntry> = revs.iter().map(entry).collect();
     if ctx.out.json {
@@ -119,8 +113,7 @@ fn compact(v: &Value) -> String {
 /// `wgm diff`.
 pub async fn diff(ctx: &Ctx, a: DiffArgs) -> CliResult {
     let sid = ctx.server(&a.server).await?;
-    let from = parse::revision(&a.from, "diff.from")?;
-    let to = parse::revision(&a.to, "diff.to")?;
+    let (from, to) = (a.from, a.to);
     let mut entries = ctx.m.diff(&ctx.p, sid, from, to).await?;
     // A stable order: the server, then removed, changed and added peers, each by name.
     let rank = |k: &str| match k {
@@ -166,7 +159,7 @@ pub async fn diff(ctx: &Ctx, a: DiffArgs) -> CliResult {
 /// `wgm rollback`.
 pub async fn rollback(ctx: &Ctx, a: RollbackArgs) -> CliResult {
     let sid = ctx.server(&a.server).await?;
-    let to = parse::revision(&a.revision, "rollback.revision")?;
+    let to = a.revision;
     let rec = ctx.m.rollback(&ctx.p, sid, to).await?;
     if ctx.out.json {
         return ctx
@@ -202,21 +195,9 @@ pub async fn audit(ctx: &Ctx, a: AuditArgs) -> CliResult {
     if let Some(s) = &a.server {
         q.server_id = Some(ctx.server(s).await?);
     }
-    q.since = a
-        .since
-        .as_deref()
-        .map(|s| parse::time(s, "audit.since", now, Relative::Past))
-        .transpose()?;
-    q.until = a
-        .until
-        .as_deref()
-        .map(|s| parse::time(s, "audit.until", now, Relative::Past))
-        .transpose()?;
-    q.limit = a
-        .limit
-        .as_deref()
-        .map(|s| parse::number(s, "audit.limit", u64::MAX))
-        .transpose()?;
+    q.since = a.since.map(|w| w.at(now, Relative::Past));
+    q.until = a.until.map(|w| w.at(now, Relative::Past));
+    q.limit = a.limit;
     let records = ctx.m.audit_log(&ctx.p, &q).await?;
     if ctx.out.json {
         return ctx.out.json(&records);

@@ -5,8 +5,7 @@ use std::io::Read;
 
 use serde_json::json;
 use wgm_core::manager::{NewToken, NewUser, UserUpdate, UserView};
-use wgm_core::model::{Page, RoleAssignment, TokenId, UserId};
-use wgm_core::names::{RoleName, UserName};
+use wgm_core::model::{Page, RoleAssignment, UserId};
 use wgm_core::rbac::{Permission, Scope};
 use wgm_core::Error;
 use zeroize::Zeroizing;
@@ -111,8 +110,7 @@ async fn scope(ctx: &Ctx, server: Option<&str>) -> CliResult<Scope> {
 }
 
 async fn add(ctx: &Ctx, a: UserAdd) -> CliResult {
-    let name = UserName::new(a.name)?;
-    let role = RoleName::new(a.role).map_err(|e| e.in_field("user"))?;
+    let (name, role) = (a.name, a.role);
     let mut spec = NewUser::new(name, role.clone());
     spec.roles = vec![RoleAssignment {
         role,
@@ -151,7 +149,7 @@ async fn set_active(ctx: &Ctx, user: &str, active: bool) -> CliResult {
 
 async fn role(ctx: &Ctx, a: UserRole) -> CliResult {
     let id = ctx.m.resolve_user(&ctx.p, &a.user).await?;
-    let role = RoleName::new(a.role).map_err(|e| e.in_field("user"))?;
+    let role = a.role;
     let assignment = RoleAssignment {
         role,
         scope: scope(ctx, a.server.as_deref()).await?,
@@ -298,7 +296,7 @@ pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             )
         }
         TokenCmd::Revoke(a) => {
-            let id: TokenId = a.id.parse()?;
+            let id = a.id;
             ctx.m.revoke_token(&ctx.p, id).await?;
             if ctx.out.json {
                 return ctx.out.json(&json!({ "revoked": id }));
@@ -335,11 +333,7 @@ async fn create_token(ctx: &Ctx, a: TokenCreate) -> CliResult {
         }
         None => None,
     };
-    let expires_at = a
-        .expires
-        .as_deref()
-        .map(|s| parse::time(s, "token.expires_at", ctx.m.now(), Relative::Future))
-        .transpose()?;
+    let expires_at = a.expires.map(|w| w.at(ctx.m.now(), Relative::Future));
     let (view, secret) = ctx
         .m
         .create_token(

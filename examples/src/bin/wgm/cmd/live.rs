@@ -8,11 +8,11 @@ use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
 use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status, Verify};
 use wgm_core::Error;
 
-use crate::args::{ApplyArgs, BackendArg, LiveArgs, ReconcileArgs};
+use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
-use crate::{parse, progress};
+use crate::progress;
 
 /// This host's name: `--host`/`WGM_HOST`, else the kernel's host name.
 fn host_name(given: Option<&str>) -> CliResult<String> {
@@ -35,8 +35,8 @@ fn host_name(given: Option<&str>) -> CliResult<String> {
 /// rtnetlink socket).
 fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
     let name = host_name(b.host.as_deref())?;
-    match b.backend.as_str() {
-        "userspace" => {
+    match b.backend {
+        BackendKind::Userspace => {
             let wg = Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
             let net: Option<Arc<dyn wgm_core::backend::NetworkBackend>> = if network {
                 Some(Arc::new(KernelNetwork::new()?))
@@ -45,11 +45,10 @@ fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
             };
             Ok(Host::new(name, wg, net).with_drift(drift))
         }
-        "kernel" => Err(Error::unsupported(
+        BackendKind::Kernel => Err(Error::unsupported(
             "the kernel WireGuard backend is not available yet; use --backend userspace (wireguard-go)",
         )
         .into()),
-        _ => Err(Error::invalid("backend", "must be userspace or kernel").into()),
     }
 }
 
@@ -277,10 +276,7 @@ fn fatal(e: &Error) -> bool {
 /// SIGTERM. Passes that change nothing print nothing. Store or backend failures are
 /// reported and retried at the next pass (live tunnels keep running meanwhile).
 pub async fn reconcile(ctx: &Ctx, a: ReconcileArgs) -> CliResult {
-    let secs = parse::number(&a.interval, "reconcile.interval", 86_400)?;
-    if secs == 0 {
-        return Err(Error::invalid("reconcile.interval", "must be at least 1 second").into());
-    }
+    let secs = a.interval;
     let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
     let sid = ctx.server(&a.server).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

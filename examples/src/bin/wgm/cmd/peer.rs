@@ -2,10 +2,8 @@
 
 use serde_json::json;
 use wgm_core::keys::PublicKey;
-use wgm_core::manager::{AddrRequest, NewPeer, PeerUpdate, PeerView};
-use wgm_core::model::{numbered_names, PeerId, ServerId, UserId};
-use wgm_core::names::{Description, PeerName};
-use wgm_core::net::{Endpoint, Keepalive};
+use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
+use wgm_core::model::{PeerId, ServerId, UserId};
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -13,11 +11,8 @@ use crate::args::{PeerAdd, PeerCmd, PeerConfig, PeerRef, PeerSet};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell};
-use crate::parse::{self, Relative};
+use crate::parse::{self, List, OrNone, Relative};
 use crate::{cmd::server, progress};
-
-/// Most peers one `--count` may add.
-const MAX_COUNT: u64 = 100_000;
 
 /// Run a `peer` subcommand.
 pub async fn run(ctx: &Ctx, cmd: PeerCmd) -> CliResult {
@@ -100,72 +95,27 @@ async fn owner(ctx: &Ctx, name: &str) -> CliResult<UserId> {
 
 async fn add(ctx: &Ctx, a: PeerAdd) -> CliResult {
     let sid = ctx.server(&a.server).await?;
-    let base = PeerName::new(a.name)?;
-    let count = a
-        .count
-        .as_deref()
-        .map(|c| parse::number(c, "peer.count", MAX_COUNT))
-        .transpose()?;
-    if count == Some(0) {
-        return Err(Error::invalid("peer.count", "must be at least 1").into());
-    }
+    let base = a.name;
     let mut spec = NewPeer::new(base.clone());
-    spec.ipv6 = parse::ipv6_request(&a.ipv6)?;
-    spec.ipv4 = parse::ipv4_request(&a.ipv4)?;
-    spec.prefix = parse::prefix_request(&a.prefix)?;
-    spec.public_key = a
-        .public_key
-        .as_deref()
-        .map(|k| PublicKey::from_base64_field(k, "peer.public_key"))
-        .transpose()?;
-    if let Some(ips) = &a.allowed_ips {
-        spec.extra_allowed_ips = parse::allowed_ips(ips, "peer.allowed_ips")?;
+    spec.ipv6 = a.ipv6;
+    spec.ipv4 = a.ipv4;
+    spec.prefix = a.prefix;
+    spec.public_key = a.public_key;
+    if let Some(List(ips)) = a.allowed_ips {
+        spec.extra_allowed_ips = ips;
     }
-    spec.keepalive = a
-        .keepalive
-        .as_deref()
-        .map(|s| Keepalive::parse(s, "peer.keepalive"))
-        .transpose()?;
-    spec.endpoint = a
-        .endpoint
-        .as_deref()
-        .map(|s| Endpoint::parse(s, "peer.endpoint"))
-        .transpose()?;
-    spec.expires_at = a
-        .expires
-        .as_deref()
-        .map(|s| parse::time(s, "peer.expires_at", ctx.m.now(), Relative::Future))
-        .transpose()?;
-    spec.description = a.description.map(Description::new).transpose()?;
+    spec.keepalive = a.keepalive;
+    spec.endpoint = a.endpoint;
+    spec.expires_at = a.expires.map(|w| w.at(ctx.m.now(), Relative::Future));
+    spec.description = a.description;
     spec.preshared_key = !a.no_psk;
     if let Some(o) = &a.owner {
         spec.owner = Some(owner(ctx, o).await?);
     }
-    let views = match count {
+    let views = match a.count {
         None => vec![ctx.m.add_peer(&ctx.p, sid, spec).await?],
         Some(n) => {
-            let fixed = spec.public_key.is_some()
-                || matches!(spec.ipv6, AddrRequest::Fixed(_))
-                || matches!(spec.ipv4, AddrRequest::Fixed(_))
-                || matches!(spec.prefix, AddrRequest::Fixed(_))
-                || !spec.extra_allowed_ips.is_empty()
-                || spec.endpoint.is_some();
-            if fixed && n > 1 {
-                return Err(CliError::Usage(
-                    "--count gives every peer its own keys and addresses: it cannot be combined with \
-                     --public-key, a fixed --ipv6/--ipv4/--prefix, --allowed-ips or --endpoint"
-                        .into(),
-                ));
-            }
-            // `n` is at most MAX_COUNT, well inside u32.
-            let names = numbered_names(&base, u32::try_from(n).unwrap_or(u32::MAX))?;
-            let specs: Vec<NewPeer> = names
-                .into_iter()
-                .map(|name| NewPeer {
-                    name,
-                    ..spec.clone()
-                })
-                .collect();
+            let specs = spec.numbered(n)?;
             let spinner = progress::spinner(ctx.out, &format!("adding {n} peers in one revision"));
             let res = ctx.m.add_peers(&ctx.p, sid, specs).await;
             spinner.finish();
@@ -302,43 +252,16 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
     )
     .await?;
     let mut u = PeerUpdate {
-        name: a.rename.map(PeerName::new).transpose()?,
-        keepalive: a
-            .keepalive
-            .as_deref()
-            .map(|s| Keepalive::parse(s, "peer.keepalive"))
-            .transpose()?,
+        name: a.rename,
+        keepalive: a.keepalive,
         ..PeerUpdate::default()
     };
-    if let Some(d) = a.description {
-        u.description = Some(if parse::is_none_word(&d) {
-            None
-        } else {
-            Some(Description::new(d)?)
-        });
-    }
-    if let Some(ips) = &a.allowed_ips {
-        u.extra_allowed_ips = Some(parse::allowed_ips(ips, "peer.allowed_ips")?);
-    }
-    if let Some(e) = &a.endpoint {
-        u.endpoint = Some(if parse::is_none_word(e) {
-            None
-        } else {
-            Some(Endpoint::parse(e, "peer.endpoint")?)
-        });
-    }
-    if let Some(t) = &a.expires {
-        u.expires_at = Some(if t == "never" {
-            None
-        } else {
-            Some(parse::time(
-                t,
-                "peer.expires_at",
-                ctx.m.now(),
-                Relative::Future,
-            )?)
-        });
-    }
+    u.description = a.description.map(OrNone::into_option);
+    u.extra_allowed_ips = a.allowed_ips.map(|List(ips)| ips);
+    u.endpoint = a.endpoint.map(OrNone::into_option);
+    u.expires_at = a
+        .expires
+        .map(|w| w.into_option().map(|w| w.at(ctx.m.now(), Relative::Future)));
     if let Some(o) = &a.owner {
         u.owner = Some(if parse::is_none_word(o) {
             None

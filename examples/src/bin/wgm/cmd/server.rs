@@ -7,7 +7,7 @@ use serde_json::json;
 use wgm_core::manager::{ImportOptions, NewServer, ServerUpdate, ServerView};
 use wgm_core::model::{Delegation, Page, TunnelMode};
 use wgm_core::names::{InterfaceName, ServerName};
-use wgm_core::net::{self, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -15,7 +15,8 @@ use crate::args::{ServerCmd, ServerCreate, ServerExport, ServerImport, ServerSet
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
-use crate::{parse, progress};
+use crate::parse::{List, OrNone};
+use crate::progress;
 
 /// Run a `server` subcommand.
 pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
@@ -63,9 +64,12 @@ pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
 }
 
 /// The interface name: given, or the server name when that is a valid one.
-pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<InterfaceName> {
+pub fn interface_name(
+    given: Option<InterfaceName>,
+    server: &ServerName,
+) -> CliResult<InterfaceName> {
     match given {
-        Some(i) => Ok(InterfaceName::new(i).map_err(|e| e.in_field("server"))?),
+        Some(i) => Ok(i),
         None => InterfaceName::new(server.as_str()).map_err(|_| {
             Error::invalid(
                 "server.interface",
@@ -76,77 +80,28 @@ pub fn interface_name(given: Option<&str>, server: &ServerName) -> CliResult<Int
     }
 }
 
-/// The IPv6 pool option.
-pub fn ipv6_pool(s: &str) -> CliResult<ipnet::Ipv6Net> {
-    match net::parse_network(s, "server.ipv6_pool")? {
-        ipnet::IpNet::V6(n) => Ok(n),
-        ipnet::IpNet::V4(_) => {
-            Err(Error::invalid("server.ipv6_pool", "must be an IPv6 network").into())
-        }
-    }
-}
-
-/// The IPv4 pool option (`none` = no IPv4).
-pub fn ipv4_pool(s: &str) -> CliResult<Option<ipnet::Ipv4Net>> {
-    if parse::is_none_word(s) {
-        return Ok(None);
-    }
-    match net::parse_network(s, "server.ipv4_pool")? {
-        ipnet::IpNet::V4(n) => Ok(Some(n)),
-        ipnet::IpNet::V6(_) => {
-            Err(Error::invalid("server.ipv4_pool", "must be an IPv4 network").into())
-        }
-    }
-}
-
 async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
-    let name = ServerName::new(a.name)?;
-    let interface = interface_name(a.interface.as_deref(), &name)?;
-    let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
-    let mut spec = NewServer::new(name, interface, port);
-    spec.ipv6_pool = a.ipv6.as_deref().map(ipv6_pool).transpose()?;
-    spec.ipv4_pool = match a.ipv4.as_deref() {
-        Some(s) => ipv4_pool(s)?,
-        None => None,
-    };
-    spec.endpoint = a
-        .endpoint
-        .as_deref()
-        .map(|s| Endpoint::parse(s, "server.endpoint"))
-        .transpose()?;
-    if let Some(d) = &a.dns {
-        spec.dns = parse::dns_list(d, "server.dns")?;
+    let name = a.name;
+    let interface = interface_name(a.interface, &name)?;
+    let mut spec = NewServer::new(name, interface, a.listen_port);
+    spec.ipv6_pool = a.ipv6;
+    spec.ipv4_pool = a.ipv4.and_then(OrNone::into_option);
+    spec.endpoint = a.endpoint;
+    if let Some(List(d)) = a.dns {
+        spec.dns = d;
     }
-    spec.mtu = a
-        .mtu
-        .as_deref()
-        .map(|s| Mtu::parse(s, "server.mtu"))
-        .transpose()?;
-    if let Some(s) = &a.strategy {
-        spec.strategy = parse::strategy(s)?;
+    spec.mtu = a.mtu;
+    if let Some(s) = a.strategy {
+        spec.strategy = s.into();
     }
-    spec.fwmark = a
-        .fwmark
-        .as_deref()
-        .map(|s| FwMark::parse(s, "server.fwmark"))
-        .transpose()?;
-    if let Some(t) = &a.tunnel {
-        spec.client_template.tunnel = parse::tunnel(t)?;
+    spec.fwmark = a.fwmark;
+    if let Some(t) = a.tunnel {
+        spec.client_template.tunnel = t.into();
     }
-    if let Some(d) = &a.delegation {
-        let pool = match net::parse_network(d, "server.delegation.pool")? {
-            ipnet::IpNet::V6(n) => n,
-            ipnet::IpNet::V4(_) => {
-                return Err(
-                    Error::invalid("server.delegation.pool", "must be an IPv6 network").into(),
-                )
-            }
-        };
-        let len = parse::number(&a.delegation_len, "server.delegation.prefix_len", 128)?;
+    if let Some(pool) = a.delegation {
         spec.delegation = Some(Delegation {
             pool,
-            // At most 128 by the parse above.
-            prefix_len: u8::try_from(len).unwrap_or(128),
+            prefix_len: a.delegation_len,
         });
     }
     let v = ctx.m.create_server(&ctx.p, spec).await?;
@@ -272,49 +227,18 @@ pub fn show(ctx: &Ctx, v: &ServerView) -> CliResult {
 async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
     let id = ctx.server(&a.server).await?;
     let mut u = ServerUpdate {
-        name: a.rename.map(ServerName::new).transpose()?,
-        listen_port: a
-            .listen_port
-            .as_deref()
-            .map(|s| ListenPort::parse(s, "server.listen_port"))
-            .transpose()?,
-        mtu: a
-            .mtu
-            .as_deref()
-            .map(|s| Mtu::parse(s, "server.mtu"))
-            .transpose()?,
-        strategy: a.strategy.as_deref().map(parse::strategy).transpose()?,
+        name: a.rename,
+        listen_port: a.listen_port,
+        mtu: a.mtu,
+        strategy: a.strategy.map(Into::into),
         ..ServerUpdate::default()
     };
-    if let Some(e) = &a.endpoint {
-        u.endpoint = Some(if parse::is_none_word(e) {
-            None
-        } else {
-            Some(Endpoint::parse(e, "server.endpoint")?)
-        });
-    }
-    if let Some(d) = &a.dns {
-        u.dns = Some(parse::dns_list(d, "server.dns")?);
-    }
-    if let Some(f) = &a.fwmark {
-        u.fwmark = Some(if parse::is_none_word(f) {
-            None
-        } else {
-            Some(FwMark::parse(f, "server.fwmark")?)
-        });
-    }
-    u.active = match a.active.as_deref() {
-        None => None,
-        Some("yes" | "true") => Some(true),
-        Some("no" | "false") => Some(false),
-        Some(_) => return Err(Error::invalid("server.active", "must be yes or no").into()),
-    };
-    let tunnel = a.tunnel.as_deref().map(parse::tunnel).transpose()?;
-    let keepalive = a
-        .client_keepalive
-        .as_deref()
-        .map(|s| Keepalive::parse(s, "server.client_template.keepalive"))
-        .transpose()?;
+    u.endpoint = a.endpoint.map(OrNone::into_option);
+    u.dns = a.dns.map(|List(d)| d);
+    u.fwmark = a.fwmark.map(OrNone::into_option);
+    u.active = a.active.map(bool::from);
+    let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
+    let keepalive = a.client_keepalive;
     if tunnel.is_some() || keepalive.is_some() {
         let mut t = ctx.m.get_server(&ctx.p, id).await?.client_template;
         if let Some(x) = tunnel {
@@ -370,7 +294,7 @@ async fn export(ctx: &Ctx, a: ServerExport) -> CliResult {
 
 /// Write a file holding secrets: mode 0600, atomically.
 pub fn write_private(path: &Path, data: &[u8]) -> CliResult {
-    wgm_examples::files::write_private_atomic(path, data)
+    wgm_cli::files::write_private_atomic(path, data)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -390,12 +314,8 @@ pub fn read_input(path: &Path, field: &'static str, max: usize) -> CliResult<Zer
 }
 
 async fn import(ctx: &Ctx, a: ServerImport) -> CliResult {
-    let name = ServerName::new(a.name)?;
-    let interface = a
-        .interface
-        .as_deref()
-        .map(|i| InterfaceName::new(i).map_err(|e| e.in_field("server")))
-        .transpose()?;
+    let name = a.name;
+    let interface = a.interface;
     let text = read_input(&a.file, "import.file", 16 << 20)?;
     let spinner = progress::spinner(ctx.out, &format!("importing {}", a.file.display()));
     let res = ctx

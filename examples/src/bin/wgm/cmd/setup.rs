@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use wgm_core::manager::{NewPeer, NewServer};
-use wgm_core::names::{PeerName, ServerName};
+use wgm_core::names::PeerName;
 use wgm_core::net::{Endpoint, ListenPort};
 use zeroize::Zeroizing;
 
@@ -11,6 +11,7 @@ use crate::cmd::server;
 use crate::ctx::{Ctx, KeyOrigin};
 use crate::error::{CliError, CliResult};
 use crate::out::Style;
+use crate::parse;
 
 /// The peers `quickstart` creates.
 const QUICKSTART_PEERS: [&str; 3] = ["laptop", "phone", "tablet"];
@@ -67,7 +68,7 @@ pub fn init(ctx: &Ctx) -> CliResult {
 /// `wgm quickstart`: a dual-stack server with three peers, through the same calls as
 /// `server create`, `peer add` and `peer config`.
 pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
-    let name = ServerName::new(a.name)?;
+    let name = a.name;
     // Running the quick start again is normal: the README says so. An existing server
     // of that name is reported (exit 0) and left as it is, whatever the other options.
     match ctx.m.resolve_server(&ctx.p, name.as_str()).await {
@@ -75,11 +76,12 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
         Err(wgm_core::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let interface = server::interface_name(a.interface.as_deref(), &name)?;
+    let given = a.interface.as_deref().map(parse::interface).transpose()?;
+    let interface = server::interface_name(given, &name)?;
     let port = ListenPort::parse(&a.listen_port, "server.listen_port")?;
     let mut spec = NewServer::new(name, interface, port);
-    spec.ipv6_pool = a.ipv6.as_deref().map(server::ipv6_pool).transpose()?;
-    spec.ipv4_pool = server::ipv4_pool(&a.ipv4)?;
+    spec.ipv6_pool = a.ipv6.as_deref().map(parse::ipv6_pool).transpose()?;
+    spec.ipv4_pool = parse::ipv4_pool(&a.ipv4)?.into_option();
     spec.endpoint = a
         .endpoint
         .as_deref()
