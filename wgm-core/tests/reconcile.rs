@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime};
 use wgm_core::backend::{
     DeviceDelta, Fault, MemoryWireGuard, NetworkBackend, PeerDelta, WireGuardBackend,
 };
-use wgm_core::manager::{Manager, ManagerConfig, ManualClock, NewPeer, NewServer, PeerUpdate};
+use wgm_core::manager::{
+    ApplyOptions, ApplyReport, Host, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
+    PeerUpdate,
+};
 use wgm_core::model::{RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{ApplyOptions, DriftPolicy, Host, PlanItem, Verify};
+use wgm_core::reconcile::{DriftPolicy, PeerChange, PlanItem, Verify};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::{MemoryStore, Store};
 
@@ -79,7 +82,7 @@ fn setup(peers: &[&str]) -> Env {
 }
 
 impl Env {
-    fn apply(&self) -> wgm_core::reconcile::ApplyReport {
+    fn apply(&self) -> ApplyReport {
         block(self.m.apply(
             &self.admin,
             self.server,
@@ -572,7 +575,7 @@ impl Env {
         );
         (counting, host)
     }
-    fn apply_on(&self, host: &Host, verify: Verify) -> wgm_core::reconcile::ApplyReport {
+    fn apply_on(&self, host: &Host, verify: Verify) -> ApplyReport {
         let opts = ApplyOptions {
             verify,
             ..ApplyOptions::default()
@@ -751,4 +754,39 @@ fn a_failed_delta_is_read_back_and_not_recorded() {
     assert!(r.converged && !r.read_back, "{:?}", r.remaining);
     assert_eq!(counting.reads(), before + 1);
     assert_eq!(e.device().peers.len(), 3);
+}
+
+/// A PSK rotated between two applies of one long-lived manager reaches the device: the
+/// manager keeps opened PSKs between applies, keyed by their sealed text, and a rotated
+/// one must miss that cache (a cache that answered for the peer whatever its sealed PSK
+/// would keep applying the old key).
+#[test]
+fn a_psk_rotated_between_two_applies_reaches_the_device() {
+    let e = setup(&["a", "b"]);
+    assert!(e.apply().converged);
+    let key = e.key_of("a");
+    let old = e.device().peers[&key].preshared_key.clone().expect("a PSK");
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
+    block(e.m.rotate_peer_psk(&e.admin, e.server, id)).unwrap();
+    let r = e.apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    assert!(
+        r.plan.items.iter().any(|i| matches!(
+            i,
+            PlanItem::UpdatePeer { changes, .. } if changes == &[PeerChange::PresharedKey]
+        )),
+        "{}",
+        r.plan
+    );
+    let dev = e.device();
+    let new = dev.peers[&key].preshared_key.clone().expect("a PSK");
+    assert!(new != old, "the device kept the old PSK");
+    // The device holds the PSK the client's config carries.
+    let cfg = block(e.m.client_config(&e.admin, e.server, id)).unwrap();
+    assert!(
+        cfg.text.contains(new.expose_base64().as_str()),
+        "the device's PSK is not the client's"
+    );
+    // The other peer kept its PSK and was not touched.
+    assert_eq!(r.plan.items.len(), 1, "{}", r.plan);
 }
