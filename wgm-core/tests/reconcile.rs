@@ -9,7 +9,7 @@ use wgm_core::backend::{
 };
 use wgm_core::manager::{
     ApplyOptions, ApplyReport, Host, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
-    PeerUpdate,
+    PeerUpdate, ServerUpdate,
 };
 use wgm_core::model::{RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
@@ -756,37 +756,57 @@ fn a_failed_delta_is_read_back_and_not_recorded() {
     assert_eq!(e.device().peers.len(), 3);
 }
 
-/// A PSK rotated between two applies of one long-lived manager reaches the device: the
-/// manager keeps opened PSKs between applies, keyed by their sealed text, and a rotated
-/// one must miss that cache (a cache that answered for the peer whatever its sealed PSK
-/// would keep applying the old key).
+/// A PSK rotated between two applies of one long-lived manager reaches the device. The
+/// manager keeps opened PSKs between applies, keyed by their sealed text; the rotated
+/// one must miss that cache. Twice: once while the manager follows peer changes in its
+/// kept desired state, and once after a server change made it derive the desired state
+/// afresh from the kept cache (a cache that answered for the peer whatever its sealed
+/// PSK would keep applying the old key there).
 #[test]
 fn a_psk_rotated_between_two_applies_reaches_the_device() {
     let e = setup(&["a", "b"]);
     assert!(e.apply().converged);
     let key = e.key_of("a");
-    let old = e.device().peers[&key].preshared_key.clone().expect("a PSK");
     let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
-    block(e.m.rotate_peer_psk(&e.admin, e.server, id)).unwrap();
-    let r = e.apply();
-    assert!(r.converged, "{:?}", r.remaining);
-    assert!(
-        r.plan.items.iter().any(|i| matches!(
-            i,
-            PlanItem::UpdatePeer { changes, .. } if changes == &[PeerChange::PresharedKey]
-        )),
-        "{}",
-        r.plan
-    );
-    let dev = e.device();
-    let new = dev.peers[&key].preshared_key.clone().expect("a PSK");
-    assert!(new != old, "the device kept the old PSK");
-    // The device holds the PSK the client's config carries.
-    let cfg = block(e.m.client_config(&e.admin, e.server, id)).unwrap();
-    assert!(
-        cfg.text.contains(new.expose_base64().as_str()),
-        "the device's PSK is not the client's"
-    );
-    // The other peer kept its PSK and was not touched.
-    assert_eq!(r.plan.items.len(), 1, "{}", r.plan);
+    let other = e.key_of("b");
+    let other_psk = e.device().peers[&other].preshared_key.clone();
+    for server_change_first in [false, true] {
+        let old = e.device().peers[&key].preshared_key.clone().expect("a PSK");
+        if server_change_first {
+            // A change the kept desired state cannot follow: it is derived afresh at the
+            // next apply, from the cache of opened secrets.
+            let up = ServerUpdate {
+                quarantine_secs: Some(7),
+                ..ServerUpdate::default()
+            };
+            block(e.m.update_server(&e.admin, e.server, up)).unwrap();
+        }
+        block(e.m.rotate_peer_psk(&e.admin, e.server, id)).unwrap();
+        let r = e.apply();
+        assert!(r.converged, "{:?}", r.remaining);
+        assert_eq!(
+            r.plan.items,
+            vec![PlanItem::UpdatePeer {
+                name: "a".into(),
+                public_key: key,
+                changes: vec![PeerChange::PresharedKey],
+            }],
+            "{}",
+            r.plan
+        );
+        let dev = e.device();
+        let new = dev.peers[&key].preshared_key.clone().expect("a PSK");
+        assert!(
+            new != old,
+            "the device kept the old PSK ({server_change_first})"
+        );
+        // The device holds the PSK the client's config carries.
+        let cfg = block(e.m.client_config(&e.admin, e.server, id)).unwrap();
+        assert!(
+            cfg.text.contains(new.expose_base64().as_str()),
+            "the device's PSK is not the client's"
+        );
+        // The other peer kept its PSK.
+        assert!(dev.peers[&other].preshared_key == other_psk);
+    }
 }
