@@ -8,8 +8,8 @@ use wgm_core::backend::{
     DeviceDelta, Fault, MemoryWireGuard, NetworkBackend, PeerDelta, WireGuardBackend,
 };
 use wgm_core::manager::{
-    ApplyOptions, ApplyReport, Host, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
-    PeerUpdate, ServerUpdate,
+    ApplyError, ApplyOptions, ApplyReport, Host, Manager, ManagerConfig, ManualClock, NewPeer,
+    NewServer, PeerUpdate, ServerUpdate,
 };
 use wgm_core::model::{RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
@@ -333,7 +333,15 @@ fn f9_backend_failure_part_way_is_reported_and_converges_next_pass() {
     e.wg.inject(Fault::FailAtPeer { index: 2 });
     let r = e.apply();
     assert!(!r.converged);
-    assert!(!r.errors.is_empty());
+    // The failed call is typed (the device delta, on this interface) and shown, in the
+    // report's JSON too, as the backend's message.
+    assert!(
+        matches!(&r.errors[..], [ApplyError::ApplyDevice { interface, .. }] if *interface == e.iface),
+        "{:?}",
+        r.errors
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["errors"][0], r.errors[0].error().to_string());
     let done = r
         .results
         .iter()

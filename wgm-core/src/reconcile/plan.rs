@@ -572,3 +572,55 @@ fn plan_link(desired: &DesiredHost, live_link: Option<&LinkState>, out: &mut Pla
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    /// Changes are typed inside and strings at the edges: the CLI's text and the JSON
+    /// of a plan show them as they always did.
+    #[test]
+    fn peer_changes_show_and_serialize_as_their_text() {
+        let public_key = PrivateKey::generate().public_key();
+        let item = PlanItem::UpdatePeer {
+            name: "a".into(),
+            public_key,
+            changes: vec![
+                PeerChange::PresharedKey,
+                PeerChange::Endpoint {
+                    from: None,
+                    to: "[2001:db8::1]:51820".parse().unwrap(),
+                },
+                PeerChange::Endpoint {
+                    from: Some("192.0.2.1:1".parse().unwrap()),
+                    to: "192.0.2.1:2".parse().unwrap(),
+                },
+                PeerChange::Keepalive { from: 0, to: 25 },
+                PeerChange::AddAllowedIp("fd00::2/128".parse().unwrap()),
+                PeerChange::RemoveAllowedIp("10.0.0.0/24".parse().unwrap()),
+            ],
+        };
+        let text = [
+            "preshared key",
+            "endpoint none -> [2001:db8::1]:51820",
+            "endpoint 192.0.2.1:1 -> 192.0.2.1:2",
+            "keepalive 0 -> 25",
+            "+allowed fd00::2/128",
+            "-allowed 10.0.0.0/24",
+        ];
+        assert_eq!(
+            item.to_string(),
+            format!("~ peer a ({public_key}): {}", text.join(", "))
+        );
+        assert_eq!(
+            serde_json::to_value(&item).unwrap(),
+            serde_json::json!({
+                "op": "update_peer",
+                "name": "a",
+                "public_key": public_key.to_base64(),
+                "changes": text,
+            })
+        );
+    }
+}
