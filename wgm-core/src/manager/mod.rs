@@ -792,7 +792,8 @@ mod tests {
     use crate::store::MemoryStore;
     use futures::executor::block_on;
 
-    /// A server with peers `a` and `b` (both with IPv4 and IPv6), its cached state.
+    /// A server with peers `a` and `b` (both with IPv4 and IPv6, and a delegated
+    /// prefix each), its cached state.
     fn two_peers() -> ServerState {
         let (m, cap) = Manager::builder(
             Arc::new(MemoryStore::new()),
@@ -806,9 +807,15 @@ mod tests {
             ListenPort::new(51820).unwrap(),
         );
         spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+        spec.delegation = Some(crate::model::Delegation {
+            pool: "fd77::/48".parse().unwrap(),
+            prefix_len: 64,
+        });
         let id = block_on(m.create_server(&admin, spec)).unwrap().id;
         for n in ["a", "b"] {
-            block_on(m.add_peer(&admin, id, NewPeer::new(PeerName::new(n).unwrap()))).unwrap();
+            let mut np = NewPeer::new(PeerName::new(n).unwrap());
+            np.prefix = AddrRequest::Auto;
+            block_on(m.add_peer(&admin, id, np)).unwrap();
         }
         block_on(m.read_server(id, |st| Ok(st.clone()))).unwrap()
     }
@@ -841,6 +848,47 @@ mod tests {
             .unwrap();
         b.address_v6 = Some(a_v6);
         let err = Manager::build_ipam(&state, now).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn following_an_added_peer_tolerates_only_its_own_prefix_claim() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let state = two_peers();
+        let a = state
+            .peers
+            .values()
+            .find(|p| p.name.as_str() == "a")
+            .unwrap()
+            .clone();
+        let cached = |state: &ServerState| Cached {
+            ipam: Manager::build_ipam(state, now).unwrap(),
+            index: PeerIndex::build(state),
+            state: state.clone(),
+            opened: crate::reconcile::OpenedSecrets::default(),
+            desired: None,
+        };
+        // The peer's own prefix, claimed already (as by the mutation that added it).
+        let mut c = cached(&state);
+        let added = [Change::PeerAdded {
+            peer: Box::new(a.clone()),
+        }];
+        assert!(Manager::sync_ipam(&mut c, &added, now).is_ok());
+        // Another peer added with a's prefix: the conflict propagates.
+        let mut thief = a.clone();
+        thief.id = crate::model::PeerId::new_random();
+        let mut both = state.clone();
+        both.peers.insert(thief.id, thief.clone());
+        let mut c = cached(&state);
+        c.state = both;
+        let err = Manager::sync_ipam(
+            &mut c,
+            &[Change::PeerAdded {
+                peer: Box::new(thief),
+            }],
+            now,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
     }
 }
