@@ -48,12 +48,12 @@ use std::time::{Duration, Instant};
 use wgm_backend_userspace::{DaemonCommand, UserspaceBackend, UserspaceConfig, DEFAULT_SOCKET_DIR};
 use wgm_core::backend::{DeviceDelta, PeerDelta, WireGuardBackend};
 use wgm_core::keys::PrivateKey;
-use wgm_core::manager::{Manager, NewPeer, NewServer};
+use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Manager, NewPeer, NewServer};
 use wgm_core::model::{PeerId, PeerStats, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::{Keepalive, ListenPort};
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{self, ApplyOptions, ApplyReport, DriftPolicy, Host, PlanItem, Verify};
+use wgm_core::reconcile::{self, PlanItem, PlanOptions, Verify};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::Store;
 use wgm_store_sql::SqlStore;
@@ -561,14 +561,7 @@ async fn bench(peers: usize, rounds: usize) {
                 .expect("read")
                 .expect("exists");
         let t = Instant::now();
-        let pure = reconcile::plan(
-            &desired,
-            Some(&live),
-            None,
-            DriftPolicy::Report,
-            false,
-            false,
-        );
+        let pure = reconcile::plan(&desired, Some(&live), None, PlanOptions::default());
         bd_plan_pure.push(t.elapsed());
         assert_eq!(pure.device.peers.len(), 1);
         // What `status` writes back: observed statistics of every managed peer.

@@ -39,14 +39,14 @@ use wgm_backend_kernel::KernelNetwork;
 use wgm_backend_userspace::{DaemonCommand, UserspaceBackend, UserspaceConfig, DEFAULT_SOCKET_DIR};
 use wgm_core::backend::WireGuardBackend;
 use wgm_core::keys::{PrivateKey, PublicKey};
-use wgm_core::manager::{Manager, NewPeer, NewServer, PeerUpdate};
+use wgm_core::manager::{
+    ApplyOptions, ApplyReport, Host, Manager, NewPeer, NewServer, PeerStatus, PeerUpdate,
+};
 use wgm_core::model::{PeerId, ServerId, TunnelMode};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::{Endpoint, ListenPort};
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{
-    ApplyOptions, ApplyReport, DriftPolicy, Host, PeerStatus, Plan, PlanItem,
-};
+use wgm_core::reconcile::{DriftPolicy, Plan, PlanItem};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::MemoryStore;
 

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wgm_core::backend::{MemoryWireGuard, WireGuardBackend};
+use wgm_core::manager::{ApplyOptions, Host};
 use wgm_core::manager::{
     Clock, ImportOptions, Manager, ManagerConfig, ManualClock, NewPeer, NewServer, NewToken,
     NewUser, PeerUpdate, ServerUpdate, UserUpdate,
@@ -22,7 +23,6 @@ use wgm_core::model::{AuditOutcome, AuditQuery, Page, PeerId, RevisionNo, Server
 use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::{ListenPort, Mtu};
 use wgm_core::rbac::{Principal, Role};
-use wgm_core::reconcile::{ApplyOptions, Host};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, MemoryStore, ServerStore};
 use wgm_core::{auth, Error};

@@ -908,9 +908,9 @@ fn master_key_rotation_reseals_everything_once() {
 /// operation: allowed or denied, as written out in the table.
 #[test]
 fn role_operation_matrix() {
+    use wgm_core::manager::{ApplyOptions, Host};
     use wgm_core::model::RoleAssignment;
     use wgm_core::rbac::Scope;
-    use wgm_core::reconcile::{ApplyOptions, Host};
 
     const OPS: &[&str] = &[
         "get_server",

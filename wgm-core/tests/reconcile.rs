@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime};
 use wgm_core::backend::{
     DeviceDelta, Fault, MemoryWireGuard, NetworkBackend, PeerDelta, WireGuardBackend,
 };
-use wgm_core::manager::{Manager, ManagerConfig, ManualClock, NewPeer, NewServer, PeerUpdate};
+use wgm_core::manager::{
+    ApplyError, ApplyOptions, ApplyReport, Host, Manager, ManagerConfig, ManualClock, NewPeer,
+    NewServer, PeerUpdate, ServerUpdate,
+};
 use wgm_core::model::{RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Principal;
-use wgm_core::reconcile::{ApplyOptions, DriftPolicy, Host, PlanItem, Verify};
+use wgm_core::reconcile::{DriftPolicy, PeerChange, PlanItem, Verify};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::{MemoryStore, Store};
 
@@ -79,7 +82,7 @@ fn setup(peers: &[&str]) -> Env {
 }
 
 impl Env {
-    fn apply(&self) -> wgm_core::reconcile::ApplyReport {
+    fn apply(&self) -> ApplyReport {
         block(self.m.apply(
             &self.admin,
             self.server,
@@ -330,7 +333,15 @@ fn f9_backend_failure_part_way_is_reported_and_converges_next_pass() {
     e.wg.inject(Fault::FailAtPeer { index: 2 });
     let r = e.apply();
     assert!(!r.converged);
-    assert!(!r.errors.is_empty());
+    // The failed call is typed (the device delta, on this interface) and shown, in the
+    // report's JSON too, as the backend's message.
+    assert!(
+        matches!(&r.errors[..], [ApplyError::ApplyDevice { interface, .. }] if *interface == e.iface),
+        "{:?}",
+        r.errors
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["errors"][0], r.errors[0].error().to_string());
     let done = r
         .results
         .iter()
@@ -572,7 +583,7 @@ impl Env {
         );
         (counting, host)
     }
-    fn apply_on(&self, host: &Host, verify: Verify) -> wgm_core::reconcile::ApplyReport {
+    fn apply_on(&self, host: &Host, verify: Verify) -> ApplyReport {
         let opts = ApplyOptions {
             verify,
             ..ApplyOptions::default()
@@ -751,4 +762,59 @@ fn a_failed_delta_is_read_back_and_not_recorded() {
     assert!(r.converged && !r.read_back, "{:?}", r.remaining);
     assert_eq!(counting.reads(), before + 1);
     assert_eq!(e.device().peers.len(), 3);
+}
+
+/// A PSK rotated between two applies of one long-lived manager reaches the device. The
+/// manager keeps opened PSKs between applies, keyed by their sealed text; the rotated
+/// one must miss that cache. Twice: once while the manager follows peer changes in its
+/// kept desired state, and once after a server change made it derive the desired state
+/// afresh from the kept cache (a cache that answered for the peer whatever its sealed
+/// PSK would keep applying the old key there).
+#[test]
+fn a_psk_rotated_between_two_applies_reaches_the_device() {
+    let e = setup(&["a", "b"]);
+    assert!(e.apply().converged);
+    let key = e.key_of("a");
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
+    let other = e.key_of("b");
+    let other_psk = e.device().peers[&other].preshared_key.clone();
+    for server_change_first in [false, true] {
+        let old = e.device().peers[&key].preshared_key.clone().expect("a PSK");
+        if server_change_first {
+            // A change the kept desired state cannot follow: it is derived afresh at the
+            // next apply, from the cache of opened secrets.
+            let up = ServerUpdate {
+                quarantine_secs: Some(7),
+                ..ServerUpdate::default()
+            };
+            block(e.m.update_server(&e.admin, e.server, up)).unwrap();
+        }
+        block(e.m.rotate_peer_psk(&e.admin, e.server, id)).unwrap();
+        let r = e.apply();
+        assert!(r.converged, "{:?}", r.remaining);
+        assert_eq!(
+            r.plan.items,
+            vec![PlanItem::UpdatePeer {
+                name: "a".into(),
+                public_key: key,
+                changes: vec![PeerChange::PresharedKey],
+            }],
+            "{}",
+            r.plan
+        );
+        let dev = e.device();
+        let new = dev.peers[&key].preshared_key.clone().expect("a PSK");
+        assert!(
+            new != old,
+            "the device kept the old PSK ({server_change_first})"
+        );
+        // The device holds the PSK the client's config carries.
+        let cfg = block(e.m.client_config(&e.admin, e.server, id)).unwrap();
+        assert!(
+            cfg.text.contains(new.expose_base64().as_str()),
+            "the device's PSK is not the client's"
+        );
+        // The other peer kept its PSK.
+        assert!(dev.peers[&other].preshared_key == other_psk);
+    }
 }

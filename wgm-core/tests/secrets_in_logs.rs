@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use wgm_core::auth::totp::{Totp, TotpSecret};
 use wgm_core::backend::MemoryWireGuard;
+use wgm_core::manager::{ApplyOptions, Host};
 use wgm_core::manager::{Manager, ManagerConfig, NewPeer, NewServer, NewToken, NewUser};
 use wgm_core::model::{AuditQuery, RevisionNo};
 use wgm_core::names::{InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::ListenPort;
-use wgm_core::reconcile::{ApplyOptions, Host};
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::MemoryStore;
 use wgm_core::wgquick::{self, ParseOptions};

@@ -24,7 +24,7 @@ use wgm_core::backend::{
 use wgm_core::keys::{PresharedKey, PrivateKey, PublicKey};
 use wgm_core::model::{PeerId, RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName};
-use wgm_core::reconcile::{plan, DesiredHost, DesiredPeer, DriftPolicy};
+use wgm_core::reconcile::{plan, DesiredHost, DesiredPeer, DriftPolicy, PlanOptions};
 
 const KEYS: usize = 6;
 
@@ -295,14 +295,15 @@ proptest! {
         remove_unmanaged in any::<bool>(),
     ) {
         let drift = if remove_unmanaged { DriftPolicy::Remove } else { DriftPolicy::Report };
+        let opts = PlanOptions { drift, remove_allowed_ip, full_resync: false };
         let mut dev = live_from(&live);
         let mut link = link;
-        let first = plan(&desired, Some(&dev), Some(&link), drift, remove_allowed_ip, false);
+        let first = plan(&desired, Some(&dev), Some(&link), opts);
         prop_assert!(first.device.validate(&caps(remove_allowed_ip)).is_ok(), "{:?}", first.device);
         prop_assert!(first.link.validate().is_ok(), "{:?}", first.link);
         dev.apply(&first.device);
         prop_assert!(link.apply(&first.link).is_ok(), "{:?} on {:?}", first.link, link);
-        let again = plan(&desired, Some(&dev), Some(&link), drift, remove_allowed_ip, false);
+        let again = plan(&desired, Some(&dev), Some(&link), opts);
         prop_assert!(again.device.is_empty(), "device left: {:?}\nfirst: {}", again.device, first);
         prop_assert!(again.link.is_empty(), "link left: {:?}\nfirst: {}", again.link, first);
         prop_assert!(again.items.iter().all(wgm_core::reconcile::PlanItem::is_report_only), "{}", again);

@@ -196,6 +196,21 @@ impl DualStack {
         self.prefixes.as_ref().map(PrefixPool::free_count)
     }
 
+    /// Whether `addr` is an address some pool hands out: inside a pool and not one of
+    /// its built-in exclusions. Only those can be held; an address outside the pools (an
+    /// imported peer's, say) has nothing to hold back, and claiming it is an error.
+    pub fn covers(&self, addr: IpAddr) -> bool {
+        self.pool(addr).is_some_and(|p| p.exclusion(addr).is_none())
+    }
+
+    /// Whether `net` is one delegatable prefix of the delegation pool (right length,
+    /// inside it). `false` without delegation.
+    pub fn covers_prefix(&self, net: Ipv6Net) -> bool {
+        self.prefixes
+            .as_ref()
+            .is_some_and(|p| p.index_of(net).is_some())
+    }
+
     fn pool(&self, addr: IpAddr) -> Option<&Pool> {
         match addr {
             IpAddr::V6(_) => Some(&self.v6),

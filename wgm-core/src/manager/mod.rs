@@ -31,6 +31,7 @@
 //! # });
 //! ```
 
+mod apply;
 mod clock;
 mod events;
 mod history;
@@ -40,6 +41,7 @@ mod peers;
 mod render;
 mod rotate;
 mod servers;
+mod status;
 mod views;
 
 use std::collections::HashMap;
@@ -51,6 +53,7 @@ use futures::lock::Mutex as AsyncMutex;
 use rand::Rng;
 use time::OffsetDateTime;
 
+pub use apply::{ApplyError, ApplyOptions, ApplyReport, Host, ItemResult};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Event, EventBus, MemoryEventBus};
 pub use history::{AuditVerification, DiffEntry};
@@ -62,7 +65,10 @@ pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
 pub use rotate::ResealReport;
 pub use servers::{ImportOptions, NewServer, ServerUpdate};
+pub use status::{PeerStatus, Status};
 pub use views::{PeerView, ServerView};
+
+use apply::LiveSnapshot;
 
 use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
@@ -276,19 +282,6 @@ pub struct Manager {
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
 }
 
-/// The live state of a server on a host as this manager last verified it, at a revision:
-/// read back in full at `read_at`, plus the deltas the backend acknowledged since.
-#[derive(Debug)]
-pub(crate) struct LiveSnapshot {
-    pub(crate) revision: RevisionNo,
-    pub(crate) device: Option<crate::backend::DeviceState>,
-    pub(crate) link: Option<crate::backend::LinkState>,
-    /// The device's incarnation ([`crate::backend::WireGuardBackend::device_instance`]).
-    pub(crate) instance: Option<u64>,
-    /// When the host was last read in full.
-    pub(crate) read_at: OffsetDateTime,
-}
-
 impl Manager {
     /// Start building a manager over `store`, sealing secrets with `sealer`.
     pub fn builder(store: Arc<dyn Store>, sealer: Sealer) -> ManagerBuilder {
@@ -404,7 +397,9 @@ impl Manager {
         }
         for a in &s.reserved {
             // A reservation outside the pools has nothing to hold back.
-            let _ = ipam.reserve(*a, now);
+            if ipam.covers(*a) {
+                ipam.reserve(*a, now)?;
+            }
         }
         for p in state.peers.values() {
             for a in p
@@ -414,11 +409,14 @@ impl Manager {
                 .chain(p.address_v4.map(IpAddr::V4))
             {
                 // Imported peers may carry addresses outside the pools; those need no
-                // holding. Inside the pool the store's uniqueness already holds.
-                let _ = ipam.claim(a, "peer.address", now);
+                // holding. Inside the pool the store's uniqueness holds, so a failure
+                // (an address held twice) is an inconsistent state: an error.
+                if ipam.covers(a) {
+                    ipam.claim(a, "peer.address", now)?;
+                }
             }
-            if let Some(pfx) = p.delegated_prefix {
-                let _ = ipam.claim_prefix(pfx, "peer.prefix", now);
+            if let Some(pfx) = p.delegated_prefix.filter(|n| ipam.covers_prefix(*n)) {
+                ipam.claim_prefix(pfx, "peer.prefix", now)?;
             }
         }
         for q in &s.quarantine {
@@ -451,14 +449,20 @@ impl Manager {
             match ch {
                 Change::PeerAdded { peer } => {
                     for a in addrs(peer) {
+                        // Outside the pools there is nothing to hold; an address that
+                        // is not free is held already (by the mutation that added it).
                         if !c.ipam.restore_quarantined(a) && c.ipam.is_free(a, now) {
-                            // Outside the pools there is nothing to hold.
-                            let _ = c.ipam.claim(a, "peer.address", now);
+                            c.ipam.claim(a, "peer.address", now)?;
                         }
                     }
                     if let Some(pfx) = peer.delegated_prefix {
-                        if !c.ipam.restore_quarantined_prefix(pfx) {
-                            let _ = c.ipam.claim_prefix(pfx, "peer.prefix", now);
+                        if !c.ipam.restore_quarantined_prefix(pfx) && c.ipam.covers_prefix(pfx) {
+                            match c.ipam.claim_prefix(pfx, "peer.prefix", now) {
+                                // The mutation that added the peer claimed it already.
+                                Err(Error::Conflict { .. })
+                                    if prefix_held_only_by(&c.state, peer.id, pfx) => {}
+                                other => other?,
+                            }
                         }
                     }
                 }
@@ -708,46 +712,6 @@ impl Manager {
         Ok(())
     }
 
-    /// The verified live state of a server on a host, if this manager recorded one at
-    /// exactly `applied` (the revision the store says that host has applied).
-    pub(crate) fn live_snapshot(
-        &self,
-        key: &(ServerId, String),
-        applied: Option<RevisionNo>,
-    ) -> Option<LiveSnapshot> {
-        let mut g = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Taken out: whoever uses it puts back what the host holds afterwards.
-        let s = g.remove(key)?;
-        (Some(s.revision) == applied).then_some(s)
-    }
-
-    /// Drop a host's snapshot (before changing the host).
-    pub(crate) fn forget_snapshot(&self, key: &(ServerId, String)) {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-    }
-
-    /// Keep what a host holds after an apply converged there (read back, or known from
-    /// the backends' acknowledgement).
-    pub(crate) fn remember_snapshot(&self, key: (ServerId, String), snapshot: LiveSnapshot) {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, snapshot);
-    }
-
-    /// [`ManagerConfig::reverify_after_secs`].
-    pub(crate) fn reverify_after(&self) -> time::Duration {
-        time::Duration::seconds(
-            i64::try_from(self.config.reverify_after_secs).unwrap_or(i64::MAX / 2),
-        )
-    }
-
     async fn publish(&self, rec: &RevisionRecord) {
         let event = Event {
             server_id: rec.server_id,
@@ -792,6 +756,15 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(0..=cap_ms.min(50)))
 }
 
+/// Whether `pfx` is delegated to peer `id` and to no other peer of `state`.
+fn prefix_held_only_by(state: &ServerState, id: crate::model::PeerId, pfx: ipnet::Ipv6Net) -> bool {
+    state
+        .peers
+        .values()
+        .filter(|p| p.delegated_prefix == Some(pfx))
+        .all(|p| p.id == id)
+}
+
 /// The user a principal acts as, for ownership: `None` for a local administrator.
 pub(crate) fn owner_of(p: &Principal) -> Option<UserId> {
     if p.is_local() {
@@ -812,3 +785,113 @@ fn describe_target(t: Target) -> String {
 
 /// The revision number a commit that creates a server lands at.
 pub const FIRST_REVISION: RevisionNo = RevisionNo(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{InterfaceName, PeerName, ServerName};
+    use crate::net::ListenPort;
+    use crate::seal::MasterKey;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    /// A server with peers `a` and `b` (both with IPv4 and IPv6, and a delegated
+    /// prefix each), its cached state.
+    fn two_peers() -> ServerState {
+        let (m, cap) = Manager::builder(
+            Arc::new(MemoryStore::new()),
+            Sealer::new(MasterKey::generate()),
+        )
+        .build_with_local_admin();
+        let admin = cap.principal("root");
+        let mut spec = NewServer::new(
+            ServerName::new("s").unwrap(),
+            InterfaceName::new("wg0").unwrap(),
+            ListenPort::new(51820).unwrap(),
+        );
+        spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+        spec.delegation = Some(crate::model::Delegation {
+            pool: "fd77::/48".parse().unwrap(),
+            prefix_len: 64,
+        });
+        let id = block_on(m.create_server(&admin, spec)).unwrap().id;
+        for n in ["a", "b"] {
+            let mut np = NewPeer::new(PeerName::new(n).unwrap());
+            np.prefix = AddrRequest::Auto;
+            block_on(m.add_peer(&admin, id, np)).unwrap();
+        }
+        block_on(m.read_server(id, |st| Ok(st.clone()))).unwrap()
+    }
+
+    #[test]
+    fn building_the_address_manager_skips_only_addresses_outside_the_pools() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let mut state = two_peers();
+        assert!(Manager::build_ipam(&state, now).is_ok());
+        // An imported peer's address outside the pools: nothing to hold, no error.
+        let b = state
+            .peers
+            .values_mut()
+            .find(|p| p.name.as_str() == "b")
+            .unwrap();
+        b.address_v4 = Some("192.0.2.7".parse().unwrap());
+        let ipam = Manager::build_ipam(&state, now).unwrap();
+        assert!(!ipam.covers("192.0.2.7".parse().unwrap()));
+        // An address held twice (here: b takes a's) is another failure: it propagates.
+        let a_v6 = state
+            .peers
+            .values()
+            .find(|p| p.name.as_str() == "a")
+            .and_then(|p| p.address_v6)
+            .unwrap();
+        let b = state
+            .peers
+            .values_mut()
+            .find(|p| p.name.as_str() == "b")
+            .unwrap();
+        b.address_v6 = Some(a_v6);
+        let err = Manager::build_ipam(&state, now).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn following_an_added_peer_tolerates_only_its_own_prefix_claim() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let state = two_peers();
+        let a = state
+            .peers
+            .values()
+            .find(|p| p.name.as_str() == "a")
+            .unwrap()
+            .clone();
+        let cached = |state: &ServerState| Cached {
+            ipam: Manager::build_ipam(state, now).unwrap(),
+            index: PeerIndex::build(state),
+            state: state.clone(),
+            opened: crate::reconcile::OpenedSecrets::default(),
+            desired: None,
+        };
+        // The peer's own prefix, claimed already (as by the mutation that added it).
+        let mut c = cached(&state);
+        let added = [Change::PeerAdded {
+            peer: Box::new(a.clone()),
+        }];
+        assert!(Manager::sync_ipam(&mut c, &added, now).is_ok());
+        // Another peer added with a's prefix: the conflict propagates.
+        let mut thief = a.clone();
+        thief.id = crate::model::PeerId::new_random();
+        let mut both = state.clone();
+        both.peers.insert(thief.id, thief.clone());
+        let mut c = cached(&state);
+        c.state = both;
+        let err = Manager::sync_ipam(
+            &mut c,
+            &[Change::PeerAdded {
+                peer: Box::new(thief),
+            }],
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    }
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use wgm_backend_kernel::KernelNetwork;
 use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
-use wgm_core::reconcile::{ApplyOptions, ApplyReport, DriftPolicy, Host, Status, Verify};
+use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Status};
+use wgm_core::reconcile::{DriftPolicy, Verify};
 use wgm_core::Error;
 
 use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs};
@@ -98,7 +99,7 @@ fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
         return Ok(());
     }
     for e in &r.errors {
-        ctx.out.warn(e);
+        ctx.out.warn(&e.to_string());
     }
     if r.converged {
         if !ctx.out.json && !r.plan.items.is_empty() {
@@ -327,7 +328,7 @@ pub async fn reconcile(ctx: &Ctx, a: ReconcileArgs) -> CliResult {
                     }
                 }
                 for e in &r.errors {
-                    ctx.out.warn(e);
+                    ctx.out.warn(&e.to_string());
                 }
             }
             Err(e) if fatal(&e) => return Err(e.into()),

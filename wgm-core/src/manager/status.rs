@@ -1,0 +1,170 @@
+//! Status: what the live interface on a [`Host`] holds, peer by peer, next to what the
+//! store knows.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{Host, Manager};
+use crate::backend::DeviceState;
+use crate::keys::PublicKey;
+use crate::model::{PeerId, PeerStats, ServerId};
+use crate::names::InterfaceName;
+use crate::rbac::{Action, Principal, Resource, Target};
+use crate::Result;
+
+/// Live status of one peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    /// The peer's name (`None` for unmanaged peers).
+    pub name: Option<String>,
+    /// The peer's key.
+    pub public_key: PublicKey,
+    /// Whether the store knows the peer.
+    pub managed: bool,
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Last handshake, seconds since the epoch.
+    pub last_handshake: Option<u64>,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Allowed IPs on the device.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// Live status of an interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Interface.
+    pub interface: InterfaceName,
+    /// Whether the device exists.
+    pub exists: bool,
+    /// Listen port.
+    pub listen_port: u16,
+    /// Peers on the device.
+    pub peers: Vec<PeerStatus>,
+    /// Desired peers missing from the device.
+    pub missing: Vec<String>,
+}
+
+fn unix_secs(t: SystemTime) -> Option<u64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// What status knows of a managed peer: its id, name, whether it is enabled and the
+/// statistics stored last.
+struct Known {
+    id: PeerId,
+    name: String,
+    enabled: bool,
+    stats: PeerStats,
+}
+
+impl Manager {
+    /// Live status of the server's interface on `host`: every peer's handshake,
+    /// endpoint and transfer counters (needs `server:read`). Stores the observed
+    /// statistics of managed peers.
+    pub async fn status(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Status> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+            .await?;
+        // What status needs of the store, from the manager's cache (not a load of every
+        // peer).
+        let (iface, known) = self
+            .read_server(server, |st| {
+                let known: HashMap<PublicKey, Known> = st
+                    .peers
+                    .values()
+                    .map(|p| {
+                        let k = Known {
+                            id: p.id,
+                            name: p.name.to_string(),
+                            enabled: p.enabled,
+                            stats: p.stats,
+                        };
+                        (p.public_key, k)
+                    })
+                    .collect();
+                Ok((st.server.interface.clone(), known))
+            })
+            .await?;
+        let Some(dev) = host.wireguard.read_device(&iface).await? else {
+            return Ok(Status {
+                interface: iface,
+                exists: false,
+                listen_port: 0,
+                peers: Vec::new(),
+                missing: missing(&known, None),
+            });
+        };
+        let (peers, stats) = observe(&dev, &known);
+        if !stats.is_empty() {
+            // Observed statistics are best effort: a read-only store must not fail status.
+            if let Err(e) = self.record_stats(server, &stats).await {
+                tracing::warn!(error = %e, "could not store peer statistics");
+            }
+        }
+        Ok(Status {
+            interface: iface,
+            exists: true,
+            listen_port: dev.listen_port,
+            peers,
+            missing: missing(&known, Some(&dev)),
+        })
+    }
+}
+
+/// Every peer on the device as status shows it, and the statistics of managed peers
+/// that differ from what is stored (only those are written back).
+fn observe(
+    dev: &DeviceState,
+    known: &HashMap<PublicKey, Known>,
+) -> (Vec<PeerStatus>, Vec<(PeerId, PeerStats)>) {
+    let mut peers = Vec::with_capacity(dev.peers.len());
+    let mut stats = Vec::new();
+    for (k, lp) in &dev.peers {
+        let entry = known.get(k);
+        if let Some(kn) = entry {
+            let last_seen = lp.last_handshake.and_then(unix_secs).and_then(|s| {
+                time::OffsetDateTime::from_unix_timestamp(i64::try_from(s).unwrap_or(i64::MAX)).ok()
+            });
+            let observed = PeerStats {
+                last_seen,
+                rx_bytes: lp.rx_bytes,
+                tx_bytes: lp.tx_bytes,
+            };
+            if observed != kn.stats {
+                stats.push((kn.id, observed));
+            }
+        }
+        peers.push(PeerStatus {
+            name: entry.map(|kn| kn.name.clone()),
+            public_key: *k,
+            managed: entry.is_some(),
+            endpoint: lp.endpoint,
+            last_handshake: lp.last_handshake.and_then(unix_secs),
+            rx_bytes: lp.rx_bytes,
+            tx_bytes: lp.tx_bytes,
+            allowed_ips: lp.allowed_ips.clone(),
+        });
+    }
+    (peers, stats)
+}
+
+/// Names of enabled peers that are not on the device (`None`: there is no device),
+/// sorted.
+fn missing(known: &HashMap<PublicKey, Known>, dev: Option<&DeviceState>) -> Vec<String> {
+    let mut missing: Vec<String> = known
+        .iter()
+        .filter(|(k, kn)| kn.enabled && dev.is_none_or(|d| !d.peers.contains_key(*k)))
+        .map(|(_, kn)| kn.name.clone())
+        .collect();
+    missing.sort_unstable();
+    missing
+}
