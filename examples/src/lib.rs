@@ -15,6 +15,7 @@
 //! - [`master_key`]: the master key file (mode `0600`, created atomically, refused when
 //!   others can read it) or the `WGM_MASTER_KEY` variable;
 //! - [`files`]: private files written atomically (`0600` from the first byte);
+//! - [`clock`]: the manager's clock on tokio's timer, so commit retries really wait;
 //! - [`unix_user_name`]: who the local administrator is, for the audit log.
 //!
 //! ```no_run
@@ -32,6 +33,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod clock;
 pub mod files;
 pub mod location;
 pub mod master_key;

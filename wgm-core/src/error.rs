@@ -10,8 +10,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::model::{RevisionNo, ServerId};
-
 /// A boxed error source, kept as a source (never flattened into a `String`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -162,14 +160,19 @@ pub enum Error {
 pub enum ConflictKind {
     /// A commit was computed against a revision that is no longer the server's head:
     /// a concurrent commit won. Retrying on fresh state can succeed.
+    ///
+    /// The fields are the plain values of a `model::ServerId` and of `model::RevisionNo`s:
+    /// `error` is the bottom layer of the crate and names no domain type (the domain
+    /// types' parsers return this `Error`, so naming them here would make the two modules
+    /// import each other).
     #[error("server {server} is at revision {actual}, not {expected}")]
     StaleRevision {
-        /// The server.
-        server: ServerId,
-        /// The head the commit expected.
-        expected: RevisionNo,
-        /// The head the store holds.
-        actual: RevisionNo,
+        /// The server (the UUID inside its `ServerId`).
+        server: uuid::Uuid,
+        /// The head the commit expected (a `RevisionNo`'s number).
+        expected: u64,
+        /// The head the store holds (a `RevisionNo`'s number).
+        actual: u64,
     },
     /// A user record was updated from a version that is no longer the stored one.
     #[error("user {user} was changed concurrently")]
@@ -338,11 +341,10 @@ impl Error {
     ///
     /// ```
     /// use wgm_core::error::ConflictKind;
-    /// use wgm_core::model::{RevisionNo, ServerId};
     /// let e = wgm_core::Error::conflict_of(ConflictKind::StaleRevision {
-    ///     server: ServerId(uuid::Uuid::nil()),
-    ///     expected: RevisionNo(1),
-    ///     actual: RevisionNo(2),
+    ///     server: uuid::Uuid::nil(),
+    ///     expected: 1,
+    ///     actual: 2,
     /// });
     /// assert!(e.is_stale_revision());
     /// assert!(!wgm_core::Error::conflict("x").is_stale_revision());

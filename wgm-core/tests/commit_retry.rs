@@ -269,8 +269,8 @@ fn retries_stop_after_max_attempts_with_the_stale_revision() {
             expected,
             actual,
         }) => {
-            assert_eq!(*server, id);
-            assert_eq!(actual.0, expected.0 + 1);
+            assert_eq!(*server, id.0);
+            assert_eq!(*actual, *expected + 1);
         }
         other => panic!("expected a stale revision, got {other:?} ({e})"),
     }

@@ -743,13 +743,11 @@ async fn execute(host: &Host, iface: &InterfaceName, pl: &Plan) -> Vec<ApplyErro
 mod tests {
     use super::*;
     use crate::backend::MemoryWireGuard;
-    use crate::manager::{NewPeer, NewServer, PeerUpdate};
-    use crate::model::{Delegation, PeerId};
-    use crate::names::{PeerName, ServerName};
-    use crate::net::{Endpoint, Keepalive, ListenPort};
+    use crate::manager::{NewPeer, PeerUpdate};
+    use crate::model::PeerId;
+    use crate::names::PeerName;
+    use crate::net::{Endpoint, Keepalive};
     use crate::reconcile::desired_host;
-    use crate::seal::{MasterKey, Sealer};
-    use crate::store::MemoryStore;
     use futures::executor::block_on;
     use rand::{Rng, SeedableRng};
 
@@ -779,24 +777,7 @@ mod tests {
 
     #[test]
     fn the_kept_desired_state_follows_every_peer_change() {
-        let (m, cap) = Manager::builder(
-            Arc::new(MemoryStore::new()),
-            Sealer::new(MasterKey::generate()),
-        )
-        .build_with_local_admin();
-        let admin = cap.principal("root");
-        let mut spec = NewServer::new(
-            ServerName::new("s").unwrap(),
-            InterfaceName::new("wg0").unwrap(),
-            ListenPort::new(51820).unwrap(),
-        );
-        spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
-        spec.delegation = Some(Delegation {
-            pool: "fd77::/48".parse().unwrap(),
-            prefix_len: 64,
-        });
-        spec.quarantine_secs = Some(0);
-        let id = block_on(m.create_server(&admin, spec)).unwrap().id;
+        let (m, admin, id) = crate::manager::tests::dual_stack_server(Some(0));
         let wg = Arc::new(MemoryWireGuard::new());
         let host = Host::new("h", wg, None);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -787,7 +787,7 @@ fn describe_target(t: Target) -> String {
 pub const FIRST_REVISION: RevisionNo = RevisionNo(1);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::names::{InterfaceName, PeerName, ServerName};
     use crate::net::ListenPort;
@@ -795,9 +795,12 @@ mod tests {
     use crate::store::MemoryStore;
     use futures::executor::block_on;
 
-    /// A server with peers `a` and `b` (both with IPv4 and IPv6, and a delegated
-    /// prefix each), its cached state.
-    fn two_peers() -> ServerState {
+    /// A manager on a `MemoryStore` with a local administrator and one dual-stack
+    /// server `s` on `wg0` (IPv6 ULA, IPv4 `10.8.0.0/24`, /64 delegations from `fd77::/48`),
+    /// whose quarantine is `quarantine_secs`. Shared by the manager's unit tests.
+    pub(crate) fn dual_stack_server(
+        quarantine_secs: Option<u64>,
+    ) -> (Manager, crate::rbac::Principal, ServerId) {
         let (m, cap) = Manager::builder(
             Arc::new(MemoryStore::new()),
             Sealer::new(MasterKey::generate()),
@@ -814,7 +817,15 @@ mod tests {
             pool: "fd77::/48".parse().unwrap(),
             prefix_len: 64,
         });
+        spec.quarantine_secs = quarantine_secs;
         let id = block_on(m.create_server(&admin, spec)).unwrap().id;
+        (m, admin, id)
+    }
+
+    /// A server with peers `a` and `b` (both with IPv4 and IPv6, and a delegated
+    /// prefix each), its cached state.
+    fn two_peers() -> ServerState {
+        let (m, admin, id) = dual_stack_server(None);
         for n in ["a", "b"] {
             let mut np = NewPeer::new(PeerName::new(n).unwrap());
             np.prefix = AddrRequest::Auto;

@@ -371,9 +371,9 @@ pub async fn commit_with_rules<T: Transaction>(
     let head_no = head.unwrap_or(RevisionNo::NONE);
     if head_no != c.expected {
         return Err(Error::conflict_of(ConflictKind::StaleRevision {
-            server: sid,
-            expected: c.expected,
-            actual: head_no,
+            server: sid.0,
+            expected: c.expected.0,
+            actual: head_no.0,
         })
         .into());
     }

@@ -64,7 +64,10 @@ impl Ctx {
         check_master_key(store.as_ref(), &sealer).await?;
         // The CLI runs on the host with the master key: without a token it is the local
         // administrator, so it takes that capability.
-        let (m, local) = Manager::builder(store, sealer).build_with_local_admin();
+        // Commit retries wait on tokio's timer (the core's SystemClock only yields).
+        let (m, local) = Manager::builder(store, sealer)
+            .clock(std::sync::Arc::new(wgm_cli::clock::TokioClock))
+            .build_with_local_admin();
         let p = match &g.token {
             Some(t) => m.authenticate_token(t).await?,
             None => local.principal(&wgm_cli::unix_user_name()),
