@@ -1,8 +1,12 @@
-//! Read paths both engines share: what a row of each read means, decoded once. The
-//! engines differ only in the SQL text (placeholders, the `wgm.` schema, casts,
-//! collations) and in how ids are bound and come back (text on SQLite, `uuid` on
-//! PostgreSQL); the rows they return have the same shape, and these functions turn them
-//! into the model.
+//! Read paths both engines share: each read's SQL, written once as a template that
+//! `dialect.rs` renders per engine ([`Reads`]); the code that runs it and decodes what
+//! it returns, written once as the macros [`store_reads!`] (the `Store` reads on the pool)
+//! and [`tx_reads!`] (the reads of `store::rules::Transaction`), which each engine
+//! expands in its own `impl` blocks; and what a row of each read means (the functions
+//! below). The engines differ only where the engines differ: in the dialect (placeholders,
+//! the `wgm.` schema, casts, collations, row locks), in how ids are bound and come back
+//! (text on SQLite, `uuid` on PostgreSQL) and in how a read snapshot begins. The rows
+//! they return have the same shape.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +15,7 @@ use wgm_core::model::{
 };
 
 use crate::codec::{from_json, rev, uint};
+use crate::dialect::Dialect;
 use crate::error::SqlError;
 
 /// A server row (`body`, head `revision`) with its peers: a [`ServerState`].
@@ -65,3 +70,354 @@ pub(crate) fn revisions(
         .map(|b| from_json(store, "revision", b))
         .collect()
 }
+
+/// The shared reads: one `String` field per template, rendered by [`Reads::render`].
+macro_rules! reads {
+    ($($(#[$doc:meta])* $name:ident = $template:expr;)*) => {
+        /// The SQL of the shared reads in one dialect (see `dialect.rs` for the templates'
+        /// notation).
+        #[derive(Debug)]
+        pub(crate) struct Reads {
+            $($(#[$doc])* pub(crate) $name: String,)*
+        }
+
+        impl Reads {
+            /// Every template, by name.
+            #[cfg(test)]
+            pub(crate) const TEMPLATES: &[(&str, &str)] = &[$((stringify!($name), $template),)*];
+
+            /// Every template in `dialect`.
+            pub(crate) fn render(dialect: &Dialect) -> Reads {
+                Reads {
+                    $($name: dialect.render($template),)*
+                }
+            }
+        }
+    };
+}
+
+reads! {
+    /// A server's body and head (`load_server`).
+    load_server = "SELECT s.body{::text}, h.revision FROM {wgm.}servers s
+                   JOIN {wgm.}heads h ON h.server_id = s.id WHERE s.id = $1";
+    /// A server's peers (`load_server`).
+    load_peers = "SELECT id, body{::text}, stats{::text} FROM {wgm.}peers WHERE server_id = $1";
+    find_server = "SELECT id FROM {wgm.}servers WHERE name_key = $1";
+    list_servers = "SELECT s.body{::text}, h.revision,
+                        (SELECT count(*) FROM {wgm.}peers p WHERE p.server_id = s.id)
+                    FROM {wgm.}servers s JOIN {wgm.}heads h ON h.server_id = s.id
+                    ORDER BY s.name_key{ COLLATE \"C\"}, s.id LIMIT $1 OFFSET $2";
+    head = "SELECT h.revision FROM {wgm.}heads h JOIN {wgm.}servers s ON s.id = h.server_id
+            WHERE h.server_id = $1";
+    revisions = "SELECT body{::text} FROM {wgm.}revisions
+                 WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3";
+    applied = "SELECT revision FROM {wgm.}applied WHERE server_id = $1 AND host = $2";
+    get_user = "SELECT body{::text} FROM {wgm.}users WHERE id = $1";
+    find_user = "SELECT body{::text} FROM {wgm.}users WHERE name_key = $1";
+    list_users = "SELECT body{::text} FROM {wgm.}users ORDER BY name_key{ COLLATE \"C\"}
+                  LIMIT $1 OFFSET $2";
+    list_roles = "SELECT body{::text} FROM {wgm.}roles ORDER BY name{ COLLATE \"C\"}";
+    get_token = "SELECT body{::text} FROM {wgm.}tokens WHERE id = $1";
+    list_tokens = "SELECT body{::text} FROM {wgm.}tokens WHERE $1{::uuid} IS NULL OR user_id = $1
+                   ORDER BY created_ns, id";
+    query_audit = "SELECT seq, body{::text}, prev_hash, hash FROM {wgm.}audit
+                   WHERE ($1{::text} IS NULL OR actor = $1)
+                     AND ($2{::uuid} IS NULL OR server_id = $2)
+                     AND ($3{::text} IS NULL OR substr(object, 1, length($3)) = $3)
+                     AND ($4{::bigint} IS NULL OR at_ns >= $4)
+                     AND ($5{::bigint} IS NULL OR at_ns < $5)
+                     AND ($6{::bigint} IS NULL OR seq > $6)
+                   ORDER BY seq LIMIT $7";
+    /// The head (locked on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds the
+    /// write lock, so there a plain read is a locked read) and the server.
+    lock_server = "SELECT h.revision, s.body{::text} FROM {wgm.}heads h
+                   LEFT JOIN {wgm.}servers s ON s.id = h.server_id
+                   WHERE h.server_id = $1{ FOR UPDATE OF h}";
+    server_name_taken = "SELECT 1 FROM {wgm.}servers
+                         WHERE name_key = $1 AND ($2{::uuid} IS NULL OR id <> $2) LIMIT 1";
+    /// Locks the audit head on PostgreSQL: the last lock a transaction takes.
+    audit_tail = "SELECT seq, hash FROM {wgm.}audit_head WHERE id = 1{ FOR UPDATE}";
+    user_version = "SELECT version FROM {wgm.}users WHERE id = $1{ FOR UPDATE}";
+    user_clash = "SELECT name_key = $2 FROM {wgm.}users
+                  WHERE id <> $1 AND (name_key = $2 OR ($3{::text} IS NOT NULL AND email = $3))";
+    token = "SELECT body{::text} FROM {wgm.}tokens WHERE id = $1{ FOR UPDATE}";
+}
+
+/// The `Store` reads, expanded inside an engine's `impl` block (its store has a `pool`).
+/// The engine module supplies, by these names: `S` (its name in errors), `db` (its
+/// `sqlx::Error` mapping), `Id` (how an id column decodes), `bind_id` (an id's UUID as
+/// a parameter), `server_id` and `peer_id` (an `Id` as the model's id) and the method
+/// `snapshot` (a transaction in which both queries of `load_server` read one snapshot).
+macro_rules! store_reads {
+    ($dialect:path) => {
+        pub(crate) async fn load_server(
+            &self,
+            id: ServerId,
+        ) -> Result<Option<ServerState>, SqlError> {
+            let q = $dialect.reads();
+            let mut tx = self.snapshot().await?;
+            let row: Option<(String, i64)> = sqlx::query_as(&q.load_server)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            let Some((body, revision)) = row else {
+                return Ok(None);
+            };
+            let rows: Vec<(Id, String, String)> = sqlx::query_as(&q.load_peers)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            let mut peers = std::collections::BTreeMap::new();
+            for (pid, body, stats) in rows {
+                peers.insert(peer_id(&pid)?, $crate::codec::peer_from(S, &body, &stats)?);
+            }
+            $crate::common::server_state(S, &body, revision, peers).map(Some)
+        }
+
+        pub(crate) async fn find_server(
+            &self,
+            name: &ServerName,
+        ) -> Result<Option<ServerId>, SqlError> {
+            let id: Option<Id> = sqlx::query_scalar(&$dialect.reads().find_server)
+                .bind(name.key())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            id.map(|i| server_id(&i)).transpose()
+        }
+
+        pub(crate) async fn list_servers(
+            &self,
+            page: Page,
+        ) -> Result<Vec<ServerSummary>, SqlError> {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(&$dialect.reads().list_servers)
+                .bind($crate::codec::int(page.limit))
+                .bind($crate::codec::int(page.offset))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|r| $crate::common::summary(S, r))
+                .collect()
+        }
+
+        pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
+            let r: Option<i64> = sqlx::query_scalar(&$dialect.reads().head)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            r.map(|v| $crate::codec::rev(S, v)).transpose()
+        }
+
+        pub(crate) async fn revisions(
+            &self,
+            id: ServerId,
+            after: RevisionNo,
+            limit: u64,
+        ) -> Result<Vec<RevisionRecord>, SqlError> {
+            let rows: Vec<String> = sqlx::query_scalar(&$dialect.reads().revisions)
+                .bind(bind_id(id.as_uuid()))
+                .bind($crate::codec::int(after.0))
+                .bind($crate::codec::int(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            $crate::common::revisions(S, &rows)
+        }
+
+        pub(crate) async fn applied(
+            &self,
+            id: ServerId,
+            host: &str,
+        ) -> Result<Option<RevisionNo>, SqlError> {
+            let r: Option<i64> = sqlx::query_scalar(&$dialect.reads().applied)
+                .bind(bind_id(id.as_uuid()))
+                .bind(host)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            r.map(|v| $crate::codec::rev(S, v)).transpose()
+        }
+
+        pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {
+            let b: Option<String> = sqlx::query_scalar(&$dialect.reads().get_user)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            b.map(|b| $crate::codec::from_json(S, "user", &b))
+                .transpose()
+        }
+
+        pub(crate) async fn find_user(&self, name: &UserName) -> Result<Option<User>, SqlError> {
+            let b: Option<String> = sqlx::query_scalar(&$dialect.reads().find_user)
+                .bind(name.key())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            b.map(|b| $crate::codec::from_json(S, "user", &b))
+                .transpose()
+        }
+
+        pub(crate) async fn list_users(&self, page: Page) -> Result<Vec<User>, SqlError> {
+            let rows: Vec<String> = sqlx::query_scalar(&$dialect.reads().list_users)
+                .bind($crate::codec::int(page.limit))
+                .bind($crate::codec::int(page.offset))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|b| $crate::codec::from_json(S, "user", b))
+                .collect()
+        }
+
+        pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, SqlError> {
+            let rows: Vec<String> = sqlx::query_scalar(&$dialect.reads().list_roles)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|b| $crate::codec::from_json(S, "role", b))
+                .collect()
+        }
+
+        pub(crate) async fn get_token(
+            &self,
+            id: TokenId,
+        ) -> Result<Option<ApiTokenRecord>, SqlError> {
+            let b: Option<String> = sqlx::query_scalar(&$dialect.reads().get_token)
+                .bind(bind_id(&id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            b.map(|b| $crate::codec::from_json(S, "token", &b))
+                .transpose()
+        }
+
+        pub(crate) async fn list_tokens(
+            &self,
+            user: Option<UserId>,
+        ) -> Result<Vec<ApiTokenRecord>, SqlError> {
+            let rows: Vec<String> = sqlx::query_scalar(&$dialect.reads().list_tokens)
+                .bind(user.map(|u| bind_id(u.as_uuid())))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|b| $crate::codec::from_json(S, "token", b))
+                .collect()
+        }
+
+        pub(crate) async fn query_audit(
+            &self,
+            q: &AuditQuery,
+        ) -> Result<Vec<AuditRecord>, SqlError> {
+            use $crate::codec::{int, ns};
+            let rows: Vec<(i64, String, String, String)> =
+                sqlx::query_as(&$dialect.reads().query_audit)
+                    .bind(q.actor.as_deref())
+                    .bind(q.server_id.map(|s| bind_id(s.as_uuid())))
+                    .bind(q.object_prefix.as_deref())
+                    .bind(q.since.map(ns))
+                    .bind(q.until.map(ns))
+                    .bind(q.after_seq.map(int))
+                    .bind(q.limit.map_or(i64::MAX, int))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+            rows.into_iter()
+                .map(|r| $crate::common::audit_record(S, r))
+                .collect()
+        }
+    };
+}
+pub(crate) use store_reads;
+
+/// The reads of `store::rules::Transaction`, expanded inside an engine's `impl` of it
+/// (`self.0` is its connection). Uses the same names of the engine module as
+/// [`store_reads!`] (`S`, `db`, `bind_id`).
+macro_rules! tx_reads {
+    ($dialect:path) => {
+        async fn lock_server(
+            &mut self,
+            id: ServerId,
+        ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError> {
+            let row: Option<(i64, Option<String>)> = sqlx::query_as(&$dialect.reads().lock_server)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+            let Some((revision, body)) = row else {
+                return Ok((None, None));
+            };
+            let server = body
+                .map(|b| $crate::codec::from_json(S, "server", &b))
+                .transpose()?;
+            Ok((Some($crate::codec::rev(S, revision)?), server))
+        }
+
+        async fn server_name_taken(
+            &mut self,
+            name_key: &str,
+            except: Option<ServerId>,
+        ) -> Result<bool, SqlError> {
+            let r: Option<i32> = sqlx::query_scalar(&$dialect.reads().server_name_taken)
+                .bind(name_key)
+                .bind(except.map(|s| bind_id(s.as_uuid())))
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+            Ok(r.is_some())
+        }
+
+        async fn audit_tail(&mut self) -> Result<(u64, String), SqlError> {
+            let (seq, hash): (i64, String) = sqlx::query_as(&$dialect.reads().audit_tail)
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db)?;
+            Ok(($crate::codec::uint(S, "audit sequence number", seq)?, hash))
+        }
+
+        async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {
+            let v: Option<i64> = sqlx::query_scalar(&$dialect.reads().user_version)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+            v.map(|v| $crate::codec::uint(S, "user version", v))
+                .transpose()
+        }
+
+        async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>, SqlError> {
+            let rows: Vec<bool> = sqlx::query_scalar(&$dialect.reads().user_clash)
+                .bind(bind_id(user.id.as_uuid()))
+                .bind(user.name.key())
+                .bind(user.email.as_deref())
+                .fetch_all(&mut *self.0)
+                .await
+                .map_err(db)?;
+            Ok(if rows.iter().any(|n| *n) {
+                Some(UserClash::Name)
+            } else if rows.is_empty() {
+                None
+            } else {
+                Some(UserClash::Email)
+            })
+        }
+
+        async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
+            let b: Option<String> = sqlx::query_scalar(&$dialect.reads().token)
+                .bind(bind_id(&id.as_uuid()))
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+            b.map(|b| $crate::codec::from_json(S, "token", &b))
+                .transpose()
+        }
+    };
+}
+pub(crate) use tx_reads;

@@ -71,6 +71,7 @@ compile_error!("wgm-store-sql needs at least one of the features `sqlite` and `p
 
 mod codec;
 mod common;
+mod dialect;
 mod error;
 mod migrate;
 #[cfg(feature = "postgres")]

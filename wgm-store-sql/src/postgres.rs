@@ -8,7 +8,7 @@
 //! committed. Audit appends lock the single audit-head row, always as the last lock a
 //! transaction takes, so lock order is fixed and the chain stays linear.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -26,7 +26,7 @@ use wgm_core::rbac::Role;
 use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
 use wgm_core::Error;
 
-use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
+use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
 use crate::common;
 use crate::error::SqlError;
 use crate::{migrate, SqlOptions};
@@ -47,6 +47,30 @@ fn db(e: sqlx::Error) -> SqlError {
         store: S,
         source: e,
     }
+}
+
+/// How an id column comes back: as a `uuid`.
+type Id = Uuid;
+
+/// An id (its UUID) as a parameter: a `uuid`.
+fn bind_id(id: &Uuid) -> Uuid {
+    *id
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the signature the shared reads expect (SQLite parses its ids)"
+)]
+fn server_id(id: &Uuid) -> Result<ServerId, SqlError> {
+    Ok(ServerId(*id))
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the signature the shared reads expect (SQLite parses its ids)"
+)]
+fn peer_id(id: &Uuid) -> Result<PeerId, SqlError> {
+    Ok(PeerId(*id))
 }
 
 /// A PostgreSQL-backed store. See the crate documentation.
@@ -141,74 +165,15 @@ impl PgStore {
         Ok(stream.boxed())
     }
 
-    pub(crate) async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>, SqlError> {
-        // Both queries in one snapshot.
-        let mut tx = self
-            .pool
+    /// A read snapshot for `load_server`: both of its queries see one snapshot.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, SqlError> {
+        self.pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
-            .map_err(db)?;
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT s.body::text, h.revision FROM wgm.servers s JOIN wgm.heads h ON h.server_id = s.id WHERE s.id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let Some((body, revision)) = row else {
-            return Ok(None);
-        };
-        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
-            "SELECT id, body::text, stats::text FROM wgm.peers WHERE server_id = $1",
-        )
-        .bind(id.0)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        let mut peers = BTreeMap::new();
-        for (pid, body, stats) in rows {
-            peers.insert(PeerId(pid), peer_from(S, &body, &stats)?);
-        }
-        common::server_state(S, &body, revision, peers).map(Some)
+            .map_err(db)
     }
 
-    pub(crate) async fn find_server(
-        &self,
-        name: &ServerName,
-    ) -> Result<Option<ServerId>, SqlError> {
-        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM wgm.servers WHERE name_key = $1")
-            .bind(name.key())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(id.map(ServerId))
-    }
-
-    pub(crate) async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>, SqlError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT s.body::text, h.revision, (SELECT count(*) FROM wgm.peers p WHERE p.server_id = s.id)
-             FROM wgm.servers s JOIN wgm.heads h ON h.server_id = s.id
-             ORDER BY s.name_key COLLATE \"C\", s.id LIMIT $1 OFFSET $2",
-        )
-        .bind(int(page.limit))
-        .bind(int(page.offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter().map(|r| common::summary(S, r)).collect()
-    }
-
-    pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> = sqlx::query_scalar(
-            "SELECT h.revision FROM wgm.heads h JOIN wgm.servers s ON s.id = h.server_id WHERE h.server_id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
-    }
+    common::store_reads!(crate::dialect::POSTGRES);
 
     pub(crate) async fn commit(&self, c: &Commit) -> Result<RevisionRecord, SqlError> {
         retrying!(
@@ -221,24 +186,6 @@ impl PgStore {
             }
             .await
         )
-    }
-
-    pub(crate) async fn revisions(
-        &self,
-        id: ServerId,
-        after: RevisionNo,
-        limit: u64,
-    ) -> Result<Vec<RevisionRecord>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body::text FROM wgm.revisions WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3",
-        )
-        .bind(id.0)
-        .bind(int(after.0))
-        .bind(int(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        common::revisions(S, &rows)
     }
 
     pub(crate) async fn set_applied(
@@ -264,22 +211,6 @@ impl PgStore {
             }
             .await
         )
-    }
-
-    pub(crate) async fn applied(
-        &self,
-        id: ServerId,
-        host: &str,
-    ) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> = sqlx::query_scalar(
-            "SELECT revision FROM wgm.applied WHERE server_id = $1 AND host = $2",
-        )
-        .bind(id.0)
-        .bind(host)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
     }
 
     pub(crate) async fn update_peer_stats(
@@ -327,71 +258,6 @@ impl PgStore {
         )
     }
 
-    pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {
-        let b: Option<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.users WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        b.map(|b| from_json(S, "user", &b)).transpose()
-    }
-
-    pub(crate) async fn find_user(&self, name: &UserName) -> Result<Option<User>, SqlError> {
-        let b: Option<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.users WHERE name_key = $1")
-                .bind(name.key())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        b.map(|b| from_json(S, "user", &b)).transpose()
-    }
-
-    pub(crate) async fn list_users(&self, page: Page) -> Result<Vec<User>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body::text FROM wgm.users ORDER BY name_key COLLATE \"C\" LIMIT $1 OFFSET $2",
-        )
-        .bind(int(page.limit))
-        .bind(int(page.offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "user", b)).collect()
-    }
-
-    pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, SqlError> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.roles ORDER BY name COLLATE \"C\"")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "role", b)).collect()
-    }
-
-    pub(crate) async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
-        let b: Option<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.tokens WHERE id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        b.map(|b| from_json(S, "token", &b)).transpose()
-    }
-
-    pub(crate) async fn list_tokens(
-        &self,
-        user: Option<UserId>,
-    ) -> Result<Vec<ApiTokenRecord>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body::text FROM wgm.tokens WHERE $1::uuid IS NULL OR user_id = $1 ORDER BY created_ns, id",
-        )
-        .bind(user.map(|u| u.0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "token", b)).collect()
-    }
-
     pub(crate) async fn commit_identity(
         &self,
         changes: &[IdentityChange],
@@ -420,32 +286,6 @@ impl PgStore {
             .await
         )
     }
-
-    pub(crate) async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, SqlError> {
-        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT seq, body::text, prev_hash, hash FROM wgm.audit
-             WHERE ($1::text IS NULL OR actor = $1)
-               AND ($2::uuid IS NULL OR server_id = $2)
-               AND ($3::text IS NULL OR left(object, length($3)) = $3)
-               AND ($4::bigint IS NULL OR at_ns >= $4)
-               AND ($5::bigint IS NULL OR at_ns < $5)
-               AND ($6::bigint IS NULL OR seq > $6)
-             ORDER BY seq LIMIT $7",
-        )
-        .bind(q.actor.as_deref())
-        .bind(q.server_id.map(|s| s.0))
-        .bind(q.object_prefix.as_deref())
-        .bind(q.since.map(ns))
-        .bind(q.until.map(ns))
-        .bind(q.after_seq.map(int))
-        .bind(q.limit.map_or(i64::MAX, int))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|r| common::audit_record(S, r))
-            .collect()
-    }
 }
 
 /// Parse a `<server id>:<revision>` payload.
@@ -460,40 +300,9 @@ struct PgTx<'c>(&'c mut PgConnection);
 impl Transaction for PgTx<'_> {
     type Error = SqlError;
 
-    async fn lock_server(
-        &mut self,
-        id: ServerId,
-    ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError> {
-        let row: Option<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT h.revision, s.body::text FROM wgm.heads h LEFT JOIN wgm.servers s ON s.id = h.server_id
-             WHERE h.server_id = $1 FOR UPDATE OF h",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(db)?;
-        let Some((revision, body)) = row else {
-            return Ok((None, None));
-        };
-        let server = body.map(|b| from_json(S, "server", &b)).transpose()?;
-        Ok((Some(rev(S, revision)?), server))
-    }
-
-    async fn server_name_taken(
-        &mut self,
-        name_key: &str,
-        except: Option<ServerId>,
-    ) -> Result<bool, SqlError> {
-        let r: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM wgm.servers WHERE name_key = $1 AND ($2::uuid IS NULL OR id <> $2) LIMIT 1",
-        )
-        .bind(name_key)
-        .bind(except.map(|s| s.0))
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(db)?;
-        Ok(r.is_some())
-    }
+    // `lock_server` locks the head row (`FOR UPDATE OF h`); `audit_tail` locks the audit
+    // head: the last lock a transaction takes.
+    common::tx_reads!(crate::dialect::POSTGRES);
 
     async fn peers_for_commit(
         &mut self,
@@ -676,16 +485,6 @@ impl Transaction for PgTx<'_> {
         Ok(())
     }
 
-    /// Locks the audit head: the last lock a transaction takes.
-    async fn audit_tail(&mut self) -> Result<(u64, String), SqlError> {
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM wgm.audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db)?;
-        Ok((uint(S, "audit sequence number", seq)?, hash))
-    }
-
     async fn write_audit(&mut self, rec: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query(
             "WITH audit AS (
@@ -705,36 +504,6 @@ impl Transaction for PgTx<'_> {
         .await
         .map_err(db)?;
         Ok(())
-    }
-
-    async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM wgm.users WHERE id = $1 FOR UPDATE")
-                .bind(id.0)
-                .fetch_optional(&mut *self.0)
-                .await
-                .map_err(db)?;
-        v.map(|v| uint(S, "user version", v)).transpose()
-    }
-
-    async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>, SqlError> {
-        let rows: Vec<bool> = sqlx::query_scalar(
-            "SELECT name_key = $2 FROM wgm.users
-             WHERE id <> $1 AND (name_key = $2 OR ($3::text IS NOT NULL AND email = $3))",
-        )
-        .bind(user.id.0)
-        .bind(user.name.key())
-        .bind(user.email.as_deref())
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db)?;
-        Ok(if rows.iter().any(|n| *n) {
-            Some(UserClash::Name)
-        } else if rows.is_empty() {
-            None
-        } else {
-            Some(UserClash::Email)
-        })
     }
 
     async fn insert_user(&mut self, user: &User) -> Result<(), SqlError> {
@@ -797,16 +566,6 @@ impl Transaction for PgTx<'_> {
             .await
             .map_err(db)?;
         Ok(r.rows_affected() > 0)
-    }
-
-    async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
-        let b: Option<String> =
-            sqlx::query_scalar("SELECT body::text FROM wgm.tokens WHERE id = $1 FOR UPDATE")
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *self.0)
-                .await
-                .map_err(db)?;
-        b.map(|b| from_json(S, "token", &b)).transpose()
     }
 
     async fn insert_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {

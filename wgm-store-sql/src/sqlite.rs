@@ -8,7 +8,7 @@
 //! async mutex (fair, and no connection is held while waiting), so the busy timeout only
 //! arbitrates between processes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -24,7 +24,7 @@ use wgm_core::rbac::Role;
 use wgm_core::store::rules::{self, Probe, Transaction as RulesTransaction, UserClash};
 use wgm_core::Error;
 
-use crate::codec::{from_json, int, ns, peer_body, peer_from, retrying, rev, to_json, uint};
+use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
 use crate::common;
 use crate::error::SqlError;
 use crate::{migrate, SqlOptions};
@@ -40,6 +40,22 @@ fn db(e: sqlx::Error) -> SqlError {
 
 fn parse_id<T: FromStr>(what: &'static str, s: &str) -> Result<T, SqlError> {
     s.parse().map_err(|_| SqlError::BadValue { store: S, what })
+}
+
+/// How an id column comes back: as text.
+type Id = String;
+
+/// An id (its UUID) as a parameter: its text.
+fn bind_id(id: &impl std::fmt::Display) -> String {
+    id.to_string()
+}
+
+fn server_id(id: &str) -> Result<ServerId, SqlError> {
+    parse_id("server id", id)
+}
+
+fn peer_id(id: &str) -> Result<PeerId, SqlError> {
+    parse_id("peer id", id)
 }
 
 fn json_list<T: serde::Serialize>(v: &[T]) -> Result<String, SqlError> {
@@ -152,72 +168,12 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 
-    pub(crate) async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>, SqlError> {
-        // One (deferred, read-only) transaction: both queries read the same snapshot.
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT s.body, h.revision FROM servers s JOIN heads h ON h.server_id = s.id WHERE s.id = ?1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let Some((body, revision)) = row else {
-            return Ok(None);
-        };
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT id, body, stats FROM peers WHERE server_id = ?1")
-                .bind(id.to_string())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        let mut peers = BTreeMap::new();
-        for (pid, body, stats) in rows {
-            peers.insert(
-                parse_id::<PeerId>("peer id", &pid)?,
-                peer_from(S, &body, &stats)?,
-            );
-        }
-        common::server_state(S, &body, revision, peers).map(Some)
+    /// A read snapshot for `load_server`: one deferred (read-only) transaction.
+    async fn snapshot(&self) -> Result<Transaction<'static, Sqlite>, SqlError> {
+        self.pool.begin().await.map_err(db)
     }
 
-    pub(crate) async fn find_server(
-        &self,
-        name: &ServerName,
-    ) -> Result<Option<ServerId>, SqlError> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM servers WHERE name_key = ?1")
-            .bind(name.key())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        id.map(|s| parse_id("server id", &s)).transpose()
-    }
-
-    pub(crate) async fn list_servers(&self, page: Page) -> Result<Vec<ServerSummary>, SqlError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT s.body, h.revision, (SELECT count(*) FROM peers p WHERE p.server_id = s.id)
-             FROM servers s JOIN heads h ON h.server_id = s.id
-             ORDER BY s.name_key, s.id LIMIT ?1 OFFSET ?2",
-        )
-        .bind(int(page.limit))
-        .bind(int(page.offset))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter().map(|r| common::summary(S, r)).collect()
-    }
-
-    pub(crate) async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> = sqlx::query_scalar(
-            "SELECT h.revision FROM heads h JOIN servers s ON s.id = h.server_id WHERE h.server_id = ?1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
-    }
+    common::store_reads!(crate::dialect::SQLITE);
 
     pub(crate) async fn commit(&self, c: &Commit) -> Result<RevisionRecord, SqlError> {
         retrying!(
@@ -230,24 +186,6 @@ impl SqliteStore {
             }
             .await
         )
-    }
-
-    pub(crate) async fn revisions(
-        &self,
-        id: ServerId,
-        after: RevisionNo,
-        limit: u64,
-    ) -> Result<Vec<RevisionRecord>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM revisions WHERE server_id = ?1 AND revision > ?2 ORDER BY revision LIMIT ?3",
-        )
-        .bind(id.to_string())
-        .bind(int(after.0))
-        .bind(int(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        common::revisions(S, &rows)
     }
 
     pub(crate) async fn set_applied(
@@ -274,21 +212,6 @@ impl SqliteStore {
             }
             .await
         )
-    }
-
-    pub(crate) async fn applied(
-        &self,
-        id: ServerId,
-        host: &str,
-    ) -> Result<Option<RevisionNo>, SqlError> {
-        let r: Option<i64> =
-            sqlx::query_scalar("SELECT revision FROM applied WHERE server_id = ?1 AND host = ?2")
-                .bind(id.to_string())
-                .bind(host)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        r.map(|v| rev(S, v)).transpose()
     }
 
     pub(crate) async fn update_peer_stats(
@@ -339,66 +262,6 @@ impl SqliteStore {
         )
     }
 
-    pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {
-        let b: Option<String> = sqlx::query_scalar("SELECT body FROM users WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        b.map(|b| from_json(S, "user", &b)).transpose()
-    }
-
-    pub(crate) async fn find_user(&self, name: &UserName) -> Result<Option<User>, SqlError> {
-        let b: Option<String> = sqlx::query_scalar("SELECT body FROM users WHERE name_key = ?1")
-            .bind(name.key())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        b.map(|b| from_json(S, "user", &b)).transpose()
-    }
-
-    pub(crate) async fn list_users(&self, page: Page) -> Result<Vec<User>, SqlError> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT body FROM users ORDER BY name_key LIMIT ?1 OFFSET ?2")
-                .bind(int(page.limit))
-                .bind(int(page.offset))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "user", b)).collect()
-    }
-
-    pub(crate) async fn list_roles(&self) -> Result<Vec<Role>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM roles ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "role", b)).collect()
-    }
-
-    pub(crate) async fn get_token(&self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
-        let b: Option<String> = sqlx::query_scalar("SELECT body FROM tokens WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        b.map(|b| from_json(S, "token", &b)).transpose()
-    }
-
-    pub(crate) async fn list_tokens(
-        &self,
-        user: Option<UserId>,
-    ) -> Result<Vec<ApiTokenRecord>, SqlError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM tokens WHERE ?1 IS NULL OR user_id = ?1 ORDER BY created_ns, id",
-        )
-        .bind(user.map(|u| u.to_string()))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(|b| from_json(S, "token", b)).collect()
-    }
-
     pub(crate) async fn commit_identity(
         &self,
         changes: &[IdentityChange],
@@ -428,32 +291,6 @@ impl SqliteStore {
             .await
         )
     }
-
-    pub(crate) async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, SqlError> {
-        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT seq, body, prev_hash, hash FROM audit
-             WHERE (?1 IS NULL OR actor = ?1)
-               AND (?2 IS NULL OR server_id = ?2)
-               AND (?3 IS NULL OR substr(object, 1, length(?3)) = ?3)
-               AND (?4 IS NULL OR at_ns >= ?4)
-               AND (?5 IS NULL OR at_ns < ?5)
-               AND (?6 IS NULL OR seq > ?6)
-             ORDER BY seq LIMIT ?7",
-        )
-        .bind(q.actor.as_deref())
-        .bind(q.server_id.map(|s| s.to_string()))
-        .bind(q.object_prefix.as_deref())
-        .bind(q.since.map(ns))
-        .bind(q.until.map(ns))
-        .bind(q.after_seq.map(int))
-        .bind(q.limit.map_or(i64::MAX, int))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|r| common::audit_record(S, r))
-            .collect()
-    }
 }
 
 /// The primitives inside one `BEGIN IMMEDIATE` transaction.
@@ -462,41 +299,9 @@ struct SqliteTx<'c>(&'c mut SqliteConnection);
 impl RulesTransaction for SqliteTx<'_> {
     type Error = SqlError;
 
-    async fn lock_server(
-        &mut self,
-        id: ServerId,
-    ) -> Result<(Option<RevisionNo>, Option<Server>), SqlError> {
-        // BEGIN IMMEDIATE already holds the write lock: a plain read is a locked read.
-        let row: Option<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT h.revision, s.body FROM heads h LEFT JOIN servers s ON s.id = h.server_id
-             WHERE h.server_id = ?1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(db)?;
-        let Some((revision, body)) = row else {
-            return Ok((None, None));
-        };
-        let server = body.map(|b| from_json(S, "server", &b)).transpose()?;
-        Ok((Some(rev(S, revision)?), server))
-    }
-
-    async fn server_name_taken(
-        &mut self,
-        name_key: &str,
-        except: Option<ServerId>,
-    ) -> Result<bool, SqlError> {
-        let r: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM servers WHERE name_key = ?1 AND (?2 IS NULL OR id <> ?2) LIMIT 1",
-        )
-        .bind(name_key)
-        .bind(except.map(|s| s.to_string()))
-        .fetch_optional(&mut *self.0)
-        .await
-        .map_err(db)?;
-        Ok(r.is_some())
-    }
+    // `lock_server`: `BEGIN IMMEDIATE` already holds the write lock, so a plain read is a
+    // locked read.
+    common::tx_reads!(crate::dialect::SQLITE);
 
     async fn peers_for_commit(
         &mut self,
@@ -653,15 +458,6 @@ impl RulesTransaction for SqliteTx<'_> {
         self.write_audit(audit).await
     }
 
-    async fn audit_tail(&mut self) -> Result<(u64, String), SqlError> {
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db)?;
-        Ok((uint(S, "audit sequence number", seq)?, hash))
-    }
-
     async fn write_audit(&mut self, rec: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query(
             "INSERT INTO audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
@@ -685,34 +481,6 @@ impl RulesTransaction for SqliteTx<'_> {
             .await
             .map_err(db)?;
         Ok(())
-    }
-
-    async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(db)?;
-        v.map(|v| uint(S, "user version", v)).transpose()
-    }
-
-    async fn user_clash(&mut self, user: &User) -> Result<Option<UserClash>, SqlError> {
-        let rows: Vec<bool> = sqlx::query_scalar(
-            "SELECT name_key = ?2 FROM users WHERE id <> ?1 AND (name_key = ?2 OR (?3 IS NOT NULL AND email = ?3))",
-        )
-        .bind(user.id.to_string())
-        .bind(user.name.key())
-        .bind(user.email.as_deref())
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db)?;
-        Ok(if rows.iter().any(|n| *n) {
-            Some(UserClash::Name)
-        } else if rows.is_empty() {
-            None
-        } else {
-            Some(UserClash::Email)
-        })
     }
 
     async fn insert_user(&mut self, user: &User) -> Result<(), SqlError> {
@@ -776,15 +544,6 @@ impl RulesTransaction for SqliteTx<'_> {
             .await
             .map_err(db)?;
         Ok(r.rows_affected() > 0)
-    }
-
-    async fn token(&mut self, id: TokenId) -> Result<Option<ApiTokenRecord>, SqlError> {
-        let b: Option<String> = sqlx::query_scalar("SELECT body FROM tokens WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(db)?;
-        b.map(|b| from_json(S, "token", &b)).transpose()
     }
 
     async fn insert_token(&mut self, t: &ApiTokenRecord) -> Result<(), SqlError> {
