@@ -53,6 +53,14 @@
 //!   stored peers its changes name and those sharing a unique value with them (index
 //!   probes), never the whole server; loading a server is two queries, one of them for
 //!   all its peers.
+//! - **Reads written once.** Both engines run the same read queries (every `Store` read,
+//!   and the reads inside a commit but the peer probe, which takes its lists as
+//!   `json_each` on SQLite and as arrays on PostgreSQL): each is one SQL template (`common.rs`) that the
+//!   engine's dialect renders (`dialect.rs`: `?n` or `$n` placeholders, and the text only
+//!   PostgreSQL gets: the `wgm.` schema, casts, `COLLATE "C"`, `FOR UPDATE`), run by code
+//!   written once as a macro each engine expands. The engines differ only where the
+//!   engines differ: id binding (text or `uuid`), how a read snapshot begins, and their
+//!   writes (multi-row inserts, batch updates, `NOTIFY`).
 //! - **Versioned migrations applied on open**, embedded in the binary, applied under
 //!   `BEGIN IMMEDIATE` (SQLite) or an advisory lock (PostgreSQL); a database written by a
 //!   newer schema is refused.
