@@ -1,12 +1,12 @@
 //! [`MemoryStore`]: the in-memory [`Store`], an engine of the commit [`rules`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use futures::FutureExt;
 
-use super::rules::{self, Probe, Transaction, UserClash};
+use super::rules::{self, Probe, ProbeField, Transaction, UserClash};
 use super::{AuditStore, HostStateStore, IdentityStore, ServerStore, Store};
 use crate::model::{
     ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
@@ -17,9 +17,34 @@ use crate::names::{RoleName, ServerName, UserName};
 use crate::rbac::Role;
 use crate::{Error, Result};
 
+/// Which stored peers of one server hold each unique value (in the text forms of
+/// [`Probe::values_of`]): the memory engine's counterpart of the SQL engines' indexes, so
+/// that [`Transaction::peers_for_commit`] costs what the commit touches, not the server's
+/// size. Kept by the only writers of peers, `insert_peers` and `delete_peers`.
+type ValueIndex = HashMap<(ProbeField, String), BTreeSet<PeerId>>;
+
+fn index_peer(idx: &mut ValueIndex, id: PeerId, p: &Peer) {
+    for v in Probe::values_of(p) {
+        idx.entry(v).or_default().insert(id);
+    }
+}
+
+fn unindex_peer(idx: &mut ValueIndex, id: PeerId, p: &Peer) {
+    for v in Probe::values_of(p) {
+        if let Some(holders) = idx.get_mut(&v) {
+            holders.remove(&id);
+            if holders.is_empty() {
+                idx.remove(&v);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     servers: BTreeMap<ServerId, ServerState>,
+    /// Per server, its peers' unique values ([`ValueIndex`]).
+    index: HashMap<ServerId, ValueIndex>,
     revisions: BTreeMap<ServerId, Vec<RevisionRecord>>,
     applied: HashMap<(ServerId, String), RevisionNo>,
     users: BTreeMap<UserId, User>,
@@ -67,17 +92,21 @@ impl Transaction for Inner {
         ids: &[PeerId],
         probe: &Probe,
     ) -> Result<Vec<(PeerId, Peer)>> {
-        Ok(self
-            .servers
-            .get(&server)
-            .map(|st| {
-                st.peers
-                    .iter()
-                    .filter(|(id, p)| ids.contains(id) || probe.matches(p))
-                    .map(|(id, p)| (*id, p.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let Some(st) = self.servers.get(&server) else {
+            return Ok(Vec::new());
+        };
+        let mut found: BTreeSet<PeerId> = ids.iter().copied().collect();
+        if let Some(idx) = self.index.get(&server) {
+            for (field, value) in probe.values() {
+                if let Some(holders) = idx.get(&(field, value.to_owned())) {
+                    found.extend(holders);
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|id| st.peers.get(&id).map(|p| (id, p.clone())))
+            .collect())
     }
 
     async fn insert_head(&mut self, _id: ServerId, _rev: RevisionNo) -> Result<()> {
@@ -90,6 +119,7 @@ impl Transaction for Inner {
             Some(st) if exists => st.server = s.clone(),
             _ => {
                 // The revision is set by `finish`.
+                self.index.insert(s.id, ValueIndex::new());
                 self.servers.insert(
                     s.id,
                     ServerState {
@@ -105,13 +135,17 @@ impl Transaction for Inner {
 
     async fn delete_server(&mut self, id: ServerId) -> Result<()> {
         self.servers.remove(&id);
+        self.index.remove(&id);
         Ok(())
     }
 
     async fn delete_peers(&mut self, server: ServerId, ids: &[PeerId]) -> Result<()> {
         if let Some(st) = self.servers.get_mut(&server) {
+            let idx = self.index.entry(server).or_default();
             for id in ids {
-                st.peers.remove(id);
+                if let Some(p) = st.peers.remove(id) {
+                    unindex_peer(idx, *id, &p);
+                }
             }
         }
         Ok(())
@@ -122,8 +156,12 @@ impl Transaction for Inner {
             .servers
             .get_mut(&server)
             .ok_or_else(|| Error::not_found("server", server))?;
+        let idx = self.index.entry(server).or_default();
         for (id, p) in peers {
-            st.peers.insert(*id, (*p).clone());
+            if let Some(old) = st.peers.insert(*id, (*p).clone()) {
+                unindex_peer(idx, *id, &old);
+            }
+            index_peer(idx, *id, p);
         }
         Ok(())
     }

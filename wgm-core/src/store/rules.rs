@@ -44,6 +44,21 @@ pub struct Probe {
     pub prefixes: Vec<String>,
 }
 
+/// Which unique value a probed text is ([`Probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeField {
+    /// A peer's name key.
+    Name,
+    /// A public key (a peer's or the server's).
+    Key,
+    /// An IPv6 address.
+    V6,
+    /// An IPv4 address.
+    V4,
+    /// A delegated prefix.
+    Prefix,
+}
+
 impl Probe {
     /// Whether nothing is probed.
     pub fn is_empty(&self) -> bool {
@@ -54,33 +69,55 @@ impl Probe {
             && self.prefixes.is_empty()
     }
 
-    /// Whether a stored peer holds any probed value (for engines that scan peers rather
-    /// than query an index).
-    pub fn matches(&self, p: &Peer) -> bool {
-        fn has(list: &[String], value: impl FnOnce() -> String) -> bool {
-            !list.is_empty() && list.contains(&value())
+    /// A peer's unique values in the probe's text forms: what an engine indexes so that
+    /// it can answer [`Transaction::peers_for_commit`] by lookups (the memory engine does;
+    /// the SQL engines index the same text in their tables).
+    ///
+    /// ```
+    /// # use wgm_core::store::rules::{Probe, ProbeField};
+    /// # fn demo(p: &wgm_core::model::Peer) {
+    /// let names = Probe::values_of(p).into_iter().filter(|(f, _)| *f == ProbeField::Name);
+    /// assert_eq!(names.count(), 1);
+    /// # }
+    /// ```
+    pub fn values_of(p: &Peer) -> Vec<(ProbeField, String)> {
+        let mut out = vec![
+            (ProbeField::Name, p.name.key()),
+            (ProbeField::Key, p.public_key.to_base64()),
+        ];
+        if let Some(a) = p.address_v6 {
+            out.push((ProbeField::V6, a.to_string()));
         }
-        has(&self.names, || p.name.key())
-            || has(&self.keys, || p.public_key.to_base64())
-            || p.address_v6
-                .is_some_and(|a| has(&self.v6, || a.to_string()))
-            || p.address_v4
-                .is_some_and(|a| has(&self.v4, || a.to_string()))
-            || p.delegated_prefix
-                .is_some_and(|n| has(&self.prefixes, || n.to_string()))
+        if let Some(a) = p.address_v4 {
+            out.push((ProbeField::V4, a.to_string()));
+        }
+        if let Some(n) = p.delegated_prefix {
+            out.push((ProbeField::Prefix, n.to_string()));
+        }
+        out
+    }
+
+    /// Every probed value with its field.
+    pub fn values(&self) -> impl Iterator<Item = (ProbeField, &str)> + '_ {
+        fn tag(f: ProbeField, list: &[String]) -> impl Iterator<Item = (ProbeField, &str)> {
+            list.iter().map(move |v| (f, v.as_str()))
+        }
+        tag(ProbeField::Name, &self.names)
+            .chain(tag(ProbeField::Key, &self.keys))
+            .chain(tag(ProbeField::V6, &self.v6))
+            .chain(tag(ProbeField::V4, &self.v4))
+            .chain(tag(ProbeField::Prefix, &self.prefixes))
     }
 
     fn add_peer(&mut self, p: &Peer) {
-        self.names.push(p.name.key());
-        self.keys.push(p.public_key.to_base64());
-        if let Some(a) = p.address_v6 {
-            self.v6.push(a.to_string());
-        }
-        if let Some(a) = p.address_v4 {
-            self.v4.push(a.to_string());
-        }
-        if let Some(n) = p.delegated_prefix {
-            self.prefixes.push(n.to_string());
+        for (field, value) in Self::values_of(p) {
+            match field {
+                ProbeField::Name => self.names.push(value),
+                ProbeField::Key => self.keys.push(value),
+                ProbeField::V6 => self.v6.push(value),
+                ProbeField::V4 => self.v4.push(value),
+                ProbeField::Prefix => self.prefixes.push(value),
+            }
         }
     }
 }
@@ -150,7 +187,8 @@ pub trait Transaction: Send {
     ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 
     /// Stored peers of the server, keyed by row id, whose id is one of `ids` or that hold
-    /// any of the probed values ([`Probe::matches`]). More peers than that do no harm.
+    /// any of the probed values (an engine may index [`Probe::values_of`] to find them). More
+    /// peers than that do no harm.
     fn peers_for_commit(
         &mut self,
         server: ServerId,
