@@ -286,6 +286,31 @@ pub struct PeerStats {
     pub tx_bytes: u64,
 }
 
+/// Who disabled a peer (see [`Peer::disabled_by`]).
+///
+/// ```
+/// use wgm_core::model::DisabledBy;
+/// assert!(DisabledBy::Administrator.outranks_owner());
+/// assert!(!DisabledBy::Owner.outranks_owner());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisabledBy {
+    /// The owner, acting on their own peer: the owner may enable it again.
+    Owner,
+    /// Someone who may change other users' peers (an operator or administrator).
+    Administrator,
+    /// The expiry sweep: the peer's expiry had passed.
+    Expiry,
+}
+
+impl DisabledBy {
+    /// Whether only someone with more rights than the owner may lift this disable.
+    pub fn outranks_owner(self) -> bool {
+        !matches!(self, DisabledBy::Owner)
+    }
+}
+
 /// A peer (client) of a server.
 ///
 /// The QR code of the original model is not stored: it is rendered on demand from the
@@ -327,6 +352,12 @@ pub struct Peer {
     pub keepalive: Keepalive,
     /// Disabled peers are removed from the device but keep their addresses.
     pub enabled: bool,
+    /// Who disabled the peer, while it is disabled: a disable by someone with more
+    /// rights than the owner (or by the expiry sweep) stands until someone with those
+    /// rights lifts it. `None` for enabled peers (and for peers disabled before wgm
+    /// recorded it, which count as disabled by an administrator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<DisabledBy>,
     /// When the peer is disabled automatically.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,

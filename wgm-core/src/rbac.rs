@@ -136,10 +136,11 @@ impl Resource {
 
     /// The actions that mean something on this resource (the catalogue).
     pub fn actions(self) -> &'static [Action] {
-        use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Update};
+        use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Route, Update};
         match self {
             Resource::Server => &[Read, Create, Update, Delete, Apply],
-            Resource::Peer | Resource::Role => &[Read, Create, Update, Delete, Assign],
+            Resource::Peer => &[Read, Create, Update, Delete, Assign, Route],
+            Resource::Role => &[Read, Create, Update, Delete, Assign],
             Resource::User => &[Read, Create, Update, Delete],
             Resource::Token => &[Read, Create, Delete],
             Resource::Audit => &[Read],
@@ -209,11 +210,16 @@ pub enum Action {
     Export,
     /// Roll configuration back to an earlier revision.
     Rollback,
+    /// Route networks to a peer: server-side allowed IPs beyond the peer's own
+    /// addresses (extra allowed IPs) and delegated prefixes. Installing such a route on
+    /// the server sends other people's traffic to that peer, so it is a permission of
+    /// its own that the built-in `user` role does not hold.
+    Route,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Read,
         Action::Create,
         Action::Update,
@@ -222,6 +228,7 @@ impl Action {
         Action::Assign,
         Action::Export,
         Action::Rollback,
+        Action::Route,
     ];
 
     /// The stable lower-case name (`update`).
@@ -235,6 +242,7 @@ impl Action {
             Action::Assign => "assign",
             Action::Export => "export",
             Action::Rollback => "rollback",
+            Action::Route => "route",
         }
     }
 }
@@ -570,7 +578,7 @@ pub fn builtin_roles() -> Vec<Role> {
 
 /// The built-in role called `name`, if there is one.
 pub fn builtin_role(name: &str) -> Option<Role> {
-    use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Update};
+    use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Route, Update};
     use Resource::{Audit, Config, Peer, Secret, Server, Token, User};
     let p = Permission::new;
     // Every built-in role manages its own account and its own API tokens.
@@ -591,7 +599,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
             None,
         ),
         "operator" => (
-            "Servers and peers: create, change, apply, export configs, history and rollback",
+            "Servers and peers: create, change, route, apply, export configs, history and rollback",
             [
                 p(Server, Read),
                 p(Server, Create),
@@ -603,6 +611,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
                 p(Peer, Update),
                 p(Peer, Delete),
                 p(Peer, Assign),
+                p(Peer, Route),
                 p(Secret, Export),
                 p(Config, Read),
                 p(Config, Rollback),

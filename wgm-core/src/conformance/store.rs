@@ -158,6 +158,7 @@ pub fn fixture_peer(server: &Server, name: &str, n: u32) -> std::result::Result<
         endpoint: None,
         keepalive: Keepalive::default(),
         enabled: true,
+        disabled_by: None,
         expires_at: None,
         config_path: None,
         stats: PeerStats::default(),

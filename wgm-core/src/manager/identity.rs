@@ -30,8 +30,8 @@ use crate::names::{RoleName, UserName};
 #[cfg(feature = "auth")]
 use crate::rbac::PrincipalKind;
 use crate::rbac::{
-    authorize_elevated, builtin_role, builtin_roles, check_grant, holds_admin, is_builtin_name,
-    Action, Grantee, Permission, Principal, Resource, Role, Scope, Target,
+    builtin_role, builtin_roles, check_grant, holds_admin, is_builtin_name, Action, Grantee,
+    Permission, Principal, Resource, Role, Scope, Target,
 };
 use crate::{Error, Result};
 
@@ -329,8 +329,12 @@ impl Manager {
     /// Refuse giving roles the granter does not hold.
     async fn check_role_grant(&self, p: &Principal, roles: &[RoleAssignment]) -> Result<()> {
         for r in self.resolve_roles(roles).await? {
-            check_grant(p, &r.permissions, Grantee::Others)
-                .map_err(|e| e.in_field("user.roles"))?;
+            if let Err(e) = check_grant(p, &r.permissions, Grantee::Others) {
+                let e = e.in_field("user.roles");
+                return Err(self
+                    .refusal(p, Resource::Role, Action::Assign, Target::none(), e)
+                    .await);
+            }
         }
         Ok(())
     }
@@ -343,10 +347,11 @@ impl Manager {
             self.store.find_user(&UserName::new(name_or_id)?).await?
         };
         let user = user.ok_or_else(|| Error::not_found("user", name_or_id))?;
-        if crate::rbac::authorize(p, Resource::User, Action::Read, Target::owned_by(user.id.0))
-            .is_err()
-        {
-            return Err(Error::not_found("user", name_or_id));
+        let target = Target::owned_by(user.id.0);
+        if crate::rbac::authorize(p, Resource::User, Action::Read, target).is_err() {
+            return Err(self
+                .hidden(p, Resource::User, target, "user", name_or_id)
+                .await);
         }
         Ok(user.id)
     }
@@ -421,9 +426,9 @@ impl Manager {
 
     /// Show a user (oneself, or anyone with `user:read`).
     pub async fn get_user(&self, p: &Principal, id: UserId) -> Result<UserView> {
-        if crate::rbac::authorize(p, Resource::User, Action::Read, Target::owned_by(id.0)).is_err()
-        {
-            return Err(Error::not_found("user", id));
+        let target = Target::owned_by(id.0);
+        if crate::rbac::authorize(p, Resource::User, Action::Read, target).is_err() {
+            return Err(self.hidden(p, Resource::User, target, "user", id).await);
         }
         Ok(UserView::of(&self.load_user(id).await?))
     }
@@ -452,7 +457,8 @@ impl Manager {
                 .await?;
         }
         if u.active.is_some() || u.peer_quota.is_some() {
-            authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))?;
+            self.authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))
+                .await?;
         }
         if let Some(r) = &u.roles {
             self.check_role_grant(p, r).await?;
@@ -520,10 +526,14 @@ impl Manager {
                 (Some(_), None) => false,
             };
             if !ok {
-                return Err(Error::unauthenticated("the current password is wrong"));
+                let e = Error::unauthenticated("the current password is wrong");
+                return Err(self
+                    .refusal(p, Resource::User, Action::Update, Target::owned_by(id.0), e)
+                    .await);
             }
         } else {
-            authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))?;
+            self.authorize_elevated(p, Resource::User, Action::Update, Target::owned_by(id.0))
+                .await?;
         }
         validate_password_with(new, &self.config.password_params)?;
         let mut after = before.clone();
@@ -549,7 +559,8 @@ impl Manager {
 
     /// Delete a user and their tokens (not the last administrator).
     pub async fn delete_user(&self, p: &Principal, id: UserId) -> Result<()> {
-        authorize_elevated(p, Resource::User, Action::Delete, Target::owned_by(id.0))?;
+        self.authorize_elevated(p, Resource::User, Action::Delete, Target::owned_by(id.0))
+            .await?;
         let user = self.load_user(id).await?;
         self.check_last_admin(&user, None).await?;
         let entry = self.entry(
@@ -573,9 +584,10 @@ impl Manager {
         issuer: &str,
     ) -> Result<Zeroizing<String>> {
         if p.user_id() != id.0 {
-            return Err(Error::denied(
-                "TOTP can only be enrolled by the user themselves",
-            ));
+            let e = Error::denied("TOTP can only be enrolled by the user themselves");
+            return Err(self
+                .refusal(p, Resource::User, Action::Update, Target::owned_by(id.0), e)
+                .await);
         }
         self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
             .await?;
@@ -611,9 +623,10 @@ impl Manager {
     /// Confirm TOTP enrolment with a first valid code.
     pub async fn confirm_totp(&self, p: &Principal, id: UserId, code: &str) -> Result<()> {
         if p.user_id() != id.0 {
-            return Err(Error::denied(
-                "TOTP can only be confirmed by the user themselves",
-            ));
+            let e = Error::denied("TOTP can only be confirmed by the user themselves");
+            return Err(self
+                .refusal(p, Resource::User, Action::Update, Target::owned_by(id.0), e)
+                .await);
         }
         // Like enrolment: changing one's own second factor needs `user:update` on it.
         self.authorize(p, Resource::User, Action::Update, Target::owned_by(id.0))
@@ -853,9 +866,16 @@ impl Manager {
             } else {
                 Grantee::Others
             };
-            check_grant(p, s, to).map_err(|e| e.in_field("token.scopes"))?;
             let owner_p = self.principal_of(&owner).await?;
-            check_grant(&owner_p, s, Grantee::Myself).map_err(|e| e.in_field("token.scopes"))?;
+            let granted = check_grant(p, s, to)
+                .and_then(|()| check_grant(&owner_p, s, Grantee::Myself))
+                .map_err(|e| e.in_field("token.scopes"));
+            if let Err(e) = granted {
+                let target = Target::owned_by(spec.user.0);
+                return Err(self
+                    .refusal(p, Resource::Token, Action::Create, target, e)
+                    .await);
+            }
         }
         if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {
             return Err(Error::invalid(
@@ -916,15 +936,9 @@ impl Manager {
             .get_token(id)
             .await?
             .ok_or_else(|| Error::not_found("token", id))?;
-        if crate::rbac::authorize(
-            p,
-            Resource::Token,
-            Action::Read,
-            Target::owned_by(rec.user_id.0),
-        )
-        .is_err()
-        {
-            return Err(Error::not_found("token", id));
+        let target = Target::owned_by(rec.user_id.0);
+        if crate::rbac::authorize(p, Resource::Token, Action::Read, target).is_err() {
+            return Err(self.hidden(p, Resource::Token, target, "token", id).await);
         }
         self.authorize(
             p,
@@ -956,8 +970,12 @@ impl Manager {
             ));
         }
         role.validate()?;
-        check_grant(p, &role.permissions, Grantee::Others)
-            .map_err(|e| e.in_field("role.permissions"))?;
+        if let Err(e) = check_grant(p, &role.permissions, Grantee::Others) {
+            let e = e.in_field("role.permissions");
+            return Err(self
+                .refusal(p, Resource::Role, Action::Create, Target::none(), e)
+                .await);
+        }
         let mut role = role;
         role.builtin = false;
         let entry = self.entry(

@@ -331,8 +331,8 @@ impl Manager {
         }
     }
 
-    /// Authorize `p` for `action` on `resource` at `target`; a refusal of a mutation is
-    /// audited.
+    /// Authorize `p` for `action` on `resource` at `target`. Every refusal is audited,
+    /// reads included.
     pub(crate) async fn authorize(
         &self,
         p: &Principal,
@@ -342,26 +342,80 @@ impl Manager {
     ) -> Result<()> {
         match crate::rbac::authorize(p, resource, action, target) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                if action != Action::Read {
-                    let entry = AuditEntry {
-                        at: self.now(),
-                        actor: Self::actor(p),
-                        action: AuditAction::refused(resource, action),
-                        object: describe_target(target),
-                        server_id: target.server.map(ServerId),
-                        revision: None,
-                        outcome: AuditOutcome::Denied,
-                        details: serde_json::Value::Null,
-                    };
-                    // The refusal stands even if the audit store is down.
-                    if let Err(ae) = self.store.append_audit(entry).await {
-                        tracing::warn!(error = %ae, "could not audit a denied request");
-                    }
-                }
-                Err(e)
-            }
+            Err(e) => Err(self.refusal(p, resource, action, target, e).await),
         }
+    }
+
+    /// Like [`Manager::authorize`], but own-only permissions do not count
+    /// ([`crate::rbac::authorize_elevated`]): for acts that need rights over other
+    /// users' objects even when done to one's own. Every refusal is audited.
+    pub(crate) async fn authorize_elevated(
+        &self,
+        p: &Principal,
+        resource: Resource,
+        action: Action,
+        target: Target,
+    ) -> Result<()> {
+        match crate::rbac::authorize_elevated(p, resource, action, target) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refusal(p, resource, action, target, e).await),
+        }
+    }
+
+    /// Audit a refusal of `resource:action` on `target` and return `err`, the error the
+    /// caller sees: a `PermissionDenied`, a quota refusal, or the `NotFound` by which
+    /// the library hides an object the caller may not see. The record names the
+    /// permission and the object; its details carry the reason (the error's text) only
+    /// when the caller sees that text too, so the log of a hidden object says no more
+    /// than `denied`.
+    pub(crate) async fn refusal(
+        &self,
+        p: &Principal,
+        resource: Resource,
+        action: Action,
+        target: Target,
+        err: Error,
+    ) -> Error {
+        let details = match &err {
+            Error::NotFound { .. } => serde_json::json!({ "answered": "not found" }),
+            other => serde_json::json!({ "reason": other.to_string() }),
+        };
+        let entry = AuditEntry {
+            at: self.now(),
+            actor: Self::actor(p),
+            action: AuditAction::refused(resource, action),
+            object: describe_target(target),
+            server_id: target.server.map(ServerId),
+            revision: None,
+            outcome: AuditOutcome::Denied,
+            details,
+        };
+        // The refusal stands even if the audit store is down.
+        if let Err(ae) = self.store.append_audit(entry).await {
+            tracing::warn!(error = %ae, "could not audit a denied request");
+        }
+        err
+    }
+
+    /// Hide an object the caller may not see: audit the refusal of `resource:read` on
+    /// `target` and answer [`Error::NotFound`] for `what` `id`, exactly as for an object
+    /// that does not exist.
+    pub(crate) async fn hidden(
+        &self,
+        p: &Principal,
+        resource: Resource,
+        target: Target,
+        what: &'static str,
+        id: impl std::fmt::Display,
+    ) -> Error {
+        self.refusal(
+            p,
+            resource,
+            Action::Read,
+            target,
+            Error::not_found(what, id),
+        )
+        .await
     }
 
     fn slot(&self, id: ServerId) -> Slot {

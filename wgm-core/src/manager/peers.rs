@@ -14,7 +14,9 @@ use crate::audit::AuditAction;
 use crate::error::ConflictKind;
 use crate::ipam::Allocation;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
-use crate::model::{Change, Peer, PeerId, PeerStats, Quarantined, ServerId, ServerState, UserId};
+use crate::model::{
+    Change, DisabledBy, Peer, PeerId, PeerStats, Quarantined, ServerId, ServerState, UserId,
+};
 use crate::names::{Description, PeerName};
 use crate::net::{Endpoint, Keepalive};
 use crate::rbac::{Action, Principal, Resource, Target};
@@ -164,24 +166,20 @@ pub struct PeerUpdate {
     pub enabled: Option<bool>,
 }
 
-/// Check extra allowed IPs: no default routes, no host bits, no overlap with the
-/// server's pools or with any other peer's allowed IPs on the same server.
-fn check_extra_allowed_ips(
+/// Check extra allowed IPs: no default routes, no host bits, nothing in loopback,
+/// multicast, link-local or unspecified ranges, no overlap with the server's pools or
+/// with any other peer's allowed IPs on the same server. `visible` tells whether the
+/// caller may see a peer: an overlap with a peer they may not see is reported without
+/// its name or network.
+pub(super) fn check_extra_allowed_ips(
     state: &ServerState,
     except: Option<PeerId>,
     extra: &[IpNet],
+    visible: &dyn Fn(&Peer) -> bool,
 ) -> Result<()> {
     for (i, net) in extra.iter().enumerate() {
         let field = format!("peer.allowed_ips[{i}]");
-        if net.prefix_len() == 0 {
-            return Err(Error::invalid(
-                field,
-                "a default route (0.0.0.0/0, ::/0) is not allowed on the server side",
-            ));
-        }
-        if net.trunc() != *net {
-            return Err(Error::invalid(field, "host bits are set"));
-        }
+        check_routable(net).map_err(|reason| Error::invalid(field.clone(), reason))?;
         let pools: Vec<IpNet> = std::iter::once(IpNet::V6(state.server.ipv6_pool))
             .chain(state.server.ipv4_pool.map(IpNet::V4))
             .collect();
@@ -209,13 +207,169 @@ fn check_extra_allowed_ips(
         for theirs in p.allowed_ips() {
             for (i, net) in extra.iter().enumerate() {
                 if theirs.contains(net) || net.contains(&theirs) {
-                    return Err(Error::invalid(
-                        format!("peer.allowed_ips[{i}]"),
-                        format!("overlaps {theirs} of peer {}", p.name),
-                    ));
+                    let reason = if visible(p) {
+                        format!("overlaps {theirs} of peer {}", p.name)
+                    } else {
+                        "overlaps a network already routed to another peer".to_owned()
+                    };
+                    return Err(Error::invalid(format!("peer.allowed_ips[{i}]"), reason));
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Whether `net` may be routed to a peer on the server side: not a default route, no
+/// host bits, and not in a range that must never be sent into a tunnel (unspecified,
+/// loopback, link-local, multicast). Returns the rule broken.
+///
+/// ```ignore
+/// assert!(check_routable(&"192.168.7.0/24".parse().unwrap()).is_ok());
+/// assert!(check_routable(&"127.0.0.0/8".parse().unwrap()).is_err());
+/// ```
+pub(super) fn check_routable(net: &IpNet) -> std::result::Result<(), &'static str> {
+    if net.prefix_len() == 0 {
+        return Err("a default route (0.0.0.0/0, ::/0) is not allowed on the server side");
+    }
+    if net.trunc() != *net {
+        return Err("host bits are set");
+    }
+    // A network overlaps a special range when either contains the other.
+    let special: &[(&str, &str)] = &[
+        ("0.0.0.0/8", "is in the unspecified range 0.0.0.0/8"),
+        ("127.0.0.0/8", "is in the loopback range 127.0.0.0/8"),
+        (
+            "169.254.0.0/16",
+            "is in the link-local range 169.254.0.0/16",
+        ),
+        ("224.0.0.0/4", "is in the multicast range 224.0.0.0/4"),
+        ("255.255.255.255/32", "is the broadcast address"),
+        ("::/128", "is the unspecified address ::"),
+        ("::1/128", "is the loopback address ::1"),
+        ("fe80::/10", "is in the link-local range fe80::/10"),
+        ("ff00::/8", "is in the multicast range ff00::/8"),
+    ];
+    for (range, rule) in special {
+        // The table above is constant and valid; a parse failure cannot happen.
+        if let Ok(r) = range.parse::<IpNet>() {
+            if r.contains(net) || net.contains(&r) {
+                return Err(rule);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a caller may do to a peer beyond the permission the operation itself needs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PeerRights {
+    /// `peer:update` beyond own objects on this peer's server: an operator or an
+    /// administrator (lifts any disable, sets any expiry).
+    pub(super) elevated: bool,
+    /// `peer:route` on this peer: extra allowed IPs and delegated prefixes.
+    pub(super) route: bool,
+}
+
+impl PeerRights {
+    pub(super) fn of(p: &Principal, target: Target) -> PeerRights {
+        PeerRights {
+            elevated: crate::rbac::authorize_elevated(p, Resource::Peer, Action::Update, target)
+                .is_ok(),
+            route: crate::rbac::authorize(p, Resource::Peer, Action::Route, target).is_ok(),
+        }
+    }
+}
+
+/// Whether `after` routes anything to the peer that `before` did not: an extra network
+/// not in the old list, or a delegated prefix it did not have.
+pub(super) fn widens_routes(before: Option<&Peer>, after: &Peer) -> bool {
+    let (old_extra, old_prefix) = match before {
+        Some(b) => (b.extra_allowed_ips.as_slice(), b.delegated_prefix),
+        None => (&[][..], None),
+    };
+    after
+        .extra_allowed_ips
+        .iter()
+        .any(|n| !old_extra.contains(n))
+        || (after.delegated_prefix.is_some() && after.delegated_prefix != old_prefix)
+}
+
+/// The rules of a change from `before` to `after` that depend on who makes it, checked
+/// on every path that changes a peer. On success `after.disabled_by` is brought up to
+/// date. On refusal: the permission that would have been needed and the error.
+///
+/// - Routes: widening the networks routed to the peer needs `peer:route`.
+/// - A disable by someone with more rights than the owner (or by the expiry sweep)
+///   stands until someone with those rights lifts it; an expired peer is enabled only by
+///   them.
+/// - Without those rights an expiry may be set or shortened, never extended or lifted.
+pub(super) fn check_peer_change(
+    rights: PeerRights,
+    before: &Peer,
+    after: &mut Peer,
+    now: OffsetDateTime,
+) -> std::result::Result<(), (Action, Error)> {
+    if widens_routes(Some(before), after) && !rights.route {
+        return Err((
+            Action::Route,
+            Error::denied(
+                "peer:route: extra allowed IPs and delegated prefixes beyond the peer's own \
+                 addresses need the permission to route networks to peers",
+            ),
+        ));
+    }
+    if !rights.elevated {
+        if !before.enabled && after.enabled {
+            let held = before.disabled_by.is_none_or(DisabledBy::outranks_owner);
+            if held {
+                return Err((
+                    Action::Update,
+                    Error::denied(
+                        "peer:update: the peer was disabled by an administrator or by its \
+                         expiry; only someone who may change other users' peers can enable it",
+                    ),
+                ));
+            }
+            if after.is_expired(now) {
+                return Err((
+                    Action::Update,
+                    Error::denied(
+                        "peer:update: the peer has expired; only someone who may change other \
+                         users' peers can enable it",
+                    ),
+                ));
+            }
+        }
+        if after.expires_at != before.expires_at {
+            let shortens = match (before.expires_at, after.expires_at) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(a)) => a <= b,
+            };
+            if !shortens {
+                return Err((
+                    Action::Update,
+                    Error::denied(
+                        "peer:update: a peer's expiry may be set or brought forward by its \
+                         owner, never extended or lifted",
+                    ),
+                ));
+            }
+        }
+    }
+    if after.enabled {
+        after.disabled_by = None;
+    } else if before.enabled {
+        after.disabled_by = Some(if rights.elevated {
+            DisabledBy::Administrator
+        } else {
+            DisabledBy::Owner
+        });
+    } else if !rights.elevated {
+        // Still disabled: the owner cannot change who holds it. (An elevated caller
+        // who disables it again takes the hold over: see `Manager::change_peer`.)
+        after.disabled_by = before.disabled_by;
     }
     Ok(())
 }
@@ -243,12 +397,8 @@ impl Manager {
             })
             .await?;
         let target = Self::peer_target(server, owner);
-        if self
-            .authorize(p, Resource::Peer, Action::Read, target)
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", peer));
+        if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
+            return Err(self.hidden(p, Resource::Peer, target, "peer", peer).await);
         }
         if action != Action::Read {
             self.authorize(p, Resource::Peer, action, target).await?;
@@ -279,17 +429,11 @@ impl Manager {
             })
             .await?;
         // Users who may not see the peer learn only that it does not exist.
-        if self
-            .authorize(
-                p,
-                Resource::Peer,
-                Action::Read,
-                Self::peer_target(server, owner),
-            )
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", name_or_id));
+        let target = Self::peer_target(server, owner);
+        if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
+            return Err(self
+                .hidden(p, Resource::Peer, target, "peer", name_or_id)
+                .await);
         }
         Ok(id)
     }
@@ -335,7 +479,21 @@ impl Manager {
                     .await?;
             }
         }
-        // Self-service quota: the user's own limit, else the one of their roles.
+        // Networks routed to the new peers beyond their own addresses.
+        for s in &specs {
+            if !s.extra_allowed_ips.is_empty() || s.prefix != AddrRequest::None {
+                let owner = s.owner.or_else(|| owner_of(p));
+                self.authorize(
+                    p,
+                    Resource::Peer,
+                    Action::Route,
+                    Self::peer_target(server, owner),
+                )
+                .await?;
+            }
+        }
+        // Self-service quota: the user's own limit, else the one of their roles; it
+        // counts the peers the user owns on every server.
         let quota = match owner_of(p) {
             Some(uid) => match self.store.get_user(uid).await? {
                 Some(u) => u.peer_quota.or_else(|| p.peer_quota()),
@@ -343,7 +501,21 @@ impl Manager {
             },
             None => None,
         };
-        let (_, views) = self
+        let elsewhere = match (quota, owner_of(p)) {
+            (Some(_), Some(uid)) => self.owned_peers_elsewhere(uid, server).await?,
+            _ => 0,
+        };
+        let mut over_quota = false;
+        let visible = |x: &Peer| {
+            crate::rbac::authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, x.owner),
+            )
+            .is_ok()
+        };
+        let res = self
             .mutate(p, server, |c: &mut Cached, now| {
                 if let (Some(q), Some(uid)) = (quota, owner_of(p)) {
                     let owned = c
@@ -352,8 +524,11 @@ impl Manager {
                         .values()
                         .filter(|x| x.owner == Some(uid))
                         .count();
-                    if owned + specs.len() > q as usize {
-                        return Err(Error::denied(format!("peer quota of {q} reached")));
+                    if elsewhere + owned + specs.len() > q as usize {
+                        over_quota = true;
+                        return Err(Error::denied(format!(
+                            "peer quota of {q} reached (peers owned on every server count)"
+                        )));
                     }
                 }
                 let mut changes = Vec::with_capacity(specs.len());
@@ -361,13 +536,15 @@ impl Manager {
                 let mut names = HashSet::new();
                 let mut keys = HashSet::new();
                 for (i, spec) in specs.iter().enumerate() {
-                    let peer = self.build_peer(c, server, p, spec, now).map_err(|e| {
-                        if specs.len() > 1 {
-                            e.in_field(&format!("peers[{i}]"))
-                        } else {
-                            e
-                        }
-                    })?;
+                    let peer = self
+                        .build_peer(c, server, p, spec, now, &visible)
+                        .map_err(|e| {
+                            if specs.len() > 1 {
+                                e.in_field(&format!("peers[{i}]"))
+                            } else {
+                                e
+                            }
+                        })?;
                     if !names.insert(peer.name.key()) {
                         return Err(Error::invalid(
                             format!("peers[{i}].peer.name"),
@@ -404,8 +581,43 @@ impl Manager {
                     output: views,
                 })
             })
-            .await?;
-        Ok(views)
+            .await;
+        match res {
+            Ok((_, views)) => Ok(views),
+            Err(e) if over_quota => Err(self
+                .refusal(
+                    p,
+                    Resource::Peer,
+                    Action::Create,
+                    Self::peer_target(server, owner_of(p)),
+                    e,
+                )
+                .await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many peers user `uid` owns on servers other than `except` (for the quota,
+    /// which is per user, not per server).
+    async fn owned_peers_elsewhere(&self, uid: UserId, except: ServerId) -> Result<usize> {
+        let mut n = 0;
+        for s in self.store.list_servers(crate::model::Page::ALL).await? {
+            if s.id == except {
+                continue;
+            }
+            let owned = self
+                .read_server(s.id, |st| {
+                    Ok(st.peers.values().filter(|x| x.owner == Some(uid)).count())
+                })
+                .await;
+            match owned {
+                Ok(k) => n += k,
+                // Deleted since the listing.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 
     /// Validate a new peer and allocate its addresses on the cached address manager.
@@ -416,6 +628,7 @@ impl Manager {
         p: &Principal,
         spec: &NewPeer,
         now: OffsetDateTime,
+        visible: &dyn Fn(&Peer) -> bool,
     ) -> Result<Peer> {
         let st = &c.state;
         if c.index.names.contains_key(&spec.name.key()) {
@@ -452,7 +665,7 @@ impl Manager {
                 "is already used by another peer of this server",
             ));
         }
-        check_extra_allowed_ips(st, None, &spec.extra_allowed_ips)?;
+        check_extra_allowed_ips(st, None, &spec.extra_allowed_ips, visible)?;
         let strategy = st.server.strategy;
         let has_v4 = st.server.ipv4_pool.is_some();
         let default_keepalive = st.server.client_template.keepalive;
@@ -559,6 +772,7 @@ impl Manager {
             endpoint: spec.endpoint.clone(),
             keepalive: spec.keepalive.unwrap_or(default_keepalive),
             enabled: true,
+            disabled_by: None,
             expires_at: spec.expires_at,
             config_path: None,
             stats: PeerStats::default(),
@@ -582,17 +796,9 @@ impl Manager {
                     .ok_or_else(|| Error::not_found("peer", peer))
             })
             .await?;
-        if self
-            .authorize(
-                p,
-                Resource::Peer,
-                Action::Read,
-                Self::peer_target(server, v.owner),
-            )
-            .await
-            .is_err()
-        {
-            return Err(Error::not_found("peer", peer));
+        let target = Self::peer_target(server, v.owner);
+        if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
+            return Err(self.hidden(p, Resource::Peer, target, "peer", peer).await);
         }
         Ok(v)
     }
@@ -624,6 +830,8 @@ impl Manager {
     }
 
     /// Apply a closure to one peer as one revision, after object-level authorization.
+    /// The closure gets the caller's [`PeerRights`]; whatever it changes is then held to
+    /// [`check_peer_change`] (routes, disables, expiry), and a refusal there is audited.
     async fn change_peer(
         &self,
         p: &Principal,
@@ -631,10 +839,13 @@ impl Manager {
         peer: PeerId,
         action: Action,
         audit_action: AuditAction,
-        mut f: impl FnMut(&mut Cached, &mut Peer, OffsetDateTime) -> Result<Vec<Change>>,
+        mut f: impl FnMut(&mut Cached, &mut Peer, PeerRights, OffsetDateTime) -> Result<Vec<Change>>,
     ) -> Result<PeerView> {
         let owner = self.authorize_peer(p, server, peer, action).await?;
-        let (_, view) = self
+        let target = Self::peer_target(server, owner);
+        let rights = PeerRights::of(p, target);
+        let mut refused: Option<Action> = None;
+        let res = self
             .mutate(p, server, |c, now| {
                 let before = c
                     .state
@@ -646,7 +857,11 @@ impl Manager {
                     return Err(Error::conflict("the peer's owner changed concurrently"));
                 }
                 let mut after = before.clone();
-                let mut extra = f(c, &mut after, now)?;
+                let mut extra = f(c, &mut after, rights, now)?;
+                if let Err((needed, e)) = check_peer_change(rights, &before, &mut after, now) {
+                    refused = Some(needed);
+                    return Err(e);
+                }
                 let changes = if after.without_stats() == before.without_stats() {
                     if extra.is_empty() {
                         return Err(Error::invalid("peer", "the update changes nothing"));
@@ -674,8 +889,12 @@ impl Manager {
                     output: PeerView::of(&after),
                 })
             })
-            .await?;
-        Ok(view)
+            .await;
+        match (res, refused) {
+            (Ok((_, view)), _) => Ok(view),
+            (Err(e), Some(needed)) => Err(self.refusal(p, Resource::Peer, needed, target, e).await),
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Update a peer's settings (one revision).
@@ -696,13 +915,22 @@ impl Manager {
                 return Err(Error::invalid("peer.expires_at", "must be in the future"));
             }
         }
+        let visible = |x: &Peer| {
+            crate::rbac::authorize(
+                p,
+                Resource::Peer,
+                Action::Read,
+                Self::peer_target(server, x.owner),
+            )
+            .is_ok()
+        };
         self.change_peer(
             p,
             server,
             peer,
             Action::Update,
             AuditAction::PeerUpdate,
-            |c, after, _now| {
+            |c, after, rights, _now| {
                 if let Some(n) = &u.name {
                     if let Some(other) = c.index.names.get(&n.key()) {
                         if *other != after.id {
@@ -718,7 +946,7 @@ impl Manager {
                     after.owner = o;
                 }
                 if let Some(x) = &u.extra_allowed_ips {
-                    check_extra_allowed_ips(&c.state, Some(after.id), x)?;
+                    check_extra_allowed_ips(&c.state, Some(after.id), x, &visible)?;
                     after.extra_allowed_ips.clone_from(x);
                 }
                 if let Some(x) = &u.client_allowed_ips {
@@ -735,6 +963,9 @@ impl Manager {
                 }
                 if let Some(en) = u.enabled {
                     after.enabled = en;
+                    if !en && rights.elevated {
+                        after.disabled_by = Some(DisabledBy::Administrator);
+                    }
                 }
                 Ok(Vec::new())
             },
@@ -756,10 +987,21 @@ impl Manager {
         } else {
             AuditAction::PeerDisable
         };
-        self.change_peer(p, server, peer, Action::Update, action, |_, after, _| {
-            after.enabled = enabled;
-            Ok(Vec::new())
-        })
+        self.change_peer(
+            p,
+            server,
+            peer,
+            Action::Update,
+            action,
+            |_, after, rights, _| {
+                after.enabled = enabled;
+                if !enabled && rights.elevated {
+                    // An operator's disable holds even if the owner disabled it first.
+                    after.disabled_by = Some(DisabledBy::Administrator);
+                }
+                Ok(Vec::new())
+            },
+        )
         .await
     }
 
@@ -797,7 +1039,7 @@ impl Manager {
             peer,
             Action::Update,
             AuditAction::PeerRotateKey,
-            |c, after, _| {
+            |c, after, _, _| {
                 let k = PrivateKey::generate();
                 let public = k.public_key();
                 if public == c.state.server.public_key || c.index.keys.contains_key(&public) {
@@ -830,7 +1072,7 @@ impl Manager {
             peer,
             Action::Update,
             AuditAction::PeerRotatePsk,
-            |_, after, _| {
+            |_, after, _, _| {
                 let psk = PresharedKey::generate();
                 after.preshared_key = Some(self.sealer.seal_preshared_key(
                     &psk,
@@ -885,6 +1127,7 @@ impl Manager {
                     {
                         let mut after = peer.clone();
                         after.enabled = false;
+                        after.disabled_by = Some(DisabledBy::Expiry);
                         after.updated_at = now;
                         changes.push(Change::PeerUpdated {
                             before: Box::new(peer.clone()),

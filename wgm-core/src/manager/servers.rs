@@ -616,6 +616,7 @@ impl Manager {
                     endpoint: sec.endpoint.clone(),
                     keepalive: sec.persistent_keepalive.unwrap_or_default(),
                     enabled: true,
+                    disabled_by: None,
                     expires_at: None,
                     config_path: None,
                     stats: PeerStats::default(),

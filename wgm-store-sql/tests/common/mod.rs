@@ -104,6 +104,7 @@ pub fn peer(server: &Server, name: &str, i: u16) -> Peer {
         endpoint: None,
         keepalive: Keepalive::default(),
         enabled: true,
+        disabled_by: None,
         expires_at: None,
         config_path: None,
         stats: PeerStats::default(),

@@ -238,6 +238,7 @@ impl Fx {
             endpoint: None,
             keepalive: Keepalive::default(),
             enabled: true,
+            disabled_by: None,
             expires_at: None,
             config_path: None,
             stats: PeerStats::default(),
