@@ -886,7 +886,8 @@ pub enum IdentityChange {
 /// Filter for audit queries. All conditions must hold; `None` means "any".
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditQuery {
-    /// Only this actor label.
+    /// Only this actor label. `user:NAME` also finds what the user did through API
+    /// tokens (labelled `user:NAME token:ID`).
     pub actor: Option<String>,
     /// Only this server.
     pub server_id: Option<ServerId>,
@@ -908,9 +909,13 @@ impl AuditQuery {
     /// Whether `r` matches this query (used by in-memory stores and as the reference
     /// semantics for SQL stores).
     pub fn matches(&self, r: &AuditRecord) -> bool {
-        self.actor
-            .as_ref()
-            .is_none_or(|a| &r.entry.actor.label == a)
+        self.actor.as_ref().is_none_or(|a| {
+            let label = &r.entry.actor.label;
+            label == a
+                || label
+                    .strip_prefix(a.as_str())
+                    .is_some_and(|rest| rest.starts_with(" token:"))
+        })
             && self.server_id.is_none_or(|s| r.entry.server_id == Some(s))
             && self
                 .object_prefix

@@ -121,7 +121,8 @@ reads! {
     list_tokens = "SELECT body{::text} FROM {wgm.}tokens WHERE $1{::uuid} IS NULL OR user_id = $1
                    ORDER BY created_ns, id";
     query_audit = "SELECT seq, body{::text}, prev_hash, hash FROM {wgm.}audit
-                   WHERE ($1{::text} IS NULL OR actor = $1)
+                   WHERE ($1{::text} IS NULL OR actor = $1
+                          OR substr(actor, 1, length($1) + 7) = $1 || ' token:')
                      AND ($2{::uuid} IS NULL OR server_id = $2)
                      AND ($3{::text} IS NULL OR substr(object, 1, length($3)) = $3)
                      AND ($4{::bigint} IS NULL OR at_ns >= $4)

@@ -354,8 +354,14 @@ impl Manager {
         Ok((desired, applied))
     }
 
-    /// The plan that [`Manager::apply`] would execute now (needs `server:read`).
+    /// The plan that [`Manager::apply`] would execute now. It shows every peer of the
+    /// device, so it needs `server:read` and `peer:read` on every peer of the server
+    /// (not only one's own): operators, auditors and administrators, not users.
     pub async fn plan(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Plan> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+            .await?;
+        self.authorize_elevated(p, Resource::Peer, Action::Read, Target::server(server.0))
+            .await?;
         let (desired, _) = self.desired_for(p, server, host, Action::Read).await?;
         let (dev, link) = read_host(host, &desired.interface).await?;
         Ok(plan_for(&desired, dev.as_ref(), link.as_ref(), host, false))

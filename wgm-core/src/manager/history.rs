@@ -12,7 +12,8 @@ use super::{Manager, Mutation};
 use crate::audit::AuditAction;
 use crate::keys::PublicKey;
 use crate::model::{
-    AuditQuery, AuditRecord, Change, Peer, RevisionNo, RevisionRecord, ServerId, ServerState,
+    AuditQuery, AuditRecord, Change, Peer, PeerId, RevisionNo, RevisionRecord, ServerId,
+    ServerState,
 };
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::{Error, Result};
@@ -140,7 +141,8 @@ fn replay(revisions: &[RevisionRecord], upto: RevisionNo) -> Result<ServerState>
 }
 
 impl Manager {
-    /// The revisions of a server after `after`, oldest first, at most `limit`.
+    /// The revisions of a server after `after`, oldest first, at most `limit` (needs
+    /// `config:read` and `peer:read` on every peer of the server).
     pub async fn history(
         &self,
         p: &Principal,
@@ -149,6 +151,9 @@ impl Manager {
         limit: u64,
     ) -> Result<Vec<RevisionRecord>> {
         self.authorize(p, Resource::Config, Action::Read, Target::server(server.0))
+            .await?;
+        // A revision shows every peer it touches, whoever owns it.
+        self.authorize_elevated(p, Resource::Peer, Action::Read, Target::server(server.0))
             .await?;
         self.store.revisions(server, after, limit).await
     }
@@ -167,7 +172,8 @@ impl Manager {
         replay(&revs, rev)
     }
 
-    /// What changed from revision `a` to revision `b` of a server.
+    /// What changed from revision `a` to revision `b` of a server (needs `config:read`
+    /// and `peer:read` on every peer of the server).
     pub async fn diff(
         &self,
         p: &Principal,
@@ -176,6 +182,9 @@ impl Manager {
         b: RevisionNo,
     ) -> Result<Vec<DiffEntry>> {
         self.authorize(p, Resource::Config, Action::Read, Target::server(server.0))
+            .await?;
+        // A revision shows every peer it touches, whoever owns it.
+        self.authorize_elevated(p, Resource::Peer, Action::Read, Target::server(server.0))
             .await?;
         let sa = self.state_at(server, a).await?;
         let sb = self.state_at(server, b).await?;
@@ -188,6 +197,16 @@ impl Manager {
     /// move an address, prefix, public key or name that another peer holds now: a
     /// rollback never silently takes an address from one device and gives it to another
     /// (remove the newer peer first if that is what you want).
+    ///
+    /// What it restores is checked as if it were new input: every restored or changed
+    /// peer's addresses lie in the pools and are not the server's, its extra allowed IPs
+    /// follow the rules of [`Manager::update_peer`], no two peers' allowed IPs overlap,
+    /// and routing more networks to a peer than it has now needs `peer:route`.
+    ///
+    /// Key material is never brought back: the server keeps its current key pair, every
+    /// peer that exists now keeps its current keys and preshared key, and a peer removed
+    /// since comes back with the keys it had when it was removed. The revision's summary
+    /// and its audit details say which keys were kept.
     pub async fn rollback(
         &self,
         p: &Principal,
@@ -202,7 +221,33 @@ impl Manager {
         )
         .await?;
         let target = self.state_at(server, to).await?;
-        let (rec, ()) = self
+        // The last state of every peer changed since `to`: a peer removed since comes
+        // back with the keys it had when it was removed, not older ones.
+        let mut latest: HashMap<PeerId, Peer> = HashMap::new();
+        for rec in self.store.revisions(server, to, u64::MAX).await? {
+            for ch in rec.changes {
+                match ch {
+                    Change::PeerAdded { peer } | Change::PeerRemoved { peer } => {
+                        latest.insert(peer.id, *peer);
+                    }
+                    Change::PeerUpdated { after, .. } => {
+                        latest.insert(after.id, *after);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let may_route = |owner: Option<crate::model::UserId>| {
+            crate::rbac::authorize(
+                p,
+                Resource::Peer,
+                Action::Route,
+                Target::peer(server.0, owner.map(|u| u.0)),
+            )
+            .is_ok()
+        };
+        let mut route_refused: Option<Option<crate::model::UserId>> = None;
+        let res = self
             .mutate(p, server, |c, now| {
                 let cur = &c.state;
                 if cur.server.ipv6_pool != target.server.ipv6_pool
@@ -212,15 +257,18 @@ impl Manager {
                         "the server's pools changed since that revision",
                     ));
                 }
-                check_no_reassignment(cur, &target)?;
+                let mut kept: Vec<String> = Vec::new();
+                let mut restored = target.clone();
+                keep_current_keys(cur, &latest, &mut restored, &mut kept);
+                check_no_reassignment(cur, &restored)?;
                 let mut changes = Vec::new();
-                let mut tserver = target.server.clone();
+                let mut tserver = restored.server.clone();
                 tserver.quarantine.clone_from(&cur.server.quarantine);
                 tserver.updated_at = cur.server.updated_at;
                 let removed: Vec<Peer> = cur
                     .peers
                     .values()
-                    .filter(|x| !target.peers.contains_key(&x.id))
+                    .filter(|x| !restored.peers.contains_key(&x.id))
                     .cloned()
                     .collect();
                 if tserver != cur.server {
@@ -230,8 +278,20 @@ impl Manager {
                         after: Box::new(tserver),
                     });
                 }
-                for (id, tp) in &target.peers {
-                    match cur.peers.get(id) {
+                for (id, tp) in &restored.peers {
+                    let now_peer = cur.peers.get(id);
+                    if now_peer.is_some_and(|cp| cp.without_stats() == tp.without_stats()) {
+                        continue;
+                    }
+                    if super::peers::widens_routes(now_peer, tp) && !may_route(tp.owner) {
+                        route_refused = Some(tp.owner);
+                        return Err(Error::denied(format!(
+                            "peer:route: the rollback would route more networks to peer {} \
+                             than it has now",
+                            tp.name
+                        )));
+                    }
+                    match now_peer {
                         None => {
                             let mut add = tp.clone();
                             add.stats = crate::model::PeerStats::default();
@@ -240,7 +300,7 @@ impl Manager {
                                 peer: Box::new(add),
                             });
                         }
-                        Some(cp) if cp.without_stats() != tp.without_stats() => {
+                        Some(cp) => {
                             let mut after = tp.clone();
                             after.stats = cp.stats;
                             after.updated_at = now;
@@ -249,7 +309,6 @@ impl Manager {
                                 after: Box::new(after),
                             });
                         }
-                        Some(_) => {}
                     }
                 }
                 if !removed.is_empty() {
@@ -283,17 +342,33 @@ impl Manager {
                         format!("the server is already as it was at revision {to}"),
                     ));
                 }
+                revalidate(cur, &changes, now)?;
+                let summary = if kept.is_empty() {
+                    format!("rollback to revision {to}")
+                } else {
+                    format!(
+                        "rollback to revision {to} (current keys kept: {})",
+                        kept.join(", ")
+                    )
+                };
                 Ok(Mutation {
-                    summary: format!("rollback to revision {to}"),
+                    summary,
                     action: AuditAction::ConfigRollback,
                     object: format!("server/{server}"),
-                    details: json!({ "to": to.0 }),
+                    details: json!({ "to": to.0, "kept_keys": kept }),
                     changes,
                     output: (),
                 })
             })
-            .await?;
-        Ok(rec)
+            .await;
+        match (res, route_refused) {
+            (Ok((rec, ())), _) => Ok(rec),
+            (Err(e), Some(owner)) => {
+                let t = Target::peer(server.0, owner.map(|u| u.0));
+                Err(self.refusal(p, Resource::Peer, Action::Route, t, e).await)
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Audit records matching `q` (auditors and admins).
@@ -339,6 +414,82 @@ impl Manager {
             head_hash: prev.map_or_else(|| crate::model::AUDIT_GENESIS.to_owned(), |r| r.hash),
         })
     }
+}
+
+/// Replace the key material of `restored` (a past state) with what is current: the
+/// server's key pair, each existing peer's key pair and preshared key, and for a peer
+/// removed since, the keys it had when it was removed (`latest`). Names what was kept
+/// in `kept` (only keys that differ from the past state's).
+fn keep_current_keys(
+    cur: &ServerState,
+    latest: &HashMap<PeerId, Peer>,
+    restored: &mut ServerState,
+    kept: &mut Vec<String>,
+) {
+    if restored.server.public_key != cur.server.public_key
+        || restored.server.private_key != cur.server.private_key
+    {
+        kept.push("server key".to_owned());
+    }
+    restored.server.private_key = cur.server.private_key.clone();
+    restored.server.public_key = cur.server.public_key;
+    for (id, tp) in &mut restored.peers {
+        let Some(now) = cur.peers.get(id).or_else(|| latest.get(id)) else {
+            continue;
+        };
+        if tp.public_key != now.public_key || tp.private_key != now.private_key {
+            kept.push(format!("key of peer {}", tp.name));
+        }
+        if tp.preshared_key != now.preshared_key {
+            kept.push(format!("preshared key of peer {}", tp.name));
+        }
+        tp.public_key = now.public_key;
+        tp.private_key.clone_from(&now.private_key);
+        tp.preshared_key.clone_from(&now.preshared_key);
+    }
+}
+
+/// Check what a rollback writes as if it were new input: the state after `changes`
+/// keeps every rule a new peer or `peer set` is held to.
+fn revalidate(cur: &ServerState, changes: &[Change], now: time::OffsetDateTime) -> Result<()> {
+    let mut after = cur.clone();
+    for ch in changes {
+        after.apply_change(ch)?;
+    }
+    let s = &after.server;
+    let everyone = |_: &Peer| true;
+    for ch in changes {
+        let p = match ch {
+            Change::PeerAdded { peer } | Change::PeerUpdated { after: peer, .. } => peer,
+            _ => continue,
+        };
+        let field = |f: &str| format!("rollback.peer {}.{f}", p.name);
+        if p.public_key == s.public_key {
+            return Err(Error::invalid(field("public_key"), "is the server's own key"));
+        }
+        if let Some(a) = p.address_v6 {
+            if a == s.address_v6 || !s.ipv6_pool.contains(&a) {
+                return Err(Error::invalid(
+                    field("address_v6"),
+                    format!("{a} is the server's own address or outside the IPv6 pool"),
+                ));
+            }
+        }
+        if let Some(a) = p.address_v4 {
+            if Some(a) == s.address_v4 || !s.ipv4_pool.is_some_and(|pool| pool.contains(&a)) {
+                return Err(Error::invalid(
+                    field("address_v4"),
+                    format!("{a} is the server's own address or outside the IPv4 pool"),
+                ));
+            }
+        }
+        super::peers::check_extra_allowed_ips(&after, Some(p.id), &p.extra_allowed_ips, &everyone)
+            .map_err(|e| e.in_field(&format!("rollback.peer {}", p.name)))?;
+    }
+    crate::store::check_server_uniqueness(&after)?;
+    super::servers::check_no_overlaps(&after)?;
+    Manager::build_ipam(&after, now)?;
+    Ok(())
 }
 
 /// Refuse a rollback that would move an address, prefix, key or name from a peer that

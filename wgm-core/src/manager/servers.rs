@@ -258,7 +258,56 @@ impl Manager {
             created_at: now,
             updated_at: now,
         };
+        self.check_other_servers(&server, field).await?;
         Ok((server, ipam))
+    }
+
+    /// The rules between the servers of one installation, which today all run on the
+    /// host that applies them: no two share a listen port or a key pair, and no two
+    /// have overlapping IPv6, IPv4 or delegation pools (a route can go to one interface
+    /// only). `field` prefixes error fields (`server`, `import`).
+    async fn check_other_servers(&self, me: &Server, field: &str) -> Result<()> {
+        let mine = server_networks(me);
+        for summary in self.store.list_servers(Page::ALL).await? {
+            if summary.id == me.id {
+                continue;
+            }
+            let other = match self
+                .read_server(summary.id, |st| Ok(st.server.clone()))
+                .await
+            {
+                Ok(x) => x,
+                // Deleted since the listing.
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if other.listen_port == me.listen_port {
+                return Err(Error::invalid(
+                    format!("{field}.listen_port"),
+                    format!(
+                        "port {} is already used by server {}",
+                        me.listen_port, other.name
+                    ),
+                ));
+            }
+            if other.public_key == me.public_key {
+                return Err(Error::invalid(
+                    format!("{field}.private_key"),
+                    format!("is the private key of server {}", other.name),
+                ));
+            }
+            for (what, net) in &mine {
+                for (_, theirs) in server_networks(&other) {
+                    if net.contains(&theirs) || theirs.contains(net) {
+                        return Err(Error::invalid(
+                            format!("{field}.{what}"),
+                            format!("{net} overlaps {theirs} of server {}", other.name),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Commit a new server (and optionally its first peers) as revision 1.
@@ -339,6 +388,11 @@ impl Manager {
             .await?;
         if let Some(m) = u.mtu {
             m.check_ipv6("server.mtu")?;
+        }
+        if let Some(port) = u.listen_port {
+            let mut moved = self.read_server(id, |st| Ok(st.server.clone())).await?;
+            moved.listen_port = port;
+            self.check_other_servers(&moved, "server").await?;
         }
         if let Some(name) = &u.name {
             if let Some(other) = self.store.find_server(name).await? {
@@ -587,7 +641,32 @@ impl Manager {
                             .map_err(|e| e.in_field(&field))?;
                         address_v4 = Some(n.addr());
                     }
-                    other => extra.push(*other),
+                    other => {
+                        let at = format!("{field}.AllowedIPs[{}]", extra.len());
+                        super::peers::check_routable(other)
+                            .map_err(|reason| Error::invalid(at.clone(), reason))?;
+                        let own: [IpNet; 2] = [
+                            IpNet::V6(ipnet::Ipv6Net::from(server.address_v6)),
+                            IpNet::V6(ipv6_pool.into()),
+                        ];
+                        for net in own.into_iter().chain(ipv4_pool.map(IpNet::V4)).chain(
+                            server
+                                .address_v4
+                                .map(|a| IpNet::V4(ipnet::Ipv4Net::from(a))),
+                        ) {
+                            if net.contains(other) || other.contains(&net) {
+                                return Err(Error::invalid(
+                                    at,
+                                    format!(
+                                        "{other} overlaps the server's address or pool {net}: \
+                                         a peer's address in the pool must be a single host \
+                                         route (/128, /32), one per family"
+                                    ),
+                                ));
+                            }
+                        }
+                        extra.push(*other);
+                    }
                 }
             }
             let preshared_key = match &sec.preshared_key {
@@ -637,6 +716,15 @@ impl Manager {
         }
         crate::store::check_server_uniqueness(&state)?;
         check_no_overlaps(&state)?;
+        if state
+            .peers
+            .values()
+            .any(|x| !x.extra_allowed_ips.is_empty())
+        {
+            // Routing networks to peers is a permission of its own.
+            self.authorize(p, Resource::Peer, Action::Route, Target::server(id.0))
+                .await?;
+        }
         let count = changes.len();
         let id = self
             .commit_new_server(
@@ -651,9 +739,22 @@ impl Manager {
     }
 }
 
+/// The networks a server claims on its host: its IPv6, IPv4 and delegation pools, named
+/// by their field.
+fn server_networks(s: &Server) -> Vec<(&'static str, ipnet::IpNet)> {
+    let mut v = vec![("ipv6_pool", ipnet::IpNet::V6(s.ipv6_pool))];
+    if let Some(p) = s.ipv4_pool {
+        v.push(("ipv4_pool", ipnet::IpNet::V4(p)));
+    }
+    if let Some(d) = s.delegation {
+        v.push(("delegation", ipnet::IpNet::V6(d.pool)));
+    }
+    v
+}
+
 /// No two peers' allowed IPs may overlap (WireGuard routes each address to one peer).
 /// Sorted sweep: O(n log n).
-fn check_no_overlaps(state: &crate::model::ServerState) -> Result<()> {
+pub(super) fn check_no_overlaps(state: &crate::model::ServerState) -> Result<()> {
     use ipnet::IpNet;
     let mut nets: Vec<(IpNet, &crate::model::Peer)> = state
         .peers

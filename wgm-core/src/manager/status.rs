@@ -69,28 +69,45 @@ struct Known {
 
 impl Manager {
     /// Live status of the server's interface on `host`: every peer's handshake,
-    /// endpoint and transfer counters (needs `server:read`). Stores the observed
-    /// statistics of managed peers.
+    /// endpoint and transfer counters (needs `server:read`).
+    ///
+    /// Object-level filtering: a caller who may read every peer of the server (an
+    /// operator, auditor or administrator) sees every peer on the device, unmanaged ones
+    /// included; anyone else (a `user`) sees only the peers they may read, and nothing of
+    /// anyone else's. Reading never writes for a caller who may only read: the observed
+    /// statistics of managed peers are stored only when the caller may apply the server
+    /// (`server:apply`, the one who runs the device).
     pub async fn status(&self, p: &Principal, server: ServerId, host: &Host) -> Result<Status> {
-        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+        let target = Target::server(server.0);
+        self.authorize(p, Resource::Server, Action::Read, target)
             .await?;
+        let sees_all =
+            crate::rbac::authorize_elevated(p, Resource::Peer, Action::Read, target).is_ok();
+        let records = crate::rbac::authorize(p, Resource::Server, Action::Apply, target).is_ok();
         // What status needs of the store, from the manager's cache (not a load of every
-        // peer).
+        // peer): the peers the caller may see.
         let (iface, known) = self
             .read_server(server, |st| {
-                let known: HashMap<PublicKey, Known> = st
-                    .peers
-                    .values()
-                    .map(|p| {
+                let mut known = HashMap::new();
+                for x in st.peers.values() {
+                    let visible = sees_all
+                        || crate::rbac::authorize(
+                            p,
+                            Resource::Peer,
+                            Action::Read,
+                            Target::peer(server.0, x.owner.map(|u| u.0)),
+                        )
+                        .is_ok();
+                    if visible {
                         let k = Known {
-                            id: p.id,
-                            name: p.name.to_string(),
-                            enabled: p.enabled,
-                            stats: p.stats,
+                            id: x.id,
+                            name: x.name.to_string(),
+                            enabled: x.enabled,
+                            stats: x.stats,
                         };
-                        (p.public_key, k)
-                    })
-                    .collect();
+                        known.insert(x.public_key, k);
+                    }
+                }
                 Ok((st.server.interface.clone(), known))
             })
             .await?;
@@ -103,8 +120,13 @@ impl Manager {
                 missing: missing(&known, None),
             });
         };
-        let (peers, stats) = observe(&dev, &known);
-        if !stats.is_empty() {
+        let (mut peers, stats) = observe(&dev, &known);
+        if !sees_all {
+            // Only the peers the caller may see: other users' peers (which `observe`
+            // could not tell from unmanaged ones) and unmanaged peers are left out.
+            peers.retain(|x| x.managed);
+        }
+        if records && !stats.is_empty() {
             // Observed statistics are best effort: a read-only store must not fail status.
             if let Err(e) = self.record_stats(server, &stats).await {
                 tracing::warn!(error = %e, "could not store peer statistics");
