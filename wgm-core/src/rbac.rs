@@ -1027,6 +1027,7 @@ mod tests {
         server:assign     ..    ..       ..      ..
         server:export     ..    ..       ..      ..
         server:rollback   ..    ..       ..      ..
+        server:route      ..    ..       ..      ..
         peer:read         YY    YY       YY      Y.
         peer:create       YY    YY       ..      Y.
         peer:update       YY    YY       ..      Y.
@@ -1035,6 +1036,7 @@ mod tests {
         peer:assign       YY    YY       ..      ..
         peer:export       ..    ..       ..      ..
         peer:rollback     ..    ..       ..      ..
+        peer:route        YY    YY       ..      ..
         user:read         YY    YY       YY      Y.
         user:create       YY    ..       ..      ..
         user:update       YY    Y.       Y.      Y.
@@ -1043,6 +1045,7 @@ mod tests {
         user:assign       ..    ..       ..      ..
         user:export       ..    ..       ..      ..
         user:rollback     ..    ..       ..      ..
+        user:route        ..    ..       ..      ..
         role:read         YY    ..       YY      ..
         role:create       YY    ..       ..      ..
         role:update       YY    ..       ..      ..
@@ -1051,6 +1054,7 @@ mod tests {
         role:assign       YY    ..       ..      ..
         role:export       ..    ..       ..      ..
         role:rollback     ..    ..       ..      ..
+        role:route        ..    ..       ..      ..
         token:read        YY    Y.       YY      Y.
         token:create      YY    Y.       Y.      Y.
         token:update      ..    ..       ..      ..
@@ -1059,6 +1063,7 @@ mod tests {
         token:assign      ..    ..       ..      ..
         token:export      ..    ..       ..      ..
         token:rollback    ..    ..       ..      ..
+        token:route       ..    ..       ..      ..
         audit:read        YY    ..       YY      ..
         audit:create      ..    ..       ..      ..
         audit:update      ..    ..       ..      ..
@@ -1067,6 +1072,7 @@ mod tests {
         audit:assign      ..    ..       ..      ..
         audit:export      ..    ..       ..      ..
         audit:rollback    ..    ..       ..      ..
+        audit:route       ..    ..       ..      ..
         secret:read       ..    ..       ..      ..
         secret:create     ..    ..       ..      ..
         secret:update     ..    ..       ..      ..
@@ -1075,6 +1081,7 @@ mod tests {
         secret:assign     ..    ..       ..      ..
         secret:export     YY    YY       ..      Y.
         secret:rollback   ..    ..       ..      ..
+        secret:route      ..    ..       ..      ..
         config:read       YY    YY       YY      ..
         config:create     ..    ..       ..      ..
         config:update     ..    ..       ..      ..
@@ -1083,6 +1090,7 @@ mod tests {
         config:assign     ..    ..       ..      ..
         config:export     ..    ..       ..      ..
         config:rollback   YY    YY       ..      ..
+        config:route      ..    ..       ..      ..
     ";
 
     /// Parsed matrix: (resource, action) → per role (own, other).
@@ -1210,7 +1218,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 64 * 4 * 2 * 2 * 2);
+        assert_eq!(checked, 72 * 4 * 2 * 2 * 2);
     }
 
     #[test]

@@ -129,10 +129,12 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn spec(name: &str, v6: &str, v4: &str) -> NewServer {
+    // Servers of one installation may not share a listen port: one per name.
+    let port = 51820 + name.bytes().map(u16::from).sum::<u16>() % 1000;
     let mut s = NewServer::new(
         ServerName::new(name).unwrap(),
         InterfaceName::new(format!("wg-{name}")).unwrap(),
-        ListenPort::new(51820).unwrap(),
+        ListenPort::new(port).unwrap(),
     );
     s.ipv6_pool = Some(v6.parse().unwrap());
     s.ipv4_pool = Some(v4.parse().unwrap());

@@ -43,13 +43,23 @@ fn new_manager() -> (Manager, Arc<MemoryStore>, LocalAdmin) {
     (m, store, cap)
 }
 
+/// A server called `name`. Servers of one installation may not share a listen port or
+/// overlapping pools, so each name gets its own port and IPv6 /64 (`office`: 51820 and
+/// `fd12:3456:789a:1::/64`).
 fn spec(name: &str, v4: Option<&str>) -> NewServer {
+    let n: u16 = if name == "office" {
+        1
+    } else {
+        name.bytes()
+            .fold(0x811c_u16, |h, b| (h ^ u16::from(b)).wrapping_mul(0x0193))
+            | 0x100
+    };
     let mut s = NewServer::new(
         ServerName::new(name).unwrap(),
         InterfaceName::new(format!("wg-{}", &name[..name.len().min(12)])).unwrap(),
-        ListenPort::new(51820).unwrap(),
+        ListenPort::new(if n == 1 { 51820 } else { 10_000 + n % 50_000 }).unwrap(),
     );
-    s.ipv6_pool = Some("fd12:3456:789a:1::/64".parse().unwrap());
+    s.ipv6_pool = Some(format!("fd12:3456:789a:{n:x}::/64").parse().unwrap());
     s.ipv4_pool = v4.map(|c| c.parse().unwrap());
     s
 }
@@ -956,7 +966,7 @@ fn role_operation_matrix() {
         ("audit_log",            [true,  false, true,  false, false]),
         ("create_user",          [true,  false, false, false, false]),
         ("list_other_users",     [true,  true,  true,  false, false]),
-        ("plan",                 [true,  true,  true,  true,  true ]),
+        ("plan",                 [true,  true,  true,  false, true ]),
         ("apply",                [true,  true,  false, false, true ]),
         ("own_token",            [true,  true,  true,  true,  true ]),
     ];

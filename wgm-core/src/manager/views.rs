@@ -137,6 +137,9 @@ pub struct PeerView {
     pub keepalive: Keepalive,
     /// Enabled.
     pub enabled: bool,
+    /// Who disabled it, while it is disabled (see [`crate::model::Peer::disabled_by`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<crate::model::DisabledBy>,
     /// Expiry.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
@@ -171,6 +174,7 @@ impl PeerView {
             endpoint: p.endpoint.clone(),
             keepalive: p.keepalive,
             enabled: p.enabled,
+            disabled_by: p.disabled_by,
             expires_at: p.expires_at,
             stats: p.stats,
             created_at: p.created_at,
