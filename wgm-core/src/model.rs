@@ -915,8 +915,7 @@ impl AuditQuery {
                 || label
                     .strip_prefix(a.as_str())
                     .is_some_and(|rest| rest.starts_with(" token:"))
-        })
-            && self.server_id.is_none_or(|s| r.entry.server_id == Some(s))
+        }) && self.server_id.is_none_or(|s| r.entry.server_id == Some(s))
             && self
                 .object_prefix
                 .as_ref()

@@ -337,9 +337,14 @@ impl Manager {
                     changes.extend(rm);
                 }
                 if changes.is_empty() {
+                    let keys = if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (a rollback keeps the current keys: {})", kept.join(", "))
+                    };
                     return Err(Error::invalid(
                         "revision",
-                        format!("the server is already as it was at revision {to}"),
+                        format!("the server is already as it was at revision {to}{keys}"),
                     ));
                 }
                 revalidate(cur, &changes, now)?;
@@ -465,7 +470,10 @@ fn revalidate(cur: &ServerState, changes: &[Change], now: time::OffsetDateTime) 
         };
         let field = |f: &str| format!("rollback.peer {}.{f}", p.name);
         if p.public_key == s.public_key {
-            return Err(Error::invalid(field("public_key"), "is the server's own key"));
+            return Err(Error::invalid(
+                field("public_key"),
+                "is the server's own key",
+            ));
         }
         if let Some(a) = p.address_v6 {
             if a == s.address_v6 || !s.ipv6_pool.contains(&a) {
