@@ -671,6 +671,53 @@ pub fn builtin_role(name: &str) -> Option<Role> {
     })
 }
 
+/// The built-in roles as a Markdown table: one row per permission of the catalogue,
+/// one column per built-in role; a cell is `all` (every object), `own` (the holder's own
+/// objects only) or `—`. `docs/security.md` carries this table, and a test checks that
+/// it is current.
+///
+/// ```
+/// let t = wgm_core::rbac::builtin_role_table();
+/// assert!(t.contains("| `peer:route` | all | all | — | — |"));
+/// assert!(t.contains("| `peer:update` | all | all | — | own |"));
+/// ```
+pub fn builtin_role_table() -> String {
+    let roles = builtin_roles();
+    let mut out = String::from("| permission |");
+    for r in &roles {
+        out.push_str(&format!(" {} |", r.name));
+    }
+    out.push_str("\n|---|");
+    for _ in &roles {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for resource in Resource::ALL {
+        for &action in resource.actions() {
+            out.push_str(&format!("| `{resource}:{action}` |"));
+            for r in &roles {
+                let held = r
+                    .permissions
+                    .iter()
+                    .filter(|p| p.resource == resource && p.action == action);
+                let mut cell = "—";
+                for p in held {
+                    if p.own_only {
+                        if cell == "—" {
+                            cell = "own";
+                        }
+                    } else {
+                        cell = "all";
+                    }
+                }
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Whether `role` grants every permission of the catalogue globally on every object
 /// (built-in `admin`, or a custom role equivalent to it).
 pub fn is_admin(role: &Role) -> bool {

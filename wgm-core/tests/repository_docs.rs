@@ -1062,3 +1062,26 @@ fn the_manifest_reader_finds_what_it_should() {
     let got: Vec<String> = normal_dependencies(m).into_iter().collect();
     assert_eq!(got, ["ipnet", "rustix", "serde", "wgm-core"]);
 }
+
+/// `docs/security.md` carries the table of what each built-in role may do, between
+/// `<!-- roles:begin -->` and `<!-- roles:end -->`, exactly as
+/// `wgm_core::rbac::builtin_role_table` makes it from the roles in the code.
+#[test]
+fn the_role_table_in_docs_security_md_is_the_built_in_roles() {
+    let doc = read("docs/security.md");
+    let (begin, end) = ("<!-- roles:begin -->\n", "<!-- roles:end -->");
+    let start = doc
+        .find(begin)
+        .expect("docs/security.md has no roles:begin marker")
+        + begin.len();
+    let stop = doc[start..]
+        .find(end)
+        .expect("docs/security.md has no roles:end marker")
+        + start;
+    let want = wgm_core::rbac::builtin_role_table();
+    assert_eq!(
+        &doc[start..stop],
+        want,
+        "docs/security.md's role table is out of date; replace it with:\n{want}"
+    );
+}
