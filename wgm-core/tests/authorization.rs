@@ -168,9 +168,24 @@ struct World {
     empty_token: Principal,
     /// That administrator itself (the positive control).
     boss: Principal,
+    /// For the role matrix: a user holding the role under test, with a peer of their
+    /// own (`mine`) and an API token of their own. `None` in the plain world.
+    subject: Option<Subject>,
+}
+
+struct Subject {
+    p: Principal,
+    mine: PeerId,
+    token: wgm_core::auth::token::TokenId,
 }
 
 fn world() -> World {
+    world_for(None)
+}
+
+/// The world, plus a subject holding `role` (`operator@s1`: the operator role assigned
+/// on server s1 only).
+fn world_for(role: Option<&str>) -> World {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
     let config = || ManagerConfig {
@@ -243,6 +258,38 @@ fn world() -> World {
             .await
             .unwrap();
         let empty_token = m.authenticate_token(&empty).await.unwrap();
+        let root = local.principal("root");
+        let subject = match role {
+            None => None,
+            Some(role) => {
+                let (name, scope) = match role.split_once('@') {
+                    Some((r, _)) => (r, wgm_core::rbac::Scope::Server(s.id.0)),
+                    None => (role, wgm_core::rbac::Scope::Global),
+                };
+                let mut nu = user("subject", name);
+                nu.roles = vec![wgm_core::model::RoleAssignment {
+                    role: RoleName::new(name).unwrap(),
+                    scope,
+                }];
+                let u = m.create_user(&root, nu).await.unwrap();
+                let mut mine = NewPeer::new(PeerName::new("subjects").unwrap());
+                mine.owner = Some(u.id);
+                let mine = m.add_peer(&root, s.id, mine).await.unwrap().id;
+                let (t, _) = m
+                    .create_token(&root, token(u.id, Some(vec![])))
+                    .await
+                    .unwrap();
+                let p = m
+                    .principal_for(&local, &store.get_user(u.id).await.unwrap().unwrap())
+                    .await
+                    .unwrap();
+                Some(Subject {
+                    p,
+                    mine,
+                    token: t.id,
+                })
+            }
+        };
         let boss = m
             .principal_for(&local, &store.get_user(boss.id).await.unwrap().unwrap())
             .await
@@ -257,6 +304,7 @@ fn world() -> World {
             nobody,
             empty_token,
             boss,
+            subject,
             m,
             store,
             wg,
@@ -505,6 +553,47 @@ async fn run(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
             .await
             .map(|_| 1),
         "status" => m.status(p, s, &w.host).await.map(|_| 1),
+        other => run_own(w, p, other).await,
+    }
+}
+
+/// The cases on the role-matrix subject's own objects (its peer `mine`, its account
+/// and token), and the route case on someone else's peer.
+async fn run_own(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
+    let m = &w.m;
+    let s = w.server;
+    let subject = w.subject.as_ref().expect("own cases need a subject");
+    let mine = subject.mine;
+    let future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let route = || PeerUpdate {
+        extra_allowed_ips: Some(vec!["192.168.77.0/24".parse().unwrap()]),
+        ..PeerUpdate::default()
+    };
+    match case {
+        "resolve_own_peer" => m.resolve_peer(p, s, "subjects").await.map(|_| 1),
+        "get_own_peer" => m.get_peer(p, s, mine).await.map(|_| 1),
+        "update_own_peer" => m
+            .update_peer(
+                p,
+                s,
+                mine,
+                PeerUpdate {
+                    keepalive: Some(wgm_core::net::Keepalive::new(10).unwrap()),
+                    ..PeerUpdate::default()
+                },
+            )
+            .await
+            .map(|_| 1),
+        "route_own_peer" => m.update_peer(p, s, mine, route()).await.map(|_| 1),
+        "route_others_peer" => m.update_peer(p, s, w.others_peer, route()).await.map(|_| 1),
+        "disable_own_peer" => m.set_peer_enabled(p, s, mine, false).await.map(|_| 1),
+        "expire_own_peer" => m.set_peer_expiry(p, s, mine, Some(future)).await.map(|_| 1),
+        "rotate_own_key" => m.rotate_peer_key(p, s, mine).await.map(|_| 1),
+        "rotate_own_psk" => m.rotate_peer_psk(p, s, mine).await.map(|_| 1),
+        "remove_own_peer" => m.remove_peer(p, s, mine).await.map(|()| 1),
+        "own_client_config" => m.client_config(p, s, mine).await.map(|_| 1),
+        "resolve_user_self" => m.resolve_user(p, "subject").await.map(|_| 1),
+        "revoke_own_token" => m.revoke_token(p, subject.token).await.map(|()| 1),
         other => panic!("no case {other}"),
     }
 }
@@ -682,4 +771,253 @@ fn every_public_manager_method_is_listed() {
     );
     let cases: BTreeSet<&str> = CASES.iter().map(|(_, c)| *c).collect();
     assert_eq!(cases.len(), CASES.len(), "case names must be unique");
+}
+
+/// The role matrix: every case above (every public `Manager` method, on an object of
+/// the caller's own and one of someone else's where that differs) for every built-in
+/// role, and the operator role assigned on one server. Columns: admin, operator,
+/// auditor, user, operator@s1. `Y`: allowed; `.`: refused (`PermissionDenied`,
+/// `NotFound` for a hidden object, or a list filtered to nothing); `x`: fails for
+/// everyone for a reason other than authorization (noted in `NOT_FOR_ADMIN_EITHER`).
+const ROLE_MATRIX: &str = "
+    # case                       admin operator auditor user op@s1
+    resolve_server                 Y     Y        Y      Y     Y
+    create_server                  Y     Y        .      .     .
+    get_server                     Y     Y        Y      Y     Y
+    list_servers                   Y     Y        Y      Y     Y
+    update_server                  Y     Y        .      .     Y
+    rotate_server_key              Y     Y        .      .     Y
+    delete_server                  Y     Y        .      .     Y
+    import_server                  Y     Y        .      .     .
+    resolve_peer                   Y     Y        Y      .     Y
+    resolve_own_peer               Y     Y        Y      Y     Y
+    add_peer_for_oneself           Y     Y        .      Y     Y
+    add_peer_for_other             Y     Y        .      .     Y
+    add_peers                      Y     Y        .      Y     Y
+    get_peer                       Y     Y        Y      .     Y
+    get_own_peer                   Y     Y        Y      Y     Y
+    list_peers                     Y     Y        Y      Y     Y
+    update_peer                    Y     Y        .      .     Y
+    update_own_peer                Y     Y        .      Y     Y
+    update_peer_owner              Y     Y        .      .     Y
+    route_own_peer                 Y     Y        .      .     Y
+    route_others_peer              Y     Y        .      .     Y
+    set_peer_enabled               Y     Y        .      .     Y
+    disable_own_peer               Y     Y        .      Y     Y
+    set_peer_expiry                Y     Y        .      .     Y
+    expire_own_peer                Y     Y        .      Y     Y
+    rotate_peer_key                Y     Y        .      .     Y
+    rotate_own_key                 Y     Y        .      Y     Y
+    rotate_peer_psk                Y     Y        .      .     Y
+    rotate_own_psk                 Y     Y        .      Y     Y
+    remove_peer                    Y     Y        .      .     Y
+    remove_own_peer                Y     Y        .      Y     Y
+    sweep_expired                  Y     Y        .      .     .
+    client_config                  Y     Y        .      .     Y
+    own_client_config              Y     Y        .      Y     Y
+    server_config                  Y     Y        .      .     Y
+    history                        Y     Y        Y      .     Y
+    diff                           Y     Y        Y      .     Y
+    rollback                       Y     Y        .      .     Y
+    audit_log                      Y     .        Y      .     .
+    audit_log_of_server            Y     .        Y      .     .
+    verify_audit_chain             Y     .        Y      .     .
+    reseal_all                     Y     Y        .      .     .
+    roles                          Y     .        Y      .     .
+    resolve_user                   Y     Y        Y      .     .
+    resolve_user_self              Y     Y        Y      Y     Y
+    create_user                    Y     .        .      .     .
+    get_user_other                 Y     Y        Y      .     .
+    get_user_self                  Y     Y        Y      Y     Y
+    list_users                     Y     Y        Y      Y     Y
+    update_user_other              Y     .        .      .     .
+    update_user_self               Y     Y        Y      Y     Y
+    update_user_self_roles         Y     .        .      .     .
+    set_password_other             Y     .        .      .     .
+    set_password_self              Y     Y        Y      Y     Y
+    delete_user                    Y     .        .      .     .
+    enroll_totp_self               Y     Y        Y      Y     Y
+    enroll_totp_other              .     .        .      .     .
+    confirm_totp_self              x     x        x      x     x
+    confirm_totp_other             .     .        .      .     .
+    create_token_self              Y     Y        Y      Y     Y
+    create_token_other             Y     .        .      .     .
+    list_tokens_self               Y     Y        Y      Y     Y
+    list_tokens_other              Y     .        Y      .     .
+    list_tokens_all                Y     Y        Y      Y     Y
+    revoke_token                   Y     .        .      .     .
+    revoke_own_token               Y     Y        Y      Y     Y
+    put_role                       Y     .        .      .     .
+    delete_role                    x     .        .      .     .
+    plan                           Y     Y        Y      .     Y
+    apply                          Y     Y        .      .     Y
+    status                         Y     Y        Y      Y     Y
+";
+
+const MATRIX_ROLES: [&str; 5] = ["admin", "operator", "auditor", "user", "operator@s1"];
+
+/// What another user's objects look like in text: the peer's name and key, the other
+/// user's name and id. None of it may reach a caller who may not see it.
+fn others_data(w: &World) -> Vec<String> {
+    let st = block(w.store.load_server(w.server)).unwrap().unwrap();
+    let theirs = &st.peers[&w.others_peer];
+    let mut v = vec![
+        "theirs".to_owned(),
+        theirs.public_key.to_base64(),
+        w.other.to_string(),
+        "\"other\"".to_owned(),
+    ];
+    v.extend(theirs.address_v6.map(|a| a.to_string()));
+    v.extend(theirs.address_v4.map(|a| format!("{a}/")));
+    v
+}
+
+#[test]
+fn the_role_matrix_holds_for_every_public_method_and_built_in_role() {
+    let rows: Vec<(&str, Vec<char>)> = ROLE_MATRIX
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut cols = l.split_whitespace();
+            let case = cols.next().unwrap();
+            let cells: Vec<char> = cols.map(|c| c.chars().next().unwrap()).collect();
+            assert_eq!(cells.len(), MATRIX_ROLES.len(), "{l}");
+            (case, cells)
+        })
+        .collect();
+    // Every case of the denial test is in the matrix, so every public method is.
+    for (_, case) in CASES {
+        assert!(
+            rows.iter().any(|(c, _)| c == case),
+            "{case} is missing from ROLE_MATRIX"
+        );
+    }
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (col, role) in MATRIX_ROLES.iter().enumerate() {
+        for (case, expected) in &rows {
+            let want = expected[col];
+            let w = world_for(Some(role));
+            let p = w.subject.as_ref().unwrap().p.clone();
+            let secret_data = others_data(&w);
+            block(async {
+                let before = snapshot(&w).await;
+                let audit_before = w.store.query_audit(&AuditQuery::default()).await.unwrap();
+                let outcome = run(&w, &p, case).await;
+                cells += 1;
+                let what = format!("{role} / {case}");
+                let refused = matches!(
+                    &outcome,
+                    Err(Error::PermissionDenied { .. } | Error::NotFound { .. }) | Ok(0)
+                );
+                let allowed = matches!(&outcome, Ok(n) if *n > 0);
+                let ok = match want {
+                    'Y' => allowed,
+                    '.' => refused,
+                    'x' => outcome.is_err() && !refused,
+                    other => panic!("bad cell {other}"),
+                };
+                if !ok {
+                    failures.push(format!("{what}: expected {want}, got {outcome:?}"));
+                }
+                let audit = w.store.query_audit(&AuditQuery::default()).await.unwrap();
+                let added = &audit[audit_before.len().min(audit.len())..];
+                if want != 'Y' {
+                    let after = snapshot(&w).await;
+                    if after != before {
+                        failures.push(format!("{what}: refused but wrote {after:#?}"));
+                    }
+                    let denials = added
+                        .iter()
+                        .filter(|r| {
+                            r.entry.outcome == AuditOutcome::Denied
+                                && r.entry.actor.user_id == Some(UserId(p.user_id()))
+                        })
+                        .count();
+                    let refused_by_error = refused && outcome.is_err();
+                    let filtered = matches!(&outcome, Ok(0));
+                    if (refused_by_error && (denials != 1 || added.len() != 1))
+                        || (filtered && !added.is_empty())
+                    {
+                        failures.push(format!(
+                            "{what}: a refusal must leave exactly one denial record: {added:?}"
+                        ));
+                    }
+                }
+                // No other user's data in what a user, or any refused caller, is told
+                // (beyond the name or id the caller gave).
+                if *role == "user" || want != 'Y' {
+                    // Indices 0, 2, 3: the peer's and the user's name and id.
+                    let secret_data: Vec<&String> = secret_data
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| ![0, 2, 3].contains(i))
+                        .map(|(_, x)| x)
+                        .collect();
+                    let text = match &outcome {
+                        Ok(_) => String::new(),
+                        Err(e) => e.to_string(),
+                    };
+                    for leak in &secret_data {
+                        if text.contains(leak.as_str()) {
+                            failures.push(format!("{what}: {leak} in {text}"));
+                        }
+                    }
+                }
+            });
+        }
+    }
+    assert_eq!(cells, rows.len() * MATRIX_ROLES.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What a `user` reads through every read method that succeeds for them contains
+/// nothing of another user's: not the peer's name, key or address, not the user.
+#[test]
+fn what_a_user_reads_holds_nothing_of_other_users() {
+    let w = world_for(Some("user"));
+    let p = w.subject.as_ref().unwrap().p.clone();
+    let m = &w.m;
+    let s = w.server;
+    let mut texts: Vec<(&str, String)> = Vec::new();
+    block(async {
+        texts.push((
+            "get_server",
+            format!("{:?}", m.get_server(&p, s).await.unwrap()),
+        ));
+        texts.push((
+            "list_servers",
+            format!("{:?}", m.list_servers(&p, Page::ALL).await.unwrap()),
+        ));
+        texts.push((
+            "list_peers",
+            format!("{:?}", m.list_peers(&p, s).await.unwrap()),
+        ));
+        let st = m.status(&p, s, &w.host).await.unwrap();
+        texts.push(("status", serde_json::to_string(&st).unwrap()));
+        texts.push((
+            "list_users",
+            format!("{:?}", m.list_users(&p, Page::ALL).await.unwrap()),
+        ));
+        texts.push((
+            "list_tokens",
+            format!("{:?}", m.list_tokens(&p, None).await.unwrap()),
+        ));
+        let mine = w.subject.as_ref().unwrap().mine;
+        texts.push((
+            "client_config",
+            m.client_config(&p, s, mine).await.unwrap().text.to_string(),
+        ));
+    });
+    let leaks = others_data(&w);
+    for (what, text) in &texts {
+        for leak in &leaks {
+            assert!(!text.contains(leak.as_str()), "{what}: {leak} in {text}");
+        }
+    }
+    // The status shows the user's own peer, so the check above looked at real output.
+    assert!(texts
+        .iter()
+        .any(|(w, t)| *w == "status" && t.contains("subjects")));
 }

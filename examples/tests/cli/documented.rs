@@ -339,12 +339,31 @@ fn json_views_keep_their_documented_fields() {
         &inline(SERVERS, &["`export` prints `{", "(or"]),
         &env.json(&["server", "export", "office", "--out", exported]),
     );
+    // A copy on the same host needs its own port, key and pools (servers of one
+    // installation share none of them).
+    let copy = std::fs::read_to_string(exported)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("PrivateKey = ") {
+                let k = wgm_core::keys::PrivateKey::generate();
+                format!("PrivateKey = {}", k.expose_base64().as_str())
+            } else {
+                l.replace("ListenPort = 51820", "ListenPort = 51899")
+                    .replace("10.8.0.", "10.9.0.")
+                    .replace("fd12:3456:789a:1::", "fd12:3456:789a:2::")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let copy_path = env.path("copy.conf");
+    std::fs::write(&copy_path, copy).unwrap();
     let imported = env.json(&[
         "server",
         "import",
         "copy",
         "--file",
-        exported,
+        copy_path.to_str().unwrap(),
         "--interface",
         &iface("i"),
     ]);

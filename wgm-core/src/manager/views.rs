@@ -138,7 +138,7 @@ pub struct PeerView {
     /// Enabled.
     pub enabled: bool,
     /// Who disabled it, while it is disabled (see [`crate::model::Peer::disabled_by`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub disabled_by: Option<crate::model::DisabledBy>,
     /// Expiry.
     #[serde(default, with = "time::serde::rfc3339::option")]
