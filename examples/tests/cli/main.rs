@@ -4,6 +4,7 @@
 mod documented;
 mod harness;
 mod live;
+mod multiuser;
 mod postgres;
 mod rejections;
 mod security;
