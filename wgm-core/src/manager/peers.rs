@@ -222,12 +222,8 @@ pub(super) fn check_extra_allowed_ips(
 
 /// Whether `net` may be routed to a peer on the server side: not a default route, no
 /// host bits, and not in a range that must never be sent into a tunnel (unspecified,
-/// loopback, link-local, multicast). Returns the rule broken.
-///
-/// ```ignore
-/// assert!(check_routable(&"192.168.7.0/24".parse().unwrap()).is_ok());
-/// assert!(check_routable(&"127.0.0.0/8".parse().unwrap()).is_err());
-/// ```
+/// loopback, link-local, multicast, broadcast). Returns the rule broken
+/// (`tests/multiuser.rs`, `extra_allowed_ips_in_special_ranges_are_refused`).
 pub(super) fn check_routable(net: &IpNet) -> std::result::Result<(), &'static str> {
     if net.prefix_len() == 0 {
         return Err("a default route (0.0.0.0/0, ::/0) is not allowed on the server side");
