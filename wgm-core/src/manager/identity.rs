@@ -857,12 +857,7 @@ impl Manager {
             let owner_p = self.principal_of(&owner).await?;
             check_grant(&owner_p, s, Grantee::Myself).map_err(|e| e.in_field("token.scopes"))?;
         }
-        if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "token.name",
-                "must be 1 to 64 characters without control characters",
-            ));
-        }
+        let name = crate::names::TokenName::new(spec.name)?.into_string();
         let now = self.now();
         if spec.expires_at.is_some_and(|t| t <= now) {
             return Err(Error::invalid("token.expires_at", "must be in the future"));
@@ -871,7 +866,7 @@ impl Manager {
         let rec = ApiTokenRecord {
             id: generated.id,
             user_id: spec.user,
-            name: spec.name,
+            name,
             secret_hash: generated.hash.to_hex(),
             scopes: spec.scopes,
             created_at: now,
