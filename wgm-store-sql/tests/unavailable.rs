@@ -21,9 +21,8 @@ async fn a_refused_postgres_connection_is_a_store_error_with_the_reason() {
     let r = SqlStore::open_with(&url, SqlOptions::default()).await;
     // Printed, never asserted: tests do not depend on timing.
     eprintln!("failed after {:?}", started.elapsed());
-    let e = match r {
-        Ok(_) => panic!("a port nothing listens on gave a store"),
-        Err(e) => e,
+    let Err(e) = r else {
+        panic!("a port nothing listens on gave a store")
     };
     assert!(
         matches!(

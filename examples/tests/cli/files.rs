@@ -51,9 +51,7 @@ fn mkfifo(p: &Path) {
 }
 
 fn is_fifo(p: &Path) -> bool {
-    std::fs::symlink_metadata(p)
-        .map(|m| m.file_type().is_fifo())
-        .unwrap_or(false)
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 /// Every regular file under `dir`, recursively (links are not followed).
