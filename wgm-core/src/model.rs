@@ -926,12 +926,15 @@ impl AuditQuery {
     }
 }
 
-/// Validate an e-mail address (simple, strict shape: one `@`, no spaces or control
-/// characters, a dotted domain) and return it lower-cased.
+/// Validate an e-mail address (simple, strict shape: 1 to 254 characters, one `@`, no
+/// spaces, control, format or invisible characters, a dotted domain) and return it
+/// lower-cased.
 ///
 /// ```
 /// assert_eq!(wgm_core::model::normalize_email("Alice@Example.org").unwrap(), "alice@example.org");
 /// assert!(wgm_core::model::normalize_email("alice@@x").is_err());
+/// assert!(wgm_core::model::normalize_email("eve\u{202e}gro.elpmaxe@x.org").is_err()); // bidi
+/// assert!(wgm_core::model::normalize_email("a\u{200b}lice@example.org").is_err()); // zero-width
 /// ```
 pub fn normalize_email(s: &str) -> Result<String> {
     const FIELD: &str = "user.email";
@@ -944,6 +947,7 @@ pub fn normalize_email(s: &str) -> Result<String> {
             "must not contain spaces or control characters",
         ));
     }
+    crate::names::check_text_characters(s).map_err(|reason| Error::invalid(FIELD, reason))?;
     let mut parts = s.split('@');
     let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Error::invalid(FIELD, "must contain exactly one '@'"));

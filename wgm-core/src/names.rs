@@ -1,5 +1,6 @@
 //! Validated names: [`InterfaceName`], [`ServerName`], [`PeerName`], [`UserName`],
-//! [`RoleName`] and free-text [`Description`].
+//! [`RoleName`], [`TokenName`], free-text [`Description`], and the check of
+//! informational path text ([`check_path_text`]).
 //!
 //! Names end up in wg-quick files (`# Name = …` comments), in tables, in logs and in the
 //! argv of tools an operator runs by hand. A newline in a client name once became a
@@ -10,10 +11,11 @@
 //! | type | length | characters |
 //! |---|---|---|
 //! | [`InterfaceName`] | 1–15 bytes | `A–Z a–z 0–9 _ = + . -` (Linux `IFNAMSIZ` and wg-quick's rule); not `.`/`..`, no leading `-` |
-//! | [`ServerName`], [`PeerName`] | 1–64 characters | printable Unicode and inner ASCII spaces; no `# [ ] = / \`, no control, format, invisible or private-use characters, no other whitespace; no leading `-` or `.`; not `.`/`..` |
+//! | [`ServerName`], [`PeerName`], [`TokenName`] | 1–64 characters | printable Unicode and inner ASCII spaces; no `# [ ] = / \`, no control, format, invisible or private-use characters, no other whitespace; no leading `-` or `.`; not `.`/`..` |
 //! | [`UserName`] | 1–64 characters | `A–Z a–z 0–9 _ - . @`; no leading `-` or `.` |
 //! | [`RoleName`] | 1–64 characters | `A–Z a–z 0–9 _ - .`; no leading `-` or `.` |
 //! | [`Description`] | 0–256 characters | any text without control, format, invisible or line/paragraph-separator characters |
+//! | path text ([`check_path_text`]) | 1–4095 bytes | as [`Description`] |
 //!
 //! Server, peer, user and role names are unique case-insensitively; [`PeerName::key`] (and
 //! the same method on the others) gives the folded form to compare: NFKC-normalised, then
@@ -32,6 +34,7 @@
 //! # Ok::<(), wgm_core::Error>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -45,6 +48,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
 /// Longest [`InterfaceName`], in bytes (Linux `IFNAMSIZ` − 1).
 pub const MAX_INTERFACE_NAME_BYTES: usize = 15;
+/// Longest path text ([`check_path_text`]), in bytes (Linux `PATH_MAX` − 1).
+pub const MAX_PATH_TEXT_BYTES: usize = 4095;
 
 /// Declares a validated string newtype with the common trait implementations.
 macro_rules! name_type {
@@ -226,11 +231,54 @@ name_type!(
     "description"
 );
 
+name_type!(
+    /// The label of an API token, e.g. `ci deploy`: the rules of [`PeerName`] (1–64
+    /// characters, no control, bidirectional, zero-width or other invisible characters,
+    /// no leading or trailing whitespace; rules in the [module docs](self)). Token names
+    /// are labels shown in lists and the audit log, not unique, so there is no `key()`.
+    ///
+    /// ```
+    /// use wgm_core::names::TokenName;
+    /// assert!(TokenName::new("ci deploy (2025)").is_ok());
+    /// assert!(TokenName::new("").is_err());
+    /// assert!(TokenName::new("ci\u{202e}yolpde").is_err()); // bidi override
+    /// assert!(TokenName::new(" padded").is_err());
+    /// ```
+    TokenName,
+    validate_display_name,
+    "token.name"
+);
+
+/// Check informational path text (a server's `config_path`): 1 to 4095 bytes
+/// ([`MAX_PATH_TEXT_BYTES`]), without control, line-break, format or invisible
+/// characters. Not a check that the path exists or is safe to open: wgm never opens it.
+/// Errors are [`Error::InvalidInput`] naming `field`.
+///
+/// ```
+/// use wgm_core::names::check_path_text;
+/// assert!(check_path_text("/etc/wireguard/wg0.conf", "server.config_path").is_ok());
+/// let e = check_path_text("/etc/wg0.conf\nPostUp = id", "server.config_path").unwrap_err();
+/// assert!(e.to_string().starts_with("invalid server.config_path: "));
+/// ```
+pub fn check_path_text(s: &str, field: impl Into<Cow<'static, str>>) -> Result<()> {
+    validate_path_text(s).map_err(|reason| Error::invalid(field, reason))
+}
+
+fn validate_path_text(s: &str) -> Check {
+    if s.is_empty() {
+        return Err("must not be empty");
+    }
+    if s.len() > MAX_PATH_TEXT_BYTES {
+        return Err("must be at most 4095 bytes");
+    }
+    check_text_characters(s)
+}
+
 // ---------------------------------------------------------------------------------------
 // Rules
 // ---------------------------------------------------------------------------------------
 
-type Check = std::result::Result<(), &'static str>;
+pub(crate) type Check = std::result::Result<(), &'static str>;
 
 fn validate_interface_name(s: &str) -> Check {
     if s.is_empty() {
@@ -337,6 +385,12 @@ fn validate_description(s: &str) -> Check {
     if s.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err("must be at most 256 characters");
     }
+    check_text_characters(s)
+}
+
+/// No control, line-break, format or invisible character: the characters free text may
+/// not hold ([`Description`], path text, e-mail addresses).
+pub(crate) fn check_text_characters(s: &str) -> Check {
     for c in s.chars() {
         if is_line_break(c) || c.is_control() {
             return Err("must not contain control characters or line breaks");
@@ -628,6 +682,46 @@ mod tests {
     }
 
     #[test]
+    fn token_names_follow_the_display_name_rules() {
+        let long = "x".repeat(65);
+        let mut cases: Vec<(&str, &str)> = BAD_DISPLAY_NAMES.to_vec();
+        cases.push((&long, "64"));
+        for (input, want) in cases {
+            let (field, reason) = reason_of(&TokenName::new(input).unwrap_err());
+            assert_eq!(field, "token.name");
+            assert!(reason.contains(want), "{input:?}: {reason}");
+        }
+        for ok in [
+            "cli",
+            "ci deploy",
+            "Jürgen's laptop (2025)",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(TokenName::new(ok).unwrap().as_str(), ok);
+        }
+        assert!(serde_json::from_str::<TokenName>("\"a\\u202eb\"").is_err());
+    }
+
+    #[test]
+    fn path_text_is_limited() {
+        assert!(check_path_text("/etc/wireguard/wg0.conf", "f").is_ok());
+        assert!(check_path_text(&format!("/{}", "a".repeat(4094)), "f").is_ok());
+        for (input, want) in [
+            (String::new(), "empty"),
+            (format!("/{}", "a".repeat(4095)), "4095"),
+            ("/etc/a\nb".to_owned(), "control"),
+            ("/etc/a\0b".to_owned(), "control"),
+            ("/etc/\u{202e}fnoc.0gw".to_owned(), "bidi"),
+            ("/etc/a\u{200b}b".to_owned(), "zero-width"),
+        ] {
+            let (field, reason) =
+                reason_of(&check_path_text(&input, "server.config_path").unwrap_err());
+            assert_eq!(field, "server.config_path");
+            assert!(reason.contains(want), "{reason}");
+        }
+    }
+
+    #[test]
     fn invisible_table_covers_bidi_controls_and_zero_width() {
         // Sanity: the table includes all of the bidi controls and zero-width characters.
         for c in [
@@ -683,6 +777,7 @@ mod tests {
                 UserName::new(s.as_str()).map(|n| n.to_string()),
                 RoleName::new(s.as_str()).map(|n| n.to_string()),
                 Description::new(s.as_str()).map(|n| n.to_string()),
+                TokenName::new(s.as_str()).map(|n| n.to_string()),
             ]
             .into_iter()
             .flatten()

@@ -864,6 +864,58 @@ fn dns_entry(s: &str) -> Check<DnsEntry> {
     Ok(DnsEntry::SearchDomain(s.to_ascii_lowercase()))
 }
 
+/// Most entries a DNS list may hold ([`check_dns_list`]). resolv.conf uses 3 name servers
+/// and 6 search domains; 16 leaves room for both families and split DNS.
+pub const MAX_DNS_ENTRIES: usize = 16;
+
+/// Check a whole DNS list (a server's `DNS =`, a client template's override): at most
+/// [`MAX_DNS_ENTRIES`] entries, none twice, and each one in the form [`DnsEntry::parse`]
+/// accepts — resolver addresses parsed strictly, search domains RFC 1123 host names
+/// (at most 253 characters, labels of at most 63 of `A–Z a–z 0–9 -`), lowercase. The
+/// last check matters for entries built directly rather than parsed.
+///
+/// Errors are [`Error::InvalidInput`] naming the entry, `field[i]` (`server.dns[3]`), or
+/// `field` for the length of the list. The entries are not repeated.
+///
+/// ```
+/// use wgm_core::net::{check_dns_list, DnsEntry};
+/// let list: Vec<DnsEntry> = vec!["fd00::53".parse()?, "corp.example".parse()?];
+/// check_dns_list(&list, "server.dns")?;
+/// let twice = vec![list[0].clone(), list[1].clone(), list[0].clone()];
+/// let e = check_dns_list(&twice, "server.dns").unwrap_err();
+/// assert!(e.to_string().starts_with("invalid server.dns[2]: "));
+/// let shouting = vec![DnsEntry::SearchDomain("CORP.example".into())];
+/// assert!(check_dns_list(&shouting, "server.dns").is_err());
+/// # Ok::<(), wgm_core::Error>(())
+/// ```
+pub fn check_dns_list(list: &[DnsEntry], field: &str) -> Result<()> {
+    if list.len() > MAX_DNS_ENTRIES {
+        return Err(Error::invalid(
+            field.to_owned(),
+            "must have at most 16 entries",
+        ));
+    }
+    for (i, entry) in list.iter().enumerate() {
+        let at = || format!("{field}[{i}]");
+        // The one spelling a parse gives back must be this very entry.
+        let reparsed =
+            dns_entry(&entry.to_string()).map_err(|reason| Error::invalid(at(), reason))?;
+        if reparsed != *entry {
+            return Err(Error::invalid(
+                at(),
+                "must be written as it parses: a search domain in lowercase, an address in its plain form",
+            ));
+        }
+        if let Some(first) = list[..i].iter().position(|e| e == entry) {
+            return Err(Error::invalid(
+                at(),
+                format!("repeats entry {first} (each server or search domain at most once)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for DnsEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1352,6 +1404,73 @@ mod tests {
         let json = serde_json::to_string(&DnsEntry::SearchDomain("lan".into())).unwrap();
         assert_eq!(json, "\"lan\"");
         assert!(serde_json::from_str::<DnsEntry>("\"1.2.3\"").is_err());
+    }
+
+    #[test]
+    fn dns_lists_are_limited_in_length_unique_and_canonical() {
+        let field_of = |e: Error| match e {
+            Error::InvalidInput { field, reason } => (field.into_owned(), reason.into_owned()),
+            other => panic!("{other:?}"),
+        };
+        let entry = |i: usize| {
+            DnsEntry::Addr(IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x53 + i as u16,
+            )))
+        };
+        let full: Vec<DnsEntry> = (0..MAX_DNS_ENTRIES).map(entry).collect();
+        check_dns_list(&full, "server.dns").unwrap();
+        check_dns_list(&[], "server.dns").unwrap();
+        let mut over = full.clone();
+        over.push(entry(99));
+        let (f, r) = field_of(check_dns_list(&over, "server.dns").unwrap_err());
+        assert_eq!(f, "server.dns");
+        assert!(r.contains("16"), "{r}");
+        // Duplicates, by value: an address, and a search domain whatever its case.
+        let list: Vec<DnsEntry> = ["1.1.1.1", "lan", "fd00::53", "LAN"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (f, r) = field_of(check_dns_list(&list, "server.dns").unwrap_err());
+        assert_eq!(
+            (f.as_str(), r.contains("repeats entry 1")),
+            ("server.dns[3]", true),
+            "{r}"
+        );
+        let list: Vec<DnsEntry> = ["fd00::53", "1.1.1.1", "fd00:0::53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (f, _) = field_of(check_dns_list(&list, "t.dns").unwrap_err());
+        assert_eq!(f, "t.dns[2]");
+        // Entries built directly are held to the parser's rules.
+        for (bad, want) in [
+            (DnsEntry::SearchDomain("Corp.example".into()), "lowercase"),
+            (DnsEntry::SearchDomain("a".repeat(64)), "63"),
+            (
+                DnsEntry::SearchDomain(format!("{}.example", vec!["a".repeat(60); 5].join("."))),
+                "253",
+            ),
+            (DnsEntry::SearchDomain("evil\nPostUp = id".into()), "A-Z"),
+            (DnsEntry::SearchDomain(String::new()), "empty"),
+            (DnsEntry::SearchDomain("10.0.0.1".into()), "lowercase"),
+            (
+                DnsEntry::Addr("::ffff:1.1.1.1".parse().unwrap()),
+                "IPv4-mapped",
+            ),
+            (DnsEntry::Addr("ff02::1".parse().unwrap()), "multicast"),
+        ] {
+            let list = vec![entry(0), bad];
+            let (f, r) = field_of(check_dns_list(&list, "server.dns").unwrap_err());
+            assert_eq!(f, "server.dns[1]");
+            assert!(r.contains(want), "{r}");
+        }
     }
 
     #[test]

@@ -156,6 +156,37 @@ fn dns_servers_and_search_domains() {
 }
 
 #[test]
+fn dns_lists_are_limited_to_16_entries_each_once() {
+    // 16 over two lines is fine; a 17th, on any line, is refused with its line.
+    let sixteen: Vec<String> = (1..=16).map(|i| format!("fd00::{i:x}")).collect();
+    let cfg = ok(&iface(&format!(
+        "DNS = {}\nDNS = {}",
+        sixteen[..8].join(", "),
+        sixteen[8..].join(", ")
+    )));
+    assert_eq!(cfg.interface.dns.len(), 16);
+    let (line, field, reason) = err(&iface(&format!("DNS = {}\nDNS = lan", sixteen.join(", "))));
+    assert_eq!((line, field.as_str()), (3, "Interface.DNS"));
+    assert!(reason.contains("16"), "{reason}");
+    // The same server or search domain twice, by value: refused.
+    for twice in [
+        "DNS = 1.1.1.1, 1.1.1.1",
+        "DNS = fd00::53\nDNS = fd00:0:0::53",
+        "DNS = lan, LAN",
+    ] {
+        let (_, field, reason) = err(&iface(twice));
+        assert_eq!(field, "Interface.DNS");
+        assert!(reason.contains("twice"), "{twice}: {reason}");
+    }
+    // The renderer refuses what the parser would: a list built in code, too long or
+    // with a repeat, never becomes a file.
+    let mut cfg = ok(&iface("DNS = lan"));
+    cfg.interface.dns = vec![DnsEntry::SearchDomain("lan".into()); 2];
+    let e = wgquick::render(&cfg).unwrap_err().to_string();
+    assert!(e.contains("Interface.DNS[1]"), "{e}");
+}
+
+#[test]
 fn mtu() {
     assert_eq!(
         ok(&iface("MTU = 1420")).interface.mtu,

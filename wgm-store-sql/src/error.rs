@@ -69,6 +69,18 @@ pub(crate) enum SqlError {
         known: i64,
     },
 
+    /// No connection to the database could be opened within `waited`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[error("cannot connect within {} s: {cause}", waited.as_secs_f32())]
+    Unreachable {
+        /// `postgres`.
+        store: &'static str,
+        /// How long the open waited.
+        waited: std::time::Duration,
+        /// Why, as one direct attempt told (never the URL: it may hold a password).
+        cause: String,
+    },
+
     /// The URL names no backend this build supports.
     #[error("{reason}")]
     Url {
@@ -168,7 +180,8 @@ impl From<SqlError> for wgm_core::Error {
             other @ (SqlError::Corrupt { store, .. }
             | SqlError::Encode { store, .. }
             | SqlError::BadValue { store, .. }
-            | SqlError::SchemaTooNew { store, .. }) => Error::store(store, other),
+            | SqlError::SchemaTooNew { store, .. }
+            | SqlError::Unreachable { store, .. }) => Error::store(store, other),
         }
     }
 }

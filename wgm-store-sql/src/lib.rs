@@ -120,6 +120,13 @@ pub struct SqlOptions {
     pub busy_timeout: Duration,
     /// How long an operation waits for a free pooled connection.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: how long opening the store waits for its first connection (default
+    /// 5 s). A server that refuses connections, is unreachable or does not answer fails
+    /// the open after this long with a `store` error ([`Error::Store`], the CLI's exit
+    /// code 6) that says why, instead of after the whole [`SqlOptions::acquire_timeout`]
+    /// (sqlx retries a refused connection until then, taking it for a server starting
+    /// up).
+    pub connect_timeout: Duration,
 }
 
 impl SqlOptions {
@@ -143,6 +150,21 @@ impl SqlOptions {
         self.acquire_timeout = d;
         self
     }
+
+    /// Set [`SqlOptions::connect_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = wgm_store_sql::SqlOptions::default();
+    /// assert_eq!(opts.connect_timeout, Duration::from_secs(5));
+    /// let opts = opts.connect_timeout(Duration::from_secs(2));
+    /// assert_eq!(opts.connect_timeout, Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
 }
 
 impl Default for SqlOptions {
@@ -151,6 +173,7 @@ impl Default for SqlOptions {
             max_connections: 8,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -73,6 +73,27 @@ fn peer_id(id: &Uuid) -> Result<PeerId, SqlError> {
     Ok(PeerId(*id))
 }
 
+/// The error of a server that gave no connection within `waited`, with the reason one
+/// direct attempt gives (a refused connection fails at once there; the pool hid it
+/// behind its retries). The reason is the driver's message, which never holds the URL.
+async fn unreachable(connect: &PgConnectOptions, waited: std::time::Duration) -> SqlError {
+    use sqlx::ConnectOptions as _;
+    let probe = std::time::Duration::from_secs(2);
+    let cause = match tokio::time::timeout(probe, connect.connect()).await {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            "the server answered only after the wait".to_owned()
+        }
+        Err(_) => "no answer".to_owned(),
+    };
+    SqlError::Unreachable {
+        store: S,
+        waited,
+        cause,
+    }
+}
+
 /// A PostgreSQL-backed store. See the crate documentation.
 #[derive(Debug)]
 pub(crate) struct PgStore {
@@ -88,9 +109,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(db)?;
+            .connect_lazy_with(connect.clone());
+        // The first connection within the connect timeout, not the acquire timeout: sqlx
+        // retries a refused connection until its deadline (a server starting up), which
+        // would keep a CLI waiting 30 s for a server that is simply not there.
+        match tokio::time::timeout(opts.connect_timeout, pool.acquire()).await {
+            // Back to the pool, for the migration.
+            Ok(Ok(conn)) => drop(conn),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
+                pool.close().await;
+                return Err(unreachable(&connect, opts.connect_timeout).await);
+            }
+            Ok(Err(e)) => return Err(db(e)),
+        }
         let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)

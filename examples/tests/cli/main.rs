@@ -2,6 +2,7 @@
 //! store in a temporary directory.
 
 mod documented;
+mod files;
 mod harness;
 mod live;
 mod multiuser;

@@ -224,6 +224,10 @@ fn bad_addresses_are_refused() {
             field,
         )
     };
+    let seventeen_dns = (1..=17)
+        .map(|i| format!("fd00::{i:x}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cases = vec![
         // Forms: leading zeros, hex, short forms, zone ids, IPv4-mapped IPv6.
         p("--ipv4", "010.8.0.2", "peer.ipv4"),
@@ -285,6 +289,9 @@ fn bad_addresses_are_refused() {
         s("--ipv6", "10.0.0.0/8", "server.ipv6_pool"),
         s("--ipv6", "fd00::/064", "server.ipv6_pool"),
         s("--dns", "010.0.0.1", "server.dns"),
+        // DNS lists: at most 16 entries, none twice.
+        s("--dns", "1.1.1.1,lan,1.1.1.1", "server.dns[2]"),
+        s("--dns", &seventeen_dns, "server.dns: must have at most 16"),
     ];
     // The server's own address: bad input naming the field.
     cases.push((
@@ -566,6 +573,16 @@ fn bad_passwords_roles_and_scopes_are_refused() {
         ),
         (
             v(&["token", "create", "pat", "--name", ""]),
+            2,
+            "token.name",
+        ),
+        (
+            v(&["token", "create", "pat", "--name", "ci\u{202e}yolped"]),
+            2,
+            "token.name",
+        ),
+        (
+            v(&["token", "create", "pat", "--name", " padded"]),
             2,
             "token.name",
         ),

@@ -877,12 +877,7 @@ impl Manager {
                     .await);
             }
         }
-        if spec.name.is_empty() || spec.name.len() > 64 || spec.name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "token.name",
-                "must be 1 to 64 characters without control characters",
-            ));
-        }
+        let name = crate::names::TokenName::new(spec.name)?.into_string();
         let now = self.now();
         if spec.expires_at.is_some_and(|t| t <= now) {
             return Err(Error::invalid("token.expires_at", "must be in the future"));
@@ -891,7 +886,7 @@ impl Manager {
         let rec = ApiTokenRecord {
             id: generated.id,
             user_id: spec.user,
-            name: spec.name,
+            name,
             secret_hash: generated.hash.to_hex(),
             scopes: spec.scopes,
             created_at: now,

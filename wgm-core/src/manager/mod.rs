@@ -36,6 +36,7 @@ mod clock;
 mod events;
 mod history;
 mod identity;
+mod limits;
 mod local_admin;
 mod peers;
 mod render;

@@ -195,6 +195,7 @@ impl Manager {
         spec: NewServer,
         field: &'static str,
     ) -> Result<(Server, DualStack)> {
+        spec.check_limits(field)?;
         let now = self.now();
         self.check_server_names_free(&spec, field).await?;
         let mtu = spec.mtu.unwrap_or_default();
@@ -386,6 +387,7 @@ impl Manager {
     ) -> Result<ServerView> {
         self.authorize(p, Resource::Server, Action::Update, Target::server(id.0))
             .await?;
+        u.check_limits()?;
         if let Some(m) = u.mtu {
             m.check_ipv6("server.mtu")?;
         }

@@ -630,8 +630,20 @@ fn interface_entry(
             }
         }
         Key::Dns => {
+            // The rules of `net::check_dns_list`, over every `DNS =` line of the section.
             for item in split_list(value, number, key)? {
-                iface.dns.push(DnsEntry::parse(item, field).map_err(at)?);
+                let entry = DnsEntry::parse(item, field).map_err(at)?;
+                if iface.dns.contains(&entry) {
+                    return Err(Error::parse(
+                        number,
+                        field,
+                        "lists the same server or search domain twice",
+                    ));
+                }
+                if iface.dns.len() == net::MAX_DNS_ENTRIES {
+                    return Err(Error::parse(number, field, "must have at most 16 entries"));
+                }
+                iface.dns.push(entry);
             }
         }
         Key::Mtu => iface.mtu = Some(Mtu::parse(value, field).map_err(at)?),

@@ -13,7 +13,7 @@ use super::config::{
     WgQuickConfig,
 };
 use super::document::Key;
-use crate::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use crate::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use crate::{Error, Result};
 
 /// A growable text buffer that zeroizes every buffer it leaves behind, so a private or
@@ -295,9 +295,8 @@ fn validate_interface(iface: &InterfaceSection) -> Result<()> {
     if let Some(v) = &iface.fwmark {
         check_round_trip::<FwMark>(|| "Interface.FwMark".into(), v)?;
     }
-    for (i, v) in iface.dns.iter().enumerate() {
-        check_round_trip::<DnsEntry>(|| format!("Interface.DNS[{i}]"), v)?;
-    }
+    // Each entry reads back as itself, at most 16, none twice (what the parser accepts).
+    crate::net::check_dns_list(&iface.dns, "Interface.DNS")?;
     if let Some(v) = &iface.mtu {
         check_round_trip::<Mtu>(|| "Interface.MTU".into(), v)?;
     }

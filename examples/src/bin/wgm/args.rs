@@ -138,6 +138,9 @@ pub struct Global {
     pub token: Option<String>,
 
     /// Master key file [default: beside the SQLite file, e.g. wgm.key]
+    ///
+    /// Must be a regular file (or a symbolic link to one) owned by you or root, mode 0600
+    /// or stricter; a FIFO, socket, device or directory is refused without being opened.
     #[arg(
         long,
         global = true,
@@ -339,6 +342,9 @@ pub struct ServerExport {
     /// Server name or id
     pub server: String,
     /// Write to this file (mode 0600, atomically) instead of stdout
+    ///
+    /// FILE must not exist yet or be a regular file, which is replaced by a new one;
+    /// a symbolic link, FIFO, socket, device or directory there is refused.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -483,6 +489,9 @@ pub struct PeerConfig {
     #[arg(long, conflicts_with = "json")]
     pub qr: bool,
     /// Write to this file (mode 0600, atomically) instead of stdout
+    ///
+    /// FILE must not exist yet or be a regular file, which is replaced by a new one;
+    /// a symbolic link, FIFO, socket, device or directory there is refused.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }

@@ -36,15 +36,18 @@ pub fn is_none_word(s: &str) -> bool {
     s == "none"
 }
 
-/// A DNS list, or `none` for an empty one.
+/// A DNS list, or `none` for an empty one; the library's list rules
+/// (`net::check_dns_list`: at most 16 entries, none twice) apply at once.
 pub fn dns_list(s: &str, field: &'static str) -> Result<Vec<DnsEntry>> {
     if is_none_word(s) {
         return Ok(Vec::new());
     }
-    list(s, field)?
+    let entries = list(s, field)?
         .into_iter()
         .map(|x| DnsEntry::parse(x, field))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    net::check_dns_list(&entries, field)?;
+    Ok(entries)
 }
 
 /// A list of networks (allowed IPs): CIDR or bare addresses (host routes), no host bits.

@@ -286,6 +286,9 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
 }
 
 async fn config(ctx: &Ctx, a: PeerConfig) -> CliResult {
+    if let Some(path) = &a.out {
+        server::check_out_path(path)?;
+    }
     let (sid, pid) = resolve(
         ctx,
         &PeerRef {

@@ -268,6 +268,9 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
 }
 
 async fn export(ctx: &Ctx, a: ServerExport) -> CliResult {
+    if let Some(path) = &a.out {
+        check_out_path(path)?;
+    }
     let id = ctx.server(&a.server).await?;
     let v = ctx.m.get_server(&ctx.p, id).await?;
     let text = ctx.m.server_config(&ctx.p, id).await?;
@@ -292,10 +295,30 @@ async fn export(ctx: &Ctx, a: ServerExport) -> CliResult {
     ctx.out.raw(&text)
 }
 
-/// Write a file holding secrets: mode 0600, atomically.
+/// Write a file holding secrets: mode 0600, atomically, only to a new file or over an
+/// existing regular file (`wgm_cli::files`).
 pub fn write_private(path: &Path, data: &[u8]) -> CliResult {
-    wgm_cli::files::write_private_atomic(path, data)
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+    wgm_cli::files::write_private_atomic(path, data).map_err(|e| out_error(path, &e))
+}
+
+/// Refuse an `--out` path that is not a new file or a regular file before producing
+/// the secret that would go there (a config export is audited; a refused path must not
+/// leave a record of an export that never happened). `write_private` checks again.
+pub fn check_out_path(path: &Path) -> CliResult {
+    wgm_cli::files::check_output_path(path)
+        .map(drop)
+        .map_err(|e| out_error(path, &e))
+}
+
+fn out_error(path: &Path, e: &std::io::Error) -> CliError {
+    let shown = path.display();
+    CliError::Failed(match wgm_cli::files::not_regular(e) {
+        Some(n) => format!(
+            "cannot write {shown}: it {n}; --out writes only to a new file or an existing \
+             regular file (without --out the output goes to stdout)"
+        ),
+        None => format!("cannot write {shown}: {e}"),
+    })
 }
 
 /// Read an input file (or stdin for `-`) as UTF-8, at most `max` bytes (one more is
