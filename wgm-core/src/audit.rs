@@ -96,6 +96,8 @@ audit_actions! {
     ServerUpdate => "server.update",
     /// A server's key pair was replaced.
     ServerRotateKey => "server.rotate_key",
+    /// A server's key pair was brought back from an earlier revision.
+    ServerRestoreKey => "server.restore_key",
     /// A server was deleted (also a refused `server:delete`).
     ServerDelete => "server.delete",
     /// A server's desired state was applied to a host (also a refused `server:apply`).
@@ -114,6 +116,9 @@ audit_actions! {
     PeerRotateKey => "peer.rotate_key",
     /// A peer's preshared key was replaced.
     PeerRotatePsk => "peer.rotate_psk",
+    /// A peer's key pair and preshared key were brought back from an earlier revision
+    /// (the explicit act a rollback never does).
+    PeerRestoreKeys => "peer.restore_keys",
     /// A peer was removed.
     PeerRemove => "peer.remove",
     /// A refused `peer:delete`.

@@ -682,10 +682,12 @@ pub fn builtin_role(name: &str) -> Option<Role> {
 /// assert!(t.contains("| `peer:update` | all | all | — | own |"));
 /// ```
 pub fn builtin_role_table() -> String {
+    use std::fmt::Write as _;
     let roles = builtin_roles();
     let mut out = String::from("| permission |");
     for r in &roles {
-        out.push_str(&format!(" {} |", r.name));
+        // Writing to a String cannot fail.
+        let _ = write!(out, " {} |", r.name);
     }
     out.push_str("\n|---|");
     for _ in &roles {
@@ -694,7 +696,7 @@ pub fn builtin_role_table() -> String {
     out.push('\n');
     for resource in Resource::ALL {
         for &action in resource.actions() {
-            out.push_str(&format!("| `{resource}:{action}` |"));
+            let _ = write!(out, "| `{resource}:{action}` |");
             for r in &roles {
                 let held = r
                     .permissions
@@ -710,7 +712,7 @@ pub fn builtin_role_table() -> String {
                         cell = "all";
                     }
                 }
-                out.push_str(&format!(" {cell} |"));
+                let _ = write!(out, " {cell} |");
             }
             out.push('\n');
         }

@@ -84,6 +84,8 @@ const CASES: &[(&str, &str)] = &[
     ("set_peer_expiry", "set_peer_expiry"),
     ("rotate_peer_key", "rotate_peer_key"),
     ("rotate_peer_psk", "rotate_peer_psk"),
+    ("restore_peer_keys", "restore_peer_keys"),
+    ("restore_server_key", "restore_server_key"),
     ("remove_peer", "remove_peer"),
     ("sweep_expired", "sweep_expired"),
     ("client_config", "client_config"),
@@ -224,6 +226,10 @@ fn world_for(role: Option<&str>) -> World {
         let mut theirs = NewPeer::new(PeerName::new("theirs").unwrap());
         theirs.owner = Some(other.id);
         let peer = m.add_peer(&root, s.id, theirs).await.unwrap();
+        // Rotated once each, so that keys of an earlier revision can be restored (the
+        // peer's of revision 2, the server's of revision 1).
+        m.rotate_peer_key(&root, s.id, peer.id).await.unwrap();
+        m.rotate_server_key(&root, s.id).await.unwrap();
         let mut brief = NewPeer::new(PeerName::new("brief").unwrap());
         brief.expires_at = Some(clock.now() + time::Duration::hours(1));
         m.add_peer(&root, s.id, brief).await.unwrap();
@@ -433,6 +439,11 @@ async fn run(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
         "rotate_peer_key" => m.rotate_peer_key(p, s, peer).await.map(|_| 1),
         "rotate_peer_psk" => m.rotate_peer_psk(p, s, peer).await.map(|_| 1),
         "remove_peer" => m.remove_peer(p, s, peer).await.map(|()| 1),
+        "restore_peer_keys" => m
+            .restore_peer_keys(p, s, peer, RevisionNo(2))
+            .await
+            .map(|_| 1),
+        "restore_server_key" => m.restore_server_key(p, s, RevisionNo(1)).await.map(|_| 1),
         "sweep_expired" => m.sweep_expired(p).await,
         "client_config" => m.client_config(p, s, peer).await.map(|_| 1),
         "server_config" => m.server_config(p, s).await.map(|_| 1),
@@ -812,6 +823,8 @@ const ROLE_MATRIX: &str = "
     rotate_own_psk                 Y     Y        .      Y     Y
     remove_peer                    Y     Y        .      .     Y
     remove_own_peer                Y     Y        .      Y     Y
+    restore_peer_keys              Y     Y        .      .     Y
+    restore_server_key             Y     Y        .      .     Y
     sweep_expired                  Y     Y        .      .     .
     client_config                  Y     Y        .      .     Y
     own_client_config              Y     Y        .      Y     Y

@@ -859,6 +859,34 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
         after.as_str()
     );
 
+    // Bringing old keys back is its own act: refused to a user, audited for the
+    // operator.
+    let n = w.audit_len();
+    let back = block(m.restore_peer_keys(&w.op, s, alice_peer, start)).unwrap();
+    let old_key = block(m.history(&w.root, s, RevisionNo::NONE, 1000))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.revision <= start)
+        .flat_map(|r| r.changes)
+        .find_map(|c| match c {
+            Change::PeerAdded { peer } if peer.id == alice_peer => Some(peer.public_key),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(back.public_key, old_key);
+    assert_eq!(
+        w.audit_since(n)[0].entry.action.as_str(),
+        "peer.restore_keys"
+    );
+    w.refused(
+        &w.alice,
+        "config.rollback",
+        m.restore_peer_keys(&w.alice, s, alice_peer, start),
+        denied,
+    );
+    let server_start = block(m.history(&w.root, s, RevisionNo::NONE, 1)).unwrap()[0].revision;
+    block(m.restore_server_key(&w.op, s, server_start)).unwrap();
+
     // A peer removed and restored comes back with the keys it had when removed.
     let bobs = w.peer_id("bob-phone");
     let with_bob = w.head().unwrap();

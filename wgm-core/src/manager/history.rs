@@ -158,7 +158,7 @@ impl Manager {
         self.store.revisions(server, after, limit).await
     }
 
-    async fn state_at(&self, server: ServerId, rev: RevisionNo) -> Result<ServerState> {
+    pub(super) async fn state_at(&self, server: ServerId, rev: RevisionNo) -> Result<ServerState> {
         if rev == RevisionNo::NONE {
             return Err(Error::invalid("revision", "revisions start at 1"));
         }
@@ -464,9 +464,8 @@ fn revalidate(cur: &ServerState, changes: &[Change], now: time::OffsetDateTime) 
     let s = &after.server;
     let everyone = |_: &Peer| true;
     for ch in changes {
-        let p = match ch {
-            Change::PeerAdded { peer } | Change::PeerUpdated { after: peer, .. } => peer,
-            _ => continue,
+        let (Change::PeerAdded { peer: p } | Change::PeerUpdated { after: p, .. }) = ch else {
+            continue;
         };
         let field = |f: &str| format!("rollback.peer {}.{f}", p.name);
         if p.public_key == s.public_key {

@@ -1081,6 +1081,110 @@ impl Manager {
         .await
     }
 
+    /// Bring back the key pair and preshared key peer `peer` had at revision `from`:
+    /// the explicit, audited act that [`Manager::rollback`] never does (a rotated-out
+    /// key may be why it was rotated). Needs `config:rollback` on the server and
+    /// `peer:update` on the peer; one revision, audited as `peer.restore_keys`. Refused
+    /// when the peer had no such revision, already has those keys, or another peer (or
+    /// the server) holds that public key now. Secrets sealed under an earlier master
+    /// key are sealed again under the current one.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::Arc;
+    /// use wgm_core::manager::{Manager, NewPeer, NewServer};
+    /// use wgm_core::names::{InterfaceName, PeerName, ServerName};
+    /// use wgm_core::net::ListenPort;
+    /// use wgm_core::seal::{MasterKey, Sealer};
+    /// use wgm_core::store::MemoryStore;
+    ///
+    /// let (m, local) = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
+    /// let s = m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(),
+    ///     InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
+    /// let a = m.add_peer(&admin, s.id, NewPeer::new(PeerName::new("a").unwrap())).await.unwrap();
+    /// m.rotate_peer_key(&admin, s.id, a.id).await.unwrap();
+    /// let back = m.restore_peer_keys(&admin, s.id, a.id, wgm_core::model::RevisionNo(2)).await.unwrap();
+    /// assert_eq!(back.public_key, a.public_key);
+    /// # });
+    /// ```
+    pub async fn restore_peer_keys(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        peer: PeerId,
+        from: crate::model::RevisionNo,
+    ) -> Result<PeerView> {
+        self.authorize(
+            p,
+            Resource::Config,
+            Action::Rollback,
+            Target::server(server.0),
+        )
+        .await?;
+        self.authorize_peer(p, server, peer, Action::Update).await?;
+        let past = self.state_at(server, from).await?;
+        let old = past.peers.get(&peer).cloned().ok_or_else(|| {
+            Error::invalid(
+                "revision",
+                format!("the peer did not exist at revision {from}"),
+            )
+        })?;
+        let pid = peer.to_string();
+        let fresh = |kind: SecretKind, sealed: &crate::seal::SealedSecret| {
+            if self.sealer.needs_reseal(sealed) {
+                self.sealer.reseal(kind, &pid, sealed)
+            } else {
+                Ok(sealed.clone())
+            }
+        };
+        let private_key = old
+            .private_key
+            .as_ref()
+            .map(|k| fresh(SecretKind::PeerPrivateKey, k))
+            .transpose()?;
+        let preshared_key = old
+            .preshared_key
+            .as_ref()
+            .map(|k| fresh(SecretKind::PeerPresharedKey, k))
+            .transpose()?;
+        self.change_peer(
+            p,
+            server,
+            peer,
+            Action::Update,
+            AuditAction::PeerRestoreKeys,
+            |c, after, _, _| {
+                if old.public_key == c.state.server.public_key
+                    || c.index
+                        .keys
+                        .get(&old.public_key)
+                        .is_some_and(|h| *h != peer)
+                {
+                    return Err(Error::conflict(format!(
+                        "the public key the peer had at revision {from} is now held by another \
+                         peer or the server"
+                    )));
+                }
+                if after.public_key == old.public_key
+                    && after.private_key == old.private_key
+                    && after.preshared_key == old.preshared_key
+                {
+                    return Err(Error::invalid(
+                        "revision",
+                        format!("the peer already has the keys it had at revision {from}"),
+                    ));
+                }
+                after.public_key = old.public_key;
+                after.private_key.clone_from(&private_key);
+                after.preshared_key.clone_from(&preshared_key);
+                Ok(Vec::new())
+            },
+        )
+        .await
+    }
+
     /// Remove a peer. Its addresses are quarantined for the server's quarantine time.
     pub async fn remove_peer(&self, p: &Principal, server: ServerId, peer: PeerId) -> Result<()> {
         self.authorize_peer(p, server, peer, Action::Delete).await?;

@@ -502,6 +502,91 @@ impl Manager {
         self.get_server(p, id).await
     }
 
+    /// Bring back the key pair the server had at revision `from`: the explicit, audited
+    /// act that [`Manager::rollback`] never does. Needs `server:update` and
+    /// `config:rollback` on the server; one revision, audited as
+    /// `server.restore_key`. Refused when the server already has that key or a peer or
+    /// another server holds it now. A key sealed under an earlier master key is sealed
+    /// again under the current one. Clients need new configs, as after a rotation.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::Arc;
+    /// use wgm_core::manager::{Manager, NewServer};
+    /// use wgm_core::names::{InterfaceName, ServerName};
+    /// use wgm_core::net::ListenPort;
+    /// use wgm_core::seal::{MasterKey, Sealer};
+    /// use wgm_core::store::MemoryStore;
+    ///
+    /// let (m, local) = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
+    /// let s = m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(),
+    ///     InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
+    /// m.rotate_server_key(&admin, s.id).await.unwrap();
+    /// let back = m.restore_server_key(&admin, s.id, wgm_core::model::RevisionNo(1)).await.unwrap();
+    /// assert_eq!(back.public_key, s.public_key);
+    /// # });
+    /// ```
+    pub async fn restore_server_key(
+        &self,
+        p: &Principal,
+        id: ServerId,
+        from: RevisionNo,
+    ) -> Result<ServerView> {
+        self.authorize(p, Resource::Server, Action::Update, Target::server(id.0))
+            .await?;
+        self.authorize(p, Resource::Config, Action::Rollback, Target::server(id.0))
+            .await?;
+        let old = self.state_at(id, from).await?.server;
+        let sealed = if self.sealer.needs_reseal(&old.private_key) {
+            self.sealer.reseal(
+                SecretKind::ServerPrivateKey,
+                &id.to_string(),
+                &old.private_key,
+            )?
+        } else {
+            old.private_key.clone()
+        };
+        let mut moved = self.read_server(id, |st| Ok(st.server.clone())).await?;
+        moved.public_key = old.public_key;
+        self.check_other_servers(&moved, "server").await?;
+        self.mutate(p, id, |c, now| {
+            if c.state.server.public_key == old.public_key {
+                return Err(Error::invalid(
+                    "revision",
+                    format!("the server already has the key it had at revision {from}"),
+                ));
+            }
+            if c.index.keys.contains_key(&old.public_key) {
+                return Err(Error::conflict(format!(
+                    "the key the server had at revision {from} is now a peer's key"
+                )));
+            }
+            let before = c.state.server.clone();
+            let mut after = before.clone();
+            after.private_key = sealed.clone();
+            after.public_key = old.public_key;
+            after.updated_at = now;
+            Ok(Mutation {
+                summary: format!(
+                    "restore the key of server {} from revision {from}",
+                    after.name
+                ),
+                action: AuditAction::ServerRestoreKey,
+                object: format!("server/{id}"),
+                details: json!({ "from": from.0, "public_key": old.public_key.to_base64() }),
+                changes: vec![Change::ServerUpdated {
+                    before: Box::new(before),
+                    after: Box::new(after),
+                }],
+                output: (),
+            })
+        })
+        .await?;
+        self.get_server(p, id).await
+    }
+
     /// Delete a server and all its peers (one final revision; history is kept).
     pub async fn delete_server(&self, p: &Principal, id: ServerId) -> Result<RevisionNo> {
         self.authorize(p, Resource::Server, Action::Delete, Target::server(id.0))
@@ -649,7 +734,7 @@ impl Manager {
                             .map_err(|reason| Error::invalid(at.clone(), reason))?;
                         let own: [IpNet; 2] = [
                             IpNet::V6(ipnet::Ipv6Net::from(server.address_v6)),
-                            IpNet::V6(ipv6_pool.into()),
+                            IpNet::V6(ipv6_pool),
                         ];
                         for net in own.into_iter().chain(ipv4_pool.map(IpNet::V4)).chain(
                             server

@@ -240,6 +240,19 @@ pub enum ServerCmd {
     Import(ServerImport),
     /// Generate a new key pair for the server (clients need new configs)
     RotateKey(ServerRef),
+    /// Bring back the key pair the server had at an earlier revision (rollback never
+    /// does; clients need new configs)
+    RestoreKey(ServerRestoreKey),
+}
+
+/// `wgm server restore-key`.
+#[derive(Debug, Args)]
+pub struct ServerRestoreKey {
+    /// Server name or id
+    pub server: String,
+    /// The revision whose key to bring back
+    #[arg(long, value_name = "REVISION", value_parser = parse::restore_from)]
+    pub from: RevisionNo,
 }
 
 /// A server by name or id.
@@ -389,8 +402,22 @@ pub enum PeerCmd {
     RotateKey(PeerRef),
     /// Generate a new preshared key for a peer
     RotatePsk(PeerRef),
+    /// Bring back the key pair and preshared key a peer had at an earlier revision
+    /// (rollback never does; the peer needs its config again)
+    RestoreKeys(PeerRestoreKeys),
     /// Print the peer's client wg-quick config (with its private key)
     Config(PeerConfig),
+}
+
+/// `wgm peer restore-keys`.
+#[derive(Debug, Args)]
+pub struct PeerRestoreKeys {
+    /// The peer
+    #[command(flatten)]
+    pub peer: PeerRef,
+    /// The revision whose keys to bring back
+    #[arg(long, value_name = "REVISION", value_parser = parse::restore_from)]
+    pub from: RevisionNo,
 }
 
 /// A peer by server and name (or public key, or id).

@@ -438,6 +438,11 @@ pub fn rollback_revision(s: &str) -> Result<RevisionNo> {
     revision(s, "rollback.revision")
 }
 
+/// `--from` of `wgm peer restore-keys` and `wgm server restore-key`.
+pub fn restore_from(s: &str) -> Result<RevisionNo> {
+    revision(s, "restore.from")
+}
+
 /// `--after` of `wgm history` (0 is allowed: every revision).
 pub fn history_after(s: &str) -> Result<RevisionNo> {
     Ok(RevisionNo(number(s, "history.after", u64::MAX)?))

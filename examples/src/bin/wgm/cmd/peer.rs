@@ -64,6 +64,17 @@ pub async fn run(ctx: &Ctx, cmd: PeerCmd) -> CliResult {
                 v.name
             ))
         }
+        PeerCmd::RestoreKeys(a) => {
+            let (sid, pid) = resolve(ctx, &a.peer).await?;
+            let v = ctx.m.restore_peer_keys(&ctx.p, sid, pid, a.from).await?;
+            if ctx.out.json {
+                return ctx.out.json(&v);
+            }
+            ctx.out.line(&format!(
+                "peer {} has the keys of revision {} again (public key {}); it needs its config again",
+                v.name, a.from, v.public_key
+            ))
+        }
         PeerCmd::Config(a) => config(ctx, a).await,
     }
 }

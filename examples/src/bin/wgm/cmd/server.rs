@@ -49,6 +49,17 @@ pub async fn run(ctx: &Ctx, cmd: ServerCmd) -> CliResult {
         ServerCmd::Set(a) => set(ctx, a).await,
         ServerCmd::Export(a) => export(ctx, a).await,
         ServerCmd::Import(a) => import(ctx, a).await,
+        ServerCmd::RestoreKey(a) => {
+            let id = ctx.server(&a.server).await?;
+            let v = ctx.m.restore_server_key(&ctx.p, id, a.from).await?;
+            if ctx.out.json {
+                return ctx.out.json(&v);
+            }
+            ctx.out.line(&format!(
+                "server {} has the key of revision {} again (public key {}, revision {}); every client needs its config again",
+                v.name, a.from, v.public_key, v.revision
+            ))
+        }
         ServerCmd::RotateKey(a) => {
             let id = ctx.server(&a.server).await?;
             let v = ctx.m.rotate_server_key(&ctx.p, id).await?;
