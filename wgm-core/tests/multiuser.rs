@@ -562,6 +562,36 @@ fn extra_allowed_ips_in_special_ranges_are_refused() {
             other => panic!("{bad}: {other:?}"),
         }
     }
+    // Overlaps with the server's pools (inside or around them) and within one list.
+    for (bad, field) in [
+        (vec!["10.200.0.128/25"], "peer.allowed_ips[0]"),
+        (vec!["10.0.0.0/8"], "peer.allowed_ips[0]"),
+        (vec!["fd00:200::/120"], "peer.allowed_ips[0]"),
+        (vec!["fd00::/16"], "peer.allowed_ips[0]"),
+        (
+            vec!["192.168.7.0/24", "192.168.0.0/16"],
+            "peer.allowed_ips[0]",
+        ),
+        (
+            vec!["192.168.0.0/16", "192.168.7.0/24"],
+            "peer.allowed_ips[0]",
+        ),
+    ] {
+        let e = block(m.update_peer(
+            &w.op,
+            s,
+            mine,
+            PeerUpdate {
+                extra_allowed_ips: Some(bad.iter().map(|n| net(n)).collect()),
+                ..PeerUpdate::default()
+            },
+        ))
+        .unwrap_err();
+        match e {
+            Error::InvalidInput { field: f, .. } => assert_eq!(f, field, "{bad:?}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
     for good in ["192.168.7.0/24", "2001:db8:7::/48", "100.64.0.0/10"] {
         block(m.update_peer(
             &w.op,
