@@ -261,6 +261,29 @@ fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
     .unwrap();
     assert!(dropped.extra_allowed_ips.is_empty());
 
+    // A delegated prefix an operator gave stays; the owner's other changes pass.
+    let mut dspec = spec("lab", 51821, "fd00:201::/64", "10.202.0.0/24");
+    dspec.delegation = Some(wgm_core::model::Delegation {
+        pool: "fd00:9900::/48".parse().unwrap(),
+        prefix_len: 64,
+    });
+    let lab = block(m.create_server(&w.root, dspec)).unwrap().id;
+    let mut given = peer("alice-router");
+    given.owner = Some(w.alice_id);
+    given.prefix = AddrRequest::Auto;
+    let router = block(m.add_peer(&w.op, lab, given)).unwrap();
+    assert!(router.delegated_prefix.is_some());
+    block(m.update_peer(
+        &w.alice,
+        lab,
+        router.id,
+        PeerUpdate {
+            keepalive: Some(wgm_core::net::Keepalive::new(15).unwrap()),
+            ..PeerUpdate::default()
+        },
+    ))
+    .unwrap();
+
     // Rollback to the revision with the grant: by someone who may roll back but not
     // route (a custom role), refused; by the operator, allowed.
     let granted_at = block(m.history(&w.root, s, RevisionNo::NONE, 100))
