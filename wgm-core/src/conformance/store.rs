@@ -19,10 +19,11 @@ use std::sync::Arc;
 use futures::future::join_all;
 use time::OffsetDateTime;
 
+use crate::integrity::{AuditKey, ChainVerifier, LegacyBound};
 use crate::ipam::Strategy;
 use crate::keys::PrivateKey;
 use crate::model::{
-    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, AuditRecord, Change,
+    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, Change,
     ClientTemplate, Commit, IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo,
     RoleAssignment, Server, ServerId, TokenId, User, UserId,
 };
@@ -41,7 +42,8 @@ mod semantics;
 pub use semantics::{
     applied_per_host, audit_log, create_and_load_round_trip, delete_and_recreate,
     failed_commit_returns_the_address, listing_order_and_pages, peer_change_errors,
-    peer_statistics, peer_uniqueness, revision_cas, revision_history, roles_and_tokens,
+    audit_key_and_head, keyed_revisions_and_audit, peer_statistics, peer_uniqueness,
+    revision_cas, revision_history, roles_and_tokens,
     rollback_after_reassignment_conflicts, same_base_exactly_one_wins, server_rules,
     swaps_within_one_commit, users_versions_and_uniqueness,
 };
@@ -52,6 +54,17 @@ macro_rules! ensure {
             return Err(format!($($msg)+));
         }
     };
+}
+
+/// The audit key the suite commits with: fixed, so that [`run_all`] can run more than
+/// once on one store and every record it appends chains under the same key.
+///
+/// ```
+/// assert_eq!(wgm_core::conformance::store::audit_key().id(), wgm_core::conformance::store::audit_key().id());
+/// ```
+pub fn audit_key() -> &'static AuditKey {
+    static KEY: std::sync::OnceLock<AuditKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| AuditKey::from_bytes(*b"wgm conformance suite audit key!"))
 }
 
 fn suffix() -> String {
@@ -192,10 +205,10 @@ async fn create(store: &dyn Store, prefix: &str) -> std::result::Result<Server, 
             vec![Change::ServerCreated {
                 server: Box::new(s.clone()),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(1)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(1)),
         "{}",
         err("create server", &r)
     );
@@ -243,7 +256,7 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
             vec![Change::ServerCreated {
                 server: Box::new(dup),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
         matches!(r, Err(Error::AlreadyExists { .. })),
@@ -260,10 +273,10 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
             vec![Change::PeerAdded {
                 peer: Box::new(p1.clone()),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(2)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(2)),
         "{}",
         err("add peer", &r)
     );
@@ -276,7 +289,7 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
             vec![Change::PeerAdded {
                 peer: Box::new(p2.clone()),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
         matches!(r, Err(Error::Conflict { .. })),
@@ -314,10 +327,10 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
                 before: Box::new(p1.clone()),
                 after: Box::new(p1b.clone()),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(3)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(3)),
         "{}",
         err("update peer", &r)
     );
@@ -346,10 +359,10 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
                     peer: Box::new(p1b.clone()),
                 },
             ],
-        ))
+        ), audit_key())
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(4)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(4)),
         "{}",
         err("update server + remove peer", &r)
     );
@@ -393,10 +406,10 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
             vec![Change::ServerDeleted {
                 server: Box::new(s2),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(5)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(5)),
         "{}",
         err("delete server", &r)
     );
@@ -447,7 +460,7 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
             vec![Change::PeerAdded {
                 peer: Box::new(base.clone()),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(r.is_ok(), "{}", err("add base peer", &r));
 
@@ -482,7 +495,7 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
                 s.id,
                 RevisionNo(2),
                 vec![Change::PeerAdded { peer: Box::new(p) }],
-            ))
+            ), audit_key())
             .await;
         ensure!(
             matches!(r, Err(Error::AlreadyExists { .. } | Error::Conflict { .. })),
@@ -506,7 +519,7 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
                     peer: Box::new(bad),
                 },
             ],
-        ))
+        ), audit_key())
         .await;
     ensure!(r.is_err(), "conflicting batch was accepted");
     let st = store
@@ -529,7 +542,7 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
             vec![Change::PeerRemoved {
                 peer: Box::new(ghost),
             }],
-        ))
+        ), audit_key())
         .await;
     ensure!(
         matches!(r, Err(Error::NotFound { .. })),
@@ -543,7 +556,7 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
             other.id,
             RevisionNo::NONE,
             vec![Change::PeerAdded { peer: Box::new(ok) }],
-        ))
+        ), audit_key())
         .await;
     ensure!(r.is_err(), "peer added to a server that does not exist");
     Ok(())
@@ -563,7 +576,7 @@ pub async fn concurrent_commits_one_wins(
             RevisionNo(1),
             vec![Change::PeerAdded { peer: Box::new(p) }],
         );
-        futs.push(async move { st.commit(c).await });
+        futs.push(async move { st.commit(c, audit_key()).await });
     }
     let results = join_all(futs).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
@@ -612,7 +625,7 @@ pub async fn pagination(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 vec![Change::ServerCreated {
                     server: Box::new(s),
                 }],
-            ))
+            ), audit_key())
             .await;
         ensure!(r.is_ok(), "{}", err("create", &r));
     }
@@ -697,7 +710,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(alice.clone()),
             }],
-            audit("user.create", "user"),
+            audit("user.create", "user"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create user", &r));
@@ -720,7 +733,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(dup),
             }],
-            audit("user.create", "user"),
+            audit("user.create", "user"), audit_key(),
         )
         .await;
     ensure!(
@@ -734,7 +747,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(dup_mail),
             }],
-            audit("user.create", "user"),
+            audit("user.create", "user"), audit_key(),
         )
         .await;
     ensure!(
@@ -753,7 +766,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserUpdated {
                 user: Box::new(a2.clone()),
             }],
-            audit("user.update", "user"),
+            audit("user.update", "user"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("update user", &r));
@@ -765,7 +778,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserUpdated {
                 user: Box::new(stale2),
             }],
-            audit("user.update", "user"),
+            audit("user.update", "user"), audit_key(),
         )
         .await;
     ensure!(
@@ -797,7 +810,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: tok.clone() }],
-            audit("token.create", "token"),
+            audit("token.create", "token"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create token", &r));
@@ -818,14 +831,14 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: orphan }],
-            audit("token.create", "token"),
+            audit("token.create", "token"), audit_key(),
         )
         .await;
     ensure!(r.is_err(), "token for an unknown user accepted");
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenRevoked { id: tok.id }],
-            audit("token.revoke", "token"),
+            audit("token.revoke", "token"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("revoke token", &r));
@@ -856,7 +869,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::RolePut { role: role.clone() }],
-            audit("role.put", "role"),
+            audit("role.put", "role"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("put role", &r));
@@ -881,7 +894,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                     id: UserId::new_random(),
                 },
             ],
-            audit("user.batch", "user"),
+            audit("user.batch", "user"), audit_key(),
         )
         .await;
     ensure!(r.is_err(), "batch with a failing change accepted");
@@ -903,7 +916,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                     name: role.name.clone(),
                 },
             ],
-            audit("user.delete", "user"),
+            audit("user.delete", "user"), audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("delete user + role", &r));
@@ -957,7 +970,7 @@ pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failu
         let mut e = audit("secret.export", &format!("audit-{tag}/{i}"));
         e.actor.label = format!("user:{tag}");
         e.at = t0() + time::Duration::seconds(i);
-        let rec = store.append_audit(e).await.map_err(|e| e.to_string())?;
+        let rec = store.append_audit(e, audit_key()).await.map_err(|e| e.to_string())?;
         mine.push(rec);
     }
     ensure!(
@@ -969,12 +982,15 @@ pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failu
         .query_audit(&AuditQuery::default())
         .await
         .map_err(|e| e.to_string())?;
-    let mut prev: Option<&AuditRecord> = None;
+    let legacy = LegacyBound::empty();
+    let mut v = ChainVerifier::new(Some((audit_key(), &legacy)), None);
     for r in &all {
-        r.verify_link(prev)
+        v.push(r)
             .map_err(|e| format!("stored chain does not verify: {e}"))?;
-        prev = Some(r);
     }
+    let head = store.audit_head().await.map_err(|e| e.to_string())?;
+    v.finish(&head)
+        .map_err(|e| format!("the stored head is not the last record: {e}"))?;
     let by_actor = store
         .query_audit(&AuditQuery {
             actor: Some(format!("user:{tag}")),
@@ -1068,7 +1084,7 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
             vec![Change::PeerAdded {
                 peer: Box::new(p.clone()),
             }],
-        ))
+        ), audit_key())
         .await
         .map_err(|e| e.to_string())?;
     let stats = PeerStats {
@@ -1107,7 +1123,7 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
         })
         .collect();
     store
-        .commit(commit(s.id, RevisionNo(2), adds))
+        .commit(commit(s.id, RevisionNo(2), adds), audit_key())
         .await
         .map_err(|e| e.to_string())?;
     let batch: Vec<(PeerId, PeerStats)> = many
@@ -1212,6 +1228,8 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
         same_base_exactly_one_wins,
         failed_commit_returns_the_address,
         rollback_after_reassignment_conflicts,
+        keyed_revisions_and_audit,
+        audit_key_and_head,
     );
     Ok(())
 }

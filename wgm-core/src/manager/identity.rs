@@ -271,7 +271,7 @@ impl Manager {
             outcome,
             details,
         };
-        if let Err(e) = self.store.append_audit(entry).await {
+        if let Err(e) = self.store_append_audit(entry).await {
             tracing::warn!(error = %e, "could not write an audit record");
         }
     }
@@ -401,8 +401,7 @@ impl Manager {
             format!("user/{}", user.id),
             json!({ "name": user.name, "roles": user.roles }),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserCreated {
                     user: Box::new(user),
                 }],
@@ -485,8 +484,7 @@ impl Manager {
             format!("user/{id}"),
             json!({ "roles": u.roles.is_some(), "active": u.active }),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserUpdated {
                     user: Box::new(after),
                 }],
@@ -537,8 +535,7 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserUpdated {
                     user: Box::new(after),
                 }],
@@ -558,8 +555,7 @@ impl Manager {
             format!("user/{id}"),
             json!({ "name": user.name }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::UserDeleted { id }], entry)
+        self.store_commit_identity(vec![IdentityChange::UserDeleted { id }], entry)
             .await
     }
 
@@ -596,8 +592,7 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserUpdated {
                     user: Box::new(after),
                 }],
@@ -642,8 +637,7 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserUpdated {
                     user: Box::new(after),
                 }],
@@ -720,8 +714,7 @@ impl Manager {
                 json!({ "source": source }),
             )
         };
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::UserUpdated {
                     user: Box::new(after),
                 }],
@@ -885,8 +878,7 @@ impl Manager {
             format!("user/{}/token/{}", rec.user_id, rec.id),
             json!({ "name": rec.name }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::TokenCreated { token: rec }], entry)
+        self.store_commit_identity(vec![IdentityChange::TokenCreated { token: rec }], entry)
             .await?;
         Ok((view, generated.plaintext))
     }
@@ -939,8 +931,7 @@ impl Manager {
             format!("user/{}/token/{id}", rec.user_id),
             json!({}),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::TokenRevoked { id }], entry)
+        self.store_commit_identity(vec![IdentityChange::TokenRevoked { id }], entry)
             .await
     }
 
@@ -966,8 +957,7 @@ impl Manager {
             format!("role/{}", role.name),
             json!({ "permissions": role.permissions.len() }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::RolePut { role }], entry)
+        self.store_commit_identity(vec![IdentityChange::RolePut { role }], entry)
             .await
     }
 
@@ -995,8 +985,7 @@ impl Manager {
             format!("role/{name}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
+        self.store_commit_identity(
                 vec![IdentityChange::RoleDeleted { name: name.clone() }],
                 entry,
             )
