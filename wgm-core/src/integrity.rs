@@ -805,16 +805,34 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"at":"2023-11-14T22:13:20Z","actor":{"user_id":"00000000-0000-0000-0000-000000000007","label":"user:alice"},"action":"peer.add","object":"server/s/peer/1","server_id":"00000000-0000-0000-0000-000000000001","revision":1,"outcome":"success","details":{"n":1}}"#
         );
+        // Computed independently (Python's hmac and hashlib over the same bytes).
         let k = key();
         assert_eq!(
             AuditRecord::keyed_hash(1, AUDIT_GENESIS, &e, &k),
-            "e53e3e1c4b1b0ca2b24c4b9ffba6b1af86a9cb93a4a9b7d0c3c8f5c5a1b0a64d"
+            "6e030bd85b395665208180d32656bdf8eb5c3846153e05b36ec9f9055016b6e4"
         );
+        // The unkeyed link of older versions, unchanged (their logs must still verify).
         assert_eq!(
             AuditRecord::legacy_hash(1, AUDIT_GENESIS, &e),
-            "e53e3e1c4b1b0ca2b24c4b9ffba6b1af86a9cb93a4a9b7d0c3c8f5c5a1b0a64d"
+            "425b4b1a01c831db1ce7900af3679497155ce9e9137e0e44b5b9f47891e5e8c9"
         );
-        assert_eq!(k.id(), "0000000000000000");
+        assert_eq!(k.id(), "995a796ccc33668e");
+        let r = RevisionRecord {
+            server_id: ServerId(uuid::Uuid::from_u128(1)),
+            revision: RevisionNo(2),
+            author: Actor {
+                user_id: None,
+                label: "local:root".into(),
+            },
+            at: e.at,
+            summary: "add peer a".into(),
+            changes: Vec::new(),
+            mac: Some("ignored: the MAC does not cover itself".into()),
+        };
+        assert_eq!(
+            revision_mac(&k, &r),
+            "f1cc57fde434b62be5a6a056186448f83c2268d2c0db8616ee74e84ee401716a"
+        );
     }
 
     /// The keyed link is an HMAC as specified: recomputed here with the `hmac` crate
