@@ -7,6 +7,7 @@ mod live;
 mod postgres;
 mod rejections;
 mod security;
+mod tamper;
 
 use harness::{check_failure, mode, Env};
 use serde_json::Value;
