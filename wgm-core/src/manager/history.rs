@@ -192,11 +192,11 @@ impl Manager {
             .store
             .revisions(server, RevisionNo::NONE, rev.0)
             .await?;
+        self.check_revisions(server, RevisionNo::NONE, &revs)
+            .await?;
         if revs.last().map(|r| r.revision) != Some(rev) {
             return Err(Error::not_found("revision", rev));
         }
-        self.check_revisions(server, RevisionNo::NONE, &revs)
-            .await?;
         replay(&revs, rev)
     }
 
