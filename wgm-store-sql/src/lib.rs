@@ -33,8 +33,11 @@
 //! `rules::commit_with_rules` compares the server's head with the expected revision
 //! (`Conflict` with `ConflictKind::StaleRevision` otherwise), applies the changes, checks
 //! the uniqueness of peer names, keys, addresses and prefixes (`AlreadyExists`, or
-//! `Conflict` with `ConflictKind::Taken`), appends the revision and the hash-chained
-//! audit record, and on PostgreSQL queues the notification — all or nothing.
+//! `Conflict` with `ConflictKind::Taken`), appends the revision with its MAC and the
+//! audit record chained under the audit key it is given, and on PostgreSQL queues the
+//! notification — all or nothing. The audit key itself is kept sealed in table
+//! `audit_key` (migration 2); every read of an audit or revision row checks the columns
+//! kept beside its JSON body against the body (`wgm_core::integrity`).
 //!
 //! ## Why it is built this way
 //! - **Serialization where it is cheap and certain.** SQLite writers take the write lock
