@@ -588,7 +588,11 @@ fn store_commit_bench(
                         },
                     );
                     let start = Instant::now();
-                    let rec = backend.store.commit(add, &key).await.expect("commit PeerAdded");
+                    let rec = backend
+                        .store
+                        .commit(add, &key)
+                        .await
+                        .expect("commit PeerAdded");
                     total += start.elapsed();
                     head = rec.record.revision;
                     let remove = commit(head, Change::PeerRemoved { peer: Box::new(p) });

@@ -652,7 +652,10 @@ impl<'k> ChainVerifier<'k> {
         let legacy_link = || AuditRecord::legacy_hash(r.seq, &r.prev_hash, &r.entry);
         match self.key {
             Some((key, bound)) if r.seq > bound.audit_seq => {
-                if !same(&AuditRecord::keyed_hash(r.seq, &r.prev_hash, &r.entry, key), &r.hash) {
+                if !same(
+                    &AuditRecord::keyed_hash(r.seq, &r.prev_hash, &r.entry, key),
+                    &r.hash,
+                ) {
                     return Err(broken(if same(&legacy_link(), &r.hash) {
                         AuditBreak::Unkeyed { seq: r.seq }
                     } else {
@@ -752,7 +755,10 @@ mod tests {
     fn keyed(n: u64, k: &AuditKey) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = Vec::new();
         for i in 1..=n {
-            let prev = out.last().map_or(AUDIT_GENESIS, |r| r.hash.as_str()).to_owned();
+            let prev = out
+                .last()
+                .map_or(AUDIT_GENESIS, |r| r.hash.as_str())
+                .to_owned();
             out.push(AuditRecord::chain(i, &prev, entry(i as u32), k));
         }
         out
@@ -761,7 +767,10 @@ mod tests {
     fn legacy(n: u64) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = Vec::new();
         for i in 1..=n {
-            let prev = out.last().map_or(AUDIT_GENESIS, |r| r.hash.as_str()).to_owned();
+            let prev = out
+                .last()
+                .map_or(AUDIT_GENESIS, |r| r.hash.as_str())
+                .to_owned();
             let e = entry(i as u32);
             let hash = AuditRecord::legacy_hash(i, &prev, &e);
             out.push(AuditRecord {
@@ -886,7 +895,10 @@ mod tests {
         // Altered entry.
         let mut t = rs.clone();
         t[1].entry.actor.label = "user:mallory".into();
-        assert_eq!(brk(verify(some, None, &t, &head)), AuditBreak::Altered { seq: 2 });
+        assert_eq!(
+            brk(verify(some, None, &t, &head)),
+            AuditBreak::Altered { seq: 2 }
+        );
         // Deleted in the middle.
         let mut t = rs.clone();
         t.remove(2);
@@ -1017,17 +1029,20 @@ mod tests {
         let sealer = Sealer::new(MasterKey::generate());
         let k = key();
         let mut b = LegacyBound::empty();
-        b.revisions.insert(ServerId(uuid::Uuid::from_u128(1)), RevisionNo(2));
+        b.revisions
+            .insert(ServerId(uuid::Uuid::from_u128(1)), RevisionNo(2));
         let stored = StoredAuditKey::seal(&sealer, &k, b.clone()).unwrap();
         assert_eq!(stored.open(&sealer).unwrap().id(), k.id());
         let moves: [fn(&mut LegacyBound); 4] = [
             |b| b.audit_seq += 1,
             |b| b.audit_hash = "cd".repeat(32),
             |b| {
-                b.revisions.insert(ServerId(uuid::Uuid::from_u128(1)), RevisionNo(3));
+                b.revisions
+                    .insert(ServerId(uuid::Uuid::from_u128(1)), RevisionNo(3));
             },
             |b| {
-                b.revisions.insert(ServerId(uuid::Uuid::from_u128(2)), RevisionNo(1));
+                b.revisions
+                    .insert(ServerId(uuid::Uuid::from_u128(2)), RevisionNo(1));
             },
         ];
         for m in moves {

@@ -79,14 +79,17 @@ fn every_write_logs_the_new_audit_head() {
         // rollback.
         let mut first = None;
         for n in ["a", "b", "c"] {
-            let p = block(m.add_peer(&admin, sid, NewPeer::new(PeerName::new(n).unwrap())))
-                .unwrap();
+            let p =
+                block(m.add_peer(&admin, sid, NewPeer::new(PeerName::new(n).unwrap()))).unwrap();
             first.get_or_insert(p.id);
         }
         block(m.client_config(&admin, sid, first.unwrap())).unwrap();
         block(m.create_user(
             &admin,
-            NewUser::new(UserName::new("u").unwrap(), RoleName::new("auditor").unwrap()),
+            NewUser::new(
+                UserName::new("u").unwrap(),
+                RoleName::new("auditor").unwrap(),
+            ),
         ))
         .unwrap();
         block(m.rollback(&admin, sid, RevisionNo(2))).unwrap();

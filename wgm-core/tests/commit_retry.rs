@@ -10,15 +10,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use wgm_core::error::{ConflictKind, Taken};
+use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::manager::{
     Clock, LocalAdmin, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
 };
-use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::model::{
     Actor, ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Change, Commit, Committed,
-    IdentityChange,
-    Page, PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary,
-    TokenId, User, UserId,
+    IdentityChange, Page, PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState,
+    ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{InterfaceName, PeerName, ServerName, UserName};
 use wgm_core::net::ListenPort;
@@ -83,18 +82,21 @@ impl Counting {
             details: serde_json::Value::Null,
         };
         self.inner
-            .commit(Commit {
-                server_id: id,
-                expected,
-                changes: vec![Change::ServerUpdated {
-                    before: server.clone(),
-                    after: server,
-                }],
-                author: racer,
-                at: OffsetDateTime::UNIX_EPOCH,
-                summary: "a concurrent writer".into(),
-                audit,
-            }, key)
+            .commit(
+                Commit {
+                    server_id: id,
+                    expected,
+                    changes: vec![Change::ServerUpdated {
+                        before: server.clone(),
+                        after: server,
+                    }],
+                    author: racer,
+                    at: OffsetDateTime::UNIX_EPOCH,
+                    summary: "a concurrent writer".into(),
+                    audit,
+                },
+                key,
+            )
             .await
             .unwrap();
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wgm_core::error::{AuditBreak, ConflictKind};
 use wgm_core::integrity::AuditHead;
 use wgm_core::manager::{Manager, NewPeer, NewServer, NewUser};
-use wgm_core::model::{PeerId, RevisionNo, ServerId};
+use wgm_core::model::{AuditQuery, PeerId, RevisionNo, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, RoleName, ServerName, UserName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Principal;
@@ -32,7 +32,14 @@ fn manager(store: &Arc<MemoryStore>, master: &MasterKey) -> (Manager, Principal)
 }
 
 /// A server with peers a, b and c and one secret export: revisions 1..=4, records 1..=5.
-fn world() -> (Arc<MemoryStore>, MasterKey, Manager, Principal, ServerId, PeerId) {
+fn world() -> (
+    Arc<MemoryStore>,
+    MasterKey,
+    Manager,
+    Principal,
+    ServerId,
+    PeerId,
+) {
     let store = Arc::new(MemoryStore::new());
     let master = MasterKey::generate();
     let (m, admin) = manager(&store, &master);
@@ -90,9 +97,12 @@ fn truncation_is_caught_by_the_stored_head_and_a_rewritten_head_by_an_exported_o
         }
     );
     // The head rewritten to match: only the exported head tells.
-    let second = block(store.query_audit(&Default::default())).unwrap()[1].head();
+    let second = block(store.query_audit(&AuditQuery::default())).unwrap()[1].head();
     store.set_audit_head(second.clone());
-    assert_eq!(block(m.verify_audit_chain(&admin, None)).unwrap().records, 2);
+    assert_eq!(
+        block(m.verify_audit_chain(&admin, None)).unwrap().records,
+        2
+    );
     assert_eq!(
         broken(block(m.verify_audit_chain(&admin, Some(&exported)))),
         AuditBreak::Expected { seq: 5 }
@@ -100,7 +110,7 @@ fn truncation_is_caught_by_the_stored_head_and_a_rewritten_head_by_an_exported_o
     assert!(block(m.verify_audit_chain(&admin, Some(&second))).is_ok());
     // Records past the stored head (inserted behind the store's back) fail too.
     let (store, _, m, admin, _, _) = world();
-    let third = block(store.query_audit(&Default::default())).unwrap()[2].head();
+    let third = block(store.query_audit(&AuditQuery::default())).unwrap()[2].head();
     store.set_audit_head(third);
     assert_eq!(
         broken(block(m.verify_audit_chain(&admin, None))),
@@ -156,8 +166,8 @@ fn a_wrong_master_key_opens_no_audit_key_and_reads_never_create_one() {
     let e = block(other.verify_audit_chain(&admin, None)).unwrap_err();
     assert!(matches!(e, Error::Sealed { .. }), "{e}");
     assert!(e.to_string().contains("audit key"), "{e}");
-    let e = block(other.add_peer(&admin, sid, NewPeer::new(PeerName::new("z").unwrap())))
-        .unwrap_err();
+    let e =
+        block(other.add_peer(&admin, sid, NewPeer::new(PeerName::new("z").unwrap()))).unwrap_err();
     assert!(matches!(e, Error::Sealed { .. }), "{e}");
     let _ = pid;
     // A fresh store: verifying writes nothing, the first write creates the key.
@@ -168,7 +178,10 @@ fn a_wrong_master_key_opens_no_audit_key_and_reads_never_create_one() {
     assert!(block(store.audit_key()).unwrap().is_none());
     block(m.create_user(
         &admin,
-        NewUser::new(UserName::new("u").unwrap(), RoleName::new("auditor").unwrap()),
+        NewUser::new(
+            UserName::new("u").unwrap(),
+            RoleName::new("auditor").unwrap(),
+        ),
     ))
     .unwrap();
     let key = block(store.audit_key()).unwrap().unwrap();

@@ -73,8 +73,8 @@ fn audit_broken(b: AuditBreak) -> SqlError {
 /// ([`AuditBreak::Column`]), as is a body that no longer decodes ([`AuditBreak::Altered`]).
 pub(crate) fn audit_record(store: &'static str, row: AuditRow) -> Result<AuditRecord, SqlError> {
     let seq = uint(store, "audit sequence number", row.seq)?;
-    let entry: AuditEntry = serde_json::from_str(&row.body)
-        .map_err(|_| audit_broken(AuditBreak::Altered { seq }))?;
+    let entry: AuditEntry =
+        serde_json::from_str(&row.body).map_err(|_| audit_broken(AuditBreak::Altered { seq }))?;
     let column = if row.at_ns != ns(entry.at) {
         Some("at_ns")
     } else if row.actor != entry.actor.label {
@@ -427,7 +427,6 @@ macro_rules! store_reads {
             q: &AuditQuery,
         ) -> Result<Vec<AuditRecord>, SqlError> {
             use $crate::codec::{int, ns};
-            #[expect(clippy::type_complexity, reason = "the row of one query, decoded at once")]
             let rows: Vec<(i64, i64, String, Option<Id>, String, String, String, String)> =
                 sqlx::query_as(&$dialect.reads().query_audit)
                     .bind(q.actor.as_deref())
@@ -457,9 +456,7 @@ macro_rules! store_reads {
                 .collect()
         }
 
-        pub(crate) async fn audit_head(
-            &self,
-        ) -> Result<wgm_core::integrity::AuditHead, SqlError> {
+        pub(crate) async fn audit_head(&self) -> Result<wgm_core::integrity::AuditHead, SqlError> {
             let (seq, hash): (i64, String) = sqlx::query_as(&$dialect.reads().audit_head)
                 .fetch_one(&self.pool)
                 .await

@@ -22,11 +22,11 @@ use wgm_core::model::{
     Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
     ServerSummary, TokenId, User, UserId,
 };
-use wgm_core::seal::SealedSecret;
-use wgm_core::store::SealAuditKey;
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
+use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
+use wgm_core::store::SealAuditKey;
 use wgm_core::Error;
 
 use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
@@ -271,9 +271,8 @@ impl PgStore {
             "commit_identity",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r =
-                    rules::commit_identity_with_rules(&mut PgTx(&mut tx), changes, audit, key)
-                        .await?;
+                let r = rules::commit_identity_with_rules(&mut PgTx(&mut tx), changes, audit, key)
+                    .await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -290,7 +289,8 @@ impl PgStore {
             "append_audit",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r = rules::append_audit_with_rules(&mut PgTx(&mut tx), entry.clone(), key).await?;
+                let r =
+                    rules::append_audit_with_rules(&mut PgTx(&mut tx), entry.clone(), key).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -549,7 +549,11 @@ impl Transaction for PgTx<'_> {
         Ok(())
     }
 
-    async fn write_audit_key(&mut self, key: &StoredAuditKey, exists: bool) -> Result<(), SqlError> {
+    async fn write_audit_key(
+        &mut self,
+        key: &StoredAuditKey,
+        exists: bool,
+    ) -> Result<(), SqlError> {
         let sql = if exists {
             "UPDATE wgm.audit_key SET sealed = $1, legacy = $2::jsonb WHERE id = 1"
         } else {

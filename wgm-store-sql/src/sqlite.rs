@@ -20,11 +20,11 @@ use wgm_core::model::{
     Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
     ServerSummary, TokenId, User, UserId,
 };
-use wgm_core::seal::SealedSecret;
-use wgm_core::store::SealAuditKey;
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
+use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, Probe, Transaction as RulesTransaction, UserClash};
+use wgm_core::store::SealAuditKey;
 use wgm_core::Error;
 
 use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
@@ -294,8 +294,8 @@ impl SqliteStore {
             "append_audit",
             async {
                 let (_w, mut tx) = self.write().await?;
-                let r =
-                    rules::append_audit_with_rules(&mut SqliteTx(&mut tx), entry.clone(), key).await?;
+                let r = rules::append_audit_with_rules(&mut SqliteTx(&mut tx), entry.clone(), key)
+                    .await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -328,7 +328,8 @@ impl SqliteStore {
             "reseal_audit_key",
             async {
                 let (_w, mut tx) = self.write().await?;
-                rules::reseal_audit_key_with_rules(&mut SqliteTx(&mut tx), expected, resealed).await?;
+                rules::reseal_audit_key_with_rules(&mut SqliteTx(&mut tx), expected, resealed)
+                    .await?;
                 tx.commit().await.map_err(db)
             }
             .await
@@ -526,7 +527,11 @@ impl RulesTransaction for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn write_audit_key(&mut self, key: &StoredAuditKey, exists: bool) -> Result<(), SqlError> {
+    async fn write_audit_key(
+        &mut self,
+        key: &StoredAuditKey,
+        exists: bool,
+    ) -> Result<(), SqlError> {
         let sql = if exists {
             "UPDATE audit_key SET sealed = ?1, legacy = ?2 WHERE id = 1"
         } else {

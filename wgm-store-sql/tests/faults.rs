@@ -44,7 +44,10 @@ async fn allocate(store: &dyn Store, sid: ServerId, name: &str) -> Result<Ipv4Ad
         let mut p = peer(&st.server, name, index);
         p.address_v4 = Some(addr);
         p.address_v6 = Some(host_v6(index));
-        match store.commit(add(sid, st.revision.0, &p), common::key()).await {
+        match store
+            .commit(add(sid, st.revision.0, &p), common::key())
+            .await
+        {
             Ok(_) => return Ok(addr),
             Err(Error::Conflict { .. }) => {}
             Err(e) => return Err(e),
@@ -246,7 +249,8 @@ async fn f14_sixteen_sqlite_writers_never_see_busy() {
                 let u = user(&format!("u{w}x{r}"), None);
                 s.commit_identity(
                     vec![IdentityChange::UserCreated { user: Box::new(u) }],
-                    entry("user.create", "u"), common::key(),
+                    entry("user.create", "u"),
+                    common::key(),
                 )
                 .await
                 .map_err(|e| format!("identity: {e}"))?;

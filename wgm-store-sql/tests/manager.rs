@@ -159,7 +159,7 @@ async fn manager_f1_three_processes_sqlite() {
         wait_for(&dir.path().join(format!("ready{i}"))).await;
     }
     std::fs::write(&go, b"").unwrap();
-    let (mut got, mut exhausted) = race(&[m.clone()], sid, 16, "parent").await;
+    let (mut got, mut exhausted) = race(std::slice::from_ref(&m), sid, 16, "parent").await;
     let mut per_process = vec![got.len()];
     let (more, ex, per_child) = common::collect_children(children).await;
     got.extend(more);

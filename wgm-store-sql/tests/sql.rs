@@ -29,7 +29,9 @@ async fn sqlite_file_survives_reopen() {
     {
         let s = SqlStore::open(&url).await.unwrap();
         create(&s, &srv).await;
-        s.commit(add(srv.id, 1, &peer(&srv, "a", 2)), common::key()).await.unwrap();
+        s.commit(add(srv.id, 1, &peer(&srv, "a", 2)), common::key())
+            .await
+            .unwrap();
         s.close().await;
         assert_eq!(s.head(srv.id).await.unwrap_err().code(), "store");
     }
@@ -100,11 +102,14 @@ async fn tamper(kind: Kind) {
     let srv = server("tamper", None);
     create(s, &srv).await;
     for i in 0..3u16 {
-        s.commit(add(
-            srv.id,
-            u64::from(i) + 1,
-            &peer(&srv, &format!("p{i}"), i + 2),
-        ), common::key())
+        s.commit(
+            add(
+                srv.id,
+                u64::from(i) + 1,
+                &peer(&srv, &format!("p{i}"), i + 2),
+            ),
+            common::key(),
+        )
         .await
         .unwrap();
     }
@@ -156,11 +161,7 @@ async fn tamper(kind: Kind) {
         .await
         .unwrap();
     v.push(&first[0]).unwrap();
-    let e = chain
-        .iter()
-        .skip(1)
-        .find_map(|r| v.push(r).err())
-        .unwrap();
+    let e = chain.iter().skip(1).find_map(|r| v.push(r).err()).unwrap();
     assert!(e.to_string().contains("deleted"), "{e}");
 }
 
@@ -264,7 +265,9 @@ async fn bulk(kind: Kind) {
             peer: Box::new(p.clone()),
         })
         .collect();
-    s.commit(commit(srv.id, 1, changes), common::key()).await.unwrap();
+    s.commit(commit(srv.id, 1, changes), common::key())
+        .await
+        .unwrap();
     let st = s.load_server(srv.id).await.unwrap().unwrap();
     assert_eq!(st.peers.len(), usize::from(N));
     for p in &peers {
@@ -287,9 +290,12 @@ async fn bulk(kind: Kind) {
     s.update_peer_stats(srv.id, &stats).await.unwrap();
     let st = s.load_server(srv.id).await.unwrap().unwrap();
     assert!(stats.iter().all(|(id, x)| st.peers[id].stats == *x));
-    s.commit(add(srv.id, 2, &peer(&srv, "one-more", N + 2)), common::key())
-        .await
-        .unwrap();
+    s.commit(
+        add(srv.id, 2, &peer(&srv, "one-more", N + 2)),
+        common::key(),
+    )
+    .await
+    .unwrap();
     let list = s.list_servers(wgm_core::model::Page::ALL).await.unwrap();
     assert_eq!(list[0].peer_count, u64::from(N) + 1);
     let rev = s.revisions(srv.id, RevisionNo(1), 1).await.unwrap();

@@ -26,7 +26,7 @@ use wgm_store_sql::SqlStore;
 /// A value bound to a tampering statement.
 enum Bind {
     Text(String),
-    Int(i64),
+    Int(u64),
 }
 
 /// Run one statement on the test's database (SQLite's text or PostgreSQL's), binding
@@ -39,7 +39,7 @@ async fn exec(t: &TestStore, sqlite: &str, postgres: &str, binds: Vec<Bind>) -> 
         for b in binds {
             q = match b {
                 Bind::Text(s) => q.bind(s),
-                Bind::Int(i) => q.bind(i),
+                Bind::Int(i) => q.bind(i64::try_from(i).unwrap()),
             };
         }
         let n = q.execute(&mut c).await.unwrap().rows_affected();
@@ -51,7 +51,7 @@ async fn exec(t: &TestStore, sqlite: &str, postgres: &str, binds: Vec<Bind>) -> 
         for b in binds {
             q = match b {
                 Bind::Text(s) => q.bind(s),
-                Bind::Int(i) => q.bind(i),
+                Bind::Int(i) => q.bind(i64::try_from(i).unwrap()),
             };
         }
         let n = q.execute(&mut c).await.unwrap().rows_affected();
@@ -122,7 +122,11 @@ impl World {
     }
 
     async fn records(&self) -> Vec<AuditRecord> {
-        self.t.store.query_audit(&AuditQuery::default()).await.unwrap()
+        self.t
+            .store
+            .query_audit(&AuditQuery::default())
+            .await
+            .unwrap()
     }
 
     /// Rewrite a record's body (its filter columns kept consistent with it).
@@ -135,7 +139,7 @@ impl World {
             vec![
                 Bind::Text(body),
                 Bind::Text(r.entry.object.clone()),
-                Bind::Int(r.seq as i64),
+                Bind::Int(r.seq),
             ],
         )
         .await;
@@ -150,7 +154,7 @@ impl World {
             vec![
                 Bind::Text(prev.to_owned()),
                 Bind::Text(hash.to_owned()),
-                Bind::Int(seq as i64),
+                Bind::Int(seq),
             ],
         )
         .await;
@@ -161,7 +165,7 @@ impl World {
             &self.t,
             "UPDATE audit_head SET seq = ?1, hash = ?2",
             "UPDATE wgm.audit_head SET seq = $1, hash = $2",
-            vec![Bind::Int(seq as i64), Bind::Text(hash.to_owned())],
+            vec![Bind::Int(seq), Bind::Text(hash.to_owned())],
         )
         .await;
     }
@@ -201,7 +205,7 @@ impl World {
             vec![
                 Bind::Text(body.to_string()),
                 Bind::Text(self.sid.to_string()),
-                Bind::Int(rev as i64),
+                Bind::Int(rev),
             ],
         )
         .await;
@@ -235,7 +239,7 @@ async fn delete_newest(kind: Kind) {
             &w.t,
             "DELETE FROM audit WHERE seq > ?1",
             "DELETE FROM wgm.audit WHERE seq > $1",
-            vec![Bind::Int(5 - n as i64)],
+            vec![Bind::Int(5 - n)],
         )
         .await;
         assert_eq!(
@@ -331,9 +335,8 @@ async fn filter_columns(kind: Kind) {
     // filtered query misses it, but verification reads every column.
     let Some(w) = world(kind).await else { return };
     let actor = w.records().await[1].entry.actor.label.clone();
-    let before = w
-        .m
-        .audit_log(
+    let before =
+        w.m.audit_log(
             &w.admin,
             &AuditQuery {
                 actor: Some(actor.clone()),
@@ -350,9 +353,8 @@ async fn filter_columns(kind: Kind) {
         vec![],
     )
     .await;
-    let after = w
-        .m
-        .audit_log(
+    let after =
+        w.m.audit_log(
             &w.admin,
             &AuditQuery {
                 actor: Some(actor),
@@ -381,10 +383,7 @@ async fn unkeyed_recompute(kind: Kind) {
     let mut r = w.records().await[1].clone();
     r.entry.object = format!("{} (edited)", r.entry.object);
     w.write_entry(&r).await;
-    assert_eq!(
-        broken(w.verify(None).await),
-        AuditBreak::Altered { seq: 2 }
-    );
+    assert_eq!(broken(w.verify(None).await), AuditBreak::Altered { seq: 2 });
     // Recomputed without the key, as an unkeyed SHA-256 chain, head included.
     w.relink_unkeyed(2).await;
     assert_eq!(broken(w.verify(None).await), AuditBreak::Unkeyed { seq: 2 });
@@ -414,14 +413,26 @@ async fn forged_revision(kind: Kind) {
         altered(m.rollback(&p, w.sid, RevisionNo(2)).await),
         (2, "its MAC does not verify")
     );
-    assert!(m.diff(&p, w.sid, RevisionNo(1), RevisionNo(2)).await.is_err());
-    assert!(m.diff(&p, w.sid, RevisionNo(3), RevisionNo(4)).await.is_err());
+    assert!(m
+        .diff(&p, w.sid, RevisionNo(1), RevisionNo(2))
+        .await
+        .is_err());
+    assert!(m
+        .diff(&p, w.sid, RevisionNo(3), RevisionNo(4))
+        .await
+        .is_err());
     assert_eq!(
         altered(m.history(&p, w.sid, RevisionNo::NONE, 10).await).0,
         2
     );
     // Revisions before it still read.
-    assert_eq!(m.history(&p, w.sid, RevisionNo::NONE, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        m.history(&p, w.sid, RevisionNo::NONE, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Nothing was written: the same state, head and audit log.
     assert_eq!(w.t.store.load_server(w.sid).await.unwrap().unwrap(), state);
     assert_eq!(w.t.store.audit_head().await.unwrap(), audit_head);
@@ -453,12 +464,12 @@ async fn forged_revision(kind: Kind) {
     forged.address_v6 = None;
     forged.extra_allowed_ips = vec!["0.0.0.0/0".parse().unwrap()];
     w.edit_revision(3, |body| {
-        body["changes"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::to_value(Change::PeerAdded {
+        body["changes"].as_array_mut().unwrap().push(
+            serde_json::to_value(Change::PeerAdded {
                 peer: Box::new(forged),
-            }).unwrap());
+            })
+            .unwrap(),
+        );
     })
     .await;
     assert_eq!(altered(m.rollback(&p, w.sid, RevisionNo(3)).await).0, 3);
@@ -529,7 +540,13 @@ async fn legacy_prefix(kind: Kind) {
     let (m, p) = w.fresh().await;
     let v = m.verify_audit_chain(&p, None).await.unwrap();
     assert_eq!((v.records, v.legacy_records), (5, 5));
-    assert_eq!(m.history(&p, w.sid, RevisionNo::NONE, 10).await.unwrap().len(), 4);
+    assert_eq!(
+        m.history(&p, w.sid, RevisionNo::NONE, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     assert!(w.t.store.audit_key().await.unwrap().is_none());
     // The first write creates the key, bound to what exists now.
     m.add_peer(&p, w.sid, NewPeer::new(PeerName::new("d").unwrap()))
@@ -540,7 +557,13 @@ async fn legacy_prefix(kind: Kind) {
     assert_eq!(key.legacy.revisions.get(&w.sid), Some(&RevisionNo(4)));
     let v = m.verify_audit_chain(&p, None).await.unwrap();
     assert_eq!((v.records, v.legacy_records), (6, 5));
-    assert_eq!(m.history(&p, w.sid, RevisionNo::NONE, 10).await.unwrap().len(), 5);
+    assert_eq!(
+        m.history(&p, w.sid, RevisionNo::NONE, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
     assert_eq!(w.verify(None).await.unwrap(), 6);
 
     // An unkeyed record after the prefix.

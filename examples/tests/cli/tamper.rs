@@ -69,16 +69,25 @@ fn verify_prints_the_head_and_takes_it_back() {
     assert_ne!(r.code, 0);
     // The format is documented in --help.
     let help = env.ok(&["audit", "--help"]);
-    assert!(help.contains("SEQ:HASH") && help.contains("--expect"), "{help}");
+    assert!(
+        help.contains("SEQ:HASH") && help.contains("--expect"),
+        "{help}"
+    );
 }
 
 #[test]
 fn deleting_the_newest_record_fails_verification() {
     let env = populated();
     verify(&env);
-    sql(&env, &["DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)"]);
+    sql(
+        &env,
+        &["DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)"],
+    );
     let e = env.fails(&["audit", "--verify"], 4);
-    assert!(e.contains("ends at record 3") && e.contains("stored head is record 4"), "{e}");
+    assert!(
+        e.contains("ends at record 3") && e.contains("stored head is record 4"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -111,10 +120,19 @@ fn a_rewritten_head_is_caught_with_an_exported_head() {
 #[test]
 fn an_edited_filter_column_fails_verification() {
     for (column, edit) in [
-        ("actor", "UPDATE audit SET actor = 'local:nobody' WHERE seq = 2"),
-        ("object", "UPDATE audit SET object = 'elsewhere' WHERE seq = 2"),
+        (
+            "actor",
+            "UPDATE audit SET actor = 'local:nobody' WHERE seq = 2",
+        ),
+        (
+            "object",
+            "UPDATE audit SET object = 'elsewhere' WHERE seq = 2",
+        ),
         ("at_ns", "UPDATE audit SET at_ns = at_ns + 1 WHERE seq = 2"),
-        ("server_id", "UPDATE audit SET server_id = NULL WHERE seq = 2"),
+        (
+            "server_id",
+            "UPDATE audit SET server_id = NULL WHERE seq = 2",
+        ),
     ] {
         let env = populated();
         sql(&env, &[edit]);

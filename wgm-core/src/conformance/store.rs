@@ -23,9 +23,9 @@ use crate::integrity::{AuditKey, ChainVerifier, LegacyBound};
 use crate::ipam::Strategy;
 use crate::keys::PrivateKey;
 use crate::model::{
-    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, Change,
-    ClientTemplate, Commit, IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo,
-    RoleAssignment, Server, ServerId, TokenId, User, UserId,
+    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, Change, ClientTemplate, Commit,
+    IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo, RoleAssignment, Server, ServerId,
+    TokenId, User, UserId,
 };
 use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use crate::net::{Keepalive, ListenPort, Mtu};
@@ -40,12 +40,12 @@ pub type Failure = String;
 mod semantics;
 
 pub use semantics::{
-    applied_per_host, audit_log, create_and_load_round_trip, delete_and_recreate,
-    failed_commit_returns_the_address, listing_order_and_pages, peer_change_errors,
-    audit_key_and_head, keyed_revisions_and_audit, peer_statistics, peer_uniqueness,
-    revision_cas, revision_history, roles_and_tokens,
-    rollback_after_reassignment_conflicts, same_base_exactly_one_wins, server_rules,
-    swaps_within_one_commit, users_versions_and_uniqueness,
+    applied_per_host, audit_key_and_head, audit_log, create_and_load_round_trip,
+    delete_and_recreate, failed_commit_returns_the_address, keyed_revisions_and_audit,
+    listing_order_and_pages, peer_change_errors, peer_statistics, peer_uniqueness, revision_cas,
+    revision_history, roles_and_tokens, rollback_after_reassignment_conflicts,
+    same_base_exactly_one_wins, server_rules, swaps_within_one_commit,
+    users_versions_and_uniqueness,
 };
 
 macro_rules! ensure {
@@ -199,13 +199,16 @@ fn err<T: std::fmt::Debug>(what: &str, r: &Result<T>) -> Failure {
 async fn create(store: &dyn Store, prefix: &str) -> std::result::Result<Server, Failure> {
     let s = fixture_server(&format!("{prefix}-{}", suffix()))?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo::NONE,
-            vec![Change::ServerCreated {
-                server: Box::new(s.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(s.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(1)),
@@ -250,13 +253,16 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     let mut dup = fixture_server(&s.name.as_str().to_uppercase())?;
     dup.name = upper.clone();
     let r = store
-        .commit(commit(
-            dup.id,
-            RevisionNo::NONE,
-            vec![Change::ServerCreated {
-                server: Box::new(dup),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                dup.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(dup),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::AlreadyExists { .. })),
@@ -267,13 +273,16 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     // Add a peer at the right base: revision 2.
     let p1 = fixture_peer(&s, &format!("p-{}", suffix()), 2)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p1.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p1.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(2)),
@@ -283,13 +292,16 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     // A stale base is a conflict and writes nothing.
     let p2 = fixture_peer(&s, &format!("p-{}", suffix()), 3)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p2.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p2.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::Conflict { .. })),
@@ -320,14 +332,17 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
         .parse()
         .map_err(|e: ipnet::AddrParseError| e.to_string())?];
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![Change::PeerUpdated {
-                before: Box::new(p1.clone()),
-                after: Box::new(p1b.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![Change::PeerUpdated {
+                    before: Box::new(p1.clone()),
+                    after: Box::new(p1b.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(3)),
@@ -347,19 +362,22 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     s2.mtu = Mtu::new(1380).map_err(|e| e.to_string())?;
     s2.dns = vec!["2001:db8::53".parse().map_err(|e: Error| e.to_string())?];
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(3),
-            vec![
-                Change::ServerUpdated {
-                    before: Box::new(s.clone()),
-                    after: Box::new(s2.clone()),
-                },
-                Change::PeerRemoved {
-                    peer: Box::new(p1b.clone()),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(3),
+                vec![
+                    Change::ServerUpdated {
+                        before: Box::new(s.clone()),
+                        after: Box::new(s2.clone()),
+                    },
+                    Change::PeerRemoved {
+                        peer: Box::new(p1b.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(4)),
@@ -400,13 +418,16 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
 
     // Delete: gone, history stays, audit has the revision numbers.
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(4),
-            vec![Change::ServerDeleted {
-                server: Box::new(s2),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(4),
+                vec![Change::ServerDeleted {
+                    server: Box::new(s2),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(5)),
@@ -454,13 +475,16 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     let s = create(&*store, "uniq").await?;
     let base = fixture_peer(&s, &format!("Alice-{}", suffix()), 2)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(base.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(base.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_ok(), "{}", err("add base peer", &r));
 
@@ -491,11 +515,14 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
         ("server key", server_key),
     ] {
         let r = store
-            .commit(commit(
-                s.id,
-                RevisionNo(2),
-                vec![Change::PeerAdded { peer: Box::new(p) }],
-            ), audit_key())
+            .commit(
+                commit(
+                    s.id,
+                    RevisionNo(2),
+                    vec![Change::PeerAdded { peer: Box::new(p) }],
+                ),
+                audit_key(),
+            )
             .await;
         ensure!(
             matches!(r, Err(Error::AlreadyExists { .. } | Error::Conflict { .. })),
@@ -508,18 +535,21 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     let mut bad = fixture_peer(&s, &format!("bad-{}", suffix()), 9)?;
     bad.address_v6 = ok.address_v6;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(ok.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(bad),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(ok.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(bad),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_err(), "conflicting batch was accepted");
     let st = store
@@ -536,13 +566,16 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     // Removing an unknown peer fails.
     let ghost = fixture_peer(&s, &format!("ghost-{}", suffix()), 10)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![Change::PeerRemoved {
-                peer: Box::new(ghost),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![Change::PeerRemoved {
+                    peer: Box::new(ghost),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::NotFound { .. })),
@@ -552,11 +585,14 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     // Changes to an unknown server fail.
     let other = fixture_server(&format!("ghost-{}", suffix()))?;
     let r = store
-        .commit(commit(
-            other.id,
-            RevisionNo::NONE,
-            vec![Change::PeerAdded { peer: Box::new(ok) }],
-        ), audit_key())
+        .commit(
+            commit(
+                other.id,
+                RevisionNo::NONE,
+                vec![Change::PeerAdded { peer: Box::new(ok) }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_err(), "peer added to a server that does not exist");
     Ok(())
@@ -619,13 +655,16 @@ pub async fn pagination(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     for i in 0..5 {
         let s = fixture_server(&format!("zz-page-{tag}-{i}"))?;
         let r = store
-            .commit(commit(
-                s.id,
-                RevisionNo::NONE,
-                vec![Change::ServerCreated {
-                    server: Box::new(s),
-                }],
-            ), audit_key())
+            .commit(
+                commit(
+                    s.id,
+                    RevisionNo::NONE,
+                    vec![Change::ServerCreated {
+                        server: Box::new(s),
+                    }],
+                ),
+                audit_key(),
+            )
             .await;
         ensure!(r.is_ok(), "{}", err("create", &r));
     }
@@ -710,7 +749,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(alice.clone()),
             }],
-            audit("user.create", "user"), audit_key(),
+            audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create user", &r));
@@ -733,7 +773,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(dup),
             }],
-            audit("user.create", "user"), audit_key(),
+            audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -747,7 +788,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserCreated {
                 user: Box::new(dup_mail),
             }],
-            audit("user.create", "user"), audit_key(),
+            audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -766,7 +808,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserUpdated {
                 user: Box::new(a2.clone()),
             }],
-            audit("user.update", "user"), audit_key(),
+            audit("user.update", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("update user", &r));
@@ -778,7 +821,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
             vec![IdentityChange::UserUpdated {
                 user: Box::new(stale2),
             }],
-            audit("user.update", "user"), audit_key(),
+            audit("user.update", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -810,7 +854,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: tok.clone() }],
-            audit("token.create", "token"), audit_key(),
+            audit("token.create", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create token", &r));
@@ -831,14 +876,16 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: orphan }],
-            audit("token.create", "token"), audit_key(),
+            audit("token.create", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_err(), "token for an unknown user accepted");
     let r = store
         .commit_identity(
             vec![IdentityChange::TokenRevoked { id: tok.id }],
-            audit("token.revoke", "token"), audit_key(),
+            audit("token.revoke", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("revoke token", &r));
@@ -869,7 +916,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     let r = store
         .commit_identity(
             vec![IdentityChange::RolePut { role: role.clone() }],
-            audit("role.put", "role"), audit_key(),
+            audit("role.put", "role"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("put role", &r));
@@ -894,7 +942,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                     id: UserId::new_random(),
                 },
             ],
-            audit("user.batch", "user"), audit_key(),
+            audit("user.batch", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_err(), "batch with a failing change accepted");
@@ -916,7 +965,8 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                     name: role.name.clone(),
                 },
             ],
-            audit("user.delete", "user"), audit_key(),
+            audit("user.delete", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("delete user + role", &r));
@@ -970,7 +1020,10 @@ pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failu
         let mut e = audit("secret.export", &format!("audit-{tag}/{i}"));
         e.actor.label = format!("user:{tag}");
         e.at = t0() + time::Duration::seconds(i);
-        let rec = store.append_audit(e, audit_key()).await.map_err(|e| e.to_string())?;
+        let rec = store
+            .append_audit(e, audit_key())
+            .await
+            .map_err(|e| e.to_string())?;
         mine.push(rec);
     }
     ensure!(
@@ -1078,13 +1131,16 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
     );
     let p = fixture_peer(&s, &format!("st-{}", suffix()), 2)?;
     store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let stats = PeerStats {

@@ -402,12 +402,12 @@ impl Manager {
             json!({ "name": user.name, "roles": user.roles }),
         );
         self.store_commit_identity(
-                vec![IdentityChange::UserCreated {
-                    user: Box::new(user),
-                }],
-                entry,
-            )
-            .await?;
+            vec![IdentityChange::UserCreated {
+                user: Box::new(user),
+            }],
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
@@ -485,12 +485,12 @@ impl Manager {
             json!({ "roles": u.roles.is_some(), "active": u.active }),
         );
         self.store_commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
@@ -536,12 +536,12 @@ impl Manager {
             json!({}),
         );
         self.store_commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await
     }
 
     /// Delete a user and their tokens (not the last administrator).
@@ -593,12 +593,12 @@ impl Manager {
             json!({}),
         );
         self.store_commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(uri)
     }
 
@@ -638,12 +638,12 @@ impl Manager {
             json!({}),
         );
         self.store_commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await
     }
 
     #[cfg(feature = "auth")]
@@ -715,12 +715,12 @@ impl Manager {
             )
         };
         self.store_commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(LoginOutcome {
             user_id: user.id,
             access_token: jwt.issue(user.id.0, user.token_version, TokenType::Access, now)?,
@@ -986,10 +986,10 @@ impl Manager {
             json!({}),
         );
         self.store_commit_identity(
-                vec![IdentityChange::RoleDeleted { name: name.clone() }],
-                entry,
-            )
-            .await
+            vec![IdentityChange::RoleDeleted { name: name.clone() }],
+            entry,
+        )
+        .await
     }
 }
 

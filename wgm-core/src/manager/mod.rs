@@ -858,10 +858,7 @@ impl Manager {
         entry: AuditEntry,
     ) -> Result<()> {
         let key = self.audit_key().await?;
-        let rec = self
-            .store
-            .commit_identity(changes, entry, &key.key)
-            .await?;
+        let rec = self.store.commit_identity(changes, entry, &key.key).await?;
         Self::log_audit_head(&rec);
         Ok(())
     }

@@ -159,12 +159,12 @@ impl Manager {
                 json!({ "what": "totp" }),
             );
             self.store_commit_identity(
-                    vec![IdentityChange::UserUpdated {
-                        user: Box::new(after),
-                    }],
-                    entry,
-                )
-                .await?;
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await?;
             report.users += 1;
             report.secrets += 1;
         }

@@ -14,9 +14,9 @@ use crate::model::{
     Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
     ServerSummary, TokenId, User, UserId,
 };
-use crate::seal::SealedSecret;
 use crate::names::{RoleName, ServerName, UserName};
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
 use crate::{Error, Result};
 
 /// Which stored peers of one server hold each unique value (in the text forms of
@@ -593,7 +593,9 @@ impl AuditStore for MemoryStore {
         resealed: &StoredAuditKey,
     ) -> Result<()> {
         let mut g = self.lock();
-        run(rules::reseal_audit_key_with_rules(&mut *g, expected, resealed))
+        run(rules::reseal_audit_key_with_rules(
+            &mut *g, expected, resealed,
+        ))
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {

@@ -26,9 +26,9 @@ use crate::model::{
     PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId,
     User, UserId,
 };
-use crate::seal::SealedSecret;
 use crate::names::{ServerName, UserName};
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
 use crate::Result;
 
 mod memory;

@@ -27,10 +27,10 @@ use crate::model::{
     ApiTokenRecord, AuditEntry, AuditRecord, Change, Commit, Committed, IdentityChange, Peer,
     PeerId, RevisionNo, RevisionRecord, Server, ServerId, ServerState, TokenId, User, UserId,
 };
-use crate::seal::SealedSecret;
-use crate::store::SealAuditKey;
 use crate::names::RoleName;
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
+use crate::store::SealAuditKey;
 use crate::Error;
 
 /// Values whose stored holders a commit must see to check uniqueness, as text (the form

@@ -177,13 +177,16 @@ pub fn commit(server: ServerId, expected: u64, changes: Vec<Change>) -> Commit {
 /// Create `s` (revision 1).
 pub async fn create(store: &dyn Store, s: &Server) {
     store
-        .commit(commit(
-            s.id,
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(s.clone()),
-            }],
-        ), key())
+        .commit(
+            commit(
+                s.id,
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(s.clone()),
+                }],
+            ),
+            key(),
+        )
         .await
         .unwrap();
 }

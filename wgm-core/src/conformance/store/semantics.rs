@@ -316,13 +316,16 @@ impl Fx {
     /// Create `srv` (revision 1).
     async fn create(&self, store: &dyn Store, srv: &Server) -> R {
         store
-            .commit(self.commit(
-                srv.id,
-                0,
-                vec![Change::ServerCreated {
-                    server: Box::new(srv.clone()),
-                }],
-            ), audit_key())
+            .commit(
+                self.commit(
+                    srv.id,
+                    0,
+                    vec![Change::ServerCreated {
+                        server: Box::new(srv.clone()),
+                    }],
+                ),
+                audit_key(),
+            )
             .await
             .must()?;
         Ok(())
@@ -368,18 +371,21 @@ pub async fn create_and_load_round_trip(store: Arc<dyn Store>) -> R {
         tx_bytes: 7,
     };
     let rec = s
-        .commit(fx.commit(
-            srv.id,
-            1,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(p1.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(p2.clone()),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                1,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(p1.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(p2.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await
         .must()?;
     check_eq!(rec.record.revision, RevisionNo(2));
@@ -439,22 +445,31 @@ pub async fn revision_cas(store: Arc<dyn Store>) -> R {
         .must()?;
     let audits = audit_len(s).await?;
     check_eq!(
-        kind(s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "b", 3)?), audit_key()).await),
-        "stale_revision"
-    );
-    check_eq!(
-        kind(s.commit(fx.add(srv.id, 5, &fx.peer(&srv, "b", 3)?), audit_key()).await),
+        kind(
+            s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "b", 3)?), audit_key())
+                .await
+        ),
         "stale_revision"
     );
     check_eq!(
         kind(
-            s.commit(fx.commit(
-                srv.id,
-                0,
-                vec![Change::ServerCreated {
-                    server: Box::new(srv.clone())
-                }]
-            ), audit_key())
+            s.commit(fx.add(srv.id, 5, &fx.peer(&srv, "b", 3)?), audit_key())
+                .await
+        ),
+        "stale_revision"
+    );
+    check_eq!(
+        kind(
+            s.commit(
+                fx.commit(
+                    srv.id,
+                    0,
+                    vec![Change::ServerCreated {
+                        server: Box::new(srv.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "stale_revision"
@@ -487,13 +502,16 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     fx.create(s, &a).await?;
     let dup = fx.server("ALPHA", None)?;
     let e = s
-        .commit(fx.commit(
-            dup.id,
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(dup.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                dup.id,
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(dup.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     check_eq!(s.head(dup.id).await.must()?, None);
@@ -503,28 +521,34 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     let mut renamed = b.clone();
     renamed.name = ServerName::new(fx.name("alpha")).must()?;
     let e = s
-        .commit(fx.commit(
-            b.id,
-            1,
-            vec![Change::ServerUpdated {
-                before: Box::new(b.clone()),
-                after: Box::new(renamed),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                b.id,
+                1,
+                vec![Change::ServerUpdated {
+                    before: Box::new(b.clone()),
+                    after: Box::new(renamed),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     // Renaming to its own name in another case is fine.
     let mut own = b.clone();
     own.name = ServerName::new(fx.name("BETA")).must()?;
     own.listen_port = "51900".parse().must()?;
-    s.commit(fx.commit(
-        b.id,
-        1,
-        vec![Change::ServerUpdated {
-            before: Box::new(b.clone()),
-            after: Box::new(own.clone()),
-        }],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            b.id,
+            1,
+            vec![Change::ServerUpdated {
+                before: Box::new(b.clone()),
+                after: Box::new(own.clone()),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     check_eq!(s.load_server(b.id).await.must()?.must()?.server, own);
@@ -532,13 +556,16 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     // A creation whose server id is not the commit's.
     let c = fx.server("gamma", None)?;
     let e = s
-        .commit(fx.commit(
-            ServerId::new_random(),
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(c),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                ServerId::new_random(),
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(c),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "conflict");
     // An update that targets another server.
@@ -546,14 +573,17 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     other.id = a.id;
     other.name = ServerName::new(fx.name("zeta")).must()?;
     let e = s
-        .commit(fx.commit(
-            b.id,
-            2,
-            vec![Change::ServerUpdated {
-                before: Box::new(own.clone()),
-                after: Box::new(other),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                b.id,
+                2,
+                vec![Change::ServerUpdated {
+                    before: Box::new(own.clone()),
+                    after: Box::new(other),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "conflict");
     // Changes to a server that does not exist.
@@ -567,13 +597,16 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     );
     check_eq!(
         code(
-            s.commit(fx.commit(
-                ghost.id,
-                0,
-                vec![Change::ServerDeleted {
-                    server: Box::new(ghost.clone())
-                }]
-            ), audit_key())
+            s.commit(
+                fx.commit(
+                    ghost.id,
+                    0,
+                    vec![Change::ServerDeleted {
+                        server: Box::new(ghost.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -608,13 +641,22 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     );
     let mut same_v6 = fx.peer(&srv, "v6", 3)?;
     same_v6.address_v6 = a.address_v6;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_v6), audit_key()).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_v6), audit_key()).await),
+        "taken"
+    );
     let mut same_v4 = fx.peer(&srv, "v4", 3)?;
     same_v4.address_v4 = a.address_v4;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_v4), audit_key()).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_v4), audit_key()).await),
+        "taken"
+    );
     let mut same_pfx = fx.peer(&srv, "pfx", 3)?;
     same_pfx.delegated_prefix = a.delegated_prefix;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_pfx), audit_key()).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_pfx), audit_key()).await),
+        "taken"
+    );
     let mut server_key = fx.peer(&srv, "srvkey", 3)?;
     server_key.public_key = srv.public_key;
     check_eq!(
@@ -626,30 +668,36 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     let mut b2 = fx.peer(&srv, "b2", 5)?;
     b2.address_v4 = b1.address_v4;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(b1.clone()),
-                },
-                Change::PeerAdded { peer: Box::new(b2) },
-            ],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(b1.clone()),
+                    },
+                    Change::PeerAdded { peer: Box::new(b2) },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(kind(e), "taken");
     // The server's key changed to a peer's key.
     let mut srv2 = srv.clone();
     srv2.public_key = a.public_key;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![Change::ServerUpdated {
-                before: Box::new(srv.clone()),
-                after: Box::new(srv2),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![Change::ServerUpdated {
+                    before: Box::new(srv.clone()),
+                    after: Box::new(srv2),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(kind(e), "taken");
 
@@ -671,7 +719,9 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     let mut twin = a.clone();
     twin.id = PeerId::new_random();
     twin.server_id = other.id;
-    s.commit(fx.add(other.id, 1, &twin), audit_key()).await.must()?;
+    s.commit(fx.add(other.id, 1, &twin), audit_key())
+        .await
+        .must()?;
     Ok(())
 }
 
@@ -685,18 +735,21 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
     let b = fx.peer(&srv, "b", 3)?;
-    s.commit(fx.commit(
-        srv.id,
-        1,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(a.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            1,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(a.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let mut a2 = a.clone();
@@ -705,20 +758,23 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     std::mem::swap(&mut a2.address_v4, &mut b2.address_v4);
     std::mem::swap(&mut a2.name, &mut b2.name);
     std::mem::swap(&mut a2.public_key, &mut b2.public_key);
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![
-            Change::PeerUpdated {
-                before: Box::new(a.clone()),
-                after: Box::new(a2.clone()),
-            },
-            Change::PeerUpdated {
-                before: Box::new(b.clone()),
-                after: Box::new(b2.clone()),
-            },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![
+                Change::PeerUpdated {
+                    before: Box::new(a.clone()),
+                    after: Box::new(a2.clone()),
+                },
+                Change::PeerUpdated {
+                    before: Box::new(b.clone()),
+                    after: Box::new(b2.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -729,18 +785,21 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     c.address_v6 = a2.address_v6;
     c.address_v4 = a2.address_v4;
     c.name = a2.name.clone();
-    s.commit(fx.commit(
-        srv.id,
-        3,
-        vec![
-            Change::PeerRemoved {
-                peer: Box::new(a2.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(c.clone()),
-            },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            3,
+            vec![
+                Change::PeerRemoved {
+                    peer: Box::new(a2.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(c.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -766,58 +825,70 @@ pub async fn peer_change_errors(store: Arc<dyn Store>) -> R {
     );
     let ghost = fx.peer(&srv, "ghost", 4)?;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![Change::PeerUpdated {
-                before: Box::new(ghost.clone()),
-                after: Box::new(ghost.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![Change::PeerUpdated {
+                    before: Box::new(ghost.clone()),
+                    after: Box::new(ghost.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "not_found");
     check_eq!(
         code(
-            s.commit(fx.commit(
-                srv.id,
-                2,
-                vec![Change::PeerRemoved {
-                    peer: Box::new(ghost.clone())
-                }]
-            ), audit_key())
+            s.commit(
+                fx.commit(
+                    srv.id,
+                    2,
+                    vec![Change::PeerRemoved {
+                        peer: Box::new(ghost.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
     );
     // Removed earlier in the same commit, then updated: not found.
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerRemoved {
-                    peer: Box::new(a.clone()),
-                },
-                Change::PeerUpdated {
-                    before: Box::new(a.clone()),
-                    after: Box::new(a.clone()),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerRemoved {
+                        peer: Box::new(a.clone()),
+                    },
+                    Change::PeerUpdated {
+                        before: Box::new(a.clone()),
+                        after: Box::new(a.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "not_found");
     // Added and removed in the same commit: nothing remains, one revision.
     let b = fx.peer(&srv, "b", 5)?;
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-            Change::PeerRemoved { peer: Box::new(b) },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+                Change::PeerRemoved { peer: Box::new(b) },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -827,13 +898,16 @@ pub async fn peer_change_errors(store: Arc<dyn Store>) -> R {
     fx.create(s, &other).await?;
     check_eq!(
         code(
-            s.commit(fx.commit(
-                other.id,
-                1,
-                vec![Change::PeerRemoved {
-                    peer: Box::new(a.clone())
-                }]
-            ), audit_key())
+            s.commit(
+                fx.commit(
+                    other.id,
+                    1,
+                    vec![Change::PeerRemoved {
+                        peer: Box::new(a.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -850,13 +924,16 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
     s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?), audit_key())
         .await
         .must()?;
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![Change::ServerDeleted {
-            server: Box::new(srv.clone()),
-        }],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![Change::ServerDeleted {
+                server: Box::new(srv.clone()),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     check!(s.load_server(srv.id).await.must()?.is_none());
@@ -878,13 +955,16 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
     // The name is free again for another server.
     let twin = fx.server("DOOMED", None)?;
     fx.create(s, &twin).await?;
-    s.commit(fx.commit(
-        twin.id,
-        1,
-        vec![Change::ServerDeleted {
-            server: Box::new(twin),
-        }],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            twin.id,
+            1,
+            vec![Change::ServerDeleted {
+                server: Box::new(twin),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     // Re-creating needs the last revision as the expected one.
@@ -897,13 +977,16 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
     );
     check_eq!(kind(s.commit(re, audit_key()).await), "stale_revision");
     let rec = s
-        .commit(fx.commit(
-            srv.id,
-            3,
-            vec![Change::ServerCreated {
-                server: Box::new(srv.clone()),
-            }],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                3,
+                vec![Change::ServerCreated {
+                    server: Box::new(srv.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await
         .must()?;
     check_eq!(rec.record.revision, RevisionNo(4));
@@ -918,30 +1001,36 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
         server: Box::new(srv.clone()),
     };
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            5,
-            vec![
-                deleted.clone(),
-                Change::ServerCreated {
-                    server: Box::new(srv.clone()),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                5,
+                vec![
+                    deleted.clone(),
+                    Change::ServerCreated {
+                        server: Box::new(srv.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     let mut renamed = srv.clone();
     renamed.name = ServerName::new(fx.name("reborn")).must()?;
-    s.commit(fx.commit(
-        srv.id,
-        5,
-        vec![
-            deleted,
-            Change::ServerCreated {
-                server: Box::new(renamed.clone()),
-            },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            5,
+            vec![
+                deleted,
+                Change::ServerCreated {
+                    server: Box::new(renamed.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -1028,18 +1117,21 @@ pub async fn peer_statistics(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
     let b = fx.peer(&srv, "b", 3)?;
-    s.commit(fx.commit(
-        srv.id,
-        1,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(a.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-        ],
-    ), audit_key())
+    s.commit(
+        fx.commit(
+            srv.id,
+            1,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(a.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st1 = PeerStats {
@@ -1168,7 +1260,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
         vec![IdentityChange::UserCreated {
             user: Box::new(alice.clone()),
         }],
-        fx.entry("user.create", "user/a"), audit_key(),
+        fx.entry("user.create", "user/a"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1190,7 +1283,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
     let clash = |u| async {
         s.commit_identity(
             vec![IdentityChange::UserCreated { user: Box::new(u) }],
-            fx.entry("user.create", "user/x"), audit_key(),
+            fx.entry("user.create", "user/x"),
+            audit_key(),
         )
         .await
     };
@@ -1212,7 +1306,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
     let upd = |u: crate::model::User| async move {
         s.commit_identity(
             vec![IdentityChange::UserUpdated { user: Box::new(u) }],
-            fx.entry("user.update", "user/a"), audit_key(),
+            fx.entry("user.update", "user/a"),
+            audit_key(),
         )
         .await
     };
@@ -1247,7 +1342,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
                     id: crate::model::UserId::new_random(),
                 },
             ],
-            fx.entry("user.create", "user/g"), audit_key(),
+            fx.entry("user.create", "user/g"),
+            audit_key(),
         )
         .await;
     check_eq!(code(e), "not_found");
@@ -1266,7 +1362,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
                 user: Box::new(h2.clone()),
             },
         ],
-        fx.entry("user.create", "user/h"), audit_key(),
+        fx.entry("user.create", "user/h"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1275,7 +1372,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
     // Deleting a user.
     s.commit_identity(
         vec![IdentityChange::UserDeleted { id: h.id }],
-        fx.entry("user.delete", "user/h"), audit_key(),
+        fx.entry("user.delete", "user/h"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1284,8 +1382,9 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::UserDeleted { id: h.id }],
-                fx.entry("user.delete", "user/h")
-            , audit_key())
+                fx.entry("user.delete", "user/h"),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -1329,7 +1428,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 role: role("editor", "e")?,
             },
         ],
-        fx.entry("role.put", "role/*"), audit_key(),
+        fx.entry("role.put", "role/*"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1338,7 +1438,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         vec![IdentityChange::RolePut {
             role: role("Viewer", "v2")?,
         }],
-        fx.entry("role.put", "role/viewer"), audit_key(),
+        fx.entry("role.put", "role/viewer"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1354,7 +1455,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         vec![IdentityChange::RoleDeleted {
             name: RoleName::new(fx.name("EDITOR")).must()?,
         }],
-        fx.entry("role.delete", "role/editor"), audit_key(),
+        fx.entry("role.delete", "role/editor"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1364,8 +1466,9 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 vec![IdentityChange::RoleDeleted {
                     name: RoleName::new(fx.name("EDITOR")).must()?
                 }],
-                fx.entry("role.delete", "role/editor")
-            , audit_key())
+                fx.entry("role.delete", "role/editor"),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -1383,7 +1486,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 user: Box::new(u2.clone()),
             },
         ],
-        fx.entry("user.create", "user/*"), audit_key(),
+        fx.entry("user.create", "user/*"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1393,7 +1497,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
     for tk in [&t_late, &t_early, &t_other] {
         s.commit_identity(
             vec![IdentityChange::TokenCreated { token: tk.clone() }],
-            fx.entry("token.create", "token/x"), audit_key(),
+            fx.entry("token.create", "token/x"),
+            audit_key(),
         )
         .await
         .must()?;
@@ -1404,8 +1509,9 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::TokenCreated { token: dup }],
-                fx.entry("token.create", "t")
-            , audit_key())
+                fx.entry("token.create", "t"),
+                audit_key()
+            )
             .await
         ),
         "already_exists"
@@ -1415,8 +1521,9 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::TokenCreated { token: orphan }],
-                fx.entry("token.create", "t")
-            , audit_key())
+                fx.entry("token.create", "t"),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -1442,7 +1549,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
 
     s.commit_identity(
         vec![IdentityChange::TokenRevoked { id: t_early.id }],
-        fx.entry("token.revoke", "t"), audit_key(),
+        fx.entry("token.revoke", "t"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1453,8 +1561,9 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 vec![IdentityChange::TokenRevoked {
                     id: TokenId::generate()
                 }],
-                fx.entry("token.revoke", "t")
-            , audit_key())
+                fx.entry("token.revoke", "t"),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -1462,7 +1571,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
 
     s.commit_identity(
         vec![IdentityChange::UserDeleted { id: u1.id }],
-        fx.entry("user.delete", "user/1"), audit_key(),
+        fx.entry("user.delete", "user/1"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1496,7 +1606,8 @@ pub async fn audit_log(store: Arc<dyn Store>) -> R {
         vec![IdentityChange::UserCreated {
             user: Box::new(fx.user("bob", None)?),
         }],
-        e2.clone(), audit_key(),
+        e2.clone(),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1659,7 +1770,9 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     let srv = fx.server("f3", Some("10.30.0.0/24"))?;
     fx.create(s, &srv).await?;
     let taken = fx.peer(&srv, "taken", 2)?;
-    s.commit(fx.add(srv.id, 1, &taken), audit_key()).await.must()?;
+    s.commit(fx.add(srv.id, 1, &taken), audit_key())
+        .await
+        .must()?;
     let before = (
         s.load_server(srv.id).await.must()?.must()?,
         audit_len(s).await?,
@@ -1669,18 +1782,21 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     let mut clash = fx.peer(&srv, "TAKEN", 4)?;
     clash.name = taken.name.clone();
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(fresh.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(clash),
-                },
-            ],
-        ), audit_key())
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(fresh.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(clash),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     check_eq!(
@@ -1693,7 +1809,9 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     // Address 3 is still free.
     let mut again = fx.peer(&srv, "again", 3)?;
     again.address_v4 = fresh.address_v4;
-    s.commit(fx.add(srv.id, 2, &again), audit_key()).await.must()?;
+    s.commit(fx.add(srv.id, 2, &again), audit_key())
+        .await
+        .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
     check_eq!(st.peers.len(), 2);
     Ok(())
@@ -1721,7 +1839,10 @@ pub async fn rollback_after_reassignment_conflicts(store: Arc<dyn Store>) -> R {
     s.commit(fx.add(srv.id, 3, &b), audit_key()).await.must()?;
     // Roll back to revision 2: the inverse of revision 3's removal.
     let inverse: Vec<Change> = removal.changes.iter().rev().map(Change::inverse).collect();
-    let e = s.commit(fx.commit(srv.id, 4, inverse), audit_key()).await.must_err()?;
+    let e = s
+        .commit(fx.commit(srv.id, 4, inverse), audit_key())
+        .await
+        .must_err()?;
     check_eq!(e.code(), "conflict");
     check!(
         matches!(
@@ -1764,7 +1885,11 @@ pub async fn keyed_revisions_and_audit(store: Arc<dyn Store>) -> R {
     let mut changed = revs[1].clone();
     changed.summary.push('!');
     check_eq!(
-        kind(check_revision(Some((audit_key(), &legacy)), srv.id, &changed)),
+        kind(check_revision(
+            Some((audit_key(), &legacy)),
+            srv.id,
+            &changed
+        )),
         "revision_altered"
     );
     let rec = s
@@ -1797,8 +1922,11 @@ pub async fn audit_key_and_head(store: Arc<dyn Store>) -> R {
     let had = s.audit_key().await.must()?;
     let head = s.audit_head().await.must()?;
     let seal = |legacy: &LegacyBound| {
-        fx.sealer
-            .seal(SecretKind::AuditKey, "conformance", legacy.audit_hash.as_bytes())
+        fx.sealer.seal(
+            SecretKind::AuditKey,
+            "conformance",
+            legacy.audit_hash.as_bytes(),
+        )
     };
     let (a, b) = futures::join!(s.init_audit_key(&seal), s.init_audit_key(&seal));
     let ((ka, ca), (kb, cb)) = (a.must()?, b.must()?);
@@ -1832,7 +1960,10 @@ pub async fn audit_key_and_head(store: Arc<dyn Store>) -> R {
     );
     let mut moved = resealed.clone();
     moved.legacy.audit_seq += 1;
-    check_eq!(code(s.reseal_audit_key(&ka.sealed, &moved).await), "conflict");
+    check_eq!(
+        code(s.reseal_audit_key(&ka.sealed, &moved).await),
+        "conflict"
+    );
     check_eq!(s.audit_key().await.must()?, Some(ka.clone()));
     s.reseal_audit_key(&ka.sealed, &resealed).await.must()?;
     check_eq!(s.audit_key().await.must()?, Some(resealed.clone()));
