@@ -46,7 +46,8 @@
 //! assert_eq!((report.records, report.legacy_records), (2, 0));
 //!
 //! // Without the key, a link cannot be recomputed: another key does not verify.
-//! let mut v = ChainVerifier::new(Some((&AuditKey::generate(), &legacy)), None);
+//! let other = AuditKey::generate();
+//! let mut v = ChainVerifier::new(Some((&other, &legacy)), None);
 //! assert!(v.push(&r1).is_err());
 //! # Ok::<(), wgm_core::Error>(())
 //! ```
