@@ -526,9 +526,9 @@ impl FromStr for AuditHead {
         const FIELD: &str = "audit.head";
         const RULE: &str = "must be SEQ:HASH as `wgm audit --verify` prints it (a decimal number, ':', 64 lowercase hex digits)";
         let (seq, hash) = s.split_once(':').ok_or(Error::invalid(FIELD, RULE))?;
-        if seq.is_empty()
-            || seq.len() > 20
-            || !seq.bytes().all(|b| b.is_ascii_digit())
+        // Digits only (`u64::from_str` would take a sign); empty and too large are
+        // refused by the parse below.
+        if !seq.bytes().all(|b| b.is_ascii_digit())
             || hash.len() != 64
             || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
@@ -927,6 +927,16 @@ mod tests {
                 }
             );
         }
+        // The stored head's link rewritten (same number).
+        let mut forged = head.clone();
+        forged.hash = "cd".repeat(32);
+        assert_eq!(
+            brk(verify(some, None, &rs, &forged)),
+            AuditBreak::Head {
+                stored: 5,
+                found: 5
+            }
+        );
         // Deleted and the head rewritten: passes, but not against an exported head.
         assert!(verify(some, None, &rs[..2], &rs[1].head()).is_ok());
         assert_eq!(
@@ -1025,6 +1035,107 @@ mod tests {
         // open: see `a_moved_bound_does_not_open`.
     }
 
+    fn reason(r: Result<RevisionIntegrity>) -> &'static str {
+        match r {
+            Err(Error::Conflict {
+                kind: ConflictKind::RevisionAltered { reason, .. },
+            }) => reason,
+            other => panic!("not an altered revision: {other:?}"),
+        }
+    }
+
+    /// Revisions: keyed after the bound, unkeyed within it, never moved between servers.
+    #[test]
+    fn revisions_are_checked_by_the_same_prefix_rule() {
+        let k = key();
+        let s = ServerId(uuid::Uuid::from_u128(1));
+        let rev = |n: u64| RevisionRecord {
+            server_id: s,
+            revision: RevisionNo(n),
+            author: Actor {
+                user_id: None,
+                label: "local:root".into(),
+            },
+            at: OffsetDateTime::UNIX_EPOCH,
+            summary: format!("revision {n}"),
+            changes: Vec::new(),
+            mac: None,
+        };
+        let keyed = |n: u64| {
+            let mut r = rev(n);
+            r.mac = Some(revision_mac(&k, &r));
+            r
+        };
+        let mut bound = LegacyBound::empty();
+        bound.revisions.insert(s, RevisionNo(2));
+        let some = Some((&k, &bound));
+        assert_eq!(
+            check_revision(some, s, &keyed(3)).unwrap(),
+            RevisionIntegrity::Keyed
+        );
+        assert_eq!(
+            check_revision(some, s, &rev(2)).unwrap(),
+            RevisionIntegrity::Legacy
+        );
+        assert_eq!(
+            check_revision(some, s, &rev(1)).unwrap(),
+            RevisionIntegrity::Legacy
+        );
+        // A keyed one within the bound is fine too (it verifies).
+        assert_eq!(
+            check_revision(some, s, &keyed(1)).unwrap(),
+            RevisionIntegrity::Keyed
+        );
+        assert_eq!(
+            reason(check_revision(some, s, &rev(3))),
+            "it carries no MAC although it was written after the audit key"
+        );
+        // Another server's bound does not cover this one's revisions.
+        let other = ServerId(uuid::Uuid::from_u128(2));
+        let mut r = rev(1);
+        r.server_id = other;
+        assert_eq!(
+            reason(check_revision(some, other, &r)),
+            "it carries no MAC although it was written after the audit key"
+        );
+        // Each covered field matters.
+        // (The changes are covered too: the known answer and the SQL tests.)
+        let edits: [fn(&mut RevisionRecord); 4] = [
+            |r| r.revision = RevisionNo(4),
+            |r| r.author.label = "user:mallory".into(),
+            |r| r.at += time::Duration::nanoseconds(1),
+            |r| r.summary.push('!'),
+        ];
+        for edit in edits {
+            let mut r = keyed(3);
+            edit(&mut r);
+            assert_eq!(
+                reason(check_revision(some, s, &r)),
+                "its MAC does not verify"
+            );
+        }
+        // Moved to another server, MAC and all.
+        assert_eq!(
+            reason(check_revision(some, other, &keyed(3))),
+            "it belongs to another server"
+        );
+        // Another key.
+        let k2 = AuditKey::from_bytes([3; 32]);
+        assert_eq!(
+            reason(check_revision(Some((&k2, &bound)), s, &keyed(3))),
+            "its MAC does not verify"
+        );
+        // No key in the store: unkeyed revisions only.
+        assert_eq!(
+            check_revision(None, s, &rev(7)).unwrap(),
+            RevisionIntegrity::Legacy
+        );
+        assert_eq!(
+            reason(check_revision(None, s, &keyed(3))),
+            "it carries a MAC, but the store has no audit key (the key was removed)"
+        );
+    }
+
     #[test]
     fn a_moved_bound_does_not_open() {
         let sealer = Sealer::new(MasterKey::generate());
@@ -1101,6 +1212,8 @@ mod tests {
             let e = bad.parse::<AuditHead>().unwrap_err();
             assert!(e.to_string().contains("audit.head"), "{bad}: {e}");
         }
+        let max = format!("{}:{h}", u64::MAX);
+        assert_eq!(max.parse::<AuditHead>().unwrap().seq, u64::MAX);
         let v: AuditHead = serde_json::from_str(&format!("\"3:{h}\"")).unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"3:{h}\""));
     }

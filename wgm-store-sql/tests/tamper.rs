@@ -513,13 +513,20 @@ async fn a_forged_revision_is_refused_and_nothing_written_postgres() {
     forged_revision(Kind::Postgres).await;
 }
 
-/// Turn the world's store into one written by a version without the audit key: no key,
-/// no MACs, unkeyed links.
+/// Turn the world's store into one written by a version without the audit key: schema
+/// version 1 (no `audit_key` table: the next open migrates), no MACs, unkeyed links.
 async fn make_legacy(w: &World) {
     exec(
         &w.t,
-        "DELETE FROM audit_key",
-        "DELETE FROM wgm.audit_key",
+        "DROP TABLE audit_key",
+        "DROP TABLE wgm.audit_key",
+        vec![],
+    )
+    .await;
+    exec(
+        &w.t,
+        "DELETE FROM schema_migrations WHERE version = 2",
+        "DELETE FROM wgm.schema_migrations WHERE version = 2",
         vec![],
     )
     .await;
@@ -536,7 +543,8 @@ async fn make_legacy(w: &World) {
 async fn legacy_prefix(kind: Kind) {
     let Some(w) = world(kind).await else { return };
     make_legacy(&w).await;
-    // Read paths do not create the key: everything is unkeyed, and accepted as such.
+    // Opening the store migrates it (the `audit_key` table, empty). Read paths do not
+    // create the key: everything is unkeyed, and accepted as such.
     let (m, p) = w.fresh().await;
     let v = m.verify_audit_chain(&p, None).await.unwrap();
     assert_eq!((v.records, v.legacy_records), (5, 5));
