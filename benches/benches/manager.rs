@@ -525,6 +525,8 @@ fn store_commit_bench(
         user_id: None,
         label: "local:bench".into(),
     };
+    // The store's own key is sealed in it; the bare store commit only needs some key.
+    let key = wgm_core::integrity::AuditKey::generate();
     let commit = |expected: RevisionNo, change: Change| {
         let at = time::OffsetDateTime::now_utc();
         Commit {
@@ -586,15 +588,20 @@ fn store_commit_bench(
                         },
                     );
                     let start = Instant::now();
-                    let rec = backend.store.commit(add).await.expect("commit PeerAdded");
+                    let rec = backend
+                        .store
+                        .commit(add, &key)
+                        .await
+                        .expect("commit PeerAdded");
                     total += start.elapsed();
-                    head = rec.revision;
+                    head = rec.record.revision;
                     let remove = commit(head, Change::PeerRemoved { peer: Box::new(p) });
                     head = backend
                         .store
-                        .commit(remove)
+                        .commit(remove, &key)
                         .await
                         .expect("commit PeerRemoved")
+                        .record
                         .revision;
                 }
                 record(store_name, &format!("store_commit/{n}"), total, iters);

@@ -1,7 +1,7 @@
 //! What an audit record says happened: [`AuditAction`].
 //!
 //! The action is typed inside the library and text only at the edges: stores persist it
-//! (inside the hash-chained audit entry) and the CLI and JSON show it as the same
+//! (inside the chained audit entry) and the CLI and JSON show it as the same
 //! `resource.verb` strings wgm has always written (`peer.add`, `server.create`,
 //! `secret.reseal`), so stored records, their hashes and JSON output stay compatible.
 //!

@@ -196,6 +196,19 @@ pub enum ConflictKind {
     /// The hash chain of the audit log does not verify at record `seq`.
     #[error("{0}")]
     AuditChainBroken(AuditBreak),
+    /// A stored revision is not what wgm wrote: its MAC does not verify, it carries no
+    /// MAC although it was written after the audit key existed, its stored columns
+    /// disagree with its body, or it is not where its number says. Nothing built on it
+    /// (a history, a diff, a rollback) is returned.
+    #[error("revision {revision} of server {server} was altered or forged ({reason})")]
+    RevisionAltered {
+        /// The server (the UUID inside its `ServerId`).
+        server: uuid::Uuid,
+        /// The revision's number.
+        revision: u64,
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// Any other conflict, described by its reason.
     #[error("{reason}")]
     Other {
@@ -227,7 +240,7 @@ pub enum Taken {
     },
 }
 
-/// How the audit chain is broken (see [`crate::model::AuditRecord::verify_link`]).
+/// How the audit chain is broken (see [`crate::integrity::ChainVerifier`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditBreak {
@@ -251,6 +264,46 @@ pub enum AuditBreak {
     #[error("audit chain broken at record {seq}: contents were altered")]
     Altered {
         /// The record.
+        seq: u64,
+    },
+    /// A stored column of the record (one the queries filter on) disagrees with the
+    /// hashed entry.
+    #[error("audit chain broken at record {seq}: column {column} does not match the hashed entry")]
+    Column {
+        /// The record.
+        seq: u64,
+        /// The column (`at_ns`, `actor`, `server_id`, `object`).
+        column: &'static str,
+    },
+    /// The record carries an unkeyed (SHA-256) link although it comes after the records
+    /// that existed when the audit key was created: someone recomputed the chain
+    /// without the key.
+    #[error("audit chain broken at record {seq}: unkeyed link after the audit key was created")]
+    Unkeyed {
+        /// The record.
+        seq: u64,
+    },
+    /// The last record of the log is not the stored head: records were deleted from the
+    /// end, or the head was rewritten.
+    #[error("audit chain broken: the log ends at record {found}, but the stored head is record {stored} (records deleted from the end, or the head rewritten)")]
+    Head {
+        /// The sequence number of the stored head.
+        stored: u64,
+        /// The sequence number of the last record found.
+        found: u64,
+    },
+    /// A head exported earlier (`--expect SEQ:HASH`) is not a record of the chain with
+    /// that hash: the log was truncated below it or rewritten.
+    #[error("audit chain broken: the expected head, record {seq}, is not in the chain with that hash (truncated or rewritten)")]
+    Expected {
+        /// The expected head's sequence number.
+        seq: u64,
+    },
+    /// The last record written before the audit key was created is missing or not the
+    /// one bound into the sealed key: the unkeyed prefix was truncated or rewritten.
+    #[error("audit chain broken at record {seq}: the unkeyed records written before the audit key were truncated or rewritten")]
+    Legacy {
+        /// The last unkeyed record's sequence number.
         seq: u64,
     },
 }

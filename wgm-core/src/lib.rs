@@ -45,6 +45,7 @@ pub mod auth;
 pub mod seal;
 
 pub mod audit;
+pub mod integrity;
 pub mod model;
 pub mod rbac;
 pub mod store;

@@ -19,7 +19,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use crate::audit::AuditAction;
-use crate::error::{AuditBreak, ConflictKind};
 use crate::ipam::Strategy;
 use crate::keys::PublicKey;
 use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
@@ -636,90 +635,26 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
-/// A stored audit record: an [`AuditEntry`] numbered and hash-chained to its predecessor.
+/// A stored audit record: an [`AuditEntry`] numbered and chained to its predecessor.
+///
+/// The link is keyed (HMAC-SHA256 under the store's audit key over `prev_hash`, `seq`
+/// and the canonical JSON of `entry`); records written before the store had an audit key
+/// carry an unkeyed SHA-256 link. [`AuditRecord::chain`] makes one and
+/// [`crate::integrity::ChainVerifier`] checks a log of them (module [`crate::integrity`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Position in the log, from 1, without gaps.
     pub seq: u64,
     /// The entry.
     pub entry: AuditEntry,
-    /// Hash of the previous record (64 hex digits; all zeros for the first).
+    /// Link of the previous record (64 hex digits; [`AUDIT_GENESIS`] for the first).
     pub prev_hash: String,
-    /// SHA-256 over `prev_hash`, `seq` and the canonical JSON of `entry` (hex).
+    /// This record's link (64 hex digits).
     pub hash: String,
 }
 
 /// The `prev_hash` of the first audit record.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-impl AuditRecord {
-    /// Number and chain `entry` after a record whose hash is `prev_hash`. Stores call this
-    /// inside their commit transaction.
-    ///
-    /// ```
-    /// use wgm_core::model::*;
-    /// let e = AuditEntry {
-    ///     at: time::OffsetDateTime::UNIX_EPOCH,
-    ///     actor: Actor { user_id: None, label: "local:root".into() },
-    ///     action: AuditAction::ServerCreate, object: "server/x".into(),
-    ///     server_id: None, revision: None, outcome: AuditOutcome::Success,
-    ///     details: serde_json::Value::Null,
-    /// };
-    /// let r1 = AuditRecord::chain(1, AUDIT_GENESIS, e.clone());
-    /// let r2 = AuditRecord::chain(2, &r1.hash, e);
-    /// assert!(r1.verify_link(None).is_ok());
-    /// assert!(r2.verify_link(Some(&r1)).is_ok());
-    /// ```
-    pub fn chain(seq: u64, prev_hash: &str, entry: AuditEntry) -> AuditRecord {
-        let hash = Self::compute_hash(seq, prev_hash, &entry);
-        AuditRecord {
-            seq,
-            entry,
-            prev_hash: prev_hash.to_owned(),
-            hash,
-        }
-    }
-
-    fn compute_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
-        use sha2::{Digest, Sha256};
-        // serde_json of our own types cannot fail (no non-string map keys); an empty
-        // body would still chain, and verification would then flag the record.
-        let body = serde_json::to_vec(entry).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(b"wgm-audit-v1\0");
-        h.update(prev_hash.as_bytes());
-        h.update(seq.to_be_bytes());
-        h.update(&body);
-        hex::encode(h.finalize())
-    }
-
-    /// Check this record's own hash and its link to `prev` (`None` for the first).
-    pub fn verify_link(&self, prev: Option<&AuditRecord>) -> Result<()> {
-        let (want_seq, want_prev) = match prev {
-            None => (1, AUDIT_GENESIS),
-            Some(p) => (p.seq + 1, p.hash.as_str()),
-        };
-        if self.seq != want_seq {
-            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
-                AuditBreak::Missing {
-                    expected: want_seq,
-                    found: self.seq,
-                },
-            )));
-        }
-        if self.prev_hash != want_prev {
-            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
-                AuditBreak::PreviousHash { seq: self.seq },
-            )));
-        }
-        if Self::compute_hash(self.seq, &self.prev_hash, &self.entry) != self.hash {
-            return Err(Error::conflict_of(ConflictKind::AuditChainBroken(
-                AuditBreak::Altered { seq: self.seq },
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// A server mutation to commit atomically: check the head, apply the changes, append
 /// the revision and its audit record.
@@ -760,6 +695,20 @@ pub struct RevisionRecord {
     pub summary: String,
     /// The changes.
     pub changes: Vec<Change>,
+    /// HMAC-SHA256 under the store's audit key over everything above
+    /// ([`crate::integrity::revision_mac`]), set by the store when it commits; `None` on
+    /// revisions written before the store had an audit key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// What a server commit wrote: the revision and its audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The new revision.
+    pub record: RevisionRecord,
+    /// Its audit record, chained to the log (its link is the log's new head).
+    pub audit: AuditRecord,
 }
 
 /// A role assigned to a user, optionally narrowed to one server.

@@ -203,6 +203,9 @@ pub enum SecretKind {
     PeerPresharedKey,
     /// A user's TOTP seed.
     TotpSecret,
+    /// The store's audit key (`integrity::AuditKey`), which keys the audit chain and the
+    /// revisions' MACs.
+    AuditKey,
     /// Any other kind, named by a fixed label (for example `"webhook_secret"`).
     Other(&'static str),
 }
@@ -215,6 +218,7 @@ impl SecretKind {
             SecretKind::PeerPrivateKey => "peer_private_key",
             SecretKind::PeerPresharedKey => "peer_preshared_key",
             SecretKind::TotpSecret => "totp_secret",
+            SecretKind::AuditKey => "audit_key",
             SecretKind::Other(label) => label,
         }
     }

@@ -461,7 +461,7 @@ async fn run(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
             };
             m.audit_log(p, &q).await.map(|v| v.len())
         }
-        "verify_audit_chain" => m.verify_audit_chain(p).await.map(|_| 1),
+        "verify_audit_chain" => m.verify_audit_chain(p, None).await.map(|_| 1),
         "reseal_all" => m.reseal_all(p).await.map(|r| r.secrets),
         "roles" => m.roles(p).await.map(|v| v.len()),
         "resolve_user" => m.resolve_user(p, "other").await.map(|_| 1),

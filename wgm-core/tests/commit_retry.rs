@@ -10,19 +10,22 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use wgm_core::error::{ConflictKind, Taken};
+use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::manager::{
     Clock, LocalAdmin, Manager, ManagerConfig, ManualClock, NewPeer, NewServer,
 };
 use wgm_core::model::{
-    Actor, ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Change, Commit, IdentityChange,
-    Page, PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary,
-    TokenId, User, UserId,
+    Actor, ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Change, Commit, Committed,
+    IdentityChange, Page, PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState,
+    ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{InterfaceName, PeerName, ServerName, UserName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Role;
-use wgm_core::seal::{MasterKey, Sealer};
-use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, MemoryStore, ServerStore, Store};
+use wgm_core::seal::{MasterKey, SealedSecret, Sealer};
+use wgm_core::store::{
+    AuditStore, HostStateStore, IdentityStore, MemoryStore, SealAuditKey, ServerStore, Store,
+};
 use wgm_core::{auth, Error, Result};
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -59,8 +62,9 @@ impl Counting {
         self.commits.load(Ordering::SeqCst)
     }
 
-    /// Commit a no-op update of the server at `expected`, as a concurrent writer would.
-    async fn race(&self, id: ServerId, expected: RevisionNo) {
+    /// Commit a no-op update of the server at `expected`, as a concurrent writer would
+    /// (another process of the same store, so with the same audit key).
+    async fn race(&self, id: ServerId, expected: RevisionNo, key: &AuditKey) {
         let st = self.inner.load_server(id).await.unwrap().unwrap();
         let server = Box::new(st.server.clone());
         let racer = Actor {
@@ -78,18 +82,21 @@ impl Counting {
             details: serde_json::Value::Null,
         };
         self.inner
-            .commit(Commit {
-                server_id: id,
-                expected,
-                changes: vec![Change::ServerUpdated {
-                    before: server.clone(),
-                    after: server,
-                }],
-                author: racer,
-                at: OffsetDateTime::UNIX_EPOCH,
-                summary: "a concurrent writer".into(),
-                audit,
-            })
+            .commit(
+                Commit {
+                    server_id: id,
+                    expected,
+                    changes: vec![Change::ServerUpdated {
+                        before: server.clone(),
+                        after: server,
+                    }],
+                    author: racer,
+                    at: OffsetDateTime::UNIX_EPOCH,
+                    summary: "a concurrent writer".into(),
+                    audit,
+                },
+                key,
+            )
             .await
             .unwrap();
     }
@@ -119,7 +126,7 @@ impl ServerStore for Counting {
         self.inner.head(id).await
     }
 
-    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+    async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         let next = self.plan.lock().unwrap().pop_front();
         let next = next.or_else(|| {
@@ -128,11 +135,11 @@ impl ServerStore for Counting {
                 .then_some(Sabotage::Race)
         });
         match next {
-            Some(Sabotage::Race) => self.race(commit.server_id, commit.expected).await,
+            Some(Sabotage::Race) => self.race(commit.server_id, commit.expected, key).await,
             Some(Sabotage::Fail(e)) => return Err(e),
             None => {}
         }
-        self.inner.commit(commit).await
+        self.inner.commit(commit, key).await
     }
 
     async fn revisions(
@@ -186,19 +193,44 @@ impl IdentityStore for Counting {
         self.inner.list_tokens(user).await
     }
 
-    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
-        self.inner.commit_identity(changes, audit).await
+    async fn commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        audit: AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord> {
+        self.inner.commit_identity(changes, audit, key).await
     }
 }
 
 #[async_trait]
 impl AuditStore for Counting {
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        self.inner.append_audit(entry).await
+    async fn append_audit(&self, entry: AuditEntry, key: &AuditKey) -> Result<AuditRecord> {
+        self.inner.append_audit(entry, key).await
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
         self.inner.query_audit(query).await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead> {
+        self.inner.audit_head().await
+    }
+
+    async fn audit_key(&self) -> Result<Option<StoredAuditKey>> {
+        self.inner.audit_key().await
+    }
+
+    async fn init_audit_key(&self, seal: &SealAuditKey<'_>) -> Result<(StoredAuditKey, bool)> {
+        self.inner.init_audit_key(seal).await
+    }
+
+    async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<()> {
+        self.inner.reseal_audit_key(expected, resealed).await
     }
 }
 

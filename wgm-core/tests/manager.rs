@@ -573,11 +573,11 @@ fn rbac_object_level_checks_and_audit() {
             .count();
         assert!(denied >= 3, "{denied} denials audited");
         // The chain verifies, and detects tampering and deletion.
-        let v = m.verify_audit_chain(&admin).await.unwrap();
+        let v = m.verify_audit_chain(&admin, None).await.unwrap();
         assert!(v.records > 5);
         assert!(store.tamper_audit_action(3, "user.nothing"));
         assert!(matches!(
-            m.verify_audit_chain(&admin).await,
+            m.verify_audit_chain(&admin, None).await,
             Err(Error::Conflict { .. })
         ));
     });
@@ -591,9 +591,9 @@ fn audit_chain_detects_deleted_record() {
         m.create_server(&admin, spec("chain", None)).await.unwrap();
         m.create_server(&admin, spec("chain2", None)).await.unwrap();
         m.create_server(&admin, spec("chain3", None)).await.unwrap();
-        assert_eq!(m.verify_audit_chain(&admin).await.unwrap().records, 3);
+        assert_eq!(m.verify_audit_chain(&admin, None).await.unwrap().records, 3);
         assert!(store.delete_audit_record(2));
-        let e = m.verify_audit_chain(&admin).await.unwrap_err();
+        let e = m.verify_audit_chain(&admin, None).await.unwrap_err();
         assert!(e.to_string().contains("record"), "{e}");
     });
 }
@@ -897,11 +897,20 @@ fn master_key_rotation_reseals_everything_once() {
     .config(test_config())
     .build();
     let r = block(rotated.reseal_all(&admin)).unwrap();
-    // Server key + 2 × (peer key + PSK).
-    assert_eq!((r.servers, r.secrets), (1, 5));
+    // Server key + 2 × (peer key + PSK) + the store's audit key.
+    assert_eq!((r.servers, r.secrets), (1, 6));
     assert_eq!(block(rotated.reseal_all(&admin)).unwrap().secrets, 0);
-    // Only the new key is needed now; the configs are unchanged.
+    // Only the new key is needed now; the configs are unchanged, and the audit chain
+    // and the revisions written before the rotation still verify.
     let (only_new, _) = manager_on(store.clone(), &new);
+    let v = block(only_new.verify_audit_chain(&admin, None)).unwrap();
+    assert_eq!((v.records, v.legacy_records), (6, 0));
+    assert_eq!(
+        block(only_new.history(&admin, sid, RevisionNo::NONE, 100))
+            .unwrap()
+            .len(),
+        4
+    );
     assert_eq!(
         block(only_new.client_config(&admin, sid, pid))
             .unwrap()

@@ -38,6 +38,9 @@ struct World {
     bob: Principal,
     bob_id: UserId,
     op: Principal,
+    /// The master key's bytes, to open the store's audit key where a test writes to
+    /// the store as someone holding it would.
+    master: [u8; 32],
 }
 
 fn spec(name: &str, port: u16, v6: &str, v4: &str) -> NewServer {
@@ -77,7 +80,9 @@ async fn add_user(m: &Manager, root: &Principal, name: &str, role: &str) -> User
 fn world() -> World {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let (m, local) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    let master_key = MasterKey::generate();
+    let master = *master_key.expose_bytes();
+    let (m, local) = Manager::builder(store.clone(), Sealer::new(master_key))
         .config(ManagerConfig {
             password_params: auth::password::PasswordParams::insecure_for_tests(),
             ..ManagerConfig::default()
@@ -114,6 +119,7 @@ fn world() -> World {
             bob,
             bob_id,
             op,
+            master,
         }
     })
 }
@@ -952,9 +958,16 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
         bob_key
     );
 
-    // A revision written behind the manager's back (someone with write access to the
-    // database): a peer on the server's own address with a default route. Rolling back
-    // to it is refused before anything is written.
+    // A revision written behind the manager's back by someone holding the keys (so its
+    // MAC verifies; without them the MAC check refuses it first, `tests/tamper.rs`): a
+    // peer on the server's own address with a default route. Rolling back to it is
+    // refused by the re-validation, before anything is written.
+    use wgm_core::store::AuditStore as _;
+    let key = block(w.store.audit_key())
+        .unwrap()
+        .unwrap()
+        .open(&Sealer::new(MasterKey::from_bytes(w.master)))
+        .unwrap();
     let st = block(w.store.load_server(s)).unwrap().unwrap();
     let mut forged = st.peers[&alice_peer].clone();
     let before_forged = forged.clone();
@@ -965,54 +978,60 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
         label: "local:mallory".into(),
     };
     let at = w.clock.now();
-    block(w.store.commit(Commit {
-        server_id: s,
-        expected: st.revision,
-        changes: vec![Change::PeerUpdated {
-            before: Box::new(before_forged.clone()),
-            after: Box::new(forged.clone()),
-        }],
-        author: actor.clone(),
-        at,
-        summary: "forged".into(),
-        audit: AuditEntry {
+    block(w.store.commit(
+        Commit {
+            server_id: s,
+            expected: st.revision,
+            changes: vec![Change::PeerUpdated {
+                before: Box::new(before_forged.clone()),
+                after: Box::new(forged.clone()),
+            }],
+            author: actor.clone(),
             at,
-            actor: actor.clone(),
-            action: wgm_core::audit::AuditAction::PeerUpdate,
-            object: "x".into(),
-            server_id: Some(s),
-            revision: None,
-            outcome: AuditOutcome::Success,
-            details: serde_json::Value::Null,
+            summary: "forged".into(),
+            audit: AuditEntry {
+                at,
+                actor: actor.clone(),
+                action: wgm_core::audit::AuditAction::PeerUpdate,
+                object: "x".into(),
+                server_id: Some(s),
+                revision: None,
+                outcome: AuditOutcome::Success,
+                details: serde_json::Value::Null,
+            },
         },
-    }))
-    .ok();
+        &key,
+    ))
+    .unwrap();
     let forged_at = w.head().unwrap();
     // Undo it the same way so the head is clean again.
     let st2 = block(w.store.load_server(s)).unwrap().unwrap();
     let cur = st2.peers[&alice_peer].clone();
-    block(w.store.commit(Commit {
-        server_id: s,
-        expected: st2.revision,
-        changes: vec![Change::PeerUpdated {
-            before: Box::new(cur),
-            after: Box::new(before_forged),
-        }],
-        author: actor.clone(),
-        at,
-        summary: "unforged".into(),
-        audit: AuditEntry {
+    block(w.store.commit(
+        Commit {
+            server_id: s,
+            expected: st2.revision,
+            changes: vec![Change::PeerUpdated {
+                before: Box::new(cur),
+                after: Box::new(before_forged),
+            }],
+            author: actor.clone(),
             at,
-            actor,
-            action: wgm_core::audit::AuditAction::PeerUpdate,
-            object: "x".into(),
-            server_id: Some(s),
-            revision: None,
-            outcome: AuditOutcome::Success,
-            details: serde_json::Value::Null,
+            summary: "unforged".into(),
+            audit: AuditEntry {
+                at,
+                actor,
+                action: wgm_core::audit::AuditAction::PeerUpdate,
+                object: "x".into(),
+                server_id: Some(s),
+                revision: None,
+                outcome: AuditOutcome::Success,
+                details: serde_json::Value::Null,
+            },
         },
-    }))
-    .ok();
+        &key,
+    ))
+    .unwrap();
     let head = w.head();
     let r = block(m.rollback(&w.root, s, forged_at));
     match &r {

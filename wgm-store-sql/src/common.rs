@@ -10,11 +10,15 @@
 
 use std::collections::BTreeMap;
 
+use wgm_core::error::{AuditBreak, ConflictKind};
+use wgm_core::integrity::StoredAuditKey;
 use wgm_core::model::{
-    AuditRecord, Peer, PeerId, RevisionRecord, Server, ServerState, ServerSummary,
+    AuditEntry, AuditRecord, Peer, PeerId, RevisionRecord, Server, ServerId, ServerState,
+    ServerSummary,
 };
+use wgm_core::Error;
 
-use crate::codec::{from_json, rev, uint};
+use crate::codec::{from_json, ns, rev, uint};
 use crate::dialect::Dialect;
 use crate::error::SqlError;
 
@@ -47,28 +51,110 @@ pub(crate) fn summary(
     })
 }
 
-/// An audit row (`seq`, entry `body`, `prev_hash`, `hash`): an [`AuditRecord`].
-pub(crate) fn audit_record(
-    store: &'static str,
-    (seq, body, prev_hash, hash): (i64, String, String, String),
-) -> Result<AuditRecord, SqlError> {
+/// An audit row as read: every column, so that each is checked against the entry.
+pub(crate) struct AuditRow {
+    pub(crate) seq: i64,
+    pub(crate) at_ns: i64,
+    pub(crate) actor: String,
+    pub(crate) server_id: Option<ServerId>,
+    pub(crate) object: String,
+    pub(crate) body: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+fn audit_broken(b: AuditBreak) -> SqlError {
+    Error::conflict_of(ConflictKind::AuditChainBroken(b)).into()
+}
+
+/// An audit row: an [`AuditRecord`]. The columns the queries filter on (`at_ns`,
+/// `actor`, `server_id`, `object`) are outside the hashed entry (`body`), so each must
+/// agree with it: a record hidden from a filter by an edited column is a broken chain
+/// ([`AuditBreak::Column`]), as is a body that no longer decodes ([`AuditBreak::Altered`]).
+pub(crate) fn audit_record(store: &'static str, row: AuditRow) -> Result<AuditRecord, SqlError> {
+    let seq = uint(store, "audit sequence number", row.seq)?;
+    let entry: AuditEntry =
+        serde_json::from_str(&row.body).map_err(|_| audit_broken(AuditBreak::Altered { seq }))?;
+    let column = if row.at_ns != ns(entry.at) {
+        Some("at_ns")
+    } else if row.actor != entry.actor.label {
+        Some("actor")
+    } else if row.server_id != entry.server_id {
+        Some("server_id")
+    } else if row.object != entry.object {
+        Some("object")
+    } else {
+        None
+    };
+    if let Some(column) = column {
+        return Err(audit_broken(AuditBreak::Column { seq, column }));
+    }
     Ok(AuditRecord {
-        seq: uint(store, "audit sequence number", seq)?,
-        entry: from_json(store, "audit entry", &body)?,
-        prev_hash,
-        hash,
+        seq,
+        entry,
+        prev_hash: row.prev_hash,
+        hash: row.hash,
     })
 }
 
-/// Revision rows (their JSON bodies), oldest first.
+/// A revision row as read: every column, so that each is checked against the body.
+pub(crate) struct RevisionRow {
+    pub(crate) server_id: ServerId,
+    pub(crate) revision: i64,
+    pub(crate) at_ns: i64,
+    pub(crate) author: String,
+    pub(crate) summary: String,
+    pub(crate) body: String,
+}
+
+/// Revision rows, oldest first: [`RevisionRecord`]s whose columns agree with their
+/// bodies (else [`ConflictKind::RevisionAltered`]; the MAC in the body is checked by the
+/// caller, `wgm_core::integrity::check_revision`).
 pub(crate) fn revisions(
     store: &'static str,
-    bodies: &[String],
+    rows: Vec<RevisionRow>,
 ) -> Result<Vec<RevisionRecord>, SqlError> {
-    bodies
-        .iter()
-        .map(|b| from_json(store, "revision", b))
+    rows.into_iter()
+        .map(|row| {
+            let number = uint(store, "revision number", row.revision)?;
+            let altered = |reason: &'static str| -> SqlError {
+                Error::conflict_of(ConflictKind::RevisionAltered {
+                    server: row.server_id.0,
+                    revision: number,
+                    reason,
+                })
+                .into()
+            };
+            let r: RevisionRecord =
+                serde_json::from_str(&row.body).map_err(|_| altered("its body does not decode"))?;
+            if r.server_id != row.server_id
+                || r.revision.0 != number
+                || ns(r.at) != row.at_ns
+                || r.author.label != row.author
+                || r.summary != row.summary
+            {
+                return Err(altered("a stored column disagrees with its body"));
+            }
+            Ok(r)
+        })
         .collect()
+}
+
+/// The stored audit key (`sealed`, `legacy` JSON).
+pub(crate) fn audit_key(
+    store: &'static str,
+    (sealed, legacy): (String, String),
+) -> Result<StoredAuditKey, SqlError> {
+    Ok(StoredAuditKey {
+        sealed: serde_json::from_value(serde_json::Value::String(sealed)).map_err(|source| {
+            SqlError::Corrupt {
+                store,
+                what: "sealed audit key",
+                source,
+            }
+        })?,
+        legacy: from_json(store, "audit key bound", &legacy)?,
+    })
 }
 
 /// The shared reads: one `String` field per template, rendered by [`Reads::render`].
@@ -109,7 +195,8 @@ reads! {
                     ORDER BY s.name_key{ COLLATE \"C\"}, s.id LIMIT $1 OFFSET $2";
     head = "SELECT h.revision FROM {wgm.}heads h JOIN {wgm.}servers s ON s.id = h.server_id
             WHERE h.server_id = $1";
-    revisions = "SELECT body{::text} FROM {wgm.}revisions
+    revisions = "SELECT server_id, revision, at_ns, author, summary, body{::text}
+                 FROM {wgm.}revisions
                  WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3";
     applied = "SELECT revision FROM {wgm.}applied WHERE server_id = $1 AND host = $2";
     get_user = "SELECT body{::text} FROM {wgm.}users WHERE id = $1";
@@ -120,7 +207,8 @@ reads! {
     get_token = "SELECT body{::text} FROM {wgm.}tokens WHERE id = $1";
     list_tokens = "SELECT body{::text} FROM {wgm.}tokens WHERE $1{::uuid} IS NULL OR user_id = $1
                    ORDER BY created_ns, id";
-    query_audit = "SELECT seq, body{::text}, prev_hash, hash FROM {wgm.}audit
+    query_audit = "SELECT seq, at_ns, actor, server_id, object, body{::text}, prev_hash, hash
+                   FROM {wgm.}audit
                    WHERE ($1{::text} IS NULL OR actor = $1
                           OR substr(actor, 1, length($1) + 7) = $1 || ' token:')
                      AND ($2{::uuid} IS NULL OR server_id = $2)
@@ -136,8 +224,16 @@ reads! {
                    WHERE h.server_id = $1{ FOR UPDATE OF h}";
     server_name_taken = "SELECT 1 FROM {wgm.}servers
                          WHERE name_key = $1 AND ($2{::uuid} IS NULL OR id <> $2) LIMIT 1";
+    /// The stored head of the audit log (`audit_head`), unlocked.
+    audit_head = "SELECT seq, hash FROM {wgm.}audit_head WHERE id = 1";
+    /// The sealed audit key and its bound, unlocked.
+    audit_key = "SELECT sealed, legacy{::text} FROM {wgm.}audit_key WHERE id = 1";
     /// Locks the audit head on PostgreSQL: the last lock a transaction takes.
     audit_tail = "SELECT seq, hash FROM {wgm.}audit_head WHERE id = 1{ FOR UPDATE}";
+    /// The audit key in a write transaction (locked on PostgreSQL).
+    tx_audit_key = "SELECT sealed, legacy{::text} FROM {wgm.}audit_key WHERE id = 1{ FOR UPDATE}";
+    /// Every server's head (deleted servers keep theirs).
+    server_heads = "SELECT server_id, revision FROM {wgm.}heads";
     user_version = "SELECT version FROM {wgm.}users WHERE id = $1{ FOR UPDATE}";
     user_clash = "SELECT name_key = $2 FROM {wgm.}users
                   WHERE id <> $1 AND (name_key = $2 OR ($3{::text} IS NOT NULL AND email = $3))";
@@ -220,14 +316,28 @@ macro_rules! store_reads {
             after: RevisionNo,
             limit: u64,
         ) -> Result<Vec<RevisionRecord>, SqlError> {
-            let rows: Vec<String> = sqlx::query_scalar(&$dialect.reads().revisions)
-                .bind(bind_id(id.as_uuid()))
-                .bind($crate::codec::int(after.0))
-                .bind($crate::codec::int(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            $crate::common::revisions(S, &rows)
+            let rows: Vec<(Id, i64, i64, String, String, String)> =
+                sqlx::query_as(&$dialect.reads().revisions)
+                    .bind(bind_id(id.as_uuid()))
+                    .bind($crate::codec::int(after.0))
+                    .bind($crate::codec::int(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+            let rows = rows
+                .into_iter()
+                .map(|(sid, revision, at_ns, author, summary, body)| {
+                    Ok($crate::common::RevisionRow {
+                        server_id: server_id(&sid)?,
+                        revision,
+                        at_ns,
+                        author,
+                        summary,
+                        body,
+                    })
+                })
+                .collect::<Result<Vec<_>, SqlError>>()?;
+            $crate::common::revisions(S, rows)
         }
 
         pub(crate) async fn applied(
@@ -318,7 +428,7 @@ macro_rules! store_reads {
             q: &AuditQuery,
         ) -> Result<Vec<AuditRecord>, SqlError> {
             use $crate::codec::{int, ns};
-            let rows: Vec<(i64, String, String, String)> =
+            let rows: Vec<(i64, i64, String, Option<Id>, String, String, String, String)> =
                 sqlx::query_as(&$dialect.reads().query_audit)
                     .bind(q.actor.as_deref())
                     .bind(q.server_id.map(|s| bind_id(s.as_uuid())))
@@ -331,8 +441,41 @@ macro_rules! store_reads {
                     .await
                     .map_err(db)?;
             rows.into_iter()
-                .map(|r| $crate::common::audit_record(S, r))
+                .map(|(seq, at_ns, actor, sid, object, body, prev_hash, hash)| {
+                    let row = $crate::common::AuditRow {
+                        seq,
+                        at_ns,
+                        actor,
+                        server_id: sid.as_ref().map(|i| server_id(i)).transpose()?,
+                        object,
+                        body,
+                        prev_hash,
+                        hash,
+                    };
+                    $crate::common::audit_record(S, row)
+                })
                 .collect()
+        }
+
+        pub(crate) async fn audit_head(&self) -> Result<wgm_core::integrity::AuditHead, SqlError> {
+            let (seq, hash): (i64, String) = sqlx::query_as(&$dialect.reads().audit_head)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(wgm_core::integrity::AuditHead {
+                seq: $crate::codec::uint(S, "audit sequence number", seq)?,
+                hash,
+            })
+        }
+
+        pub(crate) async fn audit_key(
+            &self,
+        ) -> Result<Option<wgm_core::integrity::StoredAuditKey>, SqlError> {
+            let row: Option<(String, String)> = sqlx::query_as(&$dialect.reads().audit_key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            row.map(|r| $crate::common::audit_key(S, r)).transpose()
         }
     };
 }
@@ -340,7 +483,7 @@ pub(crate) use store_reads;
 
 /// The reads of `store::rules::Transaction`, expanded inside an engine's `impl` of it
 /// (`self.0` is its connection). Uses the same names of the engine module as
-/// [`store_reads!`] (`S`, `db`, `bind_id`).
+/// [`store_reads!`] (`S`, `db`, `bind_id`, `Id`, `server_id`).
 macro_rules! tx_reads {
     ($dialect:path) => {
         async fn lock_server(
@@ -381,6 +524,28 @@ macro_rules! tx_reads {
                 .await
                 .map_err(db)?;
             Ok(($crate::codec::uint(S, "audit sequence number", seq)?, hash))
+        }
+
+        async fn audit_key(
+            &mut self,
+        ) -> Result<Option<wgm_core::integrity::StoredAuditKey>, SqlError> {
+            let row: Option<(String, String)> = sqlx::query_as(&$dialect.reads().tx_audit_key)
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db)?;
+            row.map(|r| $crate::common::audit_key(S, r)).transpose()
+        }
+
+        async fn server_heads(
+            &mut self,
+        ) -> Result<std::collections::BTreeMap<ServerId, RevisionNo>, SqlError> {
+            let rows: Vec<(Id, i64)> = sqlx::query_as(&$dialect.reads().server_heads)
+                .fetch_all(&mut *self.0)
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|(id, r)| Ok((server_id(id)?, $crate::codec::rev(S, *r)?)))
+                .collect()
         }
 
         async fn user_version(&mut self, id: UserId) -> Result<Option<u64>, SqlError> {

@@ -33,8 +33,11 @@
 //! `rules::commit_with_rules` compares the server's head with the expected revision
 //! (`Conflict` with `ConflictKind::StaleRevision` otherwise), applies the changes, checks
 //! the uniqueness of peer names, keys, addresses and prefixes (`AlreadyExists`, or
-//! `Conflict` with `ConflictKind::Taken`), appends the revision and the hash-chained
-//! audit record, and on PostgreSQL queues the notification — all or nothing.
+//! `Conflict` with `ConflictKind::Taken`), appends the revision with its MAC and the
+//! audit record chained under the audit key it is given, and on PostgreSQL queues the
+//! notification — all or nothing. The audit key itself is kept sealed in table
+//! `audit_key` (migration 2); every read of an audit or revision row checks the columns
+//! kept beside its JSON body against the body (`wgm_core::integrity`).
 //!
 //! ## Why it is built this way
 //! - **Serialization where it is cheap and certain.** SQLite writers take the write lock
@@ -92,14 +95,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, PeerId,
-    PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId, User,
-    UserId,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
+    PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId,
+    User, UserId,
 };
 use wgm_core::names::{ServerName, UserName};
 use wgm_core::rbac::Role;
-use wgm_core::store::{AuditStore, HostStateStore, IdentityStore, ServerStore, Store};
+use wgm_core::seal::SealedSecret;
+use wgm_core::store::{
+    AuditStore, HostStateStore, IdentityStore, SealAuditKey, ServerStore, Store,
+};
 use wgm_core::{Error, Result};
 
 use crate::error::SqlError;
@@ -321,8 +328,8 @@ impl ServerStore for SqlStore {
         dispatch!(self, b => b.head(id))
     }
 
-    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
-        dispatch!(self, b => b.commit(&commit))
+    async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
+        dispatch!(self, b => b.commit(&commit, key))
     }
 
     async fn revisions(
@@ -376,18 +383,43 @@ impl IdentityStore for SqlStore {
         dispatch!(self, b => b.list_tokens(user))
     }
 
-    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
-        dispatch!(self, b => b.commit_identity(&changes, &audit))
+    async fn commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        audit: AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord> {
+        dispatch!(self, b => b.commit_identity(&changes, &audit, key))
     }
 }
 
 #[async_trait]
 impl AuditStore for SqlStore {
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        dispatch!(self, b => b.append_audit(&entry))
+    async fn append_audit(&self, entry: AuditEntry, key: &AuditKey) -> Result<AuditRecord> {
+        dispatch!(self, b => b.append_audit(&entry, key))
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
         dispatch!(self, b => b.query_audit(query))
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead> {
+        dispatch!(self, b => b.audit_head())
+    }
+
+    async fn audit_key(&self) -> Result<Option<StoredAuditKey>> {
+        dispatch!(self, b => b.audit_key())
+    }
+
+    async fn init_audit_key(&self, seal: &SealAuditKey<'_>) -> Result<(StoredAuditKey, bool)> {
+        dispatch!(self, b => b.init_audit_key(seal))
+    }
+
+    async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<()> {
+        dispatch!(self, b => b.reseal_audit_key(expected, resealed))
     }
 }

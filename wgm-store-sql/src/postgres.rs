@@ -16,14 +16,17 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use wgm_core::integrity::{AuditKey, StoredAuditKey};
 use wgm_core::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
-    PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
-    TokenId, User, UserId,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
+    Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
+    ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
+use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
+use wgm_core::store::SealAuditKey;
 use wgm_core::Error;
 
 use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
@@ -206,12 +209,12 @@ impl PgStore {
 
     common::store_reads!(crate::dialect::POSTGRES);
 
-    pub(crate) async fn commit(&self, c: &Commit) -> Result<RevisionRecord, SqlError> {
+    pub(crate) async fn commit(&self, c: &Commit, key: &AuditKey) -> Result<Committed, SqlError> {
         retrying!(
             "commit",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r = rules::commit_with_rules(&mut PgTx(&mut tx), c).await?;
+                let r = rules::commit_with_rules(&mut PgTx(&mut tx), c, key).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
             }
@@ -293,26 +296,66 @@ impl PgStore {
         &self,
         changes: &[IdentityChange],
         audit: &AuditEntry,
-    ) -> Result<(), SqlError> {
+        key: &AuditKey,
+    ) -> Result<AuditRecord, SqlError> {
         retrying!(
             "commit_identity",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                rules::commit_identity_with_rules(&mut PgTx(&mut tx), changes, audit).await?;
-                tx.commit().await.map_err(db)
+                let r = rules::commit_identity_with_rules(&mut PgTx(&mut tx), changes, audit, key)
+                    .await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
             }
             .await
         )
     }
 
-    pub(crate) async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, SqlError> {
+    pub(crate) async fn append_audit(
+        &self,
+        entry: &AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord, SqlError> {
         retrying!(
             "append_audit",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let r = rules::append_audit_with_rules(&mut PgTx(&mut tx), entry.clone()).await?;
+                let r =
+                    rules::append_audit_with_rules(&mut PgTx(&mut tx), entry.clone(), key).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn init_audit_key(
+        &self,
+        seal: &SealAuditKey<'_>,
+    ) -> Result<(StoredAuditKey, bool), SqlError> {
+        retrying!(
+            "init_audit_key",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let r = rules::init_audit_key_with_rules(&mut PgTx(&mut tx), seal).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(r)
+            }
+            .await
+        )
+    }
+
+    pub(crate) async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "reseal_audit_key",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                rules::reseal_audit_key_with_rules(&mut PgTx(&mut tx), expected, resealed).await?;
+                tx.commit().await.map_err(db)
             }
             .await
         )
@@ -534,6 +577,25 @@ impl Transaction for PgTx<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_audit_key(
+        &mut self,
+        key: &StoredAuditKey,
+        exists: bool,
+    ) -> Result<(), SqlError> {
+        let sql = if exists {
+            "UPDATE wgm.audit_key SET sealed = $1, legacy = $2::jsonb WHERE id = 1"
+        } else {
+            "INSERT INTO wgm.audit_key (id, sealed, legacy) VALUES (1, $1, $2::jsonb) ON CONFLICT (id) DO NOTHING"
+        };
+        sqlx::query(sql)
+            .bind(key.sealed.as_str())
+            .bind(to_json(S, "audit key bound", &key.legacy)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 

@@ -157,8 +157,8 @@ async fn differential(kind: Kind, seed: u64) {
                 server: Box::new(s.clone()),
             }],
         );
-        reference.commit(c.clone()).await.unwrap();
-        sql.commit(c).await.unwrap();
+        reference.commit(c.clone(), common::key()).await.unwrap();
+        sql.commit(c, common::key()).await.unwrap();
     }
     servers.truncate(1);
     let (mut oks, mut errs) = (0, std::collections::BTreeMap::<&str, usize>::new());
@@ -179,14 +179,14 @@ async fn differential(kind: Kind, seed: u64) {
         let changes = random_changes(&mut rng, &u, srv, current.as_ref());
         let c = commit(*sid, expected, changes);
         let want = reference
-            .commit(c.clone())
+            .commit(c.clone(), common::key())
             .await
-            .map(|r| r.revision)
+            .map(|r| r.record.revision)
             .map_err(|e| (e.code(), e.to_string()));
         let got = sql
-            .commit(c.clone())
+            .commit(c.clone(), common::key())
             .await
-            .map(|r| r.revision)
+            .map(|r| r.record.revision)
             .map_err(|e| (e.code(), e.to_string()));
         assert_eq!(
             got,

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{add, commit, create, entry, host_v6, open, peer, server, user, Kind};
-use wgm_core::model::{AuditQuery, AuditRecord, IdentityChange, PeerStats, RevisionNo, ServerId};
+use wgm_core::model::{IdentityChange, PeerStats, RevisionNo, ServerId};
 use wgm_core::store::Store;
 use wgm_core::Error;
 use wgm_store_sql::SqlStore;
@@ -44,7 +44,10 @@ async fn allocate(store: &dyn Store, sid: ServerId, name: &str) -> Result<Ipv4Ad
         let mut p = peer(&st.server, name, index);
         p.address_v4 = Some(addr);
         p.address_v6 = Some(host_v6(index));
-        match store.commit(add(sid, st.revision.0, &p)).await {
+        match store
+            .commit(add(sid, st.revision.0, &p), common::key())
+            .await
+        {
             Ok(_) => return Ok(addr),
             Err(Error::Conflict { .. }) => {}
             Err(e) => return Err(e),
@@ -90,15 +93,7 @@ async fn check_final(store: &dyn Store, sid: ServerId, allocated: &[Ipv4Addr]) {
     assert_eq!(st.revision, RevisionNo(1 + FREE as u64));
     let stored: HashSet<Ipv4Addr> = st.peers.values().filter_map(|p| p.address_v4).collect();
     assert_eq!(stored, allocated.iter().copied().collect());
-    verify_chain(&store.query_audit(&AuditQuery::default()).await.unwrap());
-}
-
-fn verify_chain(records: &[AuditRecord]) {
-    let mut prev: Option<&AuditRecord> = None;
-    for r in records {
-        r.verify_link(prev).unwrap();
-        prev = Some(r);
-    }
+    common::verify_chain(store).await.unwrap();
 }
 
 async fn f1(kind: Kind, pools: usize) {
@@ -234,10 +229,10 @@ async fn f14_sixteen_sqlite_writers_never_see_busy() {
             for r in 0..ROUNDS {
                 let i = u16::try_from(r).unwrap() + 2;
                 let p = peer(&srv, &format!("p{r}"), i);
-                s.commit(add(srv.id, r + 1, &p))
+                s.commit(add(srv.id, r + 1, &p), common::key())
                     .await
                     .map_err(|e| format!("commit: {e}"))?;
-                s.append_audit(entry("secret.export", "x"))
+                s.append_audit(entry("secret.export", "x"), common::key())
                     .await
                     .map_err(|e| format!("audit: {e}"))?;
                 s.set_applied(srv.id, &format!("host{w}"), RevisionNo(r + 2))
@@ -255,6 +250,7 @@ async fn f14_sixteen_sqlite_writers_never_see_busy() {
                 s.commit_identity(
                     vec![IdentityChange::UserCreated { user: Box::new(u) }],
                     entry("user.create", "u"),
+                    common::key(),
                 )
                 .await
                 .map_err(|e| format!("identity: {e}"))?;
@@ -281,9 +277,8 @@ async fn f14_sixteen_sqlite_writers_never_see_busy() {
             Some(RevisionNo(ROUNDS + 1))
         );
     }
-    let audit = t.store.query_audit(&AuditQuery::default()).await.unwrap();
-    assert_eq!(audit.len() as u64, WRITERS as u64 * (1 + 3 * ROUNDS));
-    verify_chain(&audit);
+    let v = common::verify_chain(&*t.store).await.unwrap();
+    assert_eq!(v.records, WRITERS as u64 * (1 + 3 * ROUNDS));
     assert_eq!(
         t.store
             .list_users(wgm_core::model::Page::ALL)

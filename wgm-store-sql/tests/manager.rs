@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::{open, Kind};
 use wgm_core::manager::{Manager, NewPeer, NewServer};
-use wgm_core::model::{AuditQuery, AuditRecord, ServerId};
+use wgm_core::model::{AuditQuery, ServerId};
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
 use wgm_core::rbac::Principal;
@@ -71,6 +71,7 @@ async fn race(
 
 async fn check_final(
     store: &dyn Store,
+    (m, p): &(Arc<Manager>, Principal),
     sid: ServerId,
     got: &[Ipv4Addr],
     exhausted: usize,
@@ -88,12 +89,10 @@ async fn check_final(
     assert_eq!(stored, got.iter().copied().collect());
     let v6: HashSet<_> = st.peers.values().filter_map(|p| p.address_v6).collect();
     assert_eq!(v6.len(), FREE);
+    // Every manager (and process) chained under the one audit key of the store.
     let audit = store.query_audit(&AuditQuery::default()).await.unwrap();
-    let mut prev: Option<&AuditRecord> = None;
-    for r in &audit {
-        r.verify_link(prev).unwrap();
-        prev = Some(r);
-    }
+    let v = m.verify_audit_chain(p, None).await.unwrap();
+    assert_eq!((v.records, v.legacy_records), (audit.len() as u64, 0));
 }
 
 async fn f1(kind: Kind, managers: usize) {
@@ -105,7 +104,7 @@ async fn f1(kind: Kind, managers: usize) {
     }
     let sid = create_server(&ms[0], "f1").await;
     let (got, exhausted) = race(&ms, sid, 64, "t").await;
-    check_final(&*t.store, sid, &got, exhausted, 64).await;
+    check_final(&*t.store, &ms[0], sid, &got, exhausted, 64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -160,14 +159,14 @@ async fn manager_f1_three_processes_sqlite() {
         wait_for(&dir.path().join(format!("ready{i}"))).await;
     }
     std::fs::write(&go, b"").unwrap();
-    let (mut got, mut exhausted) = race(&[m], sid, 16, "parent").await;
+    let (mut got, mut exhausted) = race(std::slice::from_ref(&m), sid, 16, "parent").await;
     let mut per_process = vec![got.len()];
     let (more, ex, per_child) = common::collect_children(children).await;
     got.extend(more);
     exhausted += ex;
     per_process.extend(per_child);
     eprintln!("peers added per process: {per_process:?}");
-    check_final(&*t.store, sid, &got, exhausted, 48).await;
+    check_final(&*t.store, &m, sid, &got, exhausted, 48).await;
 }
 
 /// The child side of `manager_f1_three_processes_sqlite` (does nothing on its own).

@@ -10,19 +10,14 @@ use std::time::Duration;
 use common::{add, commit, create, entry, open, peer, server, Kind, PgDatabase};
 use futures::StreamExt;
 use sqlx::Connection;
-use wgm_core::model::{AuditQuery, AuditRecord, Change, PeerStats, RevisionNo};
+use wgm_core::integrity::{ChainVerifier, LegacyBound};
+use wgm_core::model::{AuditQuery, Change, PeerStats, RevisionNo};
 use wgm_core::store::{AuditStore, ServerStore};
 use wgm_store_sql::{SqlOptions, SqlStore};
 
-fn chain_error(records: &[AuditRecord]) -> Option<String> {
-    let mut prev: Option<&AuditRecord> = None;
-    for r in records {
-        if let Err(e) = r.verify_link(prev) {
-            return Some(e.to_string());
-        }
-        prev = Some(r);
-    }
-    None
+/// The error's text if the stored log does not verify.
+async fn chain_error(s: &dyn wgm_core::store::Store) -> Option<String> {
+    common::verify_chain(s).await.err().map(|e| e.to_string())
 }
 
 /// Data survives closing and reopening; reopening applies no migration twice.
@@ -34,7 +29,9 @@ async fn sqlite_file_survives_reopen() {
     {
         let s = SqlStore::open(&url).await.unwrap();
         create(&s, &srv).await;
-        s.commit(add(srv.id, 1, &peer(&srv, "a", 2))).await.unwrap();
+        s.commit(add(srv.id, 1, &peer(&srv, "a", 2)), common::key())
+            .await
+            .unwrap();
         s.close().await;
         assert_eq!(s.head(srv.id).await.unwrap_err().code(), "store");
     }
@@ -105,21 +102,21 @@ async fn tamper(kind: Kind) {
     let srv = server("tamper", None);
     create(s, &srv).await;
     for i in 0..3u16 {
-        s.commit(add(
-            srv.id,
-            u64::from(i) + 1,
-            &peer(&srv, &format!("p{i}"), i + 2),
-        ))
+        s.commit(
+            add(
+                srv.id,
+                u64::from(i) + 1,
+                &peer(&srv, &format!("p{i}"), i + 2),
+            ),
+            common::key(),
+        )
         .await
         .unwrap();
     }
-    s.append_audit(entry("secret.export", "server/x/peer/y"))
+    s.append_audit(entry("secret.export", "server/x/peer/y"), common::key())
         .await
         .unwrap();
-    assert_eq!(
-        chain_error(&s.query_audit(&AuditQuery::default()).await.unwrap()),
-        None
-    );
+    assert_eq!(chain_error(s).await, None);
 
     // An attacker with database access edits a record, then deletes one.
     let (edit, delete) = match kind {
@@ -133,7 +130,7 @@ async fn tamper(kind: Kind) {
         ),
     };
     raw(&t, edit).await;
-    let e = chain_error(&s.query_audit(&AuditQuery::default()).await.unwrap()).unwrap();
+    let e = chain_error(s).await.unwrap();
     assert!(e.contains("record 2") && e.contains("altered"), "{e}");
     raw(&t, delete).await;
     // Records 2 (edited, but its stored hash still links) and 3, then the gap before 5.
@@ -153,10 +150,18 @@ async fn tamper(kind: Kind) {
         .await
         .unwrap(),
     );
-    let e = chain
-        .windows(2)
-        .find_map(|w| w[1].verify_link(Some(&w[0])).err())
+    let legacy = LegacyBound::empty();
+    let mut v = ChainVerifier::new(Some((common::key(), &legacy)), None);
+    // Start the verifier on record 1 so that the window's own links are checked.
+    let first = s
+        .query_audit(&AuditQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
         .unwrap();
+    v.push(&first[0]).unwrap();
+    let e = chain.iter().skip(1).find_map(|r| v.push(r).err()).unwrap();
     assert!(e.to_string().contains("deleted"), "{e}");
 }
 
@@ -206,7 +211,7 @@ async fn constraints(kind: Kind) {
     let srv = server("constrained", Some("10.2.0.0/24"));
     create(&*t.store, &srv).await;
     t.store
-        .commit(add(srv.id, 1, &peer(&srv, "a", 2)))
+        .commit(add(srv.id, 1, &peer(&srv, "a", 2)), common::key())
         .await
         .unwrap();
     let copy = match kind {
@@ -260,7 +265,9 @@ async fn bulk(kind: Kind) {
             peer: Box::new(p.clone()),
         })
         .collect();
-    s.commit(commit(srv.id, 1, changes)).await.unwrap();
+    s.commit(commit(srv.id, 1, changes), common::key())
+        .await
+        .unwrap();
     let st = s.load_server(srv.id).await.unwrap().unwrap();
     assert_eq!(st.peers.len(), usize::from(N));
     for p in &peers {
@@ -283,9 +290,12 @@ async fn bulk(kind: Kind) {
     s.update_peer_stats(srv.id, &stats).await.unwrap();
     let st = s.load_server(srv.id).await.unwrap().unwrap();
     assert!(stats.iter().all(|(id, x)| st.peers[id].stats == *x));
-    s.commit(add(srv.id, 2, &peer(&srv, "one-more", N + 2)))
-        .await
-        .unwrap();
+    s.commit(
+        add(srv.id, 2, &peer(&srv, "one-more", N + 2)),
+        common::key(),
+    )
+    .await
+    .unwrap();
     let list = s.list_servers(wgm_core::model::Page::ALL).await.unwrap();
     assert_eq!(list[0].peer_count, u64::from(N) + 1);
     let rev = s.revisions(srv.id, RevisionNo(1), 1).await.unwrap();
@@ -315,11 +325,11 @@ async fn postgres_change_feed() {
     let srv = server("feed", None);
     create(&writer, &srv).await;
     assert!(writer
-        .commit(add(srv.id, 5, &peer(&srv, "stale", 2)))
+        .commit(add(srv.id, 5, &peer(&srv, "stale", 2)), common::key())
         .await
         .is_err());
     writer
-        .commit(add(srv.id, 1, &peer(&srv, "a", 2)))
+        .commit(add(srv.id, 1, &peer(&srv, "a", 2)), common::key())
         .await
         .unwrap();
     for want in [1, 2] {

@@ -9,6 +9,7 @@ mod multiuser;
 mod postgres;
 mod rejections;
 mod security;
+mod tamper;
 
 use harness::{check_failure, mode, Env};
 use serde_json::Value;

@@ -19,12 +19,13 @@ use std::sync::Arc;
 use futures::future::join_all;
 use time::OffsetDateTime;
 
+use crate::integrity::{AuditKey, ChainVerifier, LegacyBound};
 use crate::ipam::Strategy;
 use crate::keys::PrivateKey;
 use crate::model::{
-    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, AuditRecord, Change,
-    ClientTemplate, Commit, IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo,
-    RoleAssignment, Server, ServerId, TokenId, User, UserId,
+    Actor, ApiTokenRecord, AuditEntry, AuditOutcome, AuditQuery, Change, ClientTemplate, Commit,
+    IdentityChange, Page, Peer, PeerId, PeerStats, RevisionNo, RoleAssignment, Server, ServerId,
+    TokenId, User, UserId,
 };
 use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
 use crate::net::{Keepalive, ListenPort, Mtu};
@@ -39,11 +40,12 @@ pub type Failure = String;
 mod semantics;
 
 pub use semantics::{
-    applied_per_host, audit_log, create_and_load_round_trip, delete_and_recreate,
-    failed_commit_returns_the_address, listing_order_and_pages, peer_change_errors,
-    peer_statistics, peer_uniqueness, revision_cas, revision_history, roles_and_tokens,
-    rollback_after_reassignment_conflicts, same_base_exactly_one_wins, server_rules,
-    swaps_within_one_commit, users_versions_and_uniqueness,
+    applied_per_host, audit_key_and_head, audit_log, create_and_load_round_trip,
+    delete_and_recreate, failed_commit_returns_the_address, keyed_revisions_and_audit,
+    listing_order_and_pages, peer_change_errors, peer_statistics, peer_uniqueness, revision_cas,
+    revision_history, roles_and_tokens, rollback_after_reassignment_conflicts,
+    same_base_exactly_one_wins, server_rules, swaps_within_one_commit,
+    users_versions_and_uniqueness,
 };
 
 macro_rules! ensure {
@@ -52,6 +54,17 @@ macro_rules! ensure {
             return Err(format!($($msg)+));
         }
     };
+}
+
+/// The audit key the suite commits with: fixed, so that [`run_all`] can run more than
+/// once on one store and every record it appends chains under the same key.
+///
+/// ```
+/// assert_eq!(wgm_core::conformance::store::audit_key().id(), wgm_core::conformance::store::audit_key().id());
+/// ```
+pub fn audit_key() -> &'static AuditKey {
+    static KEY: std::sync::OnceLock<AuditKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| AuditKey::from_bytes(*b"wgm conformance suite audit key!"))
 }
 
 fn suffix() -> String {
@@ -187,16 +200,19 @@ fn err<T: std::fmt::Debug>(what: &str, r: &Result<T>) -> Failure {
 async fn create(store: &dyn Store, prefix: &str) -> std::result::Result<Server, Failure> {
     let s = fixture_server(&format!("{prefix}-{}", suffix()))?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo::NONE,
-            vec![Change::ServerCreated {
-                server: Box::new(s.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(s.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(1)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(1)),
         "{}",
         err("create server", &r)
     );
@@ -238,13 +254,16 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     let mut dup = fixture_server(&s.name.as_str().to_uppercase())?;
     dup.name = upper.clone();
     let r = store
-        .commit(commit(
-            dup.id,
-            RevisionNo::NONE,
-            vec![Change::ServerCreated {
-                server: Box::new(dup),
-            }],
-        ))
+        .commit(
+            commit(
+                dup.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(dup),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::AlreadyExists { .. })),
@@ -255,29 +274,35 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     // Add a peer at the right base: revision 2.
     let p1 = fixture_peer(&s, &format!("p-{}", suffix()), 2)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p1.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p1.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(2)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(2)),
         "{}",
         err("add peer", &r)
     );
     // A stale base is a conflict and writes nothing.
     let p2 = fixture_peer(&s, &format!("p-{}", suffix()), 3)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p2.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p2.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::Conflict { .. })),
@@ -308,17 +333,20 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
         .parse()
         .map_err(|e: ipnet::AddrParseError| e.to_string())?];
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![Change::PeerUpdated {
-                before: Box::new(p1.clone()),
-                after: Box::new(p1b.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![Change::PeerUpdated {
+                    before: Box::new(p1.clone()),
+                    after: Box::new(p1b.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(3)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(3)),
         "{}",
         err("update peer", &r)
     );
@@ -335,22 +363,25 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
     s2.mtu = Mtu::new(1380).map_err(|e| e.to_string())?;
     s2.dns = vec!["2001:db8::53".parse().map_err(|e: Error| e.to_string())?];
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(3),
-            vec![
-                Change::ServerUpdated {
-                    before: Box::new(s.clone()),
-                    after: Box::new(s2.clone()),
-                },
-                Change::PeerRemoved {
-                    peer: Box::new(p1b.clone()),
-                },
-            ],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(3),
+                vec![
+                    Change::ServerUpdated {
+                        before: Box::new(s.clone()),
+                        after: Box::new(s2.clone()),
+                    },
+                    Change::PeerRemoved {
+                        peer: Box::new(p1b.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(4)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(4)),
         "{}",
         err("update server + remove peer", &r)
     );
@@ -388,16 +419,19 @@ pub async fn servers_and_cas(store: Arc<dyn Store>) -> std::result::Result<(), F
 
     // Delete: gone, history stays, audit has the revision numbers.
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(4),
-            vec![Change::ServerDeleted {
-                server: Box::new(s2),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(4),
+                vec![Change::ServerDeleted {
+                    server: Box::new(s2),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
-        matches!(&r, Ok(rec) if rec.revision == RevisionNo(5)),
+        matches!(&r, Ok(rec) if rec.record.revision == RevisionNo(5)),
         "{}",
         err("delete server", &r)
     );
@@ -442,13 +476,16 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     let s = create(&*store, "uniq").await?;
     let base = fixture_peer(&s, &format!("Alice-{}", suffix()), 2)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(base.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(base.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_ok(), "{}", err("add base peer", &r));
 
@@ -479,11 +516,14 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
         ("server key", server_key),
     ] {
         let r = store
-            .commit(commit(
-                s.id,
-                RevisionNo(2),
-                vec![Change::PeerAdded { peer: Box::new(p) }],
-            ))
+            .commit(
+                commit(
+                    s.id,
+                    RevisionNo(2),
+                    vec![Change::PeerAdded { peer: Box::new(p) }],
+                ),
+                audit_key(),
+            )
             .await;
         ensure!(
             matches!(r, Err(Error::AlreadyExists { .. } | Error::Conflict { .. })),
@@ -496,18 +536,21 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     let mut bad = fixture_peer(&s, &format!("bad-{}", suffix()), 9)?;
     bad.address_v6 = ok.address_v6;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(ok.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(bad),
-                },
-            ],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(ok.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(bad),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_err(), "conflicting batch was accepted");
     let st = store
@@ -524,13 +567,16 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     // Removing an unknown peer fails.
     let ghost = fixture_peer(&s, &format!("ghost-{}", suffix()), 10)?;
     let r = store
-        .commit(commit(
-            s.id,
-            RevisionNo(2),
-            vec![Change::PeerRemoved {
-                peer: Box::new(ghost),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(2),
+                vec![Change::PeerRemoved {
+                    peer: Box::new(ghost),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(
         matches!(r, Err(Error::NotFound { .. })),
@@ -540,11 +586,14 @@ pub async fn uniqueness_and_atomicity(store: Arc<dyn Store>) -> std::result::Res
     // Changes to an unknown server fail.
     let other = fixture_server(&format!("ghost-{}", suffix()))?;
     let r = store
-        .commit(commit(
-            other.id,
-            RevisionNo::NONE,
-            vec![Change::PeerAdded { peer: Box::new(ok) }],
-        ))
+        .commit(
+            commit(
+                other.id,
+                RevisionNo::NONE,
+                vec![Change::PeerAdded { peer: Box::new(ok) }],
+            ),
+            audit_key(),
+        )
         .await;
     ensure!(r.is_err(), "peer added to a server that does not exist");
     Ok(())
@@ -564,7 +613,7 @@ pub async fn concurrent_commits_one_wins(
             RevisionNo(1),
             vec![Change::PeerAdded { peer: Box::new(p) }],
         );
-        futs.push(async move { st.commit(c).await });
+        futs.push(async move { st.commit(c, audit_key()).await });
     }
     let results = join_all(futs).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
@@ -607,13 +656,16 @@ pub async fn pagination(store: Arc<dyn Store>) -> std::result::Result<(), Failur
     for i in 0..5 {
         let s = fixture_server(&format!("zz-page-{tag}-{i}"))?;
         let r = store
-            .commit(commit(
-                s.id,
-                RevisionNo::NONE,
-                vec![Change::ServerCreated {
-                    server: Box::new(s),
-                }],
-            ))
+            .commit(
+                commit(
+                    s.id,
+                    RevisionNo::NONE,
+                    vec![Change::ServerCreated {
+                        server: Box::new(s),
+                    }],
+                ),
+                audit_key(),
+            )
             .await;
         ensure!(r.is_ok(), "{}", err("create", &r));
     }
@@ -699,6 +751,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 user: Box::new(alice.clone()),
             }],
             audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create user", &r));
@@ -722,6 +775,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 user: Box::new(dup),
             }],
             audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -736,6 +790,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 user: Box::new(dup_mail),
             }],
             audit("user.create", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -755,6 +810,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 user: Box::new(a2.clone()),
             }],
             audit("user.update", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("update user", &r));
@@ -767,6 +823,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 user: Box::new(stale2),
             }],
             audit("user.update", "user"),
+            audit_key(),
         )
         .await;
     ensure!(
@@ -799,6 +856,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: tok.clone() }],
             audit("token.create", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("create token", &r));
@@ -820,6 +878,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
         .commit_identity(
             vec![IdentityChange::TokenCreated { token: orphan }],
             audit("token.create", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_err(), "token for an unknown user accepted");
@@ -827,6 +886,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
         .commit_identity(
             vec![IdentityChange::TokenRevoked { id: tok.id }],
             audit("token.revoke", "token"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("revoke token", &r));
@@ -858,6 +918,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
         .commit_identity(
             vec![IdentityChange::RolePut { role: role.clone() }],
             audit("role.put", "role"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("put role", &r));
@@ -883,6 +944,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 },
             ],
             audit("user.batch", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_err(), "batch with a failing change accepted");
@@ -905,6 +967,7 @@ pub async fn identities(store: Arc<dyn Store>) -> std::result::Result<(), Failur
                 },
             ],
             audit("user.delete", "user"),
+            audit_key(),
         )
         .await;
     ensure!(r.is_ok(), "{}", err("delete user + role", &r));
@@ -958,7 +1021,10 @@ pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failu
         let mut e = audit("secret.export", &format!("audit-{tag}/{i}"));
         e.actor.label = format!("user:{tag}");
         e.at = t0() + time::Duration::seconds(i);
-        let rec = store.append_audit(e).await.map_err(|e| e.to_string())?;
+        let rec = store
+            .append_audit(e, audit_key())
+            .await
+            .map_err(|e| e.to_string())?;
         mine.push(rec);
     }
     ensure!(
@@ -970,12 +1036,15 @@ pub async fn audit_chain(store: Arc<dyn Store>) -> std::result::Result<(), Failu
         .query_audit(&AuditQuery::default())
         .await
         .map_err(|e| e.to_string())?;
-    let mut prev: Option<&AuditRecord> = None;
+    let legacy = LegacyBound::empty();
+    let mut v = ChainVerifier::new(Some((audit_key(), &legacy)), None);
     for r in &all {
-        r.verify_link(prev)
+        v.push(r)
             .map_err(|e| format!("stored chain does not verify: {e}"))?;
-        prev = Some(r);
     }
+    let head = store.audit_head().await.map_err(|e| e.to_string())?;
+    v.finish(&head)
+        .map_err(|e| format!("the stored head is not the last record: {e}"))?;
     let by_actor = store
         .query_audit(&AuditQuery {
             actor: Some(format!("user:{tag}")),
@@ -1063,13 +1132,16 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
     );
     let p = fixture_peer(&s, &format!("st-{}", suffix()), 2)?;
     store
-        .commit(commit(
-            s.id,
-            RevisionNo(1),
-            vec![Change::PeerAdded {
-                peer: Box::new(p.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                RevisionNo(1),
+                vec![Change::PeerAdded {
+                    peer: Box::new(p.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let stats = PeerStats {
@@ -1108,7 +1180,7 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
         })
         .collect();
     store
-        .commit(commit(s.id, RevisionNo(2), adds))
+        .commit(commit(s.id, RevisionNo(2), adds), audit_key())
         .await
         .map_err(|e| e.to_string())?;
     let batch: Vec<(PeerId, PeerStats)> = many
@@ -1213,6 +1285,8 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
         same_base_exactly_one_wins,
         failed_commit_returns_the_address,
         rollback_after_reassignment_conflicts,
+        keyed_revisions_and_audit,
+        audit_key_and_head,
     );
     Ok(())
 }

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use super::peers::removal_changes;
 use super::{Manager, Mutation};
 use crate::audit::AuditAction;
+pub use crate::integrity::AuditVerification;
+use crate::integrity::{check_revision, AuditHead, ChainVerifier};
 use crate::keys::PublicKey;
 use crate::model::{
     AuditQuery, AuditRecord, Change, Peer, PeerId, RevisionNo, RevisionRecord, ServerId,
@@ -28,15 +30,6 @@ pub struct DiffEntry {
     /// Changed fields with their values before and after (secrets show as
     /// `"<changed>"`, never as values).
     pub fields: BTreeMap<String, (Value, Value)>,
-}
-
-/// The result of verifying the audit chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditVerification {
-    /// Number of records checked.
-    pub records: u64,
-    /// Hash of the last record (anchor it elsewhere to detect truncation).
-    pub head_hash: String,
 }
 
 const SECRET_FIELDS: &[&str] = &["private_key", "preshared_key"];
@@ -143,6 +136,12 @@ fn replay(revisions: &[RevisionRecord], upto: RevisionNo) -> Result<ServerState>
 impl Manager {
     /// The revisions of a server after `after`, oldest first, at most `limit` (needs
     /// `config:read` and `peer:read` on every peer of the server).
+    ///
+    /// Every revision is checked before it is returned: it belongs to the server, its
+    /// number follows the previous one, and its MAC verifies under the store's audit key
+    /// (or it has none and was written before the key existed); otherwise the call fails
+    /// with [`Error::Conflict`] of kind
+    /// [`ConflictKind::RevisionAltered`](crate::error::ConflictKind::RevisionAltered).
     pub async fn history(
         &self,
         p: &Principal,
@@ -155,9 +154,41 @@ impl Manager {
         // A revision shows every peer it touches, whoever owns it.
         self.authorize_elevated(p, Resource::Peer, Action::Read, Target::server(server.0))
             .await?;
-        self.store.revisions(server, after, limit).await
+        let revs = self.store.revisions(server, after, limit).await?;
+        self.check_revisions(server, after, &revs).await?;
+        Ok(revs)
     }
 
+    /// Check revisions of `server` read back from the store, the first of them right
+    /// after `after`: each one's MAC ([`check_revision`]) and that the numbers run on
+    /// without a gap (a deleted revision would make a replay wrong).
+    async fn check_revisions(
+        &self,
+        server: ServerId,
+        after: RevisionNo,
+        revs: &[RevisionRecord],
+    ) -> Result<()> {
+        let key = self.existing_audit_key().await?;
+        let parts = key.as_deref().map(super::OpenedAuditKey::parts);
+        let mut want = after.next();
+        for r in revs {
+            check_revision(parts, server, r)?;
+            if r.revision != want {
+                return Err(Error::conflict_of(
+                    crate::error::ConflictKind::RevisionAltered {
+                        server: server.0,
+                        revision: r.revision.0,
+                        reason: "the revision before it is missing",
+                    },
+                ));
+            }
+            want = want.next();
+        }
+        Ok(())
+    }
+
+    /// The state of a server at revision `rev`, replayed from its checked revisions
+    /// (so a forged or altered revision fails here, before anything uses it).
     pub(super) async fn state_at(&self, server: ServerId, rev: RevisionNo) -> Result<ServerState> {
         if rev == RevisionNo::NONE {
             return Err(Error::invalid("revision", "revisions start at 1"));
@@ -165,6 +196,8 @@ impl Manager {
         let revs = self
             .store
             .revisions(server, RevisionNo::NONE, rev.0)
+            .await?;
+        self.check_revisions(server, RevisionNo::NONE, &revs)
             .await?;
         if revs.last().map(|r| r.revision) != Some(rev) {
             return Err(Error::not_found("revision", rev));
@@ -387,14 +420,53 @@ impl Manager {
         self.store.query_audit(q).await
     }
 
-    /// Verify the whole audit chain: every record's hash, and that no record was
-    /// removed or reordered. Fails with [`Error::Conflict`] naming the first bad record.
-    pub async fn verify_audit_chain(&self, p: &Principal) -> Result<AuditVerification> {
+    /// Verify the whole audit chain ([`ChainVerifier`]): every record's link — keyed
+    /// with the store's audit key, or unkeyed within the prefix written before the key
+    /// existed —, that no record was removed or reordered, that the last record is the
+    /// head the store keeps (so records deleted from the end show), and, with `expect`
+    /// (a head printed by an earlier verification, kept elsewhere), that this head is
+    /// still a record of the chain with the same hash (so a truncation below it or a
+    /// rewrite of it shows even when the stored head was rewritten too). The store's
+    /// engines also check, for every record read, that the columns they filter on agree
+    /// with the hashed entry. Never creates the audit key.
+    ///
+    /// Fails with [`Error::Conflict`] of kind
+    /// [`ConflictKind::AuditChainBroken`](crate::error::ConflictKind::AuditChainBroken)
+    /// naming the first bad record.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::Arc;
+    /// use wgm_core::manager::Manager;
+    /// use wgm_core::seal::{MasterKey, Sealer};
+    /// use wgm_core::store::MemoryStore;
+    /// let (m, local) = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
+    /// let v = m.verify_audit_chain(&admin, None).await.unwrap();
+    /// assert_eq!((v.records, v.head.to_string().len()), (0, 66));
+    /// // Later: the head printed then must still be in the chain.
+    /// assert!(m.verify_audit_chain(&admin, Some(&v.head)).await.is_ok());
+    /// # });
+    /// ```
+    pub async fn verify_audit_chain(
+        &self,
+        p: &Principal,
+        expect: Option<&AuditHead>,
+    ) -> Result<AuditVerification> {
         self.authorize(p, Resource::Audit, Action::Read, Target::none())
             .await?;
-        let mut prev: Option<AuditRecord> = None;
-        let mut n = 0u64;
+        let key = self.existing_audit_key().await?;
+        let mut v = ChainVerifier::new(
+            key.as_deref().map(super::OpenedAuditKey::parts),
+            expect.cloned(),
+        );
+        // Walk to the end of the log, then compare with the stored head read after it:
+        // records past the head (inserted behind the store's back) and a head past the
+        // records (deleted from the end) both fail. A head that moved on meanwhile
+        // (a concurrent append) sends the walk on.
         let mut after = 0u64;
+        let mut at_end = false;
         loop {
             let batch = self
                 .store
@@ -404,20 +476,21 @@ impl Manager {
                     ..AuditQuery::default()
                 })
                 .await?;
-            if batch.is_empty() {
-                break;
+            if let Some(last) = batch.last() {
+                for r in &batch {
+                    v.push(r)?;
+                }
+                after = last.seq;
+                at_end = false;
+                continue;
             }
-            for r in batch {
-                r.verify_link(prev.as_ref())?;
-                after = r.seq;
-                n += 1;
-                prev = Some(r);
+            let stored = self.store.audit_head().await?;
+            if stored.seq > after && !at_end {
+                at_end = true;
+                continue;
             }
+            return v.finish(&stored);
         }
-        Ok(AuditVerification {
-            records: n,
-            head_hash: prev.map_or_else(|| crate::model::AUDIT_GENESIS.to_owned(), |r| r.hash),
-        })
     }
 }
 

@@ -271,7 +271,7 @@ impl Manager {
             outcome,
             details,
         };
-        if let Err(e) = self.store.append_audit(entry).await {
+        if let Err(e) = self.store_append_audit(entry).await {
             tracing::warn!(error = %e, "could not write an audit record");
         }
     }
@@ -406,14 +406,13 @@ impl Manager {
             format!("user/{}", user.id),
             json!({ "name": user.name, "roles": user.roles }),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserCreated {
-                    user: Box::new(user),
-                }],
-                entry,
-            )
-            .await?;
+        self.store_commit_identity(
+            vec![IdentityChange::UserCreated {
+                user: Box::new(user),
+            }],
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
@@ -491,14 +490,13 @@ impl Manager {
             format!("user/{id}"),
             json!({ "roles": u.roles.is_some(), "active": u.active }),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+        self.store_commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
@@ -547,14 +545,13 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await
+        self.store_commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await
     }
 
     /// Delete a user and their tokens (not the last administrator).
@@ -569,8 +566,7 @@ impl Manager {
             format!("user/{id}"),
             json!({ "name": user.name }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::UserDeleted { id }], entry)
+        self.store_commit_identity(vec![IdentityChange::UserDeleted { id }], entry)
             .await
     }
 
@@ -608,14 +604,13 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+        self.store_commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(uri)
     }
 
@@ -655,14 +650,13 @@ impl Manager {
             format!("user/{id}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await
+        self.store_commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await
     }
 
     #[cfg(feature = "auth")]
@@ -733,14 +727,13 @@ impl Manager {
                 json!({ "source": source }),
             )
         };
-        self.store
-            .commit_identity(
-                vec![IdentityChange::UserUpdated {
-                    user: Box::new(after),
-                }],
-                entry,
-            )
-            .await?;
+        self.store_commit_identity(
+            vec![IdentityChange::UserUpdated {
+                user: Box::new(after),
+            }],
+            entry,
+        )
+        .await?;
         Ok(LoginOutcome {
             user_id: user.id,
             access_token: jwt.issue(user.id.0, user.token_version, TokenType::Access, now)?,
@@ -900,8 +893,7 @@ impl Manager {
             format!("user/{}/token/{}", rec.user_id, rec.id),
             json!({ "name": rec.name }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::TokenCreated { token: rec }], entry)
+        self.store_commit_identity(vec![IdentityChange::TokenCreated { token: rec }], entry)
             .await?;
         Ok((view, generated.plaintext))
     }
@@ -948,8 +940,7 @@ impl Manager {
             format!("user/{}/token/{id}", rec.user_id),
             json!({}),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::TokenRevoked { id }], entry)
+        self.store_commit_identity(vec![IdentityChange::TokenRevoked { id }], entry)
             .await
     }
 
@@ -979,8 +970,7 @@ impl Manager {
             format!("role/{}", role.name),
             json!({ "permissions": role.permissions.len() }),
         );
-        self.store
-            .commit_identity(vec![IdentityChange::RolePut { role }], entry)
+        self.store_commit_identity(vec![IdentityChange::RolePut { role }], entry)
             .await
     }
 
@@ -1008,12 +998,11 @@ impl Manager {
             format!("role/{name}"),
             json!({}),
         );
-        self.store
-            .commit_identity(
-                vec![IdentityChange::RoleDeleted { name: name.clone() }],
-                entry,
-            )
-            .await
+        self.store_commit_identity(
+            vec![IdentityChange::RoleDeleted { name: name.clone() }],
+            entry,
+        )
+        .await
     }
 }
 

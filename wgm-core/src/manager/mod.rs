@@ -75,11 +75,12 @@ use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
 #[cfg(feature = "auth")]
 use crate::auth::throttle::Throttle;
+use crate::integrity::{AuditKey, LegacyBound, StoredAuditKey};
 use crate::ipam::DualStack;
 use crate::model::UserId;
 use crate::model::{
-    Actor, AuditEntry, AuditOutcome, Change, Commit, RevisionNo, RevisionRecord, ServerId,
-    ServerState,
+    Actor, AuditEntry, AuditOutcome, AuditRecord, Change, Commit, IdentityChange, RevisionNo,
+    RevisionRecord, ServerId, ServerState,
 };
 use crate::rbac::{Action, Principal, PrincipalKind, Resource, Target};
 use crate::seal::Sealer;
@@ -172,6 +173,7 @@ impl ManagerBuilder {
             #[cfg(feature = "auth")]
             throttle: std::sync::Mutex::new(Throttle::default()),
             live: std::sync::Mutex::new(HashMap::new()),
+            audit_key: std::sync::Mutex::new(None),
         }
     }
 }
@@ -281,6 +283,32 @@ pub struct Manager {
     #[cfg(feature = "auth")]
     throttle: std::sync::Mutex<Throttle>,
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
+    /// The store's audit key, opened on first use (module [`crate::integrity`]).
+    audit_key: std::sync::Mutex<Option<Arc<OpenedAuditKey>>>,
+}
+
+/// The store's audit key, opened with the master key, and how it is stored (its sealed
+/// form and the bound of what was written before it).
+pub(crate) struct OpenedAuditKey {
+    pub(crate) key: AuditKey,
+    pub(crate) stored: StoredAuditKey,
+}
+
+impl std::fmt::Debug for OpenedAuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `AuditKey`'s Debug shows only its fingerprint.
+        f.debug_struct("OpenedAuditKey")
+            .field("key", &self.key)
+            .field("legacy", &self.stored.legacy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenedAuditKey {
+    /// The key with its bound, as the integrity checks take them.
+    pub(crate) fn parts(&self) -> (&AuditKey, &LegacyBound) {
+        (&self.key, &self.stored.legacy)
+    }
 }
 
 impl Manager {
@@ -392,7 +420,7 @@ impl Manager {
             details,
         };
         // The refusal stands even if the audit store is down.
-        if let Err(ae) = self.store.append_audit(entry).await {
+        if let Err(ae) = self.store_append_audit(entry).await {
             tracing::warn!(error = %ae, "could not audit a denied request");
         }
         err
@@ -699,7 +727,7 @@ impl Manager {
                     details: m.details.clone(),
                 },
             };
-            match self.store.commit(commit).await {
+            match self.store_commit(commit).await {
                 Ok(rec) => {
                     tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, changes = rec.changes.len(), "committed");
                     tracing::trace!(changes = ?rec.changes, "committed changes");
@@ -780,6 +808,116 @@ impl Manager {
         }
     }
 
+    /// The store's audit key, opened: from the cache, else from the store, created there
+    /// first if the store has none (race-safe: the store keeps the first key written).
+    /// Every write path takes it; a key that does not open (wrong master key, or its
+    /// sealed value or bound changed) fails the write with [`Error::Sealed`].
+    pub(crate) async fn audit_key(&self) -> Result<Arc<OpenedAuditKey>> {
+        if let Some(k) = self.cached_audit_key() {
+            return Ok(k);
+        }
+        let fresh = AuditKey::generate();
+        let sealer = &self.sealer;
+        let seal = |legacy: &LegacyBound| {
+            StoredAuditKey::seal(sealer, &fresh, legacy.clone()).map(|s| s.sealed)
+        };
+        let (stored, created) = self.store.init_audit_key(&seal).await?;
+        let opened = self.open_audit_key(stored)?;
+        if created {
+            let legacy = &opened.stored.legacy;
+            if legacy.audit_seq > 0 || !legacy.revisions.is_empty() {
+                tracing::warn!(
+                    audit_key = %opened.key.id(),
+                    legacy_records = legacy.audit_seq,
+                    legacy_servers = legacy.revisions.len(),
+                    "created the store's audit key over existing unkeyed records: they are accepted as written before the key; on a store created by this version this means the key was removed"
+                );
+            } else {
+                tracing::info!(audit_key = %opened.key.id(), "created the store's audit key");
+            }
+        }
+        Ok(opened)
+    }
+
+    /// The store's audit key, opened, if it has one; never creates it (read paths must
+    /// not write).
+    pub(crate) async fn existing_audit_key(&self) -> Result<Option<Arc<OpenedAuditKey>>> {
+        if let Some(k) = self.cached_audit_key() {
+            return Ok(Some(k));
+        }
+        match self.store.audit_key().await? {
+            Some(stored) => self.open_audit_key(stored).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn cached_audit_key(&self) -> Option<Arc<OpenedAuditKey>> {
+        self.audit_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Open a stored key and cache it.
+    fn open_audit_key(&self, stored: StoredAuditKey) -> Result<Arc<OpenedAuditKey>> {
+        let key = stored.open(&self.sealer).map_err(|e| match e {
+            Error::Sealed { reason } => Error::sealed(format!(
+                "{reason} (the store's audit key: wrong master key, or its sealed value or bound was changed)"
+            )),
+            other => other,
+        })?;
+        let opened = Arc::new(OpenedAuditKey { key, stored });
+        *self
+            .audit_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// Replace the cached key's stored form (after re-sealing it).
+    pub(crate) fn recache_audit_key(&self, stored: StoredAuditKey) -> Result<()> {
+        self.open_audit_key(stored).map(drop)
+    }
+
+    /// Log the audit log's new head, so that a log collector keeps a copy of it outside
+    /// the store (what `wgm audit --verify --expect` checks against).
+    fn log_audit_head(rec: &AuditRecord) {
+        tracing::info!(
+            audit_seq = rec.seq,
+            audit_hash = %rec.hash,
+            audit_head = %rec.head(),
+            "audit head"
+        );
+    }
+
+    /// Commit through the store under the audit key, and log the new audit head.
+    pub(crate) async fn store_commit(&self, commit: Commit) -> Result<RevisionRecord> {
+        let key = self.audit_key().await?;
+        let c = self.store.commit(commit, &key.key).await?;
+        Self::log_audit_head(&c.audit);
+        Ok(c.record)
+    }
+
+    /// Append an audit record under the audit key, and log the new audit head.
+    pub(crate) async fn store_append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        let key = self.audit_key().await?;
+        let rec = self.store.append_audit(entry, &key.key).await?;
+        Self::log_audit_head(&rec);
+        Ok(rec)
+    }
+
+    /// Commit identity changes under the audit key, and log the new audit head.
+    pub(crate) async fn store_commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        entry: AuditEntry,
+    ) -> Result<()> {
+        let key = self.audit_key().await?;
+        let rec = self.store.commit_identity(changes, entry, &key.key).await?;
+        Self::log_audit_head(&rec);
+        Ok(())
+    }
+
     /// Append an audit record for an action that changes no state (a secret export).
     pub(crate) async fn audit_only(
         &self,
@@ -799,7 +937,7 @@ impl Manager {
             outcome: AuditOutcome::Success,
             details,
         };
-        self.store.append_audit(entry).await.map(|_| ())
+        self.store_append_audit(entry).await.map(|_| ())
     }
 }
 

@@ -15,7 +15,7 @@ use crate::Result;
 pub struct ResealReport {
     /// Servers that got a re-sealing revision.
     pub servers: usize,
-    /// Secrets re-sealed (server keys, peer keys, PSKs, TOTP seeds).
+    /// Secrets re-sealed (server keys, peer keys, PSKs, TOTP seeds, the audit key).
     pub secrets: usize,
     /// Users whose TOTP seed was re-sealed.
     pub users: usize,
@@ -27,7 +27,8 @@ impl Manager {
     /// Rotate like this: build a manager with `Sealer::new(new_key).with_previous(old_key)`,
     /// call `reseal_all`, then drop the old key. Each server with something to re-seal
     /// gets one revision (audited as `secret.reseal`); users' TOTP seeds are re-sealed
-    /// in one identity commit each. Secrets that open with none of the sealer's keys fail
+    /// in one identity commit each; the store's audit key is re-sealed unchanged (so
+    /// every audit link and revision MAC keeps verifying) with its bound, and audited. Secrets that open with none of the sealer's keys fail
     /// the call with [`crate::Error::Sealed`] before that server is changed. Idempotent: a
     /// second call re-seals nothing. Needs global `server:update` and `secret:export`.
     ///
@@ -47,7 +48,8 @@ impl Manager {
     /// let admin = local.principal("root");
     /// m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(), InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
     /// let rotated = Manager::builder(store, Sealer::new(MasterKey::generate()).with_previous(old)).build();
-    /// assert_eq!(rotated.reseal_all(&admin).await.unwrap().secrets, 1);
+    /// // The server's key and the store's audit key.
+    /// assert_eq!(rotated.reseal_all(&admin).await.unwrap().secrets, 2);
     /// assert_eq!(rotated.reseal_all(&admin).await.unwrap().secrets, 0);
     /// # });
     /// ```
@@ -57,6 +59,24 @@ impl Manager {
         self.authorize(p, Resource::Secret, Action::Export, Target::none())
             .await?;
         let mut report = ResealReport::default();
+        // The audit key first: every commit below needs it open.
+        let key = self.audit_key().await?;
+        if self.sealer.needs_reseal(&key.stored.sealed) {
+            let resealed = key.stored.reseal(&self.sealer)?;
+            self.store
+                .reseal_audit_key(&key.stored.sealed, &resealed)
+                .await?;
+            self.recache_audit_key(resealed)?;
+            self.audit_only(
+                p,
+                AuditAction::SecretReseal,
+                "audit_key".to_owned(),
+                None,
+                json!({ "what": "audit_key", "key_id": self.sealer.current_key_id().to_string() }),
+            )
+            .await?;
+            report.secrets += 1;
+        }
         for s in self.store.list_servers(Page::ALL).await? {
             let id = s.id;
             let res = self
@@ -138,14 +158,13 @@ impl Manager {
                 format!("user/{}", u.id),
                 json!({ "what": "totp" }),
             );
-            self.store
-                .commit_identity(
-                    vec![IdentityChange::UserUpdated {
-                        user: Box::new(after),
-                    }],
-                    entry,
-                )
-                .await?;
+            self.store_commit_identity(
+                vec![IdentityChange::UserUpdated {
+                    user: Box::new(after),
+                }],
+                entry,
+            )
+            .await?;
             report.users += 1;
             report.secrets += 1;
         }

@@ -350,7 +350,7 @@ impl Manager {
                 details,
             },
         };
-        let rec = self.store.commit(commit).await?;
+        let rec = self.store_commit(commit).await?;
         self.publish(&rec).await;
         Ok(id)
     }

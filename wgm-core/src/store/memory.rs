@@ -7,14 +7,16 @@ use async_trait::async_trait;
 use futures::FutureExt;
 
 use super::rules::{self, Probe, ProbeField, Transaction, UserClash};
-use super::{AuditStore, HostStateStore, IdentityStore, ServerStore, Store};
+use super::{AuditStore, HostStateStore, IdentityStore, SealAuditKey, ServerStore, Store};
+use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use crate::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, Peer,
-    PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState, ServerSummary,
-    TokenId, User, UserId, AUDIT_GENESIS,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
+    Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
+    ServerSummary, TokenId, User, UserId,
 };
 use crate::names::{RoleName, ServerName, UserName};
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
 use crate::{Error, Result};
 
 /// Which stored peers of one server hold each unique value (in the text forms of
@@ -40,7 +42,7 @@ fn unindex_peer(idx: &mut ValueIndex, id: PeerId, p: &Peer) {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     servers: BTreeMap<ServerId, ServerState>,
     /// Per server, its peers' unique values ([`ValueIndex`]).
@@ -51,6 +53,27 @@ struct Inner {
     roles: BTreeMap<String, Role>,
     tokens: BTreeMap<TokenId, ApiTokenRecord>,
     audit: Vec<AuditRecord>,
+    /// The stored head of the audit log, kept apart from the records (as the SQL stores
+    /// keep theirs), so that records deleted from the end show.
+    audit_head: AuditHead,
+    audit_key: Option<StoredAuditKey>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            servers: BTreeMap::new(),
+            index: HashMap::new(),
+            revisions: BTreeMap::new(),
+            applied: HashMap::new(),
+            users: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            audit: Vec::new(),
+            audit_head: AuditHead::genesis(),
+            audit_key: None,
+        }
+    }
 }
 
 /// The rules' primitives over the store's contents, under its lock. Writes cannot
@@ -167,18 +190,42 @@ impl Transaction for Inner {
     }
 
     async fn audit_tail(&mut self) -> Result<(u64, String)> {
-        // The number of records appended (a record deleted through the test hook is
-        // detected by verification, not repaired here).
-        let hash = self
-            .audit
-            .last()
-            .map_or_else(|| AUDIT_GENESIS.to_owned(), |r| r.hash.clone());
-        Ok((self.audit.len() as u64, hash))
+        // The stored head (a record deleted through a test hook is detected by
+        // verification, not repaired here).
+        Ok((self.audit_head.seq, self.audit_head.hash.clone()))
     }
 
     async fn write_audit(&mut self, record: &AuditRecord) -> Result<()> {
         self.audit.push(record.clone());
+        self.audit_head = record.head();
         Ok(())
+    }
+
+    async fn audit_key(&mut self) -> Result<Option<StoredAuditKey>> {
+        Ok(self.audit_key.clone())
+    }
+
+    async fn write_audit_key(&mut self, key: &StoredAuditKey, exists: bool) -> Result<()> {
+        if exists || self.audit_key.is_none() {
+            self.audit_key = Some(key.clone());
+        }
+        Ok(())
+    }
+
+    async fn server_heads(&mut self) -> Result<BTreeMap<ServerId, RevisionNo>> {
+        let mut heads = BTreeMap::new();
+        let ids: Vec<ServerId> = self
+            .revisions
+            .keys()
+            .chain(self.servers.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            if let (Some(h), _) = self.lock_server(id).await? {
+                heads.insert(id, h);
+            }
+        }
+        Ok(heads)
     }
 
     async fn finish(&mut self, record: &RevisionRecord, audit: &AuditRecord) -> Result<()> {
@@ -189,8 +236,7 @@ impl Transaction for Inner {
             .entry(record.server_id)
             .or_default()
             .push(record.clone());
-        self.audit.push(audit.clone());
-        Ok(())
+        self.write_audit(audit).await
     }
 
     async fn user_version(&mut self, id: UserId) -> Result<Option<u64>> {
@@ -263,7 +309,8 @@ fn run<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 }
 
 /// An in-memory [`Store`] with the same semantics as the durable ones: atomic commits,
-/// compare-and-swap on the head revision, uniqueness checks, a hash-chained audit log.
+/// compare-and-swap on the head revision, uniqueness checks, a keyed audit chain with a
+/// stored head, an audit key.
 /// Used by tests, doctests and examples; its contents vanish with the process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -305,6 +352,40 @@ impl MemoryStore {
         let before = g.audit.len();
         g.audit.retain(|r| r.seq != seq);
         g.audit.len() != before
+    }
+
+    /// Test hook: change an audit record in place with `f` (as an attacker with database
+    /// access could); `false` if there is no record `seq`.
+    pub fn tamper_audit_record(&self, seq: u64, f: impl FnOnce(&mut AuditRecord)) -> bool {
+        let mut g = self.lock();
+        g.audit.iter_mut().find(|r| r.seq == seq).map(f).is_some()
+    }
+
+    /// Test hook: overwrite the stored head of the audit log (an attacker who deleted
+    /// records from the end and covers it up).
+    pub fn set_audit_head(&self, head: AuditHead) {
+        self.lock().audit_head = head;
+    }
+
+    /// Test hook: change a stored revision in place with `f` (as an attacker with
+    /// database access could); `false` if there is no such revision.
+    pub fn tamper_revision(
+        &self,
+        server: ServerId,
+        revision: RevisionNo,
+        f: impl FnOnce(&mut RevisionRecord),
+    ) -> bool {
+        let mut g = self.lock();
+        g.revisions
+            .get_mut(&server)
+            .and_then(|v| v.iter_mut().find(|r| r.revision == revision))
+            .map(f)
+            .is_some()
+    }
+
+    /// Test hook: replace (or with `None`, remove) the stored audit key.
+    pub fn set_audit_key(&self, key: Option<StoredAuditKey>) {
+        self.lock().audit_key = key;
     }
 }
 
@@ -357,9 +438,9 @@ impl ServerStore for MemoryStore {
         Ok(self.lock().servers.get(&id).map(|s| s.revision))
     }
 
-    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
+    async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
         let mut g = self.lock();
-        run(rules::commit_with_rules(&mut *g, &commit))
+        run(rules::commit_with_rules(&mut *g, &commit, key))
     }
 
     async fn revisions(
@@ -452,7 +533,12 @@ impl IdentityStore for MemoryStore {
         Ok(v)
     }
 
-    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
+    async fn commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        audit: AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord> {
         let mut g = self.lock();
         // Apply to copies so that a failing change leaves nothing behind (the audit log
         // is moved, not copied: it is appended to only when every change succeeded).
@@ -461,14 +547,17 @@ impl IdentityStore for MemoryStore {
             roles: g.roles.clone(),
             tokens: g.tokens.clone(),
             audit: std::mem::take(&mut g.audit),
+            audit_head: g.audit_head.clone(),
             ..Inner::default()
         };
         let r = run(rules::commit_identity_with_rules(
             &mut scratch,
             &changes,
             &audit,
+            key,
         ));
         g.audit = scratch.audit;
+        g.audit_head = scratch.audit_head;
         if r.is_ok() {
             g.users = scratch.users;
             g.roles = scratch.roles;
@@ -480,9 +569,33 @@ impl IdentityStore for MemoryStore {
 
 #[async_trait]
 impl AuditStore for MemoryStore {
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+    async fn append_audit(&self, entry: AuditEntry, key: &AuditKey) -> Result<AuditRecord> {
         let mut g = self.lock();
-        run(rules::append_audit_with_rules(&mut *g, entry))
+        run(rules::append_audit_with_rules(&mut *g, entry, key))
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead> {
+        Ok(self.lock().audit_head.clone())
+    }
+
+    async fn audit_key(&self) -> Result<Option<StoredAuditKey>> {
+        Ok(self.lock().audit_key.clone())
+    }
+
+    async fn init_audit_key(&self, seal: &SealAuditKey<'_>) -> Result<(StoredAuditKey, bool)> {
+        let mut g = self.lock();
+        run(rules::init_audit_key_with_rules(&mut *g, seal))
+    }
+
+    async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        run(rules::reseal_audit_key_with_rules(
+            &mut *g, expected, resealed,
+        ))
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {

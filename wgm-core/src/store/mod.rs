@@ -20,13 +20,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::integrity::{AuditHead, AuditKey, LegacyBound, StoredAuditKey};
 use crate::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, IdentityChange, Page, PeerId,
-    PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId, User,
-    UserId,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
+    PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId,
+    User, UserId,
 };
 use crate::names::{ServerName, UserName};
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
 use crate::Result;
 
 mod memory;
@@ -80,9 +82,10 @@ pub trait ServerStore: Send + Sync {
     async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>>;
 
     /// Atomically: check that the server's head equals `commit.expected`, apply the
-    /// changes, append revision `expected + 1` and the audit record (its `revision` set
-    /// to the new number). On any error nothing is written. Implementations run
-    /// [`rules::commit_with_rules`] inside their transaction.
+    /// changes, append revision `expected + 1` with its MAC and the audit record (its
+    /// `revision` set to the new number) chained under `key`, the store's audit key
+    /// (module [`crate::integrity`]). On any error nothing is written. Implementations
+    /// run [`rules::commit_with_rules`] inside their transaction.
     ///
     /// # Errors
     ///
@@ -103,10 +106,14 @@ pub trait ServerStore: Send + Sync {
     ///   ([`Error::NotFound`](crate::Error::NotFound)), a change naming another server
     ///   ([`ConflictKind::Other`](crate::error::ConflictKind::Other)), or the store
     ///   failing ([`Error::Store`](crate::Error::Store)).
-    async fn commit(&self, commit: Commit) -> Result<RevisionRecord>;
+    async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed>;
 
     /// Revisions of a server after `after`, oldest first, at most `limit`. Revisions
-    /// outlive a deleted server.
+    /// outlive a deleted server. An engine that keeps a revision's fields in columns
+    /// beside its body checks that they agree, and fails with
+    /// [`ConflictKind::RevisionAltered`](crate::error::ConflictKind::RevisionAltered)
+    /// when they do not; the MAC is checked by the caller
+    /// ([`crate::integrity::check_revision`]).
     async fn revisions(
         &self,
         id: ServerId,
@@ -150,23 +157,64 @@ pub trait IdentityStore: Send + Sync {
     /// Tokens, of one user or of all, ordered by creation time.
     async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>>;
 
-    /// Atomically apply identity changes and append their audit record
-    /// ([`rules::commit_identity_with_rules`]). A `UserUpdated` whose `version` is not
-    /// the stored version + 1 fails with `Conflict`
+    /// Atomically apply identity changes and append their audit record, chained under
+    /// `key` ([`rules::commit_identity_with_rules`]); returns the record. A
+    /// `UserUpdated` whose `version` is not the stored version + 1 fails with `Conflict`
     /// ([`ConflictKind::StaleUser`](crate::error::ConflictKind::StaleUser)); a taken user
     /// name or e-mail with `AlreadyExists`.
-    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()>;
+    async fn commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        audit: AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord>;
 }
 
-/// The hash-chained audit log (a part of [`Store`]).
+/// How a store's new audit key is sealed ([`AuditStore::init_audit_key`]): given what
+/// the store holds before the key ([`LegacyBound`]), the key sealed with that bound.
+pub type SealAuditKey<'a> = dyn Fn(&LegacyBound) -> Result<SealedSecret> + Send + Sync + 'a;
+
+/// The keyed, chained audit log and the store's audit key (a part of [`Store`]; see
+/// module [`crate::integrity`]).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Append an audit record that accompanies no state change (a secret export, a
-    /// login, a denied attempt).
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord>;
+    /// login, a denied attempt), chained under `key`
+    /// ([`rules::append_audit_with_rules`]).
+    async fn append_audit(&self, entry: AuditEntry, key: &AuditKey) -> Result<AuditRecord>;
 
-    /// Audit records matching `query`, oldest first.
+    /// Audit records matching `query`, oldest first. An engine that keeps an entry's
+    /// fields in columns beside its body (to filter on them) checks that they agree with
+    /// the body of every record it returns, and fails with
+    /// [`ConflictKind::AuditChainBroken`](crate::error::ConflictKind::AuditChainBroken)
+    /// ([`AuditBreak::Column`](crate::error::AuditBreak::Column)) naming the record when
+    /// they do not.
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+
+    /// The stored head of the log: the sequence number and link of the last record
+    /// appended, kept apart from the records ([`AuditHead::genesis`] for an empty log).
+    async fn audit_head(&self) -> Result<AuditHead>;
+
+    /// The store's sealed audit key, if it has one.
+    async fn audit_key(&self) -> Result<Option<StoredAuditKey>>;
+
+    /// The store's sealed audit key, created now if there is none
+    /// ([`rules::init_audit_key_with_rules`]): in one transaction, a missing key is
+    /// sealed by `seal` with the store's [`LegacyBound`] (read in that transaction) and
+    /// inserted unless another writer inserted one first; the stored key is read back.
+    /// Two processes doing this at once end with one key. Also returns whether this call
+    /// created it.
+    async fn init_audit_key(&self, seal: &SealAuditKey<'_>) -> Result<(StoredAuditKey, bool)>;
+
+    /// Replace the sealed audit key by `resealed` (the same key and bound under another
+    /// master key), if the stored one is still `expected`
+    /// ([`rules::reseal_audit_key_with_rules`]). `NotFound` without a key, `Conflict`
+    /// when it changed meanwhile.
+    async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<()>;
 }
 
 impl<T: Store + ?Sized> Store for Arc<T> {
@@ -189,8 +237,8 @@ impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     async fn head(&self, id: ServerId) -> Result<Option<RevisionNo>> {
         (**self).head(id).await
     }
-    async fn commit(&self, commit: Commit) -> Result<RevisionRecord> {
-        (**self).commit(commit).await
+    async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
+        (**self).commit(commit, key).await
     }
     async fn revisions(
         &self,
@@ -235,17 +283,38 @@ impl<T: IdentityStore + ?Sized> IdentityStore for Arc<T> {
     async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiTokenRecord>> {
         (**self).list_tokens(user).await
     }
-    async fn commit_identity(&self, changes: Vec<IdentityChange>, audit: AuditEntry) -> Result<()> {
-        (**self).commit_identity(changes, audit).await
+    async fn commit_identity(
+        &self,
+        changes: Vec<IdentityChange>,
+        audit: AuditEntry,
+        key: &AuditKey,
+    ) -> Result<AuditRecord> {
+        (**self).commit_identity(changes, audit, key).await
     }
 }
 
 #[async_trait]
 impl<T: AuditStore + ?Sized> AuditStore for Arc<T> {
-    async fn append_audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        (**self).append_audit(entry).await
+    async fn append_audit(&self, entry: AuditEntry, key: &AuditKey) -> Result<AuditRecord> {
+        (**self).append_audit(entry, key).await
     }
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
         (**self).query_audit(query).await
+    }
+    async fn audit_head(&self) -> Result<AuditHead> {
+        (**self).audit_head().await
+    }
+    async fn audit_key(&self) -> Result<Option<StoredAuditKey>> {
+        (**self).audit_key().await
+    }
+    async fn init_audit_key(&self, seal: &SealAuditKey<'_>) -> Result<(StoredAuditKey, bool)> {
+        (**self).init_audit_key(seal).await
+    }
+    async fn reseal_audit_key(
+        &self,
+        expected: &SealedSecret,
+        resealed: &StoredAuditKey,
+    ) -> Result<()> {
+        (**self).reseal_audit_key(expected, resealed).await
     }
 }

@@ -1,9 +1,11 @@
 //! The commit rules of every store, written once: compare-and-swap on the head
 //! revision, the uniqueness of server names and, per server, of peer names, public keys,
-//! addresses and prefixes, the version check of user records, and the chaining of the
-//! audit log. An engine implements [`Transaction`] — the storage primitives inside one of
-//! its write transactions — and calls [`commit_with_rules`],
-//! [`commit_identity_with_rules`] and [`append_audit_with_rules`]; the rules decide,
+//! addresses and prefixes, the version check of user records, the keyed chaining of the
+//! audit log and the MACs of revisions (module [`crate::integrity`]), and the creation and
+//! re-sealing of the store's audit key. An engine implements [`Transaction`] — the storage
+//! primitives inside one of its write transactions — and calls [`commit_with_rules`],
+//! [`commit_identity_with_rules`], [`append_audit_with_rules`],
+//! [`init_audit_key_with_rules`] and [`reseal_audit_key_with_rules`]; the rules decide,
 //! the engine stores. [`super::MemoryStore`] and `wgm_store_sql`'s SQLite and PostgreSQL
 //! stores do exactly that.
 //!
@@ -20,12 +22,15 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use crate::error::{ConflictKind, Taken};
+use crate::integrity::{revision_mac, AuditKey, LegacyBound, StoredAuditKey};
 use crate::model::{
-    ApiTokenRecord, AuditEntry, AuditRecord, Change, Commit, IdentityChange, Peer, PeerId,
-    RevisionNo, RevisionRecord, Server, ServerId, ServerState, TokenId, User, UserId,
+    ApiTokenRecord, AuditEntry, AuditRecord, Change, Commit, Committed, IdentityChange, Peer,
+    PeerId, RevisionNo, RevisionRecord, Server, ServerId, ServerState, TokenId, User, UserId,
 };
 use crate::names::RoleName;
 use crate::rbac::Role;
+use crate::seal::SealedSecret;
+use crate::store::SealAuditKey;
 use crate::Error;
 
 /// Values whose stored holders a commit must see to check uniqueness, as text (the form
@@ -255,6 +260,25 @@ pub trait Transaction: Send {
         audit: &AuditRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// The stored audit key, if any (locking it where the engine locks rows).
+    fn audit_key(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<StoredAuditKey>, Self::Error>> + Send;
+
+    /// Store the audit key: insert it unless one exists (`exists == false`; a key
+    /// another writer inserted first stays, and this is no error), or replace the stored
+    /// one (`exists == true`).
+    fn write_audit_key(
+        &mut self,
+        key: &StoredAuditKey,
+        exists: bool,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The head revision of every server that ever existed (deleted ones included).
+    fn server_heads(
+        &mut self,
+    ) -> impl Future<Output = Result<BTreeMap<ServerId, RevisionNo>, Self::Error>> + Send;
+
     /// A user's stored version, locking the user (`None`: no such user).
     fn user_version(
         &mut self,
@@ -383,8 +407,8 @@ impl Draft {
 }
 
 /// Commit a server mutation inside `tx`: compare-and-swap on the head, apply the changes,
-/// check uniqueness, write the revision and the chained audit record (its `revision` and
-/// `server_id` set). Every check comes before the first write.
+/// check uniqueness, write the revision with its MAC and the audit record chained under
+/// `key` (its `revision` and `server_id` set). Every check comes before the first write.
 ///
 /// The errors, which `ServerStore::commit` returns as they are:
 /// - the head is not `commit.expected`: [`Error::Conflict`] with
@@ -403,7 +427,8 @@ impl Draft {
 pub async fn commit_with_rules<T: Transaction>(
     tx: &mut T,
     c: &Commit,
-) -> Result<RevisionRecord, T::Error> {
+    key: &AuditKey,
+) -> Result<Committed, T::Error> {
     let sid = c.server_id;
     let (head, original) = tx.lock_server(sid).await?;
     let head_no = head.unwrap_or(RevisionNo::NONE);
@@ -502,20 +527,22 @@ pub async fn commit_with_rules<T: Transaction>(
         }
     }
 
-    let record = RevisionRecord {
+    let mut record = RevisionRecord {
         server_id: sid,
         revision: new_rev,
         author: c.author.clone(),
         at: c.at,
         summary: c.summary.clone(),
         changes: c.changes.clone(),
+        mac: None,
     };
+    record.mac = Some(revision_mac(key, &record));
     let mut audit = c.audit.clone();
     audit.revision = Some(new_rev);
     audit.server_id = Some(sid);
-    let audit = chain(tx, audit).await?;
+    let audit = chain(tx, audit, key).await?;
     tx.finish(&record, &audit).await?;
-    Ok(record)
+    Ok(Committed { record, audit })
 }
 
 /// Apply one change to the draft, checking that what it changes exists (or does not).
@@ -622,14 +649,18 @@ fn check_uniqueness(server: &Server, d: &Draft, new_rev: RevisionNo) -> Result<(
     check_server_uniqueness(&state)
 }
 
-/// Number and chain `entry` after the audit tail (locking it).
-async fn chain<T: Transaction>(tx: &mut T, entry: AuditEntry) -> Result<AuditRecord, T::Error> {
+/// Number and chain `entry` after the audit tail (locking it), keyed with `key`.
+async fn chain<T: Transaction>(
+    tx: &mut T,
+    entry: AuditEntry,
+    key: &AuditKey,
+) -> Result<AuditRecord, T::Error> {
     let (seq, hash) = tx.audit_tail().await?;
-    Ok(AuditRecord::chain(seq.saturating_add(1), &hash, entry))
+    Ok(AuditRecord::chain(seq.saturating_add(1), &hash, entry, key))
 }
 
 /// Append an audit record that accompanies no state change: number it, chain it to the
-/// tail of the log and write it, inside `tx`.
+/// tail of the log under `key` and write it, inside `tx`.
 ///
 /// # Errors
 ///
@@ -637,13 +668,73 @@ async fn chain<T: Transaction>(tx: &mut T, entry: AuditEntry) -> Result<AuditRec
 pub async fn append_audit_with_rules<T: Transaction>(
     tx: &mut T,
     entry: AuditEntry,
+    key: &AuditKey,
 ) -> Result<AuditRecord, T::Error> {
-    let rec = chain(tx, entry).await?;
+    let rec = chain(tx, entry, key).await?;
     tx.write_audit(&rec).await?;
     Ok(rec)
 }
 
-/// Apply identity changes in order inside `tx` and append their audit record.
+/// The store's audit key, created inside `tx` if there is none: lock the audit tail (so
+/// no record is appended meanwhile), and if no key is stored, read what the store holds
+/// ([`LegacyBound`]: the tail, every server's head), seal a key with it (`seal`) and
+/// insert it unless another writer did first; then read back the stored key. Returns it
+/// and whether this call created it.
+///
+/// # Errors
+///
+/// `seal`'s errors and the engine's failures.
+pub async fn init_audit_key_with_rules<T: Transaction>(
+    tx: &mut T,
+    seal: &SealAuditKey<'_>,
+) -> Result<(StoredAuditKey, bool), T::Error> {
+    let (audit_seq, audit_hash) = tx.audit_tail().await?;
+    if let Some(k) = tx.audit_key().await? {
+        return Ok((k, false));
+    }
+    let legacy = LegacyBound {
+        audit_seq,
+        audit_hash,
+        revisions: tx.server_heads().await?,
+    };
+    let sealed = seal(&legacy)?;
+    let mine = StoredAuditKey { sealed, legacy };
+    tx.write_audit_key(&mine, false).await?;
+    let stored = tx
+        .audit_key()
+        .await?
+        .ok_or_else(|| Error::conflict("the audit key vanished while it was created"))?;
+    let created = stored == mine;
+    Ok((stored, created))
+}
+
+/// Replace the stored audit key by `resealed` inside `tx` if it is still `expected`
+/// (a master-key rotation re-seals it; the bound must not move).
+///
+/// # Errors
+///
+/// [`Error::NotFound`] without a key; [`Error::Conflict`] when the stored key is no
+/// longer `expected` or `resealed` carries another bound; the engine's failures.
+pub async fn reseal_audit_key_with_rules<T: Transaction>(
+    tx: &mut T,
+    expected: &SealedSecret,
+    resealed: &StoredAuditKey,
+) -> Result<(), T::Error> {
+    let stored = tx
+        .audit_key()
+        .await?
+        .ok_or_else(|| Error::not_found("audit key", "of this store"))?;
+    if &stored.sealed != expected {
+        return Err(Error::conflict("the audit key was re-sealed concurrently").into());
+    }
+    if stored.legacy != resealed.legacy {
+        return Err(Error::conflict("re-sealing the audit key must keep its bound").into());
+    }
+    tx.write_audit_key(resealed, true).await
+}
+
+/// Apply identity changes in order inside `tx` and append their audit record, chained
+/// under `key`; returns the record.
 ///
 /// The errors:
 /// - a `UserUpdated` whose `version` is not the stored version + 1: [`Error::Conflict`]
@@ -660,7 +751,8 @@ pub async fn commit_identity_with_rules<T: Transaction>(
     tx: &mut T,
     changes: &[IdentityChange],
     audit: &AuditEntry,
-) -> Result<(), T::Error> {
+    key: &AuditKey,
+) -> Result<AuditRecord, T::Error> {
     for change in changes {
         match change {
             IdentityChange::UserCreated { user } => {
@@ -714,8 +806,7 @@ pub async fn commit_identity_with_rules<T: Transaction>(
             }
         }
     }
-    append_audit_with_rules(tx, audit.clone()).await?;
-    Ok(())
+    append_audit_with_rules(tx, audit.clone(), key).await
 }
 
 async fn check_user_unique<T: Transaction>(tx: &mut T, user: &User) -> Result<(), T::Error> {

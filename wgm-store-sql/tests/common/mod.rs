@@ -21,6 +21,28 @@ use wgm_core::seal::{MasterKey, SealedSecret, Sealer, SecretKind};
 use wgm_core::store::{MemoryStore, Store};
 use wgm_store_sql::SqlStore;
 
+/// The audit key the tests commit with: the conformance suite's, so that stores the
+/// suite also writes to keep one chain.
+pub fn key() -> &'static wgm_core::integrity::AuditKey {
+    wgm_core::conformance::store::audit_key()
+}
+
+/// Verify the whole stored log under [`key`] (no unkeyed prefix) against the stored head.
+pub async fn verify_chain(
+    s: &dyn Store,
+) -> wgm_core::Result<wgm_core::integrity::AuditVerification> {
+    use wgm_core::integrity::{ChainVerifier, LegacyBound};
+    let legacy = LegacyBound::empty();
+    let mut v = ChainVerifier::new(Some((key(), &legacy)), None);
+    for r in &s
+        .query_audit(&wgm_core::model::AuditQuery::default())
+        .await?
+    {
+        v.push(r)?;
+    }
+    v.finish(&s.audit_head().await?)
+}
+
 /// A fixed instant with nanoseconds, so that round trips of times are checked exactly.
 pub const T0: OffsetDateTime = datetime!(2025-03-04 05:06:07.123456789 UTC);
 
@@ -156,13 +178,16 @@ pub fn commit(server: ServerId, expected: u64, changes: Vec<Change>) -> Commit {
 /// Create `s` (revision 1).
 pub async fn create(store: &dyn Store, s: &Server) {
     store
-        .commit(commit(
-            s.id,
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(s.clone()),
-            }],
-        ))
+        .commit(
+            commit(
+                s.id,
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(s.clone()),
+                }],
+            ),
+            key(),
+        )
         .await
         .unwrap();
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use wgm_core::integrity::AuditHead;
 use wgm_core::ipam::Strategy;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::AddrRequest;
@@ -637,9 +638,18 @@ pub struct AuditArgs {
     /// At most this many records
     #[arg(long, value_name = "N", value_parser = parse::audit_limit)]
     pub limit: Option<u64>,
-    /// Verify the hash chain of the whole log instead of listing
+    /// Verify the chain of the whole log instead of listing: every record's keyed link,
+    /// no record missing, the last record equal to the stored head. Prints the head as
+    /// SEQ:HASH (the last record's number, ':', its 64-hex-digit link); keep a copy
+    /// outside the store and pass it to --expect later
     #[arg(long)]
     pub verify: bool,
+    /// With --verify: fail unless this head, printed by an earlier `wgm audit --verify`
+    /// as SEQ:HASH (e.g. 12:3f9a…, 64 hex digits after the colon), is still a record of
+    /// the chain with the same link; catches records deleted or rewritten together with
+    /// the stored head
+    #[arg(long, value_name = "SEQ:HASH", requires = "verify", value_parser = parse::audit_head)]
+    pub expect: Option<AuditHead>,
 }
 
 /// `wgm user …`.

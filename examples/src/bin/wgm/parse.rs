@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
+use wgm_core::integrity::AuditHead;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{AddrRequest, NewPeer};
 use wgm_core::model::{RevisionNo, TokenId};
@@ -456,6 +457,14 @@ pub fn history_limit(s: &str) -> Result<u64> {
 /// `--limit` of `wgm audit`.
 pub fn audit_limit(s: &str) -> Result<u64> {
     number(s, "audit.limit", u64::MAX)
+}
+
+/// `--expect` of `wgm audit --verify`: a head as `SEQ:HASH`.
+pub fn audit_head(s: &str) -> Result<AuditHead> {
+    s.parse().map_err(|e| match e {
+        Error::InvalidInput { reason, .. } => Error::invalid("audit.expect", reason),
+        other => other,
+    })
 }
 
 #[cfg(test)]

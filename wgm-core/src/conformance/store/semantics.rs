@@ -15,8 +15,12 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
-use super::Failure;
+use super::{audit_key, Failure};
 use crate::error::{ConflictKind, Taken};
+use crate::integrity::{
+    check_revision, AuditVerification, ChainVerifier, LegacyBound, RevisionIntegrity,
+    StoredAuditKey,
+};
 use crate::ipam::Strategy;
 use crate::keys::PrivateKey;
 use crate::model::{
@@ -119,6 +123,7 @@ fn kind<T>(r: std::result::Result<T, Error>) -> &'static str {
             ConflictKind::StaleRevision { .. } => "stale_revision",
             ConflictKind::StaleUser { .. } => "stale_user",
             ConflictKind::Taken(_) => "taken",
+            ConflictKind::RevisionAltered { .. } => "revision_altered",
             _ => "conflict",
         },
         Err(e) => e.code(),
@@ -138,13 +143,14 @@ async fn audit_seq(s: &dyn Store) -> std::result::Result<u64, Failure> {
         .map_or(0, |r| r.seq))
 }
 
-fn verify_chain(records: &[AuditRecord]) -> std::result::Result<(), Error> {
-    let mut prev: Option<&AuditRecord> = None;
-    for r in records {
-        r.verify_link(prev)?;
-        prev = Some(r);
+/// Verify the whole stored log under the suite's key, against the stored head.
+async fn verify_chain(s: &dyn Store) -> std::result::Result<AuditVerification, Error> {
+    let legacy = LegacyBound::empty();
+    let mut v = ChainVerifier::new(Some((audit_key(), &legacy)), None);
+    for r in &s.query_audit(&AuditQuery::default()).await? {
+        v.push(r)?;
     }
-    Ok(())
+    v.finish(&s.audit_head().await?)
 }
 
 /// The fixtures of one check: names tagged with a fresh tag, times from a random
@@ -311,13 +317,16 @@ impl Fx {
     /// Create `srv` (revision 1).
     async fn create(&self, store: &dyn Store, srv: &Server) -> R {
         store
-            .commit(self.commit(
-                srv.id,
-                0,
-                vec![Change::ServerCreated {
-                    server: Box::new(srv.clone()),
-                }],
-            ))
+            .commit(
+                self.commit(
+                    srv.id,
+                    0,
+                    vec![Change::ServerCreated {
+                        server: Box::new(srv.clone()),
+                    }],
+                ),
+                audit_key(),
+            )
             .await
             .must()?;
         Ok(())
@@ -363,22 +372,25 @@ pub async fn create_and_load_round_trip(store: Arc<dyn Store>) -> R {
         tx_bytes: 7,
     };
     let rec = s
-        .commit(fx.commit(
-            srv.id,
-            1,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(p1.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(p2.clone()),
-                },
-            ],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                1,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(p1.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(p2.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await
         .must()?;
-    check_eq!(rec.revision, RevisionNo(2));
-    check_eq!(rec.at, fx.t0);
+    check_eq!(rec.record.revision, RevisionNo(2));
+    check_eq!(rec.record.at, fx.t0);
 
     let st = s.load_server(srv.id).await.must()?.must()?;
     check_eq!(st.revision, RevisionNo(2));
@@ -429,27 +441,36 @@ pub async fn revision_cas(store: Arc<dyn Store>) -> R {
     let s = &*store;
     let srv = fx.server("cas", None)?;
     fx.create(s, &srv).await?;
-    s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?))
+    s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?), audit_key())
         .await
         .must()?;
     let audits = audit_len(s).await?;
     check_eq!(
-        kind(s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "b", 3)?)).await),
-        "stale_revision"
-    );
-    check_eq!(
-        kind(s.commit(fx.add(srv.id, 5, &fx.peer(&srv, "b", 3)?)).await),
+        kind(
+            s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "b", 3)?), audit_key())
+                .await
+        ),
         "stale_revision"
     );
     check_eq!(
         kind(
-            s.commit(fx.commit(
-                srv.id,
-                0,
-                vec![Change::ServerCreated {
-                    server: Box::new(srv.clone())
-                }]
-            ))
+            s.commit(fx.add(srv.id, 5, &fx.peer(&srv, "b", 3)?), audit_key())
+                .await
+        ),
+        "stale_revision"
+    );
+    check_eq!(
+        kind(
+            s.commit(
+                fx.commit(
+                    srv.id,
+                    0,
+                    vec![Change::ServerCreated {
+                        server: Box::new(srv.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "stale_revision"
@@ -464,9 +485,10 @@ pub async fn revision_cas(store: Arc<dyn Store>) -> R {
     );
     check_eq!(audit_len(s).await?, audits);
     check_eq!(
-        s.commit(fx.add(srv.id, 2, &fx.peer(&srv, "b", 3)?))
+        s.commit(fx.add(srv.id, 2, &fx.peer(&srv, "b", 3)?), audit_key())
             .await
             .must()?
+            .record
             .revision,
         RevisionNo(3)
     );
@@ -481,13 +503,16 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     fx.create(s, &a).await?;
     let dup = fx.server("ALPHA", None)?;
     let e = s
-        .commit(fx.commit(
-            dup.id,
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(dup.clone()),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                dup.id,
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(dup.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     check_eq!(s.head(dup.id).await.must()?, None);
@@ -497,28 +522,34 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     let mut renamed = b.clone();
     renamed.name = ServerName::new(fx.name("alpha")).must()?;
     let e = s
-        .commit(fx.commit(
-            b.id,
-            1,
-            vec![Change::ServerUpdated {
-                before: Box::new(b.clone()),
-                after: Box::new(renamed),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                b.id,
+                1,
+                vec![Change::ServerUpdated {
+                    before: Box::new(b.clone()),
+                    after: Box::new(renamed),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     // Renaming to its own name in another case is fine.
     let mut own = b.clone();
     own.name = ServerName::new(fx.name("BETA")).must()?;
     own.listen_port = "51900".parse().must()?;
-    s.commit(fx.commit(
-        b.id,
-        1,
-        vec![Change::ServerUpdated {
-            before: Box::new(b.clone()),
-            after: Box::new(own.clone()),
-        }],
-    ))
+    s.commit(
+        fx.commit(
+            b.id,
+            1,
+            vec![Change::ServerUpdated {
+                before: Box::new(b.clone()),
+                after: Box::new(own.clone()),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     check_eq!(s.load_server(b.id).await.must()?.must()?.server, own);
@@ -526,13 +557,16 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     // A creation whose server id is not the commit's.
     let c = fx.server("gamma", None)?;
     let e = s
-        .commit(fx.commit(
-            ServerId::new_random(),
-            0,
-            vec![Change::ServerCreated {
-                server: Box::new(c),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                ServerId::new_random(),
+                0,
+                vec![Change::ServerCreated {
+                    server: Box::new(c),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "conflict");
     // An update that targets another server.
@@ -540,34 +574,40 @@ pub async fn server_rules(store: Arc<dyn Store>) -> R {
     other.id = a.id;
     other.name = ServerName::new(fx.name("zeta")).must()?;
     let e = s
-        .commit(fx.commit(
-            b.id,
-            2,
-            vec![Change::ServerUpdated {
-                before: Box::new(own.clone()),
-                after: Box::new(other),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                b.id,
+                2,
+                vec![Change::ServerUpdated {
+                    before: Box::new(own.clone()),
+                    after: Box::new(other),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "conflict");
     // Changes to a server that does not exist.
     let ghost = fx.server("ghost", None)?;
     check_eq!(
         code(
-            s.commit(fx.add(ghost.id, 0, &fx.peer(&ghost, "p", 2)?))
+            s.commit(fx.add(ghost.id, 0, &fx.peer(&ghost, "p", 2)?), audit_key())
                 .await
         ),
         "not_found"
     );
     check_eq!(
         code(
-            s.commit(fx.commit(
-                ghost.id,
-                0,
-                vec![Change::ServerDeleted {
-                    server: Box::new(ghost.clone())
-                }]
-            ))
+            s.commit(
+                fx.commit(
+                    ghost.id,
+                    0,
+                    vec![Change::ServerDeleted {
+                        server: Box::new(ghost.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -585,34 +625,43 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let mut a = fx.peer(&srv, "Alice", 2)?;
     a.delegated_prefix = Some("fd77::/64".parse().must()?);
-    s.commit(fx.add(srv.id, 1, &a)).await.must()?;
+    s.commit(fx.add(srv.id, 1, &a), audit_key()).await.must()?;
     let audits = audit_len(s).await?;
 
     let mut same_name = fx.peer(&srv, "ALICE", 3)?;
     same_name.name = crate::names::PeerName::new("alice").must()?;
     check_eq!(
-        kind(s.commit(fx.add(srv.id, 2, &same_name)).await),
+        kind(s.commit(fx.add(srv.id, 2, &same_name), audit_key()).await),
         "already_exists"
     );
     let mut same_key = fx.peer(&srv, "k", 3)?;
     same_key.public_key = a.public_key;
     check_eq!(
-        kind(s.commit(fx.add(srv.id, 2, &same_key)).await),
+        kind(s.commit(fx.add(srv.id, 2, &same_key), audit_key()).await),
         "already_exists"
     );
     let mut same_v6 = fx.peer(&srv, "v6", 3)?;
     same_v6.address_v6 = a.address_v6;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_v6)).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_v6), audit_key()).await),
+        "taken"
+    );
     let mut same_v4 = fx.peer(&srv, "v4", 3)?;
     same_v4.address_v4 = a.address_v4;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_v4)).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_v4), audit_key()).await),
+        "taken"
+    );
     let mut same_pfx = fx.peer(&srv, "pfx", 3)?;
     same_pfx.delegated_prefix = a.delegated_prefix;
-    check_eq!(kind(s.commit(fx.add(srv.id, 2, &same_pfx)).await), "taken");
+    check_eq!(
+        kind(s.commit(fx.add(srv.id, 2, &same_pfx), audit_key()).await),
+        "taken"
+    );
     let mut server_key = fx.peer(&srv, "srvkey", 3)?;
     server_key.public_key = srv.public_key;
     check_eq!(
-        kind(s.commit(fx.add(srv.id, 2, &server_key)).await),
+        kind(s.commit(fx.add(srv.id, 2, &server_key), audit_key()).await),
         "taken"
     );
     // Two new peers clashing with each other in one commit.
@@ -620,30 +669,36 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     let mut b2 = fx.peer(&srv, "b2", 5)?;
     b2.address_v4 = b1.address_v4;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(b1.clone()),
-                },
-                Change::PeerAdded { peer: Box::new(b2) },
-            ],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(b1.clone()),
+                    },
+                    Change::PeerAdded { peer: Box::new(b2) },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(kind(e), "taken");
     // The server's key changed to a peer's key.
     let mut srv2 = srv.clone();
     srv2.public_key = a.public_key;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![Change::ServerUpdated {
-                before: Box::new(srv.clone()),
-                after: Box::new(srv2),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![Change::ServerUpdated {
+                    before: Box::new(srv.clone()),
+                    after: Box::new(srv2),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(kind(e), "taken");
 
@@ -665,7 +720,9 @@ pub async fn peer_uniqueness(store: Arc<dyn Store>) -> R {
     let mut twin = a.clone();
     twin.id = PeerId::new_random();
     twin.server_id = other.id;
-    s.commit(fx.add(other.id, 1, &twin)).await.must()?;
+    s.commit(fx.add(other.id, 1, &twin), audit_key())
+        .await
+        .must()?;
     Ok(())
 }
 
@@ -679,18 +736,21 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
     let b = fx.peer(&srv, "b", 3)?;
-    s.commit(fx.commit(
-        srv.id,
-        1,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(a.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            1,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(a.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let mut a2 = a.clone();
@@ -699,20 +759,23 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     std::mem::swap(&mut a2.address_v4, &mut b2.address_v4);
     std::mem::swap(&mut a2.name, &mut b2.name);
     std::mem::swap(&mut a2.public_key, &mut b2.public_key);
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![
-            Change::PeerUpdated {
-                before: Box::new(a.clone()),
-                after: Box::new(a2.clone()),
-            },
-            Change::PeerUpdated {
-                before: Box::new(b.clone()),
-                after: Box::new(b2.clone()),
-            },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![
+                Change::PeerUpdated {
+                    before: Box::new(a.clone()),
+                    after: Box::new(a2.clone()),
+                },
+                Change::PeerUpdated {
+                    before: Box::new(b.clone()),
+                    after: Box::new(b2.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -723,18 +786,21 @@ pub async fn swaps_within_one_commit(store: Arc<dyn Store>) -> R {
     c.address_v6 = a2.address_v6;
     c.address_v4 = a2.address_v4;
     c.name = a2.name.clone();
-    s.commit(fx.commit(
-        srv.id,
-        3,
-        vec![
-            Change::PeerRemoved {
-                peer: Box::new(a2.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(c.clone()),
-            },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            3,
+            vec![
+                Change::PeerRemoved {
+                    peer: Box::new(a2.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(c.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -751,67 +817,79 @@ pub async fn peer_change_errors(store: Arc<dyn Store>) -> R {
     let srv = fx.server("errs", None)?;
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
-    s.commit(fx.add(srv.id, 1, &a)).await.must()?;
+    s.commit(fx.add(srv.id, 1, &a), audit_key()).await.must()?;
     let mut again = fx.peer(&srv, "other", 3)?;
     again.id = a.id;
     check_eq!(
-        code(s.commit(fx.add(srv.id, 2, &again)).await),
+        code(s.commit(fx.add(srv.id, 2, &again), audit_key()).await),
         "already_exists"
     );
     let ghost = fx.peer(&srv, "ghost", 4)?;
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![Change::PeerUpdated {
-                before: Box::new(ghost.clone()),
-                after: Box::new(ghost.clone()),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![Change::PeerUpdated {
+                    before: Box::new(ghost.clone()),
+                    after: Box::new(ghost.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "not_found");
     check_eq!(
         code(
-            s.commit(fx.commit(
-                srv.id,
-                2,
-                vec![Change::PeerRemoved {
-                    peer: Box::new(ghost.clone())
-                }]
-            ))
+            s.commit(
+                fx.commit(
+                    srv.id,
+                    2,
+                    vec![Change::PeerRemoved {
+                        peer: Box::new(ghost.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
     );
     // Removed earlier in the same commit, then updated: not found.
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerRemoved {
-                    peer: Box::new(a.clone()),
-                },
-                Change::PeerUpdated {
-                    before: Box::new(a.clone()),
-                    after: Box::new(a.clone()),
-                },
-            ],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerRemoved {
+                        peer: Box::new(a.clone()),
+                    },
+                    Change::PeerUpdated {
+                        before: Box::new(a.clone()),
+                        after: Box::new(a.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "not_found");
     // Added and removed in the same commit: nothing remains, one revision.
     let b = fx.peer(&srv, "b", 5)?;
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-            Change::PeerRemoved { peer: Box::new(b) },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+                Change::PeerRemoved { peer: Box::new(b) },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -821,13 +899,16 @@ pub async fn peer_change_errors(store: Arc<dyn Store>) -> R {
     fx.create(s, &other).await?;
     check_eq!(
         code(
-            s.commit(fx.commit(
-                other.id,
-                1,
-                vec![Change::PeerRemoved {
-                    peer: Box::new(a.clone())
-                }]
-            ))
+            s.commit(
+                fx.commit(
+                    other.id,
+                    1,
+                    vec![Change::PeerRemoved {
+                        peer: Box::new(a.clone())
+                    }]
+                ),
+                audit_key()
+            )
             .await
         ),
         "not_found"
@@ -841,16 +922,19 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
     let s = &*store;
     let srv = fx.server("doomed", None)?;
     fx.create(s, &srv).await?;
-    s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?))
+    s.commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?), audit_key())
         .await
         .must()?;
-    s.commit(fx.commit(
-        srv.id,
-        2,
-        vec![Change::ServerDeleted {
-            server: Box::new(srv.clone()),
-        }],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            2,
+            vec![Change::ServerDeleted {
+                server: Box::new(srv.clone()),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     check!(s.load_server(srv.id).await.must()?.is_none());
@@ -872,13 +956,16 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
     // The name is free again for another server.
     let twin = fx.server("DOOMED", None)?;
     fx.create(s, &twin).await?;
-    s.commit(fx.commit(
-        twin.id,
-        1,
-        vec![Change::ServerDeleted {
-            server: Box::new(twin),
-        }],
-    ))
+    s.commit(
+        fx.commit(
+            twin.id,
+            1,
+            vec![Change::ServerDeleted {
+                server: Box::new(twin),
+            }],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     // Re-creating needs the last revision as the expected one.
@@ -889,53 +976,62 @@ pub async fn delete_and_recreate(store: Arc<dyn Store>) -> R {
             server: Box::new(srv.clone()),
         }],
     );
-    check_eq!(kind(s.commit(re).await), "stale_revision");
+    check_eq!(kind(s.commit(re, audit_key()).await), "stale_revision");
     let rec = s
-        .commit(fx.commit(
-            srv.id,
-            3,
-            vec![Change::ServerCreated {
-                server: Box::new(srv.clone()),
-            }],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                3,
+                vec![Change::ServerCreated {
+                    server: Box::new(srv.clone()),
+                }],
+            ),
+            audit_key(),
+        )
         .await
         .must()?;
-    check_eq!(rec.revision, RevisionNo(4));
+    check_eq!(rec.record.revision, RevisionNo(4));
     let st = s.load_server(srv.id).await.must()?.must()?;
     check_eq!((st.revision, st.peers.len()), (RevisionNo(4), 0));
     // Delete and re-create in one commit drops the peers. Name checks see the committed
     // servers, so the re-created server needs a name other than its old one.
-    s.commit(fx.add(srv.id, 4, &fx.peer(&srv, "b", 3)?))
+    s.commit(fx.add(srv.id, 4, &fx.peer(&srv, "b", 3)?), audit_key())
         .await
         .must()?;
     let deleted = Change::ServerDeleted {
         server: Box::new(srv.clone()),
     };
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            5,
-            vec![
-                deleted.clone(),
-                Change::ServerCreated {
-                    server: Box::new(srv.clone()),
-                },
-            ],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                5,
+                vec![
+                    deleted.clone(),
+                    Change::ServerCreated {
+                        server: Box::new(srv.clone()),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     let mut renamed = srv.clone();
     renamed.name = ServerName::new(fx.name("reborn")).must()?;
-    s.commit(fx.commit(
-        srv.id,
-        5,
-        vec![
-            deleted,
-            Change::ServerCreated {
-                server: Box::new(renamed.clone()),
-            },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            5,
+            vec![
+                deleted,
+                Change::ServerCreated {
+                    server: Box::new(renamed.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
@@ -959,7 +1055,7 @@ pub async fn revision_history(store: Arc<dyn Store>) -> R {
             u64::from(i) + 1,
             &fx.peer(&srv, &format!("p{i}"), i + 2)?,
         );
-        s.commit(c.clone()).await.must()?;
+        s.commit(c.clone(), audit_key()).await.must()?;
         commits.push(c);
     }
     let all = s
@@ -1022,18 +1118,21 @@ pub async fn peer_statistics(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
     let b = fx.peer(&srv, "b", 3)?;
-    s.commit(fx.commit(
-        srv.id,
-        1,
-        vec![
-            Change::PeerAdded {
-                peer: Box::new(a.clone()),
-            },
-            Change::PeerAdded {
-                peer: Box::new(b.clone()),
-            },
-        ],
-    ))
+    s.commit(
+        fx.commit(
+            srv.id,
+            1,
+            vec![
+                Change::PeerAdded {
+                    peer: Box::new(a.clone()),
+                },
+                Change::PeerAdded {
+                    peer: Box::new(b.clone()),
+                },
+            ],
+        ),
+        audit_key(),
+    )
     .await
     .must()?;
     let st1 = PeerStats {
@@ -1128,7 +1227,7 @@ pub async fn listing_order_and_pages(store: Arc<dyn Store>) -> R {
             user: Box::new(fx.user(n, None)?),
         });
     }
-    s.commit_identity(changes, fx.entry("user.create", "user/*"))
+    s.commit_identity(changes, fx.entry("user.create", "user/*"), audit_key())
         .await
         .must()?;
     let users = |v: Vec<User>| -> Vec<String> {
@@ -1163,6 +1262,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
             user: Box::new(alice.clone()),
         }],
         fx.entry("user.create", "user/a"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1185,6 +1285,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
         s.commit_identity(
             vec![IdentityChange::UserCreated { user: Box::new(u) }],
             fx.entry("user.create", "user/x"),
+            audit_key(),
         )
         .await
     };
@@ -1207,6 +1308,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
         s.commit_identity(
             vec![IdentityChange::UserUpdated { user: Box::new(u) }],
             fx.entry("user.update", "user/a"),
+            audit_key(),
         )
         .await
     };
@@ -1242,6 +1344,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
                 },
             ],
             fx.entry("user.create", "user/g"),
+            audit_key(),
         )
         .await;
     check_eq!(code(e), "not_found");
@@ -1261,6 +1364,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
             },
         ],
         fx.entry("user.create", "user/h"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1270,6 +1374,7 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
     s.commit_identity(
         vec![IdentityChange::UserDeleted { id: h.id }],
         fx.entry("user.delete", "user/h"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1278,7 +1383,8 @@ pub async fn users_versions_and_uniqueness(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::UserDeleted { id: h.id }],
-                fx.entry("user.delete", "user/h")
+                fx.entry("user.delete", "user/h"),
+                audit_key()
             )
             .await
         ),
@@ -1324,6 +1430,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
             },
         ],
         fx.entry("role.put", "role/*"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1333,6 +1440,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
             role: role("Viewer", "v2")?,
         }],
         fx.entry("role.put", "role/viewer"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1349,6 +1457,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
             name: RoleName::new(fx.name("EDITOR")).must()?,
         }],
         fx.entry("role.delete", "role/editor"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1358,7 +1467,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 vec![IdentityChange::RoleDeleted {
                     name: RoleName::new(fx.name("EDITOR")).must()?
                 }],
-                fx.entry("role.delete", "role/editor")
+                fx.entry("role.delete", "role/editor"),
+                audit_key()
             )
             .await
         ),
@@ -1378,6 +1488,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
             },
         ],
         fx.entry("user.create", "user/*"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1388,6 +1499,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         s.commit_identity(
             vec![IdentityChange::TokenCreated { token: tk.clone() }],
             fx.entry("token.create", "token/x"),
+            audit_key(),
         )
         .await
         .must()?;
@@ -1398,7 +1510,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::TokenCreated { token: dup }],
-                fx.entry("token.create", "t")
+                fx.entry("token.create", "t"),
+                audit_key()
             )
             .await
         ),
@@ -1409,7 +1522,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
         code(
             s.commit_identity(
                 vec![IdentityChange::TokenCreated { token: orphan }],
-                fx.entry("token.create", "t")
+                fx.entry("token.create", "t"),
+                audit_key()
             )
             .await
         ),
@@ -1437,6 +1551,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
     s.commit_identity(
         vec![IdentityChange::TokenRevoked { id: t_early.id }],
         fx.entry("token.revoke", "t"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1447,7 +1562,8 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
                 vec![IdentityChange::TokenRevoked {
                     id: TokenId::generate()
                 }],
-                fx.entry("token.revoke", "t")
+                fx.entry("token.revoke", "t"),
+                audit_key()
             )
             .await
         ),
@@ -1457,6 +1573,7 @@ pub async fn roles_and_tokens(store: Arc<dyn Store>) -> R {
     s.commit_identity(
         vec![IdentityChange::UserDeleted { id: u1.id }],
         fx.entry("user.delete", "user/1"),
+        audit_key(),
     )
     .await
     .must()?;
@@ -1477,11 +1594,11 @@ pub async fn audit_log(store: Arc<dyn Store>) -> R {
     fx.create(s, &srv).await?;
     let mut c = fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?);
     c.audit.at = fx.t0 + Duration::seconds(10);
-    s.commit(c).await.must()?;
+    s.commit(c, audit_key()).await.must()?;
     let mut e = fx.entry("secret.export", &format!("server/{}/peer/x", srv.id));
     e.actor.label = format!("user:{}", fx.name("alice"));
     e.at = fx.t0 + Duration::seconds(20);
-    let rec = s.append_audit(e.clone()).await.must()?;
+    let rec = s.append_audit(e.clone(), audit_key()).await.must()?;
     check_eq!(rec.seq, b + 3);
     check_eq!(rec.entry, e);
     let mut e2 = fx.entry("user.create", &format!("user/{}/bob", fx.tag));
@@ -1491,12 +1608,13 @@ pub async fn audit_log(store: Arc<dyn Store>) -> R {
             user: Box::new(fx.user("bob", None)?),
         }],
         e2.clone(),
+        audit_key(),
     )
     .await
     .must()?;
 
     let all = s.query_audit(&AuditQuery::default()).await.must()?;
-    verify_chain(&all).must()?;
+    verify_chain(s).await.must()?;
     let mine: Vec<&AuditRecord> = all.iter().filter(|r| r.seq > b).collect();
     check_eq!(
         mine.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -1620,13 +1738,13 @@ pub async fn same_base_exactly_one_wins(store: Arc<dyn Store>) -> R {
         commits.push(fx.add(srv.id, 1, &fx.peer(&srv, &format!("p{i}"), i + 2)?));
     }
     // All in flight at once (each on its own connection on a pooled engine).
-    let results = join_all(commits.into_iter().map(|c| s.commit(c))).await;
+    let results = join_all(commits.into_iter().map(|c| s.commit(c, audit_key()))).await;
     let mut ok = 0;
     for r in results {
         match r {
             Ok(r) => {
                 ok += 1;
-                check_eq!(r.revision, RevisionNo(2));
+                check_eq!(r.record.revision, RevisionNo(2));
             }
             Err(e) => check!(e.is_stale_revision(), "a loser got {e}"),
         }
@@ -1641,7 +1759,7 @@ pub async fn same_base_exactly_one_wins(store: Arc<dyn Store>) -> R {
             .len(),
         2
     );
-    verify_chain(&s.query_audit(&AuditQuery::default()).await.must()?).must()?;
+    verify_chain(s).await.must()?;
     Ok(())
 }
 
@@ -1653,7 +1771,9 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     let srv = fx.server("f3", Some("10.30.0.0/24"))?;
     fx.create(s, &srv).await?;
     let taken = fx.peer(&srv, "taken", 2)?;
-    s.commit(fx.add(srv.id, 1, &taken)).await.must()?;
+    s.commit(fx.add(srv.id, 1, &taken), audit_key())
+        .await
+        .must()?;
     let before = (
         s.load_server(srv.id).await.must()?.must()?,
         audit_len(s).await?,
@@ -1663,18 +1783,21 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     let mut clash = fx.peer(&srv, "TAKEN", 4)?;
     clash.name = taken.name.clone();
     let e = s
-        .commit(fx.commit(
-            srv.id,
-            2,
-            vec![
-                Change::PeerAdded {
-                    peer: Box::new(fresh.clone()),
-                },
-                Change::PeerAdded {
-                    peer: Box::new(clash),
-                },
-            ],
-        ))
+        .commit(
+            fx.commit(
+                srv.id,
+                2,
+                vec![
+                    Change::PeerAdded {
+                        peer: Box::new(fresh.clone()),
+                    },
+                    Change::PeerAdded {
+                        peer: Box::new(clash),
+                    },
+                ],
+            ),
+            audit_key(),
+        )
         .await;
     check_eq!(code(e), "already_exists");
     check_eq!(
@@ -1687,7 +1810,9 @@ pub async fn failed_commit_returns_the_address(store: Arc<dyn Store>) -> R {
     // Address 3 is still free.
     let mut again = fx.peer(&srv, "again", 3)?;
     again.address_v4 = fresh.address_v4;
-    s.commit(fx.add(srv.id, 2, &again)).await.must()?;
+    s.commit(fx.add(srv.id, 2, &again), audit_key())
+        .await
+        .must()?;
     let st = s.load_server(srv.id).await.must()?.must()?;
     check_eq!(st.peers.len(), 2);
     Ok(())
@@ -1701,7 +1826,7 @@ pub async fn rollback_after_reassignment_conflicts(store: Arc<dyn Store>) -> R {
     let srv = fx.server("f17", Some("10.40.0.0/24"))?;
     fx.create(s, &srv).await?;
     let a = fx.peer(&srv, "a", 2)?;
-    s.commit(fx.add(srv.id, 1, &a)).await.must()?;
+    s.commit(fx.add(srv.id, 1, &a), audit_key()).await.must()?;
     let removal = fx.commit(
         srv.id,
         2,
@@ -1709,13 +1834,16 @@ pub async fn rollback_after_reassignment_conflicts(store: Arc<dyn Store>) -> R {
             peer: Box::new(a.clone()),
         }],
     );
-    s.commit(removal.clone()).await.must()?;
+    s.commit(removal.clone(), audit_key()).await.must()?;
     let mut b = fx.peer(&srv, "b", 9)?;
     b.address_v4 = a.address_v4;
-    s.commit(fx.add(srv.id, 3, &b)).await.must()?;
+    s.commit(fx.add(srv.id, 3, &b), audit_key()).await.must()?;
     // Roll back to revision 2: the inverse of revision 3's removal.
     let inverse: Vec<Change> = removal.changes.iter().rev().map(Change::inverse).collect();
-    let e = s.commit(fx.commit(srv.id, 4, inverse)).await.must_err()?;
+    let e = s
+        .commit(fx.commit(srv.id, 4, inverse), audit_key())
+        .await
+        .must_err()?;
     check_eq!(e.code(), "conflict");
     check!(
         matches!(
@@ -1728,5 +1856,122 @@ pub async fn rollback_after_reassignment_conflicts(store: Arc<dyn Store>) -> R {
     check!(e.to_string().contains(&addr), "{e} should name {addr}");
     let st = s.load_server(srv.id).await.must()?.must()?;
     check_eq!((st.revision, st.peers.len()), (RevisionNo(4), 1));
+    Ok(())
+}
+
+/// Every revision a commit writes carries a MAC under the audit key it was given, and
+/// the commit returns the revision and its audit record, whose link is the stored head.
+pub async fn keyed_revisions_and_audit(store: Arc<dyn Store>) -> R {
+    let fx = &Fx::new();
+    let s = &*store;
+    let srv = fx.server("keyed", None)?;
+    fx.create(s, &srv).await?;
+    let c = s
+        .commit(fx.add(srv.id, 1, &fx.peer(&srv, "a", 2)?), audit_key())
+        .await
+        .must()?;
+    check_eq!(s.audit_head().await.must()?, c.audit.head());
+    check_eq!(c.audit.entry.revision, Some(RevisionNo(2)));
+    let revs = s.revisions(srv.id, RevisionNo::NONE, 10).await.must()?;
+    check_eq!(revs.len(), 2);
+    check_eq!(revs[1], c.record);
+    let legacy = LegacyBound::empty();
+    for r in &revs {
+        check_eq!(
+            check_revision(Some((audit_key(), &legacy)), srv.id, r).must()?,
+            RevisionIntegrity::Keyed
+        );
+    }
+    // The MAC covers what the revision says: another summary does not verify.
+    let mut changed = revs[1].clone();
+    changed.summary.push('!');
+    check_eq!(
+        kind(check_revision(
+            Some((audit_key(), &legacy)),
+            srv.id,
+            &changed
+        )),
+        "revision_altered"
+    );
+    let rec = s
+        .append_audit(fx.entry("secret.export", "x"), audit_key())
+        .await
+        .must()?;
+    check_eq!(s.audit_head().await.must()?, rec.head());
+    let id_rec = s
+        .commit_identity(
+            vec![IdentityChange::UserCreated {
+                user: Box::new(fx.user("keyed", None)?),
+            }],
+            fx.entry("user.create", "user/keyed"),
+            audit_key(),
+        )
+        .await
+        .must()?;
+    check_eq!(id_rec.seq, rec.seq + 1);
+    check_eq!(s.audit_head().await.must()?, id_rec.head());
+    verify_chain(s).await.must()?;
+    Ok(())
+}
+
+/// The audit key: created once (also by two callers at once), bound to what the store
+/// held then, read back as stored, re-sealed only from the value expected and with the
+/// same bound.
+pub async fn audit_key_and_head(store: Arc<dyn Store>) -> R {
+    let fx = &Fx::new();
+    let s = &*store;
+    let had = s.audit_key().await.must()?;
+    let head = s.audit_head().await.must()?;
+    let seal = |legacy: &LegacyBound| {
+        fx.sealer.seal(
+            SecretKind::AuditKey,
+            "conformance",
+            legacy.audit_hash.as_bytes(),
+        )
+    };
+    let (a, b) = futures::join!(s.init_audit_key(&seal), s.init_audit_key(&seal));
+    let ((ka, ca), (kb, cb)) = (a.must()?, b.must()?);
+    check_eq!(ka, kb);
+    check_eq!(u8::from(ca) + u8::from(cb), u8::from(had.is_none()));
+    if let Some(k) = &had {
+        check_eq!(&ka, k);
+    } else {
+        // Made now: bound to the log's tail and every server's head.
+        check_eq!(ka.legacy.audit_seq, head.seq);
+        check_eq!(ka.legacy.audit_hash, head.hash);
+        for srv in s.list_servers(Page::ALL).await.must()? {
+            check_eq!(ka.legacy.revisions.get(&srv.id), Some(&srv.revision));
+        }
+    }
+    check_eq!(s.audit_key().await.must()?, Some(ka.clone()));
+    let (again, created) = s.init_audit_key(&seal).await.must()?;
+    check_eq!((again, created), (ka.clone(), false));
+
+    // Re-sealing: only from the expected value, never moving the bound.
+    let resealed = StoredAuditKey {
+        sealed: fx
+            .sealer
+            .seal(SecretKind::AuditKey, "conformance", b"resealed")
+            .must()?,
+        legacy: ka.legacy.clone(),
+    };
+    check_eq!(
+        code(s.reseal_audit_key(&resealed.sealed, &resealed).await),
+        "conflict"
+    );
+    let mut moved = resealed.clone();
+    moved.legacy.audit_seq += 1;
+    check_eq!(
+        code(s.reseal_audit_key(&ka.sealed, &moved).await),
+        "conflict"
+    );
+    check_eq!(s.audit_key().await.must()?, Some(ka.clone()));
+    s.reseal_audit_key(&ka.sealed, &resealed).await.must()?;
+    check_eq!(s.audit_key().await.must()?, Some(resealed.clone()));
+    // Back as it was (a store may run the suite more than once).
+    s.reseal_audit_key(&resealed.sealed, &ka).await.must()?;
+    check_eq!(s.audit_key().await.must()?, Some(ka));
+    // Nothing of this touched the log.
+    check_eq!(s.audit_head().await.must()?, head);
     Ok(())
 }

@@ -178,13 +178,25 @@ pub async fn rollback(ctx: &Ctx, a: RollbackArgs) -> CliResult {
 /// `wgm audit`.
 pub async fn audit(ctx: &Ctx, a: AuditArgs) -> CliResult {
     if a.verify {
-        let v = ctx.m.verify_audit_chain(&ctx.p).await?;
+        let v = ctx.m.verify_audit_chain(&ctx.p, a.expect.as_ref()).await?;
         if ctx.out.json {
             return ctx.out.json(&v);
         }
+        let legacy = if v.legacy_records == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({} unkeyed, written before the store had an audit key)",
+                v.legacy_records
+            )
+        };
+        let expected = a
+            .expect
+            .as_ref()
+            .map_or_else(String::new, |h| format!("; holds the expected head {h}"));
         return ctx.out.line(&format!(
-            "audit chain intact: {} records, head hash {}",
-            v.records, v.head_hash
+            "audit chain intact: {} records{legacy}{expected}; head {}",
+            v.records, v.head
         ));
     }
     let now = ctx.m.now();
