@@ -648,11 +648,13 @@ async fn key_race(kind: Kind) {
         let b: Arc<dyn Store> = Arc::new(SqlStore::open(t.url.as_deref().unwrap()).await.unwrap());
         let (ma, pa) = manager(a, &master);
         let (mb, pb) = manager(b, &master);
+        // Servers of one installation may not share a listen port: one each.
         let spec = |n: &str| {
+            let port = 51820 + 2 * round as u16 + u16::from(n == "b");
             NewServer::new(
                 ServerName::new(format!("{n}{round}")).unwrap(),
                 InterfaceName::new(format!("wg{n}{round}")).unwrap(),
-                ListenPort::DEFAULT,
+                ListenPort::new(port).unwrap(),
             )
         };
         let (x, y) = tokio::join!(
