@@ -962,7 +962,6 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
     // MAC verifies; without them the MAC check refuses it first, `tests/tamper.rs`): a
     // peer on the server's own address with a default route. Rolling back to it is
     // refused by the re-validation, before anything is written.
-    use wgm_core::store::AuditStore as _;
     let key = block(w.store.audit_key())
         .unwrap()
         .unwrap()
