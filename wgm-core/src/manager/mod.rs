@@ -369,10 +369,8 @@ impl Manager {
         action: Action,
         target: Target,
     ) -> Result<()> {
-        match crate::rbac::authorize(p, resource, action, target) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.refusal(p, resource, action, target, e).await),
-        }
+        let decision = crate::rbac::authorize(p, resource, action, target);
+        self.audited(p, resource, action, target, decision).await
     }
 
     /// Like [`Manager::authorize`], but own-only permissions do not count
@@ -385,7 +383,20 @@ impl Manager {
         action: Action,
         target: Target,
     ) -> Result<()> {
-        match crate::rbac::authorize_elevated(p, resource, action, target) {
+        let decision = crate::rbac::authorize_elevated(p, resource, action, target);
+        self.audited(p, resource, action, target, decision).await
+    }
+
+    /// `decision` on `resource:action` at `target`, with a refusal audited.
+    async fn audited(
+        &self,
+        p: &Principal,
+        resource: Resource,
+        action: Action,
+        target: Target,
+        decision: Result<()>,
+    ) -> Result<()> {
+        match decision {
             Ok(()) => Ok(()),
             Err(e) => Err(self.refusal(p, resource, action, target, e).await),
         }
