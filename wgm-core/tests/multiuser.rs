@@ -952,92 +952,99 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
     block(m.rotate_peer_key(&w.root, s, bobs)).unwrap();
     let bob_key = block(m.get_peer(&w.root, s, bobs)).unwrap().public_key;
     block(m.remove_peer(&w.root, s, bobs)).unwrap();
-    block(m.rollback(&w.root, s, with_bob)).unwrap();
+    let rec = block(m.rollback(&w.root, s, with_bob)).unwrap();
+    // Only the keys that differ from the past state are named: bob's (rotated since),
+    // not the server's or alice's (unchanged since `with_bob`).
+    assert!(
+        rec.summary.contains("key of peer bob-phone")
+            && !rec.summary.contains("server key")
+            && !rec.summary.contains("alice-phone"),
+        "{}",
+        rec.summary
+    );
     assert_eq!(
         block(m.get_peer(&w.root, s, bobs)).unwrap().public_key,
         bob_key
     );
 
-    // A revision written behind the manager's back by someone holding the keys (so its
-    // MAC verifies; without them the MAC check refuses it first, `tests/tamper.rs`): a
-    // peer on the server's own address with a default route. Rolling back to it is
-    // refused by the re-validation, before anything is written.
+    // Revisions written behind the manager's back by someone holding the keys (so their
+    // MACs verify; without them the MAC check refuses them first, `tests/tamper.rs`):
+    // a peer on the server's own IPv4 or IPv6 address, or with a default route. Rolling
+    // back to one is refused by the re-validation, naming the field, before anything
+    // is written.
     let key = block(w.store.audit_key())
         .unwrap()
         .unwrap()
         .open(&Sealer::new(MasterKey::from_bytes(w.master)))
         .unwrap();
-    let st = block(w.store.load_server(s)).unwrap().unwrap();
-    let mut forged = st.peers[&alice_peer].clone();
-    let before_forged = forged.clone();
-    forged.address_v4 = st.server.address_v4;
-    forged.extra_allowed_ips = vec![net("0.0.0.0/0")];
     let actor = Actor {
         user_id: None,
         label: "local:mallory".into(),
     };
-    let at = w.clock.now();
-    block(w.store.commit(
-        Commit {
-            server_id: s,
-            expected: st.revision,
-            changes: vec![Change::PeerUpdated {
-                before: Box::new(before_forged.clone()),
-                after: Box::new(forged.clone()),
-            }],
-            author: actor.clone(),
-            at,
-            summary: "forged".into(),
-            audit: AuditEntry {
+    let write = |before: &wgm_core::model::Peer, after: &wgm_core::model::Peer| {
+        let st = block(w.store.load_server(s)).unwrap().unwrap();
+        let at = w.clock.now();
+        block(w.store.commit(
+            Commit {
+                server_id: s,
+                expected: st.revision,
+                changes: vec![Change::PeerUpdated {
+                    before: Box::new(before.clone()),
+                    after: Box::new(after.clone()),
+                }],
+                author: actor.clone(),
                 at,
-                actor: actor.clone(),
-                action: wgm_core::audit::AuditAction::PeerUpdate,
-                object: "x".into(),
-                server_id: Some(s),
-                revision: None,
-                outcome: AuditOutcome::Success,
-                details: serde_json::Value::Null,
+                summary: "written behind the manager's back".into(),
+                audit: AuditEntry {
+                    at,
+                    actor: actor.clone(),
+                    action: wgm_core::audit::AuditAction::PeerUpdate,
+                    object: "x".into(),
+                    server_id: Some(s),
+                    revision: None,
+                    outcome: AuditOutcome::Success,
+                    details: serde_json::Value::Null,
+                },
             },
-        },
-        &key,
-    ))
-    .unwrap();
-    let forged_at = w.head().unwrap();
-    // Undo it the same way so the head is clean again.
-    let st2 = block(w.store.load_server(s)).unwrap().unwrap();
-    let cur = st2.peers[&alice_peer].clone();
-    block(w.store.commit(
-        Commit {
-            server_id: s,
-            expected: st2.revision,
-            changes: vec![Change::PeerUpdated {
-                before: Box::new(cur),
-                after: Box::new(before_forged),
-            }],
-            author: actor.clone(),
-            at,
-            summary: "unforged".into(),
-            audit: AuditEntry {
-                at,
-                actor,
-                action: wgm_core::audit::AuditAction::PeerUpdate,
-                object: "x".into(),
-                server_id: Some(s),
-                revision: None,
-                outcome: AuditOutcome::Success,
-                details: serde_json::Value::Null,
-            },
-        },
-        &key,
-    ))
-    .unwrap();
-    let head = w.head();
-    let r = block(m.rollback(&w.root, s, forged_at));
-    match &r {
-        Err(Error::InvalidInput { field, reason }) => {
-            assert!(field.contains("alice-phone"), "{field}: {reason}");
+            &key,
+        ))
+        .unwrap();
+        w.head().unwrap()
+    };
+    let st = block(w.store.load_server(s)).unwrap().unwrap();
+    let forgeries: Vec<(&str, Box<dyn Fn(&mut wgm_core::model::Peer)>)> = vec![
+        (
+            "address_v4",
+            Box::new(|p: &mut wgm_core::model::Peer| p.address_v4 = st.server.address_v4),
+        ),
+        (
+            "address_v6",
+            Box::new(|p: &mut wgm_core::model::Peer| p.address_v6 = Some(st.server.address_v6)),
+        ),
+        (
+            "allowed_ips[0]",
+            Box::new(|p: &mut wgm_core::model::Peer| {
+                p.extra_allowed_ips = vec![net("0.0.0.0/0")];
+            }),
+        ),
+    ];
+    for (what, forge) in forgeries {
+        let honest = block(w.store.load_server(s)).unwrap().unwrap().peers[&alice_peer].clone();
+        let mut forged = honest.clone();
+        forge(&mut forged);
+        let forged_at = write(&honest, &forged);
+        write(&forged, &honest);
+        let head = w.head();
+        let r = block(m.rollback(&w.root, s, forged_at));
+        match &r {
+            Err(Error::InvalidInput { field, reason }) => {
+                assert!(
+                    field.contains("alice-phone") && field.ends_with(what),
+                    "{what}: {field}: {reason}"
+                );
+            }
+            other => panic!("{what}: a forged revision was restored: {other:?}"),
         }
-        other => panic!("a forged revision was restored: {other:?}"),
+        assert_eq!(w.head(), head, "{what}");
     }
-    assert_eq!(w.head(), head);
 }
