@@ -22,6 +22,9 @@ use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::{AuditStore, MemoryStore, ServerStore};
 use wgm_core::{auth, Error};
 
+/// A named change made to a peer behind the manager's back.
+type Forgery<'a> = (&'static str, Box<dyn Fn(&mut wgm_core::model::Peer) + 'a>);
+
 fn block<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
@@ -1012,7 +1015,7 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
         w.head().unwrap()
     };
     let st = block(w.store.load_server(s)).unwrap().unwrap();
-    let forgeries: Vec<(&str, Box<dyn Fn(&mut wgm_core::model::Peer)>)> = vec![
+    let forgeries: Vec<Forgery> = vec![
         (
             "address_v4",
             Box::new(|p: &mut wgm_core::model::Peer| p.address_v4 = st.server.address_v4),
