@@ -1015,7 +1015,7 @@ fn rollback_keeps_current_keys_and_revalidates_what_it_restores() {
         w.head().unwrap()
     };
     let st = block(w.store.load_server(s)).unwrap().unwrap();
-    let forgeries: Vec<Forgery> = vec![
+    let forgeries: Vec<Forgery<'_>> = vec![
         (
             "address_v4",
             Box::new(|p: &mut wgm_core::model::Peer| p.address_v4 = st.server.address_v4),
