@@ -177,29 +177,8 @@ pub(super) fn check_extra_allowed_ips(
     extra: &[IpNet],
     visible: &dyn Fn(&Peer) -> bool,
 ) -> Result<()> {
-    for (i, net) in extra.iter().enumerate() {
-        let field = format!("peer.allowed_ips[{i}]");
-        check_routable(net).map_err(|reason| Error::invalid(field.clone(), reason))?;
-        let pools: Vec<IpNet> = std::iter::once(IpNet::V6(state.server.ipv6_pool))
-            .chain(state.server.ipv4_pool.map(IpNet::V4))
-            .collect();
-        for pool in pools {
-            if pool.contains(net) || net.contains(&pool) {
-                return Err(Error::invalid(
-                    field,
-                    format!("overlaps the server's address pool {pool}"),
-                ));
-            }
-        }
-        for (j, other) in extra.iter().enumerate() {
-            if j != i && (other.contains(net) || net.contains(other)) {
-                return Err(Error::invalid(
-                    field,
-                    format!("overlaps {other} in the same list"),
-                ));
-            }
-        }
-    }
+    check_extra_list(&state.server, extra)
+        .map_err(|(i, reason)| Error::invalid(format!("peer.allowed_ips[{i}]"), reason))?;
     if extra.is_empty() {
         return Ok(());
     }
@@ -214,6 +193,32 @@ pub(super) fn check_extra_allowed_ips(
                     };
                     return Err(Error::invalid(format!("peer.allowed_ips[{i}]"), reason));
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rules of one peer's extra allowed IPs that need no other peer: each may be routed
+/// ([`check_routable`]), none overlaps the server's pools (and so its addresses), none
+/// overlaps another of the list. On refusal: the index in `extra` and the rule. Shared
+/// by `peer add`/`peer set` (through [`check_extra_allowed_ips`]) and `server import`,
+/// which names its own fields.
+pub(super) fn check_extra_list(
+    server: &crate::model::Server,
+    extra: &[IpNet],
+) -> std::result::Result<(), (usize, String)> {
+    let pools: Vec<IpNet> = std::iter::once(IpNet::V6(server.ipv6_pool))
+        .chain(server.ipv4_pool.map(IpNet::V4))
+        .collect();
+    for (i, net) in extra.iter().enumerate() {
+        check_routable(net).map_err(|reason| (i, reason.to_owned()))?;
+        if let Some(pool) = pools.iter().find(|p| p.contains(net) || net.contains(*p)) {
+            return Err((i, format!("overlaps the server's address pool {pool}")));
+        }
+        for (j, other) in extra.iter().enumerate() {
+            if j != i && (other.contains(net) || net.contains(other)) {
+                return Err((i, format!("overlaps {other} in the same list")));
             }
         }
     }

@@ -728,34 +728,15 @@ impl Manager {
                             .map_err(|e| e.in_field(&field))?;
                         address_v4 = Some(n.addr());
                     }
-                    other => {
-                        let at = format!("{field}.AllowedIPs[{}]", extra.len());
-                        super::peers::check_routable(other)
-                            .map_err(|reason| Error::invalid(at.clone(), reason))?;
-                        let own: [IpNet; 2] = [
-                            IpNet::V6(ipnet::Ipv6Net::from(server.address_v6)),
-                            IpNet::V6(ipv6_pool),
-                        ];
-                        for net in own.into_iter().chain(ipv4_pool.map(IpNet::V4)).chain(
-                            server
-                                .address_v4
-                                .map(|a| IpNet::V4(ipnet::Ipv4Net::from(a))),
-                        ) {
-                            if net.contains(other) || other.contains(&net) {
-                                return Err(Error::invalid(
-                                    at,
-                                    format!(
-                                        "{other} overlaps the server's address or pool {net}: \
-                                         a peer's address in the pool must be a single host \
-                                         route (/128, /32), one per family"
-                                    ),
-                                ));
-                            }
-                        }
-                        extra.push(*other);
-                    }
+                    other => extra.push(*other),
                 }
             }
+            // The rules `peer set` applies: nothing a peer may not route, nothing over
+            // the pools (so not the server's address: a peer's address in the pool must
+            // be a single host route, one per family), no overlap within the list.
+            super::peers::check_extra_list(&server, &extra).map_err(|(j, reason)| {
+                Error::invalid(format!("{field}.AllowedIPs[{j}]"), reason)
+            })?;
             let preshared_key = match &sec.preshared_key {
                 Some(psk) => Some(self.sealer.seal_preshared_key(
                     psk,
