@@ -183,16 +183,34 @@ fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
 }
 
+/// `peer set --allowed-ips NETS`.
+fn extra(nets: &[&str]) -> PeerUpdate {
+    PeerUpdate {
+        extra_allowed_ips: Some(nets.iter().map(|n| net(n)).collect()),
+        ..PeerUpdate::default()
+    }
+}
+
+/// A user holding only a custom role `role` with `permissions`.
+fn custom_user(w: &World, user: &str, role: &str, permissions: Vec<Permission>) -> Principal {
+    let r = Role::custom(
+        RoleName::new(role).unwrap(),
+        Description::new(role).unwrap(),
+        permissions,
+    )
+    .unwrap();
+    block(w.m.put_role(&w.root, r)).unwrap();
+    let id = block(add_user(&w.m, &w.root, user, role));
+    block(principal(&w.m, &w.local, &w.store, id))
+}
+
 #[test]
 fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
     let w = world();
     let (m, s) = (&w.m, w.s);
     let mine = w.peer_id("alice-phone");
     // `peer set --allowed-ips 8.8.8.8/32,1.1.1.0/24` on one's own peer.
-    let set = PeerUpdate {
-        extra_allowed_ips: Some(vec![net("8.8.8.8/32"), net("1.1.1.0/24")]),
-        ..PeerUpdate::default()
-    };
+    let set = extra(&["8.8.8.8/32", "1.1.1.0/24"]);
     w.refused(
         &w.alice,
         "peer.route",
@@ -223,16 +241,7 @@ fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
     assert!(!plan.contains("8.8.8.8"), "{plan}");
 
     // An operator grants a network; the user keeps it, may drop it, may not widen it.
-    block(m.update_peer(
-        &w.op,
-        s,
-        mine,
-        PeerUpdate {
-            extra_allowed_ips: Some(vec![net("192.168.7.0/24")]),
-            ..PeerUpdate::default()
-        },
-    ))
-    .unwrap();
+    block(m.update_peer(&w.op, s, mine, extra(&["192.168.7.0/24"]))).unwrap();
     block(m.update_peer(
         &w.alice,
         s,
@@ -247,27 +256,10 @@ fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
     w.refused(
         &w.alice,
         "peer.route",
-        m.update_peer(
-            &w.alice,
-            s,
-            mine,
-            PeerUpdate {
-                extra_allowed_ips: Some(vec![net("192.168.0.0/16")]),
-                ..PeerUpdate::default()
-            },
-        ),
+        m.update_peer(&w.alice, s, mine, extra(&["192.168.0.0/16"])),
         denied,
     );
-    let dropped = block(m.update_peer(
-        &w.alice,
-        s,
-        mine,
-        PeerUpdate {
-            extra_allowed_ips: Some(vec![]),
-            ..PeerUpdate::default()
-        },
-    ))
-    .unwrap();
+    let dropped = block(m.update_peer(&w.alice, s, mine, extra(&[]))).unwrap();
     assert!(dropped.extra_allowed_ips.is_empty());
 
     // A delegated prefix an operator gave stays; the owner's other changes pass.
@@ -301,20 +293,17 @@ fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
         .find(|r| r.summary.starts_with("update peer") && r.author.label.contains("olga"))
         .unwrap()
         .revision;
-    let roller = Role::custom(
-        RoleName::new("roller").unwrap(),
-        Description::new("rolls back").unwrap(),
+    let rolf = custom_user(
+        &w,
+        "rolf",
+        "roller",
         vec![
             Permission::new(Resource::Server, Action::Read),
             Permission::new(Resource::Config, Action::Read),
             Permission::new(Resource::Config, Action::Rollback),
             Permission::new(Resource::Peer, Action::Read),
         ],
-    )
-    .unwrap();
-    block(m.put_role(&w.root, roller)).unwrap();
-    let rid = block(add_user(m, &w.root, "rolf", "roller"));
-    let rolf = block(principal(m, &w.local, &w.store, rid));
+    );
     w.refused(
         &rolf,
         "peer.route",
@@ -324,18 +313,15 @@ fn a_user_cannot_route_networks_to_their_peer_on_any_path() {
     block(m.rollback(&w.op, s, granted_at)).unwrap();
 
     // Import: routing networks to imported peers needs peer:route too.
-    let importer = Role::custom(
-        RoleName::new("importer").unwrap(),
-        Description::new("imports").unwrap(),
+    let ivan = custom_user(
+        &w,
+        "ivan",
+        "importer",
         vec![
             Permission::new(Resource::Server, Action::Create),
             Permission::new(Resource::Server, Action::Read),
         ],
-    )
-    .unwrap();
-    block(m.put_role(&w.root, importer)).unwrap();
-    let iid = block(add_user(m, &w.root, "ivan", "importer"));
-    let ivan = block(principal(m, &w.local, &w.store, iid));
+    );
     let key = wgm_core::keys::PrivateKey::generate();
     let peer_key = wgm_core::keys::PrivateKey::generate().public_key();
     let text = format!(
@@ -526,16 +512,7 @@ fn errors_do_not_name_other_users_peers_or_networks() {
     )
     .unwrap();
     block(m.put_role(&w.root, router)).unwrap();
-    block(m.update_peer(
-        &w.op,
-        s,
-        w.peer_id("bob-phone"),
-        PeerUpdate {
-            extra_allowed_ips: Some(vec![net("10.201.0.0/24")]),
-            ..PeerUpdate::default()
-        },
-    ))
-    .unwrap();
+    block(m.update_peer(&w.op, s, w.peer_id("bob-phone"), extra(&["10.201.0.0/24"]))).unwrap();
     let cid = block(add_user(m, &w.root, "carol", "self-router"));
     let carol = block(principal(m, &w.local, &w.store, cid));
     let mut mine = peer("carol-gw");
@@ -577,16 +554,7 @@ fn extra_allowed_ips_in_special_ranges_are_refused() {
         "::/0",
         "10.0.0.1/8",
     ] {
-        let e = block(m.update_peer(
-            &w.op,
-            s,
-            mine,
-            PeerUpdate {
-                extra_allowed_ips: Some(vec![net(bad)]),
-                ..PeerUpdate::default()
-            },
-        ))
-        .unwrap_err();
+        let e = block(m.update_peer(&w.op, s, mine, extra(&[bad]))).unwrap_err();
         match e {
             Error::InvalidInput { field, .. } => {
                 assert_eq!(field, "peer.allowed_ips[0]", "{bad}");
@@ -609,32 +577,15 @@ fn extra_allowed_ips_in_special_ranges_are_refused() {
             "peer.allowed_ips[0]",
         ),
     ] {
-        let e = block(m.update_peer(
-            &w.op,
-            s,
-            mine,
-            PeerUpdate {
-                extra_allowed_ips: Some(bad.iter().map(|n| net(n)).collect()),
-                ..PeerUpdate::default()
-            },
-        ))
-        .unwrap_err();
+        let e = block(m.update_peer(&w.op, s, mine, extra(&bad))).unwrap_err();
         match e {
             Error::InvalidInput { field: f, .. } => assert_eq!(f, field, "{bad:?}"),
             other => panic!("{bad:?}: {other:?}"),
         }
     }
     for good in ["192.168.7.0/24", "2001:db8:7::/48", "100.64.0.0/10"] {
-        block(m.update_peer(
-            &w.op,
-            s,
-            mine,
-            PeerUpdate {
-                extra_allowed_ips: Some(vec![net(good)]),
-                ..PeerUpdate::default()
-            },
-        ))
-        .unwrap_or_else(|e| panic!("{good}: {e}"));
+        block(m.update_peer(&w.op, s, mine, extra(&[good])))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
     }
 }
 
