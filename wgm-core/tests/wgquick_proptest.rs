@@ -174,7 +174,13 @@ fn interface() -> impl Strategy<Value = InterfaceSection> {
         ),
         (
             prop::collection::vec(interface_address(), 0..4),
-            prop::collection::vec(dns_entry(), 0..4),
+            // Each DNS server or search domain at most once (compared as written,
+            // ignoring case), as `net::check_dns_list` requires.
+            prop::collection::vec(dns_entry(), 0..4).prop_map(|mut v| {
+                let mut seen = std::collections::HashSet::new();
+                v.retain(|d| seen.insert(d.to_string().to_ascii_lowercase()));
+                v
+            }),
             prop::option::of(Mtu::MIN_IPV6..=Mtu::MAX),
             prop::option::of(table()),
             prop::option::of(any::<bool>()),
