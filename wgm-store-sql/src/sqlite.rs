@@ -77,8 +77,27 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open (creating with `mode=rwc`) and migrate.
+    /// Open (creating with `mode=rwc`) and migrate. Two processes opening a new file at
+    /// once can meet `SQLITE_BUSY` outside the busy handler's reach (the switch to WAL
+    /// and the first schema write take locks SQLite does not wait for), so a busy open
+    /// is tried again, a bounded number of times, with a short growing pause.
     pub(crate) async fn open(url: &str, opts: &SqlOptions) -> Result<SqliteStore, SqlError> {
+        let mut attempt: u64 = 0;
+        loop {
+            match Self::open_once(url, opts).await {
+                Err(SqlError::Db {
+                    source: sqlx::Error::Database(e),
+                    ..
+                }) if attempt < 20 && e.code().as_deref() == Some("5") => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(url: &str, opts: &SqlOptions) -> Result<SqliteStore, SqlError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut connect = SqliteConnectOptions::from_str(url)
             .map_err(|_| SqlError::Url {
