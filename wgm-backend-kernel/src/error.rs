@@ -75,6 +75,16 @@ pub(crate) enum NetlinkError {
         what: String,
     },
 
+    /// A reply could be decoded but does not make sense (a dump that names a peer twice,
+    /// an allowed IP whose family and address disagree).
+    #[error("{op}: malformed reply from the kernel: {reason}")]
+    BadReply {
+        /// The operation.
+        op: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A link message lacked an attribute every link has (`IFLA_MTU`).
     #[error("link {link}: the kernel's link message has no {attribute}")]
     MissingAttribute {

@@ -53,8 +53,10 @@
 
 mod codec;
 mod error;
+mod genl;
 mod network;
 mod plan;
 mod socket;
+pub mod wire;
 
 pub use network::{KernelNetwork, DEFAULT_ROUTE_PROTOCOL};
