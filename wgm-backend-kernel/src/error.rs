@@ -85,6 +85,12 @@ pub(crate) enum NetlinkError {
         reason: String,
     },
 
+    /// The kernel has no WireGuard: the `wireguard` generic netlink family does not
+    /// resolve, or the link kind is unknown (the module is neither built in nor
+    /// loadable).
+    #[error("the kernel has no WireGuard: module `wireguard` is not built in and could not be loaded (modprobe wireguard); use the userspace backend (wireguard-go) instead")]
+    NoWireGuard,
+
     /// A link message lacked an attribute every link has (`IFLA_MTU`).
     #[error("link {link}: the kernel's link message has no {attribute}")]
     MissingAttribute {
@@ -201,6 +207,14 @@ impl From<NetlinkError> for wgm_core::Error {
                     path.display()
                 ))
             }
+            NetlinkError::Kernel {
+                errno: Errno::EADDRINUSE,
+                ref op,
+                ..
+            } => wgm_core::Error::conflict(format!(
+                "{op}: the listen port is in use by another socket"
+            )),
+            NetlinkError::NoWireGuard => wgm_core::Error::unsupported(e.to_string()),
             NetlinkError::Conflict(reason) => wgm_core::Error::conflict(reason),
             NetlinkError::Invalid { field, reason } => wgm_core::Error::invalid(field, reason),
             other => wgm_core::Error::backend("netlink", other),

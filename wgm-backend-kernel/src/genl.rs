@@ -26,7 +26,9 @@ use bytes::{BufMut, BytesMut};
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
-use netlink_packet_wireguard::{WireguardAttribute, WireguardMessage, WireguardPeerAttribute};
+use netlink_packet_wireguard::{
+    WireguardAttribute, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
+};
 use rtnetlink::packet_core::{
     DecodeError, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NetlinkSerializable,
@@ -86,16 +88,19 @@ pub(crate) fn wipe(attributes: &mut [WireguardAttribute]) {
     for attribute in attributes {
         match attribute {
             WireguardAttribute::PrivateKey(key) => key.zeroize(),
-            WireguardAttribute::Peers(peers) => {
-                for peer in peers {
-                    for a in &mut peer.0 {
-                        if let WireguardPeerAttribute::PresharedKey(key) = a {
-                            key.zeroize();
-                        }
-                    }
-                }
-            }
+            WireguardAttribute::Peers(peers) => wipe_peers(peers),
             _ => {}
+        }
+    }
+}
+
+/// Overwrites every preshared key of `peers` with zeros.
+pub(crate) fn wipe_peers(peers: &mut [WireguardPeer]) {
+    for peer in peers {
+        for a in &mut peer.0 {
+            if let WireguardPeerAttribute::PresharedKey(key) = a {
+                key.zeroize();
+            }
         }
     }
 }
@@ -262,7 +267,7 @@ pub(crate) async fn resolve_family(nl: &Netlink<Genl>) -> Result<u16, NetlinkErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_wireguard::{WireguardCmd, WireguardPeer};
+    use netlink_packet_wireguard::WireguardCmd;
 
     fn keyed() -> WireguardMessage {
         WireguardMessage {
@@ -331,7 +336,9 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(QuietCodec::decode::<Genl>(&mut src).expect("empty").is_none());
+        assert!(QuietCodec::decode::<Genl>(&mut src)
+            .expect("empty")
+            .is_none());
     }
 
     #[test]

@@ -58,5 +58,7 @@ mod network;
 mod plan;
 mod socket;
 pub mod wire;
+mod wireguard;
 
 pub use network::{KernelNetwork, DEFAULT_ROUTE_PROTOCOL};
+pub use wireguard::KernelWireGuard;

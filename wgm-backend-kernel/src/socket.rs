@@ -25,8 +25,8 @@ use futures::StreamExt;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_core::{
-    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK,
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::proto::sys::{protocols::NETLINK_ROUTE, AsyncSocket, SocketAddr, TokioSocket};
@@ -75,9 +75,8 @@ pub(crate) type Opened<T, C> = (Connection<T, TokioSocket, C>, ConnectionHandle<
 /// registers with its reactor).
 fn connect_route() -> Result<Opened<RouteNetlinkMessage, NetlinkCodec>, NetlinkError> {
     let (mut conn, handle, unsolicited) =
-        rtnetlink::proto::new_connection_with_codec::<_, TokioSocket, NetlinkCodec>(
-            NETLINK_ROUTE,
-        ).map_err(NetlinkError::Socket)?;
+        rtnetlink::proto::new_connection_with_codec::<_, TokioSocket, NetlinkCodec>(NETLINK_ROUTE)
+            .map_err(NetlinkError::Socket)?;
     conn.socket_mut()
         .socket_mut()
         .set_netlink_get_strict_chk(true)
@@ -176,7 +175,8 @@ impl<T: Message> Netlink<T> {
         flags: u16,
         op: &str,
     ) -> Result<impl futures::Stream<Item = NetlinkMessage<T>> + use<T>, NetlinkError> {
-        let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(msg));
+        let mut req =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(msg));
         req.header.flags = flags;
         self.handle
             .clone()
@@ -185,12 +185,7 @@ impl<T: Message> Netlink<T> {
     }
 
     /// A request answered by exactly one message (e.g. `RTM_GETLINK` by name).
-    pub(crate) async fn get(
-        &self,
-        msg: T,
-        op: &str,
-        link: &str,
-    ) -> Result<T, NetlinkError> {
+    pub(crate) async fn get(&self, msg: T, op: &str, link: &str) -> Result<T, NetlinkError> {
         let mut replies = self.send(msg, NLM_F_REQUEST, op)?;
         let mut answer = None;
         while let Some(reply) = replies.next().await {
@@ -231,12 +226,7 @@ impl<T: Message> Netlink<T> {
 
     /// A complete dump: every part of the multi-part answer, up to `NLMSG_DONE`,
     /// re-read when the kernel flags it as interrupted.
-    pub(crate) async fn dump(
-        &self,
-        msg: T,
-        op: &str,
-        link: &str,
-    ) -> Result<Vec<T>, NetlinkError> {
+    pub(crate) async fn dump(&self, msg: T, op: &str, link: &str) -> Result<Vec<T>, NetlinkError> {
         for _ in 0..DUMP_ATTEMPTS {
             let mut replies = self.send(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, op)?;
             let mut parts = Vec::new();

@@ -62,14 +62,12 @@ use netlink_packet_wireguard::{
     WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
     WireguardPeerFlags,
 };
-use rtnetlink::packet_core::{
-    Emitable, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
-};
+use rtnetlink::packet_core::{Emitable, NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use wgm_core::backend::{DeviceDelta, DeviceState, PeerDelta, PeerState};
 use wgm_core::keys::{PresharedKey, PrivateKey, PublicKey};
 
 use crate::error::NetlinkError;
-use crate::genl::{wipe, Genl, WgMessage};
+use crate::genl::{wipe, wipe_peers, Genl, WgMessage};
 
 /// The netlink header (16 bytes) and the generic netlink header (4 bytes) in front of
 /// every message's attributes.
@@ -283,7 +281,9 @@ impl<'a> Builder<'a> {
                 next += 1;
             }
             if next > start {
-                attributes.push(WireguardPeerAttribute::AllowedIps(ips[start..next].to_vec()));
+                attributes.push(WireguardPeerAttribute::AllowedIps(
+                    ips[start..next].to_vec(),
+                ));
             }
             self.push_peer(WireguardPeer(attributes));
             if next >= ips.len() {
@@ -298,7 +298,19 @@ impl<'a> Builder<'a> {
         if !self.peers.is_empty() || self.done.is_empty() || self.attributes.len() > 1 {
             self.flush();
         }
-        self.done
+        std::mem::take(&mut self.done)
+    }
+}
+
+impl Drop for Builder<'_> {
+    /// What was not handed out (an error part-way) is wiped; the caller wraps what was
+    /// handed out in `WgMessage`s, which wipe themselves.
+    fn drop(&mut self) {
+        for m in &mut self.done {
+            wipe(&mut m.attributes);
+        }
+        wipe(&mut self.attributes);
+        wipe_peers(&mut self.peers);
     }
 }
 
@@ -337,9 +349,10 @@ pub(crate) fn merge_dump<'a>(
                     device.public_key = if *bytes == [0; 32] {
                         None
                     } else {
-                        Some(PublicKey::from_bytes(*bytes).map_err(|e| {
-                            bad(format!("the device's public key: {e}"))
-                        })?)
+                        Some(
+                            PublicKey::from_bytes(*bytes)
+                                .map_err(|e| bad(format!("the device's public key: {e}")))?,
+                        )
                     };
                 }
                 WireguardAttribute::ListenPort(port) => device.listen_port = *port,
@@ -393,8 +406,7 @@ fn merge_peer(
             // is not the peer's state.
             _ if continuation => {}
             WireguardPeerAttribute::PresharedKey(bytes) => {
-                state.preshared_key =
-                    (*bytes != [0; 32]).then(|| PresharedKey::from_bytes(*bytes));
+                state.preshared_key = (*bytes != [0; 32]).then(|| PresharedKey::from_bytes(*bytes));
             }
             WireguardPeerAttribute::Endpoint(addr) => state.endpoint = Some(*addr),
             WireguardPeerAttribute::PersistentKeepalive(s) => state.persistent_keepalive = *s,
@@ -437,7 +449,8 @@ fn parse_allowed_ip(ip: &WireguardAllowedIp) -> Result<IpNet, String> {
     };
     let matches = matches!(
         (family, addr),
-        (WireguardAddressFamily::Ipv4, IpAddr::V4(_)) | (WireguardAddressFamily::Ipv6, IpAddr::V6(_))
+        (WireguardAddressFamily::Ipv4, IpAddr::V4(_))
+            | (WireguardAddressFamily::Ipv6, IpAddr::V6(_))
     );
     if !matches {
         return Err(format!("allowed IP {addr}: its family is {family:?}"));
@@ -514,13 +527,6 @@ pub fn decode_dump(bytes: &[u8]) -> wgm_core::Result<DeviceState> {
     Ok(merge_dump(parts.iter().map(WgMessage::attributes), op)?)
 }
 
-/// Wipes the keys of messages built by [`split_set`] once they are sent.
-pub(crate) fn wipe_messages(messages: &mut [WireguardMessage]) {
-    for m in messages {
-        wipe(&mut m.attributes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,8 +540,11 @@ mod tests {
     }
 
     fn v6(i: u32) -> IpNet {
-        IpNet::new(IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i))), 128)
-            .expect("valid")
+        IpNet::new(
+            IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i))),
+            128,
+        )
+        .expect("valid")
     }
 
     fn v4(i: u32) -> IpNet {
@@ -605,9 +614,17 @@ mod tests {
     fn check_shape(delta: &DeviceDelta, messages: &[WireguardMessage], budget: usize) {
         assert!(!messages.is_empty());
         for (i, m) in messages.iter().enumerate() {
-            assert!(framed_len(m) <= budget, "message {i}: {} > {budget}", framed_len(m));
+            assert!(
+                framed_len(m) <= budget,
+                "message {i}: {} > {budget}",
+                framed_len(m)
+            );
             assert_eq!(m.attributes[0], WireguardAttribute::IfName("wg0".into()));
-            assert_eq!(has_device_settings(m), i == 0 && delta_has_settings(delta), "message {i}");
+            assert_eq!(
+                has_device_settings(m),
+                i == 0 && delta_has_settings(delta),
+                "message {i}"
+            );
         }
         // The encoder's own accounting agrees with the emitted size.
         for m in messages {
@@ -648,7 +665,10 @@ mod tests {
     fn an_empty_delta_is_one_message_naming_the_device() {
         let m = split_set("wg0", &DeviceDelta::default(), MIN_MESSAGE_BYTES).expect("split");
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].attributes, vec![WireguardAttribute::IfName("wg0".into())]);
+        assert_eq!(
+            m[0].attributes,
+            vec![WireguardAttribute::IfName("wg0".into())]
+        );
     }
 
     #[test]
@@ -690,7 +710,9 @@ mod tests {
                     persistent_keepalive: Some(25),
                     replace_allowed_ips: true,
                     update_only: true,
-                    allowed_ips: (0..1000).map(|i| if i % 2 == 0 { v6(i) } else { v4(i) }).collect(),
+                    allowed_ips: (0..1000)
+                        .map(|i| if i % 2 == 0 { v6(i) } else { v4(i) })
+                        .collect(),
                     ..PeerDelta::new(key(1))
                 },
                 PeerDelta::new(key(2)),
@@ -722,7 +744,9 @@ mod tests {
             ..DeviceDelta::default()
         };
         let m = split_set("wg0", &delta, DEFAULT_MESSAGE_BYTES).expect("split");
-        assert!(peers_of(&m[0])[0].0.contains(&WireguardPeerAttribute::PresharedKey([0; 32])));
+        assert!(peers_of(&m[0])[0]
+            .0
+            .contains(&WireguardPeerAttribute::PresharedKey([0; 32])));
         assert_eq!(as_dump(&delta, &m).peers[&key(3)].preshared_key, None);
     }
 
@@ -751,21 +775,19 @@ mod tests {
             WireguardAttribute::IfName("wg0".into()),
             WireguardAttribute::ListenPort(51820),
             WireguardAttribute::Fwmark(0),
-            WireguardAttribute::Peers(vec![
-                WireguardPeer(vec![
-                    WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
-                    WireguardPeerAttribute::PresharedKey([0; 32]),
-                    WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
-                        seconds: 1_700_000_000,
-                        nano_seconds: 5,
-                    }),
-                    WireguardPeerAttribute::PersistentKeepalive(0),
-                    WireguardPeerAttribute::TxBytes(10),
-                    WireguardPeerAttribute::RxBytes(20),
-                    WireguardPeerAttribute::ProtocolVersion(1),
-                    WireguardPeerAttribute::AllowedIps(vec![allowed_ip(&v6(2)), allowed_ip(&v6(1))]),
-                ]),
-            ]),
+            WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
+                WireguardPeerAttribute::PresharedKey([0; 32]),
+                WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                    seconds: 1_700_000_000,
+                    nano_seconds: 5,
+                }),
+                WireguardPeerAttribute::PersistentKeepalive(0),
+                WireguardPeerAttribute::TxBytes(10),
+                WireguardPeerAttribute::RxBytes(20),
+                WireguardPeerAttribute::ProtocolVersion(1),
+                WireguardPeerAttribute::AllowedIps(vec![allowed_ip(&v6(2)), allowed_ip(&v6(1))]),
+            ])]),
         ];
         let part2 = vec![
             WireguardAttribute::IfIndex(7),
@@ -796,9 +818,8 @@ mod tests {
 
     #[test]
     fn malformed_dumps_are_errors() {
-        let peer = |k: u8| {
-            WireguardPeer(vec![WireguardPeerAttribute::PublicKey(*key(k).as_bytes())])
-        };
+        let peer =
+            |k: u8| WireguardPeer(vec![WireguardPeerAttribute::PublicKey(*key(k).as_bytes())]);
         let twice = vec![WireguardAttribute::Peers(vec![peer(1), peer(2), peer(1)])];
         let no_key = vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
             WireguardPeerAttribute::RxBytes(1),
@@ -857,8 +878,10 @@ mod tests {
 
     fn arb_net() -> impl Strategy<Value = IpNet> {
         prop_oneof![
-            (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(a.into()), l).expect("valid").trunc()),
-            (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(a.into()), l).expect("valid").trunc()),
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, l)| IpNet::new(IpAddr::V4(a.into()), l).expect("valid").trunc()),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, l)| IpNet::new(IpAddr::V6(a.into()), l).expect("valid").trunc()),
         ]
     }
 
