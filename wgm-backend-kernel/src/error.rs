@@ -88,7 +88,7 @@ pub(crate) enum NetlinkError {
     /// The kernel has no WireGuard: the `wireguard` generic netlink family does not
     /// resolve, or the link kind is unknown (the module is neither built in nor
     /// loadable).
-    #[error("the kernel has no WireGuard: module `wireguard` is not built in and could not be loaded (modprobe wireguard); use the userspace backend (wireguard-go) instead")]
+    #[error("the kernel has no WireGuard: module `wireguard` is not built in and could not be loaded (modprobe wireguard); the userspace backend (wireguard-go) works without it")]
     NoWireGuard,
 
     /// A link message lacked an attribute every link has (`IFLA_MTU`).
@@ -105,7 +105,7 @@ pub(crate) enum NetlinkError {
     Socket(#[source] io::Error),
 
     /// The constructor was called outside a Tokio runtime.
-    #[error("KernelNetwork must be created inside a Tokio runtime (it spawns the netlink connection task)")]
+    #[error("netlink sockets need a Tokio runtime: KernelNetwork and KernelWireGuard run their connection task on it")]
     NoRuntime,
 
     /// The network namespace file could not be opened.
