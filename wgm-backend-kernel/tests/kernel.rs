@@ -126,7 +126,10 @@ fn outside_a_runtime_every_operation_is_an_error_not_a_panic() {
 fn capabilities_say_kernel_fwmark_and_no_single_ip_removal() {
     let caps = KernelWireGuard::new().capabilities();
     assert!(caps.kernel && caps.fwmark && !caps.remove_allowed_ip);
-    assert_eq!(caps.max_set_bytes, Some(wgm_backend_kernel::wire::DEFAULT_MESSAGE_BYTES));
+    assert_eq!(
+        caps.max_set_bytes,
+        Some(wgm_backend_kernel::wire::DEFAULT_MESSAGE_BYTES)
+    );
     let small = KernelWireGuard::new().with_max_message_bytes(2048).unwrap();
     assert_eq!(small.capabilities().max_set_bytes, Some(2048));
 }
@@ -170,7 +173,9 @@ async fn network_conformance_on_a_kernel_wireguard_link() {
     let dev = name("wgk2");
     wg.create_device(&dev).await.expect("create");
     let net = KernelNetwork::in_netns(ns.path()).expect("rtnetlink");
-    suite::run_network(&net, &dev).await.expect("network conformance");
+    suite::run_network(&net, &dev)
+        .await
+        .expect("network conformance");
     wg.delete_device(&dev).await.expect("delete");
 }
 
@@ -186,7 +191,13 @@ fn wg_dump_peers(ns: &Netns, dev: &str) -> Vec<(String, BTreeSet<IpNet>, String,
             } else {
                 f[3].split(',').map(net).collect()
             };
-            (f[0].to_owned(), ips, f[2].to_owned(), f[7].to_owned(), f[1] != "(none)")
+            (
+                f[0].to_owned(),
+                ips,
+                f[2].to_owned(),
+                f[7].to_owned(),
+                f[1] != "(none)",
+            )
         })
         .collect()
 }
@@ -249,14 +260,33 @@ async fn wg_show_agrees_with_what_the_backend_sets_and_reads() {
             "9",
         ],
     );
-    ns.exec("wg", &["set", dev.as_str(), "peer", &a.to_base64(), "preshared-key", "/dev/null"]);
+    ns.exec(
+        "wg",
+        &[
+            "set",
+            dev.as_str(),
+            "peer",
+            &a.to_base64(),
+            "preshared-key",
+            "/dev/null",
+        ],
+    );
     let s = wg.read_device(&dev).await.expect("read").expect("exists");
     assert_eq!(s.public_key, Some(private.public_key()));
-    assert_eq!(s.private_key.as_ref().map(PrivateKey::public_key), Some(private.public_key()));
+    assert_eq!(
+        s.private_key.as_ref().map(PrivateKey::public_key),
+        Some(private.public_key())
+    );
     assert_eq!((s.listen_port, s.fwmark), (51_900, 0x42));
     let pb = &s.peers[&b];
-    assert_eq!(pb.allowed_ips, vec![net("192.0.2.7/32"), net("fd00:2::1/128")]);
-    assert_eq!(pb.endpoint, Some("192.0.2.1:7".parse::<SocketAddr>().unwrap()));
+    assert_eq!(
+        pb.allowed_ips,
+        vec![net("192.0.2.7/32"), net("fd00:2::1/128")]
+    );
+    assert_eq!(
+        pb.endpoint,
+        Some("192.0.2.1:7".parse::<SocketAddr>().unwrap())
+    );
     assert_eq!(pb.persistent_keepalive, 9);
     assert_eq!(s.peers[&a].preshared_key, None, "cleared by wg");
     assert_eq!(pb.last_handshake, None);
@@ -294,12 +324,18 @@ async fn small_messages_split_a_peer_and_the_kernel_puts_it_together() {
         ],
         ..DeviceDelta::default()
     };
-    wg.apply_device(&dev, &delta).await.expect("apply in 1 KiB messages");
+    wg.apply_device(&dev, &delta)
+        .await
+        .expect("apply in 1 KiB messages");
     let s = wg.read_device(&dev).await.expect("read").expect("exists");
     let p = &s.peers[&big];
     let mut want = ips.clone();
     want.sort();
-    assert!(p.allowed_ips == want, "{} allowed IPs read back", p.allowed_ips.len());
+    assert!(
+        p.allowed_ips == want,
+        "{} allowed IPs read back",
+        p.allowed_ips.len()
+    );
     assert_eq!(p.preshared_key, Some(psk));
     assert_eq!(p.persistent_keepalive, 15);
     assert_eq!(s.peers.len(), 2);
@@ -344,17 +380,27 @@ async fn a_link_of_another_kind_is_never_touched() {
         return;
     };
     let ns = Netns::new("other-kind");
-    ns.ip(&["link", "add", "wgk5", "type", "veth", "peer", "name", "wgk5p"]);
+    ns.ip(&[
+        "link", "add", "wgk5", "type", "veth", "peer", "name", "wgk5p",
+    ]);
     let wg = ns.wg();
     let dev = name("wgk5");
     for (what, e) in [
         ("create", wg.create_device(&dev).await.unwrap_err()),
         ("delete", wg.delete_device(&dev).await.unwrap_err()),
         ("read", wg.read_device(&dev).await.unwrap_err()),
-        ("apply", wg.apply_device(&dev, &DeviceDelta::default()).await.unwrap_err()),
+        (
+            "apply",
+            wg.apply_device(&dev, &DeviceDelta::default())
+                .await
+                .unwrap_err(),
+        ),
     ] {
         assert!(matches!(e, Error::Conflict { .. }), "{what}: {e}");
-        assert!(e.to_string().contains("not a WireGuard device"), "{what}: {e}");
+        assert!(
+            e.to_string().contains("not a WireGuard device"),
+            "{what}: {e}"
+        );
     }
     assert!(wg.device_instance(&dev).await.is_err());
     ns.ip(&["link", "show", "wgk5"]); // still there
@@ -382,7 +428,10 @@ async fn a_listen_port_in_use_is_a_conflict_and_absent_devices_are_not_found() {
     let e = wg.apply_device(&two, &port).await.unwrap_err();
     assert!(matches!(e, Error::Conflict { .. }), "{e}");
     assert!(e.to_string().contains("wgk7"), "{e}");
-    assert_eq!(wg.list_devices().await.unwrap(), vec![one.clone(), two.clone()]);
+    assert_eq!(
+        wg.list_devices().await.unwrap(),
+        vec![one.clone(), two.clone()]
+    );
 
     let gone = name("wgk8");
     let e = wg.apply_device(&gone, &port).await.unwrap_err();
