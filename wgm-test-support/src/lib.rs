@@ -1,17 +1,20 @@
 //! How wgm's tests require what they need from the machine.
 //!
 //! Some tests need more than `cargo test` can count on: root and network namespaces with
-//! `wireguard-go` and its friends, a PostgreSQL server, a Redis server. Each such test
+//! `wireguard-go` and its friends, a kernel with WireGuard, a PostgreSQL server, a Redis
+//! server. Each such test
 //! belongs to an **opt-in suite**, switched on by an environment variable, and asks for
 //! its resource with [`require`], the one way to do so in this workspace:
 //!
 //! | suite | switch | what [`require`] checks when the switch is on |
 //! |---|---|---|
 //! | `netns` | `WGM_TEST_NETNS=1` | root (network namespaces), and the tools the test names on `PATH` |
+//! | `kernel` | `WGM_TEST_KERNEL=1` | root, network namespaces, WireGuard in the running kernel (`/sys/module/wireguard`), and the tools |
 //! | `postgres` | `WGM_TEST_POSTGRES_URL` (an admin URL) | a PostgreSQL server answers there, and the tools |
 //! | `redis` | `WGM_TEST_REDIS_URL` | a Redis server answers `PING` there, and the tools |
 //!
-//! - **Switch off** (unset or empty; for `WGM_TEST_NETNS` also `0`): [`require`] returns
+//! - **Switch off** (unset or empty; for `WGM_TEST_NETNS` and `WGM_TEST_KERNEL` also
+//!   `0`): [`require`] returns
 //!   `None` and the test returns early. Once per suite and test binary, a `SKIPPED` line
 //!   goes straight to the process's standard error, which `cargo test` shows even while
 //!   it captures test output (it captures only what the `print!`/`eprint!` macros write).
@@ -19,8 +22,13 @@
 //! - **Switch on, resource missing**: [`require`] panics with a message naming what is
 //!   missing, so the test **fails**. A suite that was asked for cannot pass by skipping.
 //!
-//! A value of `WGM_TEST_NETNS` other than `1`, `0` or empty is a mistake (`yes`, `true`),
-//! and fails too rather than being read as "off".
+//! A value of `WGM_TEST_NETNS` or `WGM_TEST_KERNEL` other than `1`, `0` or empty is a
+//! mistake (`yes`, `true`), and fails too rather than being read as "off".
+//!
+//! The machines that run `cargo test` usually have no WireGuard module, so CI runs the
+//! `kernel` suite in a virtual machine: `.ci/vm` boots a distribution kernel under QEMU
+//! with the module loaded and runs the test binaries listed in `.ci/vm-tests` there, with
+//! `WGM_TEST_KERNEL=1` (see `docs/testing.md`).
 //!
 //! # The ledger
 //!
@@ -42,9 +50,9 @@
 //!
 //! # Adding a suite
 //!
-//! A new kind of resource (a virtual machine for kernel WireGuard, say) is one more
-//! [`Suite`] variant: its name, its switch, what it checks, and what [`Granted`] carries.
-//! `.ci/run` then counts it like the others.
+//! A new kind of resource is one more [`Suite`] variant: its name, its switch, what it
+//! checks, and what [`Granted`] carries (as [`Suite::Kernel`] was added). `.ci/suites`
+//! then counts it like the others once it is listed there.
 //!
 //! # Example
 //!
@@ -73,6 +81,7 @@ mod probe;
 mod report;
 
 use std::fmt;
+use std::path::Path;
 
 pub use report::LEDGER_ENV;
 
@@ -84,6 +93,10 @@ pub enum Suite {
     /// Root and network namespaces (plus whatever tools the test names): tests that
     /// create namespaces, veth pairs, TUN devices and `wireguard-go` daemons.
     Netns,
+    /// Root, network namespaces and WireGuard in the running kernel (the `wireguard`
+    /// module loaded, or built in): tests that create kernel WireGuard devices. CI runs
+    /// them in a virtual machine (`.ci/vm`), as the machines it runs on lack the module.
+    Kernel,
     /// A PostgreSQL server, through an admin URL that may create and drop databases.
     Postgres,
     /// A Redis server.
@@ -92,12 +105,14 @@ pub enum Suite {
 
 impl Suite {
     /// Every suite, in the order `.ci/run` reports them.
-    pub const ALL: [Suite; 3] = [Suite::Netns, Suite::Postgres, Suite::Redis];
+    pub const ALL: [Suite; 4] = [Suite::Netns, Suite::Kernel, Suite::Postgres, Suite::Redis];
 
-    /// The suite's short name, as written in the ledger: `netns`, `postgres`, `redis`.
+    /// The suite's short name, as written in the ledger: `netns`, `kernel`, `postgres`,
+    /// `redis`.
     pub const fn name(self) -> &'static str {
         match self {
             Suite::Netns => "netns",
+            Suite::Kernel => "kernel",
             Suite::Postgres => "postgres",
             Suite::Redis => "redis",
         }
@@ -107,6 +122,7 @@ impl Suite {
     pub const fn switch(self) -> &'static str {
         match self {
             Suite::Netns => "WGM_TEST_NETNS",
+            Suite::Kernel => "WGM_TEST_KERNEL",
             Suite::Postgres => "WGM_TEST_POSTGRES_URL",
             Suite::Redis => "WGM_TEST_REDIS_URL",
         }
@@ -116,6 +132,10 @@ impl Suite {
     const fn how_to_switch_on(self) -> &'static str {
         match self {
             Suite::Netns => "set WGM_TEST_NETNS=1 and run as root",
+            Suite::Kernel => {
+                "set WGM_TEST_KERNEL=1 and run as root on a kernel with the wireguard \
+                 module, or run them in a VM that has it with .ci/vm"
+            }
             Suite::Postgres => {
                 "set WGM_TEST_POSTGRES_URL to a PostgreSQL admin URL \
                  (postgres://USER@HOST:PORT/DB)"
@@ -148,8 +168,8 @@ impl Granted {
     ///
     /// # Panics
     ///
-    /// For a suite without a service URL ([`Suite::Netns`]): asking for one is a
-    /// mistake in the test.
+    /// For a suite without a service URL ([`Suite::Netns`], [`Suite::Kernel`]): asking
+    /// for one is a mistake in the test.
     pub fn url(&self) -> &str {
         match &self.url {
             Some(url) => url,
@@ -166,8 +186,8 @@ impl Granted {
 ///
 /// # Panics
 ///
-/// When the suite is switched on and something is missing (not root, a tool not on
-/// `PATH`, the service not answering), or its switch has a value that means neither on
+/// When the suite is switched on and something is missing (not root, no WireGuard in
+/// the kernel, a tool not on `PATH`, the service not answering), or its switch has a value that means neither on
 /// nor off: the message names what is missing and how to switch the suite off.
 ///
 /// # Example
@@ -207,7 +227,9 @@ pub fn require(suite: Suite, tools: &[&str]) -> Option<Granted> {
 /// The switch as shown in a failure message: never a URL (it may hold a password).
 fn switch_shown(suite: Suite, value: Option<&str>) -> String {
     match suite {
-        Suite::Netns => format!("{}={}", suite.switch(), value.unwrap_or_default()),
+        Suite::Netns | Suite::Kernel => {
+            format!("{}={}", suite.switch(), value.unwrap_or_default())
+        }
         Suite::Postgres | Suite::Redis => format!("{} is set", suite.switch()),
     }
 }
@@ -226,10 +248,17 @@ enum Decision {
 fn decide(suite: Suite, value: Option<&str>, tools: &[&str]) -> Decision {
     let value = value.unwrap_or_default();
     let url = match suite {
-        Suite::Netns => match value {
+        Suite::Netns | Suite::Kernel => match value {
             "" | "0" => return Decision::Off,
             "1" => {
-                if let Err(e) = probe::netns() {
+                let there = probe::netns().and_then(|()| {
+                    if suite == Suite::Kernel {
+                        probe::kernel_wireguard(Path::new(probe::WIREGUARD_MODULE))
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = there {
                     return Decision::Missing(e);
                 }
                 None
@@ -274,8 +303,10 @@ mod tests {
 
     #[test]
     fn switches_that_are_off() {
-        for v in [None, Some(""), Some("0")] {
-            assert_eq!(decide(Suite::Netns, v, &["ip"]), Decision::Off, "{v:?}");
+        for suite in [Suite::Netns, Suite::Kernel] {
+            for v in [None, Some(""), Some("0")] {
+                assert_eq!(decide(suite, v, &["ip"]), Decision::Off, "{suite} {v:?}");
+            }
         }
         for suite in [Suite::Postgres, Suite::Redis] {
             for v in [None, Some("")] {
@@ -285,12 +316,37 @@ mod tests {
     }
 
     #[test]
-    fn a_netns_switch_that_means_neither_on_nor_off_fails() {
-        for v in ["yes", "true", "2", " 1"] {
-            let Decision::Missing(why) = decide(Suite::Netns, Some(v), &[]) else {
-                panic!("{v:?} was accepted");
-            };
-            assert!(why.contains("neither 1"), "{why}");
+    fn a_netns_or_kernel_switch_that_means_neither_on_nor_off_fails() {
+        for suite in [Suite::Netns, Suite::Kernel] {
+            for v in ["yes", "true", "2", " 1"] {
+                let Decision::Missing(why) = decide(suite, Some(v), &[]) else {
+                    panic!("{suite}: {v:?} was accepted");
+                };
+                assert!(why.contains("neither 1"), "{why}");
+            }
+            assert_eq!(
+                switch_shown(suite, Some("yes")),
+                format!("{}=yes", suite.switch())
+            );
+        }
+    }
+
+    #[test]
+    fn a_switched_on_kernel_suite_checks_root_and_the_module() {
+        let there = Path::new(probe::WIREGUARD_MODULE).exists();
+        match decide(Suite::Kernel, Some("1"), &["sh"]) {
+            Decision::Run(granted) => {
+                assert!(rustix::process::geteuid().is_root() && there);
+                assert_eq!(granted.suite(), Suite::Kernel);
+            }
+            Decision::Missing(why) => {
+                assert!(
+                    why.contains("root") || why.contains("`wireguard` module"),
+                    "{why}"
+                );
+                assert!(!rustix::process::geteuid().is_root() || !there, "{why}");
+            }
+            Decision::Off => panic!("WGM_TEST_KERNEL=1 was read as off"),
         }
     }
 

@@ -1,7 +1,7 @@
-//! Checks that a resource is really there: root and namespaces, a program on `PATH`, a
-//! PostgreSQL or Redis server answering at the address of a URL. Each check returns what
-//! is missing as a sentence fragment ("… but `wg` is not on PATH"); none shows a URL's
-//! user information (it may hold a password).
+//! Checks that a resource is really there: root and namespaces, WireGuard in the kernel,
+//! a program on `PATH`, a PostgreSQL or Redis server answering at the address of a URL.
+//! Each check returns what is missing as a sentence fragment ("… but `wg` is not on
+//! PATH"); none shows a URL's user information (it may hold a password).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,6 +22,24 @@ pub(crate) fn netns() -> Result<(), String> {
         return Err("this kernel has no network namespaces (/proc/self/ns/net)".into());
     }
     Ok(())
+}
+
+/// Where the kernel shows WireGuard: the `wireguard` module's directory in sysfs, there
+/// both when the module is loaded and when it is built in.
+pub(crate) const WIREGUARD_MODULE: &str = "/sys/module/wireguard";
+
+/// WireGuard in the running kernel: `module` (normally [`WIREGUARD_MODULE`]) exists.
+pub(crate) fn kernel_wireguard(module: &Path) -> Result<(), String> {
+    if module.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "this kernel has no WireGuard ({} does not exist: the `wireguard` module is \
+         neither loaded nor built in; load it with `modprobe wireguard` where the kernel \
+         has it, or run the tests of this suite in the VM that .ci/vm boots, whose kernel \
+         has it)",
+        module.display()
+    ))
 }
 
 /// `tool` as an executable file: itself when it holds a `/`, else the first match on
@@ -358,6 +376,15 @@ pub(crate) mod tests {
         assert!(err.starts_with("nothing answers at 127.0.0.1:1"), "{err}");
         let err = redis("redis+unix:///nonexistent/wgm.sock").unwrap_err();
         assert!(err.contains("/nonexistent/wgm.sock"), "{err}");
+    }
+
+    #[test]
+    fn kernel_wireguard_is_the_module_directory() {
+        assert_eq!(kernel_wireguard(Path::new("/")), Ok(()));
+        let err = kernel_wireguard(Path::new("/nonexistent/sys/module/wireguard")).unwrap_err();
+        assert!(err.contains("/nonexistent/sys/module/wireguard"), "{err}");
+        assert!(err.contains("`wireguard` module"), "{err}");
+        assert!(err.contains(".ci/vm"), "{err}");
     }
 
     #[test]

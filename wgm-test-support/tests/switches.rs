@@ -149,6 +149,85 @@ fn a_switched_on_netns_suite_fails_without_its_tools_or_with_a_bad_value() {
 }
 
 #[test]
+fn a_switched_off_kernel_suite_skips_and_names_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("ledger");
+    let out = child(
+        &["child_kernel"],
+        &[
+            (LEDGER_ENV, book.to_str().unwrap()),
+            ("WGM_TEST_KERNEL", "0"),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stderr
+            .matches("SKIPPED: the kernel tests of `wgm-test-support/switches`")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("WGM_TEST_KERNEL=1"), "{stderr}");
+    assert!(stderr.contains(".ci/vm"), "{stderr}");
+    assert_eq!(
+        ledger(&book),
+        ["skipped\tkernel\twgm-test-support/switches\tchild_kernel"]
+    );
+}
+
+#[test]
+fn a_switched_on_kernel_suite_fails_without_wireguard_or_with_a_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("ledger");
+    // Where the module is there (the VM of .ci/vm) and this runs as root, `1` runs.
+    let granted = Path::new("/sys/module/wireguard").exists()
+        && std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    for value in ["1", "yes"] {
+        let out = child(
+            &["child_kernel", "--nocapture"],
+            &[
+                (LEDGER_ENV, book.to_str().unwrap()),
+                ("WGM_TEST_KERNEL", value),
+            ],
+        );
+        let (stdout, stderr) = text(&out);
+        let all = format!("{stdout}{stderr}");
+        if value == "1" && granted {
+            assert!(out.status.success(), "{all}");
+            assert!(stdout.contains("GRANTED kernel"), "{all}");
+            continue;
+        }
+        assert!(!out.status.success(), "{value}: {all}");
+        assert!(
+            all.contains(&format!(
+                "the kernel suite is switched on (WGM_TEST_KERNEL={value})"
+            )),
+            "{all}"
+        );
+        assert!(
+            (all.contains("`wireguard` module") && all.contains(".ci/vm"))
+                || all.contains("does not run as root")
+                || all.contains("neither 1 (on) nor 0"),
+            "{all}"
+        );
+        assert!(all.contains("unset WGM_TEST_KERNEL"), "{all}");
+        assert!(!all.contains("GRANTED"), "{all}");
+    }
+    let outcome = if granted { "ran" } else { "missing" };
+    assert_eq!(
+        ledger(&book),
+        [
+            format!("{outcome}\tkernel\twgm-test-support/switches\tchild_kernel"),
+            "missing\tkernel\twgm-test-support/switches\tchild_kernel".to_owned(),
+        ]
+    );
+}
+
+#[test]
 fn a_switched_on_suite_whose_service_answers_runs_and_is_counted() {
     // A stand-in PostgreSQL that answers the SSLRequest with "N" (no TLS).
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -215,6 +294,15 @@ fn child_netns() {
         return;
     };
     println!("GRANTED netns");
+}
+
+#[test]
+#[ignore = "run in a child process by the tests above"]
+fn child_kernel() {
+    let Some(_kernel) = require(Suite::Kernel, &["sh"]) else {
+        return;
+    };
+    println!("GRANTED kernel");
 }
 
 #[test]
