@@ -285,12 +285,12 @@ impl<'a> Builder<'a> {
                     ips[start..next].to_vec(),
                 ));
             }
-            self.push_peer(WireguardPeer(attributes));
+            self.push_peer(WireguardPeer(std::mem::take(&mut attributes)));
             if next >= ips.len() {
                 return Ok(());
             }
             self.flush();
-            attributes = continuation.clone();
+            attributes.clone_from(&continuation);
         }
     }
 

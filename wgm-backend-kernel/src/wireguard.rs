@@ -343,7 +343,7 @@ impl WireGuardBackend for KernelWireGuard {
             match InterfaceName::new(name) {
                 Ok(n) => names.push(n),
                 Err(e) => {
-                    tracing::debug!(link = name, error = %e, "WireGuard link with a name wgm does not manage")
+                    tracing::debug!(link = name, error = %e, "WireGuard link with a name wgm does not manage");
                 }
             }
         }

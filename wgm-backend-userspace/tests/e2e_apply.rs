@@ -642,7 +642,7 @@ async fn kernel_tunnel_up_between_manager_server_and_wg_quick_client() {
 async fn tunnel_up(flavor: Flavor) {
     if !flavor.granted() {
         return;
-    };
+    }
     let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice"]).await;
 
@@ -705,7 +705,7 @@ async fn kernel_incremental_apply_keeps_a_live_tunnel_untouched() {
 async fn incremental_apply(flavor: Flavor) {
     if !flavor.granted() {
         return;
-    };
+    }
     let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice", "carol", "dave"]).await;
     let (alice, carol, dave) = (ids[0], ids[1], ids[2]);
@@ -882,7 +882,7 @@ async fn kernel_drift_is_restored_and_a_deleted_interface_recreated() {
 async fn drift_and_recreation(flavor: Flavor) {
     if !flavor.granted() {
         return;
-    };
+    }
     let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice", "carol"]).await;
     let (alice, carol) = (ids[0], ids[1]);
