@@ -1,4 +1,5 @@
-//! Apply, side by side with wireguard-tools on the same wireguard-go device.
+//! Apply, side by side with wireguard-tools on the same wireguard-go device, or on the
+//! same kernel WireGuard device (`WGM_BENCH_BACKEND=kernel`).
 //!
 //! wgm's side is the whole library path a caller takes: the `Manager` on its default
 //! store (a SQLite file) and the reconciler (`Manager::apply`: derive the desired state,
@@ -32,6 +33,12 @@
 //! are exactly the same configuration (checked: after `wg setconf` the Manager's plan is
 //! empty). Both sides run without a network backend (device only, as `wg setconf`).
 //!
+//! With `WGM_BENCH_BACKEND=kernel` the device is kernel WireGuard, driven by
+//! `KernelWireGuard` (generic netlink) on wgm's side and by `wg` over netlink on the
+//! other; the whole process moves into the bench's namespace first, so `wg` runs there
+//! without `ip netns exec` in its timing. It needs `WGM_TEST_KERNEL=1` and a kernel with
+//! WireGuard (`.ci/vm exec` runs it in a VM that has one: benches/README.md).
+//!
 //! Needs root, `ip`, `wg`, `wg-quick` and `wireguard-go`, and `WGM_TEST_NETNS=1`;
 //! without the switch it prints one line and exits; with it, anything missing fails the
 //! run. Without `--bench` (e.g. `cargo test
@@ -45,6 +52,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wgm_backend_kernel::KernelWireGuard;
 use wgm_backend_userspace::{DaemonCommand, UserspaceBackend, UserspaceConfig, DEFAULT_SOCKET_DIR};
 use wgm_core::backend::{DeviceDelta, PeerDelta, WireGuardBackend};
 use wgm_core::keys::PrivateKey;
@@ -94,39 +102,89 @@ fn wg(args: &[&str]) -> Duration {
     elapsed
 }
 
+/// Which WireGuard the bench drives (`WGM_BENCH_BACKEND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// wireguard-go over UAPI (the default).
+    Userspace,
+    /// Kernel WireGuard over netlink.
+    Kernel,
+}
+
+impl Flavor {
+    fn from_env() -> Flavor {
+        match std::env::var("WGM_BENCH_BACKEND").as_deref() {
+            Ok("kernel") => Flavor::Kernel,
+            Ok("userspace" | "") | Err(_) => Flavor::Userspace,
+            Ok(other) => panic!("WGM_BENCH_BACKEND={other}: expected userspace or kernel"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Flavor::Userspace => "wireguard-go",
+            Flavor::Kernel => "kernel WireGuard",
+        }
+    }
+
+    fn backend_type(self) -> &'static str {
+        match self {
+            Flavor::Userspace => "UserspaceBackend",
+            Flavor::Kernel => "KernelWireGuard",
+        }
+    }
+}
+
 /// A network namespace holding the bench's device; dropping it kills the daemon this
 /// bench started (by pid), removes its socket and deletes the namespace.
 struct Netns {
     name: String,
     iface: InterfaceName,
-    backend: Arc<UserspaceBackend>,
+    backend: Arc<dyn WireGuardBackend>,
+    userspace: Option<Arc<UserspaceBackend>>,
 }
 
 impl Netns {
-    fn new() -> Netns {
+    fn new(flavor: Flavor) -> Netns {
         let pid = std::process::id();
         let name = format!("wgmbapply-{pid}");
         let iface = InterfaceName::new(format!("wgba{}", pid % 100_000)).expect("valid name");
-        let backend = Arc::new(UserspaceBackend::new(UserspaceConfig {
-            daemon: DaemonCommand::wireguard_go().in_netns(&name),
-            ..UserspaceConfig::default()
-        }));
-        let ns = Netns {
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        let (backend, userspace): (Arc<dyn WireGuardBackend>, _) = match flavor {
+            Flavor::Userspace => {
+                let u = Arc::new(UserspaceBackend::new(UserspaceConfig {
+                    daemon: DaemonCommand::wireguard_go().in_netns(&name),
+                    ..UserspaceConfig::default()
+                }));
+                (u.clone(), Some(u))
+            }
+            Flavor::Kernel => {
+                // The calling thread (main, before any other thread or process starts)
+                // moves into the namespace; the runtime's threads and every `wg` the
+                // bench runs inherit it.
+                let file =
+                    std::fs::File::open(format!("/run/netns/{name}")).expect("namespace file");
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("enter the bench's namespace");
+                (Arc::new(KernelWireGuard::new()), None)
+            }
+        };
+        Netns {
             name,
             iface,
             backend,
-        };
-        run("ip", &["netns", "add", &ns.name]);
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+            userspace,
+        }
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Some(pid) = self
-            .backend
-            .child_pid(&self.iface)
+            .userspace
+            .as_ref()
+            .and_then(|u| u.child_pid(&self.iface))
             .and_then(|p| i32::try_from(p).ok())
             .and_then(rustix::process::Pid::from_raw)
         {
@@ -301,9 +359,14 @@ fn rotation(r: usize) -> [usize; 3] {
 }
 
 fn main() {
-    let Some(_netns) = require(Suite::Netns, &["ip", "wg", "wg-quick", "wireguard-go"]) else {
-        return;
+    let flavor = Flavor::from_env();
+    let granted = match flavor {
+        Flavor::Userspace => require(Suite::Netns, &["ip", "wg", "wg-quick", "wireguard-go"]),
+        Flavor::Kernel => require(Suite::Kernel, &["ip", "wg", "wg-quick"]),
     };
+    if granted.is_none() {
+        return;
+    }
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let (peers, rounds) = if bench_mode {
         let rounds = std::env::var("WGM_BENCH_ROUNDS")
@@ -316,17 +379,18 @@ fn main() {
         eprintln!("apply bench: smoke run (one round, 200 peers); `cargo bench` measures");
         (200, 1)
     };
+    // Before the runtime's threads exist: a kernel bench moves into its namespace here.
+    let ns = Netns::new(flavor);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(bench(peers, rounds));
+    rt.block_on(bench(flavor, ns, peers, rounds));
 }
 
 #[allow(clippy::too_many_lines)] // One linear story: set up, three pairs, breakdown, table.
-async fn bench(peers: usize, rounds: usize) {
-    let ns = Netns::new();
+async fn bench(flavor: Flavor, ns: Netns, peers: usize, rounds: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("wgm.db").display());
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&url).await.expect("open SQLite"));
@@ -632,7 +696,8 @@ async fn bench(peers: usize, rounds: usize) {
     // ---- report --------------------------------------------------------------------
     println!();
     println!(
-        "apply bench: {peers} peers, wireguard-go, {rounds} interleaved rounds; median (min–max)"
+        "apply bench: {peers} peers, {}, {rounds} interleaved rounds; median (min–max)",
+        flavor.label()
     );
     println!();
     println!("| operation | wgm | wireguard-tools | ratio wgm / wg |");
@@ -704,11 +769,13 @@ async fn bench(peers: usize, rounds: usize) {
         bd_stats.cell()
     );
     println!(
-        "| `UserspaceBackend::read_device` (UAPI get of every peer) | {} |",
+        "| `{}::read_device` (every peer) | {} |",
+        flavor.backend_type(),
         bd_read.cell()
     );
     println!(
-        "| `UserspaceBackend::apply_device` of a one-peer delta | {} |",
+        "| `{}::apply_device` of a one-peer delta | {} |",
+        flavor.backend_type(),
         bd_set_one.cell()
     );
     println!(
