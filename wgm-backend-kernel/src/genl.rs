@@ -42,7 +42,7 @@ use crate::error::NetlinkError;
 use crate::socket::{Message, Netlink, Opened};
 
 /// The generic netlink controller's fixed family id (`GENL_ID_CTRL`).
-const GENL_ID_CTRL: u16 = 16;
+pub(crate) const GENL_ID_CTRL: u16 = 16;
 
 /// The name the kernel registers the WireGuard family under.
 pub(crate) const WG_FAMILY: &str = "wireguard";
@@ -151,6 +151,10 @@ impl NetlinkDeserializable for Genl {
         if header.message_type == GENL_ID_CTRL {
             GenlMessage::<GenlCtrl>::deserialize(header, payload).map(Genl::Ctrl)
         } else {
+            // The generic netlink header is 4 bytes; the crate refuses a shorter payload.
+            if let Some(attributes) = payload.get(4..) {
+                crate::wire::check_wireguard_payload(attributes).map_err(DecodeError::from)?;
+            }
             GenlMessage::<WireguardMessage>::deserialize(header, payload)
                 .map(|m| Genl::Wg(WgMessage(m)))
         }

@@ -67,7 +67,7 @@ use wgm_core::backend::{DeviceDelta, DeviceState, PeerDelta, PeerState};
 use wgm_core::keys::{PresharedKey, PrivateKey, PublicKey};
 
 use crate::error::NetlinkError;
-use crate::genl::{wipe, wipe_peers, Genl, WgMessage};
+use crate::genl::{wipe, wipe_peers, Genl, WgMessage, GENL_ID_CTRL};
 
 /// The netlink header (16 bytes) and the generic netlink header (4 bytes) in front of
 /// every message's attributes.
@@ -464,6 +464,98 @@ fn parse_allowed_ip(ip: &WireguardAllowedIp) -> Result<IpNet, String> {
 #[cfg(test)]
 pub(crate) const NEVER: Option<std::time::SystemTime> = None;
 
+/// Checks the attribute tree of a `wireguard` family message (the bytes after the generic
+/// netlink header) before the packet crate parses it: every attribute's length covers its
+/// header and stays inside its parent, and every attribute of a known type has the size
+/// the kernel gives it. The packet crate assumes both and panics on some inputs that break
+/// them (an empty `WGALLOWEDIP_A_CIDR_MASK`, found by the `kernel_dump` fuzz target), so a
+/// malformed answer becomes an error here instead. Unknown attribute types pass (the crate
+/// keeps them as they are).
+pub(crate) fn check_wireguard_payload(payload: &[u8]) -> Result<(), String> {
+    walk(payload, Level::Device, 0)
+}
+
+#[derive(Clone, Copy)]
+enum Level {
+    Device,
+    /// The entries of `WGDEVICE_A_PEERS`.
+    PeerList,
+    Peer,
+    /// The entries of `WGPEER_A_ALLOWEDIPS`.
+    AllowedIpList,
+    AllowedIp,
+}
+
+/// What an attribute of a given type holds at a given level.
+enum Shape {
+    /// A value of one of these sizes.
+    Sizes(&'static [usize]),
+    /// Attributes of the next level.
+    Nest(Level),
+    /// A type the kernel does not send there: passed through.
+    Unknown,
+}
+
+/// The attribute shapes the kernel uses, by level and type.
+fn shape(level: Level, kind: u16) -> Shape {
+    const U16: &[usize] = &[2];
+    const U32: &[usize] = &[4];
+    const U64: &[usize] = &[8];
+    const KEY: &[usize] = &[32];
+    const NAME: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+    match (level, kind) {
+        (Level::Device, 1 | 5 | 7) | (Level::Peer, 3 | 10) | (Level::AllowedIp, 4) => {
+            Shape::Sizes(U32)
+        }
+        (Level::Device, 2) => Shape::Sizes(NAME),
+        (Level::Device, 3 | 4) | (Level::Peer, 1 | 2) => Shape::Sizes(KEY),
+        (Level::Device, 6) | (Level::Peer, 5) | (Level::AllowedIp, 1) => Shape::Sizes(U16),
+        (Level::Peer, 4) => Shape::Sizes(&[16, 28]),
+        (Level::Peer, 6) => Shape::Sizes(&[16]),
+        (Level::Peer, 7 | 8) => Shape::Sizes(U64),
+        (Level::AllowedIp, 2) => Shape::Sizes(&[4, 16]),
+        (Level::AllowedIp, 3) => Shape::Sizes(&[1]),
+        (Level::Device, 8) => Shape::Nest(Level::PeerList),
+        (Level::PeerList, _) => Shape::Nest(Level::Peer),
+        (Level::Peer, 9) => Shape::Nest(Level::AllowedIpList),
+        (Level::AllowedIpList, _) => Shape::Nest(Level::AllowedIp),
+        _ => Shape::Unknown,
+    }
+}
+
+fn walk(mut buf: &[u8], level: Level, depth: usize) -> Result<(), String> {
+    if depth > 4 {
+        return Err("attributes nested deeper than a device dump's".into());
+    }
+    while !buf.is_empty() {
+        if buf.len() < 4 {
+            return Err(format!(
+                "{} stray bytes after the last attribute",
+                buf.len()
+            ));
+        }
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+        if len < 4 || len > buf.len() {
+            return Err(format!("an attribute of type {kind} with length {len}"));
+        }
+        let value = &buf[4..len];
+        match shape(level, kind) {
+            Shape::Sizes(sizes) if !sizes.contains(&value.len()) => {
+                return Err(format!(
+                    "an attribute of type {kind} with {} bytes, expected {sizes:?}",
+                    value.len()
+                ));
+            }
+            Shape::Nest(inner) => walk(value, inner, depth + 1)?,
+            Shape::Sizes(_) | Shape::Unknown => {}
+        }
+        let padded = (len + 3) & !3;
+        buf = &buf[padded.min(buf.len())..];
+    }
+    Ok(())
+}
+
 /// [`split_set`] for family id `family`, each message framed as it goes on the wire
 /// (netlink header, generic netlink header, attributes); the public, byte-level face of
 /// the splitter for tests, benchmarks and fuzzing.
@@ -513,6 +605,12 @@ pub fn decode_dump(bytes: &[u8]) -> wgm_core::Result<DeviceState> {
             .length() as usize;
         let (one, tail) = rest.split_at(len.min(rest.len()));
         rest = tail;
+        // A controller message has no place in a device dump, and the packet crate's
+        // parser of its nested policies panics on some malformed inputs (found by the
+        // `kernel_dump` fuzz target): refuse it by its type, before parsing.
+        if one.get(4..6) == Some(&GENL_ID_CTRL.to_ne_bytes()[..]) {
+            return Err(bad("a controller message inside a device dump".into()).into());
+        }
         let msg = NetlinkMessage::<Genl>::deserialize(one)
             .map_err(|e| bad(format!("a malformed message: {e}")))?;
         match msg.payload {
@@ -874,6 +972,73 @@ mod tests {
         let all = msgs.concat();
         assert!(decode_dump(&all[..all.len() - 1]).is_err());
         assert!(decode_dump(&[0xff; 40]).is_err());
+    }
+
+    /// Inputs the `kernel_dump` fuzz target found: controller messages whose nested
+    /// policy attributes made the packet crate's parser panic. Refused, not parsed.
+    #[test]
+    fn controller_messages_in_a_dump_are_refused_before_parsing() {
+        for hex in [
+            "260000001000b6b6b6b6b6b6b6b6b6b6032bed011000090000000000000000000a00003f00003a",
+            "260000001000b6b6b6b6b6b6b6b6a6b6032bed01100008000100060a002b000000003f00003a",
+        ] {
+            let bytes = unhex(hex);
+            let e = decode_dump(&bytes).expect_err("refused");
+            assert!(e.to_string().contains("controller message"), "{e}");
+        }
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// An input the `kernel_dump` fuzz target found: a wireguard message whose allowed IP
+    /// has an empty prefix-length attribute, on which the packet crate's parser indexes
+    /// out of bounds. The attribute check refuses it first.
+    #[test]
+    fn attributes_of_the_wrong_size_are_refused_before_parsing() {
+        let bytes = unhex(
+            "380000006801100040021100020810ffffbfa6ff1900080014000201100009000a0000350400030000002a00004004400231cd800087e340",
+        );
+        let e = decode_dump(&bytes).expect_err("refused");
+        assert!(e.to_string().contains("malformed"), "{e}");
+        // Each rule on its own, on a well-formed message changed in one place.
+        let good = encode_set(
+            "wg0",
+            30,
+            &DeviceDelta {
+                listen_port: Some(1),
+                peers: vec![PeerDelta {
+                    allowed_ips: vec![v4(1)],
+                    ..PeerDelta::new(key(1))
+                }],
+                ..DeviceDelta::default()
+            },
+            MIN_MESSAGE_BYTES,
+        )
+        .expect("encode")
+        .concat();
+        assert!(check_wireguard_payload(&good[20..]).is_ok());
+        assert!(decode_dump(&good).is_ok());
+        // A truncated last attribute, a length below the header, a wrong-sized port.
+        let mut truncated = good.clone();
+        truncated[0] -= 1;
+        truncated.pop();
+        assert!(decode_dump(&truncated).is_err());
+        let mut short = good.clone();
+        short[20] = 3;
+        assert!(check_wireguard_payload(&short[20..]).is_err());
+        let port_at = 20 + 8; // after IFNAME "wg0\0"
+        assert_eq!(
+            u16::from_ne_bytes([good[port_at + 2], good[port_at + 3]]),
+            6
+        );
+        let mut wide = good.clone();
+        wide[port_at] = 8;
+        assert!(check_wireguard_payload(&wide[20..]).is_err());
     }
 
     fn arb_net() -> impl Strategy<Value = IpNet> {
