@@ -33,7 +33,8 @@
 //! are exactly the same configuration (checked: after `wg setconf` the Manager's plan is
 //! empty). Both sides run without a network backend (device only, as `wg setconf`).
 //!
-//! With `WGM_BENCH_BACKEND=kernel` the device is kernel WireGuard, driven by
+//! With `WGM_BENCH_BACKEND=kernel` (or the argument `--backend=kernel`) the device is
+//! kernel WireGuard, driven by
 //! `KernelWireGuard` (generic netlink) on wgm's side and by `wg` over netlink on the
 //! other; the whole process moves into the bench's namespace first, so `wg` runs there
 //! without `ip netns exec` in its timing. It needs `WGM_TEST_KERNEL=1` and a kernel with
@@ -112,8 +113,11 @@ enum Flavor {
 }
 
 impl Flavor {
+    /// `--backend=kernel|userspace` on the command line (what `.ci/vm exec` can pass),
+    /// else `WGM_BENCH_BACKEND`, else userspace.
     fn from_env() -> Flavor {
-        match std::env::var("WGM_BENCH_BACKEND").as_deref() {
+        let arg = std::env::args().find_map(|a| a.strip_prefix("--backend=").map(str::to_owned));
+        match arg.ok_or(()).or_else(|()| std::env::var("WGM_BENCH_BACKEND")).as_deref() {
             Ok("kernel") => Flavor::Kernel,
             Ok("userspace" | "") | Err(_) => Flavor::Userspace,
             Ok(other) => panic!("WGM_BENCH_BACKEND={other}: expected userspace or kernel"),
