@@ -13,7 +13,7 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
     AddressScope,
 };
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -95,6 +95,53 @@ pub(crate) fn parse_link(msg: &LinkMessage, name: &str) -> Result<LinkRecord, Ne
         mtu,
         min_mtu,
         max_mtu,
+    })
+}
+
+/// `RTM_NEWLINK` of kind `wireguard` named `name` (sent with `NLM_F_CREATE |
+/// NLM_F_EXCL`). Equivalent of `ip link add dev NAME type wireguard`.
+pub(crate) fn new_wireguard_link(name: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Wireguard,
+        )]));
+    RouteNetlinkMessage::NewLink(msg)
+}
+
+/// `RTM_DELLINK` of the link with index `index`. Equivalent of `ip link del dev NAME`,
+/// by index so that a link recreated under the same name in between is not the one
+/// removed.
+pub(crate) fn del_link(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    RouteNetlinkMessage::DelLink(msg)
+}
+
+/// `RTM_GETLINK` dump of every link (`ip link show`); [`link_kind`] tells which are
+/// WireGuard devices.
+pub(crate) fn dump_links() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(LinkMessage::default())
+}
+
+/// The link's kind (`IFLA_INFO_KIND`: `wireguard`, `veth`, …), `None` for a link
+/// without one (a physical device, loopback).
+pub(crate) fn link_kind(msg: &LinkMessage) -> Option<&InfoKind> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The link's name (`IFLA_IFNAME`).
+pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.as_str()),
+        _ => None,
     })
 }
 

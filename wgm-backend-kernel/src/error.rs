@@ -75,6 +75,22 @@ pub(crate) enum NetlinkError {
         what: String,
     },
 
+    /// A reply could be decoded but does not make sense (a dump that names a peer twice,
+    /// an allowed IP whose family and address disagree).
+    #[error("{op}: malformed reply from the kernel: {reason}")]
+    BadReply {
+        /// The operation.
+        op: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The kernel has no WireGuard: the `wireguard` generic netlink family does not
+    /// resolve, or the link kind is unknown (the module is neither built in nor
+    /// loadable).
+    #[error("the kernel has no WireGuard: module `wireguard` is not built in and could not be loaded (modprobe wireguard); the userspace backend (wireguard-go) works without it")]
+    NoWireGuard,
+
     /// A link message lacked an attribute every link has (`IFLA_MTU`).
     #[error("link {link}: the kernel's link message has no {attribute}")]
     MissingAttribute {
@@ -89,7 +105,7 @@ pub(crate) enum NetlinkError {
     Socket(#[source] io::Error),
 
     /// The constructor was called outside a Tokio runtime.
-    #[error("KernelNetwork must be created inside a Tokio runtime (it spawns the netlink connection task)")]
+    #[error("netlink sockets need a Tokio runtime: KernelNetwork and KernelWireGuard run their connection task on it")]
     NoRuntime,
 
     /// The network namespace file could not be opened.
@@ -191,6 +207,14 @@ impl From<NetlinkError> for wgm_core::Error {
                     path.display()
                 ))
             }
+            NetlinkError::Kernel {
+                errno: Errno::EADDRINUSE,
+                ref op,
+                ..
+            } => wgm_core::Error::conflict(format!(
+                "{op}: the listen port is in use by another socket"
+            )),
+            NetlinkError::NoWireGuard => wgm_core::Error::unsupported(e.to_string()),
             NetlinkError::Conflict(reason) => wgm_core::Error::conflict(reason),
             NetlinkError::Invalid { field, reason } => wgm_core::Error::invalid(field, reason),
             other => wgm_core::Error::backend("netlink", other),

@@ -53,8 +53,12 @@
 
 mod codec;
 mod error;
+mod genl;
 mod network;
 mod plan;
 mod socket;
+pub mod wire;
+mod wireguard;
 
 pub use network::{KernelNetwork, DEFAULT_ROUTE_PROTOCOL};
+pub use wireguard::KernelWireGuard;

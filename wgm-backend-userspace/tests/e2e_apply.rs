@@ -17,8 +17,14 @@
 //!   (and with it the wireguard-go daemon) away; the next `apply` recreates the device
 //!   and the tunnel works again.
 //!
-//! Opt-in: `WGM_TEST_NETNS=1`, as root, with `ip`, `wireguard-go`, `wg`, `wg-quick` and
-//! `ping` installed (with the switch on, a missing one fails the test; off, the binary
+//! Each of the first three also runs on kernel WireGuard (`KernelWireGuard` for the
+//! server, a kernel `wireguard` link for the client), as `kernel_<name>`: the same
+//! steps, with the link's interface index as the device instance instead of a daemon.
+//!
+//! Opt-in: `WGM_TEST_NETNS=1` for wireguard-go and `WGM_TEST_KERNEL=1` for the kernel
+//! (run inside the VM of `.ci/vm`, since the CI machines' kernel has no WireGuard), as
+//! root, with `ip`, `wireguard-go` (userspace only), `wg`, `wg-quick` and `ping`
+//! installed (with the switch on, a missing one fails the test; off, the binary
 //! prints one `SKIPPED` line and its tests pass without running). Each test makes its
 //! own namespaces (pid and a counter in their names) and a guard removes them on every
 //! exit path, after killing by pid the daemons the test started.
@@ -35,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use wgm_backend_kernel::KernelNetwork;
+use wgm_backend_kernel::{KernelNetwork, KernelWireGuard};
 use wgm_backend_userspace::{DaemonCommand, UserspaceBackend, UserspaceConfig, DEFAULT_SOCKET_DIR};
 use wgm_core::backend::WireGuardBackend;
 use wgm_core::keys::{PrivateKey, PublicKey};
@@ -59,6 +65,29 @@ use common::{eventually, output, run};
 use wgm_test_support::{require, Suite};
 
 const TOOLS: &[&str] = &["ip", "wireguard-go", "wg", "wg-quick", "ping"];
+/// The same without wireguard-go: both ends are kernel WireGuard.
+const KERNEL_TOOLS: &[&str] = &["ip", "wg", "wg-quick", "ping"];
+
+/// Which WireGuard the server (and the client) run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// wireguard-go over UAPI (`UserspaceBackend`) on both ends; suite `netns`.
+    Userspace,
+    /// Kernel WireGuard over netlink (`KernelWireGuard`) on both ends; suite `kernel`
+    /// (run in the VM by `.ci/vm`).
+    Kernel,
+}
+
+impl Flavor {
+    /// Whether the test may run here: `false` skips (its suite is switched off); a
+    /// switched-on suite whose resource is missing fails the test.
+    fn granted(self) -> bool {
+        match self {
+            Flavor::Userspace => require(Suite::Netns, TOOLS).is_some(),
+            Flavor::Kernel => require(Suite::Kernel, KERNEL_TOOLS).is_some(),
+        }
+    }
+}
 
 /// Whether process `pid` is gone (absent, or a zombie).
 fn process_gone(pid: u32) -> bool {
@@ -108,8 +137,11 @@ struct Lab {
     server_iface: InterfaceName,
     /// The client's interface in B.
     client_iface: String,
-    /// Userspace backend whose daemons run in A.
-    backend: Arc<UserspaceBackend>,
+    flavor: Flavor,
+    /// The backend of the managed interface in A.
+    backend: Arc<dyn WireGuardBackend>,
+    /// The same backend when it is the userspace one, whose daemons run in A.
+    userspace: Option<Arc<UserspaceBackend>>,
     /// Pids of the daemons the backend started in A (recorded after each apply).
     server_pids: Vec<u32>,
     /// The client's wireguard-go in B, started by this test in the foreground.
@@ -120,7 +152,7 @@ struct Lab {
 impl Lab {
     /// Names everything, then creates the namespaces and the veth pair. A failure on the
     /// way still cleans up: the guard exists before the first namespace does.
-    fn new() -> Lab {
+    fn new(flavor: Flavor) -> Lab {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let uniq = format!(
             "{:05}{}",
@@ -131,13 +163,24 @@ impl Lab {
         let ns_b = format!("wgme2e-{uniq}-b");
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("wireguard-go-a.log");
-        let backend = Arc::new(UserspaceBackend::new(UserspaceConfig {
-            daemon: DaemonCommand::wireguard_go()
-                .in_netns(&ns_a)
-                .with_log_file(log),
-            ..UserspaceConfig::default()
-        }));
+        let (backend, userspace): (Arc<dyn WireGuardBackend>, _) = match flavor {
+            Flavor::Userspace => {
+                let u = Arc::new(UserspaceBackend::new(UserspaceConfig {
+                    daemon: DaemonCommand::wireguard_go()
+                        .in_netns(&ns_a)
+                        .with_log_file(log),
+                    ..UserspaceConfig::default()
+                }));
+                (u.clone(), Some(u))
+            }
+            Flavor::Kernel => (
+                Arc::new(KernelWireGuard::in_netns(format!("/run/netns/{ns_a}"))),
+                None,
+            ),
+        };
         let lab = Lab {
+            flavor,
+            userspace,
             veth_a: format!("wgmea{uniq}"),
             veth_b: format!("wgmeb{uniq}"),
             server_iface: InterfaceName::new(format!("wgs{uniq}")).expect("valid name"),
@@ -194,7 +237,7 @@ impl Lab {
         output("ip", &full)
     }
 
-    /// The reconciler's host: the userspace backend and rtnetlink, both in A.
+    /// The reconciler's host: the lab's WireGuard backend and rtnetlink, both in A.
     fn host(&self) -> Host {
         let net = KernelNetwork::in_netns(format!("/run/netns/{}", self.ns_a))
             .expect("rtnetlink socket in namespace A");
@@ -202,17 +245,25 @@ impl Lab {
     }
 
     /// Remember the pid of the daemon now serving the managed interface, for cleanup.
+    /// `None` for kernel WireGuard, which has no daemon.
     fn note_server_daemon(&mut self) -> Option<u32> {
-        let pid = self.backend.child_pid(&self.server_iface)?;
+        let pid = self.userspace.as_ref()?.child_pid(&self.server_iface)?;
         if !self.server_pids.contains(&pid) {
             self.server_pids.push(pid);
         }
         Some(pid)
     }
 
-    /// Start wireguard-go for the client interface in B (in the foreground, as our
-    /// child) and wait until its UAPI socket answers.
-    fn start_client_daemon(&mut self) {
+    /// Create the client's WireGuard interface in B: a kernel link, or wireguard-go (in
+    /// the foreground, as our child) once its UAPI socket answers.
+    fn create_client_device(&mut self) {
+        if self.flavor == Flavor::Kernel {
+            Self::ip(
+                &self.ns_b,
+                &["link", "add", &self.client_iface, "type", "wireguard"],
+            );
+            return;
+        }
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -240,7 +291,7 @@ impl Lab {
     }
 
     /// Bring the client up in B the way wg-quick would, from the config the library
-    /// rendered: `wg-quick strip` + `wg setconf` into a fresh wireguard-go, then the
+    /// rendered: `wg-quick strip` + `wg setconf` into a fresh device, then the
     /// `Address` lines with `ip addr add`, `MTU` and link up, a route per `AllowedIPs`.
     fn client_up(&mut self, config_text: &str) {
         use std::os::unix::fs::PermissionsExt;
@@ -256,7 +307,7 @@ impl Lab {
         std::fs::set_permissions(&setconf, std::fs::Permissions::from_mode(0o600))
             .expect("chmod 600");
 
-        self.start_client_daemon();
+        self.create_client_device();
         let out = Self::exec(
             &self.ns_b,
             &[
@@ -580,15 +631,26 @@ fn names_peer(item: &PlanItem, key: &PublicKey) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnel_up_between_manager_server_and_wg_quick_client() {
-    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+    tunnel_up(Flavor::Userspace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_tunnel_up_between_manager_server_and_wg_quick_client() {
+    tunnel_up(Flavor::Kernel).await;
+}
+
+async fn tunnel_up(flavor: Flavor) {
+    if !flavor.granted() {
         return;
-    };
-    let mut lab = Lab::new();
+    }
+    let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice"]).await;
 
     let report = s.apply().await;
-    lab.note_server_daemon()
-        .expect("the backend started wireguard-go in A");
+    if flavor == Flavor::Userspace {
+        lab.note_server_daemon()
+            .expect("the backend started wireguard-go in A");
+    }
     assert!(
         report.plan.items.contains(&PlanItem::CreateDevice),
         "{}",
@@ -632,15 +694,26 @@ async fn tunnel_up_between_manager_server_and_wg_quick_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_apply_keeps_a_live_tunnel_untouched() {
-    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+    incremental_apply(Flavor::Userspace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_incremental_apply_keeps_a_live_tunnel_untouched() {
+    incremental_apply(Flavor::Kernel).await;
+}
+
+async fn incremental_apply(flavor: Flavor) {
+    if !flavor.granted() {
         return;
-    };
-    let mut lab = Lab::new();
+    }
+    let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice", "carol", "dave"]).await;
     let (alice, carol, dave) = (ids[0], ids[1], ids[2]);
     s.apply().await;
-    lab.note_server_daemon()
-        .expect("the backend started wireguard-go in A");
+    if flavor == Flavor::Userspace {
+        lab.note_server_daemon()
+            .expect("the backend started wireguard-go in A");
+    }
     s.connect_client(&mut lab, alice).await;
     tunnel_comes_up(&lab).await;
 
@@ -798,15 +871,26 @@ async fn incremental_apply_keeps_a_live_tunnel_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_restored_and_a_deleted_interface_recreated() {
-    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+    drift_and_recreation(Flavor::Userspace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_drift_is_restored_and_a_deleted_interface_recreated() {
+    drift_and_recreation(Flavor::Kernel).await;
+}
+
+async fn drift_and_recreation(flavor: Flavor) {
+    if !flavor.granted() {
         return;
-    };
-    let mut lab = Lab::new();
+    }
+    let mut lab = Lab::new(flavor);
     let (s, ids) = Managed::new(&lab, &["alice", "carol"]).await;
     let (alice, carol) = (ids[0], ids[1]);
     s.apply().await;
-    lab.note_server_daemon()
-        .expect("the backend started wireguard-go in A");
+    if flavor == Flavor::Userspace {
+        lab.note_server_daemon()
+            .expect("the backend started wireguard-go in A");
+    }
     s.connect_client(&mut lab, alice).await;
     tunnel_comes_up(&lab).await;
     let carol_key = s.key(carol).await;
@@ -909,15 +993,22 @@ async fn drift_is_restored_and_a_deleted_interface_recreated() {
     );
     assert_pings(&lab);
 
-    // The interface is deleted out of band: wireguard-go loses its TUN and exits.
-    let old_pid = lab.note_server_daemon().expect("daemon running");
+    // The interface is deleted out of band (wireguard-go loses its TUN and exits).
+    let old_pid = lab.note_server_daemon();
+    let old_instance = lab
+        .backend
+        .device_instance(&lab.server_iface)
+        .await
+        .expect("instance");
     Lab::ip(&lab.ns_a, &["link", "del", iface]);
     let backend = lab.backend.clone();
     let name = lab.server_iface.clone();
-    assert!(
-        eventually(Duration::from_secs(10), async || process_gone(old_pid)).await,
-        "wireguard-go (pid {old_pid}) outlived its interface"
-    );
+    if let Some(old_pid) = old_pid {
+        assert!(
+            eventually(Duration::from_secs(10), async || process_gone(old_pid)).await,
+            "wireguard-go (pid {old_pid}) outlived its interface"
+        );
+    }
     assert!(
         eventually(Duration::from_secs(10), async || matches!(
             backend.read_device(&name).await,
@@ -939,15 +1030,26 @@ async fn drift_is_restored_and_a_deleted_interface_recreated() {
         "{}",
         report.plan
     );
-    let new_pid = lab.note_server_daemon().expect("a new daemon");
-    assert_ne!(new_pid, old_pid);
-    // The client still holds a session with the old daemon; it re-handshakes by itself
+    let new_pid = lab.note_server_daemon();
+    assert_eq!(new_pid.is_some(), flavor == Flavor::Userspace);
+    if flavor == Flavor::Userspace {
+        assert_ne!(new_pid, old_pid, "a new daemon");
+    }
+    let new_instance = lab
+        .backend
+        .device_instance(&lab.server_iface)
+        .await
+        .expect("instance");
+    if flavor == Flavor::Kernel {
+        assert!(old_instance.is_some() && new_instance.is_some() && new_instance != old_instance);
+    }
+    // The client still holds a session with the old device; it re-handshakes by itself
     // once it stops hearing back (WireGuard's timers), then traffic flows again.
     tunnel_comes_up(&lab).await;
     let alice_key = s.key(alice).await;
     let st = s.status_of(&alice_key).await;
     assert!(st.last_handshake.is_some() && st.rx_bytes > 0, "{st:?}");
-    eprintln!("drift: restored, stranger reported then removed; interface recreated (daemon {old_pid} -> {new_pid}), tunnel back");
+    eprintln!("drift ({flavor:?}): restored, stranger reported then removed; interface recreated (daemon {old_pid:?} -> {new_pid:?}, instance {old_instance:?} -> {new_instance:?}), tunnel back");
 }
 
 impl Managed {
@@ -971,7 +1073,7 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
     let Some(_netns) = require(Suite::Netns, TOOLS) else {
         return;
     };
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(Flavor::Userspace);
     let (s, _) = Managed::new(&lab, &["alice", "carol"]).await;
     s.apply().await;
     let old_pid = lab.note_server_daemon().expect("daemon running");
@@ -981,7 +1083,7 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
     kill(old_pid);
     // Gone for good: reaped (not only a zombie whose threads still exit) and its socket
     // no longer answering, else `create_device` would still see it.
-    let backend = lab.backend.clone();
+    let backend = lab.userspace.clone().expect("userspace");
     let name = lab.server_iface.clone();
     assert!(
         eventually(Duration::from_secs(10), async || process_gone(old_pid)
@@ -990,7 +1092,7 @@ async fn a_restarted_daemon_is_noticed_before_an_incremental_apply() {
         .await,
         "wireguard-go (pid {old_pid}) did not die"
     );
-    lab.backend
+    backend
         .create_device(&lab.server_iface)
         .await
         .expect("a new daemon");

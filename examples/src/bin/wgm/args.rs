@@ -26,10 +26,13 @@ use crate::parse::{self, List, OrNone, When};
 /// `--backend`: what drives the live WireGuard device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
+    /// Kernel WireGuard when the kernel has it (built in, loaded or loadable), else
+    /// wireguard-go
+    Auto,
+    /// Linux kernel WireGuard over generic netlink
+    Kernel,
     /// wireguard-go over its UAPI socket
     Userspace,
-    /// Linux kernel WireGuard (not available yet)
-    Kernel,
 }
 
 /// `--strategy`: how addresses are allocated.
@@ -528,7 +531,7 @@ pub struct PeerConfig {
 #[derive(Debug, Args)]
 pub struct BackendArg {
     /// What drives the WireGuard device
-    #[arg(long, value_enum, default_value_t = BackendKind::Userspace)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
     /// Name of this host in the record of applied revisions [default: the hostname]
     #[arg(long, env = "WGM_HOST", value_name = "NAME")]

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wgm_backend_kernel::KernelNetwork;
+use wgm_backend_kernel::{KernelNetwork, KernelWireGuard};
 use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
+use wgm_core::backend::{NetworkBackend, WireGuardBackend};
 use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Status};
 use wgm_core::reconcile::{DriftPolicy, Verify};
 use wgm_core::Error;
@@ -32,25 +33,46 @@ fn host_name(given: Option<&str>) -> CliResult<String> {
     Ok(if name.is_empty() { "localhost" } else { name }.to_owned())
 }
 
+/// The WireGuard backend `--backend` asks for. `auto` takes the kernel's when the kernel
+/// has WireGuard (the probe resolves its generic netlink family, which loads the module
+/// when it can), wireguard-go when it has none; any other failure of the probe is an
+/// error, not a reason to fall back.
+async fn wireguard(kind: BackendKind) -> CliResult<Arc<dyn WireGuardBackend>> {
+    let userspace = || Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
+    match kind {
+        BackendKind::Userspace => Ok(userspace()),
+        BackendKind::Kernel => {
+            let wg = KernelWireGuard::new();
+            match wg.probe().await {
+                Ok(()) => Ok(Arc::new(wg)),
+                Err(Error::Unsupported { what }) => Err(CliError::Core(Error::unsupported(
+                    format!("--backend kernel: {what}: --backend userspace"),
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        }
+        BackendKind::Auto => {
+            let wg = KernelWireGuard::new();
+            match wg.probe().await {
+                Ok(()) => Ok(Arc::new(wg)),
+                Err(Error::Unsupported { .. }) => Ok(userspace()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
 /// The host to apply to. `network`: also manage addresses, routes and MTU (needs an
 /// rtnetlink socket).
-fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
+async fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
     let name = host_name(b.host.as_deref())?;
-    match b.backend {
-        BackendKind::Userspace => {
-            let wg = Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
-            let net: Option<Arc<dyn wgm_core::backend::NetworkBackend>> = if network {
-                Some(Arc::new(KernelNetwork::new()?))
-            } else {
-                None
-            };
-            Ok(Host::new(name, wg, net).with_drift(drift))
-        }
-        BackendKind::Kernel => Err(Error::unsupported(
-            "the kernel WireGuard backend is not available yet; use --backend userspace (wireguard-go)",
-        )
-        .into()),
-    }
+    let wg = wireguard(b.backend).await?;
+    let net: Option<Arc<dyn NetworkBackend>> = if network {
+        Some(Arc::new(KernelNetwork::new()?))
+    } else {
+        None
+    };
+    Ok(Host::new(name, wg, net).with_drift(drift))
 }
 
 fn drift(remove_unmanaged: bool) -> DriftPolicy {
@@ -63,7 +85,7 @@ fn drift(remove_unmanaged: bool) -> DriftPolicy {
 
 /// `wgm plan`.
 pub async fn plan(ctx: &Ctx, a: LiveArgs) -> CliResult {
-    let host = host(&a.backend, true, DriftPolicy::Report)?;
+    let host = host(&a.backend, true, DriftPolicy::Report).await?;
     let sid = ctx.server(&a.server).await?;
     let plan = ctx.m.plan(&ctx.p, sid, &host).await?;
     if ctx.out.json {
@@ -132,7 +154,7 @@ fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
 
 /// `wgm apply`.
 pub async fn apply(ctx: &Ctx, a: ApplyArgs) -> CliResult {
-    let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
+    let host = host(&a.backend, true, drift(a.remove_unmanaged)).await?;
     let sid = ctx.server(&a.server).await?;
     let spinner = progress::spinner(ctx.out, &format!("applying {}", a.server));
     let r = ctx
@@ -240,7 +262,7 @@ fn show_status(ctx: &Ctx, s: &Status) -> CliResult {
 
 /// `wgm status`.
 pub async fn status(ctx: &Ctx, a: LiveArgs) -> CliResult {
-    let host = host(&a.backend, false, DriftPolicy::Report)?;
+    let host = host(&a.backend, false, DriftPolicy::Report).await?;
     let sid = ctx.server(&a.server).await?;
     let mut s = ctx.m.status(&ctx.p, sid, &host).await?;
     // Managed peers by name, then unmanaged ones by key: a stable order to read and diff.
@@ -278,7 +300,7 @@ fn fatal(e: &Error) -> bool {
 /// reported and retried at the next pass (live tunnels keep running meanwhile).
 pub async fn reconcile(ctx: &Ctx, a: ReconcileArgs) -> CliResult {
     let secs = a.interval;
-    let host = host(&a.backend, true, drift(a.remove_unmanaged))?;
+    let host = host(&a.backend, true, drift(a.remove_unmanaged)).await?;
     let sid = ctx.server(&a.server).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::Failed(format!("cannot handle SIGTERM: {e}")))?;
