@@ -117,7 +117,11 @@ impl Flavor {
     /// else `WGM_BENCH_BACKEND`, else userspace.
     fn from_env() -> Flavor {
         let arg = std::env::args().find_map(|a| a.strip_prefix("--backend=").map(str::to_owned));
-        match arg.ok_or(()).or_else(|()| std::env::var("WGM_BENCH_BACKEND")).as_deref() {
+        match arg
+            .ok_or(())
+            .or_else(|()| std::env::var("WGM_BENCH_BACKEND"))
+            .as_deref()
+        {
             Ok("kernel") => Flavor::Kernel,
             Ok("userspace" | "") | Err(_) => Flavor::Userspace,
             Ok(other) => panic!("WGM_BENCH_BACKEND={other}: expected userspace or kernel"),

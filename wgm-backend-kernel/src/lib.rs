@@ -1,18 +1,31 @@
 //! # wgm-backend-kernel
 //!
-//! The Linux host side of wgm. Today this crate provides **the network part only**:
-//! [`KernelNetwork`], an rtnetlink implementation of the link/address/route half of
-//! `wgm_core`'s network backend — it reads and applies a managed interface's
-//! administrative state (up/down), MTU, IPv4 and IPv6 addresses, and the routes for
-//! peers' delegated prefixes.
+//! The Linux host side of wgm:
 //!
-//! **Not implemented yet:** the `WireGuard` generic-netlink device backend (keys, listen
-//! port, fwmark, peers; chunked sets and merged dumps of the `wireguard` family) comes
-//! in a later issue, and so does the nftables firewall. Until then, a `WireGuard` device
-//! is driven by `wgm-backend-userspace` (wireguard-go over UAPI) and this crate
-//! configures the link that device creates; the composition happens in `Host`.
+//! - [`KernelWireGuard`], a `wgm_core` WireGuard backend on the kernel's WireGuard over
+//!   generic netlink (the `wireguard` family: keys, listen port, fwmark, peers) and
+//!   rtnetlink (creating, finding and deleting the device's link). Set requests are
+//!   split into messages that fit, a peer's allowed IPs continuing over several;
+//!   multi-part dumps are merged back into one device ([`wire`], sans-I/O and public
+//!   for tests, benchmarks and fuzzing).
+//! - [`KernelNetwork`], an rtnetlink implementation of the link/address/route half of
+//!   `wgm_core`'s network backend: it reads and applies a managed interface's
+//!   administrative state (up/down), MTU, IPv4 and IPv6 addresses, and the routes for
+//!   peers' delegated prefixes. It works on any link: a kernel WireGuard device, or the
+//!   TUN device wireguard-go creates (`wgm-backend-userspace`).
+//!
+//! Not here yet: the nftables firewall.
+//!
+//! ## Key material
+//! Private and preshared keys travel in `WG_CMD_SET_DEVICE` requests and come back in
+//! dumps. The messages that carry them print no key in `Debug` and wipe their keys when
+//! dropped, and the connection's codec logs nothing (netlink-proto's standard codec
+//! logs every message at `trace` level). Not wiped: the bytes inside netlink-proto's
+//! reused send and receive buffers.
 //!
 //! ## What is touched, and what never is
+//! - [`KernelWireGuard`] creates and deletes only links of kind `wireguard`; a link of
+//!   another kind under the device's name is a conflict, never touched.
 //! - Only the named link. Its index is resolved by name on every call, so a link that
 //!   was deleted and recreated out of band is found again.
 //! - Addresses: every address of the link is reported except those the kernel creates
@@ -35,18 +48,28 @@
 //! of the kernel with strict checking so a host with a full routing table returns only
 //! this link's routes.
 //!
+//! A device dump is merged whole: a peer split over parts becomes one peer, and a peer
+//! that comes back later, an attribute of the wrong size or one that overruns its parent
+//! is an error, never a silent partial answer (the attribute tree is checked before the
+//! packet crate parses it, which panics on some malformed inputs).
+//!
 //! ## Errors
-//! A private, detailed error is mapped into [`wgm_core::Error`] in one place: `ENODEV`
-//! → `NotFound { kind: "link" }`, `EPERM`/`EACCES` → `PermissionDenied`, a request that
+//! A private, detailed error (the operation and the interface, and the kernel's errno
+//! when it gave one) is mapped into [`wgm_core::Error`] in one place: `ENODEV` →
+//! `NotFound { kind: "link" }` (`kind: "device"` from [`KernelWireGuard`]),
+//! `EPERM`/`EACCES` → `PermissionDenied`, `EADDRINUSE` (a listen port another socket
+//! holds) → `Conflict`, no WireGuard in the kernel → `Unsupported`, a request that
 //! breaks a rule checked before sending (MTU below 1280 on a link with IPv6, a route
-//! with host bits) → `InvalidInput`, a desired route or address that collides with one
-//! this backend does not own → `Conflict`, everything else → `Backend { backend:
-//! "netlink" }` with the detailed error as source.
+//! with host bits, a message budget out of range) → `InvalidInput`, a desired route or
+//! address that collides with one this backend does not own, or a link of another kind
+//! under the device's name → `Conflict`, everything else (`EINVAL`, `EMSGSIZE`,
+//! `ENOBUFS`, a malformed reply, a broken connection) → `Backend { backend: "netlink" }`
+//! with the detailed error as source.
 //!
 //! ## Namespaces
-//! [`KernelNetwork::new`] works in the network namespace of the calling thread;
-//! [`KernelNetwork::in_netns`] opens its socket inside another one (as `ip -n NAME`
-//! does), which is how the tests run in throw-away namespaces.
+//! [`KernelNetwork::new`] and [`KernelWireGuard::new`] work in the network namespace of
+//! the calling thread; their `in_netns` constructors open their sockets inside another
+//! one (as `ip -n NAME` does), which is how the tests run in throw-away namespaces.
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

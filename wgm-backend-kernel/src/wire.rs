@@ -556,9 +556,11 @@ fn walk(mut buf: &[u8], level: Level, depth: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// [`split_set`] for family id `family`, each message framed as it goes on the wire
-/// (netlink header, generic netlink header, attributes); the public, byte-level face of
-/// the splitter for tests, benchmarks and fuzzing.
+/// Splits `delta` for interface `ifname` into `WG_CMD_SET_DEVICE` messages of at most
+/// `max_bytes` bytes each, as the backend sends them (see the [module docs](self)), for
+/// family id `family`, each message framed as it goes on the wire (netlink header,
+/// generic netlink header, attributes): the public, byte-level face of the splitter for
+/// tests, benchmarks and fuzzing. At least one message, even for an empty delta.
 ///
 /// # Errors
 /// [`wgm_core::Error::InvalidInput`] for a budget outside

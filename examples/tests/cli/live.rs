@@ -1,7 +1,8 @@
 //! `plan`, `apply`, `status`, `reconcile`. Reading needs no privilege (a missing device
 //! reads as absent); changing a live device runs in a private network namespace and is
-//! opt-in with `WGM_TEST_NETNS=1` (root, `ip`, `wireguard-go`, `wg`; with the switch on,
-//! anything missing fails the test).
+//! opt-in with `WGM_TEST_NETNS=1` for wireguard-go (root, `ip`, `wireguard-go`, `wg`)
+//! and `WGM_TEST_KERNEL=1` for kernel WireGuard (in the VM of `.ci/vm`); with a switch
+//! on, anything missing fails the test.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,19 +65,9 @@ fn plan_status_and_dry_run_read_without_changing_anything() {
 }
 
 #[test]
-fn the_kernel_backend_says_it_is_not_available_yet() {
+fn unknown_backend_bad_host_and_zero_interval_are_refused() {
     let env = Env::new();
     env.server("office", 51820);
-    for cmd in ["plan", "apply", "status", "reconcile"] {
-        let r = env.run(&[cmd, "office", "--backend", "kernel"]);
-        check_failure(&[cmd], &r, 6);
-        assert!(
-            r.stderr
-                .contains("kernel WireGuard backend is not available yet"),
-            "{}",
-            r.stderr
-        );
-    }
     let r = env.run(&["apply", "office", "--backend", "boringtun"]);
     check_failure(&["apply"], &r, 2);
     assert!(r.stderr.contains("backend"));
@@ -165,6 +156,61 @@ fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
     let Some(_netns) = require(Suite::Netns, &["ip", "wireguard-go", "wg"]) else {
         return;
     };
+    drive_in_a_namespace("userspace");
+}
+
+/// The same on kernel WireGuard (suite `kernel`: in the VM of `.ci/vm`), and there
+/// `--backend auto` (the default) picks the kernel.
+#[test]
+fn apply_status_and_reconcile_drive_kernel_wireguard_in_a_namespace() {
+    let Some(_kernel) = require(Suite::Kernel, &["ip", "wg"]) else {
+        return;
+    };
+    drive_in_a_namespace("kernel");
+}
+
+/// `--backend kernel` where the kernel has no WireGuard fails with exit code 6 on every
+/// live command, naming the module and the alternative; `auto` then falls back to
+/// wireguard-go. Where the kernel has WireGuard, reading through it works instead.
+#[test]
+fn backend_kernel_without_the_module_names_it_and_the_alternative() {
+    let env = Env::new();
+    env.ok(&[
+        "server",
+        "create",
+        "office",
+        "--listen-port",
+        "51820",
+        "--interface",
+        &iface("k"),
+    ]);
+    let r = env.run(&["--json", "status", "office", "--backend", "kernel"]);
+    if r.code == 0 {
+        // This kernel has WireGuard: the device simply does not exist yet.
+        let status: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(status["exists"], false);
+        return;
+    }
+    for cmd in ["plan", "apply", "status", "reconcile"] {
+        let r = env.run(&[cmd, "office", "--backend", "kernel"]);
+        check_failure(&[cmd], &r, 6);
+        assert!(
+            r.stderr.contains("module `wireguard`"),
+            "{cmd}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("--backend userspace"),
+            "{cmd}: {}",
+            r.stderr
+        );
+    }
+    // auto: the userspace backend, which reads an absent device.
+    let status = env.json(&["status", "office", "--backend", "auto"]);
+    assert_eq!(status["exists"], false);
+}
+
+fn drive_in_a_namespace(backend: &str) {
     let env = Env::new();
     let mut ns = Netns::new("apply");
     let name = iface("a");
@@ -199,7 +245,9 @@ fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
         outer.env("WGM_HOST", "test-host");
         outer
     };
-    let out = in_ns(&["--json", "apply", "office"]).output().unwrap();
+    let out = in_ns(&["--json", "apply", "office", "--backend", backend])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -208,21 +256,40 @@ fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["converged"], true);
     assert_eq!(ns.wg_peers(&name).len(), 2);
+    // The device is of the kind asked for: wireguard-go's socket, or a kernel link.
+    let socket = std::path::Path::new(&format!("/var/run/wireguard/{name}.sock")).exists();
+    assert_eq!(socket, backend == "userspace", "UAPI socket of {name}");
     // Applying again changes nothing.
-    let out = in_ns(&["apply", "office"]).output().unwrap();
+    let out = in_ns(&["apply", "office", "--backend", backend])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
-    let out = in_ns(&["--json", "status", "office"]).output().unwrap();
+    if backend == "kernel" {
+        // auto finds the kernel's device (userspace would find no socket).
+        let out = in_ns(&["plan", "office"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    }
+    let out = in_ns(&["--json", "status", "office", "--backend", backend])
+        .output()
+        .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["exists"], true);
     assert_eq!(status["listen_port"], 51820);
     assert_eq!(status["peers"].as_array().unwrap().len(), 2);
 
     // reconcile picks up a new peer and stops cleanly on SIGTERM.
-    let child = in_ns(&["reconcile", "office", "--interval", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = in_ns(&[
+        "reconcile",
+        "office",
+        "--interval",
+        "1",
+        "--backend",
+        backend,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     env.ok(&["peer", "add", "office", "carol"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while ns.wg_peers(&name).len() != 3 && Instant::now() < deadline {
@@ -241,15 +308,27 @@ fn apply_status_and_reconcile_drive_wireguard_go_in_a_namespace() {
 
     // An inactive server's interface is removed by the next apply, daemon and all.
     env.ok(&["server", "set", "office", "--active", "no"]);
-    let out = in_ns(&["apply", "office"]).output().unwrap();
+    let out = in_ns(&["apply", "office", "--backend", backend])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("- device"));
-    let out = in_ns(&["--json", "status", "office"]).output().unwrap();
+    let out = in_ns(&["--json", "status", "office", "--backend", backend])
+        .output()
+        .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["exists"], false);
     assert!(!std::path::Path::new(&format!("/var/run/wireguard/{name}.sock")).exists());
+    let links = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&name),
+        "the interface is gone"
+    );
 }

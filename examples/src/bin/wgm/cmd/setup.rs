@@ -164,7 +164,7 @@ pub async fn quickstart(ctx: &Ctx, a: QuickstartArgs) -> CliResult {
         ));
     }
     ctx.out.note(&format!(
-        "next: wgm peer list {0}; wgm peer config {0} laptop --qr; as root: wgm apply {0} --backend userspace",
+        "next: wgm peer list {0}; wgm peer config {0} laptop --qr; as root: wgm apply {0}",
         v.name
     ));
     Ok(())
