@@ -46,7 +46,7 @@
 //! --benches`) it runs one round on 200 peers as a smoke test.
 //!
 //! Run: `WGM_TEST_NETNS=1 cargo bench -p wgm-benches --bench apply`
-//! (`WGM_BENCH_ROUNDS=N` for N rounds; default 10).
+//! (`WGM_BENCH_ROUNDS=N` or the argument `--rounds=N` for N rounds; default 10).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -377,8 +377,10 @@ fn main() {
     }
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let (peers, rounds) = if bench_mode {
-        let rounds = std::env::var("WGM_BENCH_ROUNDS")
-            .ok()
+        // `--rounds=N` (what `.ci/vm exec` can pass), else WGM_BENCH_ROUNDS.
+        let rounds = std::env::args()
+            .find_map(|a| a.strip_prefix("--rounds=").map(str::to_owned))
+            .or_else(|| std::env::var("WGM_BENCH_ROUNDS").ok())
             .and_then(|r| r.parse().ok())
             .unwrap_or(10_usize)
             .max(1);
