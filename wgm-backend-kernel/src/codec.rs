@@ -491,6 +491,27 @@ mod tests {
         assert_eq!(find_attr(&buf, 16, 3).unwrap(), b"wg0\0");
     }
 
+    #[test]
+    fn wireguard_links_are_created_deleted_and_recognised_by_kind() {
+        let (buf, back) = wire(new_wireguard_link("wg0"));
+        assert_eq!(find_attr(&buf, 16, 3).unwrap(), b"wg0\0");
+        let RouteNetlinkMessage::NewLink(msg) = back else {
+            panic!("not a NEWLINK")
+        };
+        assert_eq!(link_kind(&msg), Some(&InfoKind::Wireguard));
+        assert_eq!(link_name(&msg), Some("wg0"));
+        let (_, back) = wire(del_link(7));
+        let RouteNetlinkMessage::DelLink(msg) = back else {
+            panic!("not a DELLINK")
+        };
+        assert_eq!(msg.header.index, 7);
+        assert_eq!(link_kind(&msg), None);
+        let RouteNetlinkMessage::GetLink(all) = dump_links() else {
+            panic!("not a GETLINK")
+        };
+        assert!(all.attributes.is_empty() && all.header.index == 0);
+    }
+
     // --- addresses ---
 
     /// An `RTM_NEWADDR` as the kernel sends it in a dump: `fd00::1/64` on ifindex 3,

@@ -298,6 +298,60 @@ mod tests {
         assert!(e.to_string().contains("link.mtu"));
     }
 
+    /// Every errno a WireGuard set or dump can bring gets its meaning, and the message
+    /// names the operation and the interface.
+    #[test]
+    fn wireguard_errnos_are_typed_and_name_operation_and_interface() {
+        let set = |errno| NetlinkError::Kernel {
+            op: "set WireGuard device wg7 (message 2 of 3)".into(),
+            link: "wg7".into(),
+            errno,
+        };
+        let e: wgm_core::Error = set(Errno::EADDRINUSE).into();
+        assert!(matches!(e, wgm_core::Error::Conflict { .. }), "{e}");
+        assert!(
+            e.to_string().contains("wg7") && e.to_string().contains("listen port"),
+            "{e}"
+        );
+        for errno in [
+            Errno::EINVAL,
+            Errno::EMSGSIZE,
+            Errno::ENOBUFS,
+            Errno::EEXIST,
+        ] {
+            let e: wgm_core::Error = set(errno).into();
+            assert!(
+                matches!(
+                    e,
+                    wgm_core::Error::Backend {
+                        backend: "netlink",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            let source = std::error::Error::source(&e).expect("source").to_string();
+            assert!(
+                source.contains("wg7") && source.contains("message 2 of 3"),
+                "{source}"
+            );
+            assert!(
+                source.contains(errno.desc()) || source.contains(&format!("{errno}")),
+                "{source}"
+            );
+        }
+        let e: wgm_core::Error = NetlinkError::NoWireGuard.into();
+        assert!(matches!(e, wgm_core::Error::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("module `wireguard`"), "{e}");
+        assert!(e.to_string().contains("wireguard-go"), "{e}");
+        let e: wgm_core::Error = NetlinkError::BadReply {
+            op: "read WireGuard device wg7".into(),
+            reason: "a peer without a public key".into(),
+        }
+        .into();
+        assert!(matches!(e, wgm_core::Error::Backend { .. }), "{e}");
+    }
+
     #[test]
     fn transport_failures_are_backend_errors() {
         for err in [

@@ -422,3 +422,63 @@ impl WireGuardBackend for KernelWireGuard {
         Ok(self.wireguard_link(name.as_str()).await?.map(u64::from))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enodev_of_a_device_operation_is_device_not_found() {
+        let e = device_error(
+            NetlinkError::Kernel {
+                op: "set WireGuard device wg3".into(),
+                link: "wg3".into(),
+                errno: Errno::ENODEV,
+            },
+            "wg3",
+        );
+        assert!(
+            matches!(&e, wgm_core::Error::NotFound { kind: "device", id } if id == "wg3"),
+            "{e}"
+        );
+        let e = device_error(
+            NetlinkError::Kernel {
+                op: "set WireGuard device wg3".into(),
+                link: "wg3".into(),
+                errno: Errno::EPERM,
+            },
+            "wg3",
+        );
+        assert!(matches!(e, wgm_core::Error::PermissionDenied { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_link_of_another_kind_is_named_with_its_kind() {
+        let e: wgm_core::Error = not_wireguard("eth0", Some(&InfoKind::Veth)).into();
+        assert!(matches!(e, wgm_core::Error::Conflict { .. }), "{e}");
+        assert!(
+            e.to_string().contains("eth0") && e.to_string().contains("veth"),
+            "{e}"
+        );
+        let e: wgm_core::Error = not_wireguard("lo", None).into();
+        assert!(e.to_string().contains("without a kind"), "{e}");
+    }
+
+    #[test]
+    fn message_budget_is_checked() {
+        for bad in [0, wire::MIN_MESSAGE_BYTES - 1, wire::MAX_MESSAGE_BYTES + 1] {
+            let e = KernelWireGuard::new()
+                .with_max_message_bytes(bad)
+                .unwrap_err();
+            assert!(e.to_string().contains("max_message_bytes"), "{e}");
+        }
+        for good in [wire::MIN_MESSAGE_BYTES, wire::MAX_MESSAGE_BYTES] {
+            let wg = KernelWireGuard::new()
+                .with_max_message_bytes(good)
+                .expect("in range");
+            assert_eq!(wg.capabilities().max_set_bytes, Some(good));
+        }
+        let debug = format!("{:?}", KernelWireGuard::in_netns("/run/netns/x"));
+        assert!(debug.contains("/run/netns/x"), "{debug}");
+    }
+}
