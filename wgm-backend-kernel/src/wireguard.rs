@@ -237,14 +237,7 @@ impl KernelWireGuard {
         let parts = match socket.netlink.dump(request, &op, name).await {
             Ok(parts) => parts,
             Err(e) if e.errno() == Some(Errno::ENODEV) => return Ok(None),
-            Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
-                let kind = self.link(name).await?;
-                return Err(not_wireguard(
-                    name,
-                    kind.as_ref().and_then(codec::link_kind),
-                ));
-            }
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.explain(e, name).await),
         };
         let mut messages = Vec::with_capacity(parts.len());
         for part in parts {
@@ -274,19 +267,35 @@ impl KernelWireGuard {
             } else {
                 format!("set WireGuard device {name} (message {} of {count})", i + 1)
             };
-            match socket.netlink.change(Genl::Wg(message), 0, &op, name).await {
-                Ok(()) => {}
-                Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => {
-                    let kind = self.link(name).await?;
-                    return Err(not_wireguard(
-                        name,
-                        kind.as_ref().and_then(codec::link_kind),
-                    ));
-                }
-                Err(e) => return Err(e),
+            if let Err(e) = socket.netlink.change(Genl::Wg(message), 0, &op, name).await {
+                return Err(self.explain(e, name).await);
             }
         }
         Ok(())
+    }
+
+    /// The kernel answers `EOPNOTSUPP` to a WireGuard request on a link of another kind:
+    /// that becomes a conflict naming the link's kind. Other errors stay as they are.
+    async fn explain(&self, e: NetlinkError, name: &str) -> NetlinkError {
+        if e.errno() != Some(Errno::EOPNOTSUPP) {
+            return e;
+        }
+        match self.link(name).await {
+            Ok(link) => not_wireguard(name, link.as_ref().and_then(codec::link_kind)),
+            Err(other) => other,
+        }
+    }
+
+    /// `ip link add NAME type wireguard`.
+    async fn add_link(&self, name: &str, op: &str) -> Result<(), NetlinkError> {
+        self.rtnl()?
+            .change(
+                codec::new_wireguard_link(name),
+                rtnetlink::packet_core::NLM_F_CREATE | rtnetlink::packet_core::NLM_F_EXCL,
+                op,
+                name,
+            )
+            .await
     }
 }
 
@@ -354,30 +363,13 @@ impl WireGuardBackend for KernelWireGuard {
     async fn create_device(&self, name: &InterfaceName) -> wgm_core::Result<()> {
         let name = name.as_str();
         let op = format!("create WireGuard device {name}");
-        let created = self
-            .rtnl()?
-            .change(
-                codec::new_wireguard_link(name),
-                rtnetlink::packet_core::NLM_F_CREATE | rtnetlink::packet_core::NLM_F_EXCL,
-                &op,
-                name,
-            )
-            .await;
-        match created {
+        match self.add_link(name, &op).await {
             Ok(()) => Ok(()),
             // Something holds the name: fine if it is a WireGuard device.
             Err(e) if e.errno() == Some(Errno::EEXIST) => match self.wireguard_link(name).await? {
                 Some(_) => Ok(()),
                 // Deleted again in between: try once more.
-                None => Ok(self
-                    .rtnl()?
-                    .change(
-                        codec::new_wireguard_link(name),
-                        rtnetlink::packet_core::NLM_F_CREATE | rtnetlink::packet_core::NLM_F_EXCL,
-                        &op,
-                        name,
-                    )
-                    .await?),
+                None => Ok(self.add_link(name, &op).await?),
             },
             // The kernel could not find the link kind: no module.
             Err(e) if e.errno() == Some(Errno::EOPNOTSUPP) => Err(NetlinkError::NoWireGuard.into()),

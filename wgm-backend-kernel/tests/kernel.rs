@@ -21,11 +21,12 @@
 // The harness helpers unwrap what `ip` and `wg` print: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::Netns;
 
 use ipnet::IpNet;
 use wgm_backend_kernel::{KernelNetwork, KernelWireGuard};
@@ -39,60 +40,14 @@ use wgm_test_support::{require, Suite};
 /// The programs these tests run.
 const TOOLS: &[&str] = &["ip", "wg"];
 
-/// Runs `program` with `args`, panicking with its stderr when it fails; returns stdout.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().expect("run");
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The backend under test, in the namespace.
+trait InNetns {
+    fn backend(&self) -> KernelWireGuard;
 }
 
-/// A network namespace that exists for the life of the value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("wgmw-{}-{n}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        Netns { name }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn wg(&self) -> KernelWireGuard {
+impl InNetns for Netns {
+    fn backend(&self) -> KernelWireGuard {
         KernelWireGuard::in_netns(self.path())
-    }
-
-    /// `ip netns exec NS program args…`.
-    fn exec(&self, program: &str, args: &[&str]) -> String {
-        let mut full = vec!["netns", "exec", &self.name, program];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Ignore the outcome: the guard must not panic while a failing test unwinds.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -144,7 +99,7 @@ async fn conformance_suite_on_kernel_wireguard() {
         return;
     };
     let ns = Netns::new("conformance");
-    let wg = ns.wg();
+    let wg = ns.backend();
     wg.probe().await.expect("the kernel has WireGuard");
     suite::run_wireguard(&wg, &name("wgk0"), &Params::default())
         .await
@@ -157,7 +112,7 @@ async fn one_peer_with_100_000_allowed_ips() {
         return;
     };
     let ns = Netns::new("many-ips");
-    let wg = ns.wg();
+    let wg = ns.backend();
     suite::many_allowed_ips(&wg, &name("wgk1"), 100_000)
         .await
         .expect("100 000 allowed IPs");
@@ -169,7 +124,7 @@ async fn network_conformance_on_a_kernel_wireguard_link() {
         return;
     };
     let ns = Netns::new("network");
-    let wg = ns.wg();
+    let wg = ns.backend();
     let dev = name("wgk2");
     wg.create_device(&dev).await.expect("create");
     let net = KernelNetwork::in_netns(ns.path()).expect("rtnetlink");
@@ -208,7 +163,7 @@ async fn wg_show_agrees_with_what_the_backend_sets_and_reads() {
         return;
     };
     let ns = Netns::new("interop");
-    let wg = ns.wg();
+    let wg = ns.backend();
     let dev = name("wgk3");
     wg.create_device(&dev).await.expect("create");
 
@@ -300,7 +255,7 @@ async fn small_messages_split_a_peer_and_the_kernel_puts_it_together() {
         return;
     };
     let ns = Netns::new("split");
-    let wg = ns.wg().with_max_message_bytes(1024).unwrap();
+    let wg = ns.backend().with_max_message_bytes(1024).unwrap();
     let dev = name("wgk4");
     wg.create_device(&dev).await.expect("create");
     let big = key();
@@ -380,10 +335,10 @@ async fn a_link_of_another_kind_is_never_touched() {
         return;
     };
     let ns = Netns::new("other-kind");
-    ns.ip(&[
+    ns.ip_ok(&[
         "link", "add", "wgk5", "type", "veth", "peer", "name", "wgk5p",
     ]);
-    let wg = ns.wg();
+    let wg = ns.backend();
     let dev = name("wgk5");
     for (what, e) in [
         ("create", wg.create_device(&dev).await.unwrap_err()),
@@ -403,7 +358,7 @@ async fn a_link_of_another_kind_is_never_touched() {
         );
     }
     assert!(wg.device_instance(&dev).await.is_err());
-    ns.ip(&["link", "show", "wgk5"]); // still there
+    ns.ip_ok(&["link", "show", "wgk5"]); // still there
     assert!(wg.list_devices().await.unwrap().is_empty());
 }
 
@@ -413,13 +368,13 @@ async fn a_listen_port_in_use_is_a_conflict_and_absent_devices_are_not_found() {
         return;
     };
     let ns = Netns::new("port");
-    let wg = ns.wg();
+    let wg = ns.backend();
     let (one, two) = (name("wgk6"), name("wgk7"));
     for d in [&one, &two] {
         wg.create_device(d).await.expect("create");
     }
-    ns.ip(&["link", "set", "wgk6", "up"]);
-    ns.ip(&["link", "set", "wgk7", "up"]);
+    ns.ip_ok(&["link", "set", "wgk6", "up"]);
+    ns.ip_ok(&["link", "set", "wgk7", "up"]);
     let port = DeviceDelta {
         listen_port: Some(51_999),
         ..DeviceDelta::default()

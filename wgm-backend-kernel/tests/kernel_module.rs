@@ -9,10 +9,11 @@
 //! the binary prints one `SKIPPED` line and its test passes without running. CI runs it
 //! in the VM that `.ci/vm` boots (listed in `.ci/vm-tests`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{unique, Netns};
 use serde_json::Value;
 use wgm_test_support::{require, Suite};
 
@@ -22,80 +23,6 @@ const TOOLS: &[&str] = &["ip", "wg"];
 /// A private key (`wg genkey`) and its public key (`wg pubkey`).
 const PRIVATE_KEY: &str = "4ESYjeBh+K4BQlJRpo1fvpdytA19bPAl0UDgMhlLi3U=";
 const PUBLIC_KEY: &str = "QZIFwtNWyTxyto13OUh1OdPsVRheOd1NnYFfvCvhKnE=";
-
-/// Runs `program` with `args`; returns its exit status's success and its stdout, stderr.
-fn run(program: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `program` with `args`, panicking with its stderr when it fails; returns stdout.
-fn must(program: &str, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = run(program, args);
-    assert!(ok, "{program} {}: {stderr}", args.join(" "));
-    stdout
-}
-
-/// A unique name for this process: `<prefix>-<pid>-<n>-<tag>`.
-fn unique(prefix: &str, tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}-{tag}", std::process::id())
-}
-
-/// A network namespace that exists for the life of the value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = unique("wgmw", tag);
-        must("ip", &["netns", "add", &name]);
-        Netns { name }
-    }
-
-    /// `ip -n NS ARGS…`: success, stdout, stderr.
-    fn ip(&self, args: &[&str]) -> (bool, String, String) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    /// `ip -n NS -j ARGS…`, parsed; panics when `ip` fails.
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["-n", self.name.as_str(), "-j"];
-        all.extend_from_slice(args);
-        let text = must("ip", &all);
-        if text.trim().is_empty() {
-            return Value::Array(vec![]);
-        }
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j prints JSON: {e}: {text}"))
-    }
-
-    /// `wg ARGS…` inside the namespace; panics when it fails.
-    fn wg(&self, args: &[&str]) -> String {
-        let mut all = vec!["netns", "exec", self.name.as_str(), "wg"];
-        all.extend_from_slice(args);
-        must("ip", &all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Ignore the outcome: the guard must not panic while a failing test unwinds.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// A file that exists for the life of the value (`wg set` reads keys from files).
 struct TempFile {
