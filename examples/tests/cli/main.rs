@@ -1092,7 +1092,7 @@ fn usage_errors_exit_1_with_one_line() {
     assert_eq!(v["error"]["code"], "invalid_input");
     assert_eq!(
         v["error"]["message"],
-        "invalid value for --backend: must be one of userspace, kernel"
+        "invalid value for --backend: must be one of auto, kernel, userspace"
     );
     // Without a subcommand: the help, on stderr, exit 1.
     let out = env.bare().arg("server").output().unwrap();
