@@ -755,6 +755,67 @@ mod tests {
                 previous = k;
             }
         }
+        check_filled(messages, budget);
+    }
+
+    fn key_of(p: &WireguardPeer) -> Option<[u8; 32]> {
+        p.0.iter().find_map(|a| match a {
+            WireguardPeerAttribute::PublicKey(k) => Some(*k),
+            _ => None,
+        })
+    }
+
+    fn ips_of(p: &WireguardPeer) -> &[WireguardAllowedIp] {
+        p.0.iter()
+            .find_map(|a| match a {
+                WireguardPeerAttribute::AllowedIps(ips) => Some(ips.as_slice()),
+                _ => None,
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Messages are filled greedily: what starts the next message did not fit the one
+    /// before (so the splitter neither overcounts nor sends more messages than needed),
+    /// and a peer fragment that a continuation follows carries allowed IPs (a split
+    /// never leaves an empty fragment behind).
+    fn check_filled(messages: &[WireguardMessage], budget: usize) {
+        for (i, pair) in messages.windows(2).enumerate() {
+            let (m, next) = (&pair[0], &pair[1]);
+            let Some(first) = peers_of(next).first() else {
+                panic!(
+                    "message {} carries no peer, yet does not end the set",
+                    i + 1
+                );
+            };
+            let last = peers_of(m).last();
+            let continuation = last.is_some_and(|l| key_of(l) == key_of(first));
+            let ips = ips_of(first);
+            let unit = if continuation {
+                let last_ips = ips_of(last.expect("a continuation follows a peer"));
+                assert!(
+                    !last_ips.is_empty(),
+                    "message {i}: an empty fragment before a continuation"
+                );
+                // One more allowed IP into the last peer's list.
+                ips.first().map_or(0, Emitable::buffer_len)
+            } else {
+                // The next peer's header and its first allowed IP.
+                let header: usize = first
+                    .0
+                    .iter()
+                    .filter(|a| !matches!(a, WireguardPeerAttribute::AllowedIps(_)))
+                    .map(Emitable::buffer_len)
+                    .sum();
+                let peers_nest = if last.is_none() { NEST } else { 0 };
+                let ip = ips.first().map_or(0, |ip| NEST + ip.buffer_len());
+                peers_nest + NEST + header + ip
+            };
+            assert!(
+                framed_len(m) + unit > budget,
+                "message {i} ({} bytes of {budget}) had room for the next {unit} bytes",
+                framed_len(m)
+            );
+        }
     }
 
     fn delta_has_settings(d: &DeviceDelta) -> bool {
@@ -832,6 +893,54 @@ mod tests {
         want.public_key = got.public_key;
         assert_eq!(got, want);
         assert_eq!(got.peers[&key(1)].preshared_key, Some(psk));
+    }
+
+    /// Peers with nothing but a key (and removals) are packed as tightly as the budget
+    /// allows, whatever the budget.
+    #[test]
+    fn peers_without_allowed_ips_fill_messages() {
+        // Every remainder a message can be left with, and a large budget.
+        for budget in (MIN_MESSAGE_BYTES..MIN_MESSAGE_BYTES + 64).chain([4096]) {
+            let delta = DeviceDelta {
+                peers: (0..200u8)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            PeerDelta::remove(key(i))
+                        } else {
+                            PeerDelta::new(key(i))
+                        }
+                    })
+                    .collect(),
+                ..DeviceDelta::default()
+            };
+            let messages = split_set("wg0", &delta, budget).expect("split");
+            assert!(messages.len() > 1, "budget {budget}");
+            check_shape(&delta, &messages, budget);
+        }
+    }
+
+    /// Allowed IPs are packed as tightly as the budget allows, at every remainder.
+    #[test]
+    fn allowed_ips_fill_messages() {
+        for budget in MIN_MESSAGE_BYTES..MIN_MESSAGE_BYTES + 64 {
+            let delta = DeviceDelta {
+                peers: vec![
+                    PeerDelta {
+                        allowed_ips: (0..300).map(v6).collect(),
+                        ..PeerDelta::new(key(1))
+                    },
+                    PeerDelta {
+                        persistent_keepalive: Some(5),
+                        allowed_ips: (0..300).map(v4).collect(),
+                        ..PeerDelta::new(key(2))
+                    },
+                ],
+                ..DeviceDelta::default()
+            };
+            let messages = split_set("wg0", &delta, budget).expect("split");
+            check_shape(&delta, &messages, budget);
+            assert_eq!(as_dump(&delta, &messages), expected(&delta));
+        }
     }
 
     #[test]
