@@ -295,7 +295,10 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(mut self) -> Vec<WireguardMessage> {
-        if !self.peers.is_empty() || self.done.is_empty() || self.attributes.len() > 1 {
+        // The message being filled holds peers, or it is the first (device settings, or
+        // nothing but the name). Otherwise it is empty: a flush always comes with a
+        // continuation that follows it.
+        if !self.peers.is_empty() || self.done.is_empty() {
             self.flush();
         }
         std::mem::take(&mut self.done)
@@ -994,7 +997,8 @@ mod tests {
                 WireguardPeerAttribute::PersistentKeepalive(0),
                 WireguardPeerAttribute::TxBytes(10),
                 WireguardPeerAttribute::RxBytes(20),
-                WireguardPeerAttribute::ProtocolVersion(1),
+                // Read as given (the kernel says 1, which is also the default).
+                WireguardPeerAttribute::ProtocolVersion(3),
                 WireguardPeerAttribute::AllowedIps(vec![allowed_ip(&v6(2)), allowed_ip(&v6(1))]),
             ])]),
         ];
@@ -1004,10 +1008,21 @@ mod tests {
                 WireguardPeer(vec![
                     WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
                     WireguardPeerAttribute::AllowedIps(vec![allowed_ip(&v4(1))]),
+                    // Not the peer's state: a continuation's attributes other than its
+                    // key and allowed IPs are ignored.
+                    WireguardPeerAttribute::TxBytes(99),
+                    WireguardPeerAttribute::PersistentKeepalive(99),
                 ]),
                 WireguardPeer(vec![
                     WireguardPeerAttribute::PublicKey(*key(2).as_bytes()),
                     WireguardPeerAttribute::LastHandshake(WireguardTimeSpec::default()),
+                ]),
+                WireguardPeer(vec![
+                    WireguardPeerAttribute::PublicKey(*key(3).as_bytes()),
+                    WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                        seconds: 1_700_000_001,
+                        nano_seconds: 0,
+                    }),
                 ]),
             ]),
         ];
@@ -1016,13 +1031,18 @@ mod tests {
         assert_eq!(d.private_key, None);
         let p = &d.peers[&key(1)];
         assert_eq!(p.allowed_ips, vec![v4(1), v6(1), v6(2)]);
-        assert_eq!((p.rx_bytes, p.tx_bytes, p.protocol_version), (20, 10, 1));
+        assert_eq!((p.rx_bytes, p.tx_bytes, p.protocol_version), (20, 10, 3));
+        assert_eq!(p.persistent_keepalive, 0);
         assert_eq!(
             p.last_handshake,
             Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5))
         );
         assert_eq!(p.preshared_key, None);
         assert_eq!(d.peers[&key(2)].last_handshake, NEVER);
+        assert_eq!(
+            d.peers[&key(3)].last_handshake,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_001))
+        );
     }
 
     #[test]
