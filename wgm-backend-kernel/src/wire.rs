@@ -1069,6 +1069,15 @@ mod tests {
                 WireguardAllowedIpAttr::Cidr(33),
             ])]),
         ])])];
+        let handshake = |seconds: i64, nano_seconds: i64| {
+            vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
+                WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                    seconds,
+                    nano_seconds,
+                }),
+            ])])]
+        };
         let low_order = vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
             WireguardPeerAttribute::PublicKey([0; 32]),
         ])])];
@@ -1078,6 +1087,8 @@ mod tests {
             ("family", bad_ip),
             ("prefix", long_prefix),
             ("low order", low_order),
+            ("nanoseconds", handshake(1, 1_000_000_000)),
+            ("before 1970", handshake(-1, 0)),
         ] {
             let e = merge_dump([dump.as_slice()], "dump wg0").expect_err(name);
             assert!(e.to_string().contains("dump wg0"), "{name}: {e}");
