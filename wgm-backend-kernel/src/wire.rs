@@ -1130,6 +1130,86 @@ mod tests {
         }
     }
 
+    /// One attribute: length, type, value, padding to four bytes.
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + value.len()).expect("small");
+        let mut out = Vec::new();
+        out.extend_from_slice(&len.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    /// Every attribute type the kernel sends has its size checked, at its level of the
+    /// tree: the right sizes pass, one byte more or less does not.
+    #[test]
+    fn every_known_attribute_has_its_size_checked_at_its_level() {
+        type Wrap<'a> = &'a dyn Fn(Vec<u8>) -> Vec<u8>;
+        const NESTED: u16 = 0x8000;
+        // Wraps a peer attribute in the peers list and a peer entry; an allowed-IP
+        // attribute also in a peer's allowed-IP list and entry.
+        let device = |a: Vec<u8>| a;
+        let peer = |a: Vec<u8>| nla(8 | NESTED, &nla(NESTED, &a));
+        let allowed_ip = |a: Vec<u8>| peer(nla(9 | NESTED, &nla(NESTED, &a)));
+        let cases: [(&str, Wrap<'_>, u16, &[usize]); 19] = [
+            ("ifindex", &device, 1, &[4]),
+            ("ifname", &device, 2, &[1, 16]),
+            ("private key", &device, 3, &[32]),
+            ("public key", &device, 4, &[32]),
+            ("device flags", &device, 5, &[4]),
+            ("listen port", &device, 6, &[2]),
+            ("fwmark", &device, 7, &[4]),
+            ("peer key", &peer, 1, &[32]),
+            ("preshared key", &peer, 2, &[32]),
+            ("peer flags", &peer, 3, &[4]),
+            ("endpoint", &peer, 4, &[16, 28]),
+            ("keepalive", &peer, 5, &[2]),
+            ("handshake", &peer, 6, &[16]),
+            ("rx", &peer, 7, &[8]),
+            ("tx", &peer, 8, &[8]),
+            ("protocol", &peer, 10, &[4]),
+            ("family", &allowed_ip, 1, &[2]),
+            ("address", &allowed_ip, 2, &[4, 16]),
+            ("prefix length", &allowed_ip, 3, &[1]),
+        ];
+        for (name, wrap, kind, sizes) in cases {
+            for &size in sizes {
+                let good = wrap(nla(kind, &vec![0; size]));
+                assert!(
+                    check_wireguard_payload(&good).is_ok(),
+                    "{name}: {size} bytes"
+                );
+                for bad in [size - 1, size + 1] {
+                    if sizes.contains(&bad) || (name == "ifname" && (1..=16).contains(&bad)) {
+                        continue;
+                    }
+                    let payload = wrap(nla(kind, &vec![0; bad]));
+                    assert!(
+                        check_wireguard_payload(&payload).is_err(),
+                        "{name}: {bad} bytes passed"
+                    );
+                }
+            }
+        }
+        // Allowed-IP flags (4 bytes) and unknown types pass at any size.
+        assert!(check_wireguard_payload(&allowed_ip(nla(4, &[0; 4]))).is_ok());
+        assert!(check_wireguard_payload(&allowed_ip(nla(4, &[0; 3]))).is_err());
+        assert!(check_wireguard_payload(&nla(99, &[0; 3])).is_ok());
+        // Too deep, a stray tail, and a length past the end.
+        let mut deep = nla(0, &[]);
+        for _ in 0..8 {
+            deep = nla(8 | NESTED, &deep);
+        }
+        assert!(check_wireguard_payload(&deep).is_err());
+        assert!(check_wireguard_payload(&[1, 2]).is_err());
+        let mut long = nla(6, &[0; 2]);
+        long[0] = 12;
+        assert!(check_wireguard_payload(&long).is_err());
+    }
+
     fn unhex(hex: &str) -> Vec<u8> {
         (0..hex.len())
             .step_by(2)
