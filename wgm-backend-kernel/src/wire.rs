@@ -475,7 +475,7 @@ pub(crate) const NEVER: Option<std::time::SystemTime> = None;
 /// malformed answer becomes an error here instead. Unknown attribute types pass (the crate
 /// keeps them as they are).
 pub(crate) fn check_wireguard_payload(payload: &[u8]) -> Result<(), String> {
-    walk(payload, Level::Device, 0)
+    walk(payload, Level::Device)
 }
 
 #[derive(Clone, Copy)]
@@ -526,10 +526,9 @@ fn shape(level: Level, kind: u16) -> Shape {
     }
 }
 
-fn walk(mut buf: &[u8], level: Level, depth: usize) -> Result<(), String> {
-    if depth > 4 {
-        return Err("attributes nested deeper than a device dump's".into());
-    }
+/// Checks the attributes of `buf` at `level`, and the nests in them. The depth is bounded
+/// by the levels: an allowed IP holds no nest.
+fn walk(mut buf: &[u8], level: Level) -> Result<(), String> {
     while !buf.is_empty() {
         if buf.len() < 4 {
             return Err(format!(
@@ -550,7 +549,7 @@ fn walk(mut buf: &[u8], level: Level, depth: usize) -> Result<(), String> {
                     value.len()
                 ));
             }
-            Shape::Nest(inner) => walk(value, inner, depth + 1)?,
+            Shape::Nest(inner) => walk(value, inner)?,
             Shape::Sizes(_) | Shape::Unknown => {}
         }
         let padded = (len + 3) & !3;
@@ -1198,13 +1197,18 @@ mod tests {
         assert!(check_wireguard_payload(&allowed_ip(nla(4, &[0; 4]))).is_ok());
         assert!(check_wireguard_payload(&allowed_ip(nla(4, &[0; 3]))).is_err());
         assert!(check_wireguard_payload(&nla(99, &[0; 3])).is_ok());
-        // Too deep, a stray tail, and a length past the end.
-        let mut deep = nla(0, &[]);
-        for _ in 0..8 {
-            deep = nla(8 | NESTED, &deep);
-        }
-        assert!(check_wireguard_payload(&deep).is_err());
+        // Empty nests and empty unknown attributes pass, also as the last attribute.
+        assert!(check_wireguard_payload(&nla(8 | NESTED, &[])).is_ok());
+        assert!(check_wireguard_payload(&[nla(6, &[0; 2]), nla(99, &[])].concat()).is_ok());
+        assert!(check_wireguard_payload(&peer(nla(9 | NESTED, &[]))).is_ok());
+        // Nests inside an allowed IP are not the kernel's: their bytes are not read.
+        assert!(check_wireguard_payload(&allowed_ip(nla(5 | NESTED, &[1, 2, 3]))).is_ok());
+        // A stray tail, and a length below the header or past the end.
         assert!(check_wireguard_payload(&[1, 2]).is_err());
+        assert!(check_wireguard_payload(&[nla(6, &[0; 2]), vec![1, 2, 3]].concat()).is_err());
+        let mut short = nla(6, &[0; 2]);
+        short[0] = 3;
+        assert!(check_wireguard_payload(&short).is_err());
         let mut long = nla(6, &[0; 2]);
         long[0] = 12;
         assert!(check_wireguard_payload(&long).is_err());
