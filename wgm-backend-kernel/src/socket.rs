@@ -1,12 +1,3 @@
-//! The thin I/O half: one rtnetlink socket, its connection task, and the three request
-//! shapes the backend needs (single reply, acknowledged change, complete dump).
-//!
-//! Completeness is checked, not assumed. The connection forwards `NLMSG_DONE` and ACKs
-//! to us, so a dump counts only when its `NLMSG_DONE` arrived (a stream that merely
-//! ends, because the connection broke, is an error rather than a short answer), a dump
-//! flagged `NLM_F_DUMP_INTR` (the table changed while the kernel walked it) is read
-//! again, and a change counts only when its ACK arrived.
-
 //! The thin I/O half: one netlink socket (rtnetlink, or generic netlink for the
 //! `wireguard` family), its connection task, and the three request shapes the backends
 //! need (single reply, acknowledged change, complete dump).
