@@ -301,6 +301,13 @@ mod tests {
     }
 
     #[test]
+    fn describe_names_the_command_and_no_key() {
+        let wg = Genl::Wg(WgMessage::new(keyed(), 30)).describe();
+        assert_eq!(wg, "wireguard command SetDevice");
+        assert_eq!(get_family_request().describe(), "nlctrl command GetFamily");
+    }
+
+    #[test]
     fn wipe_zeroes_private_and_preshared_keys_only() {
         let mut m = keyed();
         wipe(&mut m.attributes);
