@@ -156,8 +156,6 @@ struct Builder<'a> {
     peers: Vec<WireguardPeer>,
     /// Bytes of the message being filled, headers and the peers nest included.
     len: usize,
-    /// Whether the message being filled is the first (device settings go only there).
-    first: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -169,7 +167,6 @@ impl<'a> Builder<'a> {
             attributes: Vec::new(),
             peers: Vec::new(),
             len: 0,
-            first: true,
         };
         b.open();
         b
@@ -182,7 +179,7 @@ impl<'a> Builder<'a> {
     }
 
     fn device_attribute(&mut self, a: WireguardAttribute) {
-        debug_assert!(self.first && self.peers.is_empty());
+        debug_assert!(self.done.is_empty() && self.peers.is_empty());
         self.len += a.buffer_len();
         self.attributes.push(a);
     }
@@ -202,7 +199,6 @@ impl<'a> Builder<'a> {
             cmd: WireguardCmd::SetDevice,
             attributes: std::mem::take(&mut self.attributes),
         });
-        self.first = false;
         self.open();
     }
 
@@ -248,13 +244,14 @@ impl<'a> Builder<'a> {
             continuation.push(WireguardPeerAttribute::Flags(flags));
         }
 
-        let ips: Vec<WireguardAllowedIp> = delta.allowed_ips.iter().map(allowed_ip).collect();
-        let mut next = 0;
+        // Each allowed IP is built once and moved into the fragment that carries it.
+        let mut ips = delta.allowed_ips.iter().map(allowed_ip).peekable();
         let mut attributes = head;
         loop {
             let header = NEST + attributes.iter().map(Emitable::buffer_len).sum::<usize>();
-            let ips_nest = if next < ips.len() { NEST } else { 0 };
-            let least = header + ips_nest + ips.get(next).map_or(0, Emitable::buffer_len);
+            let first_ip = ips.peek().map(Emitable::buffer_len);
+            let ips_nest = if first_ip.is_some() { NEST } else { 0 };
+            let least = header + ips_nest + first_ip.unwrap_or(0);
             if least > self.room() {
                 self.flush();
                 if least > self.room() {
@@ -271,22 +268,16 @@ impl<'a> Builder<'a> {
             }
             let room = self.room();
             let mut used = header + ips_nest;
-            let start = next;
-            while let Some(ip) = ips.get(next) {
-                let size = ip.buffer_len();
-                if used + size > room {
-                    break;
-                }
-                used += size;
-                next += 1;
+            let mut chunk = Vec::new();
+            while let Some(ip) = ips.next_if(|ip| used + ip.buffer_len() <= room) {
+                used += ip.buffer_len();
+                chunk.push(ip);
             }
-            if next > start {
-                attributes.push(WireguardPeerAttribute::AllowedIps(
-                    ips[start..next].to_vec(),
-                ));
+            if !chunk.is_empty() {
+                attributes.push(WireguardPeerAttribute::AllowedIps(chunk));
             }
             self.push_peer(WireguardPeer(std::mem::take(&mut attributes)));
-            if next >= ips.len() {
+            if ips.peek().is_none() {
                 return Ok(());
             }
             self.flush();
