@@ -16,6 +16,12 @@
 //!   others can read it) or the `WGM_MASTER_KEY` variable;
 //! - [`files`]: private files written atomically (`0600` from the first byte);
 //! - [`clock`]: the manager's clock on tokio's timer, so commit retries really wait;
+//! - [`open`]: all of the above put together: a `Manager` ready to use, the master key
+//!   checked against the store's secrets;
+//! - [`host`]: the WireGuard backend (`auto`, `kernel`, `userspace`) and this host's name;
+//! - [`parse`]: values given as text (addresses, pools, times, lists) through the core's
+//!   strict parsers, each error naming its field;
+//! - [`views`]: revisions and diffs as the front ends show them (no sealed values);
 //! - [`unix_user_name`]: who the local administrator is, for the audit log.
 //!
 //! ```no_run
@@ -35,8 +41,12 @@
 
 pub mod clock;
 pub mod files;
+pub mod host;
 pub mod location;
 pub mod master_key;
+pub mod open;
+pub mod parse;
+pub mod views;
 
 /// The name of the user running this process, for audit records (`local:<name>`): the
 /// entry of the real uid in `/etc/passwd`, else `$USER`, else `uid<N>`.

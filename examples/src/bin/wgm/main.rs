@@ -11,12 +11,12 @@ mod cmd;
 mod ctx;
 mod error;
 mod out;
-mod parse;
 mod progress;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use wgm_cli::parse;
 
 use crate::args::{Cli, Command};
 use crate::ctx::Ctx;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wgm_backend_kernel::{KernelNetwork, KernelWireGuard};
-use wgm_backend_userspace::{UserspaceBackend, UserspaceConfig};
+use wgm_backend_kernel::KernelNetwork;
+use wgm_cli::host::{self, Backend};
 use wgm_core::backend::{NetworkBackend, WireGuardBackend};
 use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Status};
 use wgm_core::reconcile::{DriftPolicy, Verify};
@@ -16,56 +16,26 @@ use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
 use crate::progress;
 
-/// This host's name: `--host`/`WGM_HOST`, else the kernel's host name.
-fn host_name(given: Option<&str>) -> CliResult<String> {
-    if let Some(h) = given {
-        if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::invalid(
-                "host",
-                "must be 1 to 253 characters without spaces or control characters",
-            )
-            .into());
-        }
-        return Ok(h.to_owned());
-    }
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = name.trim();
-    Ok(if name.is_empty() { "localhost" } else { name }.to_owned())
-}
-
-/// The WireGuard backend `--backend` asks for. `auto` takes the kernel's when the kernel
-/// has WireGuard (the probe resolves its generic netlink family, which loads the module
-/// when it can), wireguard-go when it has none; any other failure of the probe is an
-/// error, not a reason to fall back.
+/// The WireGuard backend `--backend` asks for ([`wgm_cli::host::wireguard`]); the
+/// kernel's, on a kernel without WireGuard, names the alternative.
 async fn wireguard(kind: BackendKind) -> CliResult<Arc<dyn WireGuardBackend>> {
-    let userspace = || Arc::new(UserspaceBackend::new(UserspaceConfig::default()));
-    match kind {
-        BackendKind::Userspace => Ok(userspace()),
-        BackendKind::Kernel => {
-            let wg = KernelWireGuard::new();
-            match wg.probe().await {
-                Ok(()) => Ok(Arc::new(wg)),
-                Err(Error::Unsupported { what }) => Err(CliError::Core(Error::unsupported(
-                    format!("--backend kernel: {what}: --backend userspace"),
-                ))),
-                Err(e) => Err(e.into()),
-            }
-        }
-        BackendKind::Auto => {
-            let wg = KernelWireGuard::new();
-            match wg.probe().await {
-                Ok(()) => Ok(Arc::new(wg)),
-                Err(Error::Unsupported { .. }) => Ok(userspace()),
-                Err(e) => Err(e.into()),
-            }
-        }
+    let backend = match kind {
+        BackendKind::Auto => Backend::Auto,
+        BackendKind::Kernel => Backend::Kernel,
+        BackendKind::Userspace => Backend::Userspace,
+    };
+    match host::wireguard(backend).await {
+        Err(Error::Unsupported { what }) if backend == Backend::Kernel => Err(CliError::Core(
+            Error::unsupported(format!("--backend kernel: {what}: --backend userspace")),
+        )),
+        r => Ok(r?),
     }
 }
 
 /// The host to apply to. `network`: also manage addresses, routes and MTU (needs an
 /// rtnetlink socket).
 async fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Host> {
-    let name = host_name(b.host.as_deref())?;
+    let name = host::host_name(b.host.as_deref())?;
     let wg = wireguard(b.backend).await?;
     let net: Option<Arc<dyn NetworkBackend>> = if network {
         Some(Arc::new(KernelNetwork::new()?))
@@ -377,13 +347,5 @@ mod tests {
         assert_eq!(ago(100_000, 100_000 - 7200), "2 h ago");
         assert_eq!(ago(1_000_000, 1_000_000 - 3 * 86_400), "3 d ago");
         assert_eq!(ago(0, 5), "0 s ago");
-    }
-
-    #[test]
-    fn host_names_are_checked() {
-        assert!(host_name(Some("a b")).is_err());
-        assert!(host_name(Some("")).is_err());
-        assert_eq!(host_name(Some("h1")).unwrap(), "h1");
-        assert!(!host_name(None).unwrap().is_empty());
     }
 }

@@ -28,6 +28,7 @@ fn key_text(origin: &KeyOrigin) -> String {
             }
         ),
         KeyOrigin::Env => "from WGM_MASTER_KEY".to_owned(),
+        KeyOrigin::Value => "given as a value".to_owned(),
         KeyOrigin::Ephemeral => "ephemeral (in-memory store)".to_owned(),
     }
 }
