@@ -102,7 +102,10 @@ mod tests {
     fn backend_words() {
         assert_eq!(Backend::parse("auto", "b").unwrap(), Backend::Auto);
         assert_eq!(Backend::parse("kernel", "b").unwrap(), Backend::Kernel);
-        assert_eq!(Backend::parse("userspace", "b").unwrap(), Backend::Userspace);
+        assert_eq!(
+            Backend::parse("userspace", "b").unwrap(),
+            Backend::Userspace
+        );
         assert!(matches!(
             Backend::parse("Kernel", "b"),
             Err(Error::InvalidInput { field, .. }) if field == "b"

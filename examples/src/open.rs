@@ -151,8 +151,7 @@ async fn load_master_key(
             return Ok((key, KeyOrigin::Value));
         }
         KeySource::Default => {
-            if let Some(v) =
-                std::env::var_os(master_key::ENV_MASTER_KEY).filter(|v| !v.is_empty())
+            if let Some(v) = std::env::var_os(master_key::ENV_MASTER_KEY).filter(|v| !v.is_empty())
             {
                 let v = Zeroizing::new(v.into_string().map_err(|_| {
                     Error::sealed(format!(

@@ -76,7 +76,6 @@ pub fn entry(r: &RevisionRecord) -> HistoryEntry {
     }
 }
 
-
 /// A stable order of a diff: the server, then removed, changed and added peers, each
 /// by name.
 pub fn sort_diff(entries: &mut [DiffEntry]) {

@@ -53,7 +53,10 @@ fn parts<'py>(
     let mut field = None;
     let mut reason = None;
     match e {
-        Error::InvalidInput { field: f, reason: r } => {
+        Error::InvalidInput {
+            field: f,
+            reason: r,
+        } => {
             field = Some(f.to_string());
             reason = Some(r.to_string());
         }

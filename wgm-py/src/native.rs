@@ -188,7 +188,12 @@ async fn login_inner(
     };
     let out = inner
         .manager
-        .login(&user, &password, totp.as_deref().map(String::as_str), source)
+        .login(
+            &user,
+            &password,
+            totp.as_deref().map(String::as_str),
+            source,
+        )
         .await?;
     let p = inner.manager.authenticate_jwt(&out.access_token).await?;
     Ok(PyPrincipal(p))
@@ -235,9 +240,10 @@ impl Native {
     /// 32 of `[A-Za-z0-9_.-]`); only when opened with `local_admin=True`.
     fn local_admin(&self, name: &str) -> PyResult<PyPrincipal> {
         let check = || -> Result<PyPrincipal> {
-            let local = self.inner.local.as_ref().ok_or_else(|| {
-                Error::denied("this manager was opened without local_admin=True")
-            })?;
+            let local =
+                self.inner.local.as_ref().ok_or_else(|| {
+                    Error::denied("this manager was opened without local_admin=True")
+                })?;
             Ok(PyPrincipal(local.principal(name)))
         };
         check().map_err(|e| Python::attach(|py| crate::errors::to_py(py, &e)))

@@ -29,12 +29,12 @@ use wgm_cli::parse::{self, OrNone};
 use wgm_cli::views;
 use wgm_core::ipam::Strategy;
 use wgm_core::manager::{
-    ApplyOptions, Host, ImportOptions, NewPeer, NewServer, NewToken, NewUser,
-    PeerUpdate, ServerUpdate, UserUpdate,
+    ApplyOptions, Host, ImportOptions, NewPeer, NewServer, NewToken, NewUser, PeerUpdate,
+    ServerUpdate, UserUpdate,
 };
 use wgm_core::model::{
-    AuditQuery, Delegation, Page, PeerId, RevisionNo, RoleAssignment, ServerId, TokenId, TunnelMode,
-    UserId,
+    AuditQuery, Delegation, Page, PeerId, RevisionNo, RoleAssignment, ServerId, TokenId,
+    TunnelMode, UserId,
 };
 use wgm_core::names::{Description, InterfaceName, RoleName};
 use wgm_core::net;
@@ -72,7 +72,11 @@ impl Args {
                 },
             }),
             _ => Err(Error::invalid(
-                if field.is_empty() { "args".to_owned() } else { field.to_owned() },
+                if field.is_empty() {
+                    "args".to_owned()
+                } else {
+                    field.to_owned()
+                },
                 "must be an object",
             )),
         }
@@ -139,9 +143,10 @@ impl Args {
     pub fn u64(&mut self, key: &str) -> Result<Option<u64>> {
         match self.map.remove(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                Error::invalid(self.field(key), "must be a non-negative integer")
-            }),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Error::invalid(self.field(key), "must be a non-negative integer")),
             Some(_) => Err(Error::invalid(self.field(key), "must be an integer")),
         }
     }
@@ -234,7 +239,10 @@ fn strategy(s: &str) -> Result<Strategy> {
     match s {
         "sequential" => Ok(Strategy::Sequential),
         "random" => Ok(Strategy::Random),
-        _ => Err(Error::invalid("server.strategy", "must be sequential or random")),
+        _ => Err(Error::invalid(
+            "server.strategy",
+            "must be sequential or random",
+        )),
     }
 }
 
@@ -303,7 +311,12 @@ fn drift(remove_unmanaged: Option<bool>) -> DriftPolicy {
 }
 
 /// A permission in its text form; `@server:NAME` may name the server instead of its id.
-async fn permission(inner: &Inner, p: &Principal, text: &str, field: &'static str) -> Result<Permission> {
+async fn permission(
+    inner: &Inner,
+    p: &Principal,
+    text: &str,
+    field: &'static str,
+) -> Result<Permission> {
     let text = match text.split_once("@server:") {
         Some((body, s)) if s.parse::<ServerId>().is_err() => {
             let id = inner.manager.resolve_server(p, s).await?;
@@ -334,7 +347,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             let port = a.req("listen_port", parse::server_listen_port)?;
             let mut spec = NewServer::new(name, interface, port);
             spec.ipv6_pool = a.get("ipv6_pool", parse::ipv6_pool)?;
-            spec.ipv4_pool = a.get("ipv4_pool", parse::ipv4_pool)?.and_then(OrNone::into_option);
+            spec.ipv4_pool = a
+                .get("ipv4_pool", parse::ipv4_pool)?
+                .and_then(OrNone::into_option);
             spec.address_v6 = a.get("address_v6", |s| ipv6_addr(s, "server.address_v6"))?;
             spec.address_v4 = a.get("address_v4", |s| ipv4_addr(s, "server.address_v4"))?;
             spec.endpoint = a.get("endpoint", parse::server_endpoint)?;
@@ -473,13 +488,16 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
                 spec.prefix = r;
             }
             spec.public_key = a.get("public_key", parse::peer_public_key)?;
-            if let Some(ips) = a.list("allowed_ips", |s| net::parse_allowed_ip(s, "peer.allowed_ips"))? {
+            if let Some(ips) = a.list("allowed_ips", |s| {
+                net::parse_allowed_ip(s, "peer.allowed_ips")
+            })? {
                 spec.extra_allowed_ips = ips;
             }
             spec.keepalive = a.get("keepalive", parse::peer_keepalive)?;
             spec.endpoint = a.get("endpoint", parse::peer_endpoint)?;
-            spec.expires_at = a
-                .get("expires_at", |s| time_arg(m, s, "peer.expires_at", parse::Relative::Future))?;
+            spec.expires_at = a.get("expires_at", |s| {
+                time_arg(m, s, "peer.expires_at", parse::Relative::Future)
+            })?;
             spec.description = a.get("description", parse::description)?;
             spec.preshared_key = a.bool("preshared_key")?.unwrap_or(true);
             spec.owner = user(inner, p, &mut a, "owner").await?;
@@ -513,7 +531,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
                 Some(Value::Null) => Some(Vec::new()),
                 Some(v) => {
                     let mut one = Args::object(json!({ "allowed_ips": v }), "")?;
-                    one.list("allowed_ips", |s| net::parse_allowed_ip(s, "peer.allowed_ips"))?
+                    one.list("allowed_ips", |s| {
+                        net::parse_allowed_ip(s, "peer.allowed_ips")
+                    })?
                 }
             };
             u.endpoint = a.update("endpoint", parse::peer_endpoint)?;
@@ -601,7 +621,12 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             let limit = a.get("limit", |s| parse::number(s, "history.limit", u64::MAX))?;
             a.finish()?;
             let revs = m
-                .history(p, sid, RevisionNo(after.unwrap_or(0)), limit.unwrap_or(u64::MAX))
+                .history(
+                    p,
+                    sid,
+                    RevisionNo(after.unwrap_or(0)),
+                    limit.unwrap_or(u64::MAX),
+                )
                 .await?;
             let entries: Vec<views::HistoryEntry> = revs.iter().map(views::entry).collect();
             out(&entries)
@@ -629,12 +654,18 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             let mut q = AuditQuery {
                 actor: a.string("actor")?,
                 object_prefix: a.string("object_prefix")?,
-                after_seq: a.get("after_seq", |s| parse::number(s, "audit.after_seq", u64::MAX))?,
+                after_seq: a.get("after_seq", |s| {
+                    parse::number(s, "audit.after_seq", u64::MAX)
+                })?,
                 limit: a.get("limit", |s| parse::number(s, "audit.limit", u64::MAX))?,
                 ..AuditQuery::default()
             };
-            q.since = a.get("since", |s| time_arg(m, s, "audit.since", parse::Relative::Past))?;
-            q.until = a.get("until", |s| time_arg(m, s, "audit.until", parse::Relative::Past))?;
+            q.since = a.get("since", |s| {
+                time_arg(m, s, "audit.since", parse::Relative::Past)
+            })?;
+            q.until = a.get("until", |s| {
+                time_arg(m, s, "audit.until", parse::Relative::Past)
+            })?;
             if let Some(s) = a.string("server")? {
                 q.server_id = Some(m.resolve_server(p, &s).await?);
             }
@@ -662,7 +693,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             spec.email = a.string("email")?;
             spec.password = a.string_secret("password")?;
             spec.peer_quota = a
-                .get("peer_quota", |s| parse::number(s, "user.peer_quota", u64::from(u32::MAX)))?
+                .get("peer_quota", |s| {
+                    parse::number(s, "user.peer_quota", u64::from(u32::MAX))
+                })?
                 .map(|n| n as u32);
             a.finish()?;
             out(&m.create_user(p, spec).await?)
@@ -754,7 +787,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
                 perms.push(permission(inner, p, &t, "role.permissions").await?);
             }
             let quota = a
-                .get("peer_quota", |s| parse::number(s, "role.peer_quota", u64::from(u32::MAX)))?
+                .get("peer_quota", |s| {
+                    parse::number(s, "role.peer_quota", u64::from(u32::MAX))
+                })?
                 .map(|n| n as u32);
             a.finish()?;
             let role = Role::custom(name, description, perms)?.with_peer_quota(quota);
@@ -806,7 +841,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             out(&m.list_tokens(p, u).await?)
         }
         "token_revoke" => {
-            let id = a.req("token", |s| s.parse::<TokenId>().map_err(|e| e.in_field("token")))?;
+            let id = a.req("token", |s| {
+                s.parse::<TokenId>().map_err(|e| e.in_field("token"))
+            })?;
             a.finish()?;
             m.revoke_token(p, id).await?;
             out(&json!({ "revoked": id }))

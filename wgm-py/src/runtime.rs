@@ -54,7 +54,10 @@ where
     F: Future<Output = wgm_core::Result<T>>,
 {
     let handle = runtime().handle().clone();
-    wait_for(py, runtime().spawn_blocking(move || handle.block_on(make())))
+    wait_for(
+        py,
+        runtime().spawn_blocking(move || handle.block_on(make())),
+    )
 }
 
 /// Wait for `task` from asyncio.

@@ -20,7 +20,9 @@ use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use wgm_core::keys::{PresharedKey, PrivateKey, PublicKey};
 use wgm_core::net::{self, DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
-use wgm_core::wgquick::{self, Hooks, InterfaceSection, ParseOptions, PeerSection, Table, WgQuickConfig};
+use wgm_core::wgquick::{
+    self, Hooks, InterfaceSection, ParseOptions, PeerSection, Table, WgQuickConfig,
+};
 use wgm_core::{Error, Result};
 use zeroize::Zeroizing;
 
@@ -124,8 +126,14 @@ fn to_json(c: &WgQuickConfig) -> Value {
 fn from_json(text: &str) -> Result<WgQuickConfig> {
     let mut top = Args::parse(text)?;
     let comments = top.strings("comments")?.unwrap_or_default();
-    let mut i = Args::object(top.take("interface")?.unwrap_or(Value::Object(Map::new())), "interface")?;
-    let mut hooks = Args::object(i.take("hooks")?.unwrap_or(Value::Object(Map::new())), "interface.hooks")?;
+    let mut i = Args::object(
+        top.take("interface")?.unwrap_or(Value::Object(Map::new())),
+        "interface",
+    )?;
+    let mut hooks = Args::object(
+        i.take("hooks")?.unwrap_or(Value::Object(Map::new())),
+        "interface.hooks",
+    )?;
     let interface = InterfaceSection {
         name: i.string("name")?,
         comments: i.strings("comments")?.unwrap_or_default(),
@@ -133,8 +141,14 @@ fn from_json(text: &str) -> Result<WgQuickConfig> {
             .string_secret("private_key")?
             .map(|k| PrivateKey::from_base64_field(&k, "Interface.PrivateKey"))
             .transpose()?,
-        listen_port: i.u64("listen_port")?.map(|v| number(v, "Interface.ListenPort").and_then(ListenPort::new)).transpose()?,
-        fwmark: i.u64("fwmark")?.map(|v| number(v, "Interface.FwMark").and_then(FwMark::new)).transpose()?,
+        listen_port: i
+            .u64("listen_port")?
+            .map(|v| number(v, "Interface.ListenPort").and_then(ListenPort::new))
+            .transpose()?,
+        fwmark: i
+            .u64("fwmark")?
+            .map(|v| number(v, "Interface.FwMark").and_then(FwMark::new))
+            .transpose()?,
         addresses: i
             .strings("addresses")?
             .unwrap_or_default()
@@ -147,7 +161,10 @@ fn from_json(text: &str) -> Result<WgQuickConfig> {
             .iter()
             .map(|s| DnsEntry::parse(s, "Interface.DNS"))
             .collect::<Result<_>>()?,
-        mtu: i.u64("mtu")?.map(|v| number(v, "Interface.MTU").and_then(Mtu::new)).transpose()?,
+        mtu: i
+            .u64("mtu")?
+            .map(|v| number(v, "Interface.MTU").and_then(Mtu::new))
+            .transpose()?,
         table: i.string("table")?.map(|s| s.parse::<Table>()).transpose()?,
         save_config: i.bool("save_config")?,
         hooks: Hooks {
