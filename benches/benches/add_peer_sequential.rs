@@ -1,0 +1,83 @@
+//! `add_peer` one call at a time on a fresh SQLite store, opened as the CLI and the
+//! Python bindings open it (`wgm_cli::open`): the Rust side of the comparison with
+//! `benches/python/bench_add_peer.py`, which does exactly the same from Python.
+//!
+//! ```text
+//! cargo bench -p wgm-benches --bench add_peer_sequential [-- --count N]
+//! ```
+//!
+//! Each call is driven like a blocking Python call: `block_on` on a multi-threaded tokio
+//! runtime from the calling thread. Prints peers per second and milliseconds per call
+//! (mean, median, 99th percentile).
+
+use std::time::{Duration, Instant};
+
+use wgm_cli::open::{open, KeySource, OpenOptions};
+use wgm_core::manager::{NewPeer, NewServer};
+use wgm_core::names::{InterfaceName, PeerName, ServerName};
+use wgm_core::net::ListenPort;
+
+fn main() {
+    let mut count: usize = 10_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--count" {
+            count = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("--count takes a number");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let t0 = Instant::now();
+    let opened = rt
+        .block_on(open(OpenOptions {
+            store: Some(format!("sqlite:{}", dir.path().join("wgm.db").display())),
+            key: KeySource::File(dir.path().join("wgm.key")),
+            local_admin: true,
+            jwt: None,
+        }))
+        .expect("open the store");
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let m = opened.manager;
+    let admin = opened.local.expect("asked for").principal("bench");
+    let mut spec = NewServer::new(
+        ServerName::new("bench").expect("a valid name"),
+        InterfaceName::new("bench").expect("a valid name"),
+        ListenPort::new(51820).expect("a valid port"),
+    );
+    spec.ipv6_pool = Some("fd00:b::/64".parse().expect("a network"));
+    spec.ipv4_pool = Some("10.64.0.0/16".parse().expect("a network"));
+    let server = rt
+        .block_on(m.create_server(&admin, spec))
+        .expect("create the server")
+        .id;
+    let mut per_call: Vec<Duration> = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        let name = PeerName::new(&format!("p{i}")).expect("a valid name");
+        rt.block_on(m.add_peer(&admin, server, NewPeer::new(name)))
+            .expect("add_peer");
+        per_call.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    per_call.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("open store           {open_ms:8.1} ms");
+    println!("add_peer x{count:<9} {:8.2} s", total.as_secs_f64());
+    println!(
+        "  peers/s            {:8.0}",
+        count as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  ms per call        {:8.3} mean, {:.3} median, {:.3} p99",
+        ms(total) / count as f64,
+        ms(per_call[count / 2]),
+        ms(per_call[(count * 99 / 100).min(count - 1)])
+    );
+}
