@@ -65,3 +65,18 @@ def test_the_readmes_python_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "[Interface]" in out and "PrivateKey" in out
+
+
+def test_every_python_block_of_docs_python_md_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/python.md promises that its ``python`` blocks run as written."""
+    monkeypatch.chdir(tmp_path)
+    doc = (ROOT / "docs" / "python.md").read_text()
+    blocks = doc.split("```python\n")[1:]
+    assert len(blocks) >= 3
+    for n, block in enumerate(blocks):
+        code = block[: block.index("```")]
+        exec(compile(code, f"docs/python.md block {n + 1}", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    assert "fd00:1::2 10.8.0.2" in out

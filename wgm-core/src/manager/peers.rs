@@ -426,14 +426,20 @@ impl Manager {
                 };
                 found
                     .map(|p| (p.id, p.owner))
-                    .ok_or_else(|| Error::not_found("peer", name_or_id))
+                    .ok_or_else(|| Error::not_found("peer", shown_reference(name_or_id)))
             })
             .await?;
         // Users who may not see the peer learn only that it does not exist.
         let target = Self::peer_target(server, owner);
         if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
             return Err(self
-                .hidden(p, Resource::Peer, target, "peer", name_or_id)
+                .hidden(
+                    p,
+                    Resource::Peer,
+                    target,
+                    "peer",
+                    shown_reference(name_or_id),
+                )
                 .await);
         }
         Ok(id)
@@ -1315,6 +1321,23 @@ pub(super) fn removal_changes(
     changes
 }
 
+/// How a peer reference appears in a not-found error: as given, unless it has the shape
+/// of a key. A private key pasted where a public key belongs has that shape too, and an
+/// error message is logged, shown and audited: it must not carry key material.
+fn shown_reference(name_or_id: &str) -> &str {
+    let b = name_or_id.as_bytes();
+    let key_shaped = b.len() == 44
+        && b[43] == b'='
+        && b[..43]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/'));
+    if key_shaped {
+        "(the public key given)"
+    } else {
+        name_or_id
+    }
+}
+
 /// A requested peer name that another peer of the server has: bad input (exit code 2
 /// in the CLI), naming the field.
 fn name_taken(name: &PeerName) -> Error {
@@ -1325,13 +1348,18 @@ fn name_taken(name: &PeerName) -> Error {
 }
 
 /// An explicitly requested address that is taken (by the server or another peer) is
-/// bad input naming the field, not a race: turn the allocator's conflict into that.
+/// bad input naming the field, not a race: turn the allocator's conflict into that. The
+/// allocator's message starts with the field; the reason leaves it out, since the error
+/// names the field already (`invalid peer.ipv6: fd00::2 is already in use …`).
 fn as_input(e: Error, field: &'static str) -> Error {
     match e {
         Error::Conflict { kind } => Error::InvalidInput {
             field: field.into(),
             reason: match kind {
-                ConflictKind::Other { reason } => reason,
+                ConflictKind::Other { reason } => match reason.strip_prefix(field) {
+                    Some(rest) if rest.starts_with(": ") => rest[2..].to_owned().into(),
+                    _ => reason,
+                },
                 other => other.to_string().into(),
             },
         },
@@ -1345,6 +1373,28 @@ mod tests {
 
     fn spec() -> NewPeer {
         NewPeer::new(PeerName::new("dev").unwrap())
+    }
+
+    #[test]
+    fn a_taken_address_names_its_field_once() {
+        let taken = Error::conflict("peer.ipv6: fd00::2 is already in use in the pool fd00::/64");
+        assert_eq!(
+            as_input(taken, "peer.ipv6").to_string(),
+            "invalid peer.ipv6: fd00::2 is already in use in the pool fd00::/64"
+        );
+        let other = Error::conflict("something else");
+        assert_eq!(
+            as_input(other, "peer.ipv4").to_string(),
+            "invalid peer.ipv4: something else"
+        );
+    }
+
+    #[test]
+    fn a_key_shaped_reference_is_not_repeated() {
+        let key = crate::keys::PrivateKey::generate();
+        let text = key.expose_base64();
+        assert_eq!(shown_reference(&text), "(the public key given)");
+        assert_eq!(shown_reference("laptop"), "laptop");
     }
 
     fn refused(r: Result<Vec<NewPeer>>, rule: &str) {
