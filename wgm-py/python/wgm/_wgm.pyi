@@ -9,6 +9,17 @@ from collections.abc import Awaitable
 from os import PathLike
 from typing import Optional, Union, final
 
+__all__ = [
+    "__version__",
+    "Native",
+    "Principal",
+    "generate_private_key",
+    "public_key",
+    "generate_preshared_key",
+    "wgquick_parse",
+    "wgquick_render",
+]
+
 __version__: str
 
 @final
@@ -27,8 +38,8 @@ class Principal:
     def roles(self) -> list[str]: ...
     @property
     def is_admin(self) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
 
 @final
 class Native:
