@@ -21,7 +21,7 @@ use wgm_core::names::{InterfaceName, PeerName, ServerName};
 use wgm_core::net::ListenPort;
 
 fn main() {
-    let mut count: usize = 10_000;
+    let mut count: u32 = 10_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--count" {
@@ -31,6 +31,7 @@ fn main() {
                 .expect("--count takes a number");
         }
     }
+    assert!(count > 0, "--count must be at least 1");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,35 +60,35 @@ fn main() {
         .block_on(m.create_server(&admin, spec))
         .expect("create the server")
         .id;
-    let mut per_call: Vec<Duration> = Vec::with_capacity(count);
+    let mut per_call: Vec<Duration> = Vec::with_capacity(count as usize);
     let cpu_start = cpu_time();
     let start = Instant::now();
     for i in 0..count {
         let t = Instant::now();
-        let name = PeerName::new(&format!("p{i}")).expect("a valid name");
+        let name = PeerName::new(format!("p{i}")).expect("a valid name");
         rt.block_on(m.add_peer(&admin, server, NewPeer::new(name)))
             .expect("add_peer");
         per_call.push(t.elapsed());
     }
     let total = start.elapsed();
-    let cpu = cpu_time() - cpu_start;
+    let cpu = cpu_time().saturating_sub(cpu_start);
     per_call.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("open store           {open_ms:8.1} ms");
     println!("add_peer x{count:<9} {:8.2} s", total.as_secs_f64());
     println!(
         "  peers/s            {:8.0}",
-        count as f64 / total.as_secs_f64()
+        f64::from(count) / total.as_secs_f64()
     );
     println!(
         "  ms per call        {:8.3} mean, {:.3} median, {:.3} p99",
-        ms(total) / count as f64,
-        ms(per_call[count / 2]),
-        ms(per_call[(count * 99 / 100).min(count - 1)])
+        ms(total) / f64::from(count),
+        ms(per_call[per_call.len() / 2]),
+        ms(per_call[(per_call.len() * 99 / 100).min(per_call.len() - 1)])
     );
     println!(
         "  CPU ms per call    {:8.3} (all threads)",
-        ms(cpu) / count as f64
+        ms(cpu) / f64::from(count)
     );
 }
 
