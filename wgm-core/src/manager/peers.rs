@@ -1382,6 +1382,12 @@ mod tests {
             as_input(taken, "peer.ipv6").to_string(),
             "invalid peer.ipv6: fd00::2 is already in use in the pool fd00::/64"
         );
+        // Only the field followed by ": " is its prefix.
+        let longer = Error::conflict("peer.ipv6s differ");
+        assert_eq!(
+            as_input(longer, "peer.ipv6").to_string(),
+            "invalid peer.ipv6: peer.ipv6s differ"
+        );
         let other = Error::conflict("something else");
         assert_eq!(
             as_input(other, "peer.ipv4").to_string(),
