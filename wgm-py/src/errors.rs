@@ -1,5 +1,6 @@
 //! The library's errors as Python exceptions: the classes of `wgm.errors`, one per error
-//! kind, each with the library's machine code (`kind`), the CLI's exit code (`code`),
+//! kind, chosen there by the library's machine code (`Error::code`, the class's `kind`:
+//! `wgm.errors.error_class` is the one table), each with the CLI's exit code (`code`),
 //! the field and rule of invalid input, and a `details` dict of the rest (a parse
 //! error's line, what was not found, a throttle's wait). Messages are the library's:
 //! they name fields and rules, never a secret.
@@ -9,27 +10,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wgm_core::error::ConflictKind;
 use wgm_core::Error;
-
-/// The `wgm.errors` class of an error.
-pub fn class_name(e: &Error) -> &'static str {
-    match e {
-        Error::InvalidInput { .. } => "InvalidInput",
-        Error::Parse { .. } => "ParseError",
-        Error::NotFound { .. } => "NotFound",
-        Error::AlreadyExists { .. } => "AlreadyExists",
-        Error::Conflict { .. } => "Conflict",
-        Error::PermissionDenied { .. } => "PermissionDenied",
-        Error::Unauthenticated { .. } => "Unauthenticated",
-        Error::Throttled { .. } => "Throttled",
-        Error::PoolExhausted { .. } => "PoolExhausted",
-        Error::Unsupported { .. } => "Unsupported",
-        Error::Sealed { .. } => "Sealed",
-        Error::Backend { .. } => "BackendError",
-        Error::Store { .. } => "Unavailable",
-        // A kind added to the library later: the base class.
-        _ => "WgmError",
-    }
-}
 
 /// The machine name of a conflict's kind.
 fn conflict_name(k: &ConflictKind) -> &'static str {
@@ -96,7 +76,10 @@ fn parts<'py>(
 pub fn to_py(py: Python<'_>, e: &Error) -> PyErr {
     let message = e.to_string();
     let build = || -> PyResult<PyErr> {
-        let class = py.import("wgm.errors")?.getattr(class_name(e))?;
+        let class = py
+            .import("wgm.errors")?
+            .getattr("error_class")?
+            .call1((e.code(),))?;
         let (field, reason, details) = parts(py, e)?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("field", field)?;
@@ -108,21 +91,21 @@ pub fn to_py(py: Python<'_>, e: &Error) -> PyErr {
     build().unwrap_or_else(|_| PyRuntimeError::new_err(message.clone()))
 }
 
+/// `r`, its error raised as the matching `wgm.errors` class (taking the GIL for that).
+pub fn raise<T>(r: wgm_core::Result<T>) -> PyResult<T> {
+    r.map_err(|e| Python::attach(|py| to_py(py, &e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_has_its_class() {
-        let cases = [
-            (Error::invalid("peer.name", "x"), "InvalidInput"),
-            (Error::not_found("server", "a"), "NotFound"),
-            (Error::denied("no"), "PermissionDenied"),
-            (Error::unsupported("no"), "Unsupported"),
-            (Error::sealed("no"), "Sealed"),
-        ];
-        for (e, class) in cases {
-            assert_eq!(class_name(&e), class);
-        }
+    fn conflicts_are_named_for_machines() {
+        use wgm_core::error::Taken;
+        let taken = ConflictKind::Taken(Taken::Address("fd00::2".parse().unwrap()));
+        assert_eq!(conflict_name(&taken), "taken");
+        let other = ConflictKind::Other { reason: "x".into() };
+        assert_eq!(conflict_name(&other), "other");
     }
 }

@@ -173,6 +173,14 @@ async fn open_inner(o: Result<OpenOptions>) -> Result<Native> {
     })
 }
 
+async fn token_inner(inner: Arc<Inner>, secret: Zeroizing<String>) -> Result<PyPrincipal> {
+    inner
+        .manager
+        .authenticate_token(&secret)
+        .await
+        .map(PyPrincipal)
+}
+
 async fn login_inner(
     inner: Arc<Inner>,
     user: String,
@@ -246,20 +254,14 @@ impl Native {
                 })?;
             Ok(PyPrincipal(local.principal(name)))
         };
-        check().map_err(|e| Python::attach(|py| crate::errors::to_py(py, &e)))
+        crate::errors::raise(check())
     }
 
     /// The owner of an API token.
     fn authenticate_token(&self, py: Python<'_>, secret: &str) -> PyResult<PyPrincipal> {
         let inner = self.inner.clone();
         let secret = Zeroizing::new(secret.to_owned());
-        block(py, move || async move {
-            inner
-                .manager
-                .authenticate_token(&secret)
-                .await
-                .map(PyPrincipal)
-        })
+        block(py, move || token_inner(inner, secret))
     }
 
     /// `authenticate_token`, as an awaitable.
@@ -270,13 +272,7 @@ impl Native {
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         let secret = Zeroizing::new(secret.to_owned());
-        awaitable(py, async move {
-            inner
-                .manager
-                .authenticate_token(&secret)
-                .await
-                .map(PyPrincipal)
-        })
+        awaitable(py, token_inner(inner, secret))
     }
 
     /// A password login (with a TOTP code when enrolled), throttled and audited.

@@ -18,8 +18,6 @@
 //! secrets (`server_export`, `peer_config`, `peer_qr`) are audited by the library like
 //! every other read of a secret.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -196,6 +194,23 @@ impl Args {
         }
     }
 
+    /// An update of the list at `key`: absent is `None` (leave it), `null` an empty list
+    /// (clear it), a list each item parsed by `f`.
+    fn update_list<T>(
+        &mut self,
+        key: &str,
+        f: impl Fn(&str) -> Result<T>,
+    ) -> Result<Option<Vec<T>>> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::Null) => {
+                self.map.remove(key);
+                Ok(Some(Vec::new()))
+            }
+            Some(_) => self.list(key, f),
+        }
+    }
+
     /// Each item of the list at `key` parsed by `f`; `None` when absent or `null`.
     fn list<T>(&mut self, key: &str, f: impl Fn(&str) -> Result<T>) -> Result<Option<Vec<T>>> {
         self.strings(key)?
@@ -230,11 +245,6 @@ fn time_arg(
     Ok(parse::when(s, field)?.at(m.now(), dir))
 }
 
-/// A revision number.
-fn revision(s: &str, field: &'static str) -> Result<RevisionNo> {
-    parse::revision(s, field)
-}
-
 fn strategy(s: &str) -> Result<Strategy> {
     match s {
         "sequential" => Ok(Strategy::Sequential),
@@ -254,22 +264,15 @@ fn tunnel(s: &str) -> Result<TunnelMode> {
     }
 }
 
-/// The DNS list of a server, with the library's list rules.
-fn dns(items: &[String]) -> Result<Vec<net::DnsEntry>> {
-    let entries = items
-        .iter()
-        .map(|s| net::DnsEntry::parse(s, "server.dns"))
-        .collect::<Result<Vec<_>>>()?;
+/// One DNS entry of a server.
+fn dns_entry(s: &str) -> Result<net::DnsEntry> {
+    net::DnsEntry::parse(s, "server.dns")
+}
+
+/// A server's DNS list, held to the library's list rules.
+fn dns_list(entries: Vec<net::DnsEntry>) -> Result<Vec<net::DnsEntry>> {
     net::check_dns_list(&entries, "server.dns")?;
     Ok(entries)
-}
-
-fn ipv6_addr(s: &str, field: &'static str) -> Result<Ipv6Addr> {
-    net::parse_ipv6(s, field)
-}
-
-fn ipv4_addr(s: &str, field: &'static str) -> Result<Ipv4Addr> {
-    net::parse_ipv4(s, field)
 }
 
 async fn server(inner: &Inner, p: &Principal, a: &mut Args) -> Result<ServerId> {
@@ -350,11 +353,11 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             spec.ipv4_pool = a
                 .get("ipv4_pool", parse::ipv4_pool)?
                 .and_then(OrNone::into_option);
-            spec.address_v6 = a.get("address_v6", |s| ipv6_addr(s, "server.address_v6"))?;
-            spec.address_v4 = a.get("address_v4", |s| ipv4_addr(s, "server.address_v4"))?;
+            spec.address_v6 = a.get("address_v6", |s| net::parse_ipv6(s, "server.address_v6"))?;
+            spec.address_v4 = a.get("address_v4", |s| net::parse_ipv4(s, "server.address_v4"))?;
             spec.endpoint = a.get("endpoint", parse::server_endpoint)?;
-            if let Some(d) = a.strings("dns")? {
-                spec.dns = dns(&d)?;
+            if let Some(d) = a.list("dns", dns_entry)? {
+                spec.dns = dns_list(d)?;
             }
             spec.mtu = a.get("mtu", parse::server_mtu)?;
             if let Some(s) = a.get("strategy", strategy)? {
@@ -414,14 +417,7 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             };
             u.endpoint = a.update("endpoint", parse::server_endpoint)?;
             u.fwmark = a.update("fwmark", parse::server_fwmark)?;
-            u.dns = match a.take("dns")? {
-                None => None,
-                Some(Value::Null) => Some(Vec::new()),
-                Some(v) => {
-                    let mut one = Args::object(json!({ "dns": v }), "")?;
-                    Some(dns(&one.strings("dns")?.unwrap_or_default())?)
-                }
-            };
+            u.dns = a.update_list("dns", dns_entry)?.map(dns_list).transpose()?;
             let t = a.get("tunnel", tunnel)?;
             let k = a.get("keepalive", parse::client_keepalive)?;
             a.finish()?;
@@ -468,7 +464,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
         }
         "server_restore_key" => {
             let id = server(inner, p, &mut a).await?;
-            let rev = a.req("revision", |s| revision(s, "server.restore_key.revision"))?;
+            let rev = a.req("revision", |s| {
+                parse::revision(s, "server.restore_key.revision")
+            })?;
             a.finish()?;
             out(&m.restore_server_key(p, id, rev).await?)
         }
@@ -526,16 +524,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
                 ..PeerUpdate::default()
             };
             u.description = a.update("description", parse::description)?;
-            u.extra_allowed_ips = match a.take("allowed_ips")? {
-                None => None,
-                Some(Value::Null) => Some(Vec::new()),
-                Some(v) => {
-                    let mut one = Args::object(json!({ "allowed_ips": v }), "")?;
-                    one.list("allowed_ips", |s| {
-                        net::parse_allowed_ip(s, "peer.allowed_ips")
-                    })?
-                }
-            };
+            u.extra_allowed_ips = a.update_list("allowed_ips", |s| {
+                net::parse_allowed_ip(s, "peer.allowed_ips")
+            })?;
             u.endpoint = a.update("endpoint", parse::peer_endpoint)?;
             u.expires_at = a.update("expires_at", |s| {
                 time_arg(m, s, "peer.expires_at", parse::Relative::Future)
@@ -576,7 +567,9 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
         }
         "peer_restore_keys" => {
             let (sid, pid) = server_and_peer(inner, p, &mut a).await?;
-            let rev = a.req("revision", |s| revision(s, "peer.restore_keys.revision"))?;
+            let rev = a.req("revision", |s| {
+                parse::revision(s, "peer.restore_keys.revision")
+            })?;
             a.finish()?;
             out(&m.restore_peer_keys(p, sid, pid, rev).await?)
         }
@@ -634,7 +627,7 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
         "diff" => {
             let sid = server(inner, p, &mut a).await?;
             let from = a.req("from", |s| parse::number(s, "diff.from", u64::MAX))?;
-            let to = match a.get("to", |s| revision(s, "diff.to"))? {
+            let to = match a.get("to", |s| parse::revision(s, "diff.to"))? {
                 Some(t) => t,
                 None => m.get_server(p, sid).await?.revision,
             };
@@ -645,7 +638,7 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
         }
         "rollback" => {
             let sid = server(inner, p, &mut a).await?;
-            let to = a.req("revision", |s| revision(s, "rollback.revision"))?;
+            let to = a.req("revision", |s| parse::revision(s, "rollback.revision"))?;
             a.finish()?;
             let rec = m.rollback(p, sid, to).await?;
             out(&json!({ "restored": to, "revision": views::entry(&rec) }))

@@ -26,11 +26,8 @@ use wgm_core::wgquick::{
 use wgm_core::{Error, Result};
 use zeroize::Zeroizing;
 
+use crate::errors::raise;
 use crate::ops::Args;
-
-fn raise<T>(r: Result<T>) -> PyResult<T> {
-    r.map_err(|e| Python::attach(|py| crate::errors::to_py(py, &e)))
-}
 
 /// A new private key, as base64.
 #[pyfunction]

@@ -62,6 +62,8 @@ def test_kernel_backend_without_the_module_is_unsupported(
         status = manager.status(admin, live, backend="kernel")
     except wgm.Unsupported as e:
         assert e.code == 6 and "wireguard" in str(e)
+        # The refusal names the way out, in Python's spelling.
+        assert 'backend="userspace"' in str(e)
         # auto falls back to wireguard-go, which reads an absent device.
         assert not manager.status(admin, live, backend="auto").exists
     else:  # this kernel has WireGuard: the device simply does not exist yet

@@ -15,8 +15,9 @@ with for it (so a wrapper script can mirror the CLI). Each instance carries the 
 (``str(err)``; never a secret), and where the library names them, the ``field`` that was
 wrong, the ``reason`` and a ``details`` dict (never ``None``).
 
-The native module raises these classes itself (it imports this module), constructing
-them as ``cls(message, field=..., reason=..., details=...)``.
+The native module raises these classes itself: it asks `error_class` for the class of
+the library's error ``kind`` (this module's table is the only one) and constructs it as
+``cls(message, field=..., reason=..., details=...)``.
 """
 
 from __future__ import annotations
