@@ -39,6 +39,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod agent;
 pub mod clock;
 pub mod files;
 pub mod host;

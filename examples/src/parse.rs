@@ -15,7 +15,9 @@ use wgm_core::integrity::AuditHead;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{AddrRequest, NewPeer};
 use wgm_core::model::{RevisionNo, TokenId};
-use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use wgm_core::names::{
+    Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
+};
 use wgm_core::net::{self, DnsEntry};
 use wgm_core::net::{Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use wgm_core::{Error, Result};
@@ -390,6 +392,16 @@ pub fn server_endpoint(s: &str) -> Result<Endpoint> {
 /// A new server's name (or `--rename`).
 pub fn server_name(s: &str) -> Result<ServerName> {
     ServerName::new(s)
+}
+
+/// `--host` of `server create`: the host that runs the server (its agent applies it).
+pub fn server_host(s: &str) -> Result<HostName> {
+    HostName::new(s).map_err(|e| e.in_field("server"))
+}
+
+/// `--host` of `server set`: a host name, or `none` to unassign the server.
+pub fn server_host_or_none(s: &str) -> Result<OrNone<HostName>> {
+    OrNone::parse(s, server_host)
 }
 
 /// `--client-keepalive` of a server's client template.

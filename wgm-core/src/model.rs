@@ -21,7 +21,9 @@ use uuid::Uuid;
 pub use crate::audit::AuditAction;
 use crate::ipam::Strategy;
 use crate::keys::PublicKey;
-use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use crate::names::{
+    Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
+};
 use crate::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 use crate::rbac::{Permission, Role, Scope};
 use crate::seal::SealedSecret;
@@ -235,6 +237,10 @@ pub struct Server {
     pub config_path: Option<String>,
     /// Whether the interface should exist and be up on its host.
     pub active: bool,
+    /// The host that runs this server's interface (whose agent applies it), if it is
+    /// assigned to one. Revisioned like every other setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -483,6 +489,8 @@ pub struct ServerSummary {
     pub peer_count: u64,
     /// Head revision.
     pub revision: RevisionNo,
+    /// The host the server is assigned to ([`Server::host`]).
+    pub host: Option<HostName>,
 }
 
 /// Pagination of listings: `offset` items skipped, at most `limit` returned.
@@ -935,4 +943,199 @@ pub fn local_actor(unix_user: &str) -> Actor {
 /// Whether a user name is the same as another, ignoring case.
 pub fn same_user_name(a: &UserName, b: &UserName) -> bool {
     a.key() == b.key()
+}
+
+/// What the agent of a host last reported about a server there: which revision the host
+/// holds, on which device instance, whether the last pass converged, and when it said
+/// so. Written by the agent after every apply and on every heartbeat; read by
+/// `wgm status` anywhere, without touching the device. Not a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The server.
+    pub server_id: ServerId,
+    /// The host.
+    pub host: HostName,
+    /// The agent that wrote the report (its lease holder id, `HOST/PID/START`).
+    pub agent: String,
+    /// The fencing number of the agent's lease when it wrote the report.
+    pub fencing: u64,
+    /// The revision the host last converged to (`None`: never yet).
+    pub applied: Option<RevisionNo>,
+    /// The device's incarnation when it converged (`WireGuardBackend::device_instance`).
+    pub instance: Option<u64>,
+    /// Whether the last pass converged (the host holds `applied` and nothing is left).
+    pub converged: bool,
+    /// How many peers the device held at the last pass.
+    pub peers: u64,
+    /// What went wrong in the last pass, in one line (`None`: nothing).
+    pub error: Option<String>,
+    /// When the agent wrote this report.
+    #[serde(with = "time::serde::rfc3339")]
+    pub heartbeat: OffsetDateTime,
+}
+
+/// The right of one agent to apply one server on one host ([`crate::store::HostStateStore::acquire_lease`]).
+/// A lease that is not renewed lapses at `expires`; every grant to a new holder raises
+/// `fencing`, so a write carrying an older number is known to come from an agent that
+/// lost its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The server.
+    pub server_id: ServerId,
+    /// The host.
+    pub host: HostName,
+    /// Who holds it (`HOST/PID/START` for an agent; empty once released).
+    pub holder: String,
+    /// Raised by one at every grant to a new holder (never reused).
+    pub fencing: u64,
+    /// When it lapses unless renewed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+/// A request for a [`Lease`] ([`crate::store::HostStateStore::acquire_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The server.
+    pub server_id: ServerId,
+    /// The host.
+    pub host: HostName,
+    /// Who asks (`HOST/PID/START` for an agent).
+    pub holder: String,
+    /// Now, by the caller's clock (leases are contended only on one host, by one clock).
+    pub now: OffsetDateTime,
+    /// How long the lease lasts from `now` unless renewed.
+    pub ttl: time::Duration,
+    /// Take the lease from this holder even before it lapses: the caller knows it is
+    /// gone (an agent on the same host whose process no longer exists).
+    pub take_over: Option<String>,
+}
+
+impl Lease {
+    /// The outcome of `req` against the stored lease `current` (written once for every
+    /// store): a renewal (same holder: same fencing, new expiry), a grant (none yet, or
+    /// lapsed, released or taken over: fencing + 1), or `Conflict` naming the holder.
+    ///
+    /// ```
+    /// use time::{Duration, OffsetDateTime};
+    /// use wgm_core::model::{Lease, LeaseRequest, ServerId};
+    /// use wgm_core::names::HostName;
+    /// let req = |holder: &str, at: i64| LeaseRequest {
+    ///     server_id: ServerId::new_random(), host: HostName::new("h1").unwrap(),
+    ///     holder: holder.into(), now: OffsetDateTime::from_unix_timestamp(at).unwrap(),
+    ///     ttl: Duration::seconds(15), take_over: None,
+    /// };
+    /// let a = Lease::decide(None, &req("a", 0)).unwrap();
+    /// assert_eq!(a.fencing, 1);
+    /// assert!(Lease::decide(Some(&a), &req("b", 10)).is_err()); // held
+    /// assert_eq!(Lease::decide(Some(&a), &req("a", 10)).unwrap().fencing, 1); // renewed
+    /// assert_eq!(Lease::decide(Some(&a), &req("b", 20)).unwrap().fencing, 2); // lapsed
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Conflict`] while another holder's lease runs; `InvalidInput` for a
+    /// `ttl` that is not positive or an empty `holder`.
+    pub fn decide(current: Option<&Lease>, req: &LeaseRequest) -> Result<Lease> {
+        if req.ttl <= time::Duration::ZERO {
+            return Err(Error::invalid("lease.ttl", "must be positive"));
+        }
+        if req.holder.is_empty()
+            || req.holder.len() > 512
+            || req.holder.chars().any(char::is_control)
+        {
+            return Err(Error::invalid(
+                "lease.holder",
+                "must be 1 to 512 characters without control characters",
+            ));
+        }
+        let fencing = match current {
+            None => 1,
+            Some(c) if c.holder == req.holder && c.expires > req.now => c.fencing,
+            Some(c)
+                if c.holder.is_empty()
+                    || c.expires <= req.now
+                    || req.take_over.as_deref() == Some(c.holder.as_str()) =>
+            {
+                c.fencing.saturating_add(1)
+            }
+            Some(c) => {
+                return Err(Error::conflict(format!(
+                    "server {} on host {} is applied by agent {} (lease {} until {})",
+                    req.server_id,
+                    req.host,
+                    c.holder,
+                    c.fencing,
+                    c.expires
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                )))
+            }
+        };
+        Ok(Lease {
+            server_id: req.server_id,
+            host: req.host.clone(),
+            holder: req.holder.clone(),
+            fencing,
+            expires: req.now + req.ttl,
+        })
+    }
+
+    /// The stored lease after `holder` releases it: empty holder, lapsed now, fencing
+    /// kept (so the next grant raises it). `None` when `current` is not `holder`'s lease
+    /// at `fencing` (nothing to release).
+    pub fn released(
+        current: &Lease,
+        holder: &str,
+        fencing: u64,
+        now: OffsetDateTime,
+    ) -> Option<Lease> {
+        (current.holder == holder && current.fencing == fencing).then(|| Lease {
+            holder: String::new(),
+            expires: now,
+            ..current.clone()
+        })
+    }
+
+    /// Whether `report` may be stored against this lease: only when written under the
+    /// current fencing number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] naming both numbers when the report's writer lost the lease.
+    pub fn admit(&self, report: &HostReport) -> Result<()> {
+        if self.fencing == report.fencing {
+            return Ok(());
+        }
+        Err(Error::conflict(format!(
+            "the report of agent {} under lease {} is fenced out: host {} holds lease {} of {}",
+            report.agent,
+            report.fencing,
+            report.host,
+            self.fencing,
+            if self.holder.is_empty() {
+                "nobody"
+            } else {
+                self.holder.as_str()
+            }
+        )))
+    }
+}
+
+/// What a host verifiably held after an apply converged there: the revision, the
+/// device's incarnation ([`crate::backend::WireGuardBackend::device_instance`]) and when
+/// the device was last read in full. Durable, so that a fresh process whose device is
+/// still that incarnation can plan from the revisions since (the delta) instead of
+/// reading every peer back; a trust that lapses like the manager's in-memory one
+/// (`ManagerConfig::reverify_after_secs` after `verified_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    /// The revision the host converged to.
+    pub revision: RevisionNo,
+    /// The device's incarnation then (`None`: the backend cannot tell).
+    pub instance: Option<u64>,
+    /// When the device was last read in full (what the deltas since were acknowledged on
+    /// top of).
+    #[serde(with = "time::serde::rfc3339")]
+    pub verified_at: OffsetDateTime,
 }

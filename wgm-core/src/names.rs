@@ -1,5 +1,5 @@
 //! Validated names: [`InterfaceName`], [`ServerName`], [`PeerName`], [`UserName`],
-//! [`RoleName`], [`TokenName`], free-text [`Description`], and the check of
+//! [`RoleName`], [`TokenName`], [`HostName`], free-text [`Description`], and the check of
 //! informational path text ([`check_path_text`]).
 //!
 //! Names end up in wg-quick files (`# Name = …` comments), in tables, in logs and in the
@@ -14,6 +14,7 @@
 //! | [`ServerName`], [`PeerName`], [`TokenName`] | 1–64 characters | printable Unicode and inner ASCII spaces; no `# [ ] = / \`, no control, format, invisible or private-use characters, no other whitespace; no leading `-` or `.`; not `.`/`..` |
 //! | [`UserName`] | 1–64 characters | `A–Z a–z 0–9 _ - . @`; no leading `-` or `.` |
 //! | [`RoleName`] | 1–64 characters | `A–Z a–z 0–9 _ - .`; no leading `-` or `.` |
+//! | [`HostName`] | 1–253 bytes | `A–Z a–z 0–9 _ - .`; no leading `-` or `.`; compared exactly |
 //! | [`Description`] | 0–256 characters | any text without control, format, invisible or line/paragraph-separator characters |
 //! | path text ([`check_path_text`]) | 1–4095 bytes | as [`Description`] |
 //!
@@ -48,6 +49,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
 /// Longest [`InterfaceName`], in bytes (Linux `IFNAMSIZ` − 1).
 pub const MAX_INTERFACE_NAME_BYTES: usize = 15;
+/// Longest [`HostName`], in bytes (a DNS name).
+pub const MAX_HOST_NAME_BYTES: usize = 253;
 /// Longest path text ([`check_path_text`]), in bytes (Linux `PATH_MAX` − 1).
 pub const MAX_PATH_TEXT_BYTES: usize = 4095;
 
@@ -249,6 +252,22 @@ name_type!(
     "token.name"
 );
 
+name_type!(
+    /// The name of a WireGuard host (a machine that runs servers' interfaces, where an
+    /// agent applies them): 1–253 characters of `[A-Za-z0-9_.-]`, not starting with `-`
+    /// or `.` — a DNS host name, as `hostname` prints it. Compared exactly as written.
+    ///
+    /// ```
+    /// use wgm_core::names::HostName;
+    /// assert!(HostName::new("wg-fra-1.example.net").is_ok());
+    /// assert!(HostName::new("two words").is_err());
+    /// assert!(HostName::new("-h").is_err());
+    /// ```
+    HostName,
+    validate_host_name,
+    "host"
+);
+
 /// Check informational path text (a server's `config_path`): 1 to 4095 bytes
 /// ([`MAX_PATH_TEXT_BYTES`]), without control, line-break, format or invisible
 /// characters. Not a check that the path exists or is safe to open: wgm never opens it.
@@ -352,6 +371,22 @@ fn validate_role_name(s: &str) -> Check {
         b"_-.",
         "may contain only the characters A-Z a-z 0-9 _ - .",
     )
+}
+
+fn validate_host_name(s: &str) -> Check {
+    if s.len() > MAX_HOST_NAME_BYTES {
+        return Err("must be at most 253 characters");
+    }
+    if s.is_empty() {
+        return Err("must not be empty");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        return Err("may contain only the characters A-Z a-z 0-9 _ - .");
+    }
+    check_edges(s)
 }
 
 fn validate_ascii_identifier(s: &str, extra: &[u8], charset: &'static str) -> Check {

@@ -19,8 +19,13 @@ use wgm_core::manager::{
     Clock, ImportOptions, Manager, ManagerConfig, ManualClock, NewPeer, NewServer, NewToken,
     NewUser, PeerUpdate, ServerUpdate, UserUpdate,
 };
-use wgm_core::model::{AuditOutcome, AuditQuery, Page, PeerId, RevisionNo, ServerId, UserId};
-use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use wgm_core::model::{
+    AuditOutcome, AuditQuery, HostReport, Lease, LeaseRequest, Page, PeerId, RevisionNo, ServerId,
+    UserId,
+};
+use wgm_core::names::{
+    Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
+};
 use wgm_core::net::{ListenPort, Mtu};
 use wgm_core::rbac::{Principal, Role};
 use wgm_core::seal::{MasterKey, Sealer};
@@ -34,9 +39,9 @@ const EXEMPT: &[(&str, &str)] = &[
         "constructs a manager; no principal exists before it",
     ),
     (
-        "events",
-        "the in-process event bus, for the binary that built the manager (server ids, \
-         revisions and change kinds; no secrets)",
+        "watch",
+        "a stream, not a call that is refused: it passes on only the wake-ups of servers \
+         the caller may read (tests/authorization.rs, watch_shows_only_readable_servers)",
     ),
     ("now", "reads the manager's clock"),
     (
@@ -124,6 +129,11 @@ const CASES: &[(&str, &str)] = &[
     ("plan", "plan"),
     ("apply", "apply"),
     ("status", "status"),
+    ("servers_on_host", "servers_on_host"),
+    ("acquire_lease", "acquire_lease"),
+    ("release_lease", "release_lease"),
+    ("report_host", "report_host"),
+    ("host_reports", "host_reports"),
 ];
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -207,7 +217,11 @@ fn world_for(role: Option<&str>) -> World {
     let host = Host::new("h", wg.clone(), Some(Arc::new(wg.network())));
     block(async {
         let s = m
-            .create_server(&root, spec("s1", "fd00:1::/64", "10.8.0.0/24"))
+            .create_server(&root, {
+                let mut s1 = spec("s1", "fd00:1::/64", "10.8.0.0/24");
+                s1.host = Some(HostName::new("h").unwrap());
+                s1
+            })
             .await
             .unwrap();
         let nothing = Role::custom(
@@ -324,6 +338,7 @@ fn world_for(role: Option<&str>) -> World {
 struct Snapshot {
     heads: Vec<(ServerId, Option<RevisionNo>)>,
     applied: Option<RevisionNo>,
+    reports: Vec<HostReport>,
     users: Vec<wgm_core::model::User>,
     tokens: Vec<wgm_core::model::ApiTokenRecord>,
     roles: Vec<Role>,
@@ -339,11 +354,38 @@ async fn snapshot(w: &World) -> Snapshot {
     Snapshot {
         heads,
         applied: w.store.applied(w.server, "h").await.unwrap(),
+        reports: w.store.host_reports(w.server).await.unwrap(),
         users: w.store.list_users(Page::ALL).await.unwrap(),
         tokens: w.store.list_tokens(None).await.unwrap(),
         roles: w.store.list_roles().await.unwrap(),
         devices: w.wg.list_devices().await.unwrap(),
         device: w.wg.read_device(&w.iface).await.unwrap(),
+    }
+}
+
+fn lease_request(s: ServerId) -> LeaseRequest {
+    LeaseRequest {
+        server_id: s,
+        host: HostName::new("h").unwrap(),
+        holder: "agent".into(),
+        now: time::OffsetDateTime::now_utc(),
+        ttl: time::Duration::seconds(15),
+        take_over: None,
+    }
+}
+
+fn host_report(s: ServerId) -> HostReport {
+    HostReport {
+        server_id: s,
+        host: HostName::new("h").unwrap(),
+        agent: "agent".into(),
+        fencing: 1,
+        applied: Some(RevisionNo(1)),
+        instance: None,
+        converged: true,
+        peers: 0,
+        error: None,
+        heartbeat: time::OffsetDateTime::now_utc(),
     }
 }
 
@@ -564,6 +606,23 @@ async fn run(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
             .await
             .map(|_| 1),
         "status" => m.status(p, s, &w.host).await.map(|_| 1),
+        "servers_on_host" => m
+            .servers_on_host(p, &HostName::new("h").unwrap())
+            .await
+            .map(|v| v.len()),
+        "acquire_lease" => m.acquire_lease(p, &lease_request(s)).await.map(|_| 1),
+        "release_lease" => {
+            let lease = Lease {
+                server_id: s,
+                host: HostName::new("h").unwrap(),
+                holder: "agent".into(),
+                fencing: 1,
+                expires: future,
+            };
+            m.release_lease(p, &lease).await.map(|_| 1)
+        }
+        "report_host" => m.report_host(p, &host_report(s)).await.map(|()| 1),
+        "host_reports" => m.host_reports(p, s).await.map(|_| 1),
         other => run_own(w, p, other).await,
     }
 }
@@ -865,6 +924,11 @@ const ROLE_MATRIX: &str = "
     plan                           Y     Y        Y      .     Y
     apply                          Y     Y        .      .     Y
     status                         Y     Y        Y      Y     Y
+    servers_on_host                Y     Y        Y      Y     Y
+    acquire_lease                  Y     Y        .      .     Y
+    release_lease                  Y     Y        .      .     Y
+    report_host                    Y     Y        .      .     Y
+    host_reports                   Y     Y        Y      .     Y
 ";
 
 const MATRIX_ROLES: [&str; 5] = ["admin", "operator", "auditor", "user", "operator@s1"];
@@ -1033,4 +1097,41 @@ fn what_a_user_reads_holds_nothing_of_other_users() {
     assert!(texts
         .iter()
         .any(|(w, t)| *w == "status" && t.contains("subjects")));
+}
+
+/// The change feed as a caller sees it: wake-ups of servers it may read, nothing of
+/// the others (a server's id and revision are not for everyone).
+#[test]
+fn watch_shows_only_readable_servers() {
+    use futures::{FutureExt, StreamExt};
+    let w = world();
+    block(async {
+        let mut boss = w.m.watch(&w.boss).await.unwrap();
+        let mut nobody = w.m.watch(&w.nobody).await.unwrap();
+        let v =
+            w.m.update_server(
+                &w.boss,
+                w.server,
+                ServerUpdate {
+                    mtu: Some(Mtu::new(1380).unwrap()),
+                    ..ServerUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            boss.next().await,
+            Some(wgm_core::store::FeedEvent::Committed {
+                server: w.server,
+                revision: v.revision
+            })
+        );
+        // The same event reached `nobody`'s stream and was dropped there.
+        assert_eq!(nobody.next().now_or_never(), None);
+        w.store.disrupt_feeds();
+        assert_eq!(
+            nobody.next().await,
+            Some(wgm_core::store::FeedEvent::Missed)
+        );
+    });
 }

@@ -110,6 +110,13 @@ impl Store for Counting {
 
 #[async_trait]
 impl ServerStore for Counting {
+    async fn load_server_settings(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(wgm_core::model::Server, RevisionNo)>> {
+        self.inner.load_server_settings(id).await
+    }
+
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         self.inner.load_server(id).await
     }
@@ -164,6 +171,55 @@ impl HostStateStore for Counting {
 
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         self.inner.update_peer_stats(id, stats).await
+    }
+
+    async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &wgm_core::model::AppliedState,
+    ) -> Result<()> {
+        self.inner.set_applied_state(id, host, state).await
+    }
+
+    async fn applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+    ) -> Result<Option<wgm_core::model::AppliedState>> {
+        self.inner.applied_state(id, host).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: &wgm_core::model::LeaseRequest,
+    ) -> Result<wgm_core::model::Lease> {
+        self.inner.acquire_lease(req).await
+    }
+
+    async fn release_lease(
+        &self,
+        lease: &wgm_core::model::Lease,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        self.inner.release_lease(lease, now).await
+    }
+
+    async fn put_host_report(&self, report: &wgm_core::model::HostReport) -> Result<()> {
+        self.inner.put_host_report(report).await
+    }
+
+    async fn host_reports(&self, id: ServerId) -> Result<Vec<wgm_core::model::HostReport>> {
+        self.inner.host_reports(id).await
+    }
+}
+
+#[async_trait]
+impl wgm_core::store::ChangeFeed for Counting {
+    async fn watch(
+        &self,
+    ) -> Result<futures::stream::BoxStream<'static, wgm_core::store::FeedEvent>> {
+        self.inner.watch().await
     }
 }
 

@@ -65,6 +65,24 @@ pub(crate) fn ns(t: OffsetDateTime) -> i64 {
     })
 }
 
+/// A time read back from Unix nanoseconds ([`ns`]).
+pub(crate) fn time_from_ns(store: &'static str, v: i64) -> Result<OffsetDateTime, SqlError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v)).map_err(|_| SqlError::BadValue {
+        store,
+        what: "time",
+    })
+}
+
+/// A device instance (any `u64`) as a 64-bit column: the same bits, read as signed.
+pub(crate) fn instance_column(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// A device instance read back from its column ([`instance_column`]).
+pub(crate) fn instance_from_column(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
 /// A non-negative count, revision or sequence number as a column value, saturating.
 pub(crate) fn int(u: u64) -> i64 {
     i64::try_from(u).unwrap_or(i64::MAX)

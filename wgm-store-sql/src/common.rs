@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use wgm_core::error::{AuditBreak, ConflictKind};
 use wgm_core::integrity::StoredAuditKey;
 use wgm_core::model::{
-    AuditEntry, AuditRecord, Peer, PeerId, RevisionRecord, Server, ServerId, ServerState,
-    ServerSummary,
+    AuditEntry, AuditRecord, HostReport, Lease, Peer, PeerId, RevisionRecord, Server, ServerId,
+    ServerState, ServerSummary,
 };
 use wgm_core::Error;
 
@@ -36,7 +36,8 @@ pub(crate) fn server_state(
     })
 }
 
-/// A listing row (server `body`, head `revision`, peer `count`): a [`ServerSummary`].
+/// A listing row (server `body`, head `revision`, peer `count`): a [`ServerSummary`]
+/// (its host assignment comes from the body, which has no column for it).
 pub(crate) fn summary(
     store: &'static str,
     (body, revision, count): (String, i64, i64),
@@ -48,7 +49,43 @@ pub(crate) fn summary(
         interface: s.interface,
         peer_count: uint(store, "peer count", count)?,
         revision: rev(store, revision)?,
+        host: s.host,
     })
+}
+
+/// A `leases` row (`body`) read by its key (`server`, `host`): a [`Lease`] whose body
+/// names the same key (else [`SqlError::BadValue`]: a row moved behind the store's back).
+pub(crate) fn lease(
+    store: &'static str,
+    server: ServerId,
+    host: &str,
+    body: &str,
+) -> Result<Lease, SqlError> {
+    let l: Lease = from_json(store, "lease", body)?;
+    if l.server_id != server || l.host.as_str() != host {
+        return Err(SqlError::BadValue {
+            store,
+            what: "lease (its key disagrees with its body)",
+        });
+    }
+    Ok(l)
+}
+
+/// A `host_reports` row (`host`, `body`) of server `server`: a [`HostReport`] whose body
+/// names the same key (else [`SqlError::BadValue`]).
+pub(crate) fn host_report(
+    store: &'static str,
+    server: ServerId,
+    (host, body): (String, String),
+) -> Result<HostReport, SqlError> {
+    let r: HostReport = from_json(store, "host report", &body)?;
+    if r.server_id != server || r.host.as_str() != host {
+        return Err(SqlError::BadValue {
+            store,
+            what: "host report (its key disagrees with its body)",
+        });
+    }
+    Ok(r)
 }
 
 /// An audit row as read: every column, so that each is checked against the entry.
@@ -199,6 +236,16 @@ reads! {
                  FROM {wgm.}revisions
                  WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3";
     applied = "SELECT revision FROM {wgm.}applied WHERE server_id = $1 AND host = $2";
+    /// The applied revision with its device part (`applied_state`): both columns or
+    /// neither (`set_applied` clears them).
+    applied_state = "SELECT revision, instance, verified_ns FROM {wgm.}applied
+                     WHERE server_id = $1 AND host = $2 AND verified_ns IS NOT NULL";
+    /// The stored lease of a server on a host, in a write transaction that already
+    /// serializes on that key (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's advisory lock).
+    lease = "SELECT body{::text} FROM {wgm.}leases WHERE server_id = $1 AND host = $2";
+    /// A server's host reports by host name in byte order (`host_reports`).
+    host_reports = "SELECT host, body{::text} FROM {wgm.}host_reports WHERE server_id = $1
+                    ORDER BY host{ COLLATE \"C\"}";
     get_user = "SELECT body{::text} FROM {wgm.}users WHERE id = $1";
     find_user = "SELECT body{::text} FROM {wgm.}users WHERE name_key = $1";
     list_users = "SELECT body{::text} FROM {wgm.}users ORDER BY name_key{ COLLATE \"C\"}
@@ -272,6 +319,27 @@ macro_rules! store_reads {
                 peers.insert(peer_id(&pid)?, $crate::codec::peer_from(S, &body, &stats)?);
             }
             $crate::common::server_state(S, &body, revision, peers).map(Some)
+        }
+
+        pub(crate) async fn load_server_settings(
+            &self,
+            id: ServerId,
+        ) -> Result<Option<(wgm_core::model::Server, RevisionNo)>, SqlError> {
+            let row: Option<(String, i64)> = sqlx::query_as(&$dialect.reads().load_server)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            let Some((body, revision)) = row else {
+                return Ok(None);
+            };
+            let st = $crate::common::server_state(
+                S,
+                &body,
+                revision,
+                std::collections::BTreeMap::new(),
+            )?;
+            Ok(Some((st.server, st.revision)))
         }
 
         pub(crate) async fn find_server(
@@ -352,6 +420,42 @@ macro_rules! store_reads {
                 .await
                 .map_err(db)?;
             r.map(|v| $crate::codec::rev(S, v)).transpose()
+        }
+
+        pub(crate) async fn applied_state(
+            &self,
+            id: ServerId,
+            host: &str,
+        ) -> Result<Option<wgm_core::model::AppliedState>, SqlError> {
+            let r: Option<(i64, Option<i64>, i64)> =
+                sqlx::query_as(&$dialect.reads().applied_state)
+                    .bind(bind_id(id.as_uuid()))
+                    .bind(host)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+            r.map(|(revision, instance, verified)| {
+                Ok(wgm_core::model::AppliedState {
+                    revision: $crate::codec::rev(S, revision)?,
+                    instance: instance.map($crate::codec::instance_from_column),
+                    verified_at: $crate::codec::time_from_ns(S, verified)?,
+                })
+            })
+            .transpose()
+        }
+
+        pub(crate) async fn host_reports(
+            &self,
+            id: ServerId,
+        ) -> Result<Vec<wgm_core::model::HostReport>, SqlError> {
+            let rows: Vec<(String, String)> = sqlx::query_as(&$dialect.reads().host_reports)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|r| $crate::common::host_report(S, id, r))
+                .collect()
         }
 
         pub(crate) async fn get_user(&self, id: UserId) -> Result<Option<User>, SqlError> {

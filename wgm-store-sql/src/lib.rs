@@ -23,7 +23,7 @@
 //!
 //! ## Feature flags
 //! - `sqlite` (default): the SQLite backend.
-//! - `postgres` (default): the PostgreSQL backend and [`SqlStore::subscribe`].
+//! - `postgres` (default): the PostgreSQL backend (ids as `uuid`, `LISTEN/NOTIFY`).
 //!
 //! ## Semantics
 //! Exactly those of `wgm_core::store::MemoryStore`, because both run the same rules
@@ -38,6 +38,60 @@
 //! notification — all or nothing. The audit key itself is kept sealed in table
 //! `audit_key` (migration 2); every read of an audit or revision row checks the columns
 //! kept beside its JSON body against the body (`wgm_core::integrity`).
+//!
+//! ## Hosts: leases and reports
+//! [`HostStateStore`]'s leases and host reports live in tables `leases` and
+//! `host_reports` (migration 3), one row per server and host with the model's JSON. The
+//! decisions are the model's, written once (`Lease::decide`, `Lease::released`,
+//! `Lease::admit`); the store makes each read-decide-write one step: on SQLite inside a
+//! write transaction (`BEGIN IMMEDIATE`), on PostgreSQL inside a transaction that first
+//! takes the advisory lock of the key (`pg_advisory_xact_lock` of
+//! `wgm.lease:<server>:<host>`), which a lease grant, a release and a report of that
+//! host all take, so a report is never checked against a lease that is being replaced.
+//! Reports are listed by host name in byte order.
+//!
+//! ## Change feed
+//! [`SqlStore`] implements [`ChangeFeed`]: [`ChangeFeed::watch`] returns wake-ups after
+//! commits made from then on by any process that writes the database, as
+//! [`FeedEvent::Committed`] (a server is at least at a revision; several commits may come
+//! as one event) and [`FeedEvent::Missed`] (commits may have gone unreported; re-read the
+//! heads). The revision log stays the truth: `wgm_core::store::Follower` reads it
+//! whenever the feed wakes it, so a lost wake-up costs latency, never a revision.
+//!
+//! - **PostgreSQL** listens on channel `wgm_events`, to which every commit sends
+//!   `<server>:<revision>` with `NOTIFY` inside its transaction (so a notification means
+//!   the revision is durable). Each watcher listens on a connection of its own, outside
+//!   the store's pool; `watch` fails when that first connection cannot be made (within
+//!   [`SqlOptions::connect_timeout`]). When the connection is lost, the feed reconnects by
+//!   itself — at once, then after pauses from 100 ms doubling to 5 s while the database
+//!   is down, each attempt waiting at most the connect timeout — and once it listens
+//!   again reports [`FeedEvent::Missed`] (notifications sent meanwhile are lost). It logs one warning when it goes down and one info line
+//!   when it is back; the failed attempts in between are debug-level.
+//! - **SQLite** has no notifications between processes, so the feed polls the head
+//!   revisions of all servers (one small table) every [`SqlOptions::feed_interval`]
+//!   (20 ms by default) and reports each server whose head changed since the last poll.
+//!   The heads it starts from are read by `watch` itself. A poll takes a pooled
+//!   connection only for its one query (so `sqlite::memory:`, a pool of one connection,
+//!   works). A poll that fails is logged once and retried at the next interval; the
+//!   first poll that succeeds again reports [`FeedEvent::Missed`].
+//!
+//! Both streams end when the store is [closed](SqlStore::close). A SQLite feed shares
+//! the store's pool (so it keeps the database open while it lives); a PostgreSQL feed
+//! only the store's connect options.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use wgm_core::store::{ChangeFeed, FeedEvent};
+//! use wgm_store_sql::SqlStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> wgm_core::Result<()> {
+//! let store = SqlStore::open("sqlite::memory:").await?;
+//! let mut events = store.watch().await?;
+//! store.close().await;
+//! assert_eq!(events.next().await, None::<FeedEvent>); // closed: the feed ends
+//! # Ok(()) }
+//! ```
 //!
 //! ## Why it is built this way
 //! - **Serialization where it is cheap and certain.** SQLite writers take the write lock
@@ -71,9 +125,13 @@
 //! ## Tests
 //! The store conformance suite (`wgm_core::conformance::store`, every semantics check
 //! included) runs on SQLite (file and memory) and PostgreSQL in `tests/conformance.rs`,
-//! and on `MemoryStore` (the reference) in `tests/semantics.rs`; PostgreSQL runs only when
-//! `WGM_TEST_POSTGRES_URL` names an administrative connection (each test creates and
-//! drops a database of its own) and is skipped with one printed line otherwise.
+//! and on `MemoryStore` (the reference) in `tests/semantics.rs`. The change feed's suite
+//! (`wgm_core::conformance::feed`) runs on the three in `tests/feed.rs` — on PostgreSQL
+//! with the feed's sessions terminated mid-way — beside commits of a second store on one
+//! database; `tests/feed_logs.rs` takes the feeds through outages and checks their logs.
+//! PostgreSQL runs only when `WGM_TEST_POSTGRES_URL` names an administrative connection
+//! (each test creates and drops a database of its own) and is skipped with one printed
+//! line otherwise.
 
 #![warn(clippy::unwrap_used)]
 
@@ -97,15 +155,16 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
-    PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId,
-    User, UserId,
+    ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, PeerId, PeerStats, RevisionNo,
+    RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::{
-    AuditStore, HostStateStore, IdentityStore, SealAuditKey, ServerStore, Store,
+    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, SealAuditKey, ServerStore,
+    Store,
 };
 use wgm_core::{Error, Result};
 
@@ -132,8 +191,13 @@ pub struct SqlOptions {
     /// the open after this long with a `store` error ([`Error::Store`], the CLI's exit
     /// code 6) that says why, instead of after the whole [`SqlOptions::acquire_timeout`]
     /// (sqlx retries a refused connection until then, taking it for a server starting
-    /// up).
+    /// up). The change feed waits as long for each connection it opens (`watch`, and each
+    /// reconnection attempt).
     pub connect_timeout: Duration,
+    /// SQLite: how often the change feed polls the head revisions (default 20 ms; see the
+    /// crate docs, "Change feed"). The longest a commit of another process waits to be
+    /// reported, and the cost of each watcher: one small query per interval.
+    pub feed_interval: Duration,
 }
 
 impl SqlOptions {
@@ -172,6 +236,21 @@ impl SqlOptions {
         self.connect_timeout = d;
         self
     }
+
+    /// Set [`SqlOptions::feed_interval`] (a zero interval polls every millisecond).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = wgm_store_sql::SqlOptions::default();
+    /// assert_eq!(opts.feed_interval, Duration::from_millis(20));
+    /// let opts = opts.feed_interval(Duration::from_millis(250));
+    /// assert_eq!(opts.feed_interval, Duration::from_millis(250));
+    /// ```
+    #[must_use]
+    pub fn feed_interval(mut self, d: Duration) -> Self {
+        self.feed_interval = d;
+        self
+    }
 }
 
 impl Default for SqlOptions {
@@ -181,6 +260,7 @@ impl Default for SqlOptions {
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            feed_interval: Duration::from_millis(20),
         }
     }
 }
@@ -262,33 +342,8 @@ impl SqlStore {
         Ok(SqlStore { backend })
     }
 
-    /// Follow committed revisions of every server, as `(server, revision)`, from now on
-    /// (PostgreSQL `LISTEN wgm_events`; each commit sends `NOTIFY` with `<server>:<revision>`
-    /// in its transaction, so a notification means the revision is durable).
-    ///
-    /// Notifications sent while the listening connection is down are lost; the stream
-    /// reconnects by itself, and a follower should reload the heads it cares about after
-    /// an error item. `Unsupported` on SQLite (poll [`ServerStore::head`] there).
-    #[cfg_attr(
-        not(feature = "postgres"),
-        allow(
-            clippy::unused_async,
-            reason = "async for the postgres backend; one signature for all builds"
-        )
-    )]
-    pub async fn subscribe(&self) -> Result<BoxStream<'static, Result<(ServerId, RevisionNo)>>> {
-        match &self.backend {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(_) => Err(Error::unsupported(
-                "change notifications on sqlite (poll the head revision)",
-            )),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(b) => b.subscribe().await.map_err(Error::from),
-        }
-    }
-
     /// Close the connection pool, waiting for connections in use to be returned. Further
-    /// operations fail with `Store`.
+    /// operations fail with `Store`, and the streams of the change feed end.
     pub async fn close(&self) {
         match &self.backend {
             #[cfg(feature = "sqlite")]
@@ -314,6 +369,10 @@ impl Store for SqlStore {
 impl ServerStore for SqlStore {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         dispatch!(self, b => b.load_server(id))
+    }
+
+    async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>> {
+        dispatch!(self, b => b.load_server_settings(id))
     }
 
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
@@ -348,12 +407,49 @@ impl HostStateStore for SqlStore {
         dispatch!(self, b => b.set_applied(id, host, revision))
     }
 
+    async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &AppliedState,
+    ) -> Result<()> {
+        dispatch!(self, b => b.set_applied_state(id, host, state))
+    }
+
+    async fn applied_state(&self, id: ServerId, host: &str) -> Result<Option<AppliedState>> {
+        dispatch!(self, b => b.applied_state(id, host))
+    }
+
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
         dispatch!(self, b => b.applied(id, host))
     }
 
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         dispatch!(self, b => b.update_peer_stats(id, stats))
+    }
+
+    async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease> {
+        dispatch!(self, b => b.acquire_lease(req))
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: time::OffsetDateTime) -> Result<bool> {
+        dispatch!(self, b => b.release_lease(lease, now))
+    }
+
+    async fn put_host_report(&self, report: &HostReport) -> Result<()> {
+        dispatch!(self, b => b.put_host_report(report))
+    }
+
+    async fn host_reports(&self, id: ServerId) -> Result<Vec<HostReport>> {
+        dispatch!(self, b => b.host_reports(id))
+    }
+}
+
+/// See the crate docs, "Change feed": `NOTIFY` on PostgreSQL, polling on SQLite.
+#[async_trait]
+impl ChangeFeed for SqlStore {
+    async fn watch(&self) -> Result<BoxStream<'static, FeedEvent>> {
+        dispatch!(self, b => b.watch())
     }
 }
 

@@ -31,6 +31,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_key",
         sql: include_str!("../migrations/sqlite/0002_audit_key.sql"),
     },
+    Migration {
+        version: 3,
+        name: "hosts",
+        sql: include_str!("../migrations/sqlite/0003_hosts.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, oldest first.
@@ -45,6 +50,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "audit_key",
         sql: include_str!("../migrations/postgres/0002_audit_key.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "hosts",
+        sql: include_str!("../migrations/postgres/0003_hosts.sql"),
     },
 ];
 

@@ -7,26 +7,35 @@
 //! queue there, and each statement after the lock sees everything the previous holder
 //! committed. Audit appends lock the single audit-head row, always as the last lock a
 //! transaction takes, so lock order is fixed and the chain stays linear.
+//!
+//! Leases and host reports of one server on one host serialize on a transaction-scoped
+//! advisory lock of that key ([`lock_host`]), so a grant and a report cannot interleave.
+//!
+//! The change feed ([`PgStore::watch`]) listens on [`CHANNEL`] on a connection of its own
+//! (see [`PgFeed`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
+use sqlx::pool::CloseEvent;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use wgm_core::integrity::{AuditKey, StoredAuditKey};
 use wgm_core::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
-    Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
-    ServerSummary, TokenId, User, UserId,
+    ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, Peer, PeerId, PeerStats, RevisionNo,
+    RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
-use wgm_core::store::SealAuditKey;
+use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
 use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
@@ -101,6 +110,8 @@ async fn unreachable(connect: &PgConnectOptions, waited: std::time::Duration) ->
 #[derive(Debug)]
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// How long the change feed waits for a connection ([`SqlOptions::connect_timeout`]).
+    connect_timeout: Duration,
 }
 
 impl PgStore {
@@ -125,7 +136,10 @@ impl PgStore {
             }
             Ok(Err(e)) => return Err(db(e)),
         }
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            connect_timeout: opts.connect_timeout,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -175,28 +189,30 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    /// Follow `NOTIFY wgm_events`.
-    pub(crate) async fn subscribe(
-        &self,
-    ) -> Result<BoxStream<'static, wgm_core::Result<(ServerId, RevisionNo)>>, SqlError> {
-        let mut listener = PgListener::connect_with(&self.pool).await.map_err(db)?;
-        listener.listen(CHANNEL).await.map_err(db)?;
-        let stream = listener.into_stream().filter_map(|item| async move {
-            match item {
-                Ok(n) => {
-                    let parsed = parse_payload(n.payload());
-                    if parsed.is_none() {
-                        tracing::debug!(
-                            channel = CHANNEL,
-                            "ignoring a notification that is not <server>:<revision>"
-                        );
-                    }
-                    parsed.map(Ok)
-                }
-                Err(e) => Some(Err(Error::store(S, e))),
-            }
-        });
-        Ok(stream.boxed())
+    /// The change feed: `LISTEN` on [`CHANNEL`] on a connection of its own, connected now
+    /// (an error if that fails), then followed by a [`PgFeed`].
+    pub(crate) async fn watch(&self) -> Result<BoxStream<'static, FeedEvent>, SqlError> {
+        // The listener has a pool of its own, which a closed store would not stop.
+        if self.pool.is_closed() {
+            return Err(db(sqlx::Error::PoolClosed));
+        }
+        // sqlx runs on tokio, so there is one (`listen` below needs it too).
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::store(S, "the change feed needs a tokio runtime"))?;
+        let connect = self.pool.connect_options();
+        let listening = listen(&connect, self.connect_timeout).await.map_err(db)?;
+        let feed = PgFeed {
+            connect,
+            closed: self.pool.close_event(),
+            connect_timeout: self.connect_timeout,
+            runtime,
+            listening: Some(listening),
+        };
+        Ok(futures::stream::unfold(feed, |mut feed| async move {
+            let event = feed.next().await?;
+            Some((event, feed))
+        })
+        .boxed())
     }
 
     /// A read snapshot for `load_server`: both of its queries see one snapshot.
@@ -228,20 +244,129 @@ impl PgStore {
         host: &str,
         revision: RevisionNo,
     ) -> Result<(), SqlError> {
+        self.put_applied(id, host, revision, None, None).await
+    }
+
+    pub(crate) async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &AppliedState,
+    ) -> Result<(), SqlError> {
+        self.put_applied(
+            id,
+            host,
+            state.revision,
+            state.instance.map(crate::codec::instance_column),
+            Some(ns(state.verified_at)),
+        )
+        .await
+    }
+
+    /// The `applied` row of a server on a host: the revision, and the device part (both
+    /// `NULL` for a plain `set_applied`).
+    async fn put_applied(
+        &self,
+        id: ServerId,
+        host: &str,
+        revision: RevisionNo,
+        instance: Option<i64>,
+        verified_ns: Option<i64>,
+    ) -> Result<(), SqlError> {
         retrying!(
             "set_applied",
             async {
                 sqlx::query(
-                    "INSERT INTO wgm.applied (server_id, host, revision) VALUES ($1, $2, $3)
-                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision",
+                    "INSERT INTO wgm.applied (server_id, host, revision, instance, verified_ns)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision,
+                         instance = excluded.instance, verified_ns = excluded.verified_ns",
                 )
                 .bind(id.0)
                 .bind(host)
                 .bind(int(revision.0))
+                .bind(instance)
+                .bind(verified_ns)
                 .execute(&self.pool)
                 .await
                 .map_err(db)
                 .map(|_| ())
+            }
+            .await
+        )
+    }
+
+    /// Decide `req` against the stored lease ([`Lease::decide`]) and store the outcome, in
+    /// one transaction under the lease's advisory lock ([`lock_host`]).
+    pub(crate) async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease, SqlError> {
+        retrying!(
+            "acquire_lease",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                lock_host(&mut tx, req.server_id, req.host.as_str()).await?;
+                let current = stored_lease(&mut tx, req.server_id, req.host.as_str()).await?;
+                let granted = Lease::decide(current.as_ref(), req)?;
+                put_lease(&mut tx, &granted).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(granted)
+            }
+            .await
+        )
+    }
+
+    /// Release `lease` if it is still stored as given ([`Lease::released`]), under the
+    /// lease's advisory lock.
+    pub(crate) async fn release_lease(
+        &self,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<bool, SqlError> {
+        retrying!(
+            "release_lease",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                lock_host(&mut tx, lease.server_id, lease.host.as_str()).await?;
+                let released = stored_lease(&mut tx, lease.server_id, lease.host.as_str())
+                    .await?
+                    .and_then(|cur| Lease::released(&cur, &lease.holder, lease.fencing, now));
+                let Some(released) = released else {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(false);
+                };
+                put_lease(&mut tx, &released).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+            .await
+        )
+    }
+
+    /// Store `report` if the stored lease of its server and host admits it
+    /// ([`Lease::admit`]; any report when there is none), under the same advisory lock as
+    /// the lease, so that no grant slips between the check and the write.
+    pub(crate) async fn put_host_report(&self, report: &HostReport) -> Result<(), SqlError> {
+        let body = to_json(S, "host report", report)?;
+        retrying!(
+            "put_host_report",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                lock_host(&mut tx, report.server_id, report.host.as_str()).await?;
+                if let Some(lease) =
+                    stored_lease(&mut tx, report.server_id, report.host.as_str()).await?
+                {
+                    lease.admit(report)?;
+                }
+                sqlx::query(
+                    "INSERT INTO wgm.host_reports (server_id, host, body) VALUES ($1, $2, $3::jsonb)
+                     ON CONFLICT (server_id, host) DO UPDATE SET body = excluded.body",
+                )
+                .bind(report.server_id.0)
+                .bind(report.host.as_str())
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
             }
             .await
         )
@@ -359,6 +484,200 @@ impl PgStore {
             }
             .await
         )
+    }
+}
+
+/// Serialize the lease and report writes of `server` on `host`: a transaction-scoped
+/// advisory lock of the key `wgm.lease:<server>:<host>` (hashed to 64 bits; two keys
+/// that collide only queue behind each other). Unlike a row lock it also covers the
+/// first write of a key, when there is no row to lock yet.
+async fn lock_host(conn: &mut PgConnection, server: ServerId, host: &str) -> Result<(), SqlError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("wgm.lease:{server}:{host}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// The stored lease of `server` on `host`, under [`lock_host`].
+async fn stored_lease(
+    conn: &mut PgConnection,
+    server: ServerId,
+    host: &str,
+) -> Result<Option<Lease>, SqlError> {
+    let body: Option<String> = sqlx::query_scalar(&crate::dialect::POSTGRES.reads().lease)
+        .bind(server.0)
+        .bind(host)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    body.map(|b| common::lease(S, server, host, &b)).transpose()
+}
+
+/// Insert or replace the stored lease of `lease`'s server and host, under [`lock_host`].
+async fn put_lease(conn: &mut PgConnection, lease: &Lease) -> Result<(), SqlError> {
+    sqlx::query(
+        "INSERT INTO wgm.leases (server_id, host, body) VALUES ($1, $2, $3::jsonb)
+         ON CONFLICT (server_id, host) DO UPDATE SET body = excluded.body",
+    )
+    .bind(lease.server_id.0)
+    .bind(lease.host.as_str())
+    .bind(to_json(S, "lease", lease)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The first pause between reconnection attempts of the change feed.
+const FEED_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between reconnection attempts of the change feed.
+const FEED_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A listening connection of the change feed, and the pool of its own it came from.
+struct Listening {
+    listener: PgListener,
+    pool: PgPool,
+}
+
+impl Listening {
+    /// Let go of the connection, closing it cleanly in the background (needs a tokio
+    /// runtime: sqlx spawns its clean-up). Dropping the listener spawns `UNLISTEN` and the
+    /// return of its connection (if it still has one) to its pool; closing the pool then
+    /// waits for that and closes the connection with a proper goodbye.
+    fn retire(self) {
+        let Listening { listener, pool } = self;
+        drop(listener);
+        tokio::spawn(async move { pool.close().await });
+    }
+}
+
+/// A new listening connection: `LISTEN` on [`CHANNEL`], on a pool of its own (one
+/// connection, opened with the store's options `connect`, waiting at most `timeout` for
+/// it), so that watchers never take connections from the store's pool.
+async fn listen(connect: &PgConnectOptions, timeout: Duration) -> Result<Listening, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with(connect.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // The feed's own pool is never closed; the store's closing is watched instead
+    // (`PgFeed::closed`).
+    listener.ignore_pool_close_event(true);
+    // A lost connection makes `try_recv` return `Ok(None)` at once; the feed reconnects
+    // by itself (`PgFeed::reconnect`), with its own backoff and logs.
+    listener.eager_reconnect(false);
+    if let Err(e) = listener.listen(CHANNEL).await {
+        Listening { listener, pool }.retire();
+        return Err(e);
+    }
+    Ok(Listening { listener, pool })
+}
+
+/// The state of one PostgreSQL change feed.
+///
+/// Notifications become [`FeedEvent::Committed`]. A lost connection (`try_recv` gives
+/// `Ok(None)`, or fails) drops the listener, with whatever state its connection was in,
+/// and [`PgFeed::reconnect`] builds a new one — a fresh `LISTEN` — retrying with backoff
+/// while the database is down; once it listens again the feed reports
+/// [`FeedEvent::Missed`], since notifications sent meanwhile are lost. (sqlx's own
+/// reconnection, `try_recv` or a query on the listener re-`LISTEN`ing in place, is not
+/// used: after a failed attempt there it reconnects without the buffer of notifications
+/// that arrive during its own queries.) The feed ends when the store's pool is closed.
+struct PgFeed {
+    /// The store's connect options, for reconnecting (not its pool: a feed does not keep
+    /// the store's connections open).
+    connect: Arc<PgConnectOptions>,
+    /// Completes when the store's pool is closed.
+    closed: CloseEvent,
+    connect_timeout: Duration,
+    /// The runtime `watch` ran on, entered to let go of the connection when the feed is
+    /// dropped outside of it (a binding's garbage collector, a stream kept past its
+    /// runtime), where sqlx's clean-up would panic for want of a runtime to spawn on.
+    runtime: tokio::runtime::Handle,
+    /// `None` while the feed is down.
+    listening: Option<Listening>,
+}
+
+impl Drop for PgFeed {
+    fn drop(&mut self) {
+        if let Some(listening) = self.listening.take() {
+            let _entered = self.runtime.enter();
+            listening.retire();
+        }
+    }
+}
+
+impl PgFeed {
+    /// The next event; `None` once the store is closed.
+    async fn next(&mut self) -> Option<FeedEvent> {
+        loop {
+            let Some(listening) = self.listening.as_mut() else {
+                self.reconnect().await?;
+                return Some(FeedEvent::Missed);
+            };
+            match self.closed.do_until(listening.listener.try_recv()).await {
+                // The store was closed.
+                Err(_) => return None,
+                Ok(Ok(Some(n))) => {
+                    if let Some((server, revision)) = parse_payload(n.payload()) {
+                        return Some(FeedEvent::Committed { server, revision });
+                    }
+                    tracing::debug!(
+                        channel = CHANNEL,
+                        "ignoring a notification that is not <server>:<revision>"
+                    );
+                }
+                Ok(Ok(None)) => {
+                    tracing::warn!(
+                        store = S,
+                        "the change feed lost its connection; reconnecting"
+                    );
+                    self.lose();
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(store = S, error = %e, "the change feed failed; reconnecting");
+                    self.lose();
+                }
+            }
+        }
+    }
+
+    /// Let go of the current connection (lost, or in an unknown state after an error).
+    fn lose(&mut self) {
+        if let Some(listening) = self.listening.take() {
+            listening.retire();
+        }
+    }
+
+    /// Listen again: at once, then after pauses from [`FEED_BACKOFF_MIN`] doubling to
+    /// [`FEED_BACKOFF_MAX`] while the database is down (each failure logged at debug
+    /// level). `None` when the store is closed meanwhile.
+    async fn reconnect(&mut self) -> Option<()> {
+        let mut pause = FEED_BACKOFF_MIN;
+        loop {
+            match self
+                .closed
+                .do_until(listen(&self.connect, self.connect_timeout))
+                .await
+            {
+                Err(_) => return None,
+                Ok(Ok(listening)) => {
+                    tracing::info!(store = S, "the change feed is listening again");
+                    self.listening = Some(listening);
+                    return Some(());
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(store = S, error = %e, retry_in = ?pause, "the change feed cannot reconnect yet");
+                }
+            }
+            self.closed.do_until(tokio::time::sleep(pause)).await.ok()?;
+            pause = (pause * 2).min(FEED_BACKOFF_MAX);
+        }
     }
 }
 

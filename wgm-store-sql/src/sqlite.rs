@@ -7,24 +7,31 @@
 //! writer wait its turn there instead. Writers of one process additionally queue on an
 //! async mutex (fair, and no connection is held while waiting), so the busy timeout only
 //! arbitrates between processes.
+//!
+//! The change feed ([`SqliteStore::watch`]) polls the head revisions: SQLite has no way to
+//! tell another process's connection about a commit, and the `heads` table is small (one
+//! row per server) and always current.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use wgm_core::integrity::{AuditKey, StoredAuditKey};
 use wgm_core::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
-    Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
-    ServerSummary, TokenId, User, UserId,
+    ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, Peer, PeerId, PeerStats, RevisionNo,
+    RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, Probe, Transaction as RulesTransaction, UserClash};
-use wgm_core::store::SealAuditKey;
+use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
 use crate::codec::{int, ns, peer_body, peer_from, retrying, to_json};
@@ -74,6 +81,8 @@ pub(crate) struct SqliteStore {
     pool: SqlitePool,
     /// In-process writers queue here before `BEGIN IMMEDIATE`.
     writer: tokio::sync::Mutex<()>,
+    /// How often the change feed polls the head revisions ([`SqlOptions::feed_interval`]).
+    feed_interval: Duration,
 }
 
 impl SqliteStore {
@@ -128,6 +137,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             writer: tokio::sync::Mutex::new(()),
+            feed_interval: opts.feed_interval,
         };
         store.migrate().await?;
         Ok(store)
@@ -216,17 +226,50 @@ impl SqliteStore {
         host: &str,
         revision: RevisionNo,
     ) -> Result<(), SqlError> {
+        self.put_applied(id, host, revision, None, None).await
+    }
+
+    pub(crate) async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &AppliedState,
+    ) -> Result<(), SqlError> {
+        self.put_applied(
+            id,
+            host,
+            state.revision,
+            state.instance.map(crate::codec::instance_column),
+            Some(ns(state.verified_at)),
+        )
+        .await
+    }
+
+    /// The `applied` row of a server on a host: the revision, and the device part (both
+    /// `NULL` for a plain `set_applied`).
+    async fn put_applied(
+        &self,
+        id: ServerId,
+        host: &str,
+        revision: RevisionNo,
+        instance: Option<i64>,
+        verified_ns: Option<i64>,
+    ) -> Result<(), SqlError> {
         retrying!(
             "set_applied",
             async {
                 let (_w, mut tx) = self.write().await?;
                 sqlx::query(
-                    "INSERT INTO applied (server_id, host, revision) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision",
+                    "INSERT INTO applied (server_id, host, revision, instance, verified_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (server_id, host) DO UPDATE SET revision = excluded.revision,
+                         instance = excluded.instance, verified_ns = excluded.verified_ns",
                 )
                 .bind(id.to_string())
                 .bind(host)
                 .bind(int(revision.0))
+                .bind(instance)
+                .bind(verified_ns)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -234,6 +277,100 @@ impl SqliteStore {
             }
             .await
         )
+    }
+
+    /// Decide `req` against the stored lease ([`Lease::decide`]) and store the outcome, in
+    /// one write transaction (which holds SQLite's write lock, so no other writer reads the
+    /// lease in between).
+    pub(crate) async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease, SqlError> {
+        retrying!(
+            "acquire_lease",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                let current = stored_lease(&mut tx, req.server_id, req.host.as_str()).await?;
+                let granted = Lease::decide(current.as_ref(), req)?;
+                put_lease(&mut tx, &granted).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(granted)
+            }
+            .await
+        )
+    }
+
+    /// Release `lease` if it is still stored as given ([`Lease::released`]).
+    pub(crate) async fn release_lease(
+        &self,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<bool, SqlError> {
+        retrying!(
+            "release_lease",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                let released = stored_lease(&mut tx, lease.server_id, lease.host.as_str())
+                    .await?
+                    .and_then(|cur| Lease::released(&cur, &lease.holder, lease.fencing, now));
+                let Some(released) = released else {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(false);
+                };
+                put_lease(&mut tx, &released).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+            .await
+        )
+    }
+
+    /// Store `report` if the stored lease of its server and host admits it
+    /// ([`Lease::admit`]; any report when there is none), in one write transaction.
+    pub(crate) async fn put_host_report(&self, report: &HostReport) -> Result<(), SqlError> {
+        let body = to_json(S, "host report", report)?;
+        retrying!(
+            "put_host_report",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                if let Some(lease) =
+                    stored_lease(&mut tx, report.server_id, report.host.as_str()).await?
+                {
+                    lease.admit(report)?;
+                }
+                sqlx::query(
+                    "INSERT INTO host_reports (server_id, host, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (server_id, host) DO UPDATE SET body = excluded.body",
+                )
+                .bind(report.server_id.to_string())
+                .bind(report.host.as_str())
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
+    /// The change feed: the head revisions read now, then polled every
+    /// [`SqlOptions::feed_interval`] (see [`PollFeed`]).
+    pub(crate) async fn watch(&self) -> Result<BoxStream<'static, FeedEvent>, SqlError> {
+        let heads = read_heads(&self.pool).await?;
+        let mut ticks = tokio::time::interval(self.feed_interval.max(MIN_FEED_INTERVAL));
+        // A poll that took longer than the interval delays the next one instead of
+        // bursting to catch up.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let feed = PollFeed {
+            pool: self.pool.clone(),
+            heads,
+            ticks,
+            pending: VecDeque::new(),
+            failing: false,
+        };
+        Ok(futures::stream::unfold(feed, |mut feed| async move {
+            let event = feed.next().await?;
+            Some((event, feed))
+        })
+        .boxed())
     }
 
     pub(crate) async fn update_peer_stats(
@@ -353,6 +490,122 @@ impl SqliteStore {
             }
             .await
         )
+    }
+}
+
+/// The shortest poll interval of the change feed (a zero [`SqlOptions::feed_interval`]
+/// would make `tokio::time::interval` panic, and polling without pause would only burn a
+/// core).
+const MIN_FEED_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The stored lease of `server` on `host`, inside a write transaction.
+async fn stored_lease(
+    conn: &mut SqliteConnection,
+    server: ServerId,
+    host: &str,
+) -> Result<Option<Lease>, SqlError> {
+    let body: Option<String> = sqlx::query_scalar(&crate::dialect::SQLITE.reads().lease)
+        .bind(server.to_string())
+        .bind(host)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+    body.map(|b| common::lease(S, server, host, &b)).transpose()
+}
+
+/// Insert or replace the stored lease of `lease`'s server and host.
+async fn put_lease(conn: &mut SqliteConnection, lease: &Lease) -> Result<(), SqlError> {
+    sqlx::query(
+        "INSERT INTO leases (server_id, host, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (server_id, host) DO UPDATE SET body = excluded.body",
+    )
+    .bind(lease.server_id.to_string())
+    .bind(lease.host.as_str())
+    .bind(to_json(S, "lease", lease)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Every server's head revision (deleted servers keep theirs), read on a connection
+/// acquired for this one query: the feed never holds one between polls, which
+/// `sqlite::memory:` (a pool of exactly one connection) needs.
+async fn read_heads(pool: &SqlitePool) -> Result<HashMap<ServerId, RevisionNo>, SqlError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(&crate::dialect::SQLITE.reads().server_heads)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|(id, r)| Ok((server_id(id)?, crate::codec::rev(S, *r)?)))
+        .collect()
+}
+
+/// The state of one SQLite change feed: the heads it last saw, and the events found by
+/// the last poll and not yet taken.
+struct PollFeed {
+    pool: SqlitePool,
+    heads: HashMap<ServerId, RevisionNo>,
+    ticks: tokio::time::Interval,
+    pending: VecDeque<FeedEvent>,
+    /// Whether the last poll failed (logged once, at the first failure).
+    failing: bool,
+}
+
+impl PollFeed {
+    /// The next event, polling until there is one; `None` once the store is closed.
+    async fn next(&mut self) -> Option<FeedEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            self.ticks.tick().await;
+            if self.pool.is_closed() {
+                return None;
+            }
+            match read_heads(&self.pool).await {
+                Ok(heads) => self.compare(heads),
+                Err(SqlError::Db {
+                    source: sqlx::Error::PoolClosed,
+                    ..
+                }) => return None,
+                Err(e) if self.failing => {
+                    tracing::debug!(store = S, error = %e, "the change feed still cannot read the heads");
+                }
+                Err(e) => {
+                    tracing::warn!(store = S, error = %e, "the change feed cannot read the heads; retrying");
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    /// Queue the events that `heads`, just read, mean against the last heads seen.
+    fn compare(&mut self, heads: HashMap<ServerId, RevisionNo>) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(store = S, "the change feed reads the heads again");
+            // Polls were lost; what changed meanwhile is reported below too, but a
+            // follower must not rely on having seen every step.
+            self.pending.push_back(FeedEvent::Missed);
+        }
+        let mut went_down = false;
+        for (server, revision) in &heads {
+            match self.heads.get(server) {
+                Some(seen) if seen == revision => {}
+                // A head never goes down in a store; only a database replaced behind the
+                // store's back (a restored backup) does that. Report a gap, not the lower
+                // revision, and go on from the heads as they are now.
+                Some(seen) if seen > revision => went_down = true,
+                _ => self.pending.push_back(FeedEvent::Committed {
+                    server: *server,
+                    revision: *revision,
+                }),
+            }
+        }
+        if went_down && !self.pending.contains(&FeedEvent::Missed) {
+            self.pending.push_back(FeedEvent::Missed);
+        }
+        self.heads = heads;
     }
 }
 

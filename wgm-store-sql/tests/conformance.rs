@@ -1,7 +1,8 @@
 //! `wgm_core::conformance::store` against SQLite (file and memory) and PostgreSQL: each
 //! check on a fresh database, then the whole suite twice on one database (the checks must
 //! hold on a store that already has data). The suite holds every store semantics check
-//! (compare-and-swap, uniqueness, atomicity, history, identities, audit, F3, F16, F17);
+//! (compare-and-swap, uniqueness, atomicity, history, identities, audit, host leases and
+//! reports, F3, F16, F17); the change feed's suite runs in `tests/feed.rs`;
 //! `MemoryStore`, the reference, runs the same suite (`tests/semantics.rs` here, and
 //! `wgm-core/tests/manager.rs`).
 #![allow(clippy::unwrap_used)]
@@ -49,6 +50,7 @@ conformance!(
     audit_chain,
     applied_and_stats,
     sealed_values_round_trip,
+    leases_and_reports,
     create_and_load_round_trip,
     revision_cas,
     server_rules,

@@ -13,7 +13,7 @@ use wgm_test_support::{require, Suite};
 use crate::harness::{check_failure, Env};
 
 /// An interface name no other test or process uses.
-fn iface(tag: &str) -> String {
+pub(crate) fn iface(tag: &str) -> String {
     format!("wgm{tag}{}", std::process::id() % 100_000)
 }
 
@@ -76,13 +76,13 @@ fn unknown_backend_bad_host_and_zero_interval_are_refused() {
 }
 
 /// A network namespace and the devices in it, removed on drop.
-struct Netns {
-    name: String,
-    ifaces: Vec<String>,
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) ifaces: Vec<String>,
 }
 
 impl Netns {
-    fn new(tag: &str) -> Netns {
+    pub(crate) fn new(tag: &str) -> Netns {
         let name = format!("wgm-cli-{tag}-{}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
@@ -102,7 +102,7 @@ impl Netns {
         }
     }
 
-    fn wg_peers(&self, iface: &str) -> Vec<String> {
+    pub(crate) fn wg_peers(&self, iface: &str) -> Vec<String> {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, "wg", "show", iface, "peers"])
             .output()

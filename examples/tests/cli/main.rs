@@ -1,6 +1,7 @@
 //! Integration tests of the `wgm` binary: every command runs against a private SQLite
 //! store in a temporary directory.
 
+mod agent;
 mod documented;
 mod files;
 mod harness;

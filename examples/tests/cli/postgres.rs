@@ -9,13 +9,13 @@ use wgm_test_support::{require, Suite};
 use crate::harness::Env;
 
 /// A fresh database, dropped on drop (through `psql`, with argv, no shell).
-struct Database {
+pub(crate) struct Database {
     admin: String,
     name: String,
 }
 
 impl Database {
-    fn create(admin: &str) -> Database {
+    pub(crate) fn create(admin: &str) -> Database {
         let name = format!("wgm_cli_{}_{}", std::process::id(), rand_suffix());
         let ok = Command::new("psql")
             .args([
@@ -35,7 +35,7 @@ impl Database {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let (base, query) = self
             .admin
             .split_once('?')

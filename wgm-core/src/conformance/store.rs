@@ -67,11 +67,11 @@ pub fn audit_key() -> &'static AuditKey {
     KEY.get_or_init(|| AuditKey::from_bytes(*b"wgm conformance suite audit key!"))
 }
 
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
 
-fn t0() -> OffsetDateTime {
+pub(crate) fn t0() -> OffsetDateTime {
     // Whole seconds, so stores that keep second precision compare equal.
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -143,6 +143,7 @@ pub fn fixture_server(name: &str) -> std::result::Result<Server, Failure> {
         client_template: ClientTemplate::default(),
         config_path: None,
         active: true,
+        host: None,
         created_at: t0(),
         updated_at: t0(),
     })
@@ -180,7 +181,7 @@ pub fn fixture_peer(server: &Server, name: &str, n: u32) -> std::result::Result<
     })
 }
 
-fn commit(server: ServerId, expected: RevisionNo, changes: Vec<Change>) -> Commit {
+pub(crate) fn commit(server: ServerId, expected: RevisionNo, changes: Vec<Change>) -> Commit {
     Commit {
         server_id: server,
         expected,
@@ -197,7 +198,10 @@ fn err<T: std::fmt::Debug>(what: &str, r: &Result<T>) -> Failure {
 }
 
 /// Create a server and return it with its id.
-async fn create(store: &dyn Store, prefix: &str) -> std::result::Result<Server, Failure> {
+pub(crate) async fn create(
+    store: &dyn Store,
+    prefix: &str,
+) -> std::result::Result<Server, Failure> {
     let s = fixture_server(&format!("{prefix}-{}", suffix()))?;
     let r = store
         .commit(
@@ -1130,6 +1134,40 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
         matches!(store.applied(s.id, "host-b").await, Ok(Some(RevisionNo(1)))),
         "applied mixed up hosts"
     );
+    // The device part of an applied record: every bit of the instance, the time to the
+    // nanosecond; a plain `set_applied` forgets it.
+    for instance in [Some(u64::MAX), Some(0), None] {
+        let st = crate::model::AppliedState {
+            revision: RevisionNo(4),
+            instance,
+            verified_at: t0() + time::Duration::nanoseconds(123_456_789),
+        };
+        store
+            .set_applied_state(s.id, "host-c", &st)
+            .await
+            .map_err(|e| e.to_string())?;
+        let got = store.applied_state(s.id, "host-c").await;
+        ensure!(
+            matches!(&got, Ok(Some(x)) if *x == st),
+            "applied state {st:?}: got {got:?}"
+        );
+        ensure!(
+            matches!(store.applied(s.id, "host-c").await, Ok(Some(RevisionNo(4)))),
+            "applied revision of an applied state"
+        );
+    }
+    ensure!(
+        matches!(store.applied_state(s.id, "host-a").await, Ok(None)),
+        "an applied state where none was recorded"
+    );
+    store
+        .set_applied(s.id, "host-c", RevisionNo(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        matches!(store.applied_state(s.id, "host-c").await, Ok(None)),
+        "set_applied kept an applied state of an older revision"
+    );
     let p = fixture_peer(&s, &format!("st-{}", suffix()), 2)?;
     store
         .commit(
@@ -1217,6 +1255,166 @@ pub async fn applied_and_stats(store: Arc<dyn Store>) -> std::result::Result<(),
     Ok(())
 }
 
+/// Leases (one holder per server and host, fencing raised at every new holder, lapse,
+/// take-over, release), fenced host reports, and a server's host assignment.
+pub async fn leases_and_reports(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    use crate::model::{HostReport, LeaseRequest};
+    use crate::names::HostName;
+    let mut s = fixture_server(&format!("lease-{}", suffix()))?;
+    let h1 = HostName::new(format!("h1-{}", suffix())).map_err(|e| e.to_string())?;
+    let h0 = HostName::new(format!("h0-{}", suffix())).map_err(|e| e.to_string())?;
+    s.host = Some(h1.clone());
+    store
+        .commit(
+            commit(
+                s.id,
+                RevisionNo::NONE,
+                vec![Change::ServerCreated {
+                    server: Box::new(s.clone()),
+                }],
+            ),
+            audit_key(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let st = store
+        .load_server(s.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("server vanished")?;
+    ensure!(
+        st.server.host.as_ref() == Some(&h1),
+        "host assignment lost: {:?}",
+        st.server.host
+    );
+    let listed = store
+        .list_servers(Page::ALL)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        listed
+            .iter()
+            .any(|x| x.id == s.id && x.host.as_ref() == Some(&h1)),
+        "the listing lost the host assignment"
+    );
+    let at = |secs: i64| t0() + time::Duration::seconds(secs);
+    let req = |host: &HostName, holder: &str, now: i64, take_over: Option<&str>| LeaseRequest {
+        server_id: s.id,
+        host: host.clone(),
+        holder: holder.to_owned(),
+        now: at(now),
+        ttl: time::Duration::seconds(15),
+        take_over: take_over.map(str::to_owned),
+    };
+    let a = store
+        .acquire_lease(&req(&h1, "agent-a", 0, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(a.fencing == 1 && a.expires == at(15), "first grant: {a:?}");
+    let r = store.acquire_lease(&req(&h1, "agent-b", 5, None)).await;
+    ensure!(
+        matches!(r, Err(Error::Conflict { .. })),
+        "{}",
+        err("a second holder while the lease runs", &r)
+    );
+    let other = store
+        .acquire_lease(&req(&h0, "agent-b", 5, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        other.fencing == 1,
+        "another host's lease is its own: {other:?}"
+    );
+    let renewed = store
+        .acquire_lease(&req(&h1, "agent-a", 10, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        renewed.fencing == 1 && renewed.expires == at(25),
+        "renewal: {renewed:?}"
+    );
+    let taken = store
+        .acquire_lease(&req(&h1, "agent-b", 11, Some("agent-a")))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(taken.fencing == 2, "take-over raises fencing: {taken:?}");
+    let report = |fencing: u64, agent: &str, host: &HostName| HostReport {
+        server_id: s.id,
+        host: host.clone(),
+        agent: agent.to_owned(),
+        fencing,
+        applied: Some(RevisionNo(1)),
+        instance: Some(42),
+        converged: true,
+        peers: 3,
+        error: None,
+        heartbeat: at(12),
+    };
+    let r = store.put_host_report(&report(1, "agent-a", &h1)).await;
+    ensure!(
+        matches!(r, Err(Error::Conflict { .. })),
+        "{}",
+        err("a report under a superseded lease", &r)
+    );
+    store
+        .put_host_report(&report(2, "agent-b", &h1))
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .put_host_report(&report(1, "agent-b", &h0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reports = store.host_reports(s.id).await.map_err(|e| e.to_string())?;
+    ensure!(
+        reports == vec![report(1, "agent-b", &h0), report(2, "agent-b", &h1)],
+        "reports (by host name): {reports:?}"
+    );
+    ensure!(
+        !store
+            .release_lease(&a, at(12))
+            .await
+            .map_err(|e| e.to_string())?,
+        "a superseded lease was released"
+    );
+    ensure!(
+        store
+            .release_lease(&taken, at(12))
+            .await
+            .map_err(|e| e.to_string())?,
+        "the holder could not release its lease"
+    );
+    let next = store
+        .acquire_lease(&req(&h1, "agent-c", 13, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(next.fencing == 3, "a grant after release: {next:?}");
+    let lapsed = store
+        .acquire_lease(&req(&h1, "agent-d", 40, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        lapsed.fencing == 4,
+        "a grant after the lease lapsed: {lapsed:?}"
+    );
+
+    // Contention: of many holders asking at once, exactly one gets the lease.
+    let h2 = HostName::new(format!("h2-{}", suffix())).map_err(|e| e.to_string())?;
+    let asks = (0..8).map(|i| {
+        let st = store.clone();
+        let r = req(&h2, &format!("racer-{i}"), 0, None);
+        async move { st.acquire_lease(&r).await }
+    });
+    let results = join_all(asks).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    ensure!(
+        won == 1
+            && results.iter().all(|r| matches!(r, Ok(l) if l.fencing == 1)
+                || matches!(r, Err(Error::Conflict { .. }))),
+        "8 holders at once: {won} won: {results:?}"
+    );
+    Ok(())
+}
+
 /// A store must never hold a secret in the clear: the sealed server key round-trips as
 /// the same ciphertext.
 pub async fn sealed_values_round_trip(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
@@ -1260,6 +1458,9 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
     sealed_values_round_trip(store.clone())
         .await
         .map_err(|e| format!("sealed_values_round_trip: {e}"))?;
+    leases_and_reports(store.clone())
+        .await
+        .map_err(|e| format!("leases_and_reports: {e}"))?;
     macro_rules! run {
         ($($check:ident),* $(,)?) => {
             $( $check(store.clone())

@@ -16,9 +16,16 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::Manager;
-use crate::backend::{DeviceState, LinkDelta, LinkState, NetworkBackend, WireGuardBackend};
-use crate::model::{Change, RevisionNo, ServerId};
-use crate::names::InterfaceName;
+use std::collections::BTreeMap;
+
+use crate::backend::{
+    DeviceState, LinkDelta, LinkState, NetworkBackend, PeerState, WireGuardBackend,
+};
+use crate::keys::PublicKey;
+use crate::model::{
+    AppliedState, Change, Peer, PeerId, RevisionNo, RevisionRecord, ServerId, ServerState,
+};
+use crate::names::{InterfaceName, PeerName};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::reconcile::{
     acknowledged_state, desired_host_with, plan, DesiredHost, DriftPolicy, Execution, Plan,
@@ -276,6 +283,139 @@ impl Manager {
         (Some(s.revision) == applied).then_some(s)
     }
 
+    /// A delta failed part-way: what the host holds is no longer known, so the durable
+    /// record keeps the applied revision but drops the device part, and the next apply
+    /// (in any process) reads the device in full.
+    async fn distrust_device(&self, server: ServerId, host: &str, applied: Option<RevisionNo>) {
+        let Some(rev) = applied else {
+            return;
+        };
+        if let Err(e) = self.store().set_applied(server, host, rev).await {
+            tracing::warn!(error = %e, "could not mark the host's device as unverified");
+        }
+    }
+
+    /// Whether this manager keeps a verified state of the host (then it plans from that).
+    fn has_snapshot(&self, key: &HostKey) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// Apply from the durable record of what the host holds (a fresh process's fast
+    /// path): when the store says `host` converged to revision R on device instance I,
+    /// verified in full less than `reverify_after_secs` ago, the device is still
+    /// instance I, and the revisions after R only add, change or remove peers (no route
+    /// through the link among them), then the plan is made from those revisions alone —
+    /// the touched peers as they were at R against the same peers at the head — without
+    /// loading the server's other peers or reading the device. Every delta acknowledged:
+    /// the head is recorded as applied (same instance and verification time). `None`
+    /// whenever any of that does not hold, or the delta is empty (an apply with nothing
+    /// to do reads the host, which is how drift is repaired), or a delta failed: the
+    /// caller takes the full path, which reads the device.
+    async fn apply_from_log(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        host: &Host,
+    ) -> Result<Option<ApplyReport>> {
+        self.authorize(p, Resource::Server, Action::Apply, Target::server(server.0))
+            .await?;
+        let Some(applied) = self.store().applied_state(server, &host.name).await? else {
+            return Ok(None);
+        };
+        let Some(instance) = applied.instance else {
+            return Ok(None);
+        };
+        if self.now() - applied.verified_at >= self.reverify_after() {
+            return Ok(None);
+        }
+        let Some((srv, head)) = self.store().load_server_settings(server).await? else {
+            return Ok(None);
+        };
+        let behind = head.0.saturating_sub(applied.revision.0);
+        if behind == 0 || behind > MAX_LOG_DELTA || !srv.active {
+            return Ok(None);
+        }
+        if instance_of(host, &srv.interface).await != Some(instance) {
+            return Ok(None);
+        }
+        let revs = self
+            .store()
+            .revisions(server, applied.revision, behind)
+            .await?;
+        self.check_revisions(server, applied.revision, &revs)
+            .await?;
+        if revs.last().map(|r| r.revision) != Some(head) {
+            return Ok(None);
+        }
+        let Some((was, now)) = touched_peers(&revs) else {
+            return Ok(None);
+        };
+        let brings_routes =
+            |p: &Peer| p.delegated_prefix.is_some() || !p.extra_allowed_ips.is_empty();
+        if was.values().chain(now.values()).any(brings_routes) {
+            return Ok(None);
+        }
+        let removed: Vec<(PublicKey, PeerName)> = was
+            .values()
+            .filter(|b| now.get(&b.id).is_none_or(|a| a.public_key != b.public_key))
+            .map(|b| (b.public_key, b.name.clone()))
+            .collect();
+        let mut opened = crate::reconcile::OpenedSecrets::default();
+        let at = |peers: BTreeMap<PeerId, Peer>, revision| ServerState {
+            server: srv.clone(),
+            peers,
+            revision,
+        };
+        let desired = desired_host_with(&at(now, head), self.sealer(), removed, &mut opened)?;
+        let before = desired_host_with(&at(was, applied.revision), self.sealer(), [], &mut opened)?;
+        // The device as it was verified, for the touched peers: what they were at R.
+        let live = DeviceState {
+            private_key: Some(desired.private_key.clone()),
+            public_key: Some(desired.public_key),
+            listen_port: desired.listen_port,
+            fwmark: desired.fwmark,
+            peers: before
+                .peers
+                .values()
+                .map(|d| (d.public_key, held_peer(d)))
+                .collect(),
+        };
+        let link = LinkState {
+            up: true,
+            mtu: desired.mtu,
+            addresses: desired.addresses.clone(),
+            routes: desired.routes.clone(),
+        };
+        let pl = plan_for(&desired, Some(&live), Some(&link), host, false);
+        if pl.is_empty() || pl.create_device || pl.delete_device || !pl.link.is_empty() {
+            return Ok(None);
+        }
+        let key = (server, host.name.clone());
+        self.forget_snapshot(&key);
+        let errors = execute(host, &srv.interface, &pl).await;
+        if !errors.is_empty() {
+            self.distrust_device(server, &host.name, Some(applied.revision))
+                .await;
+            tracing::debug!(interface = %srv.interface, errors = errors.len(), "a delta from the log failed; reading the device");
+            return Ok(None);
+        }
+        tracing::debug!(interface = %srv.interface, from = %applied.revision, to = %head, items = pl.items.len(), "applied from the log; not read back");
+        let state = AppliedState {
+            revision: head,
+            instance: Some(instance),
+            verified_at: applied.verified_at,
+        };
+        self.store()
+            .set_applied_state(server, &host.name, &state)
+            .await?;
+        let report = ApplyReport::acknowledged(pl, errors);
+        self.audit_apply(p, server, head, &host.name, &report).await;
+        Ok(Some(report))
+    }
+
     /// Drop a host's snapshot (before changing the host).
     fn forget_snapshot(&self, key: &HostKey) {
         self.live
@@ -402,9 +542,18 @@ impl Manager {
         host: &Host,
         opts: ApplyOptions,
     ) -> Result<ApplyReport> {
+        let key = (server, host.name.clone());
+        if !opts.dry_run
+            && !opts.full_resync
+            && opts.verify == Verify::Auto
+            && !self.has_snapshot(&key)
+        {
+            if let Some(report) = self.apply_from_log(p, server, host).await? {
+                return Ok(report);
+            }
+        }
         let (desired, applied) = self.desired_for(p, server, host, Action::Apply).await?;
         let iface = &desired.interface;
-        let key = (server, host.name.clone());
         let live = self.read_live(host, iface, &key, applied, opts).await?;
         let pl = plan_for(
             &desired,
@@ -420,6 +569,9 @@ impl Manager {
         }
         self.forget_snapshot(&key);
         let errors = execute(host, iface, &pl).await;
+        if !errors.is_empty() {
+            self.distrust_device(server, &host.name, applied).await;
+        }
         let planned_from = if live.from_snapshot {
             PlannedFrom::Kept {
                 age: self.now() - live.read_at,
@@ -567,8 +719,13 @@ impl Manager {
         snapshot: LiveSnapshot,
         report: &ApplyReport,
     ) -> Result<()> {
+        let state = AppliedState {
+            revision: desired.revision,
+            instance: snapshot.instance,
+            verified_at: snapshot.read_at,
+        };
         self.store()
-            .set_applied(desired.server_id, &key.1, desired.revision)
+            .set_applied_state(desired.server_id, &key.1, &state)
             .await?;
         let host = key.1.clone();
         self.remember_snapshot(key, snapshot);
@@ -604,6 +761,74 @@ impl Manager {
         {
             tracing::warn!(error = %e, "could not audit an apply");
         }
+    }
+}
+
+/// The most revisions [`Manager::apply`] plans from without reading the device; more
+/// behind than that, reading the device is cheaper than replaying the log.
+const MAX_LOG_DELTA: u64 = 1024;
+
+/// The peers `revs` touch, as they were before the first (absent: added since) and as
+/// they are after the last (absent: removed since); `None` when a revision changes
+/// anything but peers (the server's settings, its deletion).
+fn touched_peers(
+    revs: &[RevisionRecord],
+) -> Option<(BTreeMap<PeerId, Peer>, BTreeMap<PeerId, Peer>)> {
+    let mut was: BTreeMap<PeerId, Option<Peer>> = BTreeMap::new();
+    let mut now: BTreeMap<PeerId, Option<Peer>> = BTreeMap::new();
+    for rec in revs {
+        for ch in &rec.changes {
+            match ch {
+                Change::PeerAdded { peer } => {
+                    was.entry(peer.id).or_insert(None);
+                    now.insert(peer.id, Some((**peer).clone()));
+                }
+                Change::PeerRemoved { peer } => {
+                    was.entry(peer.id).or_insert_with(|| Some((**peer).clone()));
+                    now.insert(peer.id, None);
+                }
+                Change::PeerUpdated { before, after } => {
+                    was.entry(before.id)
+                        .or_insert_with(|| Some((**before).clone()));
+                    now.insert(after.id, Some((**after).clone()));
+                }
+                // Bookkeeping of the server that the host does not see (the quarantine
+                // of a removed peer's addresses, the update time).
+                Change::ServerUpdated { before, after } if same_on_host(before, after) => {}
+                _ => return None,
+            }
+        }
+    }
+    let keep = |m: BTreeMap<PeerId, Option<Peer>>| -> BTreeMap<PeerId, Peer> {
+        m.into_iter()
+            .filter_map(|(id, p)| p.map(|p| (id, p)))
+            .collect()
+    };
+    Some((keep(was), keep(now)))
+}
+
+/// Whether two versions of a server are the same to its host: the device's settings
+/// and the link's (everything `desired_host` reads of the server itself).
+fn same_on_host(a: &crate::model::Server, b: &crate::model::Server) -> bool {
+    a.id == b.id
+        && a.interface == b.interface
+        && a.listen_port == b.listen_port
+        && a.private_key == b.private_key
+        && a.public_key == b.public_key
+        && a.fwmark == b.fwmark
+        && a.mtu == b.mtu
+        && a.active == b.active
+        && a.interface_addresses() == b.interface_addresses()
+}
+
+/// A peer as a device holds it after it was applied as `d`.
+fn held_peer(d: &crate::reconcile::DesiredPeer) -> PeerState {
+    PeerState {
+        preshared_key: d.preshared_key.clone(),
+        endpoint: d.endpoint,
+        allowed_ips: d.allowed_ips.clone(),
+        persistent_keepalive: d.keepalive,
+        ..PeerState::new(d.public_key)
     }
 }
 

@@ -162,7 +162,7 @@ impl Manager {
     /// Check revisions of `server` read back from the store, the first of them right
     /// after `after`: each one's MAC ([`check_revision`]) and that the numbers run on
     /// without a gap (a deleted revision would make a replay wrong).
-    async fn check_revisions(
+    pub(super) async fn check_revisions(
         &self,
         server: ServerId,
         after: RevisionNo,

@@ -8,7 +8,8 @@
 //! On a concurrent change it reloads what changed and tries again (bounded, with
 //! jittered backoff), so N writers racing for a small pool end with exactly as many peers
 //! as there were free addresses and clean [`Error::PoolExhausted`] for the rest.
-//! After every commit an [`Event`] is published for reconcilers.
+//! Whoever applies follows the store's change feed ([`crate::store::ChangeFeed`]; from
+//! here, [`Manager::watch`]).
 //!
 //! ```
 //! # futures::executor::block_on(async {
@@ -33,8 +34,8 @@
 
 mod apply;
 mod clock;
-mod events;
 mod history;
+mod hosts;
 mod identity;
 mod limits;
 mod local_admin;
@@ -56,7 +57,6 @@ use time::OffsetDateTime;
 
 pub use apply::{ApplyError, ApplyOptions, ApplyReport, Host, ItemResult};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{Event, EventBus, MemoryEventBus};
 pub use history::{AuditVerification, DiffEntry};
 #[cfg(feature = "auth")]
 pub use identity::LoginOutcome;
@@ -116,13 +116,12 @@ impl Default for ManagerConfig {
     }
 }
 
-/// Builds a [`Manager`] from a store and a sealer, with optional event bus, clock and
+/// Builds a [`Manager`] from a store and a sealer, with optional clock and
 /// configuration.
 #[derive(Debug)]
 pub struct ManagerBuilder {
     store: Arc<dyn Store>,
     sealer: Sealer,
-    events: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     config: ManagerConfig,
     #[cfg(feature = "auth")]
@@ -130,13 +129,6 @@ pub struct ManagerBuilder {
 }
 
 impl ManagerBuilder {
-    /// Publish events on `bus` (default: an in-memory bus).
-    #[must_use]
-    pub fn events(mut self, bus: Arc<dyn EventBus>) -> Self {
-        self.events = bus;
-        self
-    }
-
     /// Read time from `clock` (default: the system clock).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -164,7 +156,6 @@ impl ManagerBuilder {
         Manager {
             store: self.store,
             sealer: Arc::new(self.sealer),
-            events: self.events,
             clock: self.clock,
             config: self.config,
             #[cfg(feature = "auth")]
@@ -274,7 +265,6 @@ struct Mutation<T> {
 pub struct Manager {
     store: Arc<dyn Store>,
     sealer: Arc<Sealer>,
-    events: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     config: ManagerConfig,
     #[cfg(feature = "auth")]
@@ -317,7 +307,6 @@ impl Manager {
         ManagerBuilder {
             store,
             sealer,
-            events: Arc::new(MemoryEventBus::new()),
             clock: Arc::new(SystemClock),
             config: ManagerConfig::default(),
             #[cfg(feature = "auth")]
@@ -334,11 +323,6 @@ impl Manager {
     /// The sealer (the reconciler opens server keys to apply them).
     pub(crate) fn sealer(&self) -> &Sealer {
         &self.sealer
-    }
-
-    /// The event bus.
-    pub fn events(&self) -> &Arc<dyn EventBus> {
-        &self.events
     }
 
     /// Now, by the manager's clock.
@@ -765,7 +749,6 @@ impl Manager {
                     if deleted {
                         self.forget(id);
                     }
-                    self.publish(&rec).await;
                     return Ok(Some((rec, m.output)));
                 }
                 // The store contract: only a stale revision is a lost compare-and-swap
@@ -804,19 +787,6 @@ impl Manager {
             }
         }
         Ok(())
-    }
-
-    async fn publish(&self, rec: &RevisionRecord) {
-        let event = Event {
-            server_id: rec.server_id,
-            revision: rec.revision,
-            kinds: rec.changes.iter().map(|c| c.kind().to_owned()).collect(),
-        };
-        // The revision is durable; a lost event only delays reconcilers until their
-        // next full pass.
-        if let Err(e) = self.events.publish(event).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
     }
 
     /// The store's audit key, opened: from the cache, else from the store, created there

@@ -13,7 +13,7 @@ use crate::model::{
     AuditEntry, AuditOutcome, Change, ClientTemplate, Commit, Delegation, Page, RevisionNo, Server,
     ServerId,
 };
-use crate::names::{InterfaceName, ServerName};
+use crate::names::{HostName, InterfaceName, ServerName};
 use crate::net::{DnsEntry, Endpoint, FwMark, ListenPort, Mtu};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::SecretKind;
@@ -57,6 +57,8 @@ pub struct NewServer {
     pub quarantine_secs: Option<u64>,
     /// Use this private key instead of generating one (imports, migrations).
     pub private_key: Option<PrivateKey>,
+    /// The host that runs the server (whose agent applies it); `None`: unassigned.
+    pub host: Option<HostName>,
 }
 
 impl NewServer {
@@ -80,6 +82,7 @@ impl NewServer {
             config_path: None,
             quarantine_secs: None,
             private_key: None,
+            host: None,
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct ServerUpdate {
     pub active: Option<bool>,
     /// Informational wg-quick path (`Some(None)` clears it).
     pub config_path: Option<Option<String>>,
+    /// The host that runs the server (`Some(None)` unassigns it).
+    pub host: Option<Option<HostName>>,
 }
 
 /// Options of a wg-quick import.
@@ -256,6 +261,7 @@ impl Manager {
             client_template: spec.client_template,
             config_path: spec.config_path,
             active: true,
+            host: spec.host,
             created_at: now,
             updated_at: now,
         };
@@ -350,8 +356,7 @@ impl Manager {
                 details,
             },
         };
-        let rec = self.store_commit(commit).await?;
-        self.publish(&rec).await;
+        self.store_commit(commit).await?;
         Ok(id)
     }
 
@@ -441,6 +446,9 @@ impl Manager {
             }
             if let Some(v) = &u.config_path {
                 after.config_path.clone_from(v);
+            }
+            if let Some(v) = &u.host {
+                after.host.clone_from(v);
             }
             let mut before_cmp = before.clone();
             before_cmp.updated_at = after.updated_at;

@@ -12,7 +12,7 @@ use crate::model::{
     ClientTemplate, Delegation, Peer, PeerId, PeerStats, RevisionNo, Server, ServerId, ServerState,
     UserId,
 };
-use crate::names::{Description, InterfaceName, PeerName, ServerName};
+use crate::names::{Description, HostName, InterfaceName, PeerName, ServerName};
 use crate::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
 /// A server as callers see it: every field except the sealed private key.
@@ -56,6 +56,8 @@ pub struct ServerView {
     pub config_path: Option<String>,
     /// Whether the interface should be up.
     pub active: bool,
+    /// The host that runs it (whose agent applies it), if assigned.
+    pub host: Option<HostName>,
     /// Number of peers.
     pub peer_count: usize,
     /// Head revision.
@@ -92,6 +94,7 @@ impl ServerView {
             client_template: s.client_template.clone(),
             config_path: s.config_path.clone(),
             active: s.active,
+            host: s.host.clone(),
             peer_count: state.peers.len(),
             revision: state.revision,
             created_at: s.created_at,

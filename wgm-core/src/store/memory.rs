@@ -4,17 +4,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use futures::FutureExt;
+use futures::channel::mpsc;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 
 use super::rules::{self, Probe, ProbeField, Transaction, UserClash};
-use super::{AuditStore, HostStateStore, IdentityStore, SealAuditKey, ServerStore, Store};
+use super::{
+    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, SealAuditKey, ServerStore,
+    Store,
+};
 use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use crate::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
-    Peer, PeerId, PeerStats, RevisionNo, RevisionRecord, Server, ServerId, ServerState,
-    ServerSummary, TokenId, User, UserId,
+    ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, Peer, PeerId, PeerStats, RevisionNo,
+    RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
-use crate::names::{RoleName, ServerName, UserName};
+use crate::names::{HostName, RoleName, ServerName, UserName};
 use crate::rbac::Role;
 use crate::seal::SealedSecret;
 use crate::{Error, Result};
@@ -49,6 +54,10 @@ struct Inner {
     index: HashMap<ServerId, ValueIndex>,
     revisions: BTreeMap<ServerId, Vec<RevisionRecord>>,
     applied: HashMap<(ServerId, String), RevisionNo>,
+    /// The device part of `applied`, when the last record had one.
+    applied_state: HashMap<(ServerId, String), AppliedState>,
+    leases: HashMap<(ServerId, HostName), Lease>,
+    reports: BTreeMap<(ServerId, HostName), HostReport>,
     users: BTreeMap<UserId, User>,
     roles: BTreeMap<String, Role>,
     tokens: BTreeMap<TokenId, ApiTokenRecord>,
@@ -66,6 +75,9 @@ impl Default for Inner {
             index: HashMap::new(),
             revisions: BTreeMap::new(),
             applied: HashMap::new(),
+            applied_state: HashMap::new(),
+            leases: HashMap::new(),
+            reports: BTreeMap::new(),
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
             tokens: BTreeMap::new(),
@@ -315,6 +327,9 @@ fn run<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// The change feed's watchers ([`ChangeFeed::watch`]); closed ones are dropped on
+    /// the next send.
+    feeds: Mutex<Vec<mpsc::UnboundedSender<FeedEvent>>>,
 }
 
 impl MemoryStore {
@@ -331,6 +346,25 @@ impl MemoryStore {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn feeds(&self) -> MutexGuard<'_, Vec<mpsc::UnboundedSender<FeedEvent>>> {
+        // Plain pushes and retains: a poisoned lock holds a usable list.
+        self.feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tell every watcher of the change feed.
+    fn publish(&self, event: FeedEvent) {
+        self.feeds().retain(|tx| tx.unbounded_send(event).is_ok());
+    }
+
+    /// Fault injection for feed followers: every current watcher is told
+    /// [`FeedEvent::Missed`], as a durable store's watchers are after their connection
+    /// was cut (this store itself never loses a wake-up).
+    pub fn disrupt_feeds(&self) {
+        self.publish(FeedEvent::Missed);
     }
 
     /// Test hook: overwrite an audit record's action text in place (as an attacker with
@@ -407,6 +441,14 @@ impl ServerStore for MemoryStore {
         Ok(self.lock().servers.get(&id).cloned())
     }
 
+    async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>> {
+        Ok(self
+            .lock()
+            .servers
+            .get(&id)
+            .map(|s| (s.server.clone(), s.revision)))
+    }
+
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         let key = name.key();
         Ok(self
@@ -428,6 +470,7 @@ impl ServerStore for MemoryStore {
                 interface: s.server.interface.clone(),
                 peer_count: s.peers.len() as u64,
                 revision: s.revision,
+                host: s.server.host.clone(),
             })
             .collect();
         all.sort_by(|a, b| a.name.key().cmp(&b.name.key()).then(a.id.cmp(&b.id)));
@@ -439,8 +482,15 @@ impl ServerStore for MemoryStore {
     }
 
     async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
-        let mut g = self.lock();
-        run(rules::commit_with_rules(&mut *g, &commit, key))
+        let done = {
+            let mut g = self.lock();
+            run(rules::commit_with_rules(&mut *g, &commit, key))?
+        };
+        self.publish(FeedEvent::Committed {
+            server: commit.server_id,
+            revision: done.record.revision,
+        });
+        Ok(done)
     }
 
     async fn revisions(
@@ -467,12 +517,76 @@ impl ServerStore for MemoryStore {
 #[async_trait]
 impl HostStateStore for MemoryStore {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
-        self.lock().applied.insert((id, host.to_owned()), revision);
+        let mut g = self.lock();
+        g.applied.insert((id, host.to_owned()), revision);
+        g.applied_state.remove(&(id, host.to_owned()));
         Ok(())
+    }
+
+    async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &AppliedState,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        g.applied.insert((id, host.to_owned()), state.revision);
+        g.applied_state.insert((id, host.to_owned()), *state);
+        Ok(())
+    }
+
+    async fn applied_state(&self, id: ServerId, host: &str) -> Result<Option<AppliedState>> {
+        Ok(self
+            .lock()
+            .applied_state
+            .get(&(id, host.to_owned()))
+            .copied())
     }
 
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
         Ok(self.lock().applied.get(&(id, host.to_owned())).copied())
+    }
+
+    async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease> {
+        let mut g = self.lock();
+        let key = (req.server_id, req.host.clone());
+        let granted = Lease::decide(g.leases.get(&key), req)?;
+        g.leases.insert(key, granted.clone());
+        Ok(granted)
+    }
+
+    async fn release_lease(&self, lease: &Lease, now: time::OffsetDateTime) -> Result<bool> {
+        let mut g = self.lock();
+        let key = (lease.server_id, lease.host.clone());
+        let Some(released) = g
+            .leases
+            .get(&key)
+            .and_then(|cur| Lease::released(cur, &lease.holder, lease.fencing, now))
+        else {
+            return Ok(false);
+        };
+        g.leases.insert(key, released);
+        Ok(true)
+    }
+
+    async fn put_host_report(&self, report: &HostReport) -> Result<()> {
+        let mut g = self.lock();
+        let key = (report.server_id, report.host.clone());
+        if let Some(l) = g.leases.get(&key) {
+            l.admit(report)?;
+        }
+        g.reports.insert(key, report.clone());
+        Ok(())
+    }
+
+    async fn host_reports(&self, id: ServerId) -> Result<Vec<HostReport>> {
+        let g = self.lock();
+        // Ordered by (server, host): this server's run, by host name.
+        Ok(g.reports
+            .iter()
+            .filter(|((s, _), _)| *s == id)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
@@ -487,6 +601,15 @@ impl HostStateStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for MemoryStore {
+    async fn watch(&self) -> Result<BoxStream<'static, FeedEvent>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.feeds().push(tx);
+        Ok(rx.boxed())
     }
 }
 

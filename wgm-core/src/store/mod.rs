@@ -22,26 +22,28 @@ use async_trait::async_trait;
 
 use crate::integrity::{AuditHead, AuditKey, LegacyBound, StoredAuditKey};
 use crate::model::{
-    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Commit, Committed, IdentityChange, Page,
-    PeerId, PeerStats, RevisionNo, RevisionRecord, ServerId, ServerState, ServerSummary, TokenId,
-    User, UserId,
+    ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, PeerId, PeerStats, RevisionNo,
+    RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
 use crate::names::{ServerName, UserName};
 use crate::rbac::Role;
 use crate::seal::SealedSecret;
 use crate::Result;
 
+mod feed;
 mod memory;
 pub mod rules;
 
+pub use feed::{ChangeFeed, FeedEvent, Follower};
 pub use memory::MemoryStore;
 pub use rules::check_server_uniqueness;
 
 /// Durable storage of desired state: the umbrella of the store's concerns, each a
 /// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
 /// hosts applied, observed statistics), [`IdentityStore`] (users, roles, tokens) and
-/// [`AuditStore`] (the audit log) — plus the store's [`name`](Store::name). An engine
-/// implements the five; callers hold an `Arc<dyn Store>` and call every method on it
+/// [`AuditStore`] (the audit log), [`ChangeFeed`] (wake-ups after commits) — plus the
+/// store's [`name`](Store::name). An engine implements the six; callers hold an `Arc<dyn Store>` and call every method on it
 /// (a trait object's supertrait methods need no import). Code that calls a method on a
 /// concrete engine (a `MemoryStore`) imports the sub-trait that declares it.
 ///
@@ -58,7 +60,15 @@ pub use rules::check_server_uniqueness;
 /// # });
 /// ```
 pub trait Store:
-    ServerStore + HostStateStore + IdentityStore + AuditStore + Debug + Send + Sync + 'static
+    ServerStore
+    + HostStateStore
+    + IdentityStore
+    + AuditStore
+    + ChangeFeed
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// A short name for logs and errors (`memory`, `sqlite`, `postgres`, `redis`).
     fn name(&self) -> &'static str;
@@ -70,6 +80,11 @@ pub trait Store:
 pub trait ServerStore: Send + Sync {
     /// The server at its head revision with all peers, or `None` if it does not exist.
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>>;
+
+    /// The server's settings at its head revision, without its peers (one row: what a
+    /// change that touches a few peers needs, whatever the server's size), or `None` if
+    /// it does not exist.
+    async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>>;
 
     /// The id of the server with this name (case-insensitive).
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>>;
@@ -132,8 +147,43 @@ pub trait HostStateStore: Send + Sync {
     /// The last revision `host` recorded as applied for a server.
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>>;
 
+    /// Record that `host` converged to `state.revision` and what stands for the device
+    /// it verified ([`AppliedState`]); [`HostStateStore::applied`] then answers that
+    /// revision. A later [`HostStateStore::set_applied`] forgets the device part.
+    async fn set_applied_state(&self, id: ServerId, host: &str, state: &AppliedState)
+        -> Result<()>;
+
+    /// The applied revision of `host` with what stands for its device, when the last
+    /// record of it had one ([`HostStateStore::set_applied_state`]).
+    async fn applied_state(&self, id: ServerId, host: &str) -> Result<Option<AppliedState>>;
+
     /// Update observed statistics of peers (not a revision; unknown peers are ignored).
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()>;
+
+    /// Atomically decide `req` against the stored lease of its server and host with
+    /// [`Lease::decide`] and store the outcome: the lease granted or renewed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`](crate::Error::Conflict) while another holder's lease runs
+    /// (nothing is written).
+    async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease>;
+
+    /// Release `lease` if it is still held as given ([`Lease::released`]); a lease that
+    /// lapsed and went to another holder is left alone. Returns whether it was released.
+    async fn release_lease(&self, lease: &Lease, now: time::OffsetDateTime) -> Result<bool>;
+
+    /// Store `report` as the latest of its server and host, if its fencing number is the
+    /// stored lease's ([`Lease::admit`]; with no lease stored, any report is kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`](crate::Error::Conflict) when a newer lease fences the report
+    /// out (its writer lost the lease; nothing is written).
+    async fn put_host_report(&self, report: &HostReport) -> Result<()>;
+
+    /// The latest report of every host of a server, ordered by host name.
+    async fn host_reports(&self, id: ServerId) -> Result<Vec<HostReport>>;
 }
 
 /// Users, custom roles and API tokens (a part of [`Store`]).
@@ -228,6 +278,9 @@ impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
         (**self).load_server(id).await
     }
+    async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>> {
+        (**self).load_server_settings(id).await
+    }
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         (**self).find_server(name).await
     }
@@ -258,8 +311,31 @@ impl<T: HostStateStore + ?Sized> HostStateStore for Arc<T> {
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
         (**self).applied(id, host).await
     }
+    async fn set_applied_state(
+        &self,
+        id: ServerId,
+        host: &str,
+        state: &AppliedState,
+    ) -> Result<()> {
+        (**self).set_applied_state(id, host, state).await
+    }
+    async fn applied_state(&self, id: ServerId, host: &str) -> Result<Option<AppliedState>> {
+        (**self).applied_state(id, host).await
+    }
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
         (**self).update_peer_stats(id, stats).await
+    }
+    async fn acquire_lease(&self, req: &LeaseRequest) -> Result<Lease> {
+        (**self).acquire_lease(req).await
+    }
+    async fn release_lease(&self, lease: &Lease, now: time::OffsetDateTime) -> Result<bool> {
+        (**self).release_lease(lease, now).await
+    }
+    async fn put_host_report(&self, report: &HostReport) -> Result<()> {
+        (**self).put_host_report(report).await
+    }
+    async fn host_reports(&self, id: ServerId) -> Result<Vec<HostReport>> {
+        (**self).host_reports(id).await
     }
 }
 

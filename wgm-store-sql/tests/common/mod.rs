@@ -90,6 +90,7 @@ pub fn server(name: &str, v4_pool: Option<&str>) -> Server {
         client_template: ClientTemplate::default(),
         config_path: None,
         active: true,
+        host: None,
         created_at: T0,
         updated_at: T0,
     }
@@ -387,6 +388,32 @@ pub async fn open(kind: Kind) -> Option<TestStore> {
             }
         }
     })
+}
+
+/// Read a change feed's `events` until one says `server` is at `revision` or later
+/// (`Ok`), or the feed reports a gap first (`Err(())`); panics when nothing comes within
+/// 30 s or the feed ends.
+pub async fn until_at(
+    events: &mut futures::stream::BoxStream<'static, wgm_core::store::FeedEvent>,
+    server: ServerId,
+    revision: RevisionNo,
+) -> Result<(), ()> {
+    use futures::StreamExt;
+    use wgm_core::store::FeedEvent;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match events.next().await.expect("the feed ended") {
+                FeedEvent::Committed {
+                    server: s,
+                    revision: r,
+                } if s == server && r >= revision => return Ok(()),
+                FeedEvent::Committed { .. } => {}
+                FeedEvent::Missed => return Err(()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no wake-up for {server} at {revision} within 30 s"))
 }
 
 /// Generate one `#[tokio::test]` per store kind for each listed check

@@ -18,7 +18,9 @@ use wgm_core::ipam::Strategy;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::AddrRequest;
 use wgm_core::model::{RevisionNo, TokenId, TunnelMode};
-use wgm_core::names::{Description, InterfaceName, PeerName, RoleName, ServerName, UserName};
+use wgm_core::names::{
+    Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
+};
 use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
 
 use crate::parse::{self, List, OrNone, When};
@@ -174,7 +176,7 @@ pub enum Command {
     /// Bring the live interface in line with the store
     Apply(ApplyArgs),
     /// Live state of the interface: handshakes, endpoints, transfer per peer
-    Status(LiveArgs),
+    Status(StatusArgs),
     /// Keep applying until interrupted (Ctrl-C)
     Reconcile(ReconcileArgs),
     /// Revisions of a server, oldest first
@@ -314,6 +316,10 @@ pub struct ServerCreate {
         value_parser = parse::delegation_len
     )]
     pub delegation_len: u8,
+    /// The host that runs the server: its `wgm-agent` (with `servers = "assigned"`)
+    /// applies it
+    #[arg(long, value_name = "HOST", value_parser = parse::server_host)]
+    pub host: Option<HostName>,
 }
 
 /// `wgm server set`.
@@ -351,6 +357,9 @@ pub struct ServerSet {
     /// Whether the interface should exist: `no` makes the next apply remove it
     #[arg(long, value_enum, value_name = "yes|no")]
     pub active: Option<YesNo>,
+    /// The host that runs the server (its agent applies it), or `none`
+    #[arg(long, value_name = "HOST|none", value_parser = parse::server_host_or_none)]
+    pub host: Option<OrNone<HostName>>,
 }
 
 /// `wgm server export`.
@@ -546,6 +555,20 @@ pub struct LiveArgs {
     /// The backend
     #[command(flatten)]
     pub backend: BackendArg,
+}
+
+/// `wgm status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Server name or id
+    pub server: String,
+    /// The backend
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Show what each host's agent last reported (applied revision, device, heartbeat),
+    /// from the store, without touching a device
+    #[arg(long)]
+    pub reported: bool,
 }
 
 /// `wgm apply`.

@@ -218,6 +218,7 @@ impl Fx {
             client_template: ClientTemplate::default(),
             config_path: None,
             active: true,
+            host: None,
             created_at: self.t0,
             updated_at: self.t0,
         })

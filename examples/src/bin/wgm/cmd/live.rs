@@ -10,7 +10,7 @@ use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Status};
 use wgm_core::reconcile::{DriftPolicy, Verify};
 use wgm_core::Error;
 
-use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs};
+use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs, StatusArgs};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
@@ -230,8 +230,85 @@ fn show_status(ctx: &Ctx, s: &Status) -> CliResult {
     Ok(())
 }
 
+/// `wgm status --reported`: each host's last report, from the store.
+async fn reported(ctx: &Ctx, sid: wgm_core::model::ServerId) -> CliResult {
+    let head = ctx.m.get_server(&ctx.p, sid).await?.revision;
+    let reports = ctx.m.host_reports(&ctx.p, sid).await?;
+    let now = ctx.m.now();
+    if ctx.out.json {
+        let hosts: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "host": r.host,
+                    "agent": r.agent,
+                    "applied": r.applied,
+                    "behind": r.applied.map_or(head.0, |a| head.0.saturating_sub(a.0)),
+                    "instance": r.instance,
+                    "converged": r.converged,
+                    "peers": r.peers,
+                    "error": r.error,
+                    "heartbeat": out::time(r.heartbeat),
+                    "age_secs": (now - r.heartbeat).whole_seconds().max(0),
+                })
+            })
+            .collect();
+        return ctx
+            .out
+            .json(&serde_json::json!({ "revision": head, "hosts": hosts }));
+    }
+    let rows: Vec<Vec<Cell>> = reports
+        .iter()
+        .map(|r| {
+            let state = match (r.applied, r.converged) {
+                (Some(a), true) if a == head => Cell::styled("up to date", Style::Green),
+                (Some(a), true) => Cell::styled(
+                    format!("{} behind", head.0.saturating_sub(a.0)),
+                    Style::Yellow,
+                ),
+                (_, false) => Cell::styled("not converged", Style::Red),
+                (None, true) => Cell::plain("starting"),
+            };
+            let age = (now - r.heartbeat).whole_seconds().max(0);
+            let when = ago(
+                now.unix_timestamp(),
+                r.heartbeat.unix_timestamp().max(0).unsigned_abs(),
+            );
+            vec![
+                Cell::plain(r.host.as_str()),
+                Cell::plain(out::opt(r.applied)),
+                state,
+                Cell::plain(r.peers.to_string()),
+                if age > 60 {
+                    Cell::styled(when, Style::Red)
+                } else {
+                    Cell::plain(when)
+                },
+                Cell::plain(r.error.clone().unwrap_or_else(|| "-".into())),
+            ]
+        })
+        .collect();
+    ctx.out.line(&format!("head revision {head}"))?;
+    ctx.out.table(
+        &[
+            "HOST",
+            "APPLIED",
+            "STATE",
+            "PEERS",
+            "HEARTBEAT",
+            "LAST ERROR",
+        ],
+        &rows,
+        "no agent has reported this server (start wgm-agent on its host)",
+    )
+}
+
 /// `wgm status`.
-pub async fn status(ctx: &Ctx, a: LiveArgs) -> CliResult {
+pub async fn status(ctx: &Ctx, a: StatusArgs) -> CliResult {
+    if a.reported {
+        let sid = ctx.server(&a.server).await?;
+        return reported(ctx, sid).await;
+    }
     let host = host(&a.backend, false, DriftPolicy::Report).await?;
     let sid = ctx.server(&a.server).await?;
     let mut s = ctx.m.status(&ctx.p, sid, &host).await?;

@@ -106,6 +106,7 @@ async fn create(ctx: &Ctx, a: ServerCreate) -> CliResult {
         spec.strategy = s.into();
     }
     spec.fwmark = a.fwmark;
+    spec.host = a.host;
     if let Some(t) = a.tunnel {
         spec.client_template.tunnel = t.into();
     }
@@ -221,6 +222,7 @@ pub fn show(ctx: &Ctx, v: &ServerView) -> CliResult {
             }
             .to_owned(),
         ),
+        ("host", out::opt(v.host.as_ref())),
         ("peers", v.peer_count.to_string()),
         ("revision", v.revision.to_string()),
         ("created", out::time(v.created_at)),
@@ -248,6 +250,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
     u.dns = a.dns.map(|List(d)| d);
     u.fwmark = a.fwmark.map(OrNone::into_option);
     u.active = a.active.map(bool::from);
+    u.host = a.host.map(OrNone::into_option);
     let tunnel = a.tunnel.map(wgm_core::model::TunnelMode::from);
     let keepalive = a.client_keepalive;
     if tunnel.is_some() || keepalive.is_some() {
@@ -268,6 +271,7 @@ async fn set(ctx: &Ctx, a: ServerSet) -> CliResult {
         && u.fwmark.is_none()
         && u.strategy.is_none()
         && u.active.is_none()
+        && u.host.is_none()
         && u.client_template.is_none();
     if nothing {
         return Err(CliError::Usage(
