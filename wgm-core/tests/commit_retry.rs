@@ -1,7 +1,9 @@
 //! The manager's commit loop against the store error contract (`Store::commit`): a
 //! stale revision (a lost compare-and-swap) is retried on fresh state until it lands or
 //! `max_attempts` is spent; a taken value, or anything else, is returned at once.
-//! A wrapping store counts the commit calls and makes them lose.
+//! A wrapping store counts the commit calls (and the loads of whole servers) and makes
+//! commits lose. Also: adding peers from a fresh process works from the durable
+//! allocator state, without loading the server, with the same results and errors.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +50,8 @@ enum Sabotage {
 struct Counting {
     inner: MemoryStore,
     commits: AtomicUsize,
+    /// Calls of `load_server` (every peer of a server).
+    loads: AtomicUsize,
     plan: Mutex<VecDeque<Sabotage>>,
     /// Sabotage every call with a race (after the queue is empty).
     always_race: std::sync::atomic::AtomicBool,
@@ -110,6 +114,22 @@ impl Store for Counting {
 
 #[async_trait]
 impl ServerStore for Counting {
+    async fn allocator_state(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(RevisionNo, wgm_core::ipam::HeldRuns)>> {
+        self.inner.allocator_state(id).await
+    }
+
+    async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &wgm_core::ipam::HeldRuns,
+    ) -> Result<()> {
+        self.inner.put_allocator_state(id, revision, held).await
+    }
+
     async fn load_server_settings(
         &self,
         id: ServerId,
@@ -118,6 +138,7 @@ impl ServerStore for Counting {
     }
 
     async fn load_server(&self, id: ServerId) -> Result<Option<ServerState>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_server(id).await
     }
 
@@ -417,4 +438,150 @@ fn backoff_waits_on_the_managers_clock() {
     let waited = clock.now() - t0;
     assert!(waited > time::Duration::ZERO, "{waited}");
     assert!(waited <= time::Duration::milliseconds(16 * 50), "{waited}");
+}
+
+/// A process on `store` with master key `key` (the store's), its administrator.
+fn process(store: &Arc<Counting>, key: &MasterKey) -> (Manager, wgm_core::rbac::Principal) {
+    let (m, cap) = Manager::builder(
+        store.clone(),
+        Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
+    )
+    .build_with_local_admin();
+    (m, cap.principal("root"))
+}
+
+/// A store with one server of `n` peers (quarantine `quarantine_secs`), and its key.
+fn installation(n: usize, quarantine_secs: u64) -> (Arc<Counting>, MasterKey, ServerId) {
+    let store = Arc::new(Counting::default());
+    let key = MasterKey::generate();
+    let (m, admin) = process(&store, &key);
+    let mut spec = NewServer::new(
+        ServerName::new("office").unwrap(),
+        InterfaceName::new("wg-office").unwrap(),
+        ListenPort::new(51820).unwrap(),
+    );
+    spec.ipv6_pool = Some("fd12:3456:789a:1::/64".parse().unwrap());
+    spec.ipv4_pool = Some("10.8.0.0/24".parse().unwrap());
+    spec.quarantine_secs = Some(quarantine_secs);
+    let id = block(m.create_server(&admin, spec)).unwrap().id;
+    let specs = (0..n).map(|i| peer(&format!("p{i}"))).collect();
+    block(m.add_peers(&admin, id, specs)).unwrap();
+    (store, key, id)
+}
+
+fn loads(store: &Counting) -> usize {
+    store.loads.load(Ordering::SeqCst)
+}
+
+#[test]
+fn fresh_processes_add_peers_without_loading_the_server() {
+    let (store, key, id) = installation(20, 0);
+    // The first fresh process finds no allocator state: it loads once and stores one.
+    let (m, admin) = process(&store, &key);
+    let a = block(m.add_peer(&admin, id, peer("first"))).unwrap();
+    assert_eq!(a.address_v6.unwrap().to_string(), "fd12:3456:789a:1::16");
+    let before = loads(&store);
+    for i in 0..5 {
+        let (m, admin) = process(&store, &key);
+        let v = block(m.add_peer(&admin, id, peer(&format!("fresh{i}")))).unwrap();
+        assert_eq!(
+            (
+                v.address_v6.unwrap().to_string(),
+                v.address_v4.unwrap().to_string()
+            ),
+            (
+                format!("fd12:3456:789a:1::{:x}", 0x17 + i),
+                format!("10.8.0.{}", 23 + i)
+            )
+        );
+    }
+    assert_eq!(
+        loads(&store),
+        before,
+        "a fresh process loaded the whole server"
+    );
+    // A gap left by a removal (no quarantine here) is reused, as the full path does.
+    let (m, admin) = process(&store, &key);
+    let gone = block(m.resolve_peer(&admin, id, "p3")).unwrap();
+    block(m.remove_peer(&admin, id, gone)).unwrap();
+    let before = loads(&store);
+    let (m, admin) = process(&store, &key);
+    let v = block(m.add_peer(&admin, id, peer("gap"))).unwrap();
+    assert_eq!(v.address_v6.unwrap().to_string(), "fd12:3456:789a:1::5");
+    assert_eq!(loads(&store), before, "caught up from the log, not loaded");
+    // Everything agrees with the store's own view of the server.
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    assert_eq!(st.peers.len(), 20 + 1 + 5);
+    wgm_core::store::check_server_uniqueness(&st).unwrap();
+}
+
+#[test]
+fn a_quarantined_address_is_not_handed_out_from_the_durable_state() {
+    let (store, key, id) = installation(5, 3600);
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    let gone = block(m.resolve_peer(&admin, id, "p0")).unwrap();
+    let held = block(m.get_peer(&admin, id, gone)).unwrap().address_v6;
+    block(m.remove_peer(&admin, id, gone)).unwrap();
+    let (m, admin) = process(&store, &key);
+    let v = block(m.add_peer(&admin, id, peer("after"))).unwrap();
+    assert_ne!(v.address_v6, held, "a quarantined address was handed out");
+    assert_eq!(v.address_v6.unwrap().to_string(), "fd12:3456:789a:1::8");
+}
+
+#[test]
+fn a_taken_name_or_key_from_a_fresh_process_is_the_usual_error() {
+    let (store, key, id) = installation(3, 0);
+    // The first fresh process takes the full path (and stores the allocator state), the
+    // next one the light path: the same error for the same request.
+    let (m, admin) = process(&store, &key);
+    let full = block(m.add_peer(&admin, id, peer("P1"))).unwrap_err();
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    let (m, admin) = process(&store, &key);
+    let light = block(m.add_peer(&admin, id, peer("P1"))).unwrap_err();
+    assert_eq!(light.to_string(), full.to_string());
+    assert!(matches!(light, Error::InvalidInput { ref field, .. } if field == "peer.name"));
+    let existing = block(m.resolve_peer(&admin, id, "p2")).unwrap();
+    let their_key = block(m.get_peer(&admin, id, existing)).unwrap().public_key;
+    let (m, admin) = process(&store, &key);
+    let mut byo = peer("byo");
+    byo.public_key = Some(their_key);
+    let e = block(m.add_peer(&admin, id, byo)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidInput { ref field, .. } if field == "peer.public_key"),
+        "{e}"
+    );
+    // In a bulk request the entry is named.
+    let (m, admin) = process(&store, &key);
+    let e = block(m.add_peers(&admin, id, vec![peer("ok"), peer("P2")])).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidInput { ref field, .. } if field == "peers[1].peer.name"),
+        "{e}"
+    );
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    assert_eq!(st.peers.len(), 4, "nothing was written but the seed");
+}
+
+#[test]
+fn a_lost_race_and_a_wrong_allocator_state_still_land_right() {
+    let (store, key, id) = installation(4, 0);
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    // A concurrent writer wins the first commit: the fresh process retries.
+    store.queue(Sabotage::Race);
+    let (m, admin) = process(&store, &key);
+    let v = block(m.add_peer(&admin, id, peer("raced"))).unwrap();
+    assert_eq!(v.address_v6.unwrap().to_string(), "fd12:3456:789a:1::7");
+    // A state that forgets every held address: the store refuses the taken address,
+    // and the manager does it again from the full state.
+    let head = block(store.head(id)).unwrap().unwrap();
+    block(store.put_allocator_state(id, head.next(), &wgm_core::ipam::HeldRuns::default()))
+        .unwrap();
+    // (Stored for a revision ahead of the head: not trusted either.)
+    let (m, admin) = process(&store, &key);
+    let v = block(m.add_peer(&admin, id, peer("after-ahead"))).unwrap();
+    assert_eq!(v.address_v6.unwrap().to_string(), "fd12:3456:789a:1::8");
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    wgm_core::store::check_server_uniqueness(&st).unwrap();
 }

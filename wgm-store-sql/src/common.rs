@@ -236,6 +236,8 @@ reads! {
                  FROM {wgm.}revisions
                  WHERE server_id = $1 AND revision > $2 ORDER BY revision LIMIT $3";
     applied = "SELECT revision FROM {wgm.}applied WHERE server_id = $1 AND host = $2";
+    /// A server's durable allocator state (`allocator_state`).
+    allocator = "SELECT revision, body{::text} FROM {wgm.}allocators WHERE server_id = $1";
     /// The applied revision with its device part (`applied_state`): both columns or
     /// neither (`set_applied` clears them).
     applied_state = "SELECT revision, instance, verified_ns FROM {wgm.}applied
@@ -340,6 +342,24 @@ macro_rules! store_reads {
                 std::collections::BTreeMap::new(),
             )?;
             Ok(Some((st.server, st.revision)))
+        }
+
+        pub(crate) async fn allocator_state(
+            &self,
+            id: ServerId,
+        ) -> Result<Option<(RevisionNo, wgm_core::ipam::HeldRuns)>, SqlError> {
+            let row: Option<(i64, String)> = sqlx::query_as(&$dialect.reads().allocator)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            row.map(|(revision, body)| {
+                Ok((
+                    $crate::codec::rev(S, revision)?,
+                    $crate::codec::from_json(S, "allocator state", &body)?,
+                ))
+            })
+            .transpose()
         }
 
         pub(crate) async fn find_server(

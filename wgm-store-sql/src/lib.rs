@@ -375,6 +375,22 @@ impl ServerStore for SqlStore {
         dispatch!(self, b => b.load_server_settings(id))
     }
 
+    async fn allocator_state(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(RevisionNo, wgm_core::ipam::HeldRuns)>> {
+        dispatch!(self, b => b.allocator_state(id))
+    }
+
+    async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &wgm_core::ipam::HeldRuns,
+    ) -> Result<()> {
+        dispatch!(self, b => b.put_allocator_state(id, revision, held))
+    }
+
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         dispatch!(self, b => b.find_server(name))
     }

@@ -247,6 +247,34 @@ impl PgStore {
         self.put_applied(id, host, revision, None, None).await
     }
 
+    pub(crate) async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &wgm_core::ipam::HeldRuns,
+    ) -> Result<(), SqlError> {
+        let body = to_json(S, "allocator state", held)?;
+        retrying!(
+            "put_allocator_state",
+            async {
+                sqlx::query(
+                    "INSERT INTO wgm.allocators (server_id, revision, body) VALUES ($1, $2, $3::jsonb)
+                     ON CONFLICT (server_id) DO UPDATE SET revision = excluded.revision,
+                         body = excluded.body
+                     WHERE excluded.revision >= wgm.allocators.revision",
+                )
+                .bind(id.0)
+                .bind(int(revision.0))
+                .bind(&body)
+                .execute(&self.pool)
+                .await
+                .map_err(db)
+                .map(|_| ())
+            }
+            .await
+        )
+    }
+
     pub(crate) async fn set_applied_state(
         &self,
         id: ServerId,

@@ -229,6 +229,35 @@ impl SqliteStore {
         self.put_applied(id, host, revision, None, None).await
     }
 
+    pub(crate) async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &wgm_core::ipam::HeldRuns,
+    ) -> Result<(), SqlError> {
+        let body = to_json(S, "allocator state", held)?;
+        retrying!(
+            "put_allocator_state",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                sqlx::query(
+                    "INSERT INTO allocators (server_id, revision, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (server_id) DO UPDATE SET revision = excluded.revision,
+                         body = excluded.body
+                     WHERE excluded.revision >= allocators.revision",
+                )
+                .bind(id.to_string())
+                .bind(int(revision.0))
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
+
     pub(crate) async fn set_applied_state(
         &self,
         id: ServerId,

@@ -1415,6 +1415,67 @@ pub async fn leases_and_reports(store: Arc<dyn Store>) -> std::result::Result<()
     Ok(())
 }
 
+/// The durable allocator state: absent at first, stored per server, and a newer
+/// revision's replaces an older one but never the other way round.
+pub async fn allocator_state(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
+    use crate::ipam::HeldRuns;
+    let s = create(&*store, "alloc").await?;
+    let other = create(&*store, "alloc-other").await?;
+    ensure!(
+        matches!(store.allocator_state(s.id).await, Ok(None)),
+        "an allocator state before any was stored"
+    );
+    // Indices beyond u64 (a pool wider than a /64) survive.
+    let wide = HeldRuns {
+        v6: vec![(2, 10_001), (1 << 70, (1 << 70) + 5)],
+        v4: vec![(2, 10_001)],
+    };
+    let narrow = HeldRuns {
+        v6: vec![(2, 3)],
+        v4: vec![],
+    };
+    let put = |rev: u64, h: &HeldRuns| {
+        let store = store.clone();
+        let h = h.clone();
+        async move { store.put_allocator_state(s.id, RevisionNo(rev), &h).await }
+    };
+    put(5, &wide).await.map_err(|e| e.to_string())?;
+    let got = store
+        .allocator_state(s.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        got == Some((RevisionNo(5), wide.clone())),
+        "stored state: {got:?}"
+    );
+    let now = |store: Arc<dyn Store>| async move {
+        store.allocator_state(s.id).await.map_err(|e| e.to_string())
+    };
+    put(4, &narrow).await.map_err(|e| e.to_string())?;
+    let got = now(store.clone()).await?;
+    ensure!(
+        got == Some((RevisionNo(5), wide.clone())),
+        "an older revision replaced the state: {got:?}"
+    );
+    put(5, &narrow).await.map_err(|e| e.to_string())?;
+    let got = now(store.clone()).await?;
+    ensure!(
+        got == Some((RevisionNo(5), narrow.clone())),
+        "the same revision did not replace the state (a repair): {got:?}"
+    );
+    put(6, &wide).await.map_err(|e| e.to_string())?;
+    let got = now(store.clone()).await?;
+    ensure!(
+        got == Some((RevisionNo(6), wide)),
+        "a newer state was refused: {got:?}"
+    );
+    ensure!(
+        matches!(store.allocator_state(other.id).await, Ok(None)),
+        "another server's allocator state"
+    );
+    Ok(())
+}
+
 /// A store must never hold a secret in the clear: the sealed server key round-trips as
 /// the same ciphertext.
 pub async fn sealed_values_round_trip(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
@@ -1461,6 +1522,9 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
     leases_and_reports(store.clone())
         .await
         .map_err(|e| format!("leases_and_reports: {e}"))?;
+    allocator_state(store.clone())
+        .await
+        .map_err(|e| format!("allocator_state: {e}"))?;
     macro_rules! run {
         ($($check:ident),* $(,)?) => {
             $( $check(store.clone())

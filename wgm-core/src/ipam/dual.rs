@@ -219,6 +219,16 @@ impl DualStack {
         .filter(|p| p.contains(addr))
     }
 
+    /// The IPv6 pool, to change.
+    pub(crate) fn v6_mut(&mut self) -> &mut Pool {
+        &mut self.v6
+    }
+
+    /// The IPv4 pool, to change.
+    pub(crate) fn v4_mut(&mut self) -> Option<&mut Pool> {
+        self.v4.as_mut()
+    }
+
     fn pool_mut(&mut self, addr: IpAddr) -> Option<&mut Pool> {
         match addr {
             IpAddr::V6(_) => Some(&mut self.v6),

@@ -59,6 +59,7 @@
 //! ```
 
 mod dual;
+mod held;
 mod intervals;
 mod pool;
 mod prefix;
@@ -67,6 +68,7 @@ mod space;
 mod tests;
 
 pub use dual::{Allocation, DualStack};
+pub use held::{HeldEdit, HeldRuns};
 pub use pool::Pool;
 pub use prefix::PrefixPool;
 

@@ -234,6 +234,22 @@ impl Pool {
         Ok(())
     }
 
+    /// Holds every index of `[lo, hi]`, a run of indices peers held (read back from the
+    /// durable allocator state, [`super::HeldRuns`]). `false` (and the pool unchanged
+    /// only as far as already-held indices go) when the run leaves the pool, starts or
+    /// ends on an excluded index, or overlaps something already held: the state does not
+    /// fit this pool.
+    pub(crate) fn hold_run(&mut self, lo: u128, hi: u128) -> bool {
+        if lo > hi
+            || hi >= self.size()
+            || self.space.exclusion(lo).is_some()
+            || self.space.exclusion(hi).is_some()
+        {
+            return false;
+        }
+        self.space.take_held_run(lo, hi) == hi - lo + 1
+    }
+
     /// Takes `index` if it is free; returns whether it was taken.
     pub(crate) fn take_free_index(&mut self, index: u128) -> bool {
         index < self.size() && self.space.exclusion(index).is_none() && self.space.take(index)

@@ -255,6 +255,14 @@ impl Space {
         self.taken.insert_range(lo, hi)
     }
 
+    /// Marks every index of `[lo, hi]` taken, in any space: the caller knows the run
+    /// holds no excluded index (a run of indices that were held, read back). Returns how
+    /// many were newly taken.
+    pub(crate) fn take_held_run(&mut self, lo: u128, hi: u128) -> u128 {
+        debug_assert!(lo <= hi && hi < self.size);
+        self.taken.insert_range(lo, hi)
+    }
+
     /// Frees `i`; returns `false` when it was not taken.
     pub(crate) fn untake(&mut self, i: u128) -> bool {
         self.taken.remove(i)

@@ -32,6 +32,7 @@
 //! # });
 //! ```
 
+mod allocator;
 mod apply;
 mod clock;
 mod history;
@@ -164,10 +165,19 @@ impl ManagerBuilder {
             #[cfg(feature = "auth")]
             throttle: std::sync::Mutex::new(Throttle::default()),
             live: std::sync::Mutex::new(HashMap::new()),
+            light_uses: std::sync::Mutex::new(HashMap::new()),
             audit_key: std::sync::Mutex::new(None),
         }
     }
 }
+
+/// How many mutations of one server a manager runs from the durable allocator state
+/// before it loads the server in full (a long-lived process amortizes the load).
+const LIGHT_USES: u32 = 4;
+
+/// How many revisions the durable allocator state may lag behind the head and still be
+/// caught up from the log.
+const LIGHT_CATCH_UP: u64 = 64;
 
 /// Cached state of one server: its desired state at a revision and the address manager
 /// built from it.
@@ -182,6 +192,11 @@ pub(crate) struct Cached {
     /// removed peers), kept up to date by the same changes as `state`; `None` until an
     /// apply needs it or after a change it cannot follow.
     pub(crate) desired: Option<crate::reconcile::DesiredHost>,
+    /// `Some` for a **partial** cache (`Manager::light_cache`): the server's settings
+    /// and an address manager rebuilt from the durable allocator state it holds, with
+    /// no peers and an empty index. Only a mutation that opted in
+    /// (`Manager::mutate_light`) ever sees one, and it is dropped after its commit.
+    pub(crate) partial: Option<crate::ipam::HeldRuns>,
 }
 
 impl Cached {
@@ -273,6 +288,8 @@ pub struct Manager {
     #[cfg(feature = "auth")]
     throttle: std::sync::Mutex<Throttle>,
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
+    /// Mutations run from the durable allocator state, per server ([`Manager::cold_uses`]).
+    light_uses: std::sync::Mutex<HashMap<ServerId, u32>>,
     /// The store's audit key, opened on first use (module [`crate::integrity`]).
     audit_key: std::sync::Mutex<Option<Arc<OpenedAuditKey>>>,
 }
@@ -581,6 +598,118 @@ impl Manager {
         Ok(())
     }
 
+    /// How many mutations of server `id` this manager ran from the durable allocator
+    /// state (after [`LIGHT_USES`], a long-lived process loads the server once instead).
+    fn cold_uses(&self, id: ServerId) -> u32 {
+        self.light_uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn count_cold_use(&self, id: ServerId) {
+        *self
+            .light_uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id)
+            .or_insert(0) += 1;
+    }
+
+    /// A partial cache of server `id` ([`Cached::partial`]): its settings at the head
+    /// and an address manager rebuilt from the durable allocator state, caught up from
+    /// the log when a few revisions behind. `None` when there is no such state, it is
+    /// too far behind or does not fit, or the server delegates prefixes (whose pool the
+    /// state does not hold).
+    async fn light_cache(&self, id: ServerId) -> Result<Option<Cached>> {
+        let Some((server, head)) = self.store.load_server_settings(id).await? else {
+            return Err(Error::not_found("server", id));
+        };
+        if server.delegation.is_some() {
+            return Ok(None);
+        }
+        let Some((at, mut held)) = self.store.allocator_state(id).await? else {
+            return Ok(None);
+        };
+        if at > head || head.0 - at.0 > LIGHT_CATCH_UP {
+            return Ok(None);
+        }
+        if at < head {
+            let revs = self.store.revisions(id, at, head.0 - at.0).await?;
+            let mut want = at.next();
+            for rec in &revs {
+                let next = (rec.revision == want)
+                    .then(|| allocator::held_after(&held, &server, &rec.changes))
+                    .flatten();
+                let Some(next) = next else {
+                    return Ok(None);
+                };
+                held = next;
+                want = want.next();
+            }
+            if want != head.next() {
+                return Ok(None);
+            }
+        }
+        let state = ServerState {
+            server,
+            peers: std::collections::BTreeMap::new(),
+            revision: head,
+        };
+        let mut ipam = Self::build_ipam(&state, self.now())?;
+        if !ipam.hold_runs(&held) {
+            return Ok(None);
+        }
+        Ok(Some(Cached {
+            state,
+            ipam,
+            index: PeerIndex::default(),
+            opened: crate::reconcile::OpenedSecrets::default(),
+            desired: None,
+            partial: Some(held),
+        }))
+    }
+
+    /// After a commit from a partial cache: the allocator state of the new revision.
+    async fn keep_allocator_state(
+        &self,
+        id: ServerId,
+        server: &crate::model::Server,
+        held: Option<crate::ipam::HeldRuns>,
+        rec: &RevisionRecord,
+    ) {
+        let Some(held) = held.and_then(|h| allocator::held_after(&h, server, &rec.changes)) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .put_allocator_state(id, rec.revision, &held)
+            .await
+        {
+            tracing::debug!(server = %id, error = %e, "could not store the allocator state");
+        }
+    }
+
+    /// Store the allocator state of a full server state (once, when none was usable).
+    async fn seed_allocator_state(&self, state: &ServerState) {
+        let held = match allocator::held_of(state) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "no allocator state for this server");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .store
+            .put_allocator_state(state.server.id, state.revision, &held)
+            .await
+        {
+            tracing::debug!(server = %state.server.id, error = %e, "could not store the allocator state");
+        }
+    }
+
     /// Make sure the slot holds the server at the store's head; load or catch up.
     async fn refresh_cache(&self, id: ServerId, cached: &mut Option<Cached>) -> Result<()> {
         let head = self.store.head(id).await?;
@@ -624,6 +753,7 @@ impl Manager {
             index,
             opened: crate::reconcile::OpenedSecrets::default(),
             desired: None,
+            partial: None,
         });
         Ok(())
     }
@@ -681,14 +811,46 @@ impl Manager {
         &self,
         p: &Principal,
         id: ServerId,
+        f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
+    ) -> Result<Option<(RevisionRecord, T)>> {
+        self.mutate_with(p, id, false, f).await
+    }
+
+    /// The commit loop of [`Manager::mutate`] and [`Manager::mutate_if_any`], and with
+    /// `light` of a mutation that needs only the server's settings and its address
+    /// manager (adding peers without routed networks): in a process that has not loaded
+    /// the server, `f` then runs on a partial cache built from the durable allocator
+    /// state ([`Manager::light_cache`]), so its cost does not grow with the number of
+    /// peers, and the store's uniqueness checks stand in for the peer index. After a few
+    /// such mutations of one server (a long-lived process), or whenever that state is
+    /// missing, stale beyond the log's help or does not fit, the full cache is used.
+    async fn mutate_with<T>(
+        &self,
+        p: &Principal,
+        id: ServerId,
+        light: bool,
         mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
     ) -> Result<Option<(RevisionRecord, T)>> {
         let slot = self.slot(id);
         let mut g = slot.lock().await;
         let mut attempt: u32 = 0;
+        // Whether the durable allocator state was looked for and not usable: the full
+        // path then stores a fresh one after its commit.
+        let mut seed = false;
+        let mut light = light;
         loop {
             attempt += 1;
-            self.refresh_cache(id, &mut g).await?;
+            if light && g.is_none() && self.cold_uses(id) < LIGHT_USES {
+                if let Some(c) = self.light_cache(id).await? {
+                    *g = Some(c);
+                } else {
+                    seed = true;
+                    light = false;
+                }
+            }
+            if g.as_ref().is_none_or(|c| c.partial.is_none()) {
+                self.refresh_cache(id, &mut g).await?;
+            }
             let cached = g.as_mut().ok_or_else(|| Error::not_found("server", id))?;
             let now = self.now();
             let expected = cached.state.revision;
@@ -723,9 +885,29 @@ impl Manager {
                 },
             };
             match self.store_commit(commit).await {
+                Ok(rec) if g.as_ref().is_some_and(|c| c.partial.is_some()) => {
+                    tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, "committed from the durable allocator state");
+                    if let Some(c) = g.take() {
+                        self.keep_allocator_state(id, &c.state.server, c.partial, &rec)
+                            .await;
+                    }
+                    drop(g);
+                    self.count_cold_use(id);
+                    return Ok(Some((rec, m.output)));
+                }
                 Ok(rec) => {
                     tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, changes = rec.changes.len(), "committed");
                     tracing::trace!(changes = ?rec.changes, "committed changes");
+                    if seed {
+                        if let Some(c) = g.as_ref().filter(|c| c.state.revision == expected) {
+                            let mut after = c.state.clone();
+                            let ok = rec.changes.iter().all(|ch| after.apply_change(ch).is_ok());
+                            if ok {
+                                after.revision = rec.revision;
+                                self.seed_allocator_state(&after).await;
+                            }
+                        }
+                    }
                     let deleted = rec
                         .changes
                         .iter()
@@ -750,6 +932,22 @@ impl Manager {
                         self.forget(id);
                     }
                     return Ok(Some((rec, m.output)));
+                }
+                // From a partial cache, a value the store finds taken is either a
+                // name or key the request repeats (the peer index would have said so,
+                // naming the first of the request's) or an address the durable state
+                // missed: do it again on the full cache, which answers as always.
+                Err(
+                    Error::AlreadyExists { .. }
+                    | Error::Conflict {
+                        kind: crate::error::ConflictKind::Taken(_),
+                        ..
+                    },
+                ) if g.as_ref().is_some_and(|c| c.partial.is_some()) => {
+                    tracing::debug!(server = %id, "a value was taken; using the full state");
+                    *g = None;
+                    light = false;
+                    seed = true;
                 }
                 // The store contract: only a stale revision is a lost compare-and-swap
                 // that fresh state can cure; a taken value or anything else is final.
@@ -1050,6 +1248,7 @@ pub(crate) mod tests {
             .unwrap()
             .clone();
         let cached = |state: &ServerState| Cached {
+            partial: None,
             ipam: Manager::build_ipam(state, now).unwrap(),
             index: PeerIndex::build(state),
             state: state.clone(),

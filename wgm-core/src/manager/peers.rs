@@ -522,8 +522,15 @@ impl Manager {
             )
             .is_ok()
         };
+        // Nothing but the server's settings and its address manager is needed when no
+        // quota counts the owner's peers and no routed network must be checked against
+        // the other peers': then a fresh process need not load them (`mutate_with`).
+        let light = quota.is_none()
+            && specs
+                .iter()
+                .all(|s| s.extra_allowed_ips.is_empty() && s.prefix == AddrRequest::None);
         let res = self
-            .mutate(p, server, |c: &mut Cached, now| {
+            .mutate_with(p, server, light, |c: &mut Cached, now| {
                 if let (Some(q), Some(uid)) = (quota, owner_of(p)) {
                     let owned = c
                         .state
@@ -588,7 +595,8 @@ impl Manager {
                     output: views,
                 })
             })
-            .await;
+            .await
+            .and_then(|r| r.ok_or_else(|| Error::invalid("peers", "nothing was added")));
         match res {
             Ok((_, views)) => Ok(views),
             Err(e) if over_quota => Err(self

@@ -14,6 +14,7 @@ use super::{
     Store,
 };
 use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
+use crate::ipam::HeldRuns;
 use crate::model::{
     ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
     HostReport, IdentityChange, Lease, LeaseRequest, Page, Peer, PeerId, PeerStats, RevisionNo,
@@ -57,6 +58,7 @@ struct Inner {
     /// The device part of `applied`, when the last record had one.
     applied_state: HashMap<(ServerId, String), AppliedState>,
     leases: HashMap<(ServerId, HostName), Lease>,
+    allocators: HashMap<ServerId, (RevisionNo, HeldRuns)>,
     reports: BTreeMap<(ServerId, HostName), HostReport>,
     users: BTreeMap<UserId, User>,
     roles: BTreeMap<String, Role>,
@@ -77,6 +79,7 @@ impl Default for Inner {
             applied: HashMap::new(),
             applied_state: HashMap::new(),
             leases: HashMap::new(),
+            allocators: HashMap::new(),
             reports: BTreeMap::new(),
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
@@ -447,6 +450,23 @@ impl ServerStore for MemoryStore {
             .servers
             .get(&id)
             .map(|s| (s.server.clone(), s.revision)))
+    }
+
+    async fn allocator_state(&self, id: ServerId) -> Result<Option<(RevisionNo, HeldRuns)>> {
+        Ok(self.lock().allocators.get(&id).cloned())
+    }
+
+    async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &HeldRuns,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        if g.allocators.get(&id).is_none_or(|(r, _)| *r <= revision) {
+            g.allocators.insert(id, (revision, held.clone()));
+        }
+        Ok(())
     }
 
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {

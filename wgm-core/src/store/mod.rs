@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::integrity::{AuditHead, AuditKey, LegacyBound, StoredAuditKey};
+use crate::ipam::HeldRuns;
 use crate::model::{
     ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
     HostReport, IdentityChange, Lease, LeaseRequest, Page, PeerId, PeerStats, RevisionNo,
@@ -85,6 +86,21 @@ pub trait ServerStore: Send + Sync {
     /// change that touches a few peers needs, whatever the server's size), or `None` if
     /// it does not exist.
     async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>>;
+
+    /// The durable allocator state of a server ([`HeldRuns`]) and the revision it is of,
+    /// if one was stored.
+    async fn allocator_state(&self, id: ServerId) -> Result<Option<(RevisionNo, HeldRuns)>>;
+
+    /// Store the allocator state of `revision`, unless a state of a later revision is
+    /// stored already (writers race; the newest wins; one of the same revision is
+    /// replaced, which repairs a wrong one). Not a revision: a
+    /// cache of what the revisions say, checked against them by its reader.
+    async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &HeldRuns,
+    ) -> Result<()>;
 
     /// The id of the server with this name (case-insensitive).
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>>;
@@ -280,6 +296,17 @@ impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     }
     async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>> {
         (**self).load_server_settings(id).await
+    }
+    async fn allocator_state(&self, id: ServerId) -> Result<Option<(RevisionNo, HeldRuns)>> {
+        (**self).allocator_state(id).await
+    }
+    async fn put_allocator_state(
+        &self,
+        id: ServerId,
+        revision: RevisionNo,
+        held: &HeldRuns,
+    ) -> Result<()> {
+        (**self).put_allocator_state(id, revision, held).await
     }
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         (**self).find_server(name).await

@@ -34,3 +34,13 @@ CREATE TABLE wgm.host_reports (
 -- bits as a signed bigint) and when it was last read in full (Unix nanoseconds). Both
 -- NULL after a plain set_applied, which makes no claim about the device.
 ALTER TABLE wgm.applied ADD COLUMN instance bigint, ADD COLUMN verified_ns bigint;
+
+-- The durable allocator state of each server (wgm_core::ipam::HeldRuns as JSON): the
+-- host indices its peers hold, as runs, at `revision`. A cache of what the revisions
+-- say, written after commits and checked against the log by its reader; a newer
+-- revision replaces an older one, never the other way round.
+CREATE TABLE wgm.allocators (
+    server_id uuid PRIMARY KEY,
+    revision  bigint NOT NULL,
+    body      jsonb NOT NULL
+);

@@ -33,3 +33,13 @@ CREATE TABLE host_reports (
 -- set_applied, which makes no claim about the device.
 ALTER TABLE applied ADD COLUMN instance INTEGER;
 ALTER TABLE applied ADD COLUMN verified_ns INTEGER;
+
+-- The durable allocator state of each server (wgm_core::ipam::HeldRuns as JSON): the
+-- host indices its peers hold, as runs, at `revision`. A cache of what the revisions
+-- say, written after commits and checked against the log by its reader; a newer
+-- revision replaces an older one, never the other way round.
+CREATE TABLE allocators (
+    server_id TEXT PRIMARY KEY NOT NULL,
+    revision  INTEGER NOT NULL,
+    body      TEXT NOT NULL
+) STRICT;
