@@ -263,6 +263,173 @@ fn head(env: &Env, store: &str, server: &str) -> u64 {
     v["revision"].as_u64().unwrap()
 }
 
+/// Run `args` inside namespace `ns`; its output (failure panics with stderr).
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A WireGuard client in namespace `client` for peer `peer` of `server`, which runs in
+/// `host_ns`: a veth pair between the two (underlay `192.168.N.0/30`, the server's
+/// endpoint `.1`), wireguard-go in the client namespace set up from the config the
+/// library renders (`wg-quick strip`, `wg setconf`, addresses and routes as wg-quick
+/// would), split tunnel. Returns the server's tunnel addresses (IPv6, IPv4).
+fn client_tunnel(
+    env: &Env,
+    store: &str,
+    client: &mut Netns,
+    host_ns: &Netns,
+    server: &str,
+    n: u8,
+) -> (String, String) {
+    let (veth_c, veth_s) = (
+        format!("wgmc{n}x{}", std::process::id() % 10_000),
+        format!("wgms{n}x{}", std::process::id() % 10_000),
+    );
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &client.name,
+            "link",
+            "add",
+            &veth_c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+        ])
+        .args([&veth_s, "netns", &host_ns.name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "veth pair");
+    let (net_c, net_s) = (format!("192.168.{n}.2/30"), format!("192.168.{n}.1/30"));
+    for (ns, dev, addr) in [
+        (&client.name, &veth_c, &net_c),
+        (&host_ns.name, &veth_s, &net_s),
+    ] {
+        in_ns(ns, &["ip", "addr", "add", addr, "dev", dev]);
+        in_ns(ns, &["ip", "link", "set", dev, "up"]);
+    }
+    let port = {
+        let v: Value =
+            serde_json::from_str(&wgm(env, store, &["--json", "server", "show", server])).unwrap();
+        v["listen_port"].as_u64().unwrap()
+    };
+    wgm(
+        env,
+        store,
+        &[
+            "server",
+            "set",
+            server,
+            "--endpoint",
+            &format!("192.168.{n}.1:{port}"),
+            "--tunnel",
+            "split",
+        ],
+    );
+    wgm(env, store, &["peer", "add", server, "client"]);
+    let text = wgm(env, store, &["peer", "config", server, "client"]);
+    let conf = env.path(&format!("client-{server}.conf"));
+    std::fs::write(&conf, &text).unwrap();
+    let stripped = Command::new("wg-quick")
+        .arg("strip")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        stripped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stripped.stderr)
+    );
+    let setconf = env.path(&format!("client-{server}.setconf"));
+    std::fs::write(&setconf, &stripped.stdout).unwrap();
+    let dev = format!("wgmcl{n}x{}", std::process::id() % 10_000);
+    client.ifaces.push(dev.clone());
+    let _daemon = Command::new("ip")
+        .args(["netns", "exec", &client.name, "wireguard-go", "-f", &dev])
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = format!("/var/run/wireguard/{dev}.sock");
+    wait_for("the client's wireguard-go", 10, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    in_ns(
+        &client.name,
+        &["wg", "setconf", &dev, setconf.to_str().unwrap()],
+    );
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+            match k.trim() {
+                "Address" if item.contains(':') => {
+                    in_ns(
+                        &client.name,
+                        &["ip", "addr", "add", item, "dev", &dev, "nodad"],
+                    );
+                }
+                "Address" => {
+                    in_ns(&client.name, &["ip", "addr", "add", item, "dev", &dev]);
+                }
+                _ => {}
+            }
+        }
+    }
+    in_ns(&client.name, &["ip", "link", "set", &dev, "up"]);
+    for line in text.lines() {
+        if let Some(v) = line.trim().strip_prefix("AllowedIPs") {
+            for net in v
+                .trim_start_matches([' ', '='])
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+            {
+                in_ns(&client.name, &["ip", "route", "replace", net, "dev", &dev]);
+            }
+        }
+    }
+    let v: Value =
+        serde_json::from_str(&wgm(env, store, &["--json", "server", "show", server])).unwrap();
+    (
+        v["address_v6"].as_str().unwrap().to_owned(),
+        v["address_v4"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// One ping from `ns` to `target` (`ping -6` for IPv6) answered within 2 s.
+fn pings(ns: &str, target: &str) -> bool {
+    let mut args = vec!["netns", "exec", ns, "ping"];
+    if target.contains(':') {
+        args.push("-6");
+    }
+    args.extend(["-c", "1", "-W", "2", target]);
+    Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// SQLite on one host: the agent applies what the CLI writes; a second agent is
 /// refused; `kill -9` in the middle of 50 changes and a restart converge to the head
 /// on the same device; SIGTERM exits 0 and leaves the tunnel up.
@@ -450,9 +617,23 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
         wgm(&env, &store, &["peer", "add", "ams", &format!("a{i}")]);
     }
     wait_for_or("both hosts converge", 30, || counts(5, 5), logs);
+    // A client in a third namespace with a tunnel to each server: the changes the CLI
+    // makes reach both hosts, and traffic flows through each (IPv6 and IPv4).
+    let mut client = Netns::new("agent-cl");
+    let to_fra = client_tunnel(&env, &store, &mut client, &ns1, "fra", 71);
+    let to_ams = client_tunnel(&env, &store, &mut client, &ns2, "ams", 72);
+    wait_for_or("both client peers applied", 30, || counts(6, 6), logs);
+    for target in [&to_fra.0, &to_fra.1, &to_ams.0, &to_ams.1] {
+        wait_for_or(
+            &format!("a ping to {target} through its tunnel"),
+            20,
+            || pings(&client.name, target),
+            logs,
+        );
+    }
     wgm(&env, &store, &["peer", "remove", "fra", "f0"]);
     wgm(&env, &store, &["peer", "disable", "ams", "a0"]);
-    wait_for_or("removal and disable", 30, || counts(4, 4), logs);
+    wait_for_or("removal and disable", 30, || counts(5, 5), logs);
     // Each host holds only its own server: no link of the other's in its namespace
     // (wireguard-go's UAPI sockets share /var/run/wireguard, so `wg show` cannot tell).
     let has_link = |ns: &Netns, i: &str| {
@@ -486,7 +667,7 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
     assert!(n >= 2, "listening sessions cut: {n}");
     wgm(&env, &store, &["peer", "add", "fra", "late"]);
     wgm(&env, &store, &["peer", "add", "ams", "late"]);
-    wait_for_or("caught up after the cut", 30, || counts(5, 5), logs);
+    wait_for_or("caught up after the cut", 30, || counts(6, 6), logs);
 
     // The store goes away for the agents for 10 s while the CLI keeps changing it.
     proxy.cut();
@@ -495,11 +676,18 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
     wgm(&env, &store, &["peer", "add", "ams", "during-1"]);
     wgm(&env, &store, &["peer", "remove", "fra", "f1"]);
     while cut_at.elapsed() < Duration::from_secs(10) {
-        // Tunnels stay as they are while the agents cannot reach the store.
+        // Tunnels stay as they are, and carry traffic, while the agents cannot reach
+        // the store.
         assert!(
-            counts(5, 5),
-            "a device changed during the outage\n{}",
+            counts(6, 6),
+            "a device changed during the outage: {} / {}\n{}",
+            ns1.wg_peers(&if1).len(),
+            ns2.wg_peers(&if2).len(),
             logs()
+        );
+        assert!(
+            pings(&client.name, &to_fra.0) && pings(&client.name, &to_ams.1),
+            "a tunnel broke during the outage"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -513,9 +701,10 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
     wait_for_or(
         "converged after the store returned",
         60,
-        || counts(5, 6),
+        || counts(6, 7),
         logs,
     );
+    assert!(pings(&client.name, &to_fra.1) && pings(&client.name, &to_ams.0));
     wait_for_or(
         "the return reported",
         10,

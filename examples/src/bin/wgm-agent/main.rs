@@ -66,8 +66,10 @@ fn main() -> ExitCode {
         }
     }
     let filter = std::env::var("WGM_LOG").unwrap_or_else(|_| "info".into());
+    // Colours only on a terminal: under systemd or into a file, plain lines.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let cfg = match AgentConfig::load(config.as_deref()) {
