@@ -283,7 +283,8 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
 /// `host_ns`: a veth pair between the two (underlay `192.168.N.0/30`, the server's
 /// endpoint `.1`), wireguard-go in the client namespace set up from the config the
 /// library renders (`wg-quick strip`, `wg setconf`, addresses and routes as wg-quick
-/// would), split tunnel. Returns the server's tunnel addresses (IPv6, IPv4).
+/// would), split tunnel. Returns the server's tunnel addresses (IPv6, IPv4) and the
+/// client's daemon.
 fn client_tunnel(
     env: &Env,
     store: &str,
@@ -291,7 +292,7 @@ fn client_tunnel(
     host_ns: &Netns,
     server: &str,
     n: u8,
-) -> (String, String) {
+) -> (String, String, Daemon) {
     let (veth_c, veth_s) = (
         format!("wgmc{n}x{}", std::process::id() % 10_000),
         format!("wgms{n}x{}", std::process::id() % 10_000),
@@ -357,7 +358,7 @@ fn client_tunnel(
     std::fs::write(&setconf, &stripped.stdout).unwrap();
     let dev = format!("wgmcl{n}x{}", std::process::id() % 10_000);
     client.ifaces.push(dev.clone());
-    let _daemon = Command::new("ip")
+    let daemon = Command::new("ip")
         .args(["netns", "exec", &client.name, "wireguard-go", "-f", &dev])
         .env("WG_PROCESS_FOREGROUND", "1")
         .stdin(Stdio::null())
@@ -365,6 +366,7 @@ fn client_tunnel(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let daemon = Daemon(daemon);
     let sock = format!("/var/run/wireguard/{dev}.sock");
     wait_for("the client's wireguard-go", 10, || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
@@ -411,7 +413,18 @@ fn client_tunnel(
     (
         v["address_v6"].as_str().unwrap().to_owned(),
         v["address_v4"].as_str().unwrap().to_owned(),
+        daemon,
     )
+}
+
+/// A daemon this test started, stopped (by its pid) and reaped on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// One ping from `ns` to `target` (`ping -6` for IPv6) answered within 2 s.
