@@ -383,6 +383,7 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
                 ));
             }
             spec.quarantine_secs = a.u64("quarantine_secs")?;
+            spec.host = a.get("host", parse::server_host)?;
             a.finish()?;
             out(&m.create_server(p, spec).await?)
         }
@@ -417,6 +418,7 @@ pub async fn call(inner: &Inner, p: &Principal, op: &str, args: &str) -> Result<
             };
             u.endpoint = a.update("endpoint", parse::server_endpoint)?;
             u.fwmark = a.update("fwmark", parse::server_fwmark)?;
+            u.host = a.update("host", parse::server_host)?;
             u.dns = a.update_list("dns", dns_entry)?.map(dns_list).transpose()?;
             let t = a.get("tunnel", tunnel)?;
             let k = a.get("keepalive", parse::client_keepalive)?;

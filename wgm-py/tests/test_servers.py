@@ -222,3 +222,20 @@ def test_store_url_never_shows_a_password() -> None:
             "postgres://u:s3cr3t-pw@127.0.0.1:1/db", master_key=wgm.keys.generate_preshared().key
         )
     assert "s3cr3t-pw" not in str(e.value) and "s3cr3t-pw" not in repr(e.value)
+
+
+def test_a_server_is_assigned_to_a_host_in_a_revision(
+    manager: wgm.Manager, admin: wgm.Principal
+) -> None:
+    s = manager.create_server(admin, "edge", 51821, host="wg-fra-1")
+    assert s.host == "wg-fra-1"
+    moved = manager.update_server(admin, s, host="wg-ams-1")
+    assert (moved.host, moved.revision) == ("wg-ams-1", 2)
+    assert manager.update_server(admin, s, host=None).host is None
+    # Untouched when not given.
+    assert manager.update_server(admin, s, mtu=1380).host is None
+    with pytest.raises(wgm.InvalidInput) as e:
+        manager.update_server(admin, s, host="two words")
+    assert e.value.field == "server.host"
+    assert manager.get_server(admin, s).revision == 4
+    assert manager.create_server(admin, "plain", 51822).host is None

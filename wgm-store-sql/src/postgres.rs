@@ -145,6 +145,20 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> Result<(), SqlError> {
+        // The usual case first, without a lock or DDL (every command opens the store):
+        // a database at exactly the known schema needs nothing. Anything else (no
+        // schema yet, pending migrations, a newer schema) takes the locked path.
+        // (Without the table yet, the query fails: that is the locked path too.)
+        let current: Option<Vec<i64>> =
+            sqlx::query_scalar("SELECT version FROM wgm.schema_migrations")
+                .fetch_all(&self.pool)
+                .await
+                .ok();
+        if let Some(applied) = current {
+            if migrate::pending(S, migrate::POSTGRES, &applied)?.is_empty() {
+                return Ok(());
+            }
+        }
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)

@@ -144,6 +144,18 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), SqlError> {
+        // The usual case first, without the write lock: a database at exactly the known
+        // schema needs nothing. Anything else (a new file, pending migrations, a newer
+        // schema) takes the locked path. (Without the table yet, the query fails.)
+        let current: Option<Vec<i64>> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&self.pool)
+            .await
+            .ok();
+        if let Some(applied) = current {
+            if migrate::pending(S, migrate::SQLITE, &applied)?.is_empty() {
+                return Ok(());
+            }
+        }
         let _w = self.writer.lock().await;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;

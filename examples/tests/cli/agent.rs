@@ -492,6 +492,15 @@ fn the_agent_follows_the_cli_survives_kill_9_and_refuses_a_second_one() {
     let text = wgm(&env, &store, &["status", "office", "--reported"]);
     assert!(text.contains("h1") && text.contains("up to date"), "{text}");
 
+    // Drift: a peer removed by hand (`wg set … remove`) is put back by the periodic
+    // pass (every 5 s here), without a change in the store.
+    let victim = ns.wg_peers(&name)[0].clone();
+    in_ns(&ns.name, &["wg", "set", &name, "peer", &victim, "remove"]);
+    assert_eq!(ns.wg_peers(&name).len(), 3);
+    wait_for("the removed peer restored by the periodic pass", 20, || {
+        ns.wg_peers(&name).contains(&victim)
+    });
+
     // A second agent for the same server and host refuses to run (exit 4).
     let out = agent_cmd(&env, &ns, &store, "h1").output().unwrap();
     assert_eq!(

@@ -721,7 +721,10 @@ impl Manager {
             if c.state.revision == head {
                 return Ok(());
             }
-            // Catch up by replaying the revisions we missed (a delta load).
+            // Catch up by replaying the revisions we missed (a delta load), at the cost
+            // of what they change: the address manager and the indexes follow the
+            // changes as after a commit of this process (rebuilt only for changes that
+            // move addresses or pools).
             let delta = self.store.revisions(id, c.state.revision, u64::MAX).await?;
             let mut ok = !delta.is_empty();
             for rec in &delta {
@@ -729,13 +732,15 @@ impl Manager {
                     if c.state.apply_change(ch).is_err() {
                         ok = false;
                     }
+                    c.index.apply(ch);
                 }
                 c.state.revision = rec.revision;
             }
             if ok && c.state.revision == head {
-                c.ipam = Self::build_ipam(&c.state, self.now())?;
-                c.index = PeerIndex::build(&c.state);
                 let changes: Vec<Change> = delta.into_iter().flat_map(|rec| rec.changes).collect();
+                if Self::sync_ipam(c, &changes, self.now()).is_err() {
+                    c.ipam = Self::build_ipam(&c.state, self.now())?;
+                }
                 c.follow(&changes, &self.sealer);
                 return Ok(());
             }

@@ -277,6 +277,7 @@ def create_server(
     delegation_pool: V6Network | None = None,
     delegation_len: int | None = None,
     quarantine_secs: int | None = None,
+    host: str | None = None,
 ) -> Call[Server]:
     """Create a server (revision 1) and return it.
 
@@ -287,7 +288,8 @@ def create_server(
     (and search domains) given to clients; ``tunnel`` ``"full"`` (default) or ``"split"``;
     ``keepalive`` the clients' ``PersistentKeepalive``; ``delegation_pool`` and
     ``delegation_len`` let peers get a routed IPv6 prefix each; ``quarantine_secs`` how
-    long a released address is held back. ``None`` leaves each at the library's default.
+    long a released address is held back; ``host`` assigns the server to the WireGuard
+    host whose ``wgm-agent`` runs it. ``None`` leaves each at the library's default.
 
     Example::
 
@@ -313,6 +315,7 @@ def create_server(
     _opt(args, "delegation_pool", delegation_pool, lambda v: _text(v, "delegation_pool"))
     _opt(args, "delegation_len", delegation_len)
     _opt(args, "quarantine_secs", quarantine_secs)
+    _opt(args, "host", host)
     return Call("server_create", args, Server._from_json)
 
 
@@ -340,12 +343,15 @@ def update_server(
     keepalive: int | Unset = UNSET,
     quarantine_secs: int | Unset = UNSET,
     active: bool | Unset = UNSET,
+    host: str | None | Unset = UNSET,
 ) -> Call[Server]:
     """Change a server's settings in one revision and return it.
 
     Only the arguments given change; ``endpoint=None`` and ``fwmark=None`` clear those,
     ``dns=[]`` empties the list. ``name`` renames the server; ``keepalive`` is the
-    clients' keepalive; ``active=False`` makes the next `apply` remove the live interface.
+    clients' keepalive; ``active=False`` makes the next `apply` remove the live interface;
+    ``host`` assigns the server to the host whose ``wgm-agent`` runs it (``None``
+    unassigns it).
 
     Example::
 
@@ -363,6 +369,7 @@ def update_server(
     _put(args, "keepalive", keepalive)
     _put(args, "quarantine_secs", quarantine_secs)
     _put(args, "active", active)
+    _put(args, "host", host)
     return Call("server_update", args, Server._from_json)
 
 

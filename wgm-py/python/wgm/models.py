@@ -158,6 +158,7 @@ class Server(Model):
     client_template: ClientTemplate
     config_path: str | None
     active: bool
+    host: str | None
     peer_count: int
     revision: int
     created_at: _dt.datetime
@@ -184,6 +185,7 @@ class Server(Model):
             endpoint=d.get("endpoint"),
             client_template=ClientTemplate._from_json(d["client_template"]),
             config_path=d.get("config_path"),
+            host=d.get("host"),
             active=bool(d["active"]),
             peer_count=int(d["peer_count"]),
             revision=int(d["revision"]),
