@@ -1139,3 +1139,105 @@ pub struct AppliedState {
     #[serde(with = "time::serde::rfc3339")]
     pub verified_at: OffsetDateTime,
 }
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    fn req(holder: &str, now: i64, take_over: Option<&str>) -> LeaseRequest {
+        LeaseRequest {
+            server_id: ServerId(Uuid::nil()),
+            host: HostName::new("h1").unwrap(),
+            holder: holder.into(),
+            now: at(now),
+            ttl: time::Duration::seconds(10),
+            take_over: take_over.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn grants_renewals_lapses_and_take_overs() {
+        let a = Lease::decide(None, &req("a", 0, None)).unwrap();
+        assert_eq!((a.fencing, a.expires, a.holder.as_str()), (1, at(10), "a"));
+        // Renewal: same holder, running lease: same number, later expiry.
+        let r = Lease::decide(Some(&a), &req("a", 9, None)).unwrap();
+        assert_eq!((r.fencing, r.expires), (1, at(19)));
+        // Another holder while it runs, up to the last instant: refused, naming it.
+        let e = Lease::decide(Some(&a), &req("b", 9, None)).unwrap_err();
+        assert!(
+            matches!(e, Error::Conflict { .. }) && e.to_string().contains("agent a"),
+            "{e}"
+        );
+        // At the expiry instant it has lapsed: the next holder gets a new number.
+        let b = Lease::decide(Some(&a), &req("b", 10, None)).unwrap();
+        assert_eq!((b.fencing, b.holder.as_str()), (2, "b"));
+        // The same holder after its own lease lapsed: a new number too.
+        assert_eq!(
+            Lease::decide(Some(&a), &req("a", 11, None))
+                .unwrap()
+                .fencing,
+            2
+        );
+        // Take-over only from the holder named.
+        assert!(Lease::decide(Some(&a), &req("b", 5, Some("c"))).is_err());
+        assert_eq!(
+            Lease::decide(Some(&a), &req("b", 5, Some("a")))
+                .unwrap()
+                .fencing,
+            2
+        );
+        // A released lease goes to anyone, with a new number.
+        let released = Lease::released(&a, "a", 1, at(3)).unwrap();
+        assert!(released.holder.is_empty() && released.expires == at(3));
+        assert_eq!(
+            Lease::decide(Some(&released), &req("b", 4, None))
+                .unwrap()
+                .fencing,
+            2
+        );
+        // Only its holder, at its number, releases it.
+        assert!(Lease::released(&a, "b", 1, at(3)).is_none());
+        assert!(Lease::released(&a, "a", 2, at(3)).is_none());
+    }
+
+    #[test]
+    fn bad_requests_name_their_field() {
+        let mut r = req("a", 0, None);
+        r.ttl = time::Duration::ZERO;
+        let e = Lease::decide(None, &r).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { ref field, .. } if field == "lease.ttl"));
+        for holder in ["", "a\nb"] {
+            let e = Lease::decide(None, &req(holder, 0, None)).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput { ref field, .. } if field == "lease.holder"));
+        }
+        let long = "x".repeat(513);
+        assert!(Lease::decide(None, &req(&long, 0, None)).is_err());
+        assert!(Lease::decide(None, &req(&"x".repeat(512), 0, None)).is_ok());
+    }
+
+    #[test]
+    fn only_the_current_number_writes_a_report() {
+        let lease = Lease::decide(None, &req("a", 0, None)).unwrap();
+        let mut report = HostReport {
+            server_id: lease.server_id,
+            host: lease.host.clone(),
+            agent: "a".into(),
+            fencing: 1,
+            applied: None,
+            instance: None,
+            converged: false,
+            peers: 0,
+            error: None,
+            heartbeat: at(1),
+        };
+        assert!(lease.admit(&report).is_ok());
+        for stale in [0, 2] {
+            report.fencing = stale;
+            assert!(matches!(lease.admit(&report), Err(Error::Conflict { .. })));
+        }
+    }
+}
