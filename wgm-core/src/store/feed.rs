@@ -61,8 +61,13 @@ pub enum FeedEvent {
 }
 
 /// A store's change feed: wake-ups after commits, from any process that writes the store.
-/// See the [module docs](self) for the contract; [`Follower`] builds the exact sequence
-/// of revisions on it, and `wgm_core::conformance::feed` checks an implementation.
+///
+/// The contract: after a commit of revision n of server S, a watcher eventually gets
+/// [`FeedEvent::Committed`] for S at n or later, or [`FeedEvent::Missed`]; events may be
+/// coalesced and repeated, and per server the revisions reported never go down. The
+/// revision log ([`ServerStore::revisions`](super::ServerStore::revisions)) stays the
+/// truth: [`Follower`] builds the exact sequence of revisions on the wake-ups, and
+/// `wgm_core::conformance::feed` checks an implementation.
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -98,7 +103,10 @@ impl<T: ChangeFeed + ?Sized> ChangeFeed for Arc<T> {
 const BATCH: u64 = 256;
 
 /// Every revision of one server after a starting point, in order, from the log, woken
-/// by the store's [`ChangeFeed`] (see the [module docs](self)).
+/// by the store's [`ChangeFeed`]: whenever it is woken (or told that wake-ups were
+/// missed) it reads the log from its cursor, so a lost wake-up costs latency, never a
+/// revision. Each revision is yielded once per follower; a follower started again from
+/// the last revision its caller finished sees the rest (at least once across restarts).
 pub struct Follower {
     store: Arc<dyn Store>,
     events: BoxStream<'static, FeedEvent>,
