@@ -235,3 +235,44 @@ async fn follows_assignments() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// A lease of the agent's own that lapsed between two renewals (as after a store outage
+/// longer than its time to live) is taken again with a new fencing number, and the
+/// agent keeps applying: its reports carry the new number.
+#[tokio::test]
+async fn a_lapsed_lease_of_its_own_is_taken_again() {
+    let w = world();
+    let s = server(&w, "office", "wg-office", Some("h1")).await;
+    let host = Host::new("h1", w.wg.clone(), Some(Arc::new(w.wg.network())));
+    // Renewals less often than the lease lives: every renewal finds it lapsed.
+    let cfg = AgentConfig {
+        heartbeat_interval: Duration::from_millis(600),
+        lease_ttl: Duration::from_millis(200),
+        ..cfg()
+    };
+    let mut a = Agent::new(w.m.clone(), w.admin.clone(), host, cfg)
+        .unwrap()
+        .with_holder("test/a");
+    a.start().await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(a.run(async move {
+        let _ = stopped.await;
+    }));
+    eventually("a renewal with a new number", async || {
+        w.m.host_reports(&w.admin, s)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.fencing >= 3)
+    })
+    .await;
+    w.m.add_peer(&w.admin, s, NewPeer::new(PeerName::new("late").unwrap()))
+        .await
+        .unwrap();
+    eventually("still applying", async || {
+        peers_on(&w, "wg-office").await == 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}

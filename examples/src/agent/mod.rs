@@ -390,6 +390,16 @@ impl Agent {
                 Ok(l) => {
                     self.health.ok();
                     if let Some(h) = self.held.get_mut(&id) {
+                        // A lease of ours that lapsed (a long store outage) comes back
+                        // with a new number: the reports follow it.
+                        if l.fencing != h.lease.fencing {
+                            tracing::info!(
+                                server = h.name,
+                                fencing = l.fencing,
+                                "lease taken again after it lapsed"
+                            );
+                        }
+                        h.report.fencing = l.fencing;
                         h.lease = l;
                     }
                     self.write_report(id).await;
