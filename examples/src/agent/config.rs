@@ -35,7 +35,8 @@ pub enum Selection {
 }
 
 /// What an agent runs with. Built by [`AgentConfig::load`] (file, then environment).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows the store URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// Store URL (`None`: the default SQLite file, as for the CLI).
     pub store: Option<String>,
@@ -57,6 +58,51 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Remove peers the store does not know (default: report them only).
     pub remove_unmanaged: bool,
+}
+
+/// `url` with the password of its user part (`scheme://user:password@host`) replaced by
+/// `***`, for output and logs.
+///
+/// ```
+/// use wgm_cli::agent::config::redact_url;
+/// assert_eq!(redact_url("postgres://wgm:s3cret@db/wgm"), "postgres://wgm:***@db/wgm");
+/// assert_eq!(redact_url("sqlite:/var/lib/wgm/wgm.db"), "sqlite:/var/lib/wgm/wgm.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("store", &self.store.as_deref().map(redact_url))
+            .field("master_key_file", &self.master_key_file)
+            .field("host", &self.host)
+            .field("selection", &self.selection)
+            .field("backend", &self.backend)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("remove_unmanaged", &self.remove_unmanaged)
+            .finish()
+    }
 }
 
 impl Default for AgentConfig {
@@ -320,6 +366,24 @@ mod tests {
         assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(cfg.lease_ttl, Duration::from_secs(10));
         assert!(cfg.remove_unmanaged);
+    }
+
+    #[test]
+    fn the_configuration_never_shows_a_password() {
+        let cfg =
+            AgentConfig::from_toml("store = \"postgres://wgm:s3cret@db:5432/wgm?sslmode=require\"")
+                .unwrap();
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://wgm:***@db:5432/wgm?sslmode=require"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("postgres://wgm@db/wgm"), "postgres://wgm@db/wgm");
+        assert_eq!(
+            redact_url("postgres://a:b:c@db/x?u=1@2"),
+            "postgres://a:***@db/x?u=1@2"
+        );
     }
 
     #[test]
