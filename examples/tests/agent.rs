@@ -276,3 +276,37 @@ async fn a_lapsed_lease_of_its_own_is_taken_again() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// What an agent reports is shown in tables: text with control characters (a forged
+/// report meant to rewrite a terminal) is refused, naming the field.
+#[tokio::test]
+async fn a_report_with_control_characters_is_refused() {
+    let w = world();
+    let s = server(&w, "office", "wg-office", Some("h1")).await;
+    let report = |agent: &str, error: Option<&str>| wgm_core::model::HostReport {
+        server_id: s,
+        host: HostName::new("h1").unwrap(),
+        agent: agent.into(),
+        fencing: 1,
+        applied: None,
+        instance: None,
+        converged: false,
+        peers: 0,
+        error: error.map(Into::into),
+        heartbeat: w.m.now(),
+    };
+    for (r, field) in [
+        (report("a\x1b[2J", None), "report.agent"),
+        (report("", None), "report.agent"),
+        (report("a", Some("line\nforged")), "report.error"),
+    ] {
+        match w.m.report_host(&w.admin, &r).await {
+            Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(w.m.host_reports(&w.admin, s).await.unwrap().is_empty());
+    w.m.report_host(&w.admin, &report("h1/1/2", Some("one line")))
+        .await
+        .unwrap();
+}

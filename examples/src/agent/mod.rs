@@ -326,11 +326,15 @@ impl Agent {
                         h.report.instance = instance;
                     }
                     h.report.converged = report.converged;
-                    h.report.error = report.errors.first().map(ToString::to_string).or_else(|| {
-                        (!report.converged).then(|| {
-                            format!("{} items left after applying", report.remaining.len())
-                        })
-                    });
+                    h.report.error = report
+                        .errors
+                        .first()
+                        .map(|e| one_line(&e.to_string()))
+                        .or_else(|| {
+                            (!report.converged).then(|| {
+                                format!("{} items left after applying", report.remaining.len())
+                            })
+                        });
                 }
                 self.write_report(id).await;
             }
@@ -343,7 +347,7 @@ impl Agent {
                 tracing::warn!(server = name, error = %e, "apply failed; retrying at the next pass");
                 if let Some(h) = self.held.get_mut(&id) {
                     h.report.converged = false;
-                    h.report.error = Some(e.to_string());
+                    h.report.error = Some(one_line(&e.to_string()));
                 }
                 self.write_report(id).await;
             }
@@ -590,6 +594,14 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// An error as one line of at most 1024 characters (what a report may hold).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1024)
+        .collect()
 }
 
 async fn next_event(feed: &mut Option<BoxStream<'static, FeedEvent>>) -> Option<FeedEvent> {

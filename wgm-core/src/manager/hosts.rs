@@ -102,10 +102,13 @@ impl Manager {
         self.store().release_lease(lease, self.now()).await
     }
 
-    /// Store an agent's report of a server on its host; needs `server:apply`.
+    /// Store an agent's report of a server on its host; needs `server:apply`. Its text
+    /// is shown in tables: `agent` (1 to 512 characters) and `error` (at most 1024) may
+    /// hold no control characters.
     ///
     /// # Errors
     ///
+    /// `InvalidInput` (`report.agent`, `report.error`) for text that breaks those rules;
     /// `Conflict` when a newer lease fences the report out (its writer lost the lease).
     pub async fn report_host(&self, p: &Principal, report: &HostReport) -> Result<()> {
         self.authorize(
@@ -115,6 +118,19 @@ impl Manager {
             Target::server(report.server_id.0),
         )
         .await?;
+        let bad = |s: &str, max: usize| s.chars().count() > max || s.chars().any(char::is_control);
+        if report.agent.is_empty() || bad(&report.agent, 512) {
+            return Err(crate::Error::invalid(
+                "report.agent",
+                "must be 1 to 512 characters without control characters",
+            ));
+        }
+        if report.error.as_deref().is_some_and(|e| bad(e, 1024)) {
+            return Err(crate::Error::invalid(
+                "report.error",
+                "must be at most 1024 characters without control characters",
+            ));
+        }
         self.store().put_host_report(report).await
     }
 
