@@ -629,7 +629,7 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
             "h2",
         ],
     );
-    let a1 = AgentProc::start(&env, &ns1, &agents_store, "h1", "h1");
+    let mut a1 = AgentProc::start(&env, &ns1, &agents_store, "h1", "h1");
     let a2 = AgentProc::start(&env, &ns2, &agents_store, "h2", "h2");
     let logs = || format!("h1: {}\nh2: {}", a1.log(), a2.log());
     let counts =
@@ -757,6 +757,74 @@ fn two_hosts_on_postgresql_converge_survive_lost_notifications_and_an_outage() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // `kill -9` of h1's agent in the middle of 50 changes, and a restart: it converges
+    // to the head with every change once, on the same device, and the client's live
+    // tunnel (its handshake, its traffic) survives.
+    let client_key = {
+        let v: Value = serde_json::from_str(&wgm(
+            &env,
+            &store,
+            &["--json", "peer", "show", "fra", "client"],
+        ))
+        .unwrap();
+        v["public_key"].as_str().unwrap().to_owned()
+    };
+    assert!(pings(&client.name, &to_fra.0));
+    let handshake = |ns: &Netns| -> u64 {
+        in_ns(&ns.name, &["wg", "show", &if1, "latest-handshakes"])
+            .lines()
+            .find_map(|l| l.strip_prefix(client_key.as_str()))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = handshake(&ns1);
+    assert!(before > 0, "the client has a handshake with fra");
+    let (_, _, instance) = reported(&env, &store, "fra", "h1").unwrap();
+    let peers_before = ns1.wg_peers(&if1).len();
+    let mut restarted = None;
+    for i in 0..50 {
+        wgm(&env, &store, &["peer", "add", "fra", &format!("k{i}")]);
+        if i == 20 {
+            a1.child.kill().unwrap(); // SIGKILL
+            a1.child.wait().unwrap();
+            restarted = Some(AgentProc::start(
+                &env,
+                &ns1,
+                &agents_store,
+                "h1",
+                "h1-again",
+            ));
+        }
+    }
+    let a1 = restarted.unwrap();
+    wait_for_or(
+        "all 50 after the restart",
+        30,
+        || ns1.wg_peers(&if1).len() == peers_before + 50,
+        || a1.log(),
+    );
+    let h = head(&env, &store, "fra");
+    wait_for_or(
+        "fra reported at its head by the new agent",
+        20,
+        || matches!(reported(&env, &store, "fra", "h1"), Some((a, true, _)) if a == h),
+        || a1.log(),
+    );
+    assert_eq!(
+        reported(&env, &store, "fra", "h1").unwrap().2,
+        instance,
+        "the device was recreated"
+    );
+    assert!(
+        a1.log()
+            .contains("taking over the lease of an agent that is gone"),
+        "{}",
+        a1.log()
+    );
+    assert!(handshake(&ns1) >= before, "the client's session was reset");
+    assert!(pings(&client.name, &to_fra.1), "the client's tunnel broke");
+
     for a in [a1, a2] {
         let (code, log) = a.terminate();
         assert_eq!(code, 0, "{log}");
