@@ -102,6 +102,15 @@ async fn reads_first(w: &World, m: &Manager, host: &Host, admin: &Principal, why
     assert!(r.converged, "{why}: {r:?}");
 }
 
+/// Add peer `name` from another process (a fresh manager that is then gone).
+async fn add_elsewhere(w: &World, name: &str) {
+    let (other, _, a) = fresh(w);
+    other
+        .add_peer(&a, w.server, NewPeer::new(PeerName::new(name).unwrap()))
+        .await
+        .unwrap();
+}
+
 async fn peers_on(w: &World) -> usize {
     w.wg.read_device(&w.iface)
         .await
@@ -206,11 +215,7 @@ fn doubt_takes_the_full_path() {
     // The device was recreated: another instance.
     let w = world(5);
     block(async {
-        let (other, _, a) = fresh(&w);
-        other
-            .add_peer(&a, w.server, NewPeer::new(PeerName::new("x").unwrap()))
-            .await
-            .unwrap();
+        add_elsewhere(&w, "x").await;
         w.wg.delete_device(&w.iface).await.unwrap();
         w.wg.create_device(&w.iface).await.unwrap();
         let (m, host, admin) = fresh(&w);
@@ -245,11 +250,7 @@ fn doubt_takes_the_full_path() {
     // The last full read is too old to stand for the device.
     let w = world(5);
     block(async {
-        let (other, _, a) = fresh(&w);
-        other
-            .add_peer(&a, w.server, NewPeer::new(PeerName::new("x").unwrap()))
-            .await
-            .unwrap();
+        add_elsewhere(&w, "x").await;
         w.clock.advance(time::Duration::seconds(61));
         let (m, host, admin) = fresh(&w);
         reads_first(
@@ -266,11 +267,7 @@ fn doubt_takes_the_full_path() {
     block(async {
         let (m, host, admin) = fresh(&w);
         reads_first(&w, &m, &host, &admin, "nothing to do").await;
-        let (other, _, a) = fresh(&w);
-        other
-            .add_peer(&a, w.server, NewPeer::new(PeerName::new("x").unwrap()))
-            .await
-            .unwrap();
+        add_elsewhere(&w, "x").await;
         let (m, host, admin) = fresh(&w);
         let opts = ApplyOptions {
             verify: Verify::Always,
@@ -293,12 +290,8 @@ fn doubt_takes_the_full_path() {
     // A delta that fails part-way falls back to reading the device, and converges.
     let w = world(5);
     block(async {
-        let (other, _, a) = fresh(&w);
         for n in ["x", "y"] {
-            other
-                .add_peer(&a, w.server, NewPeer::new(PeerName::new(n).unwrap()))
-                .await
-                .unwrap();
+            add_elsewhere(&w, n).await;
         }
         w.wg.inject(Fault::FailAtPeer { index: 1 });
         let (m, host, admin) = fresh(&w);

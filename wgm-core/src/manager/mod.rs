@@ -692,8 +692,9 @@ impl Manager {
         }
     }
 
-    /// Store the allocator state of a full server state (once, when none was usable).
-    async fn seed_allocator_state(&self, state: &ServerState) {
+    /// Store the allocator state after `rec`, committed against the full `state` (once,
+    /// when none was usable).
+    async fn seed_allocator_state(&self, state: &ServerState, rec: &RevisionRecord) {
         let held = match allocator::held_of(state) {
             Ok(h) => h,
             Err(e) => {
@@ -701,13 +702,8 @@ impl Manager {
                 return;
             }
         };
-        if let Err(e) = self
-            .store
-            .put_allocator_state(state.server.id, state.revision, &held)
-            .await
-        {
-            tracing::debug!(server = %state.server.id, error = %e, "could not store the allocator state");
-        }
+        self.keep_allocator_state(state.server.id, &state.server, Some(held), rec)
+            .await;
     }
 
     /// Make sure the slot holds the server at the store's head; load or catch up.
@@ -904,13 +900,10 @@ impl Manager {
                     tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, changes = rec.changes.len(), "committed");
                     tracing::trace!(changes = ?rec.changes, "committed changes");
                     if seed {
+                        // The runs of the state committed against, followed through the
+                        // commit's changes (no copy of the state).
                         if let Some(c) = g.as_ref().filter(|c| c.state.revision == expected) {
-                            let mut after = c.state.clone();
-                            let ok = rec.changes.iter().all(|ch| after.apply_change(ch).is_ok());
-                            if ok {
-                                after.revision = rec.revision;
-                                self.seed_allocator_state(&after).await;
-                            }
+                            self.seed_allocator_state(&c.state, &rec).await;
                         }
                     }
                     let deleted = rec
