@@ -142,6 +142,21 @@ impl ServerStore for Counting {
         self.inner.load_server(id).await
     }
 
+    async fn load_server_overview(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(wgm_core::model::Server, RevisionNo, u64)>> {
+        self.inner.load_server_overview(id).await
+    }
+
+    async fn find_peer(
+        &self,
+        id: ServerId,
+        by: wgm_core::store::PeerLookup<'_>,
+    ) -> Result<Option<wgm_core::model::Peer>> {
+        self.inner.find_peer(id, by).await
+    }
+
     async fn find_server(&self, name: &ServerName) -> Result<Option<ServerId>> {
         self.inner.find_server(name).await
     }
@@ -584,4 +599,216 @@ fn a_lost_race_and_a_wrong_allocator_state_still_land_right() {
     assert_eq!(v.address_v6.unwrap().to_string(), "fd12:3456:789a:1::8");
     let st = block(store.inner.load_server(id)).unwrap().unwrap();
     wgm_core::store::check_server_uniqueness(&st).unwrap();
+}
+
+/// One change of a test's story, run in a fresh process.
+type Step<'a> = Box<dyn Fn(&Manager, &wgm_core::rbac::Principal) + 'a>;
+
+/// The last revision's changes.
+fn last_changes(store: &Counting, id: ServerId) -> Vec<Change> {
+    let head = block(store.head(id)).unwrap().unwrap();
+    let rec = block(store.inner.revisions(id, RevisionNo(head.0 - 1), 1)).unwrap();
+    rec.into_iter().next().unwrap().changes
+}
+
+#[test]
+fn fresh_processes_show_and_change_one_peer_without_loading_the_server() {
+    let (store, key, id) = installation(20, 3600);
+    // The first change finds no allocator state: it loads once and stores one.
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    let before = loads(&store);
+    let fresh = || process(&store, &key);
+
+    // Reads: by name (any case), by key, by id; the server with its peer count.
+    let (m, admin) = fresh();
+    let p5 = block(m.resolve_peer(&admin, id, "P5")).unwrap();
+    let v = block(m.get_peer(&admin, id, p5)).unwrap();
+    assert_eq!(v.name.as_str(), "p5");
+    let (m, admin) = fresh();
+    assert_eq!(
+        block(m.resolve_peer(&admin, id, &v.public_key.to_base64())).unwrap(),
+        p5
+    );
+    assert_eq!(
+        block(m.resolve_peer(&admin, id, &p5.to_string())).unwrap(),
+        p5
+    );
+    let e = block(m.resolve_peer(&admin, id, "nobody")).unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let e = block(m.resolve_peer(&admin, ServerId::new_random(), "p5")).unwrap_err();
+    assert!(e.to_string().contains("server"), "{e}");
+    let sv = block(m.get_server(&admin, id)).unwrap();
+    assert_eq!((sv.peer_count, sv.revision), (21, RevisionNo(3)));
+    let cfg = block(m.client_config(&admin, id, p5)).unwrap();
+    assert!(cfg.complete && cfg.text.contains("[Interface]"));
+
+    // Changes, each from a fresh process; each is one revision whose `before` is the
+    // peer as the store held it.
+    let stored = |pid| {
+        block(store.inner.load_server(id))
+            .unwrap()
+            .unwrap()
+            .peers
+            .get(&pid)
+            .cloned()
+    };
+    let steps: Vec<(&str, Step<'_>)> = vec![
+        (
+            "describe",
+            Box::new(|m, a| {
+                let u = wgm_core::manager::PeerUpdate {
+                    description: Some(Some(wgm_core::names::Description::new("laptop").unwrap())),
+                    ..Default::default()
+                };
+                block(m.update_peer(a, id, p5, u)).unwrap();
+            }),
+        ),
+        (
+            "rename",
+            Box::new(|m, a| {
+                let u = wgm_core::manager::PeerUpdate {
+                    name: Some(PeerName::new("five").unwrap()),
+                    ..Default::default()
+                };
+                block(m.update_peer(a, id, p5, u)).unwrap();
+            }),
+        ),
+        (
+            "disable",
+            Box::new(|m, a| {
+                block(m.set_peer_enabled(a, id, p5, false)).unwrap();
+            }),
+        ),
+        (
+            "enable",
+            Box::new(|m, a| {
+                block(m.set_peer_enabled(a, id, p5, true)).unwrap();
+            }),
+        ),
+        (
+            "rotate key",
+            Box::new(|m, a| {
+                block(m.rotate_peer_key(a, id, p5)).unwrap();
+            }),
+        ),
+        (
+            "rotate psk",
+            Box::new(|m, a| {
+                block(m.rotate_peer_psk(a, id, p5)).unwrap();
+            }),
+        ),
+    ];
+    for (what, step) in &steps {
+        let was = stored(p5).unwrap();
+        let head = block(store.head(id)).unwrap().unwrap();
+        let (m, admin) = fresh();
+        step(&m, &admin);
+        assert_eq!(block(store.head(id)).unwrap(), Some(head.next()), "{what}");
+        match &last_changes(&store, id)[..] {
+            [Change::PeerUpdated { before, after }] => {
+                assert_eq!(**before, was, "{what}: the before is the stored peer");
+                assert_eq!(Some(&**after), stored(p5).as_ref(), "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let now = block(store.inner.load_server(id)).unwrap().unwrap();
+    let p = &now.peers[&p5];
+    assert_eq!(p.name.as_str(), "five");
+    assert!(p.enabled && p.description.is_some());
+    assert_ne!(p.public_key, v.public_key);
+
+    // Removal quarantines the addresses (a server update in the same revision), and
+    // the next fresh add does not hand them out.
+    let (m, admin) = fresh();
+    block(m.remove_peer(&admin, id, p5)).unwrap();
+    match &last_changes(&store, id)[..] {
+        [Change::PeerRemoved { peer }, Change::ServerUpdated { after, .. }] => {
+            assert_eq!(peer.id, p5);
+            assert!(after
+                .quarantine
+                .iter()
+                .any(|q| Some(q.addr) == v.address_v6.map(std::net::IpAddr::V6)));
+        }
+        other => panic!("remove: {other:?}"),
+    }
+    let (m, admin) = fresh();
+    let next = block(m.add_peer(&admin, id, peer("next"))).unwrap();
+    assert_ne!(next.address_v6, v.address_v6);
+    let (m, admin) = fresh();
+    let e = block(m.get_peer(&admin, id, p5)).unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+
+    assert_eq!(
+        loads(&store),
+        before,
+        "a fresh process loaded the whole server"
+    );
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    wgm_core::store::check_server_uniqueness(&st).unwrap();
+    assert_eq!(st.peers.len(), 20 + 1);
+}
+
+#[test]
+fn a_taken_name_or_key_on_one_peer_from_a_fresh_process_is_the_usual_error() {
+    let (store, key, id) = installation(3, 0);
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    let rename = |to: &str| wgm_core::manager::PeerUpdate {
+        name: Some(PeerName::new(to).unwrap()),
+        ..Default::default()
+    };
+    // The full path's answer (this process loads the server first).
+    let (m, admin) = process(&store, &key);
+    block(m.list_peers(&admin, id)).unwrap();
+    let p1 = block(m.resolve_peer(&admin, id, "p1")).unwrap();
+    let full = block(m.update_peer(&admin, id, p1, rename("P2"))).unwrap_err();
+    let loaded = loads(&store);
+    // A fresh process: the store refuses the name, the manager does it again on the
+    // whole server and answers the same.
+    let (m, admin) = process(&store, &key);
+    let light = block(m.update_peer(&admin, id, p1, rename("P2"))).unwrap_err();
+    assert_eq!(light.to_string(), full.to_string());
+    assert_eq!(loads(&store), loaded + 1, "the fallback loads once");
+    // Renaming to its own name in another case is no clash.
+    let (m, admin) = process(&store, &key);
+    let v = block(m.update_peer(&admin, id, p1, rename("P1"))).unwrap();
+    assert_eq!(v.name.as_str(), "P1");
+    assert_eq!(loads(&store), loaded + 1);
+    // Keys of revision 2 restored while another peer holds them now: the usual conflict.
+    let (m, admin) = process(&store, &key);
+    let p0 = block(m.resolve_peer(&admin, id, "p0")).unwrap();
+    let old = block(m.get_peer(&admin, id, p0)).unwrap().public_key;
+    block(m.rotate_peer_key(&admin, id, p0)).unwrap();
+    let head = block(store.head(id)).unwrap().unwrap();
+    let (m, admin) = process(&store, &key);
+    let mut byo = peer("thief");
+    byo.public_key = Some(old);
+    block(m.add_peer(&admin, id, byo)).unwrap();
+    let (m, admin) = process(&store, &key);
+    let e = block(m.restore_peer_keys(&admin, id, p0, RevisionNo(head.0 - 1))).unwrap_err();
+    assert!(
+        matches!(e, Error::Conflict { .. }) && e.to_string().contains("held by another"),
+        "{e}"
+    );
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    wgm_core::store::check_server_uniqueness(&st).unwrap();
+}
+
+#[test]
+fn a_peer_change_from_a_fresh_process_that_loses_a_race_is_redone_on_fresh_state() {
+    let (store, key, id) = installation(4, 0);
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    let p2 = block(m.resolve_peer(&admin, id, "p2")).unwrap();
+    let loaded = loads(&store);
+    let head = block(store.head(id)).unwrap().unwrap();
+    store.queue(Sabotage::Race);
+    let (m, admin) = process(&store, &key);
+    block(m.set_peer_enabled(&admin, id, p2, false)).unwrap();
+    // The racer's revision, then ours.
+    assert_eq!(block(store.head(id)).unwrap(), Some(RevisionNo(head.0 + 2)));
+    assert!(!block(store.inner.load_server(id)).unwrap().unwrap().peers[&p2].enabled);
+    assert_eq!(loads(&store), loaded, "redone from the durable state");
 }

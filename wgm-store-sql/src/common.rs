@@ -225,6 +225,20 @@ reads! {
                    JOIN {wgm.}heads h ON h.server_id = s.id WHERE s.id = $1";
     /// A server's peers (`load_server`).
     load_peers = "SELECT id, body{::text}, stats{::text} FROM {wgm.}peers WHERE server_id = $1";
+    /// A server's body, head and number of peers in one statement (`load_server_overview`).
+    load_overview = "SELECT s.body{::text}, h.revision,
+                         (SELECT count(*) FROM {wgm.}peers p WHERE p.server_id = s.id)
+                     FROM {wgm.}servers s JOIN {wgm.}heads h ON h.server_id = s.id
+                     WHERE s.id = $1";
+    /// One peer by id (`find_peer`; the primary key).
+    peer_by_id = "SELECT body{::text}, stats{::text} FROM {wgm.}peers
+                  WHERE server_id = $1 AND id = $2";
+    /// One peer by case-folded name (`find_peer`; the unique index on the name).
+    peer_by_name = "SELECT body{::text}, stats{::text} FROM {wgm.}peers
+                    WHERE server_id = $1 AND name_key = $2";
+    /// One peer by public key (`find_peer`; the unique index on the key).
+    peer_by_key = "SELECT body{::text}, stats{::text} FROM {wgm.}peers
+                   WHERE server_id = $1 AND public_key = $2";
     find_server = "SELECT id FROM {wgm.}servers WHERE name_key = $1";
     list_servers = "SELECT s.body{::text}, h.revision,
                         (SELECT count(*) FROM {wgm.}peers p WHERE p.server_id = s.id)
@@ -342,6 +356,65 @@ macro_rules! store_reads {
                 std::collections::BTreeMap::new(),
             )?;
             Ok(Some((st.server, st.revision)))
+        }
+
+        pub(crate) async fn load_server_overview(
+            &self,
+            id: ServerId,
+        ) -> Result<Option<(wgm_core::model::Server, RevisionNo, u64)>, SqlError> {
+            let row: Option<(String, i64, i64)> = sqlx::query_as(&$dialect.reads().load_overview)
+                .bind(bind_id(id.as_uuid()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            let Some((body, revision, count)) = row else {
+                return Ok(None);
+            };
+            let st = $crate::common::server_state(
+                S,
+                &body,
+                revision,
+                std::collections::BTreeMap::new(),
+            )?;
+            let count = u64::try_from(count).map_err(|_| SqlError::BadValue {
+                store: S,
+                what: "peer count",
+            })?;
+            Ok(Some((st.server, st.revision, count)))
+        }
+
+        pub(crate) async fn find_peer(
+            &self,
+            id: ServerId,
+            by: wgm_core::store::PeerLookup<'_>,
+        ) -> Result<Option<wgm_core::model::Peer>, SqlError> {
+            use wgm_core::store::PeerLookup;
+            let q = $dialect.reads();
+            let query = match by {
+                PeerLookup::Id(pid) => sqlx::query_as(&q.peer_by_id)
+                    .bind(bind_id(id.as_uuid()))
+                    .bind(bind_id(pid.as_uuid())),
+                PeerLookup::Name(n) => sqlx::query_as(&q.peer_by_name)
+                    .bind(bind_id(id.as_uuid()))
+                    .bind(n.key()),
+                PeerLookup::Key(k) => sqlx::query_as(&q.peer_by_key)
+                    .bind(bind_id(id.as_uuid()))
+                    .bind(k.to_base64()),
+            };
+            let row: Option<(String, String)> =
+                query.fetch_optional(&self.pool).await.map_err(db)?;
+            let Some((body, stats)) = row else {
+                return Ok(None);
+            };
+            let peer = $crate::codec::peer_from(S, &body, &stats)?;
+            // The row answers the lookup (a body that says otherwise is not this peer).
+            if peer.server_id != id || !by.matches(&peer) {
+                return Err(SqlError::BadValue {
+                    store: S,
+                    what: "peer row (its body does not match its columns)",
+                });
+            }
+            Ok(Some(peer))
         }
 
         pub(crate) async fn allocator_state(

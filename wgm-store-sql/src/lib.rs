@@ -375,6 +375,21 @@ impl ServerStore for SqlStore {
         dispatch!(self, b => b.load_server_settings(id))
     }
 
+    async fn load_server_overview(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(Server, RevisionNo, u64)>> {
+        dispatch!(self, b => b.load_server_overview(id))
+    }
+
+    async fn find_peer(
+        &self,
+        id: ServerId,
+        by: wgm_core::store::PeerLookup<'_>,
+    ) -> Result<Option<wgm_core::model::Peer>> {
+        dispatch!(self, b => b.find_peer(id, by))
+    }
+
     async fn allocator_state(
         &self,
         id: ServerId,

@@ -85,7 +85,7 @@ use crate::model::{
 };
 use crate::rbac::{Action, Principal, PrincipalKind, Resource, Target};
 use crate::seal::Sealer;
-use crate::store::Store;
+use crate::store::{PeerLookup, Store};
 use crate::{Error, Result};
 
 /// Tunables of a [`Manager`].
@@ -469,6 +469,104 @@ impl Manager {
             .clone()
     }
 
+    /// The slot of server `id` if this manager has one (never creates it).
+    fn cached_slot(&self, id: ServerId) -> Option<Slot> {
+        self.servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// `f` on the whole cached server `id` at the head, if this manager holds it
+    /// (checked against the head, as every read of it is); `None` if it does not, and
+    /// then nothing is loaded.
+    async fn if_cached<T>(&self, id: ServerId, f: impl FnOnce(&Cached) -> T) -> Result<Option<T>> {
+        let Some(slot) = self.cached_slot(id) else {
+            return Ok(None);
+        };
+        let mut g = slot.lock().await;
+        if g.is_none() {
+            return Ok(None);
+        }
+        if let Err(e) = self.refresh_cache(id, &mut g).await {
+            if matches!(e, Error::NotFound { .. }) {
+                drop(g);
+                self.forget(id);
+            }
+            return Err(e);
+        }
+        Ok(g.as_ref().map(f))
+    }
+
+    /// One peer of server `id` at the head, found by `by`: from this manager's cache when
+    /// it holds the whole server ([`Manager::if_cached`]), else by one indexed store
+    /// read, whatever the server's size. `Ok(None)` when the server has no such peer;
+    /// [`Error::NotFound`] naming the server when it does not exist.
+    pub(crate) async fn peer_at_head(
+        &self,
+        id: ServerId,
+        by: PeerLookup<'_>,
+    ) -> Result<Option<crate::model::Peer>> {
+        let cached = self
+            .if_cached(id, |c| {
+                let pid = match by {
+                    PeerLookup::Id(pid) => Some(pid),
+                    PeerLookup::Name(n) => c.index.names.get(&n.key()).copied(),
+                    PeerLookup::Key(k) => c.index.keys.get(k).copied(),
+                };
+                pid.and_then(|pid| c.state.peers.get(&pid)).cloned()
+            })
+            .await?;
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        match self.store.find_peer(id, by).await? {
+            Some(p) => Ok(Some(p)),
+            None if self.store.head(id).await?.is_some() => Ok(None),
+            None => Err(Error::not_found("server", id)),
+        }
+    }
+
+    /// Server `id`'s settings at the head (in a state that holds **no peers**) and its
+    /// peer `peer`: from the cache as [`Manager::peer_at_head`], else by two indexed
+    /// reads (the settings, then the peer).
+    pub(crate) async fn settings_and_peer(
+        &self,
+        id: ServerId,
+        peer: crate::model::PeerId,
+    ) -> Result<(ServerState, crate::model::Peer)> {
+        let settings = |server: crate::model::Server, revision| ServerState {
+            server,
+            peers: std::collections::BTreeMap::new(),
+            revision,
+        };
+        let cached = self
+            .if_cached(id, |c| {
+                c.state.peers.get(&peer).map(|x| {
+                    (
+                        settings(c.state.server.clone(), c.state.revision),
+                        x.clone(),
+                    )
+                })
+            })
+            .await?;
+        let found = if let Some(found) = cached {
+            found
+        } else {
+            let (server, revision) = self
+                .store
+                .load_server_settings(id)
+                .await?
+                .ok_or_else(|| Error::not_found("server", id))?;
+            self.store
+                .find_peer(id, PeerLookup::Id(peer))
+                .await?
+                .map(|x| (settings(server, revision), x))
+        };
+        found.ok_or_else(|| Error::not_found("peer", peer))
+    }
+
     fn forget(&self, id: ServerId) {
         self.servers
             .lock()
@@ -618,12 +716,18 @@ impl Manager {
             .or_insert(0) += 1;
     }
 
-    /// A partial cache of server `id` ([`Cached::partial`]): its settings at the head
-    /// and an address manager rebuilt from the durable allocator state, caught up from
-    /// the log when a few revisions behind. `None` when there is no such state, it is
-    /// too far behind or does not fit, or the server delegates prefixes (whose pool the
-    /// state does not hold).
-    async fn light_cache(&self, id: ServerId) -> Result<Option<Cached>> {
+    /// A partial cache of server `id` ([`Cached::partial`]): its settings at the head,
+    /// an address manager rebuilt from the durable allocator state, caught up from the
+    /// log when a few revisions behind, and the peers `peers` names (those that exist),
+    /// read after the head (so that a peer changed since makes the commit's
+    /// compare-and-swap fail rather than commit a stale `before`). `None` when there is
+    /// no such state, it is too far behind or does not fit, or the server delegates
+    /// prefixes (whose pool the state does not hold).
+    async fn light_cache(
+        &self,
+        id: ServerId,
+        peers: &[crate::model::PeerId],
+    ) -> Result<Option<Cached>> {
         let Some((server, head)) = self.store.load_server_settings(id).await? else {
             return Err(Error::not_found("server", id));
         };
@@ -653,7 +757,7 @@ impl Manager {
                 return Ok(None);
             }
         }
-        let state = ServerState {
+        let mut state = ServerState {
             server,
             peers: std::collections::BTreeMap::new(),
             revision: head,
@@ -662,10 +766,16 @@ impl Manager {
         if !ipam.hold_runs(&held) {
             return Ok(None);
         }
+        for pid in peers {
+            if let Some(p) = self.store.find_peer(id, PeerLookup::Id(*pid)).await? {
+                state.peers.insert(p.id, p);
+            }
+        }
+        let index = PeerIndex::build(&state);
         Ok(Some(Cached {
             state,
             ipam,
-            index: PeerIndex::default(),
+            index,
             opened: crate::reconcile::OpenedSecrets::default(),
             desired: None,
             partial: Some(held),
@@ -814,22 +924,24 @@ impl Manager {
         id: ServerId,
         f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
     ) -> Result<Option<(RevisionRecord, T)>> {
-        self.mutate_with(p, id, false, f).await
+        self.mutate_with(p, id, None, f).await
     }
 
     /// The commit loop of [`Manager::mutate`] and [`Manager::mutate_if_any`], and with
-    /// `light` of a mutation that needs only the server's settings and its address
-    /// manager (adding peers without routed networks): in a process that has not loaded
-    /// the server, `f` then runs on a partial cache built from the durable allocator
-    /// state ([`Manager::light_cache`]), so its cost does not grow with the number of
-    /// peers, and the store's uniqueness checks stand in for the peer index. After a few
-    /// such mutations of one server (a long-lived process), or whenever that state is
-    /// missing, stale beyond the log's help or does not fit, the full cache is used.
+    /// `light` of a mutation that needs only the server's settings, its address manager
+    /// and the peers `light` names (adding peers without routed networks: none;
+    /// changing or removing one peer: that one): in a process that has not loaded the
+    /// server, `f` then runs on a partial cache built from the durable allocator state
+    /// and those peers' rows ([`Manager::light_cache`]), so its cost does not grow with
+    /// the number of peers, and the store's uniqueness checks stand in for the peer
+    /// index. After a few such mutations of one server (a long-lived process), or
+    /// whenever that state is missing, stale beyond the log's help or does not fit, the
+    /// full cache is used.
     async fn mutate_with<T>(
         &self,
         p: &Principal,
         id: ServerId,
-        light: bool,
+        light: Option<&[crate::model::PeerId]>,
         mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
     ) -> Result<Option<(RevisionRecord, T)>> {
         let slot = self.slot(id);
@@ -841,12 +953,12 @@ impl Manager {
         let mut light = light;
         loop {
             attempt += 1;
-            if light && g.is_none() && self.cold_uses(id) < LIGHT_USES {
-                if let Some(c) = self.light_cache(id).await? {
+            if let Some(peers) = light.filter(|_| g.is_none() && self.cold_uses(id) < LIGHT_USES) {
+                if let Some(c) = self.light_cache(id, peers).await? {
                     *g = Some(c);
                 } else {
                     seed = true;
-                    light = false;
+                    light = None;
                 }
             }
             if g.as_ref().is_none_or(|c| c.partial.is_none()) {
@@ -944,7 +1056,7 @@ impl Manager {
                 ) if g.as_ref().is_some_and(|c| c.partial.is_some()) => {
                     tracing::debug!(server = %id, "a value was taken; using the full state");
                     *g = None;
-                    light = false;
+                    light = None;
                     seed = true;
                 }
                 // The store contract: only a stale revision is a lost compare-and-swap

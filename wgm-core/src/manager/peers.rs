@@ -21,6 +21,7 @@ use crate::names::{Description, PeerName};
 use crate::net::{Endpoint, Keepalive};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::SecretKind;
+use crate::store::PeerLookup;
 use crate::{Error, Result};
 
 /// How a peer's address in one family is chosen.
@@ -390,13 +391,10 @@ impl Manager {
         action: Action,
     ) -> Result<Option<UserId>> {
         let owner = self
-            .read_server(server, |st| {
-                st.peers
-                    .get(&peer)
-                    .map(|x| x.owner)
-                    .ok_or_else(|| Error::not_found("peer", peer))
-            })
-            .await?;
+            .peer_at_head(server, PeerLookup::Id(peer))
+            .await?
+            .map(|x| x.owner)
+            .ok_or_else(|| Error::not_found("peer", peer))?;
         let target = Self::peer_target(server, owner);
         if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
             return Err(self.hidden(p, Resource::Peer, target, "peer", peer).await);
@@ -414,21 +412,17 @@ impl Manager {
         server: ServerId,
         name_or_id: &str,
     ) -> Result<PeerId> {
-        let (id, owner) = self
-            .read_server(server, |st| {
-                let found = if let Ok(id) = name_or_id.parse::<PeerId>() {
-                    st.peers.get(&id)
-                } else if let Ok(k) = PublicKey::from_base64(name_or_id) {
-                    st.peer_by_key(&k)
-                } else {
-                    let name = PeerName::new(name_or_id)?;
-                    st.peer_by_name(&name)
-                };
-                found
-                    .map(|p| (p.id, p.owner))
-                    .ok_or_else(|| Error::not_found("peer", shown_reference(name_or_id)))
-            })
-            .await?;
+        let found = if let Ok(id) = name_or_id.parse::<PeerId>() {
+            self.peer_at_head(server, PeerLookup::Id(id)).await?
+        } else if let Ok(k) = PublicKey::from_base64(name_or_id) {
+            self.peer_at_head(server, PeerLookup::Key(&k)).await?
+        } else {
+            let name = PeerName::new(name_or_id)?;
+            self.peer_at_head(server, PeerLookup::Name(&name)).await?
+        };
+        let (id, owner) = found
+            .map(|p| (p.id, p.owner))
+            .ok_or_else(|| Error::not_found("peer", shown_reference(name_or_id)))?;
         // Users who may not see the peer learn only that it does not exist.
         let target = Self::peer_target(server, owner);
         if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
@@ -530,7 +524,7 @@ impl Manager {
                 .iter()
                 .all(|s| s.extra_allowed_ips.is_empty() && s.prefix == AddrRequest::None);
         let res = self
-            .mutate_with(p, server, light, |c: &mut Cached, now| {
+            .mutate_with(p, server, light.then_some(&[]), |c: &mut Cached, now| {
                 if let (Some(q), Some(uid)) = (quota, owner_of(p)) {
                     let owned = c
                         .state
@@ -804,13 +798,10 @@ impl Manager {
         peer: PeerId,
     ) -> Result<PeerView> {
         let v = self
-            .read_server(server, |st| {
-                st.peers
-                    .get(&peer)
-                    .map(PeerView::of)
-                    .ok_or_else(|| Error::not_found("peer", peer))
-            })
-            .await?;
+            .peer_at_head(server, PeerLookup::Id(peer))
+            .await?
+            .map(|x| PeerView::of(&x))
+            .ok_or_else(|| Error::not_found("peer", peer))?;
         let target = Self::peer_target(server, v.owner);
         if crate::rbac::authorize(p, Resource::Peer, Action::Read, target).is_err() {
             return Err(self.hidden(p, Resource::Peer, target, "peer", peer).await);
@@ -847,12 +838,17 @@ impl Manager {
     /// Apply a closure to one peer as one revision, after object-level authorization.
     /// The closure gets the caller's [`PeerRights`]; whatever it changes is then held to
     /// [`check_peer_change`] (routes, disables, expiry), and a refusal there is audited.
+    ///
+    /// With `light`, the closure needs nothing of the other peers but what the store's
+    /// uniqueness checks stand in for (their names and keys: the cache's index may hold
+    /// only this peer), so a process that has not loaded the server need not
+    /// ([`Manager::mutate_with`]).
     async fn change_peer(
         &self,
         p: &Principal,
         server: ServerId,
         peer: PeerId,
-        action: Action,
+        (action, light): (Action, bool),
         audit_action: AuditAction,
         mut f: impl FnMut(&mut Cached, &mut Peer, PeerRights, OffsetDateTime) -> Result<Vec<Change>>,
     ) -> Result<PeerView> {
@@ -860,8 +856,9 @@ impl Manager {
         let target = Self::peer_target(server, owner);
         let rights = PeerRights::of(p, target);
         let mut refused: Option<Action> = None;
+        let only = [peer];
         let res = self
-            .mutate(p, server, |c, now| {
+            .mutate_with(p, server, light.then_some(&only[..]), |c, now| {
                 let before = c
                     .state
                     .peers
@@ -904,7 +901,8 @@ impl Manager {
                     output: PeerView::of(&after),
                 })
             })
-            .await;
+            .await
+            .and_then(|r| r.ok_or_else(|| Error::invalid("change", "nothing to change")));
         match (res, refused) {
             (Ok((_, view)), _) => Ok(view),
             (Err(e), Some(needed)) => Err(self.refusal(p, Resource::Peer, needed, target, e).await),
@@ -939,11 +937,14 @@ impl Manager {
             )
             .is_ok()
         };
+        // Routed networks are checked against every other peer's: only then is the
+        // whole server needed.
+        let light = u.extra_allowed_ips.is_none();
         self.change_peer(
             p,
             server,
             peer,
-            Action::Update,
+            (Action::Update, light),
             AuditAction::PeerUpdate,
             |c, after, rights, _now| {
                 if let Some(n) = &u.name {
@@ -1006,7 +1007,7 @@ impl Manager {
             p,
             server,
             peer,
-            Action::Update,
+            (Action::Update, true),
             action,
             |_, after, rights, _| {
                 after.enabled = enabled;
@@ -1052,7 +1053,7 @@ impl Manager {
             p,
             server,
             peer,
-            Action::Update,
+            (Action::Update, true),
             AuditAction::PeerRotateKey,
             |c, after, _, _| {
                 let k = PrivateKey::generate();
@@ -1085,7 +1086,7 @@ impl Manager {
             p,
             server,
             peer,
-            Action::Update,
+            (Action::Update, true),
             AuditAction::PeerRotatePsk,
             |_, after, _, _| {
                 let psk = PresharedKey::generate();
@@ -1172,7 +1173,7 @@ impl Manager {
             p,
             server,
             peer,
-            Action::Update,
+            (Action::Update, true),
             AuditAction::PeerRestoreKeys,
             |c, after, _, _| {
                 if old.public_key == c.state.server.public_key
@@ -1207,7 +1208,7 @@ impl Manager {
     /// Remove a peer. Its addresses are quarantined for the server's quarantine time.
     pub async fn remove_peer(&self, p: &Principal, server: ServerId, peer: PeerId) -> Result<()> {
         self.authorize_peer(p, server, peer, Action::Delete).await?;
-        self.mutate(p, server, |c, now| {
+        self.mutate_with(p, server, Some(&[peer]), |c, now| {
             let gone = c
                 .state
                 .peers

@@ -12,7 +12,7 @@ use crate::model::{Peer, PeerId, ServerId, ServerState, TunnelMode};
 use crate::rbac::{Action, Principal, Resource, Target};
 use crate::seal::{Sealer, SecretKind};
 use crate::wgquick::{self, InterfaceSection, PeerSection, WgQuickConfig};
-use crate::{Error, Result};
+use crate::Result;
 
 /// A peer's client config, rendered.
 #[derive(Clone, Debug)]
@@ -152,16 +152,9 @@ impl Manager {
         let target = Target::peer(server.0, owner.map(|u| u.0));
         self.authorize(p, Resource::Secret, Action::Export, target)
             .await?;
-        let (cfg, view, complete) = self
-            .read_server(server, |st| {
-                let x = st
-                    .peers
-                    .get(&peer)
-                    .ok_or_else(|| Error::not_found("peer", peer))?;
-                let cfg = client_wgquick(st, x, &self.sealer)?;
-                Ok((cfg, PeerView::of(x), x.private_key.is_some()))
-            })
-            .await?;
+        let (st, x) = self.settings_and_peer(server, peer).await?;
+        let cfg = client_wgquick(&st, &x, &self.sealer)?;
+        let (view, complete) = (PeerView::of(&x), x.private_key.is_some());
         let text = wgquick::render(&cfg)?;
         self.audit_only(
             p,

@@ -364,7 +364,16 @@ impl Manager {
     pub async fn get_server(&self, p: &Principal, id: ServerId) -> Result<ServerView> {
         self.authorize(p, Resource::Server, Action::Read, Target::server(id.0))
             .await?;
-        self.read_server(id, |st| Ok(ServerView::of(st))).await
+        if let Some(v) = self.if_cached(id, |c| ServerView::of(&c.state)).await? {
+            return Ok(v);
+        }
+        // Not loaded here: one read, whatever the server's size.
+        let (server, revision, peers) = self
+            .store
+            .load_server_overview(id)
+            .await?
+            .ok_or_else(|| Error::not_found("server", id))?;
+        Ok(ServerView::of_settings(&server, revision, peers))
     }
 
     /// List servers the caller may see, ordered by name.

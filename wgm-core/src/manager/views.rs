@@ -73,7 +73,11 @@ pub struct ServerView {
 impl ServerView {
     /// The view of a server state.
     pub fn of(state: &ServerState) -> ServerView {
-        let s: &Server = &state.server;
+        ServerView::of_settings(&state.server, state.revision, state.peers.len() as u64)
+    }
+
+    /// The view of a server's settings at `revision`, when it has `peer_count` peers.
+    pub fn of_settings(s: &Server, revision: RevisionNo, peer_count: u64) -> ServerView {
         ServerView {
             id: s.id,
             name: s.name.clone(),
@@ -95,8 +99,8 @@ impl ServerView {
             config_path: s.config_path.clone(),
             active: s.active,
             host: s.host.clone(),
-            peer_count: state.peers.len(),
-            revision: state.revision,
+            peer_count: usize::try_from(peer_count).unwrap_or(usize::MAX),
+            revision,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

@@ -10,8 +10,8 @@ use futures::{FutureExt, StreamExt};
 
 use super::rules::{self, Probe, ProbeField, Transaction, UserClash};
 use super::{
-    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, SealAuditKey, ServerStore,
-    Store,
+    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup, SealAuditKey,
+    ServerStore, Store,
 };
 use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use crate::ipam::HeldRuns;
@@ -450,6 +450,28 @@ impl ServerStore for MemoryStore {
             .servers
             .get(&id)
             .map(|s| (s.server.clone(), s.revision)))
+    }
+
+    async fn load_server_overview(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(Server, RevisionNo, u64)>> {
+        Ok(self
+            .lock()
+            .servers
+            .get(&id)
+            .map(|s| (s.server.clone(), s.revision, s.peers.len() as u64)))
+    }
+
+    async fn find_peer(&self, id: ServerId, by: PeerLookup<'_>) -> Result<Option<Peer>> {
+        let g = self.lock();
+        let Some(s) = g.servers.get(&id) else {
+            return Ok(None);
+        };
+        Ok(match by {
+            PeerLookup::Id(pid) => s.peers.get(&pid).cloned(),
+            _ => s.peers.values().find(|p| by.matches(p)).cloned(),
+        })
     }
 
     async fn allocator_state(&self, id: ServerId) -> Result<Option<(RevisionNo, HeldRuns)>> {

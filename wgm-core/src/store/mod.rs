@@ -22,12 +22,13 @@ use async_trait::async_trait;
 
 use crate::integrity::{AuditHead, AuditKey, LegacyBound, StoredAuditKey};
 use crate::ipam::HeldRuns;
+use crate::keys::PublicKey;
 use crate::model::{
     ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
-    HostReport, IdentityChange, Lease, LeaseRequest, Page, PeerId, PeerStats, RevisionNo,
+    HostReport, IdentityChange, Lease, LeaseRequest, Page, Peer, PeerId, PeerStats, RevisionNo,
     RevisionRecord, Server, ServerId, ServerState, ServerSummary, TokenId, User, UserId,
 };
-use crate::names::{ServerName, UserName};
+use crate::names::{PeerName, ServerName, UserName};
 use crate::rbac::Role;
 use crate::seal::SealedSecret;
 use crate::Result;
@@ -39,6 +40,36 @@ pub mod rules;
 pub use feed::{ChangeFeed, FeedEvent, Follower};
 pub use memory::MemoryStore;
 pub use rules::check_server_uniqueness;
+
+/// How [`ServerStore::find_peer`] finds one peer of a server.
+///
+/// ```
+/// use wgm_core::names::PeerName;
+/// use wgm_core::store::PeerLookup;
+/// let name = PeerName::new("Laptop").unwrap();
+/// // Names are matched case-insensitively, as everywhere.
+/// assert!(matches!(PeerLookup::Name(&name), PeerLookup::Name(n) if n.key() == "laptop"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerLookup<'a> {
+    /// By its id.
+    Id(PeerId),
+    /// By its name, case-insensitively ([`PeerName::key`]).
+    Name(&'a PeerName),
+    /// By its public key.
+    Key(&'a PublicKey),
+}
+
+impl PeerLookup<'_> {
+    /// Whether `p` is the peer this lookup finds.
+    pub fn matches(&self, p: &Peer) -> bool {
+        match self {
+            PeerLookup::Id(id) => p.id == *id,
+            PeerLookup::Name(n) => p.name.key() == n.key(),
+            PeerLookup::Key(k) => p.public_key == **k,
+        }
+    }
+}
 
 /// Durable storage of desired state: the umbrella of the store's concerns, each a
 /// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
@@ -86,6 +117,20 @@ pub trait ServerStore: Send + Sync {
     /// change that touches a few peers needs, whatever the server's size), or `None` if
     /// it does not exist.
     async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>>;
+
+    /// The server's settings at its head revision and its number of peers, read together
+    /// (one consistent read: what showing a server needs, whatever its size), or `None`
+    /// if it does not exist.
+    async fn load_server_overview(&self, id: ServerId)
+        -> Result<Option<(Server, RevisionNo, u64)>>;
+
+    /// One peer of a server as it is at the head, found by id, by name
+    /// (case-insensitive) or by public key ([`PeerLookup`]): one indexed read, whatever
+    /// the server's size. `None` when the server or the peer does not exist. A caller
+    /// that commits a change computed from it reads the head first (with
+    /// [`ServerStore::load_server_settings`]) and the peer after: the peer is then at
+    /// that head or newer, and a newer one makes the commit's compare-and-swap fail.
+    async fn find_peer(&self, id: ServerId, by: PeerLookup<'_>) -> Result<Option<Peer>>;
 
     /// The durable allocator state of a server ([`HeldRuns`]) and the revision it is of,
     /// if one was stored.
@@ -296,6 +341,15 @@ impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     }
     async fn load_server_settings(&self, id: ServerId) -> Result<Option<(Server, RevisionNo)>> {
         (**self).load_server_settings(id).await
+    }
+    async fn load_server_overview(
+        &self,
+        id: ServerId,
+    ) -> Result<Option<(Server, RevisionNo, u64)>> {
+        (**self).load_server_overview(id).await
+    }
+    async fn find_peer(&self, id: ServerId, by: PeerLookup<'_>) -> Result<Option<Peer>> {
+        (**self).find_peer(id, by).await
     }
     async fn allocator_state(&self, id: ServerId) -> Result<Option<(RevisionNo, HeldRuns)>> {
         (**self).allocator_state(id).await

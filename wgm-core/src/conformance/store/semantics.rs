@@ -32,7 +32,7 @@ use crate::names::{Description, InterfaceName, PeerName, RoleName, ServerName, U
 use crate::net::{Keepalive, ListenPort, Mtu};
 use crate::rbac::{Action, Permission, Resource, Role};
 use crate::seal::{MasterKey, SealedSecret, Sealer, SecretKind};
-use crate::store::Store;
+use crate::store::{PeerLookup, Store};
 use crate::Error;
 
 type R = std::result::Result<(), Failure>;
@@ -399,6 +399,56 @@ pub async fn create_and_load_round_trip(store: Arc<dyn Store>) -> R {
     check_eq!(st.peers.len(), 2);
     check_eq!(st.peers.get(&p1.id), Some(&p1));
     check_eq!(st.peers.get(&p2.id), Some(&p2));
+
+    // One peer by id, by name (case-insensitively) and by key, as `load_server` has it
+    // (statistics included); nothing for another server or an unknown peer.
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Id(p1.id)).await.must()?,
+        Some(p1.clone())
+    );
+    let upper = PeerName::new(p1.name.as_str().to_uppercase()).must()?;
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Name(&upper)).await.must()?,
+        Some(p1.clone())
+    );
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Key(&p2.public_key))
+            .await
+            .must()?,
+        Some(p2.clone())
+    );
+    check_eq!(
+        s.find_peer(ServerId::new_random(), PeerLookup::Id(p1.id))
+            .await
+            .must()?,
+        None
+    );
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Id(PeerId::new_random()))
+            .await
+            .must()?,
+        None
+    );
+    let carol = PeerName::new("carol").must()?;
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Name(&carol)).await.must()?,
+        None
+    );
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Key(&srv.public_key))
+            .await
+            .must()?,
+        None
+    );
+    check_eq!(
+        s.load_server_overview(srv.id).await.must()?,
+        Some((srv.clone(), RevisionNo(2), 2))
+    );
+    check!(s
+        .load_server_overview(ServerId::new_random())
+        .await
+        .must()?
+        .is_none());
 
     check_eq!(s.head(srv.id).await.must()?, Some(RevisionNo(2)));
     check_eq!(s.head(ServerId::new_random()).await.must()?, None);
