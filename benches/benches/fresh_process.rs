@@ -16,7 +16,12 @@
 //!    anything wgm does not know. The order of the two sides alternates by round. The
 //!    wrapper alone (`ip netns exec NS true`) and `wgm init` (open the store and the key
 //!    file, nothing else: the floor of every command) are timed in the same rounds.
-//! 3. `wgm-agent` running in the namespace (`WGM_AGENT_BACKEND=userspace`, the server
+//! 3. The other single-peer commands, each a whole process on the same server, once
+//!    per round on a peer added for the round (untimed): `peer show`, `peer set
+//!    --description`, `peer disable`, `peer enable`, `peer rotate-key`, `peer
+//!    rotate-psk`, `peer config`, `server show` and `peer remove`, printed next to `wgm
+//!    init`'s median (what any command costs). They change only the store.
+//! 4. `wgm-agent` running in the namespace (`WGM_AGENT_BACKEND=userspace`, the server
 //!    created with `--host`): for 100 adds, one after the other, the time from just
 //!    before `wgm peer add` is spawned to the agent's `applied` log line for that
 //!    revision (its RFC 3339 timestamp, from the agent's log file), the wall time of the
@@ -51,7 +56,7 @@
 //!
 //! Needs root, `ip`, `wireguard-go`, `wg`, `wg-quick` and `WGM_TEST_NETNS=1` (PostgreSQL
 //! also `psql`); without the switch it prints one line and exits. `WGM_BENCH_ROUNDS=N`
-//! sets the rounds of 1–2 (default 20); 3 is always 100 adds. Without `--bench` (`cargo
+//! sets the rounds of 1–3 (default 20); 4 is always 100 adds. Without `--bench` (`cargo
 //! test --benches`) it is a smoke run: 200 peers, 2 rounds, 5 agent adds.
 //!
 //! Run: `cargo build --release -p wgm-cli --bins && WGM_TEST_NETNS=1
@@ -853,6 +858,23 @@ impl World<'_> {
     }
 }
 
+/// The other single-peer commands, timed once per round on a peer added for the round
+/// (`SERVER` and `PEER` are filled in); the last one removes it.
+const ONE_PEER: &[(&str, &[&str])] = &[
+    ("peer show", &["peer", "show", "SERVER", "PEER"]),
+    (
+        "peer set --description",
+        &["peer", "set", "SERVER", "PEER", "--description", "bench"],
+    ),
+    ("peer disable", &["peer", "disable", "SERVER", "PEER"]),
+    ("peer enable", &["peer", "enable", "SERVER", "PEER"]),
+    ("peer rotate-key", &["peer", "rotate-key", "SERVER", "PEER"]),
+    ("peer rotate-psk", &["peer", "rotate-psk", "SERVER", "PEER"]),
+    ("peer config", &["peer", "config", "SERVER", "PEER"]),
+    ("server show", &["server", "show", "SERVER"]),
+    ("peer remove", &["peer", "remove", "SERVER", "PEER"]),
+];
+
 /// Everything measured on one store.
 struct Results {
     label: String,
@@ -867,6 +889,8 @@ struct Results {
     netns_exec: Samples,
     /// `wgm init`: open the store and the key, nothing else.
     init: Samples,
+    /// The other single-peer commands ([`ONE_PEER`]), in that order.
+    one: Vec<(&'static str, Samples)>,
     agent_latency: Samples,
     agent_add: Samples,
     /// From the exit of `wgm peer add` to the `applied` line (0 when it came first).
@@ -1055,6 +1079,46 @@ fn bench_store(bins: &Bins, pg_admin: Option<&str>, size: Size) -> Results {
     }
     assert_eq!(w.ns.peers().len(), peers);
 
+    // ---- the other single-peer commands ----------------------------------------------
+    // Store only (the device is not applied: the agent's first pass below does that).
+    let mut one: Vec<(&'static str, Samples)> = ONE_PEER
+        .iter()
+        .map(|(what, _)| (*what, Samples::default()))
+        .collect();
+    for r in 0..size.rounds {
+        let name = format!("s{r}");
+        w.ok(&["peer", "add", SERVER, &name]);
+        for (i, (what, args)) in ONE_PEER.iter().enumerate() {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| match *a {
+                    "SERVER" => SERVER,
+                    "PEER" => name.as_str(),
+                    other => other,
+                })
+                .collect();
+            let (out, took) = w.ok(&args);
+            if *what == "peer config" {
+                assert!(out.contains("[Interface]"), "a client config:\n{out}");
+            }
+            one[i].1.push(took);
+        }
+        eprintln!(
+            "  round {}/{}: {}",
+            r + 1,
+            size.rounds,
+            one.iter()
+                .map(|(what, s)| format!("{what} {}", fmt(*s.0.last().expect("one"))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    assert_eq!(
+        json_u64(&w.ok(&["--json", "server", "show", SERVER]).0, "peer_count"),
+        peers as u64,
+        "the last command of each round removed its peer"
+    );
+
     // ---- the agent -------------------------------------------------------------------
     let t = Instant::now();
     let agent = w.start_agent();
@@ -1158,6 +1222,7 @@ fn bench_store(bins: &Bins, pg_admin: Option<&str>, size: Size) -> Results {
         syncconf,
         netns_exec,
         init,
+        one,
         agent_latency,
         agent_add,
         agent_after_exit,
@@ -1225,6 +1290,12 @@ fn print(r: &Results) {
         "",
     );
     println!("| **apply / syncconf** (medians) | **{ratio:.2}** | | | | ≤ 0.3 |");
+    println!();
+    println!("| other single-peer commands ({peers} peers) | median | p90 | min | max | `wgm init` median |");
+    println!("|---|---|---|---|---|---|");
+    for (what, s) in &r.one {
+        row(&format!("`wgm {what}`"), s, &fmt(r.init.pct(50)));
+    }
     println!();
     println!(
         "| {} adds with `wgm-agent` running | p50 | p90 | p99 | max | target |",

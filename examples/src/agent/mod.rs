@@ -12,8 +12,10 @@
 //! 2. Reconciles every server in full, then follows the feed
 //!    ([`wgm_core::manager::Manager::watch`]): each wake-up for one of its servers applies
 //!    it incrementally (a burst of commits costs one apply), on the manager's verified
-//!    state kept between applies. A [`FeedEvent::Missed`] (the feed's connection was cut)
-//!    applies everything.
+//!    state kept between applies. With `servers = "assigned"` a wake-up also reads the
+//!    woken server's assignment (its own settings, not a listing of every server): a
+//!    server assigned here is taken, one assigned elsewhere or deleted is let go. A
+//!    [`FeedEvent::Missed`] (the feed's connection was cut) applies everything.
 //! 3. Every `reconcile_interval`: expired peers are disabled, every server is applied
 //!    (drift is repaired by the manager's policy: a full read at least every
 //!    `reverify_after_secs`), the device's statistics are written back, and with
@@ -465,6 +467,46 @@ impl Agent {
         }
     }
 
+    /// With `servers = "assigned"`, after wake-ups for `ids`: the assignment of just
+    /// those servers, each read from its own settings (one row, or this process's cache;
+    /// not a listing of every server): take a server newly assigned here (the caller
+    /// applies it), let go of one assigned elsewhere or deleted.
+    async fn reassign_woken(&mut self, ids: &BTreeSet<ServerId>) {
+        if self.cfg.selection != Selection::Assigned {
+            return;
+        }
+        for &id in ids {
+            let here = match self.m.get_server(&self.p, id).await {
+                Ok(v) => {
+                    self.health.ok();
+                    (v.host.as_ref() == Some(&self.host_name)).then(|| v.name.to_string())
+                }
+                Err(Error::NotFound { .. }) => None,
+                Err(e) if is_store_error(&e) => return self.health.failed(&e),
+                Err(e) => {
+                    tracing::warn!(server = %id, error = %e, "could not read the server's assignment");
+                    continue;
+                }
+            };
+            match (self.held.contains_key(&id), here) {
+                (true, None) => {
+                    tracing::info!(server = %id, "no longer assigned to this host; its device is left as it is");
+                    self.drop_server(id).await;
+                }
+                (false, Some(name)) => match self.take(id, &name).await {
+                    Ok(()) => {}
+                    Err(e) if is_store_error(&e) => return self.health.failed(&e),
+                    Err(e) => {
+                        if self.refused.insert(id) {
+                            tracing::error!(server = name, error = %e, "not applying this server");
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+
     /// The periodic pass: expiry, every server, statistics, assignments.
     async fn full_pass(&mut self) {
         match self.m.sweep_expired(&self.p).await {
@@ -556,19 +598,12 @@ impl Agent {
                         self.full_pass().await;
                         continue;
                     }
-                    let unknown = dirty.iter().any(|id| !self.held.contains_key(id));
-                    if unknown && self.cfg.selection == Selection::Assigned {
-                        // Perhaps a server newly assigned here.
-                        self.reassign().await;
-                    }
+                    // A woken server may have been assigned here or elsewhere.
+                    self.reassign_woken(&dirty).await;
                     for id in dirty {
                         if self.held.contains_key(&id) {
                             self.apply_one(id).await;
                         }
-                    }
-                    if self.cfg.selection == Selection::Assigned {
-                        // A held server may have been assigned elsewhere.
-                        self.reassign().await;
                     }
                 }
                 _ = reconcile.tick() => self.full_pass().await,
