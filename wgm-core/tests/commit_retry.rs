@@ -52,6 +52,8 @@ struct Counting {
     commits: AtomicUsize,
     /// Calls of `load_server` (every peer of a server).
     loads: AtomicUsize,
+    /// Calls of the one-row reads `find_peer` and `load_server_overview`.
+    row_reads: AtomicUsize,
     plan: Mutex<VecDeque<Sabotage>>,
     /// Sabotage every call with a race (after the queue is empty).
     always_race: std::sync::atomic::AtomicBool,
@@ -146,6 +148,7 @@ impl ServerStore for Counting {
         &self,
         id: ServerId,
     ) -> Result<Option<(wgm_core::model::Server, RevisionNo, u64)>> {
+        self.row_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_server_overview(id).await
     }
 
@@ -154,6 +157,7 @@ impl ServerStore for Counting {
         id: ServerId,
         by: wgm_core::store::PeerLookup<'_>,
     ) -> Result<Option<wgm_core::model::Peer>> {
+        self.row_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.find_peer(id, by).await
     }
 
@@ -635,9 +639,9 @@ fn fresh_processes_show_and_change_one_peer_without_loading_the_server() {
         p5
     );
     let e = block(m.resolve_peer(&admin, id, "nobody")).unwrap_err();
-    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(matches!(e, Error::NotFound { kind: "peer", .. }), "{e:?}");
     let e = block(m.resolve_peer(&admin, ServerId::new_random(), "p5")).unwrap_err();
-    assert!(e.to_string().contains("server"), "{e}");
+    assert!(matches!(e, Error::NotFound { kind: "server", .. }), "{e:?}");
     let sv = block(m.get_server(&admin, id)).unwrap();
     assert_eq!((sv.peer_count, sv.revision), (21, RevisionNo(3)));
     let cfg = block(m.client_config(&admin, id, p5)).unwrap();
@@ -811,4 +815,71 @@ fn a_peer_change_from_a_fresh_process_that_loses_a_race_is_redone_on_fresh_state
     assert_eq!(block(store.head(id)).unwrap(), Some(RevisionNo(head.0 + 2)));
     assert!(!block(store.inner.load_server(id)).unwrap().unwrap().peers[&p2].enabled);
     assert_eq!(loads(&store), loaded, "redone from the durable state");
+}
+
+#[test]
+fn a_process_that_holds_the_server_answers_one_peer_reads_from_it() {
+    let (store, key, id) = installation(5, 0);
+    let (m, admin) = process(&store, &key);
+    block(m.list_peers(&admin, id)).unwrap();
+    let reads = store.row_reads.load(Ordering::SeqCst);
+    let p3 = block(m.resolve_peer(&admin, id, "P3")).unwrap();
+    let v = block(m.get_peer(&admin, id, p3)).unwrap();
+    assert_eq!(
+        block(m.resolve_peer(&admin, id, &v.public_key.to_base64())).unwrap(),
+        p3
+    );
+    assert_eq!(block(m.get_server(&admin, id)).unwrap().peer_count, 5);
+    block(m.client_config(&admin, id, p3)).unwrap();
+    assert_eq!(
+        store.row_reads.load(Ordering::SeqCst),
+        reads,
+        "answered from the whole server it holds"
+    );
+    // A change made elsewhere is seen (the cache follows the head).
+    let (other, admin2) = process(&store, &key);
+    block(other.set_peer_enabled(&admin2, id, p3, false)).unwrap();
+    assert!(!block(m.get_peer(&admin, id, p3)).unwrap().enabled);
+}
+
+#[test]
+fn the_allocator_state_is_caught_up_from_a_bounded_stretch_of_the_log() {
+    let (store, key, id) = installation(2, 0);
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin, id, peer("seed"))).unwrap();
+    // A long-lived process holds the whole server: its commits leave the durable
+    // allocator state behind.
+    let (long, admin_l) = process(&store, &key);
+    block(long.list_peers(&admin_l, id)).unwrap();
+    let mut n = 0;
+    let mut behind = |k: usize| {
+        for _ in 0..k {
+            block(long.add_peer(&admin_l, id, peer(&format!("l{n}")))).unwrap();
+            n += 1;
+        }
+    };
+    let fresh_add = |name: &str| {
+        let (m, admin) = process(&store, &key);
+        let before = loads(&store);
+        let v = block(m.add_peer(&admin, id, peer(name))).unwrap();
+        (loads(&store) - before, v)
+    };
+    // A few revisions behind, and exactly the bound: caught up from the log.
+    behind(3);
+    let (l, v) = fresh_add("f1");
+    assert_eq!(
+        (l, v.address_v6.unwrap().to_string()),
+        (0, "fd12:3456:789a:1::8".to_owned())
+    );
+    behind(64);
+    let (l, _) = fresh_add("f2");
+    assert_eq!(l, 0, "64 revisions behind is caught up");
+    // One past it: the server is loaded once.
+    behind(65);
+    let (l, v) = fresh_add("f3");
+    assert_eq!(l, 1, "65 revisions behind is not caught up");
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    assert_eq!(st.peers.len(), 2 + 1 + 3 + 64 + 65 + 3);
+    assert!(st.peers.values().any(|p| p.address_v6 == v.address_v6));
+    wgm_core::store::check_server_uniqueness(&st).unwrap();
 }
