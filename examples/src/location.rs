@@ -65,7 +65,8 @@ pub enum StoreLocation {
         /// The URL (may contain a password: never print it, use [`StoreLocation::redacted`]).
         url: String,
     },
-    /// A Redis store (not available yet).
+    /// A Redis store (`wgm_store_redis`). A `namespace=NAME` query parameter selects
+    /// the store's key namespace (default `wgm`); the rest of the URL goes to Redis.
     Redis {
         /// The URL (may contain a password).
         url: String,
@@ -177,10 +178,46 @@ impl StoreLocation {
                 let store = wgm_store_sql::SqlStore::open(url).await?;
                 Ok((Arc::new(store), false))
             }
-            StoreLocation::Redis { .. } => Err(Error::unsupported(
-                "the Redis store is not available yet; use sqlite:// or postgres://",
-            )),
+            StoreLocation::Redis { url } => {
+                if url.starts_with("rediss://") {
+                    return Err(Error::unsupported(
+                        "TLS to Redis (rediss://) is not built in; use redis:// on a trusted \
+                         network, or a local TLS tunnel",
+                    ));
+                }
+                let (url, namespace) = redis_namespace(url);
+                let mut options = wgm_store_redis::RedisOptions::default();
+                if let Some(ns) = namespace {
+                    options = options.namespace(ns);
+                }
+                let store = wgm_store_redis::RedisStore::open(&url, options).await?;
+                Ok((Arc::new(store), false))
+            }
         }
+    }
+}
+
+/// A Redis URL without its `namespace=NAME` query parameter, and that name (the last one
+/// given). Other parameters stay, in their order.
+fn redis_namespace(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut namespace = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("namespace=") {
+            Some(ns) => {
+                namespace = Some(ns.to_owned());
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), namespace)
+    } else {
+        (format!("{base}?{}", rest.join("&")), namespace)
     }
 }
 
@@ -275,6 +312,18 @@ mod tests {
             "postgres://u:***@h:5432/db?***"
         );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            redis_namespace("redis://h:6379/2?namespace=t1&protocol=resp3"),
+            (
+                "redis://h:6379/2?protocol=resp3".to_owned(),
+                Some("t1".to_owned())
+            )
+        );
+        assert_eq!(
+            redis_namespace("redis://h?namespace=a&namespace=b"),
+            ("redis://h".to_owned(), Some("b".to_owned()))
+        );
+        assert_eq!(redis_namespace("redis://h"), ("redis://h".to_owned(), None));
         assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
         assert!(StoreLocation::parse("bogus\n").is_err());
     }

@@ -8,6 +8,7 @@ mod harness;
 mod live;
 mod multiuser;
 mod postgres;
+mod redis;
 mod rejections;
 mod security;
 mod tamper;
@@ -1117,11 +1118,11 @@ fn stores_that_are_not_available_say_so() {
     let env = Env::new();
     let r = env
         .bare()
-        .args(["--store", "redis://127.0.0.1:6379", "server", "list"])
+        .args(["--store", "rediss://127.0.0.1:6379", "server", "list"])
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(6));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("not available yet"));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("(rediss://) is not built in"));
     let r = env
         .bare()
         .args(["--store", "mysql://x/y", "server", "list"])

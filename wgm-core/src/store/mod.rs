@@ -12,7 +12,7 @@
 //! the storage primitives of [`rules::Transaction`] that each engine implements.
 //!
 //! Implementations: [`MemoryStore`] (here), `wgm_store_sql::SqlStore` (SQLite and
-//! PostgreSQL), `wgm_store_redis` (later). All of them run the conformance suite in
+//! PostgreSQL), `wgm_store_redis::RedisStore`. All of them run the conformance suite in
 //! `wgm_core::conformance::store` (feature `conformance`).
 
 use std::fmt::Debug;

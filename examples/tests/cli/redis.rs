@@ -1,0 +1,98 @@
+//! The same commands on Redis (`--store redis://…?namespace=…`), in a key namespace of
+//! the test's own, whose keys are deleted afterwards. Opt-in with `WGM_TEST_REDIS_URL`
+//! (needs `redis-cli`; with the switch on, a server that does not answer fails the test).
+
+use std::process::Command;
+
+use wgm_test_support::{require, Suite};
+
+use crate::harness::Env;
+
+/// A namespace of keys, deleted on drop (through `redis-cli`, with argv, no shell).
+struct Namespace {
+    url: String,
+    name: String,
+}
+
+impl Namespace {
+    fn new(url: &str) -> Namespace {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Namespace {
+            url: url.to_owned(),
+            name: format!("wgm-cli-{}-{t}", std::process::id()),
+        }
+    }
+
+    fn store_url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}namespace={}", self.url, self.name)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-u", &self.url, "--scan", "--pattern"])
+            .arg(format!("{{{}}}:*", self.name))
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let keys = self.keys();
+        for chunk in keys.chunks(100) {
+            let _ = Command::new("redis-cli")
+                .args(["-u", &self.url, "DEL"])
+                .args(chunk)
+                .output();
+        }
+    }
+}
+
+#[test]
+fn the_cli_works_on_redis() {
+    let Some(redis) = require(Suite::Redis, &["redis-cli"]) else {
+        return;
+    };
+    let ns = Namespace::new(redis.url());
+    let mut env = Env::new();
+    env.store = ns.store_url();
+    let init = env.json(&["init"]);
+    assert_eq!(
+        init["master_key"]["created"], true,
+        "the key of a Redis store is a file too"
+    );
+    env.server("office", 51820);
+    let added = env.json(&["peer", "add", "office", "dev", "--count", "10"]);
+    assert_eq!(added.as_array().unwrap().len(), 10);
+    env.ok(&["peer", "remove", "office", "dev-3"]);
+    env.ok(&["peer", "disable", "office", "dev-4"]);
+    let cfg = env.ok(&["peer", "config", "office", "dev-1"]);
+    assert!(cfg.contains("PrivateKey = "));
+    assert_eq!(
+        env.json(&["history", "office"]).as_array().unwrap().len(),
+        4
+    );
+    env.ok(&["rollback", "office", "2"]);
+    assert_eq!(
+        env.json(&["peer", "list", "office"])
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    assert_eq!(env.json(&["audit", "--verify"])["records"], 6);
+    // Everything lives under the namespace's hash tag.
+    let keys = ns.keys();
+    assert!(keys.len() > 5, "{keys:?}");
+    // Without the key file the store's secrets stay sealed.
+    std::fs::remove_file(&env.key).unwrap();
+    env.fails(&["peer", "config", "office", "dev-1"], 6);
+}

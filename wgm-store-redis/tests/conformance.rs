@@ -1,0 +1,59 @@
+//! `wgm_core::conformance::store` on Redis: each check in a fresh namespace, then the whole
+//! suite twice in one namespace (the checks must hold on a store that already has data).
+//! Needs `WGM_TEST_REDIS_URL`; skipped with one printed line otherwise.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use wgm_core::conformance::store as suite;
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+           async fn $check() {
+               let Some(t) = common::open().await else { return };
+               suite::$check(t.dyn_store()).await.unwrap();
+           } )*
+    };
+}
+
+conformance!(
+    servers_and_cas,
+    uniqueness_and_atomicity,
+    concurrent_commits_one_wins,
+    pagination,
+    identities,
+    audit_chain,
+    applied_and_stats,
+    sealed_values_round_trip,
+    leases_and_reports,
+    allocator_state,
+    create_and_load_round_trip,
+    revision_cas,
+    server_rules,
+    peer_uniqueness,
+    swaps_within_one_commit,
+    peer_change_errors,
+    delete_and_recreate,
+    revision_history,
+    applied_per_host,
+    peer_statistics,
+    listing_order_and_pages,
+    users_versions_and_uniqueness,
+    roles_and_tokens,
+    audit_log,
+    same_base_exactly_one_wins,
+    failed_commit_returns_the_address,
+    rollback_after_reassignment_conflicts,
+    keyed_revisions_and_audit,
+    audit_key_and_head,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_twice_in_one_namespace() {
+    let Some(t) = common::open().await else {
+        return;
+    };
+    suite::run_all(t.dyn_store()).await.unwrap();
+    suite::run_all(t.dyn_store()).await.unwrap();
+}
