@@ -47,6 +47,7 @@ pub mod location;
 pub mod master_key;
 pub mod open;
 pub mod parse;
+pub mod transfer;
 pub mod views;
 
 /// The name of the user running this process, for audit records (`local:<name>`): the

@@ -238,3 +238,60 @@ pub async fn check_master_key(store: &dyn Store, sealer: &Sealer) -> Result<()> 
         other => other,
     })
 }
+
+/// The raw store at `store` (the default SQLite file when `None`) with its master key,
+/// checked against the store's secrets as [`open`] checks it, for the commands that work
+/// on a whole store (`wgm backup`) rather than through the manager.
+pub async fn open_store_with_key(
+    store: Option<String>,
+    key: KeySource,
+) -> Result<(Arc<dyn Store>, MasterKey, StoreLocation)> {
+    let location = match &store {
+        Some(url) => StoreLocation::parse(url)?,
+        None => StoreLocation::default_sqlite(&location::data_dir()?),
+    };
+    let (store, _) = location.open().await?;
+    let (key, _) = load_master_key(key, &location, store.as_ref()).await?;
+    check_master_key(store.as_ref(), &Sealer::new(key.clone())).await?;
+    Ok((store, key, location))
+}
+
+/// The master key `source` names, never creating one: a key file that must exist, a
+/// value, or by default `WGM_MASTER_KEY`, else the default key file of `location`
+/// (`wgm restore`, which needs the key a backup was sealed with).
+pub fn existing_master_key(source: KeySource, location: &StoreLocation) -> Result<MasterKey> {
+    let path = match source {
+        KeySource::File(p) => p,
+        KeySource::Text(t) => {
+            return MasterKey::from_base64(t.trim_end_matches(['\n', '\r'])).map_err(|_| {
+                Error::sealed(
+                    "the master key given is not valid (must be 44 characters of standard base64)",
+                )
+            })
+        }
+        KeySource::Default => {
+            if let Some(v) = std::env::var_os(master_key::ENV_MASTER_KEY).filter(|v| !v.is_empty())
+            {
+                let v = Zeroizing::new(v.into_string().map_err(|_| {
+                    Error::sealed(format!(
+                        "{} is not a valid master key (not UTF-8)",
+                        master_key::ENV_MASTER_KEY
+                    ))
+                })?);
+                return master_key::key_from_env(&v);
+            }
+            let data_dir = location::data_dir().ok();
+            location
+                .default_key_file(data_dir.as_deref())
+                .ok_or_else(|| {
+                    Error::sealed("no master key: give a master key file or WGM_MASTER_KEY")
+                })?
+        }
+    };
+    master_key::read_key_file(&path)?.ok_or_else(|| {
+        Error::sealed(format!(
+            "master key file {} does not exist; give the key the backup was sealed with",
+            path.display()
+        ))
+    })
+}

@@ -883,3 +883,14 @@ fn the_allocator_state_is_caught_up_from_a_bounded_stretch_of_the_log() {
     assert!(st.peers.values().any(|p| p.address_v6 == v.address_v6));
     wgm_core::store::check_server_uniqueness(&st).unwrap();
 }
+
+#[async_trait]
+impl wgm_core::store::SnapshotStore for Counting {
+    async fn export_snapshot(&self) -> Result<wgm_core::store::Snapshot> {
+        self.inner.export_snapshot().await
+    }
+
+    async fn import_snapshot(&self, snapshot: &wgm_core::store::Snapshot) -> Result<()> {
+        self.inner.import_snapshot(snapshot).await
+    }
+}

@@ -231,8 +231,8 @@ use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::rules::{self, ProbeField};
 use wgm_core::store::{
-    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup, SealAuditKey,
-    ServerStore, Store,
+    AppliedSnapshot, AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup,
+    SealAuditKey, ServerSnapshot, ServerStore, Snapshot, SnapshotStore, Store, SNAPSHOT_VERSION,
 };
 use wgm_core::{Error, Result};
 
@@ -766,10 +766,10 @@ fn range(page: Page) -> (i64, i64) {
 /// The applied record of a host: the revision and, when the last record had one, the
 /// device part.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct AppliedRow {
-    revision: RevisionNo,
+pub(crate) struct AppliedRow {
+    pub(crate) revision: RevisionNo,
     #[serde(default)]
-    state: Option<AppliedState>,
+    pub(crate) state: Option<AppliedState>,
 }
 
 /// The durable allocator state: `(revision, held)` from its hash fields.
@@ -1501,6 +1501,172 @@ impl AuditStore for RedisStore {
         let _turn = self.inner.writer_turn().await?;
         let r = optimistic!(&self.inner, "reseal_audit_key", |tx| {
             rules::reseal_audit_key_with_rules(&mut tx, expected, resealed).await
+        });
+        Ok(r?)
+    }
+}
+
+impl RedisStore {
+    /// Every key of this store's namespace matching `pattern` (after the prefix), by
+    /// `SCAN` (never `KEYS`, which blocks the server).
+    async fn scan(&self, pattern: &str) -> std::result::Result<Vec<String>, RedisError> {
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .inner
+                .conn
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{}{pattern}", self.inner.keys.prefix()))
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            out.extend(batch);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The ids of the servers named by keys `KIND:ID` of this namespace.
+    async fn ids_of(&self, kind: &str) -> Result<Vec<ServerId>> {
+        let prefix = format!("{}{kind}:", self.inner.keys.prefix());
+        self.scan(&format!("{kind}:*"))
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|id| Ok(parse_id("server id of a key", id)?))
+            .collect()
+    }
+
+    /// The heads hash, as read.
+    async fn heads_raw(&self) -> std::result::Result<BTreeMap<String, String>, RedisError> {
+        self.inner
+            .conn
+            .query(redis::cmd("HGETALL").arg(self.inner.keys.heads()))
+            .await
+    }
+
+    /// One pass of [`SnapshotStore::export_snapshot`]: everything, read by the store's own
+    /// reads (each checks what it reads as usual).
+    async fn read_everything(&self) -> Result<Snapshot> {
+        let heads = self.heads_raw().await?;
+        let mut ids = std::collections::BTreeSet::new();
+        for id in heads.keys() {
+            ids.insert(parse_id::<ServerId>("server id of a head", id)?);
+        }
+        for kind in ["applied", "leases", "reports", "allocator", "revisions"] {
+            ids.extend(self.ids_of(kind).await?);
+        }
+        let mut servers = Vec::new();
+        for id in ids {
+            let mut s = ServerSnapshot::new(id);
+            s.head = heads
+                .get(&id.to_string())
+                .map(|h| number("head revision", h).map(RevisionNo))
+                .transpose()?;
+            s.state = self.load_server(id).await?;
+            s.revisions = self.revisions(id, RevisionNo::NONE, u64::MAX).await?;
+            s.allocator = self.allocator_state(id).await?;
+            let applied: BTreeMap<String, String> = self
+                .inner
+                .conn
+                .query(redis::cmd("HGETALL").arg(self.inner.keys.applied(id)))
+                .await?;
+            for (host, row) in applied {
+                let row: AppliedRow = from_json("applied revision", &row)?;
+                s.applied.push(AppliedSnapshot {
+                    host,
+                    revision: row.revision,
+                    state: row.state,
+                });
+            }
+            let leases: BTreeMap<String, String> = self
+                .inner
+                .conn
+                .query(redis::cmd("HGETALL").arg(self.inner.keys.leases(id)))
+                .await?;
+            for (host, body) in leases {
+                let l: Lease = from_json("lease", &body)?;
+                if l.server_id != id || l.host.as_str() != host {
+                    return Err(RedisError::BadValue {
+                        what: "lease (its key disagrees with its body)",
+                    }
+                    .into());
+                }
+                s.leases.push(l);
+            }
+            s.reports = self.host_reports(id).await?;
+            servers.push(s);
+        }
+        let mut users = self.list_users(Page::ALL).await?;
+        users.sort_by_key(|u| u.id);
+        let mut roles = self.list_roles().await?;
+        roles.sort_by_cached_key(|r| r.name.key());
+        Ok(Snapshot {
+            version: SNAPSHOT_VERSION,
+            servers,
+            users,
+            roles,
+            tokens: self.list_tokens(None).await?,
+            audit: self.query_audit(&AuditQuery::default()).await?,
+            audit_head: self.audit_head().await?,
+            audit_key: self.audit_key().await?,
+        })
+    }
+}
+
+/// Export: read everything, then check that the audit head and the heads hash did not
+/// move meanwhile (every commit and every audited write moves the audit head), else read
+/// again, within the store's contention budget. Host state that is not audited (applied
+/// revisions, leases, reports, statistics, allocator states) is read as it is during
+/// the pass. Import: one optimistic transaction whose one script writes everything after
+/// checking that the global keys it read (heads, audit head and key, name indexes,
+/// roles, tokens) are still empty; a `SCAN` before it refuses a namespace holding any
+/// key but `schema`.
+#[async_trait]
+impl SnapshotStore for RedisStore {
+    async fn export_snapshot(&self) -> Result<Snapshot> {
+        let started = std::time::Instant::now();
+        let mut attempt = 1u32;
+        loop {
+            let head = self.audit_head().await?;
+            let heads = self.heads_raw().await?;
+            let snapshot = self.read_everything().await?;
+            if self.audit_head().await? == head
+                && self.heads_raw().await? == heads
+                && snapshot.audit_head == head
+            {
+                return Ok(snapshot);
+            }
+            if attempt >= tx::MIN_ATTEMPTS
+                && started.elapsed() >= self.inner.options.contention_timeout
+            {
+                return Err(RedisError::Contention {
+                    what: "export_snapshot",
+                    attempts: attempt,
+                }
+                .into());
+            }
+            tx::backoff(attempt).await;
+            attempt += 1;
+        }
+    }
+
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        snapshot.check()?;
+        let schema = self.inner.keys.schema();
+        if self.scan("*").await?.iter().any(|k| *k != schema) {
+            return Err(wgm_core::store::not_empty(S));
+        }
+        let _turn = self.inner.writer_turn().await?;
+        let r = optimistic!(&self.inner, "import_snapshot", |tx| {
+            rules::import_snapshot_with_rules(&mut tx, S, snapshot).await
         });
         Ok(r?)
     }

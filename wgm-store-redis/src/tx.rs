@@ -14,7 +14,7 @@ use wgm_core::model::{
 };
 use wgm_core::names::RoleName;
 use wgm_core::rbac::Role;
-use wgm_core::store::rules::{Probe, Transaction, UserClash};
+use wgm_core::store::rules::{Probe, Restore, Transaction, UserClash};
 
 use crate::conn::Conn;
 use crate::error::{from_json, number, parse_id, to_json, RedisError};
@@ -935,4 +935,82 @@ pub(crate) fn parse_audit_head(text: &str) -> Result<(u64, String), RedisError> 
         .split_once(' ')
         .ok_or(RedisError::BadValue { what: "audit head" })?;
     Ok((number("audit head sequence number", seq)?, hash.to_owned()))
+}
+
+/// The import primitives: reads join the read set, writes the one script's buffer.
+impl Restore for RedisTx<'_> {
+    async fn is_empty(&mut self) -> Result<bool, RedisError> {
+        for key in [
+            self.keys.heads(),
+            self.keys.server_names(),
+            self.keys.user_names(),
+            self.keys.roles(),
+            self.keys.tokens(),
+        ] {
+            if !self.hgetall(&key).await?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), RedisError> {
+        self.zadd(
+            self.keys.revisions(r.server_id),
+            r.revision.0,
+            to_json("revision", r)?,
+        );
+        Ok(())
+    }
+
+    async fn write_audit_head(
+        &mut self,
+        head: &wgm_core::integrity::AuditHead,
+    ) -> Result<(), RedisError> {
+        // An empty log has no head key (as on a new store).
+        if *head != wgm_core::integrity::AuditHead::genesis() {
+            self.set(
+                self.keys.audit_head(),
+                format!("{} {}", head.seq, head.hash),
+            );
+        }
+        Ok(())
+    }
+
+    async fn write_host_state(
+        &mut self,
+        s: &wgm_core::store::ServerSnapshot,
+    ) -> Result<(), RedisError> {
+        if let Some((revision, held)) = &s.allocator {
+            let key = self.keys.allocator(s.id);
+            self.hset(key.clone(), "revision".into(), revision.0.to_string());
+            self.hset(key, "body".into(), to_json("allocator state", held)?);
+        }
+        for a in &s.applied {
+            let row = crate::AppliedRow {
+                revision: a.revision,
+                state: a.state,
+            };
+            self.hset(
+                self.keys.applied(s.id),
+                a.host.clone(),
+                to_json("applied revision", &row)?,
+            );
+        }
+        for l in &s.leases {
+            self.hset(
+                self.keys.leases(s.id),
+                l.host.as_str().to_owned(),
+                to_json("lease", l)?,
+            );
+        }
+        for r in &s.reports {
+            self.hset(
+                self.keys.reports(s.id),
+                r.host.as_str().to_owned(),
+                to_json("host report", r)?,
+            );
+        }
+        Ok(())
+    }
 }

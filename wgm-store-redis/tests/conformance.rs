@@ -57,3 +57,55 @@ async fn run_all_twice_in_one_namespace() {
     suite::run_all(t.dyn_store()).await.unwrap();
     suite::run_all(t.dyn_store()).await.unwrap();
 }
+
+/// Export and import (`suite::snapshot_round_trip`): Redis into Redis (two namespaces),
+/// and across engines with the in-memory reference.
+mod snapshot {
+    use std::sync::Arc;
+
+    use super::*;
+    use wgm_core::store::MemoryStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_to_redis() {
+        let Some(a) = common::open().await else {
+            return;
+        };
+        let Some(b) = common::open().await else {
+            return;
+        };
+        suite::snapshot_round_trip(a.dyn_store(), b.dyn_store())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_export_under_writes() {
+        let Some(a) = common::open().await else {
+            return;
+        };
+        suite::snapshot_is_consistent_under_writes(a.dyn_store())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_to_redis() {
+        let Some(b) = common::open().await else {
+            return;
+        };
+        suite::snapshot_round_trip(Arc::new(MemoryStore::new()), b.dyn_store())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_to_memory() {
+        let Some(a) = common::open().await else {
+            return;
+        };
+        suite::snapshot_round_trip(a.dyn_store(), Arc::new(MemoryStore::new()))
+            .await
+            .unwrap();
+    }
+}

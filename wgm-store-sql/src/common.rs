@@ -11,11 +11,13 @@
 use std::collections::BTreeMap;
 
 use wgm_core::error::{AuditBreak, ConflictKind};
-use wgm_core::integrity::StoredAuditKey;
+use wgm_core::integrity::{AuditHead, StoredAuditKey};
 use wgm_core::model::{
-    AuditEntry, AuditRecord, HostReport, Lease, Peer, PeerId, RevisionRecord, Server, ServerId,
-    ServerState, ServerSummary,
+    ApiTokenRecord, AuditEntry, AuditRecord, HostReport, Lease, Peer, PeerId, RevisionRecord,
+    Server, ServerId, ServerState, ServerSummary, User,
 };
+use wgm_core::rbac::Role;
+use wgm_core::store::{AppliedSnapshot, ServerSnapshot, Snapshot, SNAPSHOT_VERSION};
 use wgm_core::Error;
 
 use crate::codec::{from_json, ns, rev, uint};
@@ -301,7 +303,338 @@ reads! {
     user_clash = "SELECT name_key = $2 FROM {wgm.}users
                   WHERE id <> $1 AND (name_key = $2 OR ($3{::text} IS NOT NULL AND email = $3))";
     token = "SELECT body{::text} FROM {wgm.}tokens WHERE id = $1{ FOR UPDATE}";
+    /// Every stored server with its head (`export_snapshot`).
+    export_servers = "SELECT s.body{::text}, h.revision FROM {wgm.}servers s
+                      JOIN {wgm.}heads h ON h.server_id = s.id";
+    /// Every peer (`export_snapshot`).
+    export_peers = "SELECT server_id, id, body{::text}, stats{::text} FROM {wgm.}peers";
+    /// Every revision (`export_snapshot`).
+    export_revisions = "SELECT server_id, revision, at_ns, author, summary, body{::text}
+                        FROM {wgm.}revisions ORDER BY server_id, revision";
+    /// Every applied revision (`export_snapshot`).
+    export_applied = "SELECT server_id, host, revision, instance, verified_ns FROM {wgm.}applied";
+    /// Every lease (`export_snapshot`).
+    export_leases = "SELECT server_id, host, body{::text} FROM {wgm.}leases";
+    /// Every host report (`export_snapshot`).
+    export_reports = "SELECT server_id, host, body{::text} FROM {wgm.}host_reports";
+    /// Every allocator state (`export_snapshot`).
+    export_allocators = "SELECT server_id, revision, body{::text} FROM {wgm.}allocators";
+    /// Every user (`export_snapshot`).
+    export_users = "SELECT body{::text} FROM {wgm.}users";
+    /// Whether any table holds a row (`import_snapshot`; the audit head and key are
+    /// checked by the rules).
+    any_row = "SELECT EXISTS (SELECT 1 FROM {wgm.}heads) OR EXISTS (SELECT 1 FROM {wgm.}servers)
+               OR EXISTS (SELECT 1 FROM {wgm.}peers) OR EXISTS (SELECT 1 FROM {wgm.}revisions)
+               OR EXISTS (SELECT 1 FROM {wgm.}applied) OR EXISTS (SELECT 1 FROM {wgm.}leases)
+               OR EXISTS (SELECT 1 FROM {wgm.}host_reports)
+               OR EXISTS (SELECT 1 FROM {wgm.}allocators) OR EXISTS (SELECT 1 FROM {wgm.}users)
+               OR EXISTS (SELECT 1 FROM {wgm.}roles) OR EXISTS (SELECT 1 FROM {wgm.}tokens)
+               OR EXISTS (SELECT 1 FROM {wgm.}audit) OR EXISTS (SELECT 1 FROM {wgm.}audit_key)";
 }
+
+/// An `applied` row: server, host, revision, device instance, verified time (ns).
+pub(crate) type AppliedRow = (ServerId, String, i64, Option<i64>, Option<i64>);
+
+/// Every row of a store, decoded (each engine's `export_snapshot` reads them in one read
+/// transaction; [`snapshot`] assembles them).
+pub(crate) struct ExportRows {
+    pub(crate) heads: Vec<(ServerId, i64)>,
+    pub(crate) servers: Vec<(String, i64)>,
+    pub(crate) peers: Vec<(ServerId, PeerId, String, String)>,
+    pub(crate) revisions: Vec<RevisionRow>,
+    pub(crate) applied: Vec<AppliedRow>,
+    pub(crate) leases: Vec<(ServerId, String, String)>,
+    pub(crate) reports: Vec<(ServerId, String, String)>,
+    pub(crate) allocators: Vec<(ServerId, i64, String)>,
+    pub(crate) users: Vec<String>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) tokens: Vec<String>,
+    pub(crate) audit: Vec<AuditRow>,
+    pub(crate) audit_head: (i64, String),
+    pub(crate) audit_key: Option<(String, String)>,
+}
+
+/// The [`Snapshot`] of [`ExportRows`], every row checked as the store's reads check it
+/// (bodies against their columns and keys). Servers by id, hosts by name in byte order,
+/// users by id, roles by name key, tokens by creation time: the same on every engine.
+pub(crate) fn snapshot(store: &'static str, rows: ExportRows) -> Result<Snapshot, SqlError> {
+    use crate::codec::{instance_from_column, time_from_ns};
+    let mut servers: BTreeMap<ServerId, ServerSnapshot> = BTreeMap::new();
+    for (id, head) in rows.heads {
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .head = Some(rev(store, head)?);
+    }
+    let mut peers: BTreeMap<ServerId, BTreeMap<PeerId, Peer>> = BTreeMap::new();
+    for (sid, pid, body, stats) in rows.peers {
+        let p = crate::codec::peer_from(store, &body, &stats)?;
+        if p.id != pid || p.server_id != sid {
+            return Err(SqlError::BadValue {
+                store,
+                what: "peer row (its body does not match its columns)",
+            });
+        }
+        peers.entry(sid).or_default().insert(pid, p);
+    }
+    for (body, head) in rows.servers {
+        let st = server_state(store, &body, head, BTreeMap::new())?;
+        let id = st.server.id;
+        let s = servers.entry(id).or_insert_with(|| ServerSnapshot::new(id));
+        s.state = Some(ServerState {
+            peers: peers.remove(&id).unwrap_or_default(),
+            ..st
+        });
+    }
+    if !peers.is_empty() {
+        return Err(SqlError::BadValue {
+            store,
+            what: "peer row (of no stored server)",
+        });
+    }
+    for r in revisions(store, rows.revisions)? {
+        let id = r.server_id;
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .revisions
+            .push(r);
+    }
+    for (id, host, revision, instance, verified) in rows.applied {
+        let revision = rev(store, revision)?;
+        let state = verified
+            .map(|v| {
+                Ok::<_, SqlError>(wgm_core::model::AppliedState {
+                    revision,
+                    instance: instance.map(instance_from_column),
+                    verified_at: time_from_ns(store, v)?,
+                })
+            })
+            .transpose()?;
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .applied
+            .push(AppliedSnapshot {
+                host,
+                revision,
+                state,
+            });
+    }
+    for (id, host, body) in rows.leases {
+        let l = lease(store, id, &host, &body)?;
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .leases
+            .push(l);
+    }
+    for (id, host, body) in rows.reports {
+        let r = host_report(store, id, (host, body))?;
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .reports
+            .push(r);
+    }
+    for (id, revision, body) in rows.allocators {
+        let a = (
+            rev(store, revision)?,
+            from_json(store, "allocator state", &body)?,
+        );
+        servers
+            .entry(id)
+            .or_insert_with(|| ServerSnapshot::new(id))
+            .allocator = Some(a);
+    }
+    let mut servers: Vec<ServerSnapshot> = servers.into_values().collect();
+    for s in &mut servers {
+        s.applied.sort_by(|a, b| a.host.cmp(&b.host));
+        s.leases
+            .sort_by(|a, b| a.host.as_str().cmp(b.host.as_str()));
+        s.reports
+            .sort_by(|a, b| a.host.as_str().cmp(b.host.as_str()));
+    }
+    let mut users: Vec<User> = rows
+        .users
+        .iter()
+        .map(|b| from_json(store, "user", b))
+        .collect::<Result<_, _>>()?;
+    users.sort_by_key(|u| u.id);
+    let mut roles: Vec<Role> = rows
+        .roles
+        .iter()
+        .map(|b| from_json(store, "role", b))
+        .collect::<Result<_, _>>()?;
+    roles.sort_by_cached_key(|r| r.name.key());
+    let mut tokens: Vec<ApiTokenRecord> = rows
+        .tokens
+        .iter()
+        .map(|b| from_json(store, "token", b))
+        .collect::<Result<_, _>>()?;
+    tokens.sort_by_key(|t| (t.created_at, t.id));
+    let audit = rows
+        .audit
+        .into_iter()
+        .map(|r| audit_record(store, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot {
+        version: SNAPSHOT_VERSION,
+        servers,
+        users,
+        roles,
+        tokens,
+        audit,
+        audit_head: AuditHead {
+            seq: uint(store, "audit sequence number", rows.audit_head.0)?,
+            hash: rows.audit_head.1,
+        },
+        audit_key: rows.audit_key.map(|k| audit_key(store, k)).transpose()?,
+    })
+}
+
+/// `export_snapshot`, expanded inside an engine's `impl` block: every table read inside
+/// the engine's read snapshot (`self.snapshot()`), then assembled by [`snapshot`]. Uses
+/// the names of the engine module [`store_reads!`] uses.
+macro_rules! export_reads {
+    ($dialect:path) => {
+        pub(crate) async fn export_snapshot(&self) -> Result<wgm_core::store::Snapshot, SqlError> {
+            let q = $dialect.reads();
+            let mut tx = self.snapshot().await?;
+            let heads: Vec<(Id, i64)> = sqlx::query_as(&q.server_heads)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let servers: Vec<(String, i64)> = sqlx::query_as(&q.export_servers)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let peers: Vec<(Id, Id, String, String)> = sqlx::query_as(&q.export_peers)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let revisions: Vec<(Id, i64, i64, String, String, String)> =
+                sqlx::query_as(&q.export_revisions)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            let applied: Vec<(Id, String, i64, Option<i64>, Option<i64>)> =
+                sqlx::query_as(&q.export_applied)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            let leases: Vec<(Id, String, String)> = sqlx::query_as(&q.export_leases)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let reports: Vec<(Id, String, String)> = sqlx::query_as(&q.export_reports)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let allocators: Vec<(Id, i64, String)> = sqlx::query_as(&q.export_allocators)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let users: Vec<String> = sqlx::query_scalar(&q.export_users)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let roles: Vec<String> = sqlx::query_scalar(&q.list_roles)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let tokens: Vec<String> = sqlx::query_scalar(&q.list_tokens)
+                .bind(None::<Id>)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            let audit: Vec<(i64, i64, String, Option<Id>, String, String, String, String)> =
+                sqlx::query_as(&q.query_audit)
+                    .bind(None::<String>)
+                    .bind(None::<Id>)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(None::<i64>)
+                    .bind(None::<i64>)
+                    .bind(i64::MAX)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            let audit_head: (i64, String) = sqlx::query_as(&q.audit_head)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            let audit_key: Option<(String, String)> = sqlx::query_as(&q.audit_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            let sid = |i: &Id| server_id(i);
+            let rows = $crate::common::ExportRows {
+                heads: heads
+                    .iter()
+                    .map(|(i, r)| Ok((sid(i)?, *r)))
+                    .collect::<Result<_, SqlError>>()?,
+                servers,
+                peers: peers
+                    .into_iter()
+                    .map(|(s, p, b, st)| Ok((sid(&s)?, peer_id(&p)?, b, st)))
+                    .collect::<Result<_, SqlError>>()?,
+                revisions: revisions
+                    .into_iter()
+                    .map(|(s, revision, at_ns, author, summary, body)| {
+                        Ok($crate::common::RevisionRow {
+                            server_id: sid(&s)?,
+                            revision,
+                            at_ns,
+                            author,
+                            summary,
+                            body,
+                        })
+                    })
+                    .collect::<Result<_, SqlError>>()?,
+                applied: applied
+                    .into_iter()
+                    .map(|(s, h, r, i, v)| Ok((sid(&s)?, h, r, i, v)))
+                    .collect::<Result<_, SqlError>>()?,
+                leases: leases
+                    .into_iter()
+                    .map(|(s, h, b)| Ok((sid(&s)?, h, b)))
+                    .collect::<Result<_, SqlError>>()?,
+                reports: reports
+                    .into_iter()
+                    .map(|(s, h, b)| Ok((sid(&s)?, h, b)))
+                    .collect::<Result<_, SqlError>>()?,
+                allocators: allocators
+                    .into_iter()
+                    .map(|(s, r, b)| Ok((sid(&s)?, r, b)))
+                    .collect::<Result<_, SqlError>>()?,
+                users,
+                roles,
+                tokens,
+                audit: audit
+                    .into_iter()
+                    .map(|(seq, at_ns, actor, s, object, body, prev_hash, hash)| {
+                        Ok($crate::common::AuditRow {
+                            seq,
+                            at_ns,
+                            actor,
+                            server_id: s.as_ref().map(|i| sid(i)).transpose()?,
+                            object,
+                            body,
+                            prev_hash,
+                            hash,
+                        })
+                    })
+                    .collect::<Result<_, SqlError>>()?,
+                audit_head,
+                audit_key,
+            };
+            $crate::common::snapshot(S, rows)
+        }
+    };
+}
+pub(crate) use export_reads;
 
 /// The `Store` reads, expanded inside an engine's `impl` block (its store has a `pool`).
 /// The engine module supplies, by these names: `S` (its name in errors), `db` (its

@@ -164,7 +164,7 @@ use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::{
     AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, SealAuditKey, ServerStore,
-    Store,
+    Snapshot, SnapshotStore, Store,
 };
 use wgm_core::{Error, Result};
 
@@ -548,5 +548,19 @@ impl AuditStore for SqlStore {
         resealed: &StoredAuditKey,
     ) -> Result<()> {
         dispatch!(self, b => b.reseal_audit_key(expected, resealed))
+    }
+}
+
+/// Export in one read transaction (a deferred transaction on SQLite, whose first read
+/// fixes its snapshot; `REPEATABLE READ READ ONLY` on PostgreSQL); import in one write
+/// transaction that first checks every table is empty.
+#[async_trait]
+impl SnapshotStore for SqlStore {
+    async fn export_snapshot(&self) -> Result<Snapshot> {
+        dispatch!(self, b => b.export_snapshot())
+    }
+
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        dispatch!(self, b => b.import_snapshot(snapshot))
     }
 }

@@ -34,7 +34,7 @@ use wgm_core::model::{
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
-use wgm_core::store::rules::{self, Probe, Transaction, UserClash};
+use wgm_core::store::rules::{self, Probe, Restore, Transaction, UserClash};
 use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
@@ -117,9 +117,17 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connect and migrate.
     pub(crate) async fn open(url: &str, opts: &SqlOptions) -> Result<PgStore, SqlError> {
-        let connect = PgConnectOptions::from_str(url).map_err(|_| SqlError::Url {
-            reason: "not a valid postgres:// URL".into(),
-        })?;
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|_| SqlError::Url {
+                reason: "not a valid postgres:// URL".into(),
+            })?
+            // Every statement is planned for its parameters. sqlx keeps prepared
+            // statements per connection, and after five runs PostgreSQL may switch one to
+            // a generic plan made from the statistics of that moment: in a database that
+            // starts empty and grows by single adds (before autovacuum has analyzed the
+            // tables), that plan scanned every peer, and a long-lived process's adds went
+            // from 3.5 ms to seconds at about 1 000 peers (`benches/benches/add_peer_stores.rs`).
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.acquire_timeout)
@@ -238,6 +246,26 @@ impl PgStore {
     }
 
     common::store_reads!(crate::dialect::POSTGRES);
+
+    common::export_reads!(crate::dialect::POSTGRES);
+
+    /// Import a snapshot into this empty database: one transaction, which first locks the
+    /// audit head (as every audited writer does), so a concurrent import or commit waits
+    /// and then finds the database not empty.
+    pub(crate) async fn import_snapshot(
+        &self,
+        snapshot: &wgm_core::store::Snapshot,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "import_snapshot",
+            async {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                rules::import_snapshot_with_rules(&mut PgTx(&mut tx), S, snapshot).await?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
 
     pub(crate) async fn commit(&self, c: &Commit, key: &AuditKey) -> Result<Committed, SqlError> {
         retrying!(
@@ -1043,6 +1071,97 @@ impl Transaction for PgTx<'_> {
             .execute(&mut *self.0)
             .await
             .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// The import primitives inside the same transaction.
+impl Restore for PgTx<'_> {
+    async fn is_empty(&mut self) -> Result<bool, SqlError> {
+        let any: bool = sqlx::query_scalar(&crate::dialect::POSTGRES.reads().any_row)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(!any)
+    }
+
+    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        )
+        .bind(r.server_id.0)
+        .bind(int(r.revision.0))
+        .bind(ns(r.at))
+        .bind(&r.author.label)
+        .bind(&r.summary)
+        .bind(to_json(S, "revision", r)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_audit_head(
+        &mut self,
+        head: &wgm_core::integrity::AuditHead,
+    ) -> Result<(), SqlError> {
+        sqlx::query("UPDATE wgm.audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(int(head.seq))
+            .bind(&head.hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_host_state(
+        &mut self,
+        s: &wgm_core::store::ServerSnapshot,
+    ) -> Result<(), SqlError> {
+        if let Some((revision, held)) = &s.allocator {
+            sqlx::query(
+                "INSERT INTO wgm.allocators (server_id, revision, body) VALUES ($1, $2, $3::jsonb)",
+            )
+            .bind(s.id.0)
+            .bind(int(revision.0))
+            .bind(to_json(S, "allocator state", held)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        }
+        for a in &s.applied {
+            sqlx::query(
+                "INSERT INTO wgm.applied (server_id, host, revision, instance, verified_ns)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(s.id.0)
+            .bind(&a.host)
+            .bind(int(a.revision.0))
+            .bind(
+                a.state
+                    .and_then(|st| st.instance)
+                    .map(crate::codec::instance_column),
+            )
+            .bind(a.state.map(|st| ns(st.verified_at)))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        }
+        for l in &s.leases {
+            put_lease(&mut *self.0, l).await?;
+        }
+        for r in &s.reports {
+            sqlx::query(
+                "INSERT INTO wgm.host_reports (server_id, host, body) VALUES ($1, $2, $3::jsonb)",
+            )
+            .bind(s.id.0)
+            .bind(r.host.as_str())
+            .bind(to_json(S, "host report", r)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        }
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use wgm_core::model::{
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
-use wgm_core::store::rules::{self, Probe, Transaction as RulesTransaction, UserClash};
+use wgm_core::store::rules::{self, Probe, Restore, Transaction as RulesTransaction, UserClash};
 use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
@@ -218,6 +218,25 @@ impl SqliteStore {
     }
 
     common::store_reads!(crate::dialect::SQLITE);
+
+    common::export_reads!(crate::dialect::SQLITE);
+
+    /// Import a snapshot into this empty database: one write transaction
+    /// (`BEGIN IMMEDIATE`), so nothing shows until all of it commits.
+    pub(crate) async fn import_snapshot(
+        &self,
+        snapshot: &wgm_core::store::Snapshot,
+    ) -> Result<(), SqlError> {
+        retrying!(
+            "import_snapshot",
+            async {
+                let (_w, mut tx) = self.write().await?;
+                rules::import_snapshot_with_rules(&mut SqliteTx(&mut tx), S, snapshot).await?;
+                tx.commit().await.map_err(db)
+            }
+            .await
+        )
+    }
 
     pub(crate) async fn commit(&self, c: &Commit, key: &AuditKey) -> Result<Committed, SqlError> {
         retrying!(
@@ -941,6 +960,94 @@ impl RulesTransaction for SqliteTx<'_> {
             .execute(&mut *self.0)
             .await
             .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// The import primitives inside the same `BEGIN IMMEDIATE` transaction.
+impl Restore for SqliteTx<'_> {
+    async fn is_empty(&mut self) -> Result<bool, SqlError> {
+        let any: bool = sqlx::query_scalar(&crate::dialect::SQLITE.reads().any_row)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(!any)
+    }
+
+    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
+        sqlx::query(
+            "INSERT INTO revisions (server_id, revision, at_ns, author, summary, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(r.server_id.to_string())
+        .bind(int(r.revision.0))
+        .bind(ns(r.at))
+        .bind(&r.author.label)
+        .bind(&r.summary)
+        .bind(to_json(S, "revision", r)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_audit_head(
+        &mut self,
+        head: &wgm_core::integrity::AuditHead,
+    ) -> Result<(), SqlError> {
+        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .bind(int(head.seq))
+            .bind(&head.hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn write_host_state(
+        &mut self,
+        s: &wgm_core::store::ServerSnapshot,
+    ) -> Result<(), SqlError> {
+        let sid = s.id.to_string();
+        if let Some((revision, held)) = &s.allocator {
+            sqlx::query("INSERT INTO allocators (server_id, revision, body) VALUES (?1, ?2, ?3)")
+                .bind(&sid)
+                .bind(int(revision.0))
+                .bind(to_json(S, "allocator state", held)?)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db)?;
+        }
+        for a in &s.applied {
+            sqlx::query(
+                "INSERT INTO applied (server_id, host, revision, instance, verified_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&sid)
+            .bind(&a.host)
+            .bind(int(a.revision.0))
+            .bind(
+                a.state
+                    .and_then(|st| st.instance)
+                    .map(crate::codec::instance_column),
+            )
+            .bind(a.state.map(|st| ns(st.verified_at)))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        }
+        for l in &s.leases {
+            put_lease(&mut *self.0, l).await?;
+        }
+        for r in &s.reports {
+            sqlx::query("INSERT INTO host_reports (server_id, host, body) VALUES (?1, ?2, ?3)")
+                .bind(&sid)
+                .bind(r.host.as_str())
+                .bind(to_json(S, "host report", r)?)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db)?;
+        }
         Ok(())
     }
 }

@@ -85,3 +85,70 @@ async fn run_all_twice_on_one_sqlite_file() {
 async fn run_all_twice_on_one_postgres_database() {
     run_all_twice(Kind::Postgres).await;
 }
+
+/// Export and import (`suite::snapshot_round_trip`): within each engine, and across them
+/// (SQLite into PostgreSQL and back, memory into SQLite).
+mod snapshot {
+    use super::*;
+
+    async fn round_trip(from: Kind, to: Kind) {
+        let Some(a) = open(from).await else { return };
+        let Some(b) = open(to).await else { return };
+        suite::snapshot_round_trip(a.store.clone(), b.store.clone())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_file_to_sqlite_memory() {
+        round_trip(Kind::SqliteFile, Kind::SqliteMemory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_to_postgres() {
+        round_trip(Kind::Postgres, Kind::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_postgres() {
+        round_trip(Kind::SqliteFile, Kind::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_to_sqlite() {
+        round_trip(Kind::Postgres, Kind::SqliteMemory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_export_under_writes() {
+        let Some(a) = open(Kind::SqliteFile).await else {
+            return;
+        };
+        suite::snapshot_is_consistent_under_writes(a.store.clone())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_export_under_writes() {
+        let Some(a) = open(Kind::Postgres).await else {
+            return;
+        };
+        suite::snapshot_is_consistent_under_writes(a.store.clone())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_to_sqlite() {
+        let Some(b) = open(Kind::SqliteFile).await else {
+            return;
+        };
+        suite::snapshot_round_trip(
+            std::sync::Arc::new(wgm_core::store::MemoryStore::new()),
+            b.store.clone(),
+        )
+        .await
+        .unwrap();
+    }
+}

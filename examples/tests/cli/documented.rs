@@ -539,3 +539,24 @@ fn json_views_keep_their_documented_fields() {
         "{all}"
     );
 }
+
+#[test]
+fn store_copy_backup_and_restore_print_their_documented_fields() {
+    const MOVING: &str = "Moving a store: store copy, backup, restore";
+    let env = Env::new();
+    env.server("office", 51820);
+    let moved = inline(MOVING, &["**Moved** is"]);
+    let file = env.path("b.backup");
+    let file = file.to_str().unwrap();
+    let backup = env.json(&["backup", file]);
+    check("backup", &inline(MOVING, &["`backup`:"]), &backup);
+    check("backup .backed_up", &moved, &backup["backed_up"]);
+    let to = format!("sqlite://{}", env.path("r.db").display());
+    let restore = env.json(&["restore", file, "--to", &to]);
+    check("restore", &inline(MOVING, &["`restore`:"]), &restore);
+    check("restore .restored", &moved, &restore["restored"]);
+    let copy_to = format!("sqlite://{}", env.path("c.db").display());
+    let copy = env.json(&["store", "copy", "--from", &env.store, "--to", &copy_to]);
+    check("store copy", &inline(MOVING, &["`store copy`:"]), &copy);
+    check("store copy .copied", &moved, &copy["copied"]);
+}

@@ -12,6 +12,7 @@ mod redis;
 mod rejections;
 mod security;
 mod tamper;
+mod transfer;
 
 use harness::{check_failure, mode, Env};
 use serde_json::Value;

@@ -9,13 +9,13 @@ use wgm_test_support::{require, Suite};
 use crate::harness::Env;
 
 /// A namespace of keys, deleted on drop (through `redis-cli`, with argv, no shell).
-struct Namespace {
+pub(crate) struct Namespace {
     url: String,
     name: String,
 }
 
 impl Namespace {
-    fn new(url: &str) -> Namespace {
+    pub(crate) fn new(url: &str) -> Namespace {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -25,12 +25,12 @@ impl Namespace {
         }
     }
 
-    fn store_url(&self) -> String {
+    pub(crate) fn store_url(&self) -> String {
         let sep = if self.url.contains('?') { '&' } else { '?' };
         format!("{}{sep}namespace={}", self.url, self.name)
     }
 
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let out = Command::new("redis-cli")
             .args(["-u", &self.url, "--scan", "--pattern"])
             .arg(format!("{{{}}}:*", self.name))

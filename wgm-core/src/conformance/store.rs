@@ -1555,3 +1555,320 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
     );
     Ok(())
 }
+
+// By value: it is `map_err`'s argument.
+#[allow(clippy::needless_pass_by_value)]
+fn fail(e: Error) -> Failure {
+    e.to_string()
+}
+
+/// Export and import ([`crate::store::SnapshotStore`]): fill `source` through the
+/// `Manager` (servers, peers with keys, several revisions with a removal and a rollback,
+/// a deleted server, users, a custom role, a token, applied state, peer statistics), copy
+/// it into `target` ([`crate::store::copy`]), and check that the target answers exactly as
+/// the source does: listings, every server's state and history, the audit verification
+/// (same head), client configs and diffs; a second export is the same snapshot. Then an
+/// import into the non-empty target is refused and writes nothing. Both stores must be
+/// empty at the start (`target` may be of another engine).
+pub async fn snapshot_round_trip(
+    source: Arc<dyn Store>,
+    target: Arc<dyn Store>,
+) -> std::result::Result<(), Failure> {
+    use crate::manager::{Manager, NewPeer, NewServer, NewToken, NewUser};
+    let sealer_key = MasterKey::generate();
+    let (m, local) =
+        Manager::builder(source.clone(), Sealer::new(sealer_key.clone())).build_with_local_admin();
+    let admin = local.principal("root");
+    let sfx = suffix();
+    let name = |s: &str| ServerName::new(format!("{s}-{sfx}")).map_err(fail);
+    let a = m
+        .create_server(
+            &admin,
+            NewServer::new(
+                name("alpha")?,
+                InterfaceName::new("wg0").map_err(fail)?,
+                ListenPort::new(51820).map_err(fail)?,
+            ),
+        )
+        .await
+        .map_err(fail)?;
+    let b = m
+        .create_server(
+            &admin,
+            NewServer::new(
+                name("beta")?,
+                InterfaceName::new("wg1").map_err(fail)?,
+                ListenPort::new(51821).map_err(fail)?,
+            ),
+        )
+        .await
+        .map_err(fail)?;
+    let gone = m
+        .create_server(
+            &admin,
+            NewServer::new(
+                name("gone")?,
+                InterfaceName::new("wg2").map_err(fail)?,
+                ListenPort::new(51822).map_err(fail)?,
+            ),
+        )
+        .await
+        .map_err(fail)?;
+    let peers = m
+        .add_peers(
+            &admin,
+            a.id,
+            NewPeer::new(PeerName::new("laptop").map_err(fail)?)
+                .numbered(3)
+                .map_err(fail)?,
+        )
+        .await
+        .map_err(fail)?;
+    m.add_peers(
+        &admin,
+        b.id,
+        vec![NewPeer::new(PeerName::new("phone").map_err(fail)?)],
+    )
+    .await
+    .map_err(fail)?;
+    m.remove_peer(&admin, a.id, peers[0].id)
+        .await
+        .map_err(fail)?;
+    m.rollback(&admin, a.id, RevisionNo(2))
+        .await
+        .map_err(fail)?;
+    m.remove_peer(&admin, a.id, peers[2].id)
+        .await
+        .map_err(fail)?;
+    m.delete_server(&admin, gone.id).await.map_err(fail)?;
+    let role = Role::custom(
+        RoleName::new(format!("viewer-{sfx}")).map_err(fail)?,
+        Description::new("reads servers").map_err(fail)?,
+        vec![Permission::new(Resource::Server, Action::Read)],
+    )
+    .map_err(fail)?;
+    m.put_role(&admin, role).await.map_err(fail)?;
+    let user = m
+        .create_user(
+            &admin,
+            NewUser::new(
+                UserName::new(format!("ann-{sfx}")).map_err(fail)?,
+                RoleName::new("operator").map_err(fail)?,
+            ),
+        )
+        .await
+        .map_err(fail)?;
+    m.create_token(
+        &admin,
+        NewToken {
+            user: user.id,
+            name: "ci".into(),
+            scopes: None,
+            expires_at: None,
+        },
+    )
+    .await
+    .map_err(fail)?;
+    source
+        .set_applied(a.id, "gw-1", RevisionNo(1))
+        .await
+        .map_err(fail)?;
+    let st = source
+        .load_server(a.id)
+        .await
+        .map_err(fail)?
+        .ok_or("server alpha vanished")?;
+    let first = *st.peers.keys().next().ok_or("server alpha has no peer")?;
+    source
+        .update_peer_stats(
+            a.id,
+            &[(
+                first,
+                PeerStats {
+                    rx_bytes: 7,
+                    tx_bytes: 9,
+                    ..PeerStats::default()
+                },
+            )],
+        )
+        .await
+        .map_err(fail)?;
+
+    let snap = crate::store::copy(&*source, &*target).await.map_err(fail)?;
+    ensure!(
+        snap.servers.len() == 3,
+        "the snapshot holds {} servers, not 3 (one of them deleted)",
+        snap.servers.len()
+    );
+    let again = target.export_snapshot().await.map_err(fail)?;
+    ensure!(
+        again == snap,
+        "the target's export differs from the source's ({} vs {} audit records)",
+        again.audit.len(),
+        snap.audit.len()
+    );
+
+    let (t, tlocal) =
+        Manager::builder(target.clone(), Sealer::new(sealer_key)).build_with_local_admin();
+    let tadmin = tlocal.principal("root");
+    ensure!(
+        m.list_servers(&admin, Page::ALL).await.map_err(fail)?
+            == t.list_servers(&tadmin, Page::ALL).await.map_err(fail)?,
+        "the server listings differ"
+    );
+    for id in [a.id, b.id, gone.id] {
+        ensure!(
+            source.load_server(id).await.map_err(fail)?
+                == target.load_server(id).await.map_err(fail)?,
+            "server {id} differs"
+        );
+        ensure!(
+            m.history(&admin, id, RevisionNo::NONE, 1000)
+                .await
+                .map_err(fail)?
+                == t.history(&tadmin, id, RevisionNo::NONE, 1000)
+                    .await
+                    .map_err(fail)?,
+            "the history of server {id} differs"
+        );
+    }
+    ensure!(
+        m.diff(&admin, a.id, RevisionNo(1), RevisionNo(4))
+            .await
+            .map_err(fail)?
+            == t.diff(&tadmin, a.id, RevisionNo(1), RevisionNo(4))
+                .await
+                .map_err(fail)?,
+        "the diffs differ"
+    );
+    ensure!(
+        m.list_users(&admin, Page::ALL).await.map_err(fail)?
+            == t.list_users(&tadmin, Page::ALL).await.map_err(fail)?,
+        "the user listings differ"
+    );
+    let cfg_s = m.client_config(&admin, a.id, first).await.map_err(fail)?;
+    let cfg_t = t.client_config(&tadmin, a.id, first).await.map_err(fail)?;
+    ensure!(*cfg_s.text == *cfg_t.text, "the client configs differ");
+    // Both logs now end with the export just audited, each on its own; verify both.
+    let vs = m.verify_audit_chain(&admin, None).await.map_err(fail)?;
+    let vt = t.verify_audit_chain(&tadmin, None).await.map_err(fail)?;
+    ensure!(
+        vs.records == vt.records && vs.head.seq == vt.head.seq,
+        "the audit logs differ after one export each: {} vs {}",
+        vs.head,
+        vt.head
+    );
+    ensure!(
+        t.verify_audit_chain(&tadmin, Some(&snap.audit_head))
+            .await
+            .is_ok(),
+        "the copied head is not in the target's chain"
+    );
+
+    // A second import into the (now non-empty) target is refused and writes nothing.
+    let before = target.export_snapshot().await.map_err(fail)?;
+    let e = target
+        .import_snapshot(&snap)
+        .await
+        .err()
+        .ok_or("an import into a non-empty store was accepted")?;
+    ensure!(
+        matches!(e, Error::Conflict { .. }) && e.to_string().contains("not empty"),
+        "an import into a non-empty store failed with {e}, not a not-empty conflict"
+    );
+    ensure!(
+        target.export_snapshot().await.map_err(fail)? == before,
+        "a refused import changed the target"
+    );
+    // A snapshot of another layout version is refused by the check, naming the field.
+    let mut bad = snap.clone();
+    bad.version += 1;
+    let e =
+        crate::store::SnapshotStore::import_snapshot(&crate::store::MemoryStore::new(), &bad).await;
+    ensure!(
+        matches!(&e, Err(Error::InvalidInput { field, .. }) if field == "snapshot.version"),
+        "a snapshot of another version was not refused on its version: {e:?}"
+    );
+    Ok(())
+}
+
+/// An export while another writer commits is one instant of the store: in every
+/// snapshot taken during a run of commits, the last audit record is the stored audit
+/// head, each server's state is at its head and its last revision is that head, and the
+/// record count is the head's sequence number. `source` must be empty.
+pub async fn snapshot_is_consistent_under_writes(
+    source: Arc<dyn Store>,
+) -> std::result::Result<(), Failure> {
+    use crate::manager::{Manager, NewPeer, NewServer};
+    let (m, local) = Manager::builder(source.clone(), Sealer::new(MasterKey::generate()))
+        .build_with_local_admin();
+    let admin = local.principal("root");
+    let s = m
+        .create_server(
+            &admin,
+            NewServer::new(
+                ServerName::new(format!("busy-{}", suffix())).map_err(fail)?,
+                InterfaceName::new("wg0").map_err(fail)?,
+                ListenPort::new(51820).map_err(fail)?,
+            ),
+        )
+        .await
+        .map_err(fail)?;
+    let writes = async {
+        for i in 0..20 {
+            m.add_peers(
+                &admin,
+                s.id,
+                vec![NewPeer::new(PeerName::new(format!("p{i}")).map_err(fail)?)],
+            )
+            .await
+            .map_err(fail)?;
+        }
+        Ok::<(), Failure>(())
+    };
+    let exports = async {
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            seen.push(source.export_snapshot().await.map_err(fail)?);
+        }
+        Ok::<_, Failure>(seen)
+    };
+    let (w, seen) = futures::join!(writes, exports);
+    w?;
+    let mut seen = seen?;
+    seen.push(source.export_snapshot().await.map_err(fail)?);
+    for snap in &seen {
+        let last = snap.audit.last().map_or(0, |r| r.seq);
+        ensure!(
+            snap.audit_head.seq == last && snap.audit.len() as u64 == last,
+            "an export holds {} audit records up to {last} under head {}",
+            snap.audit.len(),
+            snap.audit_head
+        );
+        for sv in &snap.servers {
+            let last_rev = sv.revisions.last().map(|r| r.revision);
+            ensure!(
+                sv.head == last_rev && sv.state.as_ref().map(|st| st.revision) == sv.head,
+                "an export holds server {} at head {:?} with its last revision {last_rev:?}",
+                sv.id,
+                sv.head
+            );
+            // One revision creates the server, each later one adds one peer.
+            let peers = sv.state.as_ref().map_or(0, |st| st.peers.len());
+            ensure!(
+                peers + 1 == sv.revisions.len(),
+                "an export holds {peers} peers beside {} revisions",
+                sv.revisions.len()
+            );
+        }
+    }
+    let last = seen.last().ok_or("no export")?;
+    let peers = last
+        .servers
+        .iter()
+        .find(|sv| sv.id == s.id)
+        .and_then(|sv| sv.state.as_ref())
+        .map_or(0, |st| st.peers.len());
+    ensure!(peers == 20, "the final export holds {peers} peers, not 20");
+    Ok(())
+}

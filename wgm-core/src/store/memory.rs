@@ -8,10 +8,10 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::rules::{self, Probe, ProbeField, Transaction, UserClash};
+use super::rules::{self, Probe, ProbeField, Restore, Transaction, UserClash};
 use super::{
-    AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup, SealAuditKey,
-    ServerStore, Store,
+    AppliedSnapshot, AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup,
+    SealAuditKey, ServerSnapshot, ServerStore, Snapshot, SnapshotStore, Store, SNAPSHOT_VERSION,
 };
 use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use crate::ipam::HeldRuns;
@@ -309,6 +309,127 @@ impl Transaction for Inner {
     async fn update_token(&mut self, t: &ApiTokenRecord) -> Result<()> {
         self.tokens.insert(t.id, t.clone());
         Ok(())
+    }
+}
+
+/// The import primitives over the store's contents; an import runs on an empty copy that
+/// replaces the contents only when it succeeded ([`MemoryStore::import_snapshot`]).
+impl Restore for Inner {
+    async fn is_empty(&mut self) -> Result<bool> {
+        Ok(self.servers.is_empty()
+            && self.revisions.is_empty()
+            && self.applied.is_empty()
+            && self.applied_state.is_empty()
+            && self.leases.is_empty()
+            && self.allocators.is_empty()
+            && self.reports.is_empty()
+            && self.users.is_empty()
+            && self.roles.is_empty()
+            && self.tokens.is_empty()
+            && self.audit.is_empty()
+            && self.audit_head == AuditHead::genesis()
+            && self.audit_key.is_none())
+    }
+
+    async fn insert_revision(&mut self, record: &RevisionRecord) -> Result<()> {
+        self.revisions
+            .entry(record.server_id)
+            .or_default()
+            .push(record.clone());
+        Ok(())
+    }
+
+    async fn write_audit_head(&mut self, head: &AuditHead) -> Result<()> {
+        self.audit_head = head.clone();
+        Ok(())
+    }
+
+    async fn write_host_state(&mut self, s: &ServerSnapshot) -> Result<()> {
+        // The head of a stored server is its state's revision (`insert_head` keeps none).
+        if let (Some(st), Some(head)) = (self.servers.get_mut(&s.id), s.head) {
+            st.revision = head;
+        }
+        if let Some(a) = &s.allocator {
+            self.allocators.insert(s.id, a.clone());
+        }
+        for a in &s.applied {
+            self.applied.insert((s.id, a.host.clone()), a.revision);
+            if let Some(st) = a.state {
+                self.applied_state.insert((s.id, a.host.clone()), st);
+            }
+        }
+        for l in &s.leases {
+            self.leases.insert((s.id, l.host.clone()), l.clone());
+        }
+        for r in &s.reports {
+            self.reports.insert((s.id, r.host.clone()), r.clone());
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Everything, as a [`Snapshot`] (under the store's lock: one instant).
+    fn snapshot(&self) -> Snapshot {
+        let mut ids: BTreeSet<ServerId> = self.servers.keys().copied().collect();
+        ids.extend(self.revisions.keys());
+        ids.extend(self.applied.keys().map(|(id, _)| *id));
+        ids.extend(self.leases.keys().map(|(id, _)| *id));
+        ids.extend(self.reports.keys().map(|(id, _)| *id));
+        ids.extend(self.allocators.keys());
+        let servers = ids
+            .into_iter()
+            .map(|id| {
+                let mut s = ServerSnapshot::new(id);
+                s.state = self.servers.get(&id).cloned();
+                s.revisions = self.revisions.get(&id).cloned().unwrap_or_default();
+                let last = s.revisions.last().map(|r| r.revision);
+                s.head = match (s.state.as_ref().map(|st| st.revision), last) {
+                    (None, None) => None,
+                    (a, b) => Some(a.max(b).unwrap_or(RevisionNo::NONE)),
+                };
+                s.allocator = self.allocators.get(&id).cloned();
+                let mut applied: Vec<AppliedSnapshot> = self
+                    .applied
+                    .iter()
+                    .filter(|((sid, _), _)| *sid == id)
+                    .map(|((_, host), rev)| AppliedSnapshot {
+                        host: host.clone(),
+                        revision: *rev,
+                        state: self.applied_state.get(&(id, host.clone())).copied(),
+                    })
+                    .collect();
+                applied.sort_by(|a, b| a.host.cmp(&b.host));
+                s.applied = applied;
+                let mut leases: Vec<Lease> = self
+                    .leases
+                    .iter()
+                    .filter(|((sid, _), _)| *sid == id)
+                    .map(|(_, l)| l.clone())
+                    .collect();
+                leases.sort_by(|a, b| a.host.as_str().cmp(b.host.as_str()));
+                s.leases = leases;
+                s.reports = self
+                    .reports
+                    .iter()
+                    .filter(|((sid, _), _)| *sid == id)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                s
+            })
+            .collect();
+        let mut tokens: Vec<ApiTokenRecord> = self.tokens.values().cloned().collect();
+        tokens.sort_by_key(|t| (t.created_at, t.id));
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            servers,
+            users: self.users.values().cloned().collect(),
+            roles: self.roles.values().cloned().collect(),
+            tokens,
+            audit: self.audit.clone(),
+            audit_head: self.audit_head.clone(),
+            audit_key: self.audit_key.clone(),
+        }
     }
 }
 
@@ -774,5 +895,32 @@ impl AuditStore for MemoryStore {
             .take(take)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for MemoryStore {
+    async fn export_snapshot(&self) -> Result<Snapshot> {
+        Ok(self.lock().snapshot())
+    }
+
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let mut g = self.lock();
+        if !run(g.is_empty())? {
+            return Err(super::not_empty("memory"));
+        }
+        // Built on an empty copy and swapped in whole, so a failure leaves nothing.
+        let mut fresh = Inner::default();
+        run(rules::import_snapshot_with_rules(
+            &mut fresh, "memory", snapshot,
+        ))?;
+        for (id, st) in &fresh.servers {
+            let idx = fresh.index.entry(*id).or_default();
+            for (pid, p) in &st.peers {
+                index_peer(idx, *pid, p);
+            }
+        }
+        *g = fresh;
+        Ok(())
     }
 }

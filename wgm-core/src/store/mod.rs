@@ -33,13 +33,18 @@ use crate::rbac::Role;
 use crate::seal::SealedSecret;
 use crate::Result;
 
+pub mod backup;
 mod feed;
 mod memory;
 pub mod rules;
+mod snapshot;
 
 pub use feed::{ChangeFeed, FeedEvent, Follower};
 pub use memory::MemoryStore;
 pub use rules::check_server_uniqueness;
+pub use snapshot::{
+    copy, not_empty, AppliedSnapshot, ServerSnapshot, Snapshot, SnapshotStore, SNAPSHOT_VERSION,
+};
 
 /// How [`ServerStore::find_peer`] finds one peer of a server.
 ///
@@ -74,8 +79,9 @@ impl PeerLookup<'_> {
 /// Durable storage of desired state: the umbrella of the store's concerns, each a
 /// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
 /// hosts applied, observed statistics), [`IdentityStore`] (users, roles, tokens) and
-/// [`AuditStore`] (the audit log), [`ChangeFeed`] (wake-ups after commits) — plus the
-/// store's [`name`](Store::name). An engine implements the six; callers hold an `Arc<dyn Store>` and call every method on it
+/// [`AuditStore`] (the audit log), [`ChangeFeed`] (wake-ups after commits),
+/// [`SnapshotStore`] (export and import of everything) — plus the
+/// store's [`name`](Store::name). An engine implements the seven; callers hold an `Arc<dyn Store>` and call every method on it
 /// (a trait object's supertrait methods need no import). Code that calls a method on a
 /// concrete engine (a `MemoryStore`) imports the sub-trait that declares it.
 ///
@@ -97,6 +103,7 @@ pub trait Store:
     + IdentityStore
     + AuditStore
     + ChangeFeed
+    + SnapshotStore
     + Debug
     + Send
     + Sync
@@ -473,5 +480,15 @@ impl<T: AuditStore + ?Sized> AuditStore for Arc<T> {
         resealed: &StoredAuditKey,
     ) -> Result<()> {
         (**self).reseal_audit_key(expected, resealed).await
+    }
+}
+
+#[async_trait]
+impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
+    async fn export_snapshot(&self) -> Result<Snapshot> {
+        (**self).export_snapshot().await
+    }
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        (**self).import_snapshot(snapshot).await
     }
 }

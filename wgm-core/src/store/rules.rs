@@ -818,3 +818,81 @@ async fn check_user_unique<T: Transaction>(tx: &mut T, user: &User) -> Result<()
         None => Ok(()),
     }
 }
+
+/// The primitives an import of a [`Snapshot`](crate::store::Snapshot) needs beyond
+/// [`Transaction`]'s, inside the same engine transaction
+/// ([`import_snapshot_with_rules`]).
+pub trait Restore: Transaction {
+    /// Whether the store holds nothing: no server head, audit record, audit key, user,
+    /// role, token, applied revision, lease, report or allocator state (as far as the
+    /// engine can tell inside its transaction; its docs say what it checks).
+    fn is_empty(&mut self) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Insert one revision record as it is (no head move, no audit record).
+    fn insert_revision(
+        &mut self,
+        record: &RevisionRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Set the stored head of the audit log.
+    fn write_audit_head(
+        &mut self,
+        head: &crate::integrity::AuditHead,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Insert the host state of one server: its allocator state, applied revisions,
+    /// leases and reports.
+    fn write_host_state(
+        &mut self,
+        server: &crate::store::ServerSnapshot,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Import `snapshot` into the empty store behind `tx` (the rules of
+/// [`SnapshotStore::import_snapshot`](crate::store::SnapshotStore::import_snapshot)):
+/// check the snapshot, lock the audit tail (the lock every audited writer takes), refuse
+/// a store that holds anything with [`not_empty`](crate::store::not_empty) before the
+/// first write, then write every record as it is. The caller commits the transaction
+/// only on `Ok`.
+pub async fn import_snapshot_with_rules<T: Restore>(
+    tx: &mut T,
+    store: &'static str,
+    snapshot: &crate::store::Snapshot,
+) -> Result<(), T::Error> {
+    snapshot.check()?;
+    let (seq, _) = tx.audit_tail().await?;
+    if seq != 0 || tx.audit_key().await?.is_some() || !tx.is_empty().await? {
+        return Err(crate::store::not_empty(store).into());
+    }
+    for s in &snapshot.servers {
+        if let Some(head) = s.head {
+            tx.insert_head(s.id, head).await?;
+        }
+        if let Some(st) = &s.state {
+            tx.write_server(&st.server, false).await?;
+            let peers: Vec<(PeerId, &Peer)> = st.peers.iter().map(|(id, p)| (*id, p)).collect();
+            tx.insert_peers(s.id, &peers).await?;
+        }
+        for r in &s.revisions {
+            tx.insert_revision(r).await?;
+        }
+        tx.write_host_state(s).await?;
+    }
+    for u in &snapshot.users {
+        tx.insert_user(u).await?;
+    }
+    for r in &snapshot.roles {
+        tx.put_role(r).await?;
+    }
+    for t in &snapshot.tokens {
+        tx.insert_token(t).await?;
+    }
+    for a in &snapshot.audit {
+        tx.write_audit(a).await?;
+    }
+    tx.write_audit_head(&snapshot.audit_head).await?;
+    if let Some(k) = &snapshot.audit_key {
+        tx.write_audit_key(k, false).await?;
+    }
+    Ok(())
+}

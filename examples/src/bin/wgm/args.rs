@@ -193,6 +193,13 @@ pub enum Command {
     /// API tokens
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Whole stores: copy everything into an empty store of any engine
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Write a backup of the whole store, sealed with the master key, to a file
+    Backup(BackupArgs),
+    /// Restore a backup file into an empty store
+    Restore(RestoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
 }
@@ -790,4 +797,44 @@ pub struct TokenRevoke {
 pub struct CompletionsArgs {
     /// The shell
     pub shell: clap_complete::Shell,
+}
+
+/// `wgm store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy everything a store holds into an empty store (any engine)
+    Copy(CopyArgs),
+}
+
+/// `wgm store copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The store to copy: an sqlite, postgres or redis URL
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The empty store to copy into
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+}
+
+/// `wgm backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (mode 0600, written atomically)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Replace an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `wgm restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file to read
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The empty store to restore into
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }

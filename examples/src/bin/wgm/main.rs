@@ -152,6 +152,13 @@ async fn run(cli: Cli, out: Out) -> CliResult {
         clap_complete::generate(a.shell, &mut Cli::command(), "wgm", &mut buf);
         return out.raw(&String::from_utf8_lossy(&buf));
     }
+    // Whole-store commands open their stores themselves (no manager, no default store).
+    match cli.command {
+        Command::Store(args::StoreCmd::Copy(a)) => return cmd::transfer::copy(out, a).await,
+        Command::Backup(a) => return cmd::transfer::backup(&cli.global, out, a).await,
+        Command::Restore(a) => return cmd::transfer::restore(&cli.global, out, a).await,
+        _ => {}
+    }
     let ctx = Ctx::open(&cli.global, out).await?;
     match cli.command {
         Command::Init => cmd::setup::init(&ctx),
@@ -168,7 +175,9 @@ async fn run(cli: Cli, out: Out) -> CliResult {
         Command::Audit(a) => cmd::history::audit(&ctx, a).await,
         Command::User(c) => cmd::identity::user(&ctx, c).await,
         Command::Token(c) => cmd::identity::token(&ctx, c).await,
-        Command::Completions(_) => Ok(()),
+        Command::Completions(_) | Command::Store(_) | Command::Backup(_) | Command::Restore(_) => {
+            Ok(())
+        }
     }
 }
 

@@ -6,3 +6,4 @@ pub mod live;
 pub mod peer;
 pub mod server;
 pub mod setup;
+pub mod transfer;
