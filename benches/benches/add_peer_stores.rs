@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wgm_benches::PgDatabase;
 use wgm_core::manager::{Manager, NewPeer, NewServer};
 use wgm_core::model::RevisionNo;
 use wgm_core::names::{InterfaceName, PeerName, ServerName};
@@ -29,65 +30,6 @@ use wgm_core::net::ListenPort;
 use wgm_core::seal::{MasterKey, Sealer};
 use wgm_core::store::Store;
 use wgm_test_support::{require, Suite};
-
-/// A PostgreSQL database of the run, dropped on drop.
-struct PgDatabase {
-    admin: String,
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create(admin: &str) -> PgDatabase {
-        use sqlx::Connection;
-        let name = format!(
-            "wgm_bench_stores_{}_{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut c = sqlx::PgConnection::connect(admin)
-            .await
-            .expect("connect to WGM_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .expect("CREATE DATABASE");
-        c.close().await.expect("close the admin connection");
-        PgDatabase {
-            admin: admin.to_owned(),
-            name,
-        }
-    }
-
-    /// The admin URL with its database replaced by this one.
-    fn url(&self) -> String {
-        let (base, query) = self
-            .admin
-            .split_once('?')
-            .map_or((self.admin.as_str(), None), |(b, q)| (b, Some(q)));
-        let host_start = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[host_start..].find('/') {
-            Some(i) => &base[..host_start + i],
-            None => base,
-        };
-        match query {
-            Some(q) => format!("{base}/{}?{q}", self.name),
-            None => format!("{base}/{}", self.name),
-        }
-    }
-
-    async fn drop_it(&self) {
-        use sqlx::Connection;
-        if let Ok(mut c) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut c)
-            .await;
-            let _ = c.close().await;
-        }
-    }
-}
 
 /// Delete every key of a Redis namespace (`SCAN` + `DEL`).
 async fn drop_namespace(url: &str, namespace: &str) {
@@ -234,7 +176,7 @@ fn main() {
         results.push(run("SQLite (file)", sql.clone(), count).await);
         sql.close().await;
         if let Some(admin) = &pg {
-            let db = PgDatabase::create(admin).await;
+            let db = PgDatabase::create(admin, "wgm_bench_stores").await;
             let sql = Arc::new(
                 wgm_store_sql::SqlStore::open(&db.url())
                     .await
@@ -243,7 +185,7 @@ fn main() {
             results.push(run("PostgreSQL", sql.clone(), count).await);
             sql.close().await;
             drop(sql);
-            db.drop_it().await;
+            drop(db);
         }
         if let Some(url) = &redis_url {
             let ns = format!("wgm-bench-{}-{}", std::process::id(), rand::random::<u32>());

@@ -53,6 +53,7 @@ use criterion::{
     Throughput,
 };
 use tokio::runtime::Runtime;
+use wgm_benches::PgDatabase;
 use wgm_core::keys::{PresharedKey, PrivateKey};
 use wgm_core::manager::{ImportOptions, Manager, NewPeer, NewServer};
 use wgm_core::model::{
@@ -116,71 +117,6 @@ fn runtime() -> Runtime {
 // Stores
 // ----------------------------------------------------------------------------------
 
-/// A uniquely named PostgreSQL database, created for the run, dropped with this guard.
-struct PgDatabase {
-    admin: String,
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create(admin: &str) -> PgDatabase {
-        use sqlx::Connection;
-        let name = format!("wgm_bench_{}_{}", std::process::id(), rand::random::<u32>());
-        let mut c = sqlx::PgConnection::connect(admin)
-            .await
-            .expect("connect to WGM_TEST_POSTGRES_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .expect("CREATE DATABASE");
-        c.close().await.expect("close the admin connection");
-        PgDatabase {
-            admin: admin.to_owned(),
-            name,
-        }
-    }
-
-    /// The admin URL with its database replaced by this one.
-    fn url(&self) -> String {
-        let (base, query) = self
-            .admin
-            .split_once('?')
-            .map_or((self.admin.as_str(), None), |(b, q)| (b, Some(q)));
-        let host_start = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[host_start..].find('/') {
-            Some(i) => &base[..host_start + i],
-            None => base,
-        };
-        match query {
-            Some(q) => format!("{base}/{}?{q}", self.name),
-            None => format!("{base}/{}", self.name),
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop may run inside a runtime: do the async work on a thread of its own.
-        let done = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&admin).await.ok()?;
-                let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut c)
-                    .await
-                    .is_ok();
-                let _ = c.close().await;
-                dropped.then_some(())
-            })
-        })
-        .join();
-        if !matches!(done, Ok(Some(()))) {
-            eprintln!("warning: could not drop bench database {}", self.name);
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Memory,
@@ -233,7 +169,7 @@ impl Backend {
             }
             Kind::Postgres => {
                 let admin = postgres_url()?;
-                let db = PgDatabase::create(&admin).await;
+                let db = PgDatabase::create(&admin, "wgm_bench").await;
                 let sql = Arc::new(SqlStore::open(&db.url()).await.expect("open PostgreSQL"));
                 Backend {
                     kind,

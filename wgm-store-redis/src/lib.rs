@@ -1063,39 +1063,19 @@ impl ServerStore for RedisStore {
 #[async_trait]
 impl HostStateStore for RedisStore {
     async fn set_applied(&self, id: ServerId, host: &str, revision: RevisionNo) -> Result<()> {
-        let row = to_json(
-            "applied revision",
+        self.write_applied(
+            id,
+            host,
             &AppliedRow {
                 revision,
                 state: None,
             },
-        )?;
-        let _: i64 = self
-            .inner
-            .conn
-            .query(
-                redis::cmd("HSET")
-                    .arg(self.inner.keys.applied(id))
-                    .arg(host)
-                    .arg(row),
-            )
-            .await?;
-        Ok(())
+        )
+        .await
     }
 
     async fn applied(&self, id: ServerId, host: &str) -> Result<Option<RevisionNo>> {
-        let row: Option<String> = self
-            .inner
-            .conn
-            .query(
-                redis::cmd("HGET")
-                    .arg(self.inner.keys.applied(id))
-                    .arg(host),
-            )
-            .await?;
-        Ok(row
-            .map(|r| from_json::<AppliedRow>("applied revision", &r).map(|r| r.revision))
-            .transpose()?)
+        Ok(self.read_applied(id, host).await?.map(|r| r.revision))
     }
 
     async fn set_applied_state(
@@ -1104,40 +1084,19 @@ impl HostStateStore for RedisStore {
         host: &str,
         state: &AppliedState,
     ) -> Result<()> {
-        let row = to_json(
-            "applied revision",
+        self.write_applied(
+            id,
+            host,
             &AppliedRow {
                 revision: state.revision,
                 state: Some(*state),
             },
-        )?;
-        let _: i64 = self
-            .inner
-            .conn
-            .query(
-                redis::cmd("HSET")
-                    .arg(self.inner.keys.applied(id))
-                    .arg(host)
-                    .arg(row),
-            )
-            .await?;
-        Ok(())
+        )
+        .await
     }
 
     async fn applied_state(&self, id: ServerId, host: &str) -> Result<Option<AppliedState>> {
-        let row: Option<String> = self
-            .inner
-            .conn
-            .query(
-                redis::cmd("HGET")
-                    .arg(self.inner.keys.applied(id))
-                    .arg(host),
-            )
-            .await?;
-        Ok(row
-            .map(|r| from_json::<AppliedRow>("applied revision", &r))
-            .transpose()?
-            .and_then(|r| r.state))
+        Ok(self.read_applied(id, host).await?.and_then(|r| r.state))
     }
 
     async fn update_peer_stats(&self, id: ServerId, stats: &[(PeerId, PeerStats)]) -> Result<()> {
@@ -1507,6 +1466,38 @@ impl AuditStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Store what `host` applied of server `id` (one hash field per host).
+    async fn write_applied(&self, id: ServerId, host: &str, row: &AppliedRow) -> Result<()> {
+        let row = to_json("applied revision", row)?;
+        let _: i64 = self
+            .inner
+            .conn
+            .query(
+                redis::cmd("HSET")
+                    .arg(self.inner.keys.applied(id))
+                    .arg(host)
+                    .arg(row),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What `host` applied of server `id`, if it recorded anything.
+    async fn read_applied(&self, id: ServerId, host: &str) -> Result<Option<AppliedRow>> {
+        let row: Option<String> = self
+            .inner
+            .conn
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.inner.keys.applied(id))
+                    .arg(host),
+            )
+            .await?;
+        Ok(row
+            .map(|r| from_json::<AppliedRow>("applied revision", &r))
+            .transpose()?)
+    }
+
     /// Every key of this store's namespace matching `pattern` (after the prefix), by
     /// `SCAN` (never `KEYS`, which blocks the server).
     async fn scan(&self, pattern: &str) -> std::result::Result<Vec<String>, RedisError> {
