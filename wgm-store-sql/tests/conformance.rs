@@ -41,34 +41,8 @@ macro_rules! conformance {
     };
 }
 
-conformance!(
-    servers_and_cas,
-    uniqueness_and_atomicity,
-    concurrent_commits_one_wins,
-    pagination,
-    identities,
-    audit_chain,
-    applied_and_stats,
-    sealed_values_round_trip,
-    leases_and_reports,
-    create_and_load_round_trip,
-    revision_cas,
-    server_rules,
-    peer_uniqueness,
-    swaps_within_one_commit,
-    peer_change_errors,
-    delete_and_recreate,
-    revision_history,
-    applied_per_host,
-    peer_statistics,
-    listing_order_and_pages,
-    users_versions_and_uniqueness,
-    roles_and_tokens,
-    audit_log,
-    same_base_exactly_one_wins,
-    failed_commit_returns_the_address,
-    rollback_after_reassignment_conflicts,
-);
+// One test per check of the suite, from its own list.
+wgm_core::store_checks!(conformance);
 
 async fn run_all_twice(kind: Kind) {
     let Some(t) = open(kind).await else { return };

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use wgm_test_support::{require, Suite};
 
-use crate::harness::Env;
+use crate::postgres::walkthrough;
 
 /// A namespace of keys, deleted on drop (through `redis-cli`, with argv, no shell).
 pub(crate) struct Namespace {
@@ -62,37 +62,9 @@ fn the_cli_works_on_redis() {
         return;
     };
     let ns = Namespace::new(redis.url());
-    let mut env = Env::new();
-    env.store = ns.store_url();
-    let init = env.json(&["init"]);
-    assert_eq!(
-        init["master_key"]["created"], true,
-        "the key of a Redis store is a file too"
-    );
-    env.server("office", 51820);
-    let added = env.json(&["peer", "add", "office", "dev", "--count", "10"]);
-    assert_eq!(added.as_array().unwrap().len(), 10);
-    env.ok(&["peer", "remove", "office", "dev-3"]);
-    env.ok(&["peer", "disable", "office", "dev-4"]);
-    let cfg = env.ok(&["peer", "config", "office", "dev-1"]);
-    assert!(cfg.contains("PrivateKey = "));
-    assert_eq!(
-        env.json(&["history", "office"]).as_array().unwrap().len(),
-        4
-    );
-    env.ok(&["rollback", "office", "2"]);
-    assert_eq!(
-        env.json(&["peer", "list", "office"])
-            .as_array()
-            .unwrap()
-            .len(),
-        10
-    );
-    assert_eq!(env.json(&["audit", "--verify"])["records"], 6);
-    // Everything lives under the namespace's hash tag.
-    let keys = ns.keys();
-    assert!(keys.len() > 5, "{keys:?}");
-    // Without the key file the store's secrets stay sealed.
-    std::fs::remove_file(&env.key).unwrap();
-    env.fails(&["peer", "config", "office", "dev-1"], 6);
+    walkthrough(ns.store_url(), "Redis", || {
+        // Everything lives under the namespace's hash tag.
+        let keys = ns.keys();
+        assert!(keys.len() > 5, "{keys:?}");
+    });
 }

@@ -1493,38 +1493,58 @@ pub async fn sealed_values_round_trip(store: Arc<dyn Store>) -> std::result::Res
     Ok(())
 }
 
-/// Run every check in order; the first failure is returned with the check's name.
+/// Calls the macro `$m` with the name of every check of this suite, in the order
+/// [`run_all`] runs them. An engine's tests generate one test per check from it, so a
+/// check added here reaches every engine (an engine keeps no list of its own to drift).
+///
+/// ```
+/// macro_rules! names {
+///     ($($check:ident),* $(,)?) => { vec![$(stringify!($check)),*] };
+/// }
+/// let all: Vec<&str> = wgm_core::store_checks!(names);
+/// assert_eq!(all.first(), Some(&"servers_and_cas"));
+/// assert!(all.contains(&"audit_key_and_head"));
+/// ```
+#[macro_export]
+macro_rules! store_checks {
+    ($m:ident) => {
+        $m! {
+            servers_and_cas,
+            uniqueness_and_atomicity,
+            concurrent_commits_one_wins,
+            pagination,
+            identities,
+            audit_chain,
+            applied_and_stats,
+            sealed_values_round_trip,
+            leases_and_reports,
+            allocator_state,
+            create_and_load_round_trip,
+            revision_cas,
+            server_rules,
+            peer_uniqueness,
+            swaps_within_one_commit,
+            peer_change_errors,
+            delete_and_recreate,
+            revision_history,
+            applied_per_host,
+            peer_statistics,
+            listing_order_and_pages,
+            users_versions_and_uniqueness,
+            roles_and_tokens,
+            audit_log,
+            same_base_exactly_one_wins,
+            failed_commit_returns_the_address,
+            rollback_after_reassignment_conflicts,
+            keyed_revisions_and_audit,
+            audit_key_and_head,
+        }
+    };
+}
+
+/// Run every check in order ([`store_checks!`](crate::store_checks)); the first failure
+/// is returned with the check's name.
 pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> {
-    servers_and_cas(store.clone())
-        .await
-        .map_err(|e| format!("servers_and_cas: {e}"))?;
-    uniqueness_and_atomicity(store.clone())
-        .await
-        .map_err(|e| format!("uniqueness_and_atomicity: {e}"))?;
-    concurrent_commits_one_wins(store.clone())
-        .await
-        .map_err(|e| format!("concurrent_commits_one_wins: {e}"))?;
-    pagination(store.clone())
-        .await
-        .map_err(|e| format!("pagination: {e}"))?;
-    identities(store.clone())
-        .await
-        .map_err(|e| format!("identities: {e}"))?;
-    audit_chain(store.clone())
-        .await
-        .map_err(|e| format!("audit_chain: {e}"))?;
-    applied_and_stats(store.clone())
-        .await
-        .map_err(|e| format!("applied_and_stats: {e}"))?;
-    sealed_values_round_trip(store.clone())
-        .await
-        .map_err(|e| format!("sealed_values_round_trip: {e}"))?;
-    leases_and_reports(store.clone())
-        .await
-        .map_err(|e| format!("leases_and_reports: {e}"))?;
-    allocator_state(store.clone())
-        .await
-        .map_err(|e| format!("allocator_state: {e}"))?;
     macro_rules! run {
         ($($check:ident),* $(,)?) => {
             $( $check(store.clone())
@@ -1532,27 +1552,7 @@ pub async fn run_all(store: Arc<dyn Store>) -> std::result::Result<(), Failure> 
                 .map_err(|e| format!("{}: {e}", stringify!($check)))?; )*
         };
     }
-    run!(
-        create_and_load_round_trip,
-        revision_cas,
-        server_rules,
-        peer_uniqueness,
-        swaps_within_one_commit,
-        peer_change_errors,
-        delete_and_recreate,
-        revision_history,
-        applied_per_host,
-        peer_statistics,
-        listing_order_and_pages,
-        users_versions_and_uniqueness,
-        roles_and_tokens,
-        audit_log,
-        same_base_exactly_one_wins,
-        failed_commit_returns_the_address,
-        rollback_after_reassignment_conflicts,
-        keyed_revisions_and_audit,
-        audit_key_and_head,
-    );
+    crate::store_checks!(run);
     Ok(())
 }
 
