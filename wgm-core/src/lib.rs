@@ -47,6 +47,7 @@ pub mod seal;
 pub mod audit;
 pub mod integrity;
 pub mod model;
+pub mod ratelimit;
 pub mod rbac;
 pub mod store;
 

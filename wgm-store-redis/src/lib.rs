@@ -98,6 +98,7 @@
 //! | `roles` | hash | role name key → role |
 //! | `token:ID`, `tokens`, `user-tokens:ID` | string, hashes | API tokens |
 //! | `schema` | string | the layout's version (a newer one is refused) |
+//! | `ratelimit:KEY` | string | [`RedisLimiter`]: a key's GCRA arrival time (µs), expiring when idle |
 //!
 //! Revision and sequence numbers are sorted-set scores (doubles): exact up to 2^53.
 //! Every read checks a body against the key it was found under (a peer under another
@@ -185,8 +186,17 @@
 //! - **A feed outlives a store that is dropped without [`RedisStore::close`]** (as a
 //!   PostgreSQL feed does); closing the store ends it.
 //!
+//! ## Rate limits
+//! [`RedisLimiter`] keeps the core's GCRA limits ([`wgm_core::ratelimit`]) in Redis for
+//! processes that share a budget (copies of a REST server): one script reads a key's
+//! arrival time, takes the time from the Redis server, decides and records in one atomic
+//! step; a refusal writes nothing, and a key expires once its budget is whole again. It
+//! opens a connection of its own ([`RedisLimiter::connect`]) or shares a store's
+//! ([`RedisStore::limiter`]).
+//!
 //! ## Tests
-//! `tests/conformance.rs` runs every check of the store suite, and the whole suite twice
+//! `tests/limiter.rs` runs 64 tasks on two limiters against one key (exactly the burst
+//! passes) and checks the script against the core's arithmetic; `tests/conformance.rs` runs every check of the store suite, and the whole suite twice
 //! on one namespace; `tests/feed.rs` the feed suite with the watchers' connections killed
 //! (`CLIENT KILL`), a trimmed stream and a stream that went back; `tests/faults.rs` the F1
 //! race (64 tasks on a /28, two stores) and 48 writers on 16 stores; `tests/durability.rs`
@@ -203,6 +213,7 @@ mod conn;
 mod error;
 mod feed;
 mod keys;
+mod limiter;
 mod scripts;
 mod tx;
 
@@ -241,6 +252,8 @@ use crate::error::{from_json, number, parse_id, to_json, RedisError, S};
 use crate::keys::{index_field, Keys};
 use crate::scripts::Scripts;
 use crate::tx::{optimistic, RedisTx};
+
+pub use crate::limiter::RedisLimiter;
 
 /// The version of the key layout this build writes (key `schema`).
 const SCHEMA_VERSION: u32 = 1;
@@ -444,6 +457,50 @@ fn url_password(url: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_owned())
 }
 
+/// Opens the connection manager of a store or a limiter: every request bounded by the
+/// options' connect plus response timeouts, every message redacted.
+async fn connect(url: &str, options: &RedisOptions) -> Result<(Conn, Client, Arc<AtomicBool>)> {
+    let redactor = Redactor::new(url_password(url));
+    let client = Client::open(url).map_err(|e| {
+        Error::invalid(
+            "store.url",
+            format!("not a usable Redis URL: {}", redactor.clean(&e.to_string())),
+        )
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    let waited = options.connect_timeout + options.response_timeout;
+    let manager = match tokio::time::timeout(
+        waited,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            return Err(RedisError::Unreachable {
+                waited,
+                cause: redactor.clean(&e.to_string()),
+            }
+            .into())
+        }
+        Err(_) => {
+            return Err(RedisError::Unreachable {
+                waited,
+                cause: "no answer".into(),
+            }
+            .into())
+        }
+    };
+    let closed = Arc::new(AtomicBool::new(false));
+    let conn = Conn::new(manager, waited, redactor, closed.clone());
+    Ok((conn, client, closed))
+}
+
 impl RedisStore {
     /// Connect to the Redis at `url` (see the crate docs, "URLs"), check the key layout's
     /// version and the server's durability settings.
@@ -471,44 +528,7 @@ impl RedisStore {
     /// ```
     pub async fn open(url: &str, options: RedisOptions) -> Result<RedisStore> {
         options.check()?;
-        let redactor = Redactor::new(url_password(url));
-        let client = Client::open(url).map_err(|e| {
-            Error::invalid(
-                "store.url",
-                format!("not a usable Redis URL: {}", redactor.clean(&e.to_string())),
-            )
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let waited = options.connect_timeout + options.response_timeout;
-        let manager = match tokio::time::timeout(
-            waited,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                return Err(RedisError::Unreachable {
-                    waited,
-                    cause: redactor.clean(&e.to_string()),
-                }
-                .into())
-            }
-            Err(_) => {
-                return Err(RedisError::Unreachable {
-                    waited,
-                    cause: "no answer".into(),
-                }
-                .into())
-            }
-        };
-        let closed = Arc::new(AtomicBool::new(false));
-        let conn = Conn::new(manager, waited, redactor, closed.clone());
+        let (conn, client, closed) = connect(url, &options).await?;
         let keys = Keys::new(&options.namespace);
         let (closing, _) = tokio::sync::watch::channel(false);
         let feed_client_name = format!("wgm-feed:{}", options.namespace);
