@@ -75,20 +75,26 @@ pub async fn copy_store(from: &str, to: &str) -> Result<Moved> {
     Ok(Moved::of(&snapshot))
 }
 
-/// Restore the backup `bytes`, sealed with `key`, into the empty store at `to`. The
-/// file is opened and checked in full before the store is touched.
+/// Restore the backup `bytes`, sealed with `key`, into the empty store at `to`, or with
+/// `replace` in place of everything it holds (atomically:
+/// [`wgm_core::store::SnapshotStore::replace_with_snapshot`]). The file is opened and
+/// checked in full before the store is touched.
 ///
 /// ```no_run
 /// # async fn demo(key: wgm_core::seal::MasterKey) -> wgm_core::Result<()> {
 /// let bytes = std::fs::read("wgm.backup").unwrap_or_default();
-/// wgm_cli::transfer::restore(&bytes, &key, "sqlite:///tmp/restored.db").await?;
+/// wgm_cli::transfer::restore(&bytes, &key, "sqlite:///tmp/restored.db", false).await?;
 /// # Ok(()) }
 /// ```
-pub async fn restore(bytes: &[u8], key: &MasterKey, to: &str) -> Result<Moved> {
+pub async fn restore(bytes: &[u8], key: &MasterKey, to: &str, replace: bool) -> Result<Moved> {
     let snapshot = backup::decode(bytes, key)?;
     let to = StoreLocation::parse(to)?;
     let (target, _) = to.open().await?;
-    target.import_snapshot(&snapshot).await?;
+    if replace {
+        target.replace_with_snapshot(&snapshot).await?;
+    } else {
+        target.import_snapshot(&snapshot).await?;
+    }
     Ok(Moved::of(&snapshot))
 }
 

@@ -893,4 +893,7 @@ impl wgm_core::store::SnapshotStore for Counting {
     async fn import_snapshot(&self, snapshot: &wgm_core::store::Snapshot) -> Result<()> {
         self.inner.import_snapshot(snapshot).await
     }
+    async fn replace_with_snapshot(&self, snapshot: &wgm_core::store::Snapshot) -> Result<()> {
+        self.inner.replace_with_snapshot(snapshot).await
+    }
 }

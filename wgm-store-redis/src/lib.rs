@@ -1677,7 +1677,30 @@ impl SnapshotStore for RedisStore {
         }
         let _turn = self.inner.writer_turn().await?;
         let r = optimistic!(&self.inner, "import_snapshot", |tx| {
-            rules::import_snapshot_with_rules(&mut tx, S, snapshot).await
+            rules::import_snapshot_with_rules(&mut tx, S, snapshot, rules::ImportMode::IntoEmpty)
+                .await
+        });
+        Ok(r?)
+    }
+
+    async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        snapshot.check()?;
+        let keep = [self.inner.keys.schema()];
+        let limits = format!("{}:ratelimit:", self.inner.keys.prefix());
+        let _turn = self.inner.writer_turn().await?;
+        let r = optimistic!(&self.inner, "replace_with_snapshot", |tx| {
+            // Everything but the layout's version and the rate limiters' keys (not store
+            // contents); the feed's stream and counter go too, so watchers see the
+            // counter go back and re-read (FeedEvent::Missed).
+            let stale: Vec<String> = self
+                .scan("*")
+                .await?
+                .into_iter()
+                .filter(|k| !keep.contains(k) && !k.starts_with(&limits))
+                .collect();
+            tx.will_clear(stale);
+            rules::import_snapshot_with_rules(&mut tx, S, snapshot, rules::ImportMode::Replace)
+                .await
         });
         Ok(r?)
     }

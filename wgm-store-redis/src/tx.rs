@@ -117,6 +117,8 @@ pub(crate) struct RedisTx<'s> {
     peers: HashMap<(ServerId, PeerId), Peer>,
     /// Users as stored (or written).
     users: HashMap<UserId, Option<User>>,
+    /// The keys a forced import deletes ([`RedisTx::will_clear`]).
+    to_clear: Vec<String>,
 }
 
 impl<'s> RedisTx<'s> {
@@ -140,6 +142,7 @@ impl<'s> RedisTx<'s> {
             servers: HashMap::new(),
             peers: HashMap::new(),
             users: HashMap::new(),
+            to_clear: Vec::new(),
         }
     }
 
@@ -289,6 +292,12 @@ impl<'s> RedisTx<'s> {
             },
         );
         self.writes.push(Write::Del(key));
+    }
+
+    /// The keys [`Restore::clear`] deletes: every key of the store found by the caller's
+    /// scan but the schema's (a transaction cannot scan).
+    pub(crate) fn will_clear(&mut self, keys: Vec<String>) {
+        self.to_clear = keys;
     }
 
     pub(crate) fn hset(&mut self, key: String, field: String, value: String) {
@@ -939,6 +948,27 @@ pub(crate) fn parse_audit_head(text: &str) -> Result<(u64, String), RedisError> 
 
 /// The import primitives: reads join the read set, writes the one script's buffer.
 impl Restore for RedisTx<'_> {
+    async fn clear(&mut self) -> Result<(), RedisError> {
+        // The listings join the read set, so a server, user, role or token created after
+        // the caller's scan (whose keys it did not see) makes the import run again.
+        for key in [
+            self.keys.heads(),
+            self.keys.server_names(),
+            self.keys.user_names(),
+            self.keys.roles(),
+            self.keys.tokens(),
+        ] {
+            self.hgetall(&key).await?;
+        }
+        for key in std::mem::take(&mut self.to_clear) {
+            self.del(key);
+        }
+        self.servers.clear();
+        self.peers.clear();
+        self.users.clear();
+        Ok(())
+    }
+
     async fn is_empty(&mut self) -> Result<bool, RedisError> {
         for key in [
             self.keys.heads(),

@@ -332,6 +332,29 @@ reads! {
                OR EXISTS (SELECT 1 FROM {wgm.}audit) OR EXISTS (SELECT 1 FROM {wgm.}audit_key)";
 }
 
+/// What a forced import ([`wgm_core::store::rules::ImportMode::Replace`]) deletes, in an
+/// order the foreign keys allow; then the audit head goes back to genesis
+/// ([`RESET_AUDIT_HEAD`]). The schema's version is kept.
+pub(crate) const CLEAR: &[&str] = &[
+    "DELETE FROM {wgm.}tokens",
+    "DELETE FROM {wgm.}users",
+    "DELETE FROM {wgm.}roles",
+    "DELETE FROM {wgm.}peers",
+    "DELETE FROM {wgm.}servers",
+    "DELETE FROM {wgm.}heads",
+    "DELETE FROM {wgm.}revisions",
+    "DELETE FROM {wgm.}applied",
+    "DELETE FROM {wgm.}leases",
+    "DELETE FROM {wgm.}host_reports",
+    "DELETE FROM {wgm.}allocators",
+    "DELETE FROM {wgm.}audit",
+    "DELETE FROM {wgm.}audit_key",
+];
+
+/// The audit head of an empty log (`$1`: the genesis hash), after [`CLEAR`].
+pub(crate) const RESET_AUDIT_HEAD: &str =
+    "UPDATE {wgm.}audit_head SET seq = 0, hash = $1 WHERE id = 1";
+
 /// An `applied` row: server, host, revision, device instance, verified time (ns).
 pub(crate) type AppliedRow = (ServerId, String, i64, Option<i64>, Option<i64>);
 

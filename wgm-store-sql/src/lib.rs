@@ -561,6 +561,10 @@ impl SnapshotStore for SqlStore {
     }
 
     async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        dispatch!(self, b => b.import_snapshot(snapshot))
+        dispatch!(self, b => b.import_snapshot(snapshot, wgm_core::store::rules::ImportMode::IntoEmpty))
+    }
+
+    async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        dispatch!(self, b => b.import_snapshot(snapshot, wgm_core::store::rules::ImportMode::Replace))
     }
 }

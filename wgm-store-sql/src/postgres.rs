@@ -249,18 +249,20 @@ impl PgStore {
 
     common::export_reads!(crate::dialect::POSTGRES);
 
-    /// Import a snapshot into this empty database: one transaction, which first locks the
-    /// audit head (as every audited writer does), so a concurrent import or commit waits
-    /// and then finds the database not empty.
+    /// Import a snapshot into this empty database, or in place of what it holds
+    /// (`mode`): one transaction, which first locks the audit head (as every audited
+    /// writer does), so a concurrent import or commit waits and then finds the database
+    /// not empty, or its work replaced.
     pub(crate) async fn import_snapshot(
         &self,
         snapshot: &wgm_core::store::Snapshot,
+        mode: rules::ImportMode,
     ) -> Result<(), SqlError> {
         retrying!(
             "import_snapshot",
             async {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                rules::import_snapshot_with_rules(&mut PgTx(&mut tx), S, snapshot).await?;
+                rules::import_snapshot_with_rules(&mut PgTx(&mut tx), S, snapshot, mode).await?;
                 tx.commit().await.map_err(db)
             }
             .await
@@ -1077,6 +1079,21 @@ impl Transaction for PgTx<'_> {
 
 /// The import primitives inside the same transaction.
 impl Restore for PgTx<'_> {
+    async fn clear(&mut self) -> Result<(), SqlError> {
+        for statement in crate::common::CLEAR {
+            sqlx::query(&crate::dialect::POSTGRES.render(statement))
+                .execute(&mut *self.0)
+                .await
+                .map_err(db)?;
+        }
+        sqlx::query(&crate::dialect::POSTGRES.render(crate::common::RESET_AUDIT_HEAD))
+            .bind(wgm_core::integrity::AuditHead::genesis().hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn is_empty(&mut self) -> Result<bool, SqlError> {
         let any: bool = sqlx::query_scalar(&crate::dialect::POSTGRES.reads().any_row)
             .fetch_one(&mut *self.0)

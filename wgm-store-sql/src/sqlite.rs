@@ -221,17 +221,20 @@ impl SqliteStore {
 
     common::export_reads!(crate::dialect::SQLITE);
 
-    /// Import a snapshot into this empty database: one write transaction
-    /// (`BEGIN IMMEDIATE`), so nothing shows until all of it commits.
+    /// Import a snapshot into this empty database, or in place of what it holds
+    /// (`mode`): one write transaction (`BEGIN IMMEDIATE`), so nothing shows until all
+    /// of it commits.
     pub(crate) async fn import_snapshot(
         &self,
         snapshot: &wgm_core::store::Snapshot,
+        mode: rules::ImportMode,
     ) -> Result<(), SqlError> {
         retrying!(
             "import_snapshot",
             async {
                 let (_w, mut tx) = self.write().await?;
-                rules::import_snapshot_with_rules(&mut SqliteTx(&mut tx), S, snapshot).await?;
+                rules::import_snapshot_with_rules(&mut SqliteTx(&mut tx), S, snapshot, mode)
+                    .await?;
                 tx.commit().await.map_err(db)
             }
             .await
@@ -966,6 +969,21 @@ impl RulesTransaction for SqliteTx<'_> {
 
 /// The import primitives inside the same `BEGIN IMMEDIATE` transaction.
 impl Restore for SqliteTx<'_> {
+    async fn clear(&mut self) -> Result<(), SqlError> {
+        for statement in crate::common::CLEAR {
+            sqlx::query(&crate::dialect::SQLITE.render(statement))
+                .execute(&mut *self.0)
+                .await
+                .map_err(db)?;
+        }
+        sqlx::query(&crate::dialect::SQLITE.render(crate::common::RESET_AUDIT_HEAD))
+            .bind(wgm_core::integrity::AuditHead::genesis().hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn is_empty(&mut self) -> Result<bool, SqlError> {
         let any: bool = sqlx::query_scalar(&crate::dialect::SQLITE.reads().any_row)
             .fetch_one(&mut *self.0)

@@ -119,6 +119,23 @@ fn backup_and_restore_round_trip() {
     let full = a.fails(&["restore", file_s, "--to", &target], 4);
     assert!(full.contains("not empty"), "{full}");
     assert_eq!(restored.snapshot(), before);
+
+    // Forced: a later backup replaces everything the target holds. A truncated file is
+    // refused first, forced or not, and changes nothing.
+    a.json(&["peer", "add", "office", "late"]);
+    a.json(&["backup", file_s, "--force"]);
+    let cut = a.path("cut.backup");
+    let later = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &later[..later.len() - 1]).unwrap();
+    a.fails(
+        &["restore", cut.to_str().unwrap(), "--to", &target, "--force"],
+        6,
+    );
+    assert_eq!(restored.snapshot(), before);
+    let r = a.json(&["restore", file_s, "--to", &target, "--force"]);
+    assert_eq!(r["replaced"], true, "{r}");
+    assert_eq!(observed(&restored), observed(&a));
+    assert_ne!(restored.snapshot(), before);
 }
 
 #[test]

@@ -1780,6 +1780,70 @@ pub async fn snapshot_round_trip(
         target.export_snapshot().await.map_err(fail)? == before,
         "a refused import changed the target"
     );
+
+    // Forced: a later snapshot of the source replaces everything the target holds, the
+    // target's own audit records since the copy included; the target's manager, which
+    // cached server alpha, answers from the replaced contents. A snapshot that fails its
+    // check changes nothing.
+    m.add_peers(
+        &admin,
+        a.id,
+        vec![NewPeer::new(PeerName::new("tablet").map_err(fail)?)],
+    )
+    .await
+    .map_err(fail)?;
+    m.delete_server(&admin, b.id).await.map_err(fail)?;
+    let later = source.export_snapshot().await.map_err(fail)?;
+    let mut bad = later.clone();
+    bad.version += 1;
+    let e = target.replace_with_snapshot(&bad).await;
+    ensure!(
+        matches!(&e, Err(Error::InvalidInput { field, .. }) if field == "snapshot.version"),
+        "a forced import of a bad snapshot was not refused on its version: {e:?}"
+    );
+    ensure!(
+        target.export_snapshot().await.map_err(fail)? == before,
+        "a refused forced import changed the target"
+    );
+    target.replace_with_snapshot(&later).await.map_err(fail)?;
+    let replaced = target.export_snapshot().await.map_err(fail)?;
+    ensure!(
+        replaced == later,
+        "after a forced import the target's export differs from the snapshot ({} vs {} audit records)",
+        replaced.audit.len(),
+        later.audit.len()
+    );
+    ensure!(
+        m.list_servers(&admin, Page::ALL).await.map_err(fail)?
+            == t.list_servers(&tadmin, Page::ALL).await.map_err(fail)?,
+        "the server listings differ after a forced import"
+    );
+    // (Peer statistics are not revisioned, so the source's manager, which did not write
+    // them, may show older ones: compare with the store.)
+    let stored = source
+        .load_server(a.id)
+        .await
+        .map_err(fail)?
+        .ok_or("server alpha vanished")?;
+    let shown = t.list_peers(&tadmin, a.id).await.map_err(fail)?;
+    ensure!(
+        shown.len() == stored.peers.len()
+            && shown.iter().all(|v| stored
+                .peers
+                .get(&v.id)
+                .is_some_and(|p| p.name == v.name && p.stats == v.stats)),
+        "the target's manager answers with the peers it held before the forced import"
+    );
+    // Replacing with nothing empties the store (the layout stays).
+    target
+        .replace_with_snapshot(&crate::store::Snapshot::empty())
+        .await
+        .map_err(fail)?;
+    ensure!(
+        target.export_snapshot().await.map_err(fail)?.is_empty(),
+        "a forced import of an empty snapshot left something behind"
+    );
+    target.import_snapshot(&later).await.map_err(fail)?;
     // A snapshot of another layout version is refused by the check, naming the field.
     let mut bad = snap.clone();
     bad.version += 1;

@@ -8,7 +8,7 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::rules::{self, Probe, ProbeField, Restore, Transaction, UserClash};
+use super::rules::{self, ImportMode, Probe, ProbeField, Restore, Transaction, UserClash};
 use super::{
     AppliedSnapshot, AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup,
     SealAuditKey, ServerSnapshot, ServerStore, Snapshot, SnapshotStore, Store, SNAPSHOT_VERSION,
@@ -315,6 +315,11 @@ impl Transaction for Inner {
 /// The import primitives over the store's contents; an import runs on an empty copy that
 /// replaces the contents only when it succeeded ([`MemoryStore::import_snapshot`]).
 impl Restore for Inner {
+    async fn clear(&mut self) -> Result<()> {
+        *self = Inner::default();
+        Ok(())
+    }
+
     async fn is_empty(&mut self) -> Result<bool> {
         Ok(self.servers.is_empty()
             && self.revisions.is_empty()
@@ -898,6 +903,22 @@ impl AuditStore for MemoryStore {
     }
 }
 
+/// `snapshot` imported into an empty copy (which the caller swaps in whole, so a failure
+/// leaves the store as it was), its peers indexed.
+fn imported(snapshot: &Snapshot, mode: ImportMode) -> Result<Inner> {
+    let mut fresh = Inner::default();
+    run(rules::import_snapshot_with_rules(
+        &mut fresh, "memory", snapshot, mode,
+    ))?;
+    for (id, st) in &fresh.servers {
+        let idx = fresh.index.entry(*id).or_default();
+        for (pid, p) in &st.peers {
+            index_peer(idx, *pid, p);
+        }
+    }
+    Ok(fresh)
+}
+
 #[async_trait]
 impl SnapshotStore for MemoryStore {
     async fn export_snapshot(&self) -> Result<Snapshot> {
@@ -909,18 +930,16 @@ impl SnapshotStore for MemoryStore {
         if !run(g.is_empty())? {
             return Err(super::not_empty("memory"));
         }
-        // Built on an empty copy and swapped in whole, so a failure leaves nothing.
-        let mut fresh = Inner::default();
-        run(rules::import_snapshot_with_rules(
-            &mut fresh, "memory", snapshot,
-        ))?;
-        for (id, st) in &fresh.servers {
-            let idx = fresh.index.entry(*id).or_default();
-            for (pid, p) in &st.peers {
-                index_peer(idx, *pid, p);
-            }
-        }
-        *g = fresh;
+        *g = imported(snapshot, ImportMode::IntoEmpty)?;
+        Ok(())
+    }
+
+    async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let fresh = imported(snapshot, ImportMode::Replace)?;
+        *self.lock() = fresh;
+        // Heads may have gone back: watchers re-read everything, as after a lost
+        // connection.
+        self.publish(FeedEvent::Missed);
         Ok(())
     }
 }

@@ -491,4 +491,7 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         (**self).import_snapshot(snapshot).await
     }
+    async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        (**self).replace_with_snapshot(snapshot).await
+    }
 }

@@ -823,6 +823,12 @@ async fn check_user_unique<T: Transaction>(tx: &mut T, user: &User) -> Result<()
 /// [`Transaction`]'s, inside the same engine transaction
 /// ([`import_snapshot_with_rules`]).
 pub trait Restore: Transaction {
+    /// Delete everything the store holds — servers, peers, revisions, host state, users,
+    /// roles, tokens, the audit log, its head (back to genesis) and its key — for an
+    /// import that replaces the contents ([`ImportMode::Replace`]). Inside the import's
+    /// transaction, so nothing is gone unless the import commits.
+    fn clear(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
     /// Whether the store holds nothing: no server head, audit record, audit key, user,
     /// role, token, applied revision, lease, report or allocator state (as far as the
     /// engine can tell inside its transaction; its docs say what it checks).
@@ -848,21 +854,39 @@ pub trait Restore: Transaction {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Import `snapshot` into the empty store behind `tx` (the rules of
-/// [`SnapshotStore::import_snapshot`](crate::store::SnapshotStore::import_snapshot)):
-/// check the snapshot, lock the audit tail (the lock every audited writer takes), refuse
-/// a store that holds anything with [`not_empty`](crate::store::not_empty) before the
-/// first write, then write every record as it is. The caller commits the transaction
-/// only on `Ok`.
+/// Whether an import needs an empty store or replaces what the store holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Refuse a store that holds anything
+    /// ([`SnapshotStore::import_snapshot`](crate::store::SnapshotStore::import_snapshot)).
+    IntoEmpty,
+    /// Delete everything first, in the same transaction
+    /// ([`SnapshotStore::replace_with_snapshot`](crate::store::SnapshotStore::replace_with_snapshot)).
+    Replace,
+}
+
+/// Import `snapshot` into the store behind `tx` (the rules of
+/// [`SnapshotStore::import_snapshot`](crate::store::SnapshotStore::import_snapshot) and
+/// [`replace_with_snapshot`](crate::store::SnapshotStore::replace_with_snapshot)):
+/// check the snapshot, lock the audit tail (the lock every audited writer takes), with
+/// [`ImportMode::Replace`] clear the store, refuse a store that holds anything with
+/// [`not_empty`](crate::store::not_empty) before the first write, then write every
+/// record as it is. The caller commits the transaction only on `Ok`.
 pub async fn import_snapshot_with_rules<T: Restore>(
     tx: &mut T,
     store: &'static str,
     snapshot: &crate::store::Snapshot,
+    mode: ImportMode,
 ) -> Result<(), T::Error> {
     snapshot.check()?;
     let (seq, _) = tx.audit_tail().await?;
-    if seq != 0 || tx.audit_key().await?.is_some() || !tx.is_empty().await? {
-        return Err(crate::store::not_empty(store).into());
+    match mode {
+        ImportMode::Replace => tx.clear().await?,
+        ImportMode::IntoEmpty => {
+            if seq != 0 || tx.audit_key().await?.is_some() || !tx.is_empty().await? {
+                return Err(crate::store::not_empty(store).into());
+            }
+        }
     }
     for s in &snapshot.servers {
         if let Some(head) = s.head {

@@ -329,6 +329,18 @@ pub trait SnapshotStore: Send + Sync {
     /// [`Error::Conflict`] ([`not_empty`]) when the store holds anything already;
     /// [`Error::Store`] when the store fails.
     async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+
+    /// Replace everything this store holds with `snapshot`, atomically: afterwards the
+    /// store holds exactly the snapshot, or, on any error, what it held before (a
+    /// restore that is forced over a store in use). Writers that commit meanwhile either
+    /// land before (and are replaced) or after; processes that cache a server notice its
+    /// head changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a snapshot that fails [`Snapshot::check`];
+    /// [`Error::Store`] when the store fails.
+    async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
 }
 
 /// Copy everything `from` holds into `to`, an empty store of any engine: one consistent

@@ -198,7 +198,7 @@ pub enum Command {
     Store(StoreCmd),
     /// Write a backup of the whole store, sealed with the master key, to a file
     Backup(BackupArgs),
-    /// Restore a backup file into an empty store
+    /// Restore a backup file into an empty store (or, with --force, in place of one)
     Restore(RestoreArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
@@ -837,4 +837,8 @@ pub struct RestoreArgs {
     /// The empty store to restore into
     #[arg(long, value_name = "URL")]
     pub to: String,
+    /// Replace everything the target store holds, atomically (stop the agents and
+    /// servers that use it first)
+    #[arg(long)]
+    pub force: bool,
 }

@@ -90,10 +90,15 @@ pub async fn restore(g: &Global, out: Out, a: RestoreArgs) -> CliResult {
     };
     let key = open::existing_master_key(key_source(g), &home)?;
     let bytes = transfer::read_backup(&a.file, MAX_BACKUP)?;
-    let moved = transfer::restore(&bytes, &key, &a.to).await?;
+    let moved = transfer::restore(&bytes, &key, &a.to, a.force).await?;
     let to = to.redacted();
     if out.json {
-        return out.json(&json!({ "file": shown, "to": to, "restored": moved }));
+        return out.json(&json!({
+            "file": shown,
+            "to": to,
+            "replaced": a.force,
+            "restored": moved
+        }));
     }
     show(out, &[("file", shown), ("to", to)], &moved)
 }
