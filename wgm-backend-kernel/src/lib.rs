@@ -14,7 +14,12 @@
 //!   peers' delegated prefixes. It works on any link: a kernel WireGuard device, or the
 //!   TUN device wireguard-go creates (`wgm-backend-userspace`).
 //!
-//! Not here yet: the nftables firewall.
+//! - [`NftFirewall`], `wgm_core`'s `FirewallBackend` on nftables: one `inet wgm` table
+//!   (both families) that wgm owns; per interface static chains, sets and maps, and per
+//!   peer only set and map elements and named quota and limit objects, so that one
+//!   peer's change never resets another's counters or quota. Each delta is one atomic
+//!   `nft -j -f -` batch (an argv, never a shell); listings are read leniently, only
+//!   from wgm's table. Not wired into the manager's apply yet.
 //!
 //! ## Key material
 //! Private and preshared keys travel in `WG_CMD_SET_DEVICE` requests and come back in
@@ -78,10 +83,12 @@ mod codec;
 mod error;
 mod genl;
 mod network;
+mod nft;
 mod plan;
 mod socket;
 pub mod wire;
 mod wireguard;
 
 pub use network::{KernelNetwork, DEFAULT_ROUTE_PROTOCOL};
+pub use nft::NftFirewall;
 pub use wireguard::KernelWireGuard;

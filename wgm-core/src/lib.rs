@@ -37,6 +37,7 @@ pub mod error;
 pub mod keys;
 pub mod names;
 pub mod net;
+pub mod policy;
 
 pub mod ipam;
 pub mod wgquick;

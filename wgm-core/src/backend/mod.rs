@@ -58,6 +58,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod firewall;
 mod memory;
 mod semantics;
 
@@ -75,6 +76,7 @@ use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::names::InterfaceName;
 use crate::{Error, Result};
 
+pub use firewall::{FirewallBackend, MemoryFirewall};
 pub use memory::{Fault, MemoryNetwork, MemoryWireGuard, Operation};
 
 /// The MTU a new WireGuard link gets when none is set (that of `ip link add type

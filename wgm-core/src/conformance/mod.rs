@@ -2,4 +2,5 @@
 
 pub mod backend;
 pub mod feed;
+pub mod firewall;
 pub mod store;

@@ -1,0 +1,709 @@
+//! Names and JSON (libnftables schema) of wgm's nftables objects: the static part of a
+//! server, its per-peer elements and objects, and the batch of a delta.
+//!
+//! Rule expressions are written exactly as `nft -j list` prints them back, so a read can
+//! compare what it finds with what would be written (see `read.rs`).
+
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+use wgm_core::backend::firewall::{
+    peer_tag, Element, FirewallDelta, ObjectKind, PeerObject, PeerSet,
+};
+use wgm_core::keys::PublicKey;
+use wgm_core::names::InterfaceName;
+use wgm_core::policy::{FilterRule, Proto, ServerPolicy, Verdict};
+
+/// The one table wgm owns.
+pub(crate) const TABLE: &str = "wgm";
+/// Its family: both IPv4 and IPv6.
+pub(crate) const FAMILY: &str = "inet";
+/// The prefix of the comment of the first rule of a server's forward chain, followed by
+/// the policy the static part was written for.
+pub(crate) const POLICY_COMMENT: &str = "wgm v1";
+/// The prefix of the comment of the last rule of a peer's allow chain, followed by the
+/// peer's key.
+pub(crate) const CHAIN_END_COMMENT: &str = "wgm end";
+
+/// The address family of a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    pub(crate) const BOTH: [Fam; 2] = [Fam::V4, Fam::V6];
+
+    pub(crate) fn of(net: &IpNet) -> Fam {
+        match net {
+            IpNet::V4(_) => Fam::V4,
+            IpNet::V6(_) => Fam::V6,
+        }
+    }
+
+    fn digit(self) -> &'static str {
+        match self {
+            Fam::V4 => "4",
+            Fam::V6 => "6",
+        }
+    }
+
+    /// The payload protocol of the family (`ip`, `ip6`).
+    fn proto(self) -> &'static str {
+        match self {
+            Fam::V4 => "ip",
+            Fam::V6 => "ip6",
+        }
+    }
+
+    /// The set key type.
+    pub(crate) fn addr_type(self) -> &'static str {
+        match self {
+            Fam::V4 => "ipv4_addr",
+            Fam::V6 => "ipv6_addr",
+        }
+    }
+}
+
+/// The name prefix of a set.
+fn set_prefix(set: PeerSet) -> &'static str {
+    match set {
+        PeerSet::Peers => "peers",
+        PeerSet::Up => "up",
+        PeerSet::Down => "dn",
+        PeerSet::Dropped => "x",
+        PeerSet::QuotaDrop => "qd",
+        PeerSet::QuotaReport => "qr",
+        PeerSet::LimitUp => "lu",
+        PeerSet::LimitDown => "ld",
+        PeerSet::Allow => "acl",
+    }
+}
+
+/// `up4_wg0`: the set `set` of family `fam` of the server `iface`.
+pub(crate) fn set_name(set: PeerSet, fam: Fam, iface: &InterfaceName) -> String {
+    format!("{}{}_{iface}", set_prefix(set), fam.digit())
+}
+
+/// What a set holds: `None` for a plain set, else the map's data type.
+pub(crate) fn set_data(set: PeerSet) -> Option<&'static str> {
+    match set {
+        PeerSet::QuotaDrop | PeerSet::QuotaReport => Some("quota"),
+        PeerSet::LimitUp | PeerSet::LimitDown => Some("limit"),
+        PeerSet::Allow => Some("verdict"),
+        PeerSet::Peers | PeerSet::Up | PeerSet::Down | PeerSet::Dropped => None,
+    }
+}
+
+/// Whether the set's elements carry counters.
+pub(crate) fn set_counts(set: PeerSet) -> bool {
+    matches!(set, PeerSet::Up | PeerSet::Down | PeerSet::Dropped)
+}
+
+/// The static chains of a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StaticChain {
+    /// Base chain, hook forward.
+    Forward,
+    /// Base chain, hook postrouting (nat).
+    Nat,
+    /// From the peers.
+    Up,
+    /// To the peers.
+    Down,
+    /// Counts a drop from a peer, then drops.
+    DropUp,
+    /// Counts a drop to a peer, then drops.
+    DropDown,
+}
+
+impl StaticChain {
+    pub(crate) const ALL: [StaticChain; 6] = [
+        StaticChain::Forward,
+        StaticChain::Nat,
+        StaticChain::Up,
+        StaticChain::Down,
+        StaticChain::DropUp,
+        StaticChain::DropDown,
+    ];
+
+    pub(crate) fn name(self, iface: &InterfaceName) -> String {
+        let prefix = match self {
+            StaticChain::Forward => "fwd",
+            StaticChain::Nat => "nat",
+            StaticChain::Up => "up",
+            StaticChain::Down => "dn",
+            StaticChain::DropUp => "xup",
+            StaticChain::DropDown => "xdn",
+        };
+        format!("{prefix}_{iface}")
+    }
+
+    /// `(type, hook, priority)` of a base chain.
+    pub(crate) fn hook(self) -> Option<(&'static str, &'static str, i64)> {
+        match self {
+            StaticChain::Forward => Some(("filter", "forward", 0)),
+            StaticChain::Nat => Some(("nat", "postrouting", 100)),
+            _ => None,
+        }
+    }
+}
+
+/// `q_<tag>`, `lu_<tag>`, `ld_<tag>`, `p_<tag>`.
+pub(crate) fn object_name(kind: ObjectKind, iface: &InterfaceName, key: &PublicKey) -> String {
+    let prefix = match kind {
+        ObjectKind::Quota => "q",
+        ObjectKind::LimitUp => "lu",
+        ObjectKind::LimitDown => "ld",
+        ObjectKind::Chain => "p",
+    };
+    format!("{prefix}_{}", peer_tag(iface, key))
+}
+
+/// The comment of a peer's limit objects: the interface and the key.
+pub(crate) fn owner_comment(iface: &InterfaceName, key: &PublicKey) -> String {
+    format!("{iface} {key}")
+}
+
+/// The comment of the policy rule: `wgm v1 fwd=1 p2p=0 def=allow m4=eth0 m6=-`.
+pub(crate) fn policy_comment(p: &ServerPolicy) -> String {
+    let iface = |i: &Option<InterfaceName>| i.as_ref().map_or("-".to_owned(), ToString::to_string);
+    format!(
+        "{POLICY_COMMENT} fwd={} p2p={} def={} m4={} m6={}",
+        u8::from(p.forwarding),
+        u8::from(p.peer_to_peer),
+        p.default_verdict,
+        iface(&p.masquerade4),
+        iface(&p.masquerade6),
+    )
+}
+
+/// The policy a policy rule's comment records, if it is one.
+pub(crate) fn parse_policy_comment(s: &str) -> Option<ServerPolicy> {
+    let rest = s.strip_prefix(POLICY_COMMENT)?.strip_prefix(' ')?;
+    let mut p = ServerPolicy::default();
+    let mut seen = 0;
+    for part in rest.split(' ') {
+        let (k, v) = part.split_once('=')?;
+        let iface = |v: &str| -> Option<Option<InterfaceName>> {
+            if v == "-" {
+                Some(None)
+            } else {
+                InterfaceName::new(v).ok().map(Some)
+            }
+        };
+        match k {
+            "fwd" => p.forwarding = v == "1",
+            "p2p" => p.peer_to_peer = v == "1",
+            "def" => p.default_verdict = Verdict::parse(v, "def").ok()?,
+            "m4" => p.masquerade4 = iface(v)?,
+            "m6" => p.masquerade6 = iface(v)?,
+            _ => return None,
+        }
+        seen += 1;
+    }
+    (seen == 5 && policy_comment(&p) == s).then_some(p)
+}
+
+// ---------------------------------------------------------------------------------------
+// Expressions
+// ---------------------------------------------------------------------------------------
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn eq(left: Value, right: Value) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("op".into(), Value::String("==".into()));
+    m.insert("left".into(), left);
+    m.insert("right".into(), right);
+    object("match", Value::Object(m))
+}
+
+/// `{key: value}`, moving `value` in (`json!` would clone it).
+fn object(key: &str, value: Value) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(key.to_owned(), value);
+    Value::Object(m)
+}
+
+fn jump(target: &str) -> Value {
+    json!({"jump": {"target": target}})
+}
+
+fn accept() -> Value {
+    json!({"accept": null})
+}
+
+fn drop() -> Value {
+    json!({"drop": null})
+}
+
+fn set_ref(name: &str) -> Value {
+    Value::String(format!("@{name}"))
+}
+
+/// `ip saddr` / `ip6 daddr`.
+fn addr(fam: Fam, field: &str) -> Value {
+    payload(fam.proto(), field)
+}
+
+/// An address or network as `nft -j` prints it: a host as the bare address.
+pub(crate) fn net_value(net: &IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        Value::String(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+/// A rule: its expressions and optional comment.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Rule {
+    pub(crate) expr: Vec<Value>,
+    pub(crate) comment: Option<String>,
+}
+
+fn rule(expr: Vec<Value>) -> Rule {
+    Rule {
+        expr,
+        comment: None,
+    }
+}
+
+/// The rules of a static chain of `iface` under `policy`.
+pub(crate) fn static_rules(
+    chain: StaticChain,
+    iface: &InterfaceName,
+    policy: &ServerPolicy,
+) -> Vec<Rule> {
+    let name = iface.as_str();
+    let up = StaticChain::Up.name(iface);
+    let dn = StaticChain::Down.name(iface);
+    let xup = StaticChain::DropUp.name(iface);
+    let xdn = StaticChain::DropDown.name(iface);
+    let set = |s: PeerSet, f: Fam| set_name(s, f, iface);
+    let established = || {
+        rule(vec![
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
+            accept(),
+        ])
+    };
+    let verdict = |v: Verdict, drop_chain: &str| match v {
+        Verdict::Allow => accept(),
+        Verdict::Deny => jump(drop_chain),
+    };
+    let mut out = Vec::new();
+    match chain {
+        StaticChain::Forward => {
+            out.push(Rule {
+                expr: vec![eq(meta("iifname"), json!(name)), jump(&up)],
+                comment: Some(policy_comment(policy)),
+            });
+            out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&dn)]));
+        }
+        StaticChain::Nat => {
+            for (fam, out_if) in [
+                (Fam::V4, &policy.masquerade4),
+                (Fam::V6, &policy.masquerade6),
+            ] {
+                if let Some(out_if) = out_if {
+                    out.push(rule(vec![
+                        eq(meta("oifname"), json!(out_if.as_str())),
+                        eq(addr(fam, "saddr"), set_ref(&set(PeerSet::Peers, fam))),
+                        json!({"masquerade": null}),
+                    ]));
+                }
+            }
+        }
+        StaticChain::Up | StaticChain::Down => {
+            let (field, count, limit, drop_chain) = if chain == StaticChain::Up {
+                ("saddr", PeerSet::Up, PeerSet::LimitUp, &xup)
+            } else {
+                ("daddr", PeerSet::Down, PeerSet::LimitDown, &xdn)
+            };
+            for fam in Fam::BOTH {
+                out.push(rule(vec![eq(addr(fam, field), set_ref(&set(count, fam)))]));
+            }
+            for fam in Fam::BOTH {
+                out.push(rule(vec![
+                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaDrop, fam))}}}),
+                    jump(drop_chain),
+                ]));
+            }
+            for fam in Fam::BOTH {
+                out.push(rule(vec![
+                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaReport, fam))}}}),
+                ]));
+            }
+            for fam in Fam::BOTH {
+                out.push(rule(vec![
+                    json!({"limit": {"map": {"key": addr(fam, field), "data": set_ref(&set(limit, fam))}}}),
+                    jump(drop_chain),
+                ]));
+            }
+            if chain == StaticChain::Up {
+                let p2p = if policy.peer_to_peer {
+                    accept()
+                } else {
+                    jump(&xup)
+                };
+                out.push(rule(vec![eq(meta("oifname"), json!(name)), p2p]));
+            }
+            if !policy.forwarding {
+                out.push(rule(vec![jump(drop_chain)]));
+            }
+            out.push(established());
+            if chain == StaticChain::Up {
+                for fam in Fam::BOTH {
+                    out.push(rule(vec![
+                        json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam))}}),
+                    ]));
+                }
+            }
+            out.push(rule(vec![verdict(policy.default_verdict, drop_chain)]));
+        }
+        StaticChain::DropUp | StaticChain::DropDown => {
+            let field = if chain == StaticChain::DropUp {
+                "saddr"
+            } else {
+                "daddr"
+            };
+            for fam in Fam::BOTH {
+                out.push(rule(vec![eq(
+                    addr(fam, field),
+                    set_ref(&set(PeerSet::Dropped, fam)),
+                )]));
+            }
+            out.push(rule(vec![drop()]));
+        }
+    }
+    out
+}
+
+/// The rules of a peer's allow chain: one per destination, then count and drop.
+pub(crate) fn chain_rules(
+    iface: &InterfaceName,
+    key: &PublicKey,
+    rules: &[FilterRule],
+) -> Vec<Rule> {
+    let mut out: Vec<Rule> = rules
+        .iter()
+        .map(|r| Rule {
+            expr: filter_expr(r),
+            comment: Some(r.to_string()),
+        })
+        .collect();
+    out.push(Rule {
+        expr: vec![jump(&StaticChain::DropUp.name(iface))],
+        comment: Some(format!("{CHAIN_END_COMMENT} {key}")),
+    });
+    out
+}
+
+fn filter_expr(r: &FilterRule) -> Vec<Value> {
+    let fam = Fam::of(&r.dst);
+    let mut expr = vec![eq(addr(fam, "daddr"), net_value(&r.dst))];
+    match (r.proto, r.ports) {
+        (None, _) => {}
+        (Some(Proto::Icmp), _) => {
+            let word = if fam == Fam::V4 { "icmp" } else { "ipv6-icmp" };
+            expr.push(eq(meta("l4proto"), json!(word)));
+        }
+        (Some(p), None) => expr.push(eq(meta("l4proto"), json!(p.as_str()))),
+        (Some(p), Some(ports)) => {
+            let right = if ports.first() == ports.last() {
+                json!(ports.first())
+            } else {
+                json!({"range": [ports.first(), ports.last()]})
+            };
+            expr.push(eq(payload(p.as_str(), "dport"), right));
+        }
+    }
+    expr.push(accept());
+    expr
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------
+
+fn base() -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("family".into(), json!(FAMILY));
+    m.insert("table".into(), json!(TABLE));
+    m
+}
+
+fn with(mut m: serde_json::Map<String, Value>, fields: Value) -> Value {
+    if let Value::Object(extra) = fields {
+        m.extend(extra);
+    }
+    Value::Object(m)
+}
+
+fn cmd(verb: &str, kind: &str, body: Value) -> Value {
+    object(verb, object(kind, body))
+}
+
+fn chain_cmd(verb: &str, name: &str) -> Value {
+    cmd(verb, "chain", with(base(), json!({"name": name})))
+}
+
+fn rule_cmd(chain: &str, r: &Rule) -> Value {
+    let mut body = with(base(), json!({"chain": chain, "expr": r.expr}));
+    if let (Some(c), Value::Object(m)) = (&r.comment, &mut body) {
+        m.insert("comment".into(), json!(c));
+    }
+    cmd("add", "rule", body)
+}
+
+/// A set or map's definition.
+pub(crate) fn set_definition(
+    set: PeerSet,
+    fam: Fam,
+    iface: &InterfaceName,
+) -> (&'static str, Value) {
+    let name = set_name(set, fam, iface);
+    match set_data(set) {
+        Some(data) => (
+            "map",
+            with(
+                base(),
+                json!({"name": name, "type": fam.addr_type(), "map": data}),
+            ),
+        ),
+        None if set_counts(set) => (
+            "set",
+            with(
+                base(),
+                json!({"name": name, "type": fam.addr_type(), "stmt": [{"counter": null}]}),
+            ),
+        ),
+        None => (
+            "set",
+            with(base(), json!({"name": name, "type": fam.addr_type()})),
+        ),
+    }
+}
+
+/// The commands that write the static part of `iface` for `policy`: the table, every set
+/// and map (a no-op where they exist, so their elements stay), the base chains deleted and
+/// made again (a hook or priority changed by hand cannot be updated), the regular chains
+/// flushed, and every rule.
+pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
+    out.push(cmd(
+        "add",
+        "table",
+        json!({"family": FAMILY, "name": TABLE}),
+    ));
+    for set in PeerSet::ALL {
+        for fam in Fam::BOTH {
+            let (kind, def) = set_definition(set, fam, iface);
+            out.push(cmd("add", kind, def));
+        }
+    }
+    for chain in StaticChain::ALL {
+        let name = chain.name(iface);
+        // `add` of an existing chain (base or not) without a hook is a no-op; so this
+        // creates what is missing and then clears or recreates it.
+        out.push(chain_cmd("add", &name));
+        if let Some((kind, hook, prio)) = chain.hook() {
+            out.push(chain_cmd("delete", &name));
+            out.push(cmd(
+                "add",
+                "chain",
+                with(
+                    base(),
+                    json!({"name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}),
+                ),
+            ));
+        } else {
+            out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
+        }
+    }
+    for chain in StaticChain::ALL {
+        let name = chain.name(iface);
+        for r in static_rules(chain, iface, policy) {
+            out.push(rule_cmd(&name, &r));
+        }
+    }
+}
+
+fn element_value(iface: &InterfaceName, key: &PublicKey, e: &Element) -> Value {
+    let address = Value::String(e.address.addr().to_string());
+    match e.set {
+        PeerSet::Peers | PeerSet::Up | PeerSet::Down | PeerSet::Dropped => {
+            json!({"elem": {"val": address, "comment": key.to_base64()}})
+        }
+        PeerSet::QuotaDrop | PeerSet::QuotaReport => {
+            json!([address, object_name(ObjectKind::Quota, iface, key)])
+        }
+        PeerSet::LimitUp => json!([address, object_name(ObjectKind::LimitUp, iface, key)]),
+        PeerSet::LimitDown => json!([address, object_name(ObjectKind::LimitDown, iface, key)]),
+        PeerSet::Allow => json!([address, jump(&object_name(ObjectKind::Chain, iface, key))]),
+    }
+}
+
+/// Group elements by set into one command per set.
+fn element_commands(
+    verb: &str,
+    iface: &InterfaceName,
+    elems: &[(Element, Value)],
+    out: &mut Vec<Value>,
+) {
+    let mut by_set: std::collections::BTreeMap<String, Vec<Value>> =
+        std::collections::BTreeMap::new();
+    for (e, v) in elems {
+        by_set
+            .entry(set_name(e.set, Fam::of(&e.address), iface))
+            .or_default()
+            .push(v.clone());
+    }
+    for (name, elem) in by_set {
+        out.push(cmd(
+            verb,
+            "element",
+            with(base(), json!({"name": name, "elem": elem})),
+        ));
+    }
+}
+
+/// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`).
+pub(crate) fn delta_commands(iface: &InterfaceName, delta: &FirewallDelta) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(policy) = &delta.server {
+        static_commands(iface, policy, &mut out);
+    }
+    // Phase 1: removed elements (the key alone identifies an element).
+    let mut removed: Vec<(Element, Value)> = delta
+        .remove_stray
+        .iter()
+        .map(|e| (*e, Value::String(e.address.addr().to_string())))
+        .collect();
+    for change in &delta.peers {
+        removed.extend(
+            change
+                .remove_elements
+                .iter()
+                .map(|e| (*e, Value::String(e.address.addr().to_string()))),
+        );
+    }
+    element_commands("delete", iface, &removed, &mut out);
+    // Phase 2: removed objects.
+    for change in &delta.peers {
+        for kind in &change.remove_objects {
+            let name = object_name(*kind, iface, &change.key);
+            let what = match kind {
+                ObjectKind::Quota => "quota",
+                ObjectKind::LimitUp | ObjectKind::LimitDown => "limit",
+                ObjectKind::Chain => "chain",
+            };
+            out.push(cmd("delete", what, with(base(), json!({"name": name}))));
+        }
+    }
+    // Phase 3: put objects.
+    for change in &delta.peers {
+        for object in &change.put_objects {
+            let name = object_name(object.kind(), iface, &change.key);
+            match object {
+                PeerObject::Quota {
+                    bytes,
+                    used,
+                    window,
+                } => out.push(cmd(
+                    "add",
+                    "quota",
+                    with(
+                        base(),
+                        // The kernel refuses used bytes above the size (EINVAL), even
+                        // on an update, which ignores them.
+                        json!({"name": name, "bytes": bytes, "used": (*used).min(*bytes), "inv": true,
+                               "comment": format!("{} {window}", owner_comment(iface, &change.key))}),
+                    ),
+                )),
+                PeerObject::LimitUp(rate) | PeerObject::LimitDown(rate) => out.push(cmd(
+                    "add",
+                    "limit",
+                    with(
+                        base(),
+                        json!({"name": name, "rate": rate, "per": "second", "rate_unit": "bytes",
+                               "inv": true, "comment": owner_comment(iface, &change.key)}),
+                    ),
+                )),
+                PeerObject::Chain(rules) => {
+                    out.push(chain_cmd("add", &name));
+                    out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
+                    for r in chain_rules(iface, &change.key, rules) {
+                        out.push(rule_cmd(&name, &r));
+                    }
+                }
+            }
+        }
+    }
+    // Phase 4: added elements.
+    let mut added = Vec::new();
+    for change in &delta.peers {
+        for e in &change.add_elements {
+            added.push((*e, element_value(iface, &change.key, e)));
+        }
+    }
+    element_commands("add", iface, &added, &mut out);
+    out
+}
+
+/// A batch document.
+pub(crate) fn batch(commands: Vec<Value>) -> Value {
+    object("nftables", Value::Array(commands))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_comments_round_trip() {
+        let p = ServerPolicy {
+            forwarding: false,
+            masquerade4: Some(InterfaceName::new("eth0").unwrap()),
+            masquerade6: None,
+            peer_to_peer: true,
+            default_verdict: Verdict::Deny,
+        };
+        let c = policy_comment(&p);
+        assert_eq!(c, "wgm v1 fwd=0 p2p=1 def=deny m4=eth0 m6=-");
+        assert_eq!(parse_policy_comment(&c), Some(p));
+        assert!(c.len() < 128);
+        assert_eq!(parse_policy_comment("wgm v1 fwd=0"), None);
+        assert_eq!(parse_policy_comment("something else"), None);
+    }
+
+    #[test]
+    fn names_fit_and_differ() {
+        let iface = InterfaceName::new("wg-office.1=+").unwrap();
+        let key = wgm_core::keys::PrivateKey::generate().public_key();
+        for kind in [
+            ObjectKind::Quota,
+            ObjectKind::LimitUp,
+            ObjectKind::LimitDown,
+            ObjectKind::Chain,
+        ] {
+            assert!(object_name(kind, &iface, &key).len() <= 32);
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for set in PeerSet::ALL {
+            for fam in Fam::BOTH {
+                assert!(names.insert(set_name(set, fam, &iface)));
+            }
+        }
+        for chain in StaticChain::ALL {
+            assert!(names.insert(chain.name(&iface)));
+        }
+    }
+}
