@@ -984,12 +984,25 @@ impl Restore for RedisTx<'_> {
         Ok(true)
     }
 
-    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), RedisError> {
-        self.zadd(
-            self.keys.revisions(r.server_id),
-            r.revision.0,
-            to_json("revision", r)?,
-        );
+    async fn insert_revisions(&mut self, records: &[RevisionRecord]) -> Result<(), RedisError> {
+        for r in records {
+            self.zadd(
+                self.keys.revisions(r.server_id),
+                r.revision.0,
+                to_json("revision", r)?,
+            );
+        }
+        Ok(())
+    }
+
+    async fn insert_audit(&mut self, records: &[AuditRecord]) -> Result<(), RedisError> {
+        for record in records {
+            self.zadd(
+                self.keys.audit(),
+                record.seq,
+                to_json("audit record", record)?,
+            );
+        }
         Ok(())
     }
 

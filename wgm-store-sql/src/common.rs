@@ -351,6 +351,45 @@ pub(crate) const CLEAR: &[&str] = &[
     "DELETE FROM {wgm.}audit_key",
 ];
 
+/// Rows per statement of a restore's multi-row inserts (at most 8 columns: far below
+/// both engines' limits on parameters).
+pub(crate) const RESTORE_CHUNK: usize = 500;
+
+/// `INSERT INTO {wgm.}TABLE (COLUMNS) VALUES (…), …` for `rows` rows, one placeholder
+/// per entry of `casts`, each followed by its PostgreSQL-only cast (`""` for none); in
+/// the template syntax of `dialect.rs`.
+pub(crate) fn insert_rows(table: &str, columns: &str, casts: &[&str], rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!("INSERT INTO {{wgm.}}{table} ({columns}) VALUES ");
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for (i, cast) in casts.iter().enumerate() {
+            n += 1;
+            let sep = if i == 0 { "" } else { ", " };
+            if cast.is_empty() {
+                let _ = write!(sql, "{sep}${n}");
+            } else {
+                let _ = write!(sql, "{sep}${n}{{{cast}}}");
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The columns of `revisions` a restore writes, and their PostgreSQL casts.
+pub(crate) const REVISION_COLUMNS: (&str, &[&str]) = (
+    "server_id, revision, at_ns, author, summary, body",
+    &["", "", "", "", "", "::jsonb"],
+);
+
+/// The columns of `audit` a restore writes, and their PostgreSQL casts.
+pub(crate) const AUDIT_COLUMNS: (&str, &[&str]) = (
+    "seq, at_ns, actor, server_id, object, body, prev_hash, hash",
+    &["", "", "", "", "", "::json", "", ""],
+);
+
 /// The audit head of an empty log (`$1`: the genesis hash), after [`CLEAR`].
 pub(crate) const RESET_AUDIT_HEAD: &str =
     "UPDATE {wgm.}audit_head SET seq = 0, hash = $1 WHERE id = 1";
@@ -1140,3 +1179,27 @@ macro_rules! tx_reads {
     };
 }
 pub(crate) use tx_reads;
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_inserts_number_every_placeholder() {
+        let sql = insert_rows("t", "a, b", &["", "::jsonb"], 2);
+        assert_eq!(
+            sql,
+            "INSERT INTO {wgm.}t (a, b) VALUES ($1, $2{::jsonb}), ($3, $4{::jsonb})"
+        );
+        #[cfg(feature = "sqlite")]
+        assert_eq!(
+            crate::dialect::SQLITE.render(&sql),
+            "INSERT INTO t (a, b) VALUES (?1, ?2), (?3, ?4)"
+        );
+        #[cfg(feature = "postgres")]
+        assert_eq!(
+            crate::dialect::POSTGRES.render(&sql),
+            "INSERT INTO wgm.t (a, b) VALUES ($1, $2::jsonb), ($3, $4::jsonb)"
+        );
+    }
+}

@@ -1102,20 +1102,53 @@ impl Restore for PgTx<'_> {
         Ok(!any)
     }
 
-    async fn insert_revision(&mut self, r: &RevisionRecord) -> Result<(), SqlError> {
-        sqlx::query(
-            "INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        )
-        .bind(r.server_id.0)
-        .bind(int(r.revision.0))
-        .bind(ns(r.at))
-        .bind(&r.author.label)
-        .bind(&r.summary)
-        .bind(to_json(S, "revision", r)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db)?;
+    async fn insert_revisions(&mut self, records: &[RevisionRecord]) -> Result<(), SqlError> {
+        let (columns, casts) = crate::common::REVISION_COLUMNS;
+        for chunk in records.chunks(crate::common::RESTORE_CHUNK) {
+            let sql = crate::dialect::POSTGRES.render(&crate::common::insert_rows(
+                "revisions",
+                columns,
+                casts,
+                chunk.len(),
+            ));
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.server_id.0)
+                    .bind(int(r.revision.0))
+                    .bind(ns(r.at))
+                    .bind(&r.author.label)
+                    .bind(&r.summary)
+                    .bind(to_json(S, "revision", r)?);
+            }
+            q.execute(&mut *self.0).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_audit(&mut self, records: &[AuditRecord]) -> Result<(), SqlError> {
+        let (columns, casts) = crate::common::AUDIT_COLUMNS;
+        for chunk in records.chunks(crate::common::RESTORE_CHUNK) {
+            let sql = crate::dialect::POSTGRES.render(&crate::common::insert_rows(
+                "audit",
+                columns,
+                casts,
+                chunk.len(),
+            ));
+            let mut q = sqlx::query(&sql);
+            for rec in chunk {
+                q = q
+                    .bind(int(rec.seq))
+                    .bind(ns(rec.entry.at))
+                    .bind(&rec.entry.actor.label)
+                    .bind(rec.entry.server_id.map(|s| s.0))
+                    .bind(&rec.entry.object)
+                    .bind(to_json(S, "audit entry", &rec.entry)?)
+                    .bind(&rec.prev_hash)
+                    .bind(&rec.hash);
+            }
+            q.execute(&mut *self.0).await.map_err(db)?;
+        }
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 //!     10     4  schema version: the snapshot layout, big-endian (SNAPSHOT_VERSION)
 //!     14     8  the sealing master key's id (its non-secret fingerprint)
 //!     22    24  nonce
-//!     46     …  XChaCha20-Poly1305 ciphertext of the snapshot's JSON, with its 16-byte tag
+//!     46     …  XChaCha20-Poly1305 ciphertext of the snapshot's JSON, raw-deflate
+//!               compressed (format 2; format 1, which this build still reads, did
+//!               not compress), with its 16-byte tag
 //! ```
 //!
 //! The header (the first 46 bytes) is plain, so a reader can tell what a file is and
@@ -17,6 +19,13 @@
 //! (HMAC-SHA256 under the master key of `wgm backup v1`), so it is never the key that seals
 //! the store's secrets. Sealed values inside the snapshot stay sealed: a backup opens
 //! with the master key, and the store it restores needs the same master key.
+//!
+//! The JSON is compressed before it is sealed because revision bodies repeat whole peers
+//! (before and after each change): a 10 000-peer, 50 000-revision store shrinks several
+//! times over. Compressing before encrypting leaks nothing here: the only secrets inside
+//! are already sealed (incompressible ciphertext), and the body is authenticated before
+//! it is decompressed, so only the holder of the master key can make a file that
+//! decompresses at all; its decompressed size is bounded anyway ([`MAX_SNAPSHOT_JSON`]).
 //! Only encoding and decoding live here; writing the bytes to a file is the caller's.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -33,8 +42,12 @@ use crate::{Error, Result};
 
 /// The first bytes of every backup file.
 pub const BACKUP_MAGIC: &[u8; 8] = b"WGMBACK\n";
-/// The version of the file format this build writes and reads.
-pub const BACKUP_FORMAT_VERSION: u16 = 1;
+/// The version of the file format this build writes (it also reads version 1).
+pub const BACKUP_FORMAT_VERSION: u16 = 2;
+/// The oldest file format version this build reads (uncompressed JSON).
+const FIRST_FORMAT_VERSION: u16 = 1;
+/// The largest snapshot JSON a backup may decompress to (16 GiB).
+pub const MAX_SNAPSHOT_JSON: u64 = 16 << 30;
 
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -70,6 +83,43 @@ fn cipher(key: &MasterKey) -> Result<XChaCha20Poly1305> {
     Ok(XChaCha20Poly1305::new(Key::from_slice(&derived[..])))
 }
 
+/// The snapshot's JSON, raw-deflate compressed as it is written (the whole JSON is never
+/// held at once).
+fn compress(snapshot: &Snapshot) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    let z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    // serde_json writes in small pieces; the encoder is fast only on large ones.
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, z);
+    serde_json::to_writer(&mut w, snapshot)
+        .map_err(|_| Error::invalid("snapshot", "must encode as JSON"))?;
+    w.flush()
+        .map_err(|_| Error::invalid("snapshot", "must compress"))?;
+    w.into_inner()
+        .map_err(|_| Error::invalid("snapshot", "must compress"))?
+        .finish()
+        .map_err(|_| Error::invalid("snapshot", "must compress"))
+}
+
+/// The JSON inside a body of format `version`, at most [`MAX_SNAPSHOT_JSON`] bytes.
+fn decompress(version: u16, body: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read as _;
+    if version == FIRST_FORMAT_VERSION {
+        return Ok(Zeroizing::new(body.to_vec()));
+    }
+    let mut json = Zeroizing::new(Vec::new());
+    flate2::read::DeflateDecoder::new(body)
+        .take(MAX_SNAPSHOT_JSON + 1)
+        .read_to_end(&mut json)
+        .map_err(|_| Error::invalid("backup.snapshot", "must decompress"))?;
+    if json.len() as u64 > MAX_SNAPSHOT_JSON {
+        return Err(Error::invalid(
+            "backup.snapshot",
+            "decompresses to more than the largest snapshot read (16 GiB)",
+        ));
+    }
+    Ok(json)
+}
+
 fn key_id_bytes(key: &MasterKey) -> Result<[u8; 8]> {
     let mut id = [0u8; 8];
     hex::decode_to_slice(key.key_id().to_string(), &mut id)
@@ -91,23 +141,25 @@ fn key_id_bytes(key: &MasterKey) -> Result<[u8; 8]> {
 /// ```
 pub fn encode(snapshot: &Snapshot, key: &MasterKey) -> Result<Vec<u8>> {
     snapshot.check()?;
-    let plain = Zeroizing::new(
-        serde_json::to_vec(snapshot)
-            .map_err(|_| Error::invalid("snapshot", "must encode as JSON"))?,
-    );
+    let plain = Zeroizing::new(compress(snapshot)?);
+    seal(&plain, BACKUP_FORMAT_VERSION, snapshot.version, key)
+}
+
+/// A backup file of format `format` around the body `plain`.
+fn seal(plain: &[u8], format: u16, schema: u32, key: &MasterKey) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
     let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
     out.extend_from_slice(BACKUP_MAGIC);
-    out.extend_from_slice(&BACKUP_FORMAT_VERSION.to_be_bytes());
-    out.extend_from_slice(&snapshot.version.to_be_bytes());
+    out.extend_from_slice(&format.to_be_bytes());
+    out.extend_from_slice(&schema.to_be_bytes());
     out.extend_from_slice(&key_id_bytes(key)?);
     out.extend_from_slice(&nonce);
     let sealed = cipher(key)?
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
-                msg: &plain,
+                msg: plain,
                 aad: &out[..HEADER_LEN],
             },
         )
@@ -137,7 +189,7 @@ pub fn inspect(bytes: &[u8]) -> Result<BackupHeader> {
         ));
     }
     let format_version = u16::from_be_bytes([bytes[8], bytes[9]]);
-    if format_version != BACKUP_FORMAT_VERSION {
+    if !(FIRST_FORMAT_VERSION..=BACKUP_FORMAT_VERSION).contains(&format_version) {
         return Err(Error::invalid(
             "backup.format_version",
             "must be a backup format version this build reads",
@@ -186,7 +238,8 @@ pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Snapshot> {
             )
             .map_err(|_| Error::sealed("the backup does not open: it was altered or truncated"))?,
     );
-    let snapshot: Snapshot = serde_json::from_slice(&plain)
+    let json = decompress(header.format_version, &plain)?;
+    let snapshot: Snapshot = serde_json::from_slice(&json)
         .map_err(|_| Error::invalid("backup.snapshot", "must decode as a snapshot"))?;
     if snapshot.version != header.schema_version {
         return Err(Error::invalid(
@@ -208,6 +261,43 @@ mod tests {
         s.servers
             .push(ServerSnapshot::new(crate::model::ServerId::new_random()));
         s
+    }
+
+    #[test]
+    fn format_1_without_compression_still_opens() {
+        let key = MasterKey::generate();
+        let snap = sample();
+        let v1 = seal(&serde_json::to_vec(&snap).unwrap(), 1, snap.version, &key).unwrap();
+        assert_eq!(inspect(&v1).unwrap().format_version, 1);
+        assert_eq!(decode(&v1, &key).unwrap(), snap);
+        // A format-2 header on an uncompressed body does not pass as a snapshot.
+        let wrong = seal(&serde_json::to_vec(&snap).unwrap(), 2, snap.version, &key).unwrap();
+        assert!(matches!(
+            decode(&wrong, &key),
+            Err(Error::InvalidInput { field, .. }) if field == "backup.snapshot"
+        ));
+        // Nor does any version outside 1..=2.
+        for v in [0, 3] {
+            let other = seal(b"{}", v, snap.version, &key).unwrap();
+            assert!(matches!(
+                inspect(&other),
+                Err(Error::InvalidInput { field, .. }) if field == "backup.format_version"
+            ));
+        }
+    }
+
+    #[test]
+    fn compression_shrinks_repeated_bodies() {
+        let key = MasterKey::generate();
+        let mut snap = sample();
+        for _ in 0..200 {
+            snap.servers
+                .push(ServerSnapshot::new(crate::model::ServerId::new_random()));
+        }
+        let json = serde_json::to_vec(&snap).unwrap().len();
+        let file = encode(&snap, &key).unwrap().len();
+        assert!(file * 2 < json, "{file} bytes sealed for {json} of JSON");
+        assert_eq!(decode(&encode(&snap, &key).unwrap(), &key).unwrap(), snap);
     }
 
     #[test]
@@ -248,7 +338,7 @@ mod tests {
             matches!(decode(&magic, &key), Err(Error::InvalidInput { field, .. }) if field == "backup")
         );
         let mut version = bytes.clone();
-        version[9] = 2;
+        version[9] = 9;
         assert!(
             matches!(decode(&version, &key), Err(Error::InvalidInput { field, .. }) if field == "backup.format_version")
         );

@@ -336,11 +336,18 @@ impl Restore for Inner {
             && self.audit_key.is_none())
     }
 
-    async fn insert_revision(&mut self, record: &RevisionRecord) -> Result<()> {
-        self.revisions
-            .entry(record.server_id)
-            .or_default()
-            .push(record.clone());
+    async fn insert_revisions(&mut self, records: &[RevisionRecord]) -> Result<()> {
+        for r in records {
+            self.revisions
+                .entry(r.server_id)
+                .or_default()
+                .push(r.clone());
+        }
+        Ok(())
+    }
+
+    async fn insert_audit(&mut self, records: &[AuditRecord]) -> Result<()> {
+        self.audit.extend_from_slice(records);
         Ok(())
     }
 

@@ -834,10 +834,17 @@ pub trait Restore: Transaction {
     /// engine can tell inside its transaction; its docs say what it checks).
     fn is_empty(&mut self) -> impl Future<Output = Result<bool, Self::Error>> + Send;
 
-    /// Insert one revision record as it is (no head move, no audit record).
-    fn insert_revision(
+    /// Insert revision records as they are (no head move, no audit record).
+    fn insert_revisions(
         &mut self,
-        record: &RevisionRecord,
+        records: &[RevisionRecord],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Insert audit records as they are, in order (the stored head is written apart,
+    /// by [`Restore::write_audit_head`]).
+    fn insert_audit(
+        &mut self,
+        records: &[AuditRecord],
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Set the stored head of the audit log.
@@ -897,9 +904,7 @@ pub async fn import_snapshot_with_rules<T: Restore>(
             let peers: Vec<(PeerId, &Peer)> = st.peers.iter().map(|(id, p)| (*id, p)).collect();
             tx.insert_peers(s.id, &peers).await?;
         }
-        for r in &s.revisions {
-            tx.insert_revision(r).await?;
-        }
+        tx.insert_revisions(&s.revisions).await?;
         tx.write_host_state(s).await?;
     }
     for u in &snapshot.users {
@@ -911,9 +916,7 @@ pub async fn import_snapshot_with_rules<T: Restore>(
     for t in &snapshot.tokens {
         tx.insert_token(t).await?;
     }
-    for a in &snapshot.audit {
-        tx.write_audit(a).await?;
-    }
+    tx.insert_audit(&snapshot.audit).await?;
     tx.write_audit_head(&snapshot.audit_head).await?;
     if let Some(k) = &snapshot.audit_key {
         tx.write_audit_key(k, false).await?;
