@@ -294,6 +294,17 @@ impl<'s> RedisTx<'s> {
         self.writes.push(Write::Del(key));
     }
 
+    /// The hashes that list every server, user, role and token: empty in an empty store.
+    fn listings(&self) -> [String; 5] {
+        [
+            self.keys.heads(),
+            self.keys.server_names(),
+            self.keys.user_names(),
+            self.keys.roles(),
+            self.keys.tokens(),
+        ]
+    }
+
     /// The keys [`Restore::clear`] deletes: every key of the store found by the caller's
     /// scan but the schema's (a transaction cannot scan).
     pub(crate) fn will_clear(&mut self, keys: Vec<String>) {
@@ -951,13 +962,7 @@ impl Restore for RedisTx<'_> {
     async fn clear(&mut self) -> Result<(), RedisError> {
         // The listings join the read set, so a server, user, role or token created after
         // the caller's scan (whose keys it did not see) makes the import run again.
-        for key in [
-            self.keys.heads(),
-            self.keys.server_names(),
-            self.keys.user_names(),
-            self.keys.roles(),
-            self.keys.tokens(),
-        ] {
+        for key in self.listings() {
             self.hgetall(&key).await?;
         }
         for key in std::mem::take(&mut self.to_clear) {
@@ -970,13 +975,7 @@ impl Restore for RedisTx<'_> {
     }
 
     async fn is_empty(&mut self) -> Result<bool, RedisError> {
-        for key in [
-            self.keys.heads(),
-            self.keys.server_names(),
-            self.keys.user_names(),
-            self.keys.roles(),
-            self.keys.tokens(),
-        ] {
+        for key in self.listings() {
             if !self.hgetall(&key).await?.is_empty() {
                 return Ok(false);
             }

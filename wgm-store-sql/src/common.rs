@@ -1180,6 +1180,80 @@ macro_rules! tx_reads {
 }
 pub(crate) use tx_reads;
 
+/// The writes of `store::rules::Restore` that are the same on both engines but for the
+/// dialect: `clear` ([`CLEAR`], [`RESET_AUDIT_HEAD`]) and the multi-row inserts of
+/// revisions and audit records. Expanded inside each engine's `impl Restore`, where
+/// `S`, `db`, `bind_id`, `int`, `ns` and `to_json` are that engine's.
+macro_rules! restore_writes {
+    ($dialect:path) => {
+        async fn clear(&mut self) -> Result<(), SqlError> {
+            for statement in $crate::common::CLEAR {
+                sqlx::query(&$dialect.render(statement))
+                    .execute(&mut *self.0)
+                    .await
+                    .map_err(db)?;
+            }
+            sqlx::query(&$dialect.render($crate::common::RESET_AUDIT_HEAD))
+                .bind(wgm_core::integrity::AuditHead::genesis().hash)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db)?;
+            Ok(())
+        }
+
+        async fn insert_revisions(&mut self, records: &[RevisionRecord]) -> Result<(), SqlError> {
+            let (columns, casts) = $crate::common::REVISION_COLUMNS;
+            for chunk in records.chunks($crate::common::RESTORE_CHUNK) {
+                let sql = $dialect.render(&$crate::common::insert_rows(
+                    "revisions",
+                    columns,
+                    casts,
+                    chunk.len(),
+                ));
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(bind_id(r.server_id.as_uuid()))
+                        .bind(int(r.revision.0))
+                        .bind(ns(r.at))
+                        .bind(&r.author.label)
+                        .bind(&r.summary)
+                        .bind(to_json(S, "revision", r)?);
+                }
+                q.execute(&mut *self.0).await.map_err(db)?;
+            }
+            Ok(())
+        }
+
+        async fn insert_audit(&mut self, records: &[AuditRecord]) -> Result<(), SqlError> {
+            let (columns, casts) = $crate::common::AUDIT_COLUMNS;
+            for chunk in records.chunks($crate::common::RESTORE_CHUNK) {
+                let sql = $dialect.render(&$crate::common::insert_rows(
+                    "audit",
+                    columns,
+                    casts,
+                    chunk.len(),
+                ));
+                let mut q = sqlx::query(&sql);
+                for rec in chunk {
+                    q = q
+                        .bind(int(rec.seq))
+                        .bind(ns(rec.entry.at))
+                        .bind(&rec.entry.actor.label)
+                        .bind(rec.entry.server_id.map(|s| bind_id(s.as_uuid())))
+                        .bind(&rec.entry.object)
+                        .bind(to_json(S, "audit entry", &rec.entry)?)
+                        .bind(&rec.prev_hash)
+                        .bind(&rec.hash);
+                }
+                q.execute(&mut *self.0).await.map_err(db)?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use restore_writes;
+
 #[cfg(test)]
 mod restore_tests {
     use super::*;

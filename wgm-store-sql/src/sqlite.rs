@@ -969,21 +969,6 @@ impl RulesTransaction for SqliteTx<'_> {
 
 /// The import primitives inside the same `BEGIN IMMEDIATE` transaction.
 impl Restore for SqliteTx<'_> {
-    async fn clear(&mut self) -> Result<(), SqlError> {
-        for statement in crate::common::CLEAR {
-            sqlx::query(&crate::dialect::SQLITE.render(statement))
-                .execute(&mut *self.0)
-                .await
-                .map_err(db)?;
-        }
-        sqlx::query(&crate::dialect::SQLITE.render(crate::common::RESET_AUDIT_HEAD))
-            .bind(wgm_core::integrity::AuditHead::genesis().hash)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
     async fn is_empty(&mut self) -> Result<bool, SqlError> {
         let any: bool = sqlx::query_scalar(&crate::dialect::SQLITE.reads().any_row)
             .fetch_one(&mut *self.0)
@@ -992,55 +977,7 @@ impl Restore for SqliteTx<'_> {
         Ok(!any)
     }
 
-    async fn insert_revisions(&mut self, records: &[RevisionRecord]) -> Result<(), SqlError> {
-        let (columns, casts) = crate::common::REVISION_COLUMNS;
-        for chunk in records.chunks(crate::common::RESTORE_CHUNK) {
-            let sql = crate::dialect::SQLITE.render(&crate::common::insert_rows(
-                "revisions",
-                columns,
-                casts,
-                chunk.len(),
-            ));
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.server_id.to_string())
-                    .bind(int(r.revision.0))
-                    .bind(ns(r.at))
-                    .bind(&r.author.label)
-                    .bind(&r.summary)
-                    .bind(to_json(S, "revision", r)?);
-            }
-            q.execute(&mut *self.0).await.map_err(db)?;
-        }
-        Ok(())
-    }
-
-    async fn insert_audit(&mut self, records: &[AuditRecord]) -> Result<(), SqlError> {
-        let (columns, casts) = crate::common::AUDIT_COLUMNS;
-        for chunk in records.chunks(crate::common::RESTORE_CHUNK) {
-            let sql = crate::dialect::SQLITE.render(&crate::common::insert_rows(
-                "audit",
-                columns,
-                casts,
-                chunk.len(),
-            ));
-            let mut q = sqlx::query(&sql);
-            for rec in chunk {
-                q = q
-                    .bind(int(rec.seq))
-                    .bind(ns(rec.entry.at))
-                    .bind(&rec.entry.actor.label)
-                    .bind(rec.entry.server_id.map(|s| s.to_string()))
-                    .bind(&rec.entry.object)
-                    .bind(to_json(S, "audit entry", &rec.entry)?)
-                    .bind(&rec.prev_hash)
-                    .bind(&rec.hash);
-            }
-            q.execute(&mut *self.0).await.map_err(db)?;
-        }
-        Ok(())
-    }
+    common::restore_writes!(crate::dialect::SQLITE);
 
     async fn write_audit_head(
         &mut self,
