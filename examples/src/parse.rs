@@ -479,6 +479,100 @@ pub fn audit_head(s: &str) -> Result<AuditHead> {
     })
 }
 
+/// `--allow` of `peer set`: comma-separated filter rules (`CIDR[:PROTO[:PORTS]]`), or
+/// `none` (no allow list of its own: the server's default verdict applies). An empty
+/// list is not spellable here on purpose: `none` means "no list".
+///
+/// ```
+/// use wgm_cli::parse::{peer_allow, OrNone};
+/// assert!(matches!(peer_allow("none").unwrap(), OrNone::None));
+/// assert!(matches!(peer_allow("10.0.0.0/8,fd00::/8:tcp:443").unwrap(), OrNone::Value(v) if v.len() == 2));
+/// assert!(peer_allow("10.0.0.0/8:nope").unwrap_err().to_string().contains("peer.policy.allow[0]"));
+/// ```
+pub fn peer_allow(s: &str) -> Result<OrNone<Vec<wgm_core::policy::FilterRule>>> {
+    OrNone::parse(s, |s| {
+        let rules = s
+            .split(',')
+            .enumerate()
+            .map(|(i, r)| {
+                wgm_core::policy::FilterRule::parse(r.trim(), format!("peer.policy.allow[{i}]"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        wgm_core::policy::check_filter_rules(&rules, "peer.policy.allow")?;
+        Ok(rules)
+    })
+}
+
+/// `--rate-up` of `peer set`: a rate (`10mbit`, `1MBps`), or `none`.
+pub fn peer_rate_up(s: &str) -> Result<OrNone<wgm_core::policy::Rate>> {
+    OrNone::parse(s, |s| {
+        wgm_core::policy::Rate::parse(s, "peer.policy.rate_up")
+    })
+}
+
+/// `--rate-down` of `peer set`: a rate, or `none`.
+pub fn peer_rate_down(s: &str) -> Result<OrNone<wgm_core::policy::Rate>> {
+    OrNone::parse(s, |s| {
+        wgm_core::policy::Rate::parse(s, "peer.policy.rate_down")
+    })
+}
+
+/// `--quota` of `peer set`: `BYTES/PERIOD` (`10GiB/30d`), or `none`.
+pub fn peer_quota(s: &str) -> Result<OrNone<wgm_core::policy::Quota>> {
+    OrNone::parse(s, |s| {
+        wgm_core::policy::Quota::parse(s, "peer.policy.quota")
+    })
+}
+
+/// `--quota-action` of `peer set`: `drop` or `report`.
+pub fn peer_quota_action(s: &str) -> Result<wgm_core::policy::QuotaAction> {
+    wgm_core::policy::QuotaAction::parse(s, "peer.policy.quota_action")
+}
+
+/// `--masquerade4` of `policy set`: an interface name, or `none`.
+pub fn masquerade4(s: &str) -> Result<OrNone<InterfaceName>> {
+    masquerade(s, "server.policy.masquerade4")
+}
+
+/// `--masquerade6` of `policy set`: an interface name, or `none`.
+pub fn masquerade6(s: &str) -> Result<OrNone<InterfaceName>> {
+    masquerade(s, "server.policy.masquerade6")
+}
+
+fn masquerade(s: &str, field: &'static str) -> Result<OrNone<InterfaceName>> {
+    OrNone::parse(s, |s| {
+        InterfaceName::new(s).map_err(|e| match e {
+            Error::InvalidInput { reason, .. } => Error::invalid(field, reason),
+            other => other,
+        })
+    })
+}
+
+/// `--default` of `policy set`: `allow` or `deny`.
+pub fn default_verdict(s: &str) -> Result<wgm_core::policy::Verdict> {
+    wgm_core::policy::Verdict::parse(s, "server.policy.default_verdict")
+}
+
+/// `--forwarding` of `policy set`: `on` or `off`.
+pub fn forwarding(s: &str) -> Result<bool> {
+    on_off(s, "server.policy.forwarding", "on", "off")
+}
+
+/// `--peer-to-peer` of `policy set`: `allow` or `deny`.
+pub fn peer_to_peer(s: &str) -> Result<bool> {
+    on_off(s, "server.policy.peer_to_peer", "allow", "deny")
+}
+
+fn on_off(s: &str, field: &'static str, yes: &str, no: &str) -> Result<bool> {
+    if s == yes {
+        Ok(true)
+    } else if s == no {
+        Ok(false)
+    } else {
+        Err(Error::invalid(field, format!("must be {yes} or {no}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,10 @@ audit_actions! {
     PeerAssign => "peer.assign",
     /// A refused `peer:route` (extra allowed IPs or a delegated prefix).
     PeerRoute => "peer.route",
+    /// A peer's firewall policy was changed (also a refused `peer:policy`).
+    PeerPolicy => "peer.policy",
+    /// A server's firewall policy was changed (also a refused `server:policy`).
+    ServerPolicy => "server.policy",
     /// The expiry sweep disabled expired peers.
     PeerExpire => "peer.expire",
     /// A secret (a client configuration with keys, a server key) was exported (also a

@@ -25,9 +25,16 @@ use crate::names::{
     Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
 };
 use crate::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use crate::policy::{PeerPolicy, ServerPolicy};
 use crate::rbac::{Permission, Role, Scope};
 use crate::seal::SealedSecret;
 use crate::{Error, Result};
+
+/// Whether `t` is its type's default (so that a field added later is left out of the
+/// JSON of records that do not use it).
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
 
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
@@ -241,6 +248,12 @@ pub struct Server {
     /// assigned to one. Revisioned like every other setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostName>,
+    /// The server's firewall policy (forwarding, masquerading, peer-to-peer traffic,
+    /// default verdict). Revisioned; a stored server without one reads back as
+    /// [`ServerPolicy::default`], and the default is not written, so records made before
+    /// policies existed serialize as they did.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub policy: ServerPolicy,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -363,6 +376,11 @@ pub struct Peer {
     /// recorded it, which count as disabled by an administrator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<DisabledBy>,
+    /// The peer's firewall policy (allow list, rates, quota). Revisioned; a stored peer
+    /// without one reads back as [`PeerPolicy::default`] (no restriction of its own),
+    /// and the default is not written.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub policy: PeerPolicy,
     /// When the peer is disabled automatically.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,

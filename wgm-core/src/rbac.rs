@@ -136,10 +136,12 @@ impl Resource {
 
     /// The actions that mean something on this resource (the catalogue).
     pub fn actions(self) -> &'static [Action] {
-        use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Route, Update};
+        use Action::{
+            Apply, Assign, Create, Delete, Export, Policy, Read, Rollback, Route, Update,
+        };
         match self {
-            Resource::Server => &[Read, Create, Update, Delete, Apply],
-            Resource::Peer => &[Read, Create, Update, Delete, Assign, Route],
+            Resource::Server => &[Read, Create, Update, Delete, Apply, Policy],
+            Resource::Peer => &[Read, Create, Update, Delete, Assign, Route, Policy],
             Resource::Role => &[Read, Create, Update, Delete, Assign],
             Resource::User => &[Read, Create, Update, Delete],
             Resource::Token => &[Read, Create, Delete],
@@ -215,11 +217,16 @@ pub enum Action {
     /// the server sends other people's traffic to that peer, so it is a permission of
     /// its own that the built-in `user` role does not hold.
     Route,
+    /// Change firewall policy: a server's (forwarding, masquerading, peer-to-peer, the
+    /// default verdict) or a peer's (allow list, rate limits, quota). A policy limits
+    /// what a peer may do, so the built-in `user` role does not hold it, not even on
+    /// its own peers.
+    Policy,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Read,
         Action::Create,
         Action::Update,
@@ -229,6 +236,7 @@ impl Action {
         Action::Export,
         Action::Rollback,
         Action::Route,
+        Action::Policy,
     ];
 
     /// The stable lower-case name (`update`).
@@ -243,6 +251,7 @@ impl Action {
             Action::Export => "export",
             Action::Rollback => "rollback",
             Action::Route => "route",
+            Action::Policy => "policy",
         }
     }
 }
@@ -578,7 +587,7 @@ pub fn builtin_roles() -> Vec<Role> {
 
 /// The built-in role called `name`, if there is one.
 pub fn builtin_role(name: &str) -> Option<Role> {
-    use Action::{Apply, Assign, Create, Delete, Export, Read, Rollback, Route, Update};
+    use Action::{Apply, Assign, Create, Delete, Export, Policy, Read, Rollback, Route, Update};
     use Resource::{Audit, Config, Peer, Secret, Server, Token, User};
     let p = Permission::new;
     // Every built-in role manages its own account and its own API tokens.
@@ -599,13 +608,15 @@ pub fn builtin_role(name: &str) -> Option<Role> {
             None,
         ),
         "operator" => (
-            "Servers and peers: create, change, route, apply, export configs, history and rollback",
+            "Servers and peers: create, change, route, firewall policy, apply, export configs, history and rollback",
             [
                 p(Server, Read),
                 p(Server, Create),
                 p(Server, Update),
                 p(Server, Delete),
                 p(Server, Apply),
+                p(Server, Policy),
+                p(Peer, Policy),
                 p(Peer, Read),
                 p(Peer, Create),
                 p(Peer, Update),
@@ -1077,6 +1088,7 @@ mod tests {
         server:export     ..    ..       ..      ..
         server:rollback   ..    ..       ..      ..
         server:route      ..    ..       ..      ..
+        server:policy     YY    YY       ..      ..
         peer:read         YY    YY       YY      Y.
         peer:create       YY    YY       ..      Y.
         peer:update       YY    YY       ..      Y.
@@ -1086,6 +1098,7 @@ mod tests {
         peer:export       ..    ..       ..      ..
         peer:rollback     ..    ..       ..      ..
         peer:route        YY    YY       ..      ..
+        peer:policy       YY    YY       ..      ..
         user:read         YY    YY       YY      Y.
         user:create       YY    ..       ..      ..
         user:update       YY    Y.       Y.      Y.
@@ -1095,6 +1108,7 @@ mod tests {
         user:export       ..    ..       ..      ..
         user:rollback     ..    ..       ..      ..
         user:route        ..    ..       ..      ..
+        user:policy       ..    ..       ..      ..
         role:read         YY    ..       YY      ..
         role:create       YY    ..       ..      ..
         role:update       YY    ..       ..      ..
@@ -1104,6 +1118,7 @@ mod tests {
         role:export       ..    ..       ..      ..
         role:rollback     ..    ..       ..      ..
         role:route        ..    ..       ..      ..
+        role:policy       ..    ..       ..      ..
         token:read        YY    Y.       YY      Y.
         token:create      YY    Y.       Y.      Y.
         token:update      ..    ..       ..      ..
@@ -1113,6 +1128,7 @@ mod tests {
         token:export      ..    ..       ..      ..
         token:rollback    ..    ..       ..      ..
         token:route       ..    ..       ..      ..
+        token:policy      ..    ..       ..      ..
         audit:read        YY    ..       YY      ..
         audit:create      ..    ..       ..      ..
         audit:update      ..    ..       ..      ..
@@ -1122,6 +1138,7 @@ mod tests {
         audit:export      ..    ..       ..      ..
         audit:rollback    ..    ..       ..      ..
         audit:route       ..    ..       ..      ..
+        audit:policy      ..    ..       ..      ..
         secret:read       ..    ..       ..      ..
         secret:create     ..    ..       ..      ..
         secret:update     ..    ..       ..      ..
@@ -1131,6 +1148,7 @@ mod tests {
         secret:export     YY    YY       ..      Y.
         secret:rollback   ..    ..       ..      ..
         secret:route      ..    ..       ..      ..
+        secret:policy     ..    ..       ..      ..
         config:read       YY    YY       YY      ..
         config:create     ..    ..       ..      ..
         config:update     ..    ..       ..      ..
@@ -1140,6 +1158,7 @@ mod tests {
         config:export     ..    ..       ..      ..
         config:rollback   YY    YY       ..      ..
         config:route      ..    ..       ..      ..
+        config:policy     ..    ..       ..      ..
     ";
 
     /// Parsed matrix: (resource, action) → per role (own, other).
@@ -1267,7 +1286,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 72 * 4 * 2 * 2 * 2);
+        assert_eq!(checked, 80 * 4 * 2 * 2 * 2);
     }
 
     #[test]

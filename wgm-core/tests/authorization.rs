@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use wgm_core::backend::firewall::MemoryFirewall;
 use wgm_core::backend::{MemoryWireGuard, WireGuardBackend};
 use wgm_core::manager::{ApplyOptions, Host};
 use wgm_core::manager::{
@@ -127,6 +128,9 @@ const CASES: &[(&str, &str)] = &[
     ("put_role", "put_role"),
     ("delete_role", "delete_role"),
     ("plan", "plan"),
+    ("firewall_plan", "firewall_plan"),
+    ("set_server_policy", "set_server_policy"),
+    ("set_peer_policy", "set_peer_policy"),
     ("apply", "apply"),
     ("status", "status"),
     ("servers_on_host", "servers_on_host"),
@@ -135,6 +139,14 @@ const CASES: &[(&str, &str)] = &[
     ("report_host", "report_host"),
     ("host_reports", "host_reports"),
 ];
+
+/// A peer policy with one upload limit.
+fn rate_limited() -> wgm_core::policy::PeerPolicy {
+    wgm_core::policy::PeerPolicy {
+        rate_up: Some("10mbit".parse().unwrap()),
+        ..Default::default()
+    }
+}
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
@@ -601,6 +613,31 @@ async fn run(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
             .await
             .map(|()| 1),
         "plan" => m.plan(p, s, &w.host).await.map(|_| 1),
+        "firewall_plan" => m
+            .firewall_plan(
+                p,
+                s,
+                &w.host
+                    .clone()
+                    .with_firewall(Arc::new(MemoryFirewall::new())),
+            )
+            .await
+            .map(|_| 1),
+        "set_server_policy" => m
+            .set_server_policy(
+                p,
+                s,
+                wgm_core::policy::ServerPolicy {
+                    peer_to_peer: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|_| 1),
+        "set_peer_policy" => m
+            .set_peer_policy(p, s, w.others_peer, rate_limited())
+            .await
+            .map(|_| 1),
         "apply" => m
             .apply(p, s, &w.host, ApplyOptions::default())
             .await
@@ -655,6 +692,10 @@ async fn run_own(w: &World, p: &Principal, case: &str) -> Result<usize, Error> {
             .await
             .map(|_| 1),
         "route_own_peer" => m.update_peer(p, s, mine, route()).await.map(|_| 1),
+        "policy_own_peer" => m
+            .set_peer_policy(p, s, mine, rate_limited())
+            .await
+            .map(|_| 1),
         "route_others_peer" => m.update_peer(p, s, w.others_peer, route()).await.map(|_| 1),
         "disable_own_peer" => m.set_peer_enabled(p, s, mine, false).await.map(|_| 1),
         "expire_own_peer" => m.set_peer_expiry(p, s, mine, Some(future)).await.map(|_| 1),
@@ -922,6 +963,10 @@ const ROLE_MATRIX: &str = "
     put_role                       Y     .        .      .     .
     delete_role                    x     .        .      .     .
     plan                           Y     Y        Y      .     Y
+    firewall_plan                  Y     Y        Y      .     Y
+    set_server_policy              Y     Y        .      .     Y
+    set_peer_policy                Y     Y        .      .     Y
+    policy_own_peer                Y     Y        .      .     Y
     apply                          Y     Y        .      .     Y
     status                         Y     Y        Y      Y     Y
     servers_on_host                Y     Y        Y      Y     Y

@@ -4,6 +4,7 @@
 mod agent;
 mod documented;
 mod files;
+mod firewall;
 mod harness;
 mod live;
 mod multiuser;

@@ -144,6 +144,7 @@ pub fn fixture_server(name: &str) -> std::result::Result<Server, Failure> {
         config_path: None,
         active: true,
         host: None,
+        policy: crate::policy::ServerPolicy::default(),
         created_at: t0(),
         updated_at: t0(),
     })
@@ -173,6 +174,7 @@ pub fn fixture_peer(server: &Server, name: &str, n: u32) -> std::result::Result<
         keepalive: Keepalive::default(),
         enabled: true,
         disabled_by: None,
+        policy: crate::policy::PeerPolicy::default(),
         expires_at: None,
         config_path: None,
         stats: PeerStats::default(),

@@ -18,6 +18,9 @@ use time::OffsetDateTime;
 use super::Manager;
 use std::collections::BTreeMap;
 
+use crate::backend::firewall::{
+    plan_firewall, FirewallBackend, FirewallDelta, FirewallState, LiveFirewall,
+};
 use crate::backend::{
     DeviceState, LinkDelta, LinkState, NetworkBackend, PeerState, WireGuardBackend,
 };
@@ -47,6 +50,9 @@ pub struct Host {
     /// treats peers wgm does not manage), handed to the pure plan as
     /// [`PlanOptions::drift`].
     pub drift: DriftPolicy,
+    /// The firewall (`None`, the default: leave the firewall alone). With one, every
+    /// apply and plan also converges the server's firewall (see [`FirewallOutcome`]).
+    pub firewall: Option<Arc<dyn FirewallBackend>>,
 }
 
 impl Host {
@@ -61,7 +67,27 @@ impl Host {
             wireguard,
             network,
             drift: DriftPolicy::Report,
+            firewall: None,
         }
+    }
+
+    /// The same host with a firewall backend: applies then also converge each server's
+    /// firewall ([`crate::reconcile::desired_firewall`]) and status shows quota use and
+    /// drops.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wgm_core::backend::firewall::MemoryFirewall;
+    /// use wgm_core::backend::MemoryWireGuard;
+    /// use wgm_core::manager::Host;
+    /// let host = Host::new("h1", Arc::new(MemoryWireGuard::new()), None)
+    ///     .with_firewall(Arc::new(MemoryFirewall::new()));
+    /// assert!(host.firewall.is_some());
+    /// ```
+    #[must_use]
+    pub fn with_firewall(mut self, firewall: Arc<dyn FirewallBackend>) -> Host {
+        self.firewall = Some(firewall);
+        self
     }
 
     /// The same host with another drift policy.
@@ -113,6 +139,95 @@ pub struct ApplyReport {
     /// backends' acknowledgement was proof enough (see [`Verify::Auto`]) or nothing was
     /// executed.
     pub read_back: bool,
+    /// The firewall's part, when the host has a firewall backend. The apply converged
+    /// only if the firewall did too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallOutcome>,
+}
+
+/// The firewall part of a plan: what [`plan_firewall`] says to change on the server's
+/// firewall, and one line per change for people.
+#[derive(Clone, Debug, Serialize)]
+pub struct FirewallPlan {
+    /// The exact delta.
+    pub delta: FirewallDelta,
+    /// One line per change: `write the static part`, `remove 2 stray elements`,
+    /// `peer alice: add 4 elements, put quota`.
+    pub items: Vec<String>,
+}
+
+impl FirewallPlan {
+    /// The plan from `desired` to `live`, peers named by `names` where known.
+    fn of(
+        desired: &FirewallState,
+        live: Option<&LiveFirewall>,
+        names: &BTreeMap<PublicKey, String>,
+    ) -> FirewallPlan {
+        let delta = plan_firewall(desired, live);
+        let mut items = Vec::new();
+        if delta.server.is_some() {
+            items.push("write the static part (server policy)".to_owned());
+        }
+        if !delta.remove_stray.is_empty() {
+            items.push(format!(
+                "remove {} stray elements",
+                delta.remove_stray.len()
+            ));
+        }
+        for c in &delta.peers {
+            let who = names
+                .get(&c.key)
+                .map_or_else(|| format!("peer {}", c.key), |n| format!("peer {n}"));
+            let mut what = Vec::new();
+            if !c.remove_elements.is_empty() {
+                what.push(format!("remove {} elements", c.remove_elements.len()));
+            }
+            for o in &c.remove_objects {
+                what.push(format!("remove {o:?}").to_lowercase());
+            }
+            for o in &c.put_objects {
+                what.push(format!("put {:?}", o.kind()).to_lowercase());
+            }
+            if !c.add_elements.is_empty() {
+                what.push(format!("add {} elements", c.add_elements.len()));
+            }
+            items.push(format!("{who}: {}", what.join(", ")));
+        }
+        FirewallPlan { delta, items }
+    }
+
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.delta.is_empty()
+    }
+}
+
+/// What an apply did to the server's firewall: planned from a full read, applied as one
+/// atomic delta, read back and planned again (so drift is repaired on every apply).
+#[derive(Clone, Debug, Serialize)]
+pub struct FirewallOutcome {
+    /// The plan that was executed (or would be, on a dry run).
+    pub plan: FirewallPlan,
+    /// Whether the delta was applied.
+    pub executed: bool,
+    /// The backend's error, if applying failed (then nothing of the delta landed).
+    #[serde(serialize_with = "serialize_opt_error")]
+    pub error: Option<Arc<Error>>,
+    /// Whether the read-back firewall holds the desired state.
+    pub converged: bool,
+    /// What is still left after the read-back.
+    pub remaining: Vec<String>,
+}
+
+#[allow(clippy::ref_option)] // the signature serde's `serialize_with` calls
+fn serialize_opt_error<S: Serializer>(
+    e: &Option<Arc<Error>>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => serializer.collect_str(e),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A backend call of an apply that failed. Shown as the backend's message; which call
@@ -195,6 +310,7 @@ impl ApplyReport {
             converged: false,
             remaining: Vec::new(),
             read_back: false,
+            firewall: None,
         }
     }
 
@@ -215,6 +331,7 @@ impl ApplyReport {
             converged: true,
             remaining: Vec::new(),
             read_back: false,
+            firewall: None,
         }
     }
 
@@ -250,6 +367,7 @@ impl ApplyReport {
             converged: remaining.is_empty(),
             remaining,
             read_back: true,
+            firewall: None,
         }
     }
 }
@@ -535,7 +653,91 @@ impl Manager {
     /// assert!(m.plan(&admin, s.id, &host).await.unwrap().is_empty());
     /// # });
     /// ```
+    ///
+    /// With a firewall backend on the host ([`Host::with_firewall`]) the server's
+    /// firewall is converged after the device: read in full, planned
+    /// ([`plan_firewall`]), applied as one atomic delta and read back, so drift is
+    /// repaired on every apply; [`ApplyReport::firewall`] says what happened, and the
+    /// apply converged only if the firewall did too. An invalid desired firewall (two
+    /// peers with one firewall tag) is refused before anything is changed.
     pub async fn apply(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        host: &Host,
+        opts: ApplyOptions,
+    ) -> Result<ApplyReport> {
+        let Some(fw) = &host.firewall else {
+            return self.apply_device(p, server, host, opts).await;
+        };
+        self.authorize(p, Resource::Server, Action::Apply, Target::server(server.0))
+            .await?;
+        let (desired, names) = self.desired_firewall(server).await?;
+        let mut report = self.apply_device(p, server, host, opts).await?;
+        let outcome =
+            converge_firewall(fw.as_ref(), desired.as_ref(), &names, opts.dry_run).await?;
+        report.converged = report.converged && outcome.converged;
+        report.firewall = Some(outcome);
+        Ok(report)
+    }
+
+    /// The firewall part of what [`Manager::apply`] would do now on `host` (`None` when
+    /// the host has no firewall backend). Needs what [`Manager::plan`] needs.
+    pub async fn firewall_plan(
+        &self,
+        p: &Principal,
+        server: ServerId,
+        host: &Host,
+    ) -> Result<Option<FirewallPlan>> {
+        self.authorize(p, Resource::Server, Action::Read, Target::server(server.0))
+            .await?;
+        self.authorize_elevated(p, Resource::Peer, Action::Read, Target::server(server.0))
+            .await?;
+        let Some(fw) = &host.firewall else {
+            return Ok(None);
+        };
+        let (desired, names) = self.desired_firewall(server).await?;
+        let iface = desired
+            .as_ref()
+            .map_or_else(|| names.interface.clone(), |d| d.interface.clone());
+        let live = fw.read_firewall(&iface).await?;
+        Ok(Some(match desired {
+            Some(d) => FirewallPlan::of(&d, live.as_ref(), &names.peers),
+            None => removal_plan(live.as_ref()),
+        }))
+    }
+
+    /// The server's desired firewall (`None`: the server is inactive, so its firewall
+    /// goes), validated, and its peers' names by key for reports.
+    async fn desired_firewall(
+        &self,
+        server: ServerId,
+    ) -> Result<(Option<FirewallState>, FirewallNames)> {
+        let now = u64::try_from(self.now().unix_timestamp()).unwrap_or(0);
+        let (desired, names) = self
+            .read_server(server, |st| {
+                let names = FirewallNames {
+                    interface: st.server.interface.clone(),
+                    peers: st
+                        .peers
+                        .values()
+                        .map(|x| (x.public_key, x.name.to_string()))
+                        .collect(),
+                };
+                let desired = st
+                    .server
+                    .active
+                    .then(|| crate::reconcile::desired_firewall(st, now));
+                Ok((desired, names))
+            })
+            .await?;
+        if let Some(d) = &desired {
+            d.validate()?;
+        }
+        Ok((desired, names))
+    }
+
+    async fn apply_device(
         &self,
         p: &Principal,
         server: ServerId,
@@ -970,6 +1172,97 @@ async fn execute(host: &Host, iface: &InterfaceName, pl: &Plan) -> Vec<ApplyErro
     }
     errors
 }
+/// A server's interface and its peers' names by key, for firewall reports.
+struct FirewallNames {
+    interface: InterfaceName,
+    peers: BTreeMap<PublicKey, String>,
+}
+
+/// The plan for an inactive server: remove its firewall if anything of it exists.
+fn removal_plan(live: Option<&LiveFirewall>) -> FirewallPlan {
+    FirewallPlan {
+        delta: FirewallDelta::default(),
+        items: live
+            .map(|_| vec!["remove the firewall (the server is inactive)".to_owned()])
+            .unwrap_or_default(),
+    }
+}
+
+/// Converge one server's firewall: read, plan, apply atomically, read back and plan
+/// again. `desired: None` removes the server's firewall. Errors of the apply itself are
+/// reported in the outcome (nothing of a failed delta landed); a failed read is an
+/// error of the whole call.
+async fn converge_firewall(
+    fw: &dyn FirewallBackend,
+    desired: Option<&FirewallState>,
+    names: &FirewallNames,
+    dry_run: bool,
+) -> Result<FirewallOutcome> {
+    let iface = &names.interface;
+    let live = fw.read_firewall(iface).await?;
+    let Some(desired) = desired else {
+        let plan = removal_plan(live.as_ref());
+        if dry_run || plan.items.is_empty() {
+            let converged = plan.items.is_empty();
+            return Ok(FirewallOutcome {
+                remaining: plan.items.clone(),
+                plan,
+                executed: false,
+                error: None,
+                converged,
+            });
+        }
+        let error = fw.remove_firewall(iface).await.err().map(Arc::new);
+        let again = removal_plan(fw.read_firewall(iface).await?.as_ref());
+        return Ok(FirewallOutcome {
+            plan,
+            executed: true,
+            error,
+            converged: again.items.is_empty(),
+            remaining: again.items,
+        });
+    };
+    let plan = FirewallPlan::of(desired, live.as_ref(), &names.peers);
+    if dry_run {
+        return Ok(FirewallOutcome {
+            remaining: plan.items.clone(),
+            plan,
+            executed: false,
+            error: None,
+            converged: false,
+        });
+    }
+    if plan.is_empty() {
+        return Ok(FirewallOutcome {
+            plan,
+            executed: false,
+            error: None,
+            converged: true,
+            remaining: Vec::new(),
+        });
+    }
+    let error = fw
+        .apply_firewall(iface, &plan.delta)
+        .await
+        .err()
+        .map(Arc::new);
+    if let Some(e) = &error {
+        tracing::warn!(interface = %iface, error = %e, "the firewall delta failed");
+    }
+    let again = FirewallPlan::of(
+        desired,
+        fw.read_firewall(iface).await?.as_ref(),
+        &names.peers,
+    );
+    Ok(FirewallOutcome {
+        plan,
+        executed: true,
+        error,
+        converged: again.is_empty(),
+        remaining: again.items,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

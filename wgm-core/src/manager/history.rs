@@ -45,6 +45,9 @@ fn field_diff(before: &Value, after: &Value) -> BTreeMap<String, (Value, Value)>
             continue;
         }
         let av = a.get(k).unwrap_or(&Value::Null);
+        if k == "policy" {
+            continue;
+        }
         if av != bv {
             if SECRET_FIELDS.contains(&k.as_str()) {
                 out.insert(k.clone(), (json!("<sealed>"), json!("<changed>")));
@@ -53,7 +56,32 @@ fn field_diff(before: &Value, after: &Value) -> BTreeMap<String, (Value, Value)>
             }
         }
     }
+    policy_diff(before, after, &mut out);
     out
+}
+
+/// The firewall policy's fields, one entry each (`policy.allow`, `policy.forwarding`),
+/// with the default policy standing in where a record has none.
+fn policy_diff(before: &Value, after: &Value, out: &mut BTreeMap<String, (Value, Value)>) {
+    // Servers have an interface, peers do not.
+    let default = if before.get("interface").is_some() {
+        to_value(&crate::policy::ServerPolicy::default())
+    } else {
+        to_value(&crate::policy::PeerPolicy::default())
+    };
+    let b = before.get("policy").unwrap_or(&default);
+    let a = after.get("policy").unwrap_or(&default);
+    let (Value::Object(b), Value::Object(a)) = (b, a) else {
+        return;
+    };
+    let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    for k in keys {
+        let bv = b.get(k).unwrap_or(&Value::Null);
+        let av = a.get(k).unwrap_or(&Value::Null);
+        if av != bv {
+            out.insert(format!("policy.{k}"), (bv.clone(), av.clone()));
+        }
+    }
 }
 
 fn to_value<T: Serialize>(t: &T) -> Value {
@@ -279,7 +307,17 @@ impl Manager {
             )
             .is_ok()
         };
+        let may_policy = |resource, owner: Option<crate::model::UserId>| {
+            crate::rbac::authorize(
+                p,
+                resource,
+                Action::Policy,
+                Target::peer(server.0, owner.map(|u| u.0)),
+            )
+            .is_ok()
+        };
         let mut route_refused: Option<Option<crate::model::UserId>> = None;
+        let mut policy_refused: Option<(Resource, Option<crate::model::UserId>)> = None;
         let res = self
             .mutate(p, server, |c, now| {
                 let cur = &c.state;
@@ -304,6 +342,12 @@ impl Manager {
                     .filter(|x| !restored.peers.contains_key(&x.id))
                     .cloned()
                     .collect();
+                if tserver.policy != cur.server.policy && !may_policy(Resource::Server, None) {
+                    policy_refused = Some((Resource::Server, None));
+                    return Err(Error::denied(
+                        "server:policy: the rollback would change the server's firewall policy",
+                    ));
+                }
                 if tserver != cur.server {
                     tserver.updated_at = now;
                     changes.push(Change::ServerUpdated {
@@ -321,6 +365,15 @@ impl Manager {
                         return Err(Error::denied(format!(
                             "peer:route: the rollback would route more networks to peer {} \
                              than it has now",
+                            tp.name
+                        )));
+                    }
+                    let policy_now = now_peer.map(|cp| cp.policy.clone()).unwrap_or_default();
+                    if tp.policy != policy_now && !may_policy(Resource::Peer, tp.owner) {
+                        policy_refused = Some((Resource::Peer, tp.owner));
+                        return Err(Error::denied(format!(
+                            "peer:policy: the rollback would change the firewall policy of \
+                             peer {}",
                             tp.name
                         )));
                     }
@@ -399,13 +452,17 @@ impl Manager {
                 })
             })
             .await;
-        match (res, route_refused) {
-            (Ok((rec, ())), _) => Ok(rec),
-            (Err(e), Some(owner)) => {
+        match (res, route_refused, policy_refused) {
+            (Ok((rec, ())), _, _) => Ok(rec),
+            (Err(e), Some(owner), _) => {
                 let t = Target::peer(server.0, owner.map(|u| u.0));
                 Err(self.refusal(p, Resource::Peer, Action::Route, t, e).await)
             }
-            (Err(e), None) => Err(e),
+            (Err(e), None, Some((resource, owner))) => {
+                let t = Target::peer(server.0, owner.map(|u| u.0));
+                Err(self.refusal(p, resource, Action::Policy, t, e).await)
+            }
+            (Err(e), None, None) => Err(e),
         }
     }
 

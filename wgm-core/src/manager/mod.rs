@@ -41,6 +41,7 @@ mod identity;
 mod limits;
 mod local_admin;
 mod peers;
+mod policy;
 mod render;
 mod rotate;
 mod servers;
@@ -56,7 +57,9 @@ use futures::lock::Mutex as AsyncMutex;
 use rand::Rng;
 use time::OffsetDateTime;
 
-pub use apply::{ApplyError, ApplyOptions, ApplyReport, Host, ItemResult};
+pub use apply::{
+    ApplyError, ApplyOptions, ApplyReport, FirewallOutcome, FirewallPlan, Host, ItemResult,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use history::{AuditVerification, DiffEntry};
 #[cfg(feature = "auth")]
@@ -67,7 +70,7 @@ pub use peers::{AddrRequest, NewPeer, PeerUpdate};
 pub use render::{client_wgquick, server_wgquick, ClientConfig};
 pub use rotate::ResealReport;
 pub use servers::{ImportOptions, NewServer, ServerUpdate};
-pub use status::{PeerStatus, Status};
+pub use status::{PeerFirewallStatus, PeerStatus, Status};
 pub use views::{PeerView, ServerView};
 
 use apply::LiveSnapshot;

@@ -782,6 +782,7 @@ impl Manager {
             keepalive: spec.keepalive.unwrap_or(default_keepalive),
             enabled: true,
             disabled_by: None,
+            policy: crate::policy::PeerPolicy::default(),
             expires_at: spec.expires_at,
             config_path: None,
             stats: PeerStats::default(),
@@ -843,7 +844,7 @@ impl Manager {
     /// uniqueness checks stand in for (their names and keys: the cache's index may hold
     /// only this peer), so a process that has not loaded the server need not
     /// ([`Manager::mutate_with`]).
-    async fn change_peer(
+    pub(super) async fn change_peer(
         &self,
         p: &Principal,
         server: ServerId,

@@ -262,6 +262,7 @@ impl Manager {
             config_path: spec.config_path,
             active: true,
             host: spec.host,
+            policy: crate::policy::ServerPolicy::default(),
             created_at: now,
             updated_at: now,
         };
@@ -780,6 +781,7 @@ impl Manager {
                     endpoint: sec.endpoint.clone(),
                     keepalive: sec.persistent_keepalive.unwrap_or_default(),
                     enabled: true,
+                    policy: crate::policy::PeerPolicy::default(),
                     disabled_by: None,
                     expires_at: None,
                     config_path: None,

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{Host, Manager};
+use crate::backend::firewall::LivePeer;
 use crate::backend::DeviceState;
 use crate::keys::PublicKey;
 use crate::model::{PeerId, PeerStats, ServerId};
@@ -35,6 +36,58 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     /// Allowed IPs on the device.
     pub allowed_ips: Vec<IpNet>,
+    /// The firewall's counters of the peer, when the host has a firewall backend and
+    /// the peer is in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<PeerFirewallStatus>,
+}
+
+/// A peer's firewall counters, as [`Manager::status`] shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerFirewallStatus {
+    /// Bytes counted by the quota in its current period (`None`: no quota).
+    pub quota_used: Option<u64>,
+    /// Bytes left of the quota in its current period (`None`: no quota).
+    pub quota_remaining: Option<u64>,
+    /// The quota's size per period (`None`: no quota).
+    pub quota_bytes: Option<u64>,
+    /// Bytes the firewall dropped, both directions.
+    pub dropped_bytes: u64,
+    /// Packets the firewall dropped, both directions.
+    pub dropped_packets: u64,
+    /// Bytes from the peer through the server.
+    pub up_bytes: u64,
+    /// Bytes to the peer through the server.
+    pub down_bytes: u64,
+}
+
+impl PeerFirewallStatus {
+    /// The status of a peer as the firewall holds it.
+    ///
+    /// ```
+    /// use wgm_core::backend::firewall::{LivePeer, LiveQuota};
+    /// use wgm_core::manager::PeerFirewallStatus;
+    /// let mut live = LivePeer::default();
+    /// live.quota = Some(LiveQuota { bytes: 100, used: 30, window: 0 });
+    /// live.counters.dropped_bytes = 7;
+    /// let s = PeerFirewallStatus::of(&live);
+    /// assert_eq!((s.quota_used, s.quota_remaining, s.dropped_bytes), (Some(30), Some(70), 7));
+    /// ```
+    pub fn of(live: &LivePeer) -> PeerFirewallStatus {
+        let c = &live.counters;
+        let used = live.quota.map(|q| q.used).or(c.quota_used);
+        PeerFirewallStatus {
+            quota_used: used,
+            quota_remaining: live
+                .quota
+                .map(|q| q.bytes.saturating_sub(used.unwrap_or(q.used))),
+            quota_bytes: live.quota.map(|q| q.bytes),
+            dropped_bytes: c.dropped_bytes,
+            dropped_packets: c.dropped_packets,
+            up_bytes: c.up_bytes,
+            down_bytes: c.down_bytes,
+        }
+    }
 }
 
 /// Live status of an interface.
@@ -121,6 +174,13 @@ impl Manager {
             });
         };
         let (mut peers, stats) = observe(&dev, &known);
+        if let Some(fw) = &host.firewall {
+            if let Some(live) = fw.read_firewall(&iface).await? {
+                for x in &mut peers {
+                    x.firewall = live.peers.get(&x.public_key).map(PeerFirewallStatus::of);
+                }
+            }
+        }
         if !sees_all {
             // Only the peers the caller may see: other users' peers (which `observe`
             // could not tell from unmanaged ones) and unmanaged peers are left out.
@@ -174,6 +234,7 @@ fn observe(
             rx_bytes: lp.rx_bytes,
             tx_bytes: lp.tx_bytes,
             allowed_ips: lp.allowed_ips.clone(),
+            firewall: None,
         });
     }
     (peers, stats)

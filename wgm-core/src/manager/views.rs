@@ -58,6 +58,9 @@ pub struct ServerView {
     pub active: bool,
     /// The host that runs it (whose agent applies it), if assigned.
     pub host: Option<HostName>,
+    /// The firewall policy.
+    #[serde(default)]
+    pub policy: crate::policy::ServerPolicy,
     /// Number of peers.
     pub peer_count: usize,
     /// Head revision.
@@ -99,6 +102,7 @@ impl ServerView {
             config_path: s.config_path.clone(),
             active: s.active,
             host: s.host.clone(),
+            policy: s.policy.clone(),
             peer_count: usize::try_from(peer_count).unwrap_or(usize::MAX),
             revision,
             created_at: s.created_at,
@@ -150,6 +154,9 @@ pub struct PeerView {
     /// Expiry.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The firewall policy.
+    #[serde(default)]
+    pub policy: crate::policy::PeerPolicy,
     /// Observed statistics.
     pub stats: PeerStats,
     /// Creation time.
@@ -183,6 +190,7 @@ impl PeerView {
             enabled: p.enabled,
             disabled_by: p.disabled_by,
             expires_at: p.expires_at,
+            policy: p.policy.clone(),
             stats: p.stats,
             created_at: p.created_at,
             updated_at: p.updated_at,

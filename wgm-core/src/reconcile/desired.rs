@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::backend::firewall::{FirewallState, PeerFirewall};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::model::{Change, Peer, PeerId, RevisionNo, ServerId, ServerState};
 use crate::names::{InterfaceName, PeerName};
@@ -320,4 +321,40 @@ impl DesiredHost {
             }
         }
     }
+}
+
+/// The firewall a server should have on its host: its interface and policy, and each
+/// **enabled** peer with an address, keyed by public key, its addresses as host
+/// addresses (`/128`, `/32`), its policy, and its quota period taken at `now` (Unix
+/// seconds). Disabled peers hold nothing in the firewall. Pure; the result is checked
+/// with [`FirewallState::validate`] before it is applied.
+///
+/// ```
+/// use wgm_core::reconcile::desired_firewall;
+/// # fn demo(state: &wgm_core::model::ServerState) -> wgm_core::Result<()> {
+/// let fw = desired_firewall(state, 1_700_000_000);
+/// assert_eq!(fw.policy, state.server.policy);
+/// assert!(fw.peers.len() <= state.peers.len());
+/// fw.validate()?;
+/// # Ok(()) }
+/// ```
+pub fn desired_firewall(state: &ServerState, now: u64) -> FirewallState {
+    let mut fw = FirewallState::new(state.server.interface.clone(), state.server.policy.clone());
+    for p in state.peers.values().filter(|p| p.enabled) {
+        let mut addresses: Vec<IpNet> = Vec::with_capacity(2);
+        if let Some(a) = p.address_v6 {
+            addresses.push(IpNet::V6(ipnet::Ipv6Net::from(a)));
+        }
+        if let Some(a) = p.address_v4 {
+            addresses.push(IpNet::V4(ipnet::Ipv4Net::from(a)));
+        }
+        if addresses.is_empty() {
+            continue;
+        }
+        fw.peers.insert(
+            p.public_key,
+            PeerFirewall::new(addresses, p.policy.clone(), now),
+        );
+    }
+    fw
 }

@@ -26,7 +26,7 @@ mod desired;
 mod plan;
 mod verify;
 
-pub use desired::{desired_host, DesiredHost, DesiredPeer};
+pub use desired::{desired_firewall, desired_host, DesiredHost, DesiredPeer};
 pub(crate) use desired::{desired_host_with, OpenedSecrets};
 pub use plan::{plan, DriftPolicy, PeerChange, Plan, PlanItem, PlanOptions};
 pub use verify::{acknowledged_state, Execution, PlannedFrom, Verify};

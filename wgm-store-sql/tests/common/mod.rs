@@ -91,6 +91,7 @@ pub fn server(name: &str, v4_pool: Option<&str>) -> Server {
         config_path: None,
         active: true,
         host: None,
+        policy: wgm_core::policy::ServerPolicy::default(),
         created_at: T0,
         updated_at: T0,
     }
@@ -128,6 +129,7 @@ pub fn peer(server: &Server, name: &str, i: u16) -> Peer {
         keepalive: Keepalive::default(),
         enabled: true,
         disabled_by: None,
+        policy: wgm_core::policy::PeerPolicy::default(),
         expires_at: None,
         config_path: None,
         stats: PeerStats::default(),

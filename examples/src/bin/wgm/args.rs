@@ -22,6 +22,7 @@ use wgm_core::names::{
     Description, HostName, InterfaceName, PeerName, RoleName, ServerName, UserName,
 };
 use wgm_core::net::{DnsEntry, Endpoint, FwMark, Keepalive, ListenPort, Mtu};
+use wgm_core::policy::{FilterRule, Quota, QuotaAction, Rate, Verdict};
 
 use crate::parse::{self, List, OrNone, When};
 
@@ -171,6 +172,9 @@ pub enum Command {
     /// Peers of a server
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// A server's firewall policy (peers' policies: wgm peer set)
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Show what `apply` would change on the live interface
     Plan(LiveArgs),
     /// Bring the live interface in line with the store
@@ -523,6 +527,53 @@ pub struct PeerSet {
     /// Owner (a user name), or `none`
     #[arg(long, value_name = "USER|none")]
     pub owner: Option<String>,
+    /// Firewall: destinations the peer may reach (`CIDR[:PROTO[:PORTS]]`, comma-separated),
+    /// or `none` to follow the server's default verdict
+    #[arg(long, value_name = "RULE,...|none", value_parser = parse::peer_allow)]
+    pub allow: Option<OrNone<Vec<FilterRule>>>,
+    /// Firewall: the most the peer may send (10mbit, 1MBps), or `none`
+    #[arg(long, value_name = "RATE|none", value_parser = parse::peer_rate_up)]
+    pub rate_up: Option<OrNone<Rate>>,
+    /// Firewall: the most the peer may receive, or `none`
+    #[arg(long, value_name = "RATE|none", value_parser = parse::peer_rate_down)]
+    pub rate_down: Option<OrNone<Rate>>,
+    /// Firewall: traffic volume per period, both directions (10GiB/30d), or `none`
+    #[arg(long, value_name = "BYTES/PERIOD|none", value_parser = parse::peer_quota)]
+    pub quota: Option<OrNone<Quota>>,
+    /// Firewall: what happens once the quota is used up
+    #[arg(long, value_name = "drop|report", value_parser = parse::peer_quota_action)]
+    pub quota_action: Option<QuotaAction>,
+}
+
+/// `wgm policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Show a server's firewall policy and its peers' policies
+    Show(ServerRef),
+    /// Change a server's firewall policy
+    Set(PolicySet),
+}
+
+/// `wgm policy set`.
+#[derive(Debug, Args)]
+pub struct PolicySet {
+    /// Server name or id
+    pub server: String,
+    /// Forward the peers' traffic to other interfaces
+    #[arg(long, value_name = "on|off", value_parser = parse::forwarding)]
+    pub forwarding: Option<bool>,
+    /// Masquerade the peers' IPv4 traffic leaving through IFACE, or `none`
+    #[arg(long, value_name = "IFACE|none", value_parser = parse::masquerade4)]
+    pub masquerade4: Option<OrNone<InterfaceName>>,
+    /// Masquerade the peers' IPv6 traffic leaving through IFACE, or `none`
+    #[arg(long, value_name = "IFACE|none", value_parser = parse::masquerade6)]
+    pub masquerade6: Option<OrNone<InterfaceName>>,
+    /// Let peers reach each other through the server
+    #[arg(long, value_name = "allow|deny", value_parser = parse::peer_to_peer)]
+    pub peer_to_peer: Option<bool>,
+    /// The verdict for traffic nothing else decides
+    #[arg(long = "default", value_name = "allow|deny", value_parser = parse::default_verdict)]
+    pub default_verdict: Option<Verdict>,
 }
 
 /// `wgm peer config`.
@@ -552,6 +603,20 @@ pub struct BackendArg {
     /// Name of this host in the record of applied revisions [default: the hostname]
     #[arg(long, env = "WGM_HOST", value_name = "NAME")]
     pub host: Option<String>,
+    /// The firewall: `nft` also converges the server's firewall policy in nftables
+    /// (table `inet wgm`; needs root and `nft`) and shows quota use in status; `none`
+    /// leaves the firewall alone
+    #[arg(long, env = "WGM_FIREWALL", value_enum, default_value_t = FirewallKind::None)]
+    pub firewall: FirewallKind,
+}
+
+/// `--firewall`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FirewallKind {
+    /// nftables, through the `nft` program
+    Nft,
+    /// Leave the firewall alone
+    None,
 }
 
 /// `wgm plan` / `wgm status`.

@@ -165,6 +165,7 @@ async fn run(cli: Cli, out: Out) -> CliResult {
         Command::Quickstart(a) => cmd::setup::quickstart(&ctx, a).await,
         Command::Server(c) => cmd::server::run(&ctx, c).await,
         Command::Peer(c) => cmd::peer::run(&ctx, c).await,
+        Command::Policy(c) => cmd::policy::run(&ctx, c).await,
         Command::Plan(a) => cmd::live::plan(&ctx, a).await,
         Command::Apply(a) => cmd::live::apply(&ctx, a).await,
         Command::Status(a) => cmd::live::status(&ctx, a).await,

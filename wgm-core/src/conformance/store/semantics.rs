@@ -219,6 +219,7 @@ impl Fx {
             config_path: None,
             active: true,
             host: None,
+            policy: crate::policy::ServerPolicy::default(),
             created_at: self.t0,
             updated_at: self.t0,
         })
@@ -246,6 +247,7 @@ impl Fx {
             keepalive: Keepalive::default(),
             enabled: true,
             disabled_by: None,
+            policy: crate::policy::PeerPolicy::default(),
             expires_at: None,
             config_path: None,
             stats: PeerStats::default(),

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wgm_backend_kernel::KernelNetwork;
+use wgm_backend_kernel::{KernelNetwork, NftFirewall};
 use wgm_cli::host::{self, Backend};
 use wgm_core::backend::{NetworkBackend, WireGuardBackend};
 use wgm_core::manager::{ApplyOptions, ApplyReport, Host, Status};
 use wgm_core::reconcile::{DriftPolicy, Verify};
 use wgm_core::Error;
 
-use crate::args::{ApplyArgs, BackendArg, BackendKind, LiveArgs, ReconcileArgs, StatusArgs};
+use crate::args::{
+    ApplyArgs, BackendArg, BackendKind, FirewallKind, LiveArgs, ReconcileArgs, StatusArgs,
+};
 use crate::ctx::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::out::{self, Cell, Style};
@@ -42,7 +44,11 @@ async fn host(b: &BackendArg, network: bool, drift: DriftPolicy) -> CliResult<Ho
     } else {
         None
     };
-    Ok(Host::new(name, wg, net).with_drift(drift))
+    let host = Host::new(name, wg, net).with_drift(drift);
+    Ok(match b.firewall {
+        FirewallKind::Nft => host.with_firewall(Arc::new(NftFirewall::new())),
+        FirewallKind::None => host,
+    })
 }
 
 fn drift(remove_unmanaged: bool) -> DriftPolicy {
@@ -58,10 +64,34 @@ pub async fn plan(ctx: &Ctx, a: LiveArgs) -> CliResult {
     let host = host(&a.backend, true, DriftPolicy::Report).await?;
     let sid = ctx.server(&a.server).await?;
     let plan = ctx.m.plan(&ctx.p, sid, &host).await?;
+    let fw = ctx.m.firewall_plan(&ctx.p, sid, &host).await?;
     if ctx.out.json {
-        return ctx.out.json(&plan);
+        let Some(fw) = fw else {
+            return ctx.out.json(&plan);
+        };
+        let mut v = serde_json::to_value(&plan)
+            .map_err(|e| CliError::Failed(format!("cannot show the plan: {e}")))?;
+        v["firewall"] = serde_json::to_value(&fw)
+            .map_err(|e| CliError::Failed(format!("cannot show the plan: {e}")))?;
+        return ctx.out.json(&v);
     }
-    ctx.out.raw(&plan.to_string())
+    ctx.out.raw(&plan.to_string())?;
+    if let Some(fw) = fw {
+        firewall_lines(ctx, &fw.items, "firewall: in line with the store")?;
+    }
+    Ok(())
+}
+
+/// The firewall part of a plan or report, one line per change.
+fn firewall_lines(ctx: &Ctx, items: &[String], empty: &str) -> CliResult {
+    if items.is_empty() {
+        return ctx.out.line(empty);
+    }
+    ctx.out.line("firewall:")?;
+    for i in items {
+        ctx.out.line(&format!("  {i}"))?;
+    }
+    Ok(())
 }
 
 /// Print what an apply did; an error when the host did not converge.
@@ -87,6 +117,12 @@ fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
             ctx.out.line(&format!("  {mark} {}", res.item))?;
         }
     }
+    if let (false, Some(fw)) = (ctx.out.json, &r.firewall) {
+        firewall_lines(ctx, &fw.plan.items, "firewall: in line with the store")?;
+        if let Some(e) = &fw.error {
+            ctx.out.warn(&format!("firewall: {e}"));
+        }
+    }
     if !r.executed {
         return Ok(());
     }
@@ -106,6 +142,23 @@ fn report(ctx: &Ctx, r: &ApplyReport) -> CliResult {
             ));
         }
         return Ok(());
+    }
+    if r.remaining.is_empty() {
+        if let Some(fw) = &r.firewall {
+            let first = fw
+                .remaining
+                .first()
+                .map_or_else(String::new, |i| format!("; first: {i}"));
+            return Err(Error::backend(
+                "apply",
+                format!(
+                    "the firewall of {} did not converge: {} items remain{first}",
+                    r.plan.interface,
+                    fw.remaining.len()
+                ),
+            )
+            .into());
+        }
     }
     let first = r
         .remaining
@@ -203,17 +256,38 @@ fn show_status(ctx: &Ctx, s: &Status) -> CliResult {
                 ]
             })
             .collect();
-        ctx.out.table(
-            &[
-                "PEER",
-                "ENDPOINT",
-                "LATEST HANDSHAKE",
-                "TRANSFER",
-                "ALLOWED IPS",
-            ],
-            &rows,
-            "no peers on the device",
-        )?;
+        let with_firewall = s.peers.iter().any(|p| p.firewall.is_some());
+        let mut headers = vec![
+            "PEER",
+            "ENDPOINT",
+            "LATEST HANDSHAKE",
+            "TRANSFER",
+            "ALLOWED IPS",
+        ];
+        let mut rows = rows;
+        if with_firewall {
+            headers.extend(["QUOTA USED", "DROPPED"]);
+            for (row, p) in rows.iter_mut().zip(&s.peers) {
+                let (quota, dropped) = match &p.firewall {
+                    None => ("-".to_owned(), "-".to_owned()),
+                    Some(f) => (
+                        match (f.quota_used, f.quota_bytes) {
+                            (Some(u), Some(b)) => format!(
+                                "{} of {} ({} left)",
+                                out::bytes(u),
+                                out::bytes(b),
+                                out::bytes(f.quota_remaining.unwrap_or(0))
+                            ),
+                            _ => "-".to_owned(),
+                        },
+                        out::bytes(f.dropped_bytes),
+                    ),
+                };
+                row.push(Cell::plain(quota));
+                row.push(Cell::plain(dropped));
+            }
+        }
+        ctx.out.table(&headers, &rows, "no peers on the device")?;
     } else {
         ctx.out.line(&format!(
             "{}: {} (apply it: wgm apply)",

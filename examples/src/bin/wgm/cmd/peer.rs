@@ -4,6 +4,7 @@ use serde_json::json;
 use wgm_core::keys::PublicKey;
 use wgm_core::manager::{NewPeer, PeerUpdate, PeerView};
 use wgm_core::model::{PeerId, ServerId, UserId};
+use wgm_core::policy::PeerPolicy;
 use wgm_core::Error;
 use zeroize::Zeroizing;
 
@@ -247,10 +248,29 @@ fn show(ctx: &Ctx, v: &PeerView) -> CliResult {
                 out::bytes(v.stats.tx_bytes)
             ),
         ),
+        ("allow", policy_allow(&v.policy)),
+        ("rate up", out::opt(v.policy.rate_up)),
+        ("rate down", out::opt(v.policy.rate_down)),
+        ("quota", policy_quota(&v.policy)),
         ("created", out::time(v.created_at)),
         ("updated", out::time(v.updated_at)),
     ];
     ctx.out.kv(&pairs)
+}
+
+/// A peer's allow list as `peer show` and `policy show` print it.
+pub fn policy_allow(p: &PeerPolicy) -> String {
+    match &p.allow {
+        None => "(server default)".to_owned(),
+        Some(rules) if rules.is_empty() => "nothing".to_owned(),
+        Some(rules) => out::list(rules),
+    }
+}
+
+/// A peer's quota as `peer show` and `policy show` print it.
+pub fn policy_quota(p: &PeerPolicy) -> String {
+    p.quota
+        .map_or_else(|| "-".to_owned(), |q| format!("{q} ({})", p.quota_action))
 }
 
 async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
@@ -280,19 +300,62 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
             Some(owner(ctx, o).await?)
         });
     }
-    let nothing = u.name.is_none()
+    let settings = !(u.name.is_none()
         && u.description.is_none()
         && u.owner.is_none()
         && u.extra_allowed_ips.is_none()
         && u.keepalive.is_none()
         && u.endpoint.is_none()
-        && u.expires_at.is_none();
-    if nothing {
+        && u.expires_at.is_none());
+    let policy = a.allow.is_some()
+        || a.rate_up.is_some()
+        || a.rate_down.is_some()
+        || a.quota.is_some()
+        || a.quota_action.is_some();
+    if !settings && !policy {
         return Err(CliError::Usage(
             "nothing to change: give at least one option (see wgm peer set --help)".into(),
         ));
     }
-    let v = ctx.m.update_peer(&ctx.p, sid, pid, u).await?;
+    if settings && policy {
+        // Two revisions under two permissions: together they could half succeed.
+        return Err(CliError::Usage(
+            "the firewall options (--allow, --rate-up, --rate-down, --quota, --quota-action) \
+             change the peer's policy, a revision of its own: give them in a `peer set` \
+             without other settings"
+                .into(),
+        ));
+    }
+    let mut v = if settings {
+        ctx.m.update_peer(&ctx.p, sid, pid, u).await?
+    } else {
+        ctx.m.get_peer(&ctx.p, sid, pid).await?
+    };
+    if policy {
+        // The policy is a revision of its own, under its own permission (peer:policy).
+        let mut pol = v.policy.clone();
+        if let Some(x) = a.allow {
+            pol.allow = x.into_option();
+        }
+        if let Some(x) = a.rate_up {
+            pol.rate_up = x.into_option();
+        }
+        if let Some(x) = a.rate_down {
+            pol.rate_down = x.into_option();
+        }
+        if let Some(x) = a.quota {
+            let q = x.into_option();
+            if q.is_some() && q != pol.quota {
+                // A new quota counts from now on.
+                pol.quota_start = u64::try_from(ctx.m.now().unix_timestamp()).unwrap_or(0);
+            }
+            pol.quota = q;
+        }
+        if let Some(x) = a.quota_action {
+            pol.quota_action = x;
+        }
+        v = ctx.m.set_peer_policy(&ctx.p, sid, pid, pol).await?;
+    }
     show(ctx, &v)
 }
 
