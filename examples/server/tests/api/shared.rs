@@ -1,0 +1,253 @@
+//! Copies of the server sharing state: two on one PostgreSQL database, and rate limits
+//! and logouts shared through Redis. Opt-in suites (`WGM_TEST_POSTGRES_URL`,
+//! `WGM_TEST_REDIS_URL`); skipped visibly when off.
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use serde_json::json;
+use wgm_test_support::{require, Suite};
+
+use crate::harness::{Api, Options, Server, Store, ADMIN_PASSWORD};
+
+/// A fresh database, dropped on drop (through `psql`, with argv, no shell).
+struct Database {
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    fn create(admin: &str) -> Database {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("wgm_server_{}_{}", std::process::id(), t % 1_000_000);
+        let ok = Command::new("psql")
+            .args([
+                admin,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                &format!("CREATE DATABASE {name}"),
+            ])
+            .status()
+            .expect("psql")
+            .success();
+        assert!(ok, "CREATE DATABASE");
+        Database {
+            admin: admin.to_owned(),
+            name,
+        }
+    }
+
+    fn url(&self) -> String {
+        let (base, query) = self
+            .admin
+            .split_once('?')
+            .map_or((self.admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let host_start = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[host_start..].find('/') {
+            Some(i) => &base[..host_start + i],
+            None => base,
+        };
+        match query {
+            Some(q) => format!("{base}/{}?{q}", self.name),
+            None => format!("{base}/{}", self.name),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                self.admin.as_str(),
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .status();
+    }
+}
+
+/// Two copies of the server on one PostgreSQL database: 200 concurrent peer adds split
+/// across them give 200 unique addresses and 200 revisions, one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_copies_on_postgresql_200_concurrent_adds() {
+    let Some(pg) = require(Suite::Postgres, &["psql"]) else {
+        return;
+    };
+    let db = Database::create(pg.url());
+    let store = Store::at(db.url());
+    tokio::task::block_in_place(|| store.add_user("admin", "admin", ADMIN_PASSWORD));
+    let a = Server::start(&store, Options::default());
+    let b = Server::start(&store, Options::default());
+    let (access, refresh) = Api::new(&a).login("admin", ADMIN_PASSWORD).await;
+    let api_a = Api::new(&a).as_token(&access);
+    // Same JWT key: a login on one copy is good on the other.
+    let api_b = Api::new(&b).as_token(&access);
+    api_a
+        .post(
+            "/api/v1/servers",
+            json!({"name": "office", "listen_port": 51820, "ipv4_pool": "10.20.0.0/16"}),
+        )
+        .await
+        .ok();
+    api_b.get("/api/v1/servers/office").await.ok();
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let api = if i % 2 == 0 {
+            api_a.clone()
+        } else {
+            api_b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            api.post(
+                "/api/v1/servers/office/peers",
+                json!({"name": format!("p{i}")}),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let peers = api_b
+        .get("/api/v1/servers/office/peers?limit=1000")
+        .await
+        .ok();
+    let items = peers.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 200);
+    let v6: HashSet<&str> = items
+        .iter()
+        .map(|p| p["address_v6"].as_str().unwrap())
+        .collect();
+    let v4: HashSet<&str> = items
+        .iter()
+        .map(|p| p["address_v4"].as_str().unwrap())
+        .collect();
+    assert_eq!((v6.len(), v4.len()), (200, 200), "unique addresses");
+    let server = api_a.get("/api/v1/servers/office").await.ok();
+    assert_eq!(server.body["revision"], 201);
+    let mut revisions = Vec::new();
+    let mut after = 0;
+    loop {
+        let h = api_a
+            .get(&format!(
+                "/api/v1/servers/office/history?after={after}&limit=1000"
+            ))
+            .await
+            .ok();
+        let items = h.body["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        after = items.last().unwrap()["revision"].as_u64().unwrap();
+        revisions.extend(items);
+    }
+    assert_eq!(revisions.len(), 201);
+    for r in &revisions[1..] {
+        let changes = r["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 1, "{r}");
+        assert_eq!(changes[0]["kind"], "peer_added");
+    }
+    let secrets = vec![ADMIN_PASSWORD.to_owned(), access, refresh];
+    a.assert_no_secret_logged(&secrets);
+    b.assert_no_secret_logged(&secrets);
+}
+
+/// Deletes the test's keys on drop (through `redis-cli`, with argv, no shell).
+struct Namespace {
+    url: String,
+    name: String,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let out = Command::new("redis-cli")
+            .args([
+                "-u",
+                &self.url,
+                "--scan",
+                "--pattern",
+                &format!("{}*", self.name),
+            ])
+            .output();
+        if let Ok(out) = out {
+            for k in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("redis-cli")
+                    .args(["-u", &self.url, "DEL", k])
+                    .output();
+            }
+        }
+    }
+}
+
+/// With `redis_url`, two copies share the rate limit of an address and the list of
+/// logged-out tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_shares_limits_and_logouts_across_copies() {
+    let Some(redis) = require(Suite::Redis, &["redis-cli"]) else {
+        return;
+    };
+    let ns = Namespace {
+        url: redis.url().to_owned(),
+        name: format!("wgm-server-test-{}", std::process::id()),
+    };
+    let store = Store::sqlite();
+    tokio::task::block_in_place(|| store.add_user("admin", "admin", ADMIN_PASSWORD));
+    let o = || {
+        Options::default()
+            .env("WGM_SERVER_REDIS_URL", redis.url())
+            .env("WGM_SERVER_REDIS_NAMESPACE", &ns.name)
+            .env("WGM_SERVER_RATE_PER_ADDRESS", "10/60")
+    };
+    let a = Server::start(&store, o());
+    let b = Server::start(&store, o());
+    assert!(a.log_text().contains("shared through Redis"));
+    // Logout on A holds on B.
+    let (access, refresh) = Api::new(&a).login("admin", ADMIN_PASSWORD).await;
+    let on_a = Api::new(&a).as_token(&access);
+    let on_b = Api::new(&b).as_token(&access);
+    on_b.get("/api/v1/me").await.ok();
+    let out = on_a
+        .post("/api/v1/logout", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    on_b.get("/api/v1/me")
+        .await
+        .err(401, "unauthenticated", None);
+    Api::new(&b)
+        .post("/api/v1/refresh", json!({"refresh_token": refresh}))
+        .await
+        .err(401, "unauthenticated", None);
+    // One budget of 10 for this address across both copies (4 spent above).
+    let mut ok = 4;
+    let mut refused = None;
+    for i in 0..20 {
+        let api = if i % 2 == 0 {
+            Api::new(&a)
+        } else {
+            Api::new(&b)
+        };
+        let r = api.get("/api/v1/openapi.json").await;
+        let r2 = api.get("/api/v1/servers").await;
+        for x in [r, r2] {
+            if x.status == 429 {
+                refused.get_or_insert(x);
+            } else {
+                ok += 1;
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    let r = refused.expect("limited across copies");
+    assert!(ok <= 11, "{ok} requests went through a budget of 10");
+    assert!(r.headers.contains_key("retry-after"));
+    let secrets = vec![ADMIN_PASSWORD.to_owned(), access, refresh];
+    a.assert_no_secret_logged(&secrets);
+    b.assert_no_secret_logged(&secrets);
+}
