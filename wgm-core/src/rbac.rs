@@ -832,6 +832,9 @@ pub struct Principal {
     kind: PrincipalKind,
     roles: Vec<Role>,
     token_scope: Option<Vec<Permission>>,
+    /// The request's precondition on server writes ([`Principal::if_revision`]).
+    /// (Revision numbers: `rbac` sits below `model` in the module layering.)
+    if_revision: Option<Vec<u64>>,
 }
 
 impl Principal {
@@ -844,6 +847,7 @@ impl Principal {
             kind: PrincipalKind::Human,
             roles,
             token_scope: None,
+            if_revision: None,
         }
     }
 
@@ -853,6 +857,51 @@ impl Principal {
         self.kind = PrincipalKind::ApiToken { token_id };
         self.token_scope = Some(scope);
         self
+    }
+
+    /// The same principal, for requests whose server writes must happen only while the
+    /// server is at one of `revisions` (revision numbers, as in
+    /// [`RevisionNo`](crate::model::RevisionNo); HTTP's `If-Match`). A write of such a principal
+    /// commits with that revision as the store's compare-and-swap, so the condition holds
+    /// across processes and copies: if the server has moved on (before the write, or
+    /// between its read and its commit), the write changes nothing and fails with
+    /// [`ConflictKind::StaleRevision`](crate::error::ConflictKind::StaleRevision), with no
+    /// retry. An empty `revisions` matches nothing. Reads ignore the condition; it does not
+    /// change what the principal may do.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::Arc;
+    /// use wgm_core::manager::{Manager, NewPeer, NewServer};
+        /// use wgm_core::names::{InterfaceName, PeerName, ServerName};
+    /// use wgm_core::net::ListenPort;
+    /// use wgm_core::seal::{MasterKey, Sealer};
+    /// use wgm_core::store::MemoryStore;
+    ///
+    /// let (m, local) = Manager::builder(Arc::new(MemoryStore::new()), Sealer::new(MasterKey::generate()))
+    ///     .build_with_local_admin();
+    /// let admin = local.principal("root");
+    /// let s = m.create_server(&admin, NewServer::new(ServerName::new("s").unwrap(),
+    ///     InterfaceName::new("wg0").unwrap(), ListenPort::new(51820).unwrap())).await.unwrap();
+    /// let at = m.get_server(&admin, s.id).await.unwrap().revision;
+    /// let stale = admin.clone().if_revision([at.0 + 1]);
+    /// let e = m.add_peer(&stale, s.id, NewPeer::new(PeerName::new("a").unwrap())).await.unwrap_err();
+    /// assert!(e.is_stale_revision());
+    /// let current = admin.clone().if_revision([at.0]);
+    /// m.add_peer(&current, s.id, NewPeer::new(PeerName::new("a").unwrap())).await.unwrap();
+    /// // The condition held once: the server has moved on.
+    /// assert!(m.add_peer(&current, s.id, NewPeer::new(PeerName::new("b").unwrap())).await.unwrap_err().is_stale_revision());
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn if_revision(mut self, revisions: impl IntoIterator<Item = u64>) -> Self {
+        self.if_revision = Some(revisions.into_iter().collect());
+        self
+    }
+
+    /// The revisions [`Principal::if_revision`] requires of server writes, if any.
+    pub fn required_revisions(&self) -> Option<&[u64]> {
+        self.if_revision.as_deref()
     }
 
     /// The same user as a local process of `unix_user`.

@@ -108,9 +108,14 @@ impl Counting {
     }
 }
 
+#[async_trait]
 impl Store for Counting {
     fn name(&self) -> &'static str {
         "counting"
+    }
+
+    async fn schema_version(&self) -> Result<wgm_core::store::SchemaVersion> {
+        self.inner.schema_version().await
     }
 }
 
@@ -896,4 +901,105 @@ impl wgm_core::store::SnapshotStore for Counting {
     async fn replace_with_snapshot(&self, snapshot: &wgm_core::store::Snapshot) -> Result<()> {
         self.inner.replace_with_snapshot(snapshot).await
     }
+}
+
+/// Whether server `id` has a peer named `name` at its head.
+fn has_peer(store: &Counting, id: ServerId, name: &str) -> bool {
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    st.peers.values().any(|p| p.name.as_str() == name)
+}
+
+#[test]
+fn a_conditional_write_that_loses_a_race_changes_nothing_and_is_not_retried() {
+    let (m, store, _, cap, id) = setup(8);
+    let admin = cap.principal("root").if_revision([1]);
+    let before = store.commits();
+    store.queue(Sabotage::Race);
+    let e = block(m.add_peer(&admin, id, peer("alice"))).unwrap_err();
+    assert!(e.is_stale_revision(), "{e}");
+    // One commit, lost; the next attempt reads the new head and refuses.
+    assert_eq!(store.commits() - before, 1);
+    let st = block(store.inner.load_server(id)).unwrap().unwrap();
+    assert_eq!(st.revision, RevisionNo(2), "only the racer's revision");
+    assert!(!has_peer(&store, id, "alice"));
+    // Without the condition the same race is retried and lands.
+    store.queue(Sabotage::Race);
+    block(m.add_peer(&cap.principal("root"), id, peer("alice"))).unwrap();
+    assert!(has_peer(&store, id, "alice"));
+}
+
+#[test]
+fn a_conditional_write_lands_only_at_a_revision_it_names() {
+    let (m, store, _, cap, id) = setup(8);
+    let root = cap.principal("root");
+    // At the head: lands, one commit.
+    let before = store.commits();
+    block(m.add_peer(&root.clone().if_revision([1]), id, peer("a"))).unwrap();
+    assert_eq!(store.commits() - before, 1);
+    // Behind the head: refused before any commit, naming the head.
+    let before = store.commits();
+    let e =
+        block(m.add_peer(&root.clone().if_revision([1]), id, peer("b"))).unwrap_err();
+    match e.conflict_kind() {
+        Some(ConflictKind::StaleRevision {
+            expected, actual, ..
+        }) => assert_eq!((*expected, *actual), (1, 2)),
+        other => panic!("expected a stale revision, got {other:?} ({e})"),
+    }
+    assert_eq!(store.commits(), before);
+    assert!(!has_peer(&store, id, "b"));
+    // An empty list matches nothing.
+    assert!(
+        block(m.add_peer(&root.clone().if_revision([]), id, peer("b")))
+            .unwrap_err()
+            .is_stale_revision()
+    );
+    // Several revisions: a lost race to one of them lands on the next attempt.
+    store.queue(Sabotage::Race);
+    let before = store.commits();
+    let both = root.clone().if_revision([2, 3]);
+    block(m.add_peer(&both, id, peer("b"))).unwrap();
+    assert_eq!(store.commits() - before, 2);
+    assert!(has_peer(&store, id, "b"));
+    // Every kind of server write honours it: a server update, a peer change, removal.
+    let stale = root.if_revision([1]);
+    let pid = block(m.resolve_peer(&cap.principal("root"), id, "a")).unwrap();
+    for e in [
+        block(m.rotate_server_key(&stale, id))
+            .map(|_| ())
+            .unwrap_err(),
+        block(m.rotate_peer_key(&stale, id, pid))
+            .map(|_| ())
+            .unwrap_err(),
+        block(m.remove_peer(&stale, id, pid)).unwrap_err(),
+        block(m.rollback(&stale, id, RevisionNo(1)))
+            .map(|_| ())
+            .unwrap_err(),
+        block(m.delete_server(&stale, id)).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(e.is_stale_revision(), "{e}");
+    }
+    assert!(has_peer(&store, id, "a"));
+}
+
+#[test]
+fn a_conditional_write_from_a_fresh_process_is_exact() {
+    let (store, key, id) = installation(20, 0);
+    let head = block(store.inner.load_server(id))
+        .unwrap()
+        .unwrap()
+        .revision;
+    // A fresh process that would add from the durable allocator state.
+    let (m, admin) = process(&store, &key);
+    let e = block(m.add_peer(
+        &admin.clone().if_revision([head.0 - 1]),
+        id,
+        peer("late"),
+    ))
+    .unwrap_err();
+    assert!(e.is_stale_revision(), "{e}");
+    assert!(!has_peer(&store, id, "late"));
+    let (m, admin) = process(&store, &key);
+    block(m.add_peer(&admin.if_revision([head.0]), id, peer("late"))).unwrap();
+    assert!(has_peer(&store, id, "late"));
 }

@@ -826,9 +826,23 @@ fn scored(v: Vec<(String, String)>) -> std::result::Result<Vec<(String, u64)>, R
         .collect()
 }
 
+#[async_trait]
 impl Store for RedisStore {
     fn name(&self) -> &'static str {
         S
+    }
+
+    async fn schema_version(&self) -> Result<wgm_core::store::SchemaVersion> {
+        let found: Option<String> = self
+            .inner
+            .conn
+            .query(redis::cmd("GET").arg(self.inner.keys.schema()))
+            .await?;
+        Ok(wgm_core::store::SchemaVersion {
+            // A value that is not a number is no schema this build knows.
+            found: found.map_or(0, |v| v.parse().unwrap_or(u64::MAX)),
+            known: SCHEMA_VERSION.into(),
+        })
     }
 }
 

@@ -354,6 +354,7 @@ impl SqlStore {
     }
 }
 
+#[async_trait]
 impl Store for SqlStore {
     fn name(&self) -> &'static str {
         match &self.backend {
@@ -362,6 +363,10 @@ impl Store for SqlStore {
             #[cfg(feature = "postgres")]
             Backend::Postgres(_) => "postgres",
         }
+    }
+
+    async fn schema_version(&self) -> Result<wgm_core::store::SchemaVersion> {
+        dispatch!(self, b => b.schema_version())
     }
 }
 

@@ -152,6 +152,19 @@ impl PgStore {
         Ok(store)
     }
 
+    /// The schema recorded in the database and the one this build knows.
+    pub(crate) async fn schema_version(&self) -> Result<wgm_core::store::SchemaVersion, SqlError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM wgm.schema_migrations")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(wgm_core::store::SchemaVersion {
+            found: u64::try_from(found.unwrap_or(0)).unwrap_or(0),
+            known: u64::try_from(migrate::latest(migrate::POSTGRES)).unwrap_or(0),
+        })
+    }
+
     async fn migrate(&self) -> Result<(), SqlError> {
         // The usual case first, without a lock or DDL (every command opens the store):
         // a database at exactly the known schema needs nothing. Anything else (no

@@ -143,6 +143,18 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The schema recorded in the database and the one this build knows.
+    pub(crate) async fn schema_version(&self) -> Result<wgm_core::store::SchemaVersion, SqlError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(wgm_core::store::SchemaVersion {
+            found: u64::try_from(found.unwrap_or(0)).unwrap_or(0),
+            known: u64::try_from(migrate::latest(migrate::SQLITE)).unwrap_or(0),
+        })
+    }
+
     async fn migrate(&self) -> Result<(), SqlError> {
         // The usual case first, without the write lock: a database at exactly the known
         // schema needs nothing. Anything else (a new file, pending migrations, a newer

@@ -44,13 +44,17 @@ async fn sqlite_file_survives_reopen() {
     );
 }
 
-/// A database written by a newer schema is refused, not used.
+/// A database written by a newer schema is refused, not used; a store already open
+/// reports the newer schema (what a readiness probe looks at).
 #[tokio::test]
 async fn newer_schema_is_refused() {
+    use wgm_core::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wgm.db");
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    SqlStore::open(&url).await.unwrap().close().await;
+    let open = SqlStore::open(&url).await.unwrap();
+    let v = open.schema_version().await.unwrap();
+    assert!(v.is_current() && v.known >= 3, "{v:?}");
     let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(
         "INSERT INTO schema_migrations (version, name, applied_ns) VALUES (999, 'future', 0)",
@@ -59,6 +63,10 @@ async fn newer_schema_is_refused() {
     .await
     .unwrap();
     c.close().await.unwrap();
+    let now = open.schema_version().await.unwrap();
+    assert_eq!((now.found, now.known), (999, v.known));
+    assert!(!now.is_current());
+    open.close().await;
     let e = SqlStore::open(&url).await.unwrap_err();
     assert_eq!(e.code(), "store");
     assert!(e.to_string().contains("999"), "{e}");

@@ -275,10 +275,6 @@ async fn context(
     req.extensions_mut().insert(ClientAddr(addr));
     req.extensions_mut().insert(slot.clone());
     let limited = route.starts_with("/api/") || route == "/metrics";
-    let gate = route
-        .starts_with("/api/v1/servers/{server}")
-        .then(|| req.uri().path().split('/').nth(4).map(|r| s.server_gate(r)))
-        .flatten();
     let mut res = if limited {
         match s
             .limit(
@@ -288,11 +284,11 @@ async fn context(
             )
             .await
         {
-            Ok(()) => run(next, req, timeout, gate).await,
+            Ok(()) => run(next, req, timeout).await,
             Err(e) => e.into_response(),
         }
     } else {
-        run(next, req, timeout, gate).await
+        run(next, req, timeout).await
     };
     let latency = started.elapsed();
     let status = res.status();
@@ -331,20 +327,8 @@ async fn context(
     res
 }
 
-async fn run(
-    next: Next,
-    req: Request,
-    timeout: Duration,
-    gate: Option<Arc<tokio::sync::Mutex<()>>>,
-) -> Response {
-    let work = async move {
-        let _turn = match &gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        next.run(req).await
-    };
-    if let Ok(r) = tokio::time::timeout(timeout, work).await {
+async fn run(next: Next, req: Request, timeout: Duration) -> Response {
+    if let Ok(r) = tokio::time::timeout(timeout, next.run(req)).await {
         r
     } else {
         let mut e = ApiError::new(

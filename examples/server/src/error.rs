@@ -66,6 +66,8 @@ pub struct ApiErrorParts {
     pub retry_after: Option<u64>,
     /// The server's current revision, for a 412 (sent as `ETag`).
     pub etag: Option<HeaderValue>,
+    /// For a library's stale revision: the revision the server is at.
+    pub stale_at: Option<wgm_core::model::RevisionNo>,
 }
 
 impl ApiError {
@@ -81,6 +83,7 @@ impl ApiError {
             },
             retry_after: None,
             etag: None,
+            stale_at: None,
         }))
     }
 
@@ -173,6 +176,12 @@ impl From<Error> for ApiError {
             },
             retry_after,
             etag: None,
+            stale_at: match &e {
+                Error::Conflict {
+                    kind: ConflictKind::StaleRevision { actual, .. },
+                } => Some(wgm_core::model::RevisionNo(*actual)),
+                _ => None,
+            },
         }))
     }
 }
@@ -184,6 +193,7 @@ impl IntoResponse for ApiError {
             body,
             retry_after,
             etag,
+            stale_at: _,
         } = *self.0;
         let mut res = (status, axum::Json(&body)).into_response();
         let h = res.headers_mut();

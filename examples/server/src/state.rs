@@ -1,7 +1,6 @@
 //! What every handler shares: the manager, the JWT issuer, the limiter, the list of
 //! logged-out tokens, the metrics.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use wgm_core::auth::jwt::JwtIssuer;
 use wgm_core::manager::Manager;
-use wgm_core::model::ServerId;
 use wgm_core::ratelimit::{Limit, RateLimiter};
 use wgm_core::store::Store;
 
@@ -63,15 +61,7 @@ pub struct Inner {
     pub trusted_proxies: Vec<IpNet>,
     /// Access token lifetime (for `expires_in`).
     pub access_ttl: Duration,
-    /// Per-server locks held from an `If-Match` check to the end of its write.
-    locks: std::sync::Mutex<HashMap<ServerId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Fair (FIFO) gates in front of each server's requests, by a hash of the server
-    /// reference in the path ([`Inner::server_gate`]).
-    gates: Vec<Arc<tokio::sync::Mutex<()>>>,
 }
-
-/// How many gates [`Inner::server_gate`] stripes servers over.
-const GATES: usize = 64;
 
 impl Inner {
     /// Put the parts together.
@@ -99,26 +89,7 @@ impl Inner {
             totp_issuer,
             trusted_proxies,
             access_ttl,
-            locks: std::sync::Mutex::new(HashMap::new()),
-            gates: (0..GATES).map(|_| Arc::default()).collect(),
         }
-    }
-
-    /// The gate of requests about the server `reference` (as written in the path):
-    /// requests for one server enter the Manager one at a time, in arrival order.
-    ///
-    /// The Manager serializes a server's operations on its own per-server lock
-    /// (`futures::lock::Mutex`), whose unlock wakes the waiter in the lowest slot rather
-    /// than the oldest one: under sustained concurrency on one server, some requests
-    /// waited until the load stopped (30 s in the load run). This FIFO gate in front of it
-    /// keeps the wait fair; it costs no parallelism the Manager's lock allowed. Striped
-    /// by hash, so memory does not grow with the names clients send.
-    pub fn server_gate(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        reference.to_lowercase().hash(&mut h);
-        let i = usize::try_from(h.finish() % GATES as u64).unwrap_or(0);
-        self.gates[i].clone()
     }
 
     /// Run one manager operation, counted and timed as `name`.
@@ -131,16 +102,6 @@ impl Inner {
         let r = f.await;
         self.metrics.manager_op(name, r.as_ref().err(), t.elapsed());
         r.map_err(ApiError::from)
-    }
-
-    /// The lock of server `id`'s conditional writes in this process.
-    pub fn server_lock(&self, id: ServerId) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id)
-            .or_default()
-            .clone()
     }
 
     /// Check `key` against `limit`; a 429 when refused. A limiter that fails (Redis

@@ -53,7 +53,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::lock::Mutex as AsyncMutex;
+// Fair: a server's waiting operations get the lock in about the order they asked, so
+// none starves under sustained load (futures' mutex wakes by slot, not by age).
+use async_lock::Mutex as AsyncMutex;
 use rand::Rng;
 use time::OffsetDateTime;
 
@@ -970,6 +972,23 @@ impl Manager {
             let cached = g.as_mut().ok_or_else(|| Error::not_found("server", id))?;
             let now = self.now();
             let expected = cached.state.revision;
+            if let Some(want) = p.required_revisions() {
+                if !want.contains(&expected.0) {
+                    if cached.partial.is_some() {
+                        // A partial cache may trail the head: decide on the full one.
+                        *g = None;
+                        light = None;
+                        continue;
+                    }
+                    return Err(Error::conflict_of(
+                        crate::error::ConflictKind::StaleRevision {
+                            server: id.0,
+                            expected: want.first().copied().unwrap_or(0),
+                            actual: expected.0,
+                        },
+                    ));
+                }
+            }
             let m = match f(cached, now) {
                 Ok(m) => m,
                 Err(e) => {
@@ -1068,6 +1087,12 @@ impl Manager {
                     *g = None;
                     if attempt >= self.config.max_attempts {
                         return Err(e);
+                    }
+                    if p.required_revisions().is_some() {
+                        // Under a precondition the next attempt only reads the new
+                        // head to refuse (or, for a list of revisions, to match it):
+                        // no reason to wait.
+                        continue;
                     }
                     tracing::debug!(server = %id, attempt, "lost a commit race; retrying");
                     self.clock.sleep(backoff(attempt)).await;

@@ -565,9 +565,14 @@ fn page<T: Clone>(items: impl Iterator<Item = T>, page: Page) -> Vec<T> {
     items.skip(skip).take(take).collect()
 }
 
+#[async_trait]
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    async fn schema_version(&self) -> Result<super::SchemaVersion> {
+        Ok(super::SchemaVersion { found: 0, known: 0 })
     }
 }
 

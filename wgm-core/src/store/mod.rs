@@ -97,6 +97,7 @@ impl PeerLookup<'_> {
 /// assert!(store.head(wgm_core::model::ServerId::new_random()).await.unwrap().is_none());
 /// # });
 /// ```
+#[async_trait]
 pub trait Store:
     ServerStore
     + HostStateStore
@@ -111,6 +112,37 @@ pub trait Store:
 {
     /// A short name for logs and errors (`memory`, `sqlite`, `postgres`, `redis`).
     fn name(&self) -> &'static str;
+
+    /// The schema version the store holds now, next to the one this build knows: one
+    /// read, for readiness probes. A store is opened only at a schema this build knows
+    /// (it migrates an older one and refuses a newer one), but a long-running process
+    /// can find its store migrated since by a newer build ([`SchemaVersion::is_current`]
+    /// false). Errors: `Store` when the store does not answer.
+    async fn schema_version(&self) -> Result<SchemaVersion>;
+}
+
+/// The schema version a store holds and the one this build reads and writes
+/// ([`Store::schema_version`]). A store without a persistent schema (memory) reports
+/// 0 for both.
+///
+/// ```
+/// use wgm_core::store::SchemaVersion;
+/// assert!(SchemaVersion { found: 3, known: 3 }.is_current());
+/// assert!(!SchemaVersion { found: 4, known: 3 }.is_current());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// The version recorded in the store.
+    pub found: u64,
+    /// The version this build migrates to and works with.
+    pub known: u64,
+}
+
+impl SchemaVersion {
+    /// Whether the store is at exactly this build's schema.
+    pub fn is_current(&self) -> bool {
+        self.found == self.known
+    }
 }
 
 /// Servers at their head revision, the compare-and-swap commit and the revision
@@ -335,9 +367,14 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<()>;
 }
 
+#[async_trait]
 impl<T: Store + ?Sized> Store for Arc<T> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    async fn schema_version(&self) -> Result<SchemaVersion> {
+        (**self).schema_version().await
     }
 }
 

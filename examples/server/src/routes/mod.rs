@@ -28,7 +28,7 @@ use wgm_core::model::{PeerId, RevisionNo, ServerId};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{etag, Precondition};
+use crate::extract::{etag, IfMatch, Precondition};
 use crate::state::AppState;
 
 /// Every error status an operation may answer, with the [`ErrorBody`] shape.
@@ -191,33 +191,49 @@ pub async fn head(s: &AppState, c: &Caller, sid: ServerId) -> ApiResult<Revision
         .revision)
 }
 
-/// Check `If-Match` on server `sid` before a write: 412 (with the current `ETag`) when
-/// it names another revision. The returned guard is held until the write is done, so
-/// conditional writes through this process are serialized per server.
+/// The caller of a write under `If-Match` on server `sid`: 412 (with the current `ETag`)
+/// at once when the header names another revision, else the caller whose principal
+/// carries the condition ([`wgm_core::rbac::Principal::if_revision`]), so that the
+/// library commits only at that revision: exact across processes and copies, since it is
+/// the store's own compare-and-swap. A write that loses to a concurrent one fails with a
+/// stale revision, which [`precondition`] turns into the same 412.
 pub async fn check_precondition(
     s: &AppState,
     c: &Caller,
     sid: ServerId,
     pre: &Precondition,
-) -> ApiResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
-    let Some(want) = &pre.0 else {
-        return Ok(None);
+) -> ApiResult<Caller> {
+    let Some(IfMatch::Revisions(want)) = &pre.0 else {
+        return Ok(c.clone());
     };
-    let guard = s.server_lock(sid).lock_owned().await;
     let now = head(s, c, sid).await?;
-    if !want.matches(now) {
-        let mut e = ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            format!(
-                "the server is at revision {now}, not the one If-Match names; nothing was changed"
-            ),
-        )
-        .kind("stale_revision");
-        e.etag = Some(etag(now));
-        return Err(e);
+    if !pre.0.as_ref().is_some_and(|w| w.matches(now)) {
+        return Err(failed_precondition(now));
     }
-    Ok(Some(guard))
+    let mut c = c.clone();
+    c.p = c.p.if_revision(want.iter().copied());
+    Ok(c)
+}
+
+/// The 412 answer: the server is at `now`.
+fn failed_precondition(now: RevisionNo) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        format!("the server is at revision {now}, not the one If-Match names; nothing was changed"),
+    )
+    .kind("stale_revision");
+    e.etag = Some(etag(now));
+    e
+}
+
+/// For the errors of a write by `c` (from [`check_precondition`]): a stale revision
+/// under an `If-Match` condition is the condition failing, 412; anything else as is.
+pub fn precondition(c: &Caller) -> impl Fn(ApiError) -> ApiError + '_ {
+    move |e| match e.stale_at {
+        Some(now) if c.p.required_revisions().is_some() => failed_precondition(now),
+        _ => e,
+    }
 }
 
 /// A JSON response with `status`, and the `ETag` of `rev` when known.

@@ -24,36 +24,34 @@ pub async fn health() -> Json<Health> {
 
 /// The store answers (its schema was migrated when this process opened it).
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, description = "Ready", body = Health),
-              (status = 503, description = "The store does not answer", body = Health)))]
+    responses((status = 200, description = "Ready: the store answers and holds this build's schema", body = Health),
+              (status = 503, description = "The store does not answer, or holds another schema version", body = Health)))]
 pub async fn ready(State(s): State<AppState>) -> Response {
-    let probe = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        s.store.list_servers(Page::first(1)),
-    )
-    .await;
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.store.schema_version()).await;
+    let unready =
+        |status: String| (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status })).into_response();
     match probe {
-        Ok(Ok(_)) => Json(Health {
+        Ok(Ok(v)) if v.is_current() => Json(Health {
             status: "ok".to_owned(),
         })
         .into_response(),
+        Ok(Ok(v)) => {
+            tracing::warn!(
+                found = v.found,
+                known = v.known,
+                "not ready: the store's schema is not this build's"
+            );
+            unready(format!(
+                "store: schema version {} where this build works with {}",
+                v.found, v.known
+            ))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: the store failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: format!("store: {}", e.code()),
-                }),
-            )
-                .into_response()
+            unready(format!("store: {}", e.code()))
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "store: no answer within 5 s".to_owned(),
-            }),
-        )
-            .into_response(),
+        Err(_) => unready("store: no answer within 5 s".to_owned()),
     }
 }
 

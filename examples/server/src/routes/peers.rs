@@ -14,8 +14,8 @@ use wgm_core::net::Keepalive;
 use wgm_core::Error;
 
 use super::{
-    check_precondition, head, json_with_etag, name_matches, no_store, peer_id, server_id, Errors,
-    PageArgs,
+    check_precondition, head, json_with_etag, name_matches, no_store, peer_id, precondition,
+    server_id, Errors, PageArgs,
 };
 use crate::auth::Caller;
 use crate::dto::{
@@ -195,13 +195,17 @@ pub async fn add(
 ) -> ApiResult<Response> {
     let sid = server_id(&s, &c, &server).await?;
     let one = spec(&s, &c, &b, "peer").await?;
-    let _guard = check_precondition(&s, &c, sid, &pre).await?;
+    let c = check_precondition(&s, &c, sid, &pre).await?;
     let views = match b.count {
-        None => vec![s.op("peer.add", s.m.add_peer(&c.p, sid, one)).await?],
+        None => vec![s
+            .op("peer.add", s.m.add_peer(&c.p, sid, one))
+            .await
+            .map_err(precondition(&c))?],
         Some(n) => {
             let specs = one.numbered(n)?;
             s.op("peer.add_many", s.m.add_peers(&c.p, sid, specs))
-                .await?
+                .await
+                .map_err(precondition(&c))?
         }
     };
     let rev = etag_after(&s, &c, sid).await;
@@ -233,10 +237,11 @@ pub async fn bulk(
         }
         specs.push(spec(&s, &c, x, &format!("peers[{i}]")).await?);
     }
-    let _guard = check_precondition(&s, &c, sid, &pre).await?;
+    let c = check_precondition(&s, &c, sid, &pre).await?;
     let views = s
         .op("peer.add_many", s.m.add_peers(&c.p, sid, specs))
-        .await?;
+        .await
+        .map_err(precondition(&c))?;
     let rev = etag_after(&s, &c, sid).await;
     let out: Vec<PeerOut> = views.into_iter().map(PeerOut::from).collect();
     Ok(json_with_etag(StatusCode::CREATED, rev, &out))
@@ -317,10 +322,11 @@ pub async fn update(
         });
     }
     u.enabled = b.enabled;
-    let _guard = check_precondition(&s, &c, sid, &pre).await?;
+    let c = check_precondition(&s, &c, sid, &pre).await?;
     let v = s
         .op("peer.update", s.m.update_peer(&c.p, sid, pid, u))
-        .await?;
+        .await
+        .map_err(precondition(&c))?;
     let rev = etag_after(&s, &c, sid).await;
     Ok(json_with_etag(StatusCode::OK, rev, &PeerOut::from(v)))
 }
@@ -340,9 +346,11 @@ pub async fn remove(
 ) -> ApiResult<Response> {
     let sid = server_id(&s, &c, &server).await?;
     let pid = peer_id(&s, &c, sid, &peer).await?;
-    let _guard = check_precondition(&s, &c, sid, &pre).await?;
+    let c = check_precondition(&s, &c, sid, &pre).await?;
     let v = s.op("peer.get", s.m.get_peer(&c.p, sid, pid)).await?;
-    s.op("peer.remove", s.m.remove_peer(&c.p, sid, pid)).await?;
+    s.op("peer.remove", s.m.remove_peer(&c.p, sid, pid))
+        .await
+        .map_err(precondition(&c))?;
     let rev = etag_after(&s, &c, sid).await;
     Ok(json_with_etag(
         StatusCode::OK,
@@ -372,8 +380,8 @@ macro_rules! peer_action {
         ) -> ApiResult<Response> {
             let $sid = server_id(&$s, &$c, &server).await?;
             let $pid = peer_id(&$s, &$c, $sid, &peer).await?;
-            let _guard = check_precondition(&$s, &$c, $sid, &pre).await?;
-            let v = $s.op($op, $call).await?;
+            let $c = check_precondition(&$s, &$c, $sid, &pre).await?;
+            let v = $s.op($op, $call).await.map_err(precondition(&$c))?;
             let rev = etag_after(&$s, &$c, $sid).await;
             Ok(json_with_etag(StatusCode::OK, rev, &PeerOut::from(v)))
         }
@@ -428,13 +436,14 @@ pub async fn restore_keys(
     }
     let sid = server_id(&s, &c, &server).await?;
     let pid = peer_id(&s, &c, sid, &peer).await?;
-    let _guard = check_precondition(&s, &c, sid, &pre).await?;
+    let c = check_precondition(&s, &c, sid, &pre).await?;
     let v = s
         .op(
             "peer.restore_keys",
             s.m.restore_peer_keys(&c.p, sid, pid, RevisionNo(b.from)),
         )
-        .await?;
+        .await
+        .map_err(precondition(&c))?;
     let rev = etag_after(&s, &c, sid).await;
     Ok(json_with_etag(StatusCode::OK, rev, &PeerOut::from(v)))
 }

@@ -13,7 +13,8 @@ use wgm_core::net::{FwMark, Keepalive, ListenPort, Mtu};
 use wgm_core::Error;
 
 use super::{
-    check_precondition, head, json_with_etag, name_matches, no_store, server_id, Errors, PageArgs,
+    check_precondition, head, json_with_etag, name_matches, no_store, precondition, server_id,
+    Errors, PageArgs,
 };
 use crate::auth::Caller;
 use crate::dto::{
@@ -325,14 +326,21 @@ pub async fn update(
             None => None,
         });
     }
-    let _guard = check_precondition(&s, &c, id, &pre).await?;
+    let c = check_precondition(&s, &c, id, &pre).await?;
+    // A template patch merges into the template read here: the write then commits only
+    // at that read's revision (a concurrent change is a 409, not a lost update).
+    let mut writer = c.p.clone();
     if let Some(t) = &b.client_template {
         let before = s.op("server.get", s.m.get_server(&c.p, id)).await?;
         u.client_template = Some(template(&before.client_template, t)?);
+        if c.p.required_revisions().is_none() {
+            writer = writer.if_revision([before.revision.0]);
+        }
     }
     let v = s
-        .op("server.update", s.m.update_server(&c.p, id, u))
-        .await?;
+        .op("server.update", s.m.update_server(&writer, id, u))
+        .await
+        .map_err(precondition(&c))?;
     Ok(json_with_etag(
         StatusCode::OK,
         Some(v.revision),
@@ -353,9 +361,12 @@ pub async fn delete(
     pre: Precondition,
 ) -> ApiResult<axum::Json<DeletedServer>> {
     let id = server_id(&s, &c, &server).await?;
-    let _guard = check_precondition(&s, &c, id, &pre).await?;
+    let c = check_precondition(&s, &c, id, &pre).await?;
     let v = s.op("server.get", s.m.get_server(&c.p, id)).await?;
-    let rev = s.op("server.delete", s.m.delete_server(&c.p, id)).await?;
+    let rev = s
+        .op("server.delete", s.m.delete_server(&c.p, id))
+        .await
+        .map_err(precondition(&c))?;
     Ok(axum::Json(DeletedServer {
         id: v.id,
         name: v.name,
@@ -376,10 +387,11 @@ pub async fn rotate_key(
     pre: Precondition,
 ) -> ApiResult<Response> {
     let id = server_id(&s, &c, &server).await?;
-    let _guard = check_precondition(&s, &c, id, &pre).await?;
+    let c = check_precondition(&s, &c, id, &pre).await?;
     let v = s
         .op("server.rotate_key", s.m.rotate_server_key(&c.p, id))
-        .await?;
+        .await
+        .map_err(precondition(&c))?;
     Ok(json_with_etag(
         StatusCode::OK,
         Some(v.revision),
@@ -402,10 +414,11 @@ pub async fn restore_key(
 ) -> ApiResult<Response> {
     let from = revision(b.from, "restore.from")?;
     let id = server_id(&s, &c, &server).await?;
-    let _guard = check_precondition(&s, &c, id, &pre).await?;
+    let c = check_precondition(&s, &c, id, &pre).await?;
     let v = s
         .op("server.restore_key", s.m.restore_server_key(&c.p, id, from))
-        .await?;
+        .await
+        .map_err(precondition(&c))?;
     Ok(json_with_etag(
         StatusCode::OK,
         Some(v.revision),
@@ -586,8 +599,11 @@ pub async fn rollback(
 ) -> ApiResult<Response> {
     let to = revision(b.revision, "rollback.revision")?;
     let id = server_id(&s, &c, &server).await?;
-    let _guard = check_precondition(&s, &c, id, &pre).await?;
-    let rec = s.op("server.rollback", s.m.rollback(&c.p, id, to)).await?;
+    let c = check_precondition(&s, &c, id, &pre).await?;
+    let rec = s
+        .op("server.rollback", s.m.rollback(&c.p, id, to))
+        .await
+        .map_err(precondition(&c))?;
     Ok(json_with_etag(
         StatusCode::OK,
         Some(rec.revision),

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::process::Command;
 
+use reqwest::Method;
 use serde_json::json;
 use wgm_test_support::{require, Suite};
 
@@ -70,7 +71,8 @@ impl Drop for Database {
 }
 
 /// Two copies of the server on one PostgreSQL database: 200 concurrent peer adds split
-/// across them give 200 unique addresses and 200 revisions, one each.
+/// across them give 200 unique addresses and 200 revisions, one each; conditional
+/// writes at one revision raced across them land exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_copies_on_postgresql_200_concurrent_adds() {
     let Some(pg) = require(Suite::Postgres, &["psql"]) else {
@@ -152,6 +154,78 @@ async fn two_copies_on_postgresql_200_concurrent_adds() {
         assert_eq!(changes.len(), 1, "{r}");
         assert_eq!(changes[0]["kind"], "peer_added");
     }
+
+    // Conditional writes at one revision, raced across both copies: exactly one lands
+    // (the store's compare-and-swap decides, not either copy's memory); the others get
+    // 412 with the new head, and change nothing.
+    let head = server.etag();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let api = if i % 2 == 0 {
+            api_a.clone()
+        } else {
+            api_b.clone()
+        };
+        let head = head.clone();
+        tasks.push(tokio::spawn(async move {
+            api.call(
+                Method::POST,
+                "/api/v1/servers/office/peers",
+                Some(json!({"name": format!("cond{i}")})),
+                &[("If-Match", &head)],
+            )
+            .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 412 {
+            assert_eq!(r.etag(), "\"202\"", "{}", r.text);
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        19,
+        "{statuses:?}"
+    );
+    let server = api_b.get("/api/v1/servers/office").await.ok();
+    assert_eq!(server.body["revision"], 202);
+
+    // A newer build migrates the database: these copies are no longer ready (they would
+    // read and write a schema they do not know), and are again once it is theirs.
+    let psql = |sql: &str| {
+        let ok = Command::new("psql")
+            .args([db.url().as_str(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+            .status()
+            .expect("psql")
+            .success();
+        assert!(ok, "{sql}");
+    };
+    let anon_a = Api::new(&a);
+    assert_eq!(anon_a.get("/ready").await.ok().body["status"], "ok");
+    psql("INSERT INTO wgm.schema_migrations (version, name, applied_ns) VALUES (999, 'future', 0)");
+    // (Raw requests: the harness refuses 5xx answers.)
+    let ready = |server: &Server| {
+        let url = server.url("/ready");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = ready(&a).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("schema version 999"), "{text}");
+    assert_eq!(ready(&b).await.0, 503);
+    psql("DELETE FROM wgm.schema_migrations WHERE version = 999");
+    assert_eq!(anon_a.get("/ready").await.ok().body["status"], "ok");
     let secrets = vec![ADMIN_PASSWORD.to_owned(), access, refresh];
     a.assert_no_secret_logged(&secrets);
     b.assert_no_secret_logged(&secrets);
