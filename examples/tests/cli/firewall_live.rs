@@ -861,23 +861,65 @@ fn firewall_live_allow_lists_default_verdict_and_peer_to_peer() {
         .ok(&["policy", "set", SERVER, "--peer-to-peer", "allow"]);
     w.apply();
     let (alice, bob) = (w.client("alice"), w.client("bob"));
+    // Bob, without a list, reaches alice (her replies are part of his connection); alice's
+    // list does not name bob, so her own list still keeps her from him.
     assert_pass(
         "peer to peer allowed",
         &[
-            Probe::Ping(&alice.ns, &bob.v4),
-            Probe::Ping(&alice.ns, &bob.v6),
             Probe::Ping(&bob.ns, &alice.v4),
             Probe::Ping(&bob.ns, &alice.v6),
         ],
     );
     assert_blocked(
-        "the rest is as it was",
+        "alice's list still decides where she goes, other peers included",
         &[
+            Probe::Ping(&alice.ns, &bob.v4),
+            Probe::Ping(&alice.ns, &bob.v6),
             Probe::Ping(&bob.ns, UP4),
             Probe::Ping(&bob.ns, UP6),
             Probe::Ping(&alice.ns, OTHER6),
         ],
     );
+    w.env.ok(&[
+        "peer",
+        "set",
+        SERVER,
+        "alice",
+        "--allow",
+        "10.99.0.2/32:icmp,10.99.0.2/32:tcp:8080,[fd99::2/128]:icmp,[fd99::2/128]:tcp:8000-8080,\
+         10.8.0.0/24:icmp,[fd12:3456:789a:1::/64]:icmp",
+    ]);
+    w.apply();
+    let (alice, bob) = (w.client("alice"), w.client("bob"));
+    assert_pass(
+        "alice's list names the tunnel's networks",
+        &[
+            Probe::Ping(&alice.ns, &bob.v4),
+            Probe::Ping(&alice.ns, &bob.v6),
+            Probe::Ping(&alice.ns, UP6),
+        ],
+    );
+
+    // Forwarding off: nothing leaves the tunnel, peer-to-peer traffic still passes.
+    w.env.ok(&["policy", "set", SERVER, "--forwarding", "off"]);
+    w.apply();
+    let (alice, bob) = (w.client("alice"), w.client("bob"));
+    assert_blocked(
+        "forwarding off",
+        &[
+            Probe::Ping(&alice.ns, UP4),
+            Probe::Tcp(&alice.ns, UP6, 8080),
+            Probe::Ping(&bob.ns, UP4),
+        ],
+    );
+    assert_pass(
+        "peer to peer without forwarding",
+        &[
+            Probe::Ping(&alice.ns, &bob.v6),
+            Probe::Ping(&bob.ns, &alice.v4),
+        ],
+    );
+    w.env.ok(&["policy", "set", SERVER, "--forwarding", "on"]);
 
     // The default back to allow: bob passes; alice's list still holds.
     w.env.ok(&["policy", "set", SERVER, "--default", "allow"]);
