@@ -767,8 +767,11 @@ impl World {
 /// Allow lists, the default verdict and peer-to-peer, both families, through the tunnel:
 /// alice may reach `10.99.0.2` and `fd99::2` by ping and on TCP port 8080 and nothing
 /// else; bob, without a list of his own, gets the server's default (`deny`); the two
-/// cannot reach each other until `--peer-to-peer allow`. The host table in the same
-/// namespace comes through every apply unchanged (while its own chain keeps counting).
+/// cannot reach each other until `--peer-to-peer allow`, and then alice (whose list
+/// decides everything she starts) reaches bob only once her list names the tunnel's
+/// networks. With `--forwarding off` only peer-to-peer traffic passes. The host table in
+/// the same namespace comes through every apply unchanged (while its own chain keeps
+/// counting), the last one, which removes the inactive server's firewall, included.
 #[test]
 fn firewall_live_allow_lists_default_verdict_and_peer_to_peer() {
     let Some(_netns) = require(Suite::Netns, TOOLS) else {
@@ -946,6 +949,13 @@ fn firewall_live_allow_lists_default_verdict_and_peer_to_peer() {
         report["firewall"]["plan"]["items"],
         Value::Array(Vec::new())
     );
+
+    // An inactive server: the apply removes its device and its firewall, wgm's table
+    // with it (it held nothing else); the host's table stays (`World::apply` compares).
+    w.env.ok(&["server", "set", SERVER, "--active", "no"]);
+    w.apply();
+    let gone = exec(&w.server, &["nft", "list", "table", "inet", "wgm"]);
+    assert!(!gone.status.success(), "the table inet wgm is left");
 }
 
 /// Masquerading per family: the upstream host sees the server's address on its link as
