@@ -262,7 +262,8 @@ impl Listener {
                             // An IPv4 client shows as ::ffff:a.b.c.d on a dual-stack socket.
                             Ok((_, from)) => seen.lock().unwrap().push(from.ip().to_canonical()),
                             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                            Err(e) => panic!("accept: {e}"),
+                            // A connection reset before it was accepted: not one to record.
+                            Err(e) => eprintln!("accept: {e}"),
                         }
                     }
                     std::thread::sleep(Duration::from_millis(5));
