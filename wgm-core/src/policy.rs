@@ -897,7 +897,9 @@ pub struct ServerPolicy {
     pub masquerade4: Option<InterfaceName>,
     /// Masquerade the peers' IPv6 traffic leaving through this interface.
     pub masquerade6: Option<InterfaceName>,
-    /// Let peers reach each other through the server (default `false`).
+    /// Let peers reach each other through the server (default `false`). A peer with an
+    /// allow list ([`PeerPolicy::allow`]) still reaches only what its list names, other
+    /// peers included; peers without one reach every peer, whatever the default verdict.
     pub peer_to_peer: bool,
     /// The verdict for traffic nothing else decides (default [`Verdict::Allow`]).
     pub default_verdict: Verdict,

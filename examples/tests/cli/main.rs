@@ -5,6 +5,7 @@ mod agent;
 mod documented;
 mod files;
 mod firewall;
+mod firewall_live;
 mod harness;
 mod live;
 mod multiuser;

@@ -52,7 +52,7 @@ enum NftError {
 /// | object | what |
 /// |---|---|
 /// | chain `fwd_I` | base chain, `filter` hook `forward` priority 0, policy accept: `iifname I jump up_I`, `oifname I jump dn_I`; its first rule's comment records the server policy (`wgm v1 fwd=1 p2p=0 def=allow m4=- m6=-`) |
-/// | chain `up_I` | from the peers: count (`@up4_I`), quota and rate (`quota name ip saddr map @qd4_I jump xup_I`, `@qr4_I` counts only, `limit name ip saddr map @lu4_I jump xup_I`), peer-to-peer (`oifname I accept` or drop), forwarding off, `ct state established,related accept`, the allow lists (`ip saddr vmap @acl4_I`), the default verdict — each for `ip` and `ip6` |
+/// | chain `up_I` | from the peers: count (`@up4_I`), quota and rate (`quota name ip saddr map @qd4_I jump xup_I`, `@qr4_I` counts only, `limit name ip saddr map @lu4_I jump xup_I`), peer-to-peer refused (`oifname I jump xup_I`), forwarding off (`oifname != I jump xup_I`), `ct state established,related accept`, the allow lists (`ip saddr vmap @acl4_I`), peer-to-peer allowed (`oifname I accept`: after the lists, so a peer with a list reaches other peers only where its list allows), the default verdict — each for `ip` and `ip6` |
 /// | chain `dn_I` | to the peers: count (`@dn4_I`), quota, rate (`@ld4_I`), forwarding off, established, the default verdict |
 /// | chains `xup_I`, `xdn_I` | count the drop in the peer's element of `@x4_I`/`@x6_I` (by source, by destination), then drop |
 /// | chain `nat_I` | base chain, `nat` hook `postrouting` priority 100: `oifname M ip saddr @peers4_I masquerade` per family |

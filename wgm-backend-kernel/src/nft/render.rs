@@ -219,8 +219,16 @@ fn payload(protocol: &str, field: &str) -> Value {
 }
 
 fn eq(left: Value, right: Value) -> Value {
+    compare("==", left, right)
+}
+
+fn ne(left: Value, right: Value) -> Value {
+    compare("!=", left, right)
+}
+
+fn compare(op: &str, left: Value, right: Value) -> Value {
     let mut m = serde_json::Map::new();
-    m.insert("op".into(), Value::String("==".into()));
+    m.insert("op".into(), Value::String(op.into()));
     m.insert("left".into(), left);
     m.insert("right".into(), right);
     object("match", Value::Object(m))
@@ -349,22 +357,28 @@ pub(crate) fn static_rules(
                 ]));
             }
             if chain == StaticChain::Up {
-                let p2p = if policy.peer_to_peer {
-                    accept()
-                } else {
-                    jump(&xup)
-                };
-                out.push(rule(vec![eq(meta("oifname"), json!(name)), p2p]));
-            }
-            if !policy.forwarding {
+                if !policy.peer_to_peer {
+                    out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&xup)]));
+                }
+                if !policy.forwarding {
+                    // Only peer-to-peer traffic (if allowed) goes on.
+                    out.push(rule(vec![ne(meta("oifname"), json!(name)), jump(&xup)]));
+                }
+            } else if !policy.forwarding {
                 out.push(rule(vec![jump(drop_chain)]));
             }
             out.push(established());
             if chain == StaticChain::Up {
+                // A peer's allow list decides everything it starts, traffic to other
+                // peers included; so peer-to-peer traffic is accepted only after it, for
+                // peers without a list.
                 for fam in Fam::BOTH {
                     out.push(rule(vec![
                         json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam))}}),
                     ]));
+                }
+                if policy.peer_to_peer {
+                    out.push(rule(vec![eq(meta("oifname"), json!(name)), accept()]));
                 }
             }
             out.push(rule(vec![verdict(policy.default_verdict, drop_chain)]));
@@ -682,6 +696,62 @@ mod tests {
         assert!(c.len() < 128);
         assert_eq!(parse_policy_comment("wgm v1 fwd=0"), None);
         assert_eq!(parse_policy_comment("something else"), None);
+    }
+
+    /// Where the rules of `up_I` that send a packet on (or drop it) stand, by what they
+    /// match: the allow lists' verdict maps, `oifname I` (peer to peer), `oifname != I`.
+    fn up_positions(policy: &ServerPolicy) -> (usize, Option<usize>, Option<usize>) {
+        let iface = InterfaceName::new("wg0").unwrap();
+        let rules = static_rules(StaticChain::Up, &iface, policy);
+        let find = |f: &dyn Fn(&Rule) -> bool| rules.iter().position(f);
+        let vmap = find(&|r| r.expr[0].get("vmap").is_some()).unwrap();
+        let oif = |op: &str, r: &Rule| {
+            r.expr[0]["match"]["op"] == op && r.expr[0]["match"]["left"] == meta("oifname")
+        };
+        (vmap, find(&|r| oif("==", r)), find(&|r| oif("!=", r)))
+    }
+
+    #[test]
+    fn an_allow_list_decides_before_peer_to_peer_traffic_is_accepted() {
+        let iface = InterfaceName::new("wg0").unwrap();
+        let mut policy = ServerPolicy {
+            peer_to_peer: true,
+            ..ServerPolicy::default()
+        };
+        let rules = static_rules(StaticChain::Up, &iface, &policy);
+        let (vmap, p2p, not_p2p) = up_positions(&policy);
+        let p2p = p2p.unwrap();
+        assert!(vmap < p2p, "the allow lists come first: {rules:#?}");
+        assert_eq!(rules[p2p].expr[1], accept());
+        assert_eq!(not_p2p, None);
+        // Refused: dropped before anything else decides, lists included.
+        policy.peer_to_peer = false;
+        let rules = static_rules(StaticChain::Up, &iface, &policy);
+        let (vmap, p2p, _) = up_positions(&policy);
+        let p2p = p2p.unwrap();
+        assert!(p2p < vmap);
+        assert_eq!(rules[p2p].expr[1], jump("xup_wg0"));
+    }
+
+    #[test]
+    fn forwarding_off_drops_all_but_peer_to_peer_traffic() {
+        let iface = InterfaceName::new("wg0").unwrap();
+        let policy = ServerPolicy {
+            forwarding: false,
+            peer_to_peer: true,
+            ..ServerPolicy::default()
+        };
+        let rules = static_rules(StaticChain::Up, &iface, &policy);
+        let (vmap, p2p, not_p2p) = up_positions(&policy);
+        let not_p2p = not_p2p.unwrap();
+        assert!(not_p2p < vmap && vmap < p2p.unwrap(), "{rules:#?}");
+        assert_eq!(rules[not_p2p].expr[1], jump("xup_wg0"));
+        // Towards the peers everything forwarded is dropped (peer-to-peer traffic is
+        // decided in up_I).
+        let down = static_rules(StaticChain::Down, &iface, &policy);
+        assert!(down.iter().any(|r| r.expr == vec![jump("xdn_wg0")]));
+        let on = static_rules(StaticChain::Down, &iface, &ServerPolicy::default());
+        assert!(!on.iter().any(|r| r.expr == vec![jump("xdn_wg0")]));
     }
 
     #[test]

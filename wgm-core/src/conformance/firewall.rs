@@ -332,8 +332,10 @@ pub async fn incremental_changes_keep_other_peers(
         fw.name()
     );
 
-    // Replace the static part: nobody's quota moves.
+    // Replace the static part: nobody's quota moves. (Forwarding off: only
+    // peer-to-peer traffic goes on.)
     desired.policy = ServerPolicy {
+        forwarding: false,
         peer_to_peer: true,
         default_verdict: Verdict::Deny,
         masquerade4: Some(InterfaceName::new("eth0")?),
