@@ -154,6 +154,8 @@ pub struct ServerOut {
     pub endpoint: Option<Endpoint>,
     #[schema(value_type = ClientTemplateSchema)]
     pub client_template: ClientTemplate,
+    /// The server's firewall policy.
+    pub policy: ServerPolicyDoc,
     pub config_path: Option<String>,
     pub active: bool,
     #[schema(value_type = Option<String>)]
@@ -190,6 +192,7 @@ impl From<ServerView> for ServerOut {
             fwmark: v.fwmark,
             endpoint: v.endpoint,
             client_template: v.client_template,
+            policy: v.policy.into(),
             config_path: v.config_path,
             active: v.active,
             host: v.host,
@@ -244,6 +247,8 @@ pub struct PeerOut {
     pub expires_at: Option<OffsetDateTime>,
     #[schema(value_type = PeerStatsSchema)]
     pub stats: PeerStats,
+    /// The peer's firewall policy.
+    pub policy: PeerPolicyDoc,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -275,6 +280,7 @@ impl From<PeerView> for PeerOut {
             disabled_by: v.disabled_by,
             expires_at: v.expires_at,
             stats: v.stats,
+            policy: v.policy.into(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -560,6 +566,28 @@ pub struct StatusOut {
     /// The head revision.
     pub revision: u64,
     pub hosts: Vec<HostStatusOut>,
+}
+
+/// One host's pending changes ([`PlanOut`]).
+#[derive(Serialize, ToSchema)]
+pub struct HostPlanOut {
+    pub host: String,
+    /// The revision the host's agent applied, if any.
+    pub applied: Option<u64>,
+    /// Whether the host reported its device converged at the head.
+    pub converged: bool,
+    /// The changes from `applied` to the head (empty at the head); `null` when the host
+    /// applied nothing yet (everything is to do).
+    #[schema(value_type = Option<Vec<DiffSchema>>)]
+    pub pending: Option<Vec<wgm_core::manager::DiffEntry>>,
+}
+
+/// What each host still has to do to reach the head.
+#[derive(Serialize, ToSchema)]
+pub struct PlanOut {
+    /// The head revision.
+    pub revision: u64,
+    pub hosts: Vec<HostPlanOut>,
 }
 
 /// A deleted server.
@@ -968,3 +996,111 @@ pub struct TokenIn {
     pub expires_at: Option<String>,
 }
 root!(TokenIn, "token");
+
+/// A server's firewall policy (applied by the hosts' agents with `--firewall nft`).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPolicyDoc {
+    /// Forward the peers' traffic to other interfaces (default `true`); when `false`
+    /// only peer-to-peer traffic (if allowed) is forwarded.
+    #[serde(default = "yes")]
+    pub forwarding: bool,
+    /// Masquerade the peers' IPv4 traffic leaving through this interface.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub masquerade4: Option<InterfaceName>,
+    /// Masquerade the peers' IPv6 traffic leaving through this interface.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub masquerade6: Option<InterfaceName>,
+    /// Let peers reach each other through the server (default `false`).
+    #[serde(default)]
+    pub peer_to_peer: bool,
+    /// `allow` (default) or `deny`: the verdict for traffic nothing else decides.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub default_verdict: wgm_core::policy::Verdict,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<wgm_core::policy::ServerPolicy> for ServerPolicyDoc {
+    fn from(p: wgm_core::policy::ServerPolicy) -> ServerPolicyDoc {
+        ServerPolicyDoc {
+            forwarding: p.forwarding,
+            masquerade4: p.masquerade4,
+            masquerade6: p.masquerade6,
+            peer_to_peer: p.peer_to_peer,
+            default_verdict: p.default_verdict,
+        }
+    }
+}
+
+impl From<ServerPolicyDoc> for wgm_core::policy::ServerPolicy {
+    fn from(p: ServerPolicyDoc) -> wgm_core::policy::ServerPolicy {
+        wgm_core::policy::ServerPolicy {
+            forwarding: p.forwarding,
+            masquerade4: p.masquerade4,
+            masquerade6: p.masquerade6,
+            peer_to_peer: p.peer_to_peer,
+            default_verdict: p.default_verdict,
+        }
+    }
+}
+
+/// A server's policy and the revision it is at.
+#[derive(Serialize, ToSchema)]
+pub struct ServerPolicyOut {
+    /// The server's head revision.
+    pub revision: u64,
+    pub policy: ServerPolicyDoc,
+}
+
+/// A peer's firewall policy. Absent fields are unset (`allow` absent or `null`: the
+/// server's default verdict decides).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerPolicyDoc {
+    /// Destinations the peer may reach, each `CIDR[:tcp|udp|icmp[:PORT[-PORT]]]`; `[]`
+    /// allows nothing.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allow: Option<Vec<wgm_core::policy::FilterRule>>,
+    /// The most the peer may send, like `10mbit`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub rate_up: Option<wgm_core::policy::Rate>,
+    /// The most the peer may receive, like `10mbit`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub rate_down: Option<wgm_core::policy::Rate>,
+    /// Traffic per period, like `10GiB/30d`; a new quota counts from when it is set.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub quota: Option<wgm_core::policy::Quota>,
+    /// `drop` (default) or `report`, once the quota is used up.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub quota_action: wgm_core::policy::QuotaAction,
+    /// When the quota's first period started (Unix seconds); set by the server.
+    #[serde(default)]
+    pub quota_start: u64,
+}
+
+impl From<wgm_core::policy::PeerPolicy> for PeerPolicyDoc {
+    fn from(p: wgm_core::policy::PeerPolicy) -> PeerPolicyDoc {
+        PeerPolicyDoc {
+            allow: p.allow,
+            rate_up: p.rate_up,
+            rate_down: p.rate_down,
+            quota: p.quota,
+            quota_action: p.quota_action,
+            quota_start: p.quota_start,
+        }
+    }
+}
+
+root!(ServerPolicyDoc, "policy");
+root!(PeerPolicyDoc, "policy");

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod identity;
 pub mod ops;
 pub mod peers;
+pub mod policy;
 pub mod servers;
 pub mod session;
 
@@ -117,6 +118,7 @@ impl Modify for Security {
         (name = "session", description = "Login, refresh, logout, the caller, TOTP"),
         (name = "servers", description = "Servers, their history, status and configs"),
         (name = "peers", description = "Peers of a server"),
+        (name = "policy", description = "Firewall policy of a server and its peers"),
         (name = "users", description = "Users, roles and API tokens"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Health, readiness, metrics")
@@ -141,6 +143,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(servers::restore_key))
         .routes(routes!(servers::export))
         .routes(routes!(servers::status))
+        .routes(routes!(servers::plan))
+        .routes(routes!(policy::get_server, policy::put_server))
+        .routes(routes!(policy::put_peer))
         .routes(routes!(servers::history))
         .routes(routes!(servers::diff))
         .routes(routes!(servers::rollback))

@@ -18,9 +18,9 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::dto::{
-    DeletedServer, DiffOut, FromRevisionIn, HistoryOut, HostStatusOut, ImportIn, RollbackIn,
-    ServerConfigOut, ServerIn, ServerList, ServerOut, ServerPatch, StatusOut, StrategyIn,
-    TemplatePatch, TunnelIn,
+    DeletedServer, DiffOut, FromRevisionIn, HistoryOut, HostPlanOut, HostStatusOut, ImportIn,
+    PlanOut, RollbackIn, ServerConfigOut, ServerIn, ServerList, ServerOut, ServerPatch, StatusOut,
+    StrategyIn, TemplatePatch, TunnelIn,
 };
 use crate::error::{at, ApiResult};
 use crate::extract::{Body, Precondition, Seg, Q};
@@ -496,6 +496,53 @@ pub async fn status(
         StatusCode::OK,
         Some(rev),
         &StatusOut {
+            revision: rev.0,
+            hosts,
+        },
+    ))
+}
+
+/// What each host still has to do: for every host an agent reported, the changes from
+/// the revision it applied to the head (what its next apply does to the device, the
+/// link and the firewall), as a diff by name. Nothing touches a device; a host that
+/// applied nothing yet has everything to do (`pending` is null). Needs what `status`
+/// and `diff` need.
+#[utoipa::path(get, path = "/api/v1/servers/{server}/plan", tag = "servers",
+    params(("server" = String, Path, description = "Server name or id")),
+    responses((status = 200, description = "Pending changes per host", body = PlanOut, headers(("ETag" = String))), Errors),
+    security(("bearer" = [])))]
+pub async fn plan(
+    State(s): State<AppState>,
+    c: Caller,
+    Seg(server): Seg<String>,
+) -> ApiResult<Response> {
+    let id = server_id(&s, &c, &server).await?;
+    let rev = head(&s, &c, id).await?;
+    let reports = s
+        .op("server.host_reports", s.m.host_reports(&c.p, id))
+        .await?;
+    let mut hosts = Vec::with_capacity(reports.len());
+    for r in reports {
+        let pending = match r.applied {
+            None => None,
+            Some(a) if a >= rev => Some(Vec::new()),
+            Some(a) => {
+                let mut entries = s.op("server.diff", s.m.diff(&c.p, id, a, rev)).await?;
+                wgm_cli::views::sort_diff(&mut entries);
+                Some(entries)
+            }
+        };
+        hosts.push(HostPlanOut {
+            host: r.host.to_string(),
+            applied: r.applied.map(|a| a.0),
+            converged: r.converged && r.applied == Some(rev),
+            pending,
+        });
+    }
+    Ok(json_with_etag(
+        StatusCode::OK,
+        Some(rev),
+        &PlanOut {
             revision: rev.0,
             hosts,
         },

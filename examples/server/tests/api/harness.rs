@@ -83,6 +83,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Write what the agent of `host` would report of server `server`: it applied
+    /// `applied` and converged.
+    pub fn report(&self, server: &str, host: &str, applied: u64) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let o = open(OpenOptions {
+                store: Some(self.url.clone()),
+                key: KeySource::File(self.key.clone()),
+                local_admin: true,
+                jwt: None,
+            })
+            .await
+            .unwrap();
+            let admin = o.local.as_ref().unwrap().principal("test");
+            let id = o.manager.resolve_server(&admin, server).await.unwrap();
+            let report = wgm_core::model::HostReport {
+                server_id: id,
+                host: wgm_core::names::HostName::new(host).unwrap(),
+                agent: format!("{host}/1/1"),
+                fencing: 0,
+                applied: Some(wgm_core::model::RevisionNo(applied)),
+                instance: None,
+                converged: true,
+                peers: 0,
+                error: None,
+                heartbeat: o.manager.now(),
+            };
+            o.manager.report_host(&admin, &report).await.unwrap();
+        });
+    }
+}
+
 /// How to start a server.
 pub struct Options {
     pub env: Vec<(String, String)>,

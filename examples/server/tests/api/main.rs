@@ -8,7 +8,7 @@ mod shared;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use harness::{admin_setup, keys_in, Options};
+use harness::{admin_setup, keys_in, Api, Options};
 
 /// Every server and peer endpoint, `ETag`s and a stale `If-Match`, pagination and
 /// filters, configs and QR codes, history, diff, rollback, import and export; and no
@@ -557,5 +557,174 @@ async fn operations_endpoints() {
     );
     assert!(log.contains("\"route\":\"/api/v1/servers/{server}/peers\""));
     assert!(log.contains("\"principal\":\"user:admin\""));
+    server.assert_no_secret_logged(&secrets);
+}
+
+/// Firewall policy over HTTP: a server's and a peer's, one revision each, bad input
+/// per field, If-Match, who may change it (never a `user`, not even on their own peer);
+/// and the plan: what each host's agent still has to apply.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_and_plan() {
+    let (store, server, api, mut secrets) = admin_setup(Options::default()).await;
+    api.post(
+        "/api/v1/servers",
+        json!({"name": "office", "listen_port": 51820, "ipv4_pool": "10.8.0.0/24"}),
+    )
+    .await
+    .ok();
+    let pw = "user-password-42";
+    tokio::task::block_in_place(|| store.add_user("bob", "user", pw));
+    secrets.push(pw.to_owned());
+    let (bob_token, _) = Api::new(&server).login("bob", pw).await;
+    let bob = Api::new(&server).as_token(&bob_token);
+    api.post(
+        "/api/v1/servers/office/peers",
+        json!({"name": "laptop", "owner": "bob"}),
+    )
+    .await
+    .ok();
+
+    // The server's policy: defaults, then a change (one revision, ETag).
+    let p = api.get("/api/v1/servers/office/policy").await.ok();
+    assert_eq!(p.body["policy"]["forwarding"], true);
+    assert_eq!(p.body["policy"]["default_verdict"], "allow");
+    assert_eq!(p.etag(), "\"2\"");
+    let set = api
+        .put(
+            "/api/v1/servers/office/policy",
+            json!({"masquerade4": "eth0", "default_verdict": "deny"}),
+        )
+        .await
+        .ok();
+    assert_eq!(set.body["revision"], 3);
+    assert_eq!(set.etag(), "\"3\"");
+    assert_eq!(set.body["policy"]["masquerade4"], "eth0");
+    assert_eq!(set.body["policy"]["peer_to_peer"], false);
+    let shown = api.get("/api/v1/servers/office").await.ok();
+    assert_eq!(shown.body["policy"], set.body["policy"]);
+    // Bad input names the field; a stale If-Match changes nothing.
+    api.put(
+        "/api/v1/servers/office/policy",
+        json!({"default_verdict": "maybe"}),
+    )
+    .await
+    .err(400, "invalid_input", Some("policy.default_verdict"));
+    api.put(
+        "/api/v1/servers/office/policy",
+        json!({"masquerade4": "not an interface"}),
+    )
+    .await
+    .err(400, "invalid_input", Some("policy.masquerade4"));
+    api.put("/api/v1/servers/office/policy", json!({"nope": 1}))
+        .await
+        .err(400, "invalid_input", None);
+    api.call(
+        Method::PUT,
+        "/api/v1/servers/office/policy",
+        Some(json!({})),
+        &[("If-Match", "\"2\"")],
+    )
+    .await
+    .err(412, "precondition_failed", None);
+    assert_eq!(
+        api.get("/api/v1/servers/office/policy").await.etag(),
+        "\"3\""
+    );
+
+    // A peer's policy.
+    let peer = api
+        .put(
+            "/api/v1/servers/office/peers/laptop/policy",
+            json!({"allow": ["fd00::/64:tcp:443", "10.0.0.0/8"], "rate_up": "10mbit", "quota": "1GiB/30d"}),
+        )
+        .await
+        .ok();
+    assert_eq!(peer.etag(), "\"4\"");
+    let pol = &peer.body["policy"];
+    assert_eq!(pol["allow"], json!(["[fd00::/64]:tcp:443", "10.0.0.0/8"]));
+    assert_eq!(pol["rate_up"], "10mbit");
+    assert!(pol["rate_down"].is_null());
+    assert_eq!(pol["quota_action"], "drop");
+    let start = pol["quota_start"].as_u64().unwrap();
+    assert!(start > 1_700_000_000, "{pol}");
+    // The same quota again keeps its start; no quota clears it.
+    let again = api
+        .put(
+            "/api/v1/servers/office/peers/laptop/policy",
+            json!({"quota": "1GiB/30d", "quota_action": "report"}),
+        )
+        .await
+        .ok();
+    assert_eq!(again.body["policy"]["quota_start"], start);
+    assert!(again.body["policy"]["allow"].is_null());
+    assert_eq!(again.body["policy"]["quota_action"], "report");
+    for (body, field) in [
+        (json!({"allow": ["10.0.0.0/8:icmp:80"]}), "policy.allow[0]"),
+        (json!({"rate_up": "fast"}), "policy.rate_up"),
+        (json!({"quota": "1GiB"}), "policy.quota"),
+    ] {
+        api.put("/api/v1/servers/office/peers/laptop/policy", body)
+            .await
+            .err(400, "invalid_input", Some(field));
+    }
+    let overlapping = api
+        .put(
+            "/api/v1/servers/office/peers/laptop/policy",
+            json!({"allow": ["10.0.0.0/8", "10.1.0.0/16"]}),
+        )
+        .await;
+    overlapping.err(400, "invalid_input", Some("peer.policy.allow[1]"));
+
+    // A user sees the policy of their own peer but may not change it.
+    let own = bob.get("/api/v1/servers/office/peers/laptop").await.ok();
+    assert_eq!(own.body["policy"]["quota"], "1GiB/30d");
+    let denied = bob
+        .put("/api/v1/servers/office/peers/laptop/policy", json!({}))
+        .await;
+    assert!(
+        matches!(denied.status.as_u16(), 403 | 404),
+        "{}",
+        denied.text
+    );
+    let denied = bob.put("/api/v1/servers/office/policy", json!({})).await;
+    assert!(
+        matches!(denied.status.as_u16(), 403 | 404),
+        "{}",
+        denied.text
+    );
+    let after = api.get("/api/v1/servers/office/peers/laptop").await.ok();
+    assert_eq!(after.body["policy"]["quota_action"], "report", "unchanged");
+
+    // The plan: a host that applied revision 3 has the peer's two policy changes to do;
+    // one at the head has nothing; with no report there is no host.
+    let plan = api.get("/api/v1/servers/office/plan").await.ok();
+    assert_eq!(plan.body["hosts"], json!([]));
+    tokio::task::block_in_place(|| {
+        store.report("office", "h1", 3);
+        store.report("office", "h2", 5);
+    });
+    let plan = api.get("/api/v1/servers/office/plan").await.ok();
+    assert_eq!(plan.body["revision"], 5);
+    let hosts = plan.body["hosts"].as_array().unwrap();
+    let h1 = hosts.iter().find(|h| h["host"] == "h1").unwrap();
+    let h2 = hosts.iter().find(|h| h["host"] == "h2").unwrap();
+    assert_eq!(h1["applied"], 3);
+    assert_eq!(h1["converged"], false);
+    let pending = h1["pending"].as_array().unwrap();
+    assert!(!pending.is_empty(), "{h1}");
+    assert!(
+        pending.iter().any(|e| e.to_string().contains("laptop")),
+        "{h1}"
+    );
+    assert_eq!(h2["pending"], json!([]));
+    assert_eq!(h2["converged"], true);
+    // A user may not read the whole server's plan.
+    let denied = bob.get("/api/v1/servers/office/plan").await;
+    assert!(
+        matches!(denied.status.as_u16(), 403 | 404),
+        "{}",
+        denied.text
+    );
+
     server.assert_no_secret_logged(&secrets);
 }

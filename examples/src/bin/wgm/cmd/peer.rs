@@ -326,6 +326,9 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
                 .into(),
         ));
     }
+    // The head before the peer: a policy merged into the peer read here commits only at
+    // that revision (a concurrent change is a conflict, never overwritten).
+    let at = ctx.m.get_server(&ctx.p, sid).await?.revision;
     let mut v = if settings {
         ctx.m.update_peer(&ctx.p, sid, pid, u).await?
     } else {
@@ -354,7 +357,8 @@ async fn set(ctx: &Ctx, a: PeerSet) -> CliResult {
         if let Some(x) = a.quota_action {
             pol.quota_action = x;
         }
-        v = ctx.m.set_peer_policy(&ctx.p, sid, pid, pol).await?;
+        let writer = ctx.p.clone().if_revision([at.0]);
+        v = ctx.m.set_peer_policy(&writer, sid, pid, pol).await?;
     }
     show(ctx, &v)
 }

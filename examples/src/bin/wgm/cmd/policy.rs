@@ -68,7 +68,10 @@ async fn set(ctx: &Ctx, a: PolicySet) -> CliResult {
             "nothing to change: give at least one option (see wgm policy set --help)".into(),
         ));
     }
-    let v = ctx.m.set_server_policy(&ctx.p, sid, p).await?;
+    // The options merge into the policy read above: commit only at that revision, so a
+    // concurrent change is refused (a conflict, exit 4), never overwritten.
+    let writer = ctx.p.clone().if_revision([v.revision.0]);
+    let v = ctx.m.set_server_policy(&writer, sid, p).await?;
     let peers = ctx.m.list_peers(&ctx.p, sid).await?;
     show(ctx, &v, &peers)
 }
