@@ -897,3 +897,26 @@ impl wgm_core::store::SnapshotStore for Counting {
         self.inner.replace_with_snapshot(snapshot).await
     }
 }
+
+#[async_trait]
+impl wgm_core::store::ThrottleStore for Counting {
+    async fn throttle_records(
+        &self,
+        keys: &[wgm_core::auth::throttle::ThrottleKey],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Option<wgm_core::auth::throttle::ThrottleState>>> {
+        self.inner.throttle_records(keys, now).await
+    }
+
+    async fn swap_throttle_record(
+        &self,
+        key: &wgm_core::auth::throttle::ThrottleKey,
+        expected: Option<&wgm_core::auth::throttle::ThrottleState>,
+        new: Option<&wgm_core::store::ThrottleRecord>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.inner
+            .swap_throttle_record(key, expected, new, now)
+            .await
+    }
+}

@@ -38,6 +38,7 @@ mod feed;
 mod memory;
 pub mod rules;
 mod snapshot;
+mod throttle;
 
 pub use feed::{ChangeFeed, FeedEvent, Follower};
 pub use memory::MemoryStore;
@@ -45,6 +46,7 @@ pub use rules::check_server_uniqueness;
 pub use snapshot::{
     copy, not_empty, AppliedSnapshot, ServerSnapshot, Snapshot, SnapshotStore, SNAPSHOT_VERSION,
 };
+pub use throttle::{LoginThrottle, ThrottleRecord, ThrottleStore};
 
 /// How [`ServerStore::find_peer`] finds one peer of a server.
 ///
@@ -80,8 +82,9 @@ impl PeerLookup<'_> {
 /// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
 /// hosts applied, observed statistics), [`IdentityStore`] (users, roles, tokens) and
 /// [`AuditStore`] (the audit log), [`ChangeFeed`] (wake-ups after commits),
-/// [`SnapshotStore`] (export and import of everything) — plus the
-/// store's [`name`](Store::name). An engine implements the seven; callers hold an `Arc<dyn Store>` and call every method on it
+/// [`SnapshotStore`] (export and import of everything), [`ThrottleStore`] (the login
+/// throttle's records, shared by every process on the store and in no snapshot) — plus
+/// the store's [`name`](Store::name). An engine implements the eight; callers hold an `Arc<dyn Store>` and call every method on it
 /// (a trait object's supertrait methods need no import). Code that calls a method on a
 /// concrete engine (a `MemoryStore`) imports the sub-trait that declares it.
 ///
@@ -104,6 +107,7 @@ pub trait Store:
     + AuditStore
     + ChangeFeed
     + SnapshotStore
+    + ThrottleStore
     + Debug
     + Send
     + Sync
@@ -493,5 +497,25 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     }
     async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         (**self).replace_with_snapshot(snapshot).await
+    }
+}
+
+#[async_trait]
+impl<T: ThrottleStore + ?Sized> ThrottleStore for Arc<T> {
+    async fn throttle_records(
+        &self,
+        keys: &[crate::auth::throttle::ThrottleKey],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Option<crate::auth::throttle::ThrottleState>>> {
+        (**self).throttle_records(keys, now).await
+    }
+    async fn swap_throttle_record(
+        &self,
+        key: &crate::auth::throttle::ThrottleKey,
+        expected: Option<&crate::auth::throttle::ThrottleState>,
+        new: Option<&ThrottleRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        (**self).swap_throttle_record(key, expected, new, now).await
     }
 }
