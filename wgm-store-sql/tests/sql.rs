@@ -506,7 +506,6 @@ async fn schema_3_migrates_to_the_login_throttle_postgres() {
 /// a time), and they read as absent until then.
 async fn throttle_pruning(kind: Kind) {
     use wgm_core::auth::throttle::ThrottleKey;
-    use wgm_core::store::ThrottleStore;
     let Some(t) = open(kind).await else { return };
     let s = &*t.store;
     let t0 = 1_800_000_000;

@@ -11,6 +11,10 @@
 //! Those rules are written once, in [`rules::commit_with_rules`] and its siblings, over
 //! the storage primitives of [`rules::Transaction`] that each engine implements.
 //!
+//! Beside desired state, a store keeps the login throttle's records ([`ThrottleStore`]),
+//! so that every process on it shares one password-guessing budget; those are
+//! ephemeral and belong to no [`Snapshot`].
+//!
 //! Implementations: [`MemoryStore`] (here), `wgm_store_sql::SqlStore` (SQLite and
 //! PostgreSQL), `wgm_store_redis::RedisStore`. All of them run the conformance suite in
 //! `wgm_core::conformance::store` (feature `conformance`).
