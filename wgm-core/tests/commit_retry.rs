@@ -998,3 +998,26 @@ fn a_conditional_write_from_a_fresh_process_is_exact() {
     block(m.add_peer(&admin.if_revision([head.0]), id, peer("late"))).unwrap();
     assert!(has_peer(&store, id, "late"));
 }
+
+#[async_trait]
+impl wgm_core::store::ThrottleStore for Counting {
+    async fn throttle_records(
+        &self,
+        keys: &[wgm_core::auth::throttle::ThrottleKey],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Option<wgm_core::auth::throttle::ThrottleState>>> {
+        self.inner.throttle_records(keys, now).await
+    }
+
+    async fn swap_throttle_record(
+        &self,
+        key: &wgm_core::auth::throttle::ThrottleKey,
+        expected: Option<&wgm_core::auth::throttle::ThrottleState>,
+        new: Option<&wgm_core::store::ThrottleRecord>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.inner
+            .swap_throttle_record(key, expected, new, now)
+            .await
+    }
+}

@@ -810,6 +810,71 @@ fn password_login_jwt_and_throttling() {
     });
 }
 
+/// Two managers on one store share one login budget per account and per source (the
+/// conformance check every engine runs; here on the in-memory store).
+#[test]
+fn login_throttle_is_shared_by_managers_on_one_store() {
+    block(async {
+        wgm_core::conformance::store::login_throttle_shared_by_managers(Arc::new(
+            MemoryStore::new(),
+        ))
+        .await
+        .unwrap();
+    });
+}
+
+/// Fail closed: when the store cannot read the throttle's records, a login is refused
+/// with the store's error before its password is looked at (nothing is audited, the right
+/// password does not get in); when it cannot count a failure, the attempt fails with the
+/// store's error too, not as a plain wrong password.
+#[test]
+fn login_fails_closed_when_the_throttle_store_fails() {
+    let store = Arc::new(MemoryStore::new());
+    let issuer =
+        auth::jwt::JwtIssuer::new(auth::jwt::JwtKey::generate(), "wgm", "wgm-api").unwrap();
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+        .config(test_config())
+        .jwt(issuer)
+        .build_with_local_admin();
+    let local = cap.principal("root");
+    let src: IpAddr = "2001:db8::7".parse().unwrap();
+    block(async {
+        let mut nu = NewUser::new(
+            UserName::new("alice").unwrap(),
+            RoleName::new("user").unwrap(),
+        );
+        nu.password = Some(zeroize::Zeroizing::new("correct horse battery".to_owned()));
+        m.create_user(&local, nu).await.unwrap();
+        let audited = || async {
+            store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .len()
+        };
+        let before = audited().await;
+
+        store.set_throttle_unavailable(true, true);
+        for password in ["correct horse battery", "wrong password!!"] {
+            let r = m.login("alice", password, None, src).await;
+            assert!(matches!(r, Err(Error::Store { .. })), "{r:?}");
+        }
+        assert_eq!(audited().await, before, "a refused attempt was looked at");
+
+        store.set_throttle_unavailable(false, true);
+        let r = m.login("alice", "wrong password!!", None, src).await;
+        assert!(matches!(r, Err(Error::Store { .. })), "{r:?}");
+
+        store.set_throttle_unavailable(false, false);
+        m.login("alice", "wrong password!!", None, src)
+            .await
+            .unwrap_err();
+        m.login("alice", "correct horse battery", None, src)
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn expiry_sweep_disables_peers() {
     let store = Arc::new(MemoryStore::new());

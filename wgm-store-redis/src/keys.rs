@@ -143,6 +143,19 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// A login-throttle record (string with an expiry) by its throttle key's text
+    /// (`wgm_core::auth::throttle::ThrottleKey::store_key`).
+    pub(crate) fn throttle(&self, key: &str) -> String {
+        format!("{}:throttle:{key}", self.p)
+    }
+
+    /// The prefix of every [`Keys::throttle`] key.
+    pub(crate) fn throttle_prefix(&self) -> String {
+        format!("{}:throttle:", self.p)
+    }
+}
+
 /// The member of a sorted listing for `name_key` and `id` (see [`SEP`]).
 pub(crate) fn list_member(name_key: &str, id: &impl std::fmt::Display) -> String {
     format!("{name_key}{SEP}{id}")
@@ -180,10 +193,14 @@ mod tests {
             k.audit(),
             k.feed(),
             k.user_prefix(),
+            k.throttle("account:alice"),
         ] {
             assert!(key.starts_with("{t1}:"), "{key}");
         }
         assert!(list_member("a", &"z") < list_member("a b", &"a"));
         assert_eq!(index_field(ProbeField::V6, "fd00::1"), "6:fd00::1");
+        assert!(k
+            .throttle("source:192.0.2.1")
+            .starts_with(&k.throttle_prefix()));
     }
 }

@@ -99,6 +99,7 @@
 //! | `token:ID`, `tokens`, `user-tokens:ID` | string, hashes | API tokens |
 //! | `schema` | string | the layout's version (a newer one is refused) |
 //! | `ratelimit:KEY` | string | [`RedisLimiter`]: a key's GCRA arrival time (µs), expiring when idle |
+//! | `throttle:KEY` | string | a login-throttle record ([`ThrottleStore`](wgm_core::store::ThrottleStore); `KEY` is `account:NAME` or `source:ADDRESS`), JSON, expiring when stale |
 //!
 //! Revision and sequence numbers are sorted-set scores (doubles): exact up to 2^53.
 //! Every read checks a body against the key it was found under (a peer under another
@@ -194,6 +195,20 @@
 //! opens a connection of its own ([`RedisLimiter::connect`]) or shares a store's
 //! ([`RedisStore::limiter`]).
 //!
+//! ## Login throttle
+//! The login throttle's records ([`wgm_core::store::ThrottleStore`]: failures per
+//! account and per source, shared by every process on the store) are string keys
+//! `throttle:KEY` holding the record and its expiry as JSON, with a Redis expiry (`PX`)
+//! at the moment the record goes stale. A read is one script (a `GET` per key); a record past its expiry
+//! (by the caller's clock) reads as absent even before Redis drops it. A swap reads the
+//! key, compares the live record by value with the one expected, and one script writes
+//! the next record only if the key still holds exactly what was read (otherwise the swap
+//! returns `false` and the caller reads again). These keys are not store contents: a
+//! snapshot does not read them, an import treats a namespace holding only them (and the
+//! rate limiters' keys) as empty, and a forced restore keeps them, as it keeps the rate
+//! limiters' — restoring old desired state is no reason to hand a guesser a fresh
+//! budget. The layout's version is unchanged: an older build ignores these keys.
+//!
 //! ## Tests
 //! `tests/limiter.rs` runs 64 tasks on two limiters against one key (exactly the burst
 //! passes) and checks the script against the core's arithmetic; `tests/conformance.rs` runs every check of the store suite, and the whole suite twice
@@ -203,7 +218,9 @@
 //! starts its own `redis-server` with `appendfsync always`, kills it with `SIGKILL` and
 //! finds every acknowledged commit after a restart; `tests/unavailable.rs` a closed port
 //! and a server killed mid-use; `tests/corrupt.rs` bad values and a key of the wrong type
-//! written behind the store's back. All but the closed port need `WGM_TEST_REDIS_URL`
+//! written behind the store's back; `tests/throttle.rs` two stores on one namespace
+//! counting every login failure, the keys' Redis expiry and foreign values under
+//! throttle keys. All but the closed port need `WGM_TEST_REDIS_URL`
 //! (skipped with one printed line otherwise); each test uses a namespace of its own and
 //! deletes its keys at the end.
 
@@ -215,6 +232,7 @@ mod feed;
 mod keys;
 mod limiter;
 mod scripts;
+mod throttle;
 mod tx;
 
 use std::collections::BTreeMap;
@@ -1558,6 +1576,18 @@ impl RedisStore {
         }
     }
 
+    /// Whether a key of this namespace is one that snapshots neither carry nor replace:
+    /// the layout's version, the rate limiters' keys and the login throttle's records
+    /// (ephemeral state of the processes on the store, not its contents). An import
+    /// into a namespace holding only such keys counts it as empty; a forced restore
+    /// keeps them.
+    fn kept_keys(&self) -> impl Fn(&str) -> bool {
+        let schema = self.inner.keys.schema();
+        let limits = format!("{}:ratelimit:", self.inner.keys.prefix());
+        let throttle = self.inner.keys.throttle_prefix();
+        move |k: &str| k == schema || k.starts_with(&limits) || k.starts_with(&throttle)
+    }
+
     /// The ids of the servers named by keys `KIND:ID` of this namespace.
     async fn ids_of(&self, kind: &str) -> Result<Vec<ServerId>> {
         let prefix = format!("{}{kind}:", self.inner.keys.prefix());
@@ -1653,7 +1683,8 @@ impl RedisStore {
 /// the pass. Import: one optimistic transaction whose one script writes everything after
 /// checking that the global keys it read (heads, audit head and key, name indexes,
 /// roles, tokens) are still empty; a `SCAN` before it refuses a namespace holding any
-/// key but `schema`.
+/// key but `schema`, the rate limiters' and the login throttle's (which a forced
+/// restore keeps too).
 #[async_trait]
 impl SnapshotStore for RedisStore {
     async fn export_snapshot(&self) -> Result<Snapshot> {
@@ -1685,8 +1716,8 @@ impl SnapshotStore for RedisStore {
 
     async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         snapshot.check()?;
-        let schema = self.inner.keys.schema();
-        if self.scan("*").await?.iter().any(|k| *k != schema) {
+        let kept = self.kept_keys();
+        if self.scan("*").await?.iter().any(|k| !kept(k)) {
             return Err(wgm_core::store::not_empty(S));
         }
         let _turn = self.inner.writer_turn().await?;
@@ -1699,18 +1730,17 @@ impl SnapshotStore for RedisStore {
 
     async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         snapshot.check()?;
-        let keep = [self.inner.keys.schema()];
-        let limits = format!("{}:ratelimit:", self.inner.keys.prefix());
+        let kept = self.kept_keys();
         let _turn = self.inner.writer_turn().await?;
         let r = optimistic!(&self.inner, "replace_with_snapshot", |tx| {
-            // Everything but the layout's version and the rate limiters' keys (not store
-            // contents); the feed's stream and counter go too, so watchers see the
-            // counter go back and re-read (FeedEvent::Missed).
+            // Everything but the layout's version, the rate limiters' and the login
+            // throttle's keys (not store contents); the feed's stream and counter go
+            // too, so watchers see the counter go back and re-read (FeedEvent::Missed).
             let stale: Vec<String> = self
                 .scan("*")
                 .await?
                 .into_iter()
-                .filter(|k| !keep.contains(k) && !k.starts_with(&limits))
+                .filter(|k| !kept(k))
                 .collect();
             tx.will_clear(stale);
             rules::import_snapshot_with_rules(&mut tx, S, snapshot, rules::ImportMode::Replace)

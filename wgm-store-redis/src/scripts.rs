@@ -243,6 +243,8 @@ pub(crate) struct Scripts {
     pub(crate) update_stats: Script,
     pub(crate) feed_position: Script,
     pub(crate) schema: Script,
+    pub(crate) throttle_read: Script,
+    pub(crate) throttle_swap: Script,
 }
 
 impl Scripts {
@@ -259,6 +261,8 @@ impl Scripts {
             update_stats: Script::new(UPDATE_STATS),
             feed_position: Script::new(FEED_POSITION),
             schema: Script::new(SCHEMA),
+            throttle_read: Script::new(crate::throttle::READ),
+            throttle_swap: Script::new(crate::throttle::SWAP),
         }
     }
 }

@@ -80,3 +80,15 @@ mod snapshot {
             .unwrap();
     }
 }
+
+/// The login throttle shared by two managers on one namespace
+/// (`suite::login_throttle_shared_by_managers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttle_shared_by_managers() {
+    let Some(t) = common::open().await else {
+        return;
+    };
+    suite::login_throttle_shared_by_managers(t.dyn_store())
+        .await
+        .unwrap();
+}

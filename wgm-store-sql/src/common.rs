@@ -321,6 +321,10 @@ reads! {
     export_allocators = "SELECT server_id, revision, body{::text} FROM {wgm.}allocators";
     /// Every user (`export_snapshot`).
     export_users = "SELECT body{::text} FROM {wgm.}users";
+    /// A live login-throttle record of a key at Unix second `$2` (`throttle_records`, and
+    /// inside a swap, which already serializes on its key).
+    throttle_record = "SELECT body{::text} FROM {wgm.}login_throttle
+                       WHERE throttle_key = $1 AND expires_at > $2";
     /// Whether any table holds a row (`import_snapshot`; the audit head and key are
     /// checked by the rules).
     any_row = "SELECT EXISTS (SELECT 1 FROM {wgm.}heads) OR EXISTS (SELECT 1 FROM {wgm.}servers)
@@ -350,6 +354,22 @@ pub(crate) const CLEAR: &[&str] = &[
     "DELETE FROM {wgm.}audit",
     "DELETE FROM {wgm.}audit_key",
 ];
+
+/// Store a login-throttle record (`$1` key, `$2` JSON body, `$3` expiry in Unix
+/// seconds), replacing the key's row if there is one.
+pub(crate) const PUT_THROTTLE: &str = "INSERT INTO {wgm.}login_throttle (throttle_key, body, expires_at)
+     VALUES ($1, $2{::jsonb}, $3)
+     ON CONFLICT (throttle_key) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at";
+
+/// Delete the login-throttle record of key `$1`.
+pub(crate) const DELETE_THROTTLE: &str = "DELETE FROM {wgm.}login_throttle WHERE throttle_key = $1";
+
+/// Delete at most 64 login-throttle records that expired by Unix
+/// second `$1` (on PostgreSQL skipping rows another transaction holds, so pruning never
+/// waits or deadlocks): each swap cleans up a little, so expired rows do not pile up.
+pub(crate) const PRUNE_THROTTLE: &str = "DELETE FROM {wgm.}login_throttle WHERE throttle_key IN (
+     SELECT throttle_key FROM {wgm.}login_throttle WHERE expires_at <= $1
+     LIMIT 64{ FOR UPDATE SKIP LOCKED})";
 
 /// Rows per statement of a restore's multi-row inserts (at most 8 columns: far below
 /// both engines' limits on parameters).
@@ -1253,6 +1273,108 @@ macro_rules! restore_writes {
     };
 }
 pub(crate) use restore_writes;
+
+/// The login throttle's records (`wgm_core::store::ThrottleStore`), written once for both
+/// engines: reads on the pool, and a swap as one transaction that an engine's
+/// `throttle_write(key)` begins already serialized on the key (SQLite: `BEGIN
+/// IMMEDIATE`; PostgreSQL: the key's advisory lock). Inside it: the live record is read,
+/// compared by value with the one expected, and on a match the next is written (or the
+/// row deleted), then a few expired rows are pruned ([`PRUNE_THROTTLE`]).
+macro_rules! throttle_methods {
+    ($dialect:path) => {
+        pub(crate) async fn throttle_records(
+            &self,
+            keys: &[wgm_core::auth::throttle::ThrottleKey],
+            now: OffsetDateTime,
+        ) -> Result<Vec<Option<wgm_core::auth::throttle::ThrottleState>>, SqlError> {
+            let names = keys
+                .iter()
+                .map(wgm_core::auth::throttle::ThrottleKey::store_key)
+                .collect::<Result<Vec<String>, wgm_core::Error>>()?;
+            let q = &$dialect.reads().throttle_record;
+            let mut out = Vec::with_capacity(names.len());
+            for name in &names {
+                let body: Option<String> = sqlx::query_scalar(q)
+                    .bind(name)
+                    .bind(now.unix_timestamp())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+                out.push(
+                    body.map(|b| $crate::codec::from_json(S, "login throttle record", &b))
+                        .transpose()?,
+                );
+            }
+            Ok(out)
+        }
+
+        pub(crate) async fn swap_throttle_record(
+            &self,
+            key: &wgm_core::auth::throttle::ThrottleKey,
+            expected: Option<&wgm_core::auth::throttle::ThrottleState>,
+            new: Option<&wgm_core::store::ThrottleRecord>,
+            now: OffsetDateTime,
+        ) -> Result<bool, SqlError> {
+            let name = key.store_key()?;
+            let now = now.unix_timestamp();
+            // A record that expires by now is stored as none.
+            let new = match new.filter(|r| r.expires_at.unix_timestamp() > now) {
+                Some(r) => Some((
+                    $crate::codec::to_json(S, "login throttle record", &r.state)?,
+                    r.expires_at.unix_timestamp(),
+                )),
+                None => None,
+            };
+            retrying!(
+                "swap_throttle_record",
+                async {
+                    let (_serialized, mut tx) = self.throttle_write(&name).await?;
+                    let body: Option<String> =
+                        sqlx::query_scalar(&$dialect.reads().throttle_record)
+                            .bind(&name)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    let current: Option<wgm_core::auth::throttle::ThrottleState> = body
+                        .map(|b| $crate::codec::from_json(S, "login throttle record", &b))
+                        .transpose()?;
+                    if current.as_ref() != expected {
+                        tx.rollback().await.map_err(db)?;
+                        return Ok(false);
+                    }
+                    match &new {
+                        Some((body, expires_at)) => {
+                            sqlx::query(&$dialect.render($crate::common::PUT_THROTTLE))
+                                .bind(&name)
+                                .bind(body)
+                                .bind(expires_at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                        }
+                        None => {
+                            sqlx::query(&$dialect.render($crate::common::DELETE_THROTTLE))
+                                .bind(&name)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                        }
+                    }
+                    sqlx::query(&$dialect.render($crate::common::PRUNE_THROTTLE))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    tx.commit().await.map_err(db)?;
+                    Ok(true)
+                }
+                .await
+            )
+        }
+    };
+}
+pub(crate) use throttle_methods;
 
 #[cfg(test)]
 mod restore_tests {

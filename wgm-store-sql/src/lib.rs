@@ -50,6 +50,19 @@
 //! host all take, so a report is never checked against a lease that is being replaced.
 //! Reports are listed by host name in byte order.
 //!
+//! ## Login throttle
+//! [`ThrottleStore`]'s records — the login throttle's failures per account and per
+//! source, shared by every process on the database — live in table `login_throttle`
+//! (migration 4): one row per key with the record's JSON and the Unix second from which
+//! it is stale (`expires_at`). A read returns only rows that have not expired. A swap is
+//! one transaction that reads the key's live record, compares it by value with the one
+//! expected and, on a match, writes the next one (or deletes the row); on SQLite inside a
+//! write transaction (`BEGIN IMMEDIATE`), on PostgreSQL under the advisory lock of
+//! `wgm.throttle:<key>`, which also covers a key's first row. Each swap also deletes up to
+//! 64 expired rows (PostgreSQL skips rows other transactions hold), so expired records do
+//! not pile up. The table is not part of a snapshot: export skips it, an import counts a
+//! database holding only throttle rows as empty, and a forced restore keeps them.
+//!
 //! ## Change feed
 //! [`SqlStore`] implements [`ChangeFeed`]: [`ChangeFeed::watch`] returns wake-ups after
 //! commits made from then on by any process that writes the database, as
@@ -120,7 +133,9 @@
 //!   writes (multi-row inserts, batch updates, `NOTIFY`).
 //! - **Versioned migrations applied on open**, embedded in the binary, applied under
 //!   `BEGIN IMMEDIATE` (SQLite) or an advisory lock (PostgreSQL); a database written by a
-//!   newer schema is refused.
+//!   newer schema is refused, and one written by an older schema is brought up to date
+//!   (1: the tables, 2: `audit_key`, 3: `leases`, `host_reports`, `allocators`,
+//!   4: `login_throttle`).
 //!
 //! ## Tests
 //! The store conformance suite (`wgm_core::conformance::store`, every semantics check
@@ -153,6 +168,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use wgm_core::auth::throttle::{ThrottleKey, ThrottleState};
 use wgm_core::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use wgm_core::model::{
     ApiTokenRecord, AppliedState, AuditEntry, AuditQuery, AuditRecord, Commit, Committed,
@@ -164,7 +180,7 @@ use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
 use wgm_core::store::{
     AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, SealAuditKey, ServerStore,
-    Snapshot, SnapshotStore, Store,
+    Snapshot, SnapshotStore, Store, ThrottleRecord, ThrottleStore,
 };
 use wgm_core::{Error, Result};
 
@@ -553,6 +569,30 @@ impl AuditStore for SqlStore {
         resealed: &StoredAuditKey,
     ) -> Result<()> {
         dispatch!(self, b => b.reseal_audit_key(expected, resealed))
+    }
+}
+
+/// The login throttle's records in table `login_throttle` (migration 4): read on the
+/// pool; each swap one write transaction serialized on its key (see the crate docs,
+/// "Login throttle").
+#[async_trait]
+impl ThrottleStore for SqlStore {
+    async fn throttle_records(
+        &self,
+        keys: &[ThrottleKey],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Option<ThrottleState>>> {
+        dispatch!(self, b => b.throttle_records(keys, now))
+    }
+
+    async fn swap_throttle_record(
+        &self,
+        key: &ThrottleKey,
+        expected: Option<&ThrottleState>,
+        new: Option<&ThrottleRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.swap_throttle_record(key, expected, new, now))
     }
 }
 

@@ -36,6 +36,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "hosts",
         sql: include_str!("../migrations/sqlite/0003_hosts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "login_throttle",
+        sql: include_str!("../migrations/sqlite/0004_login_throttle.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, oldest first.
@@ -55,6 +60,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "hosts",
         sql: include_str!("../migrations/postgres/0003_hosts.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "login_throttle",
+        sql: include_str!("../migrations/postgres/0004_login_throttle.sql"),
     },
 ];
 

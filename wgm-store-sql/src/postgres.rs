@@ -9,7 +9,8 @@
 //! transaction takes, so lock order is fixed and the chain stays linear.
 //!
 //! Leases and host reports of one server on one host serialize on a transaction-scoped
-//! advisory lock of that key ([`lock_host`]), so a grant and a report cannot interleave.
+//! advisory lock of that key ([`lock_host`]), so a grant and a report cannot interleave;
+//! so do the swaps of one login-throttle record ([`lock_throttle`]).
 //!
 //! The change feed ([`PgStore::watch`]) listens on [`CHANNEL`] on a connection of its own
 //! (see [`PgFeed`]).
@@ -261,6 +262,19 @@ impl PgStore {
     common::store_reads!(crate::dialect::POSTGRES);
 
     common::export_reads!(crate::dialect::POSTGRES);
+
+    common::throttle_methods!(crate::dialect::POSTGRES);
+
+    /// A transaction for a swap of the login-throttle record `key`, holding the key's
+    /// advisory lock ([`lock_throttle`]); the unit stands for SQLite's writer guard.
+    async fn throttle_write(
+        &self,
+        key: &str,
+    ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>), SqlError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        lock_throttle(&mut tx, key).await?;
+        Ok(((), tx))
+    }
 
     /// Import a snapshot into this empty database, or in place of what it holds
     /// (`mode`): one transaction, which first locks the audit head (as every audited
@@ -579,6 +593,18 @@ impl PgStore {
 async fn lock_host(conn: &mut PgConnection, server: ServerId, host: &str) -> Result<(), SqlError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("wgm.lease:{server}:{host}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Serialize the swaps of one login-throttle record: the transaction-scoped advisory
+/// lock of `wgm.throttle:<key>` (hashed to 64 bits, like [`lock_host`]'s), which also
+/// covers a key's first record, when there is no row to lock yet.
+async fn lock_throttle(conn: &mut PgConnection, key: &str) -> Result<(), SqlError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("wgm.throttle:{key}"))
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -233,6 +233,23 @@ impl SqliteStore {
 
     common::export_reads!(crate::dialect::SQLITE);
 
+    common::throttle_methods!(crate::dialect::SQLITE);
+
+    /// A transaction for a swap of a login-throttle record: a write transaction, which
+    /// holds SQLite's write lock, so no other writer reads the record in between.
+    async fn throttle_write(
+        &self,
+        _key: &str,
+    ) -> Result<
+        (
+            tokio::sync::MutexGuard<'_, ()>,
+            Transaction<'static, Sqlite>,
+        ),
+        SqlError,
+    > {
+        self.write().await
+    }
+
     /// Import a snapshot into this empty database, or in place of what it holds
     /// (`mode`): one write transaction (`BEGIN IMMEDIATE`), so nothing shows until all
     /// of it commits.

@@ -126,3 +126,32 @@ mod snapshot {
         .unwrap();
     }
 }
+
+/// The login throttle shared by two managers on one database
+/// (`suite::login_throttle_shared_by_managers`): concurrent failures on both all count,
+/// a block holds on both, a success on one clears the account for both.
+mod login_throttle {
+    use super::*;
+
+    async fn shared(kind: Kind) {
+        let Some(t) = open(kind).await else { return };
+        suite::login_throttle_shared_by_managers(t.store.clone())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_by_managers_on_sqlite_file() {
+        shared(Kind::SqliteFile).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_by_managers_on_sqlite_memory() {
+        shared(Kind::SqliteMemory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_by_managers_on_postgres() {
+        shared(Kind::Postgres).await;
+    }
+}

@@ -397,3 +397,169 @@ async fn sqlite_concurrent_first_open() {
         1
     );
 }
+
+/// Run statements on the test's database behind the store's back (SQLite's text or
+/// PostgreSQL's, which names the `wgm` schema), and read one count.
+async fn statements(t: &common::TestStore, sqlite: &[&str], postgres: &[&str]) {
+    let url = t.url.as_deref().unwrap();
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        for sql in sqlite {
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        for sql in postgres {
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        c.close().await.unwrap();
+    }
+}
+
+async fn count(t: &common::TestStore, sqlite: &str, postgres: &str) -> i64 {
+    let url = t.url.as_deref().unwrap();
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let n = sqlx::query_scalar(sqlite).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let n = sqlx::query_scalar(postgres)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        n
+    }
+}
+
+fn throttle_record(failures: u32, expires_at: i64) -> wgm_core::store::ThrottleRecord {
+    wgm_core::store::ThrottleRecord {
+        state: wgm_core::auth::throttle::ThrottleState {
+            failures,
+            last_failure: 1_800_000_000,
+            blocked_until: 0,
+        },
+        expires_at: time::OffsetDateTime::from_unix_timestamp(expires_at).unwrap(),
+    }
+}
+
+/// A database written before the login throttle (schema version 3) opens with this
+/// build: migration 4 adds table `login_throttle`, the data is kept, and the throttle
+/// works on it.
+async fn schema_3_migrates(kind: Kind) {
+    use wgm_core::auth::throttle::ThrottleKey;
+    use wgm_core::store::ThrottleStore;
+    let Some(t) = open(kind).await else { return };
+    let srv = server("before-throttle", None);
+    create(&*t.store, &srv).await;
+    statements(
+        &t,
+        &[
+            "DROP TABLE login_throttle",
+            "DELETE FROM schema_migrations WHERE version = 4",
+        ],
+        &[
+            "DROP TABLE wgm.login_throttle",
+            "DELETE FROM wgm.schema_migrations WHERE version = 4",
+        ],
+    )
+    .await;
+    let versions = "SELECT count(*) FROM schema_migrations";
+    let pg_versions = "SELECT count(*) FROM wgm.schema_migrations";
+    assert_eq!(count(&t, versions, pg_versions).await, 3);
+    // What a version-3 database is to this build: the throttle's table is missing.
+    let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let key = ThrottleKey::account("alice");
+    assert_eq!(
+        t.store
+            .throttle_records(std::slice::from_ref(&key), now)
+            .await
+            .unwrap_err()
+            .code(),
+        "store"
+    );
+
+    let s = t.reopen().await;
+    assert_eq!(count(&t, versions, pg_versions).await, 4);
+    let st = s.load_server(srv.id).await.unwrap().unwrap();
+    assert_eq!(st.revision, RevisionNo(1));
+    let r = throttle_record(1, 1_800_000_100);
+    assert!(s
+        .swap_throttle_record(&key, None, Some(&r), now)
+        .await
+        .unwrap());
+    assert_eq!(
+        t.store
+            .throttle_records(std::slice::from_ref(&key), now)
+            .await
+            .unwrap(),
+        [Some(r.state)]
+    );
+}
+
+#[tokio::test]
+async fn schema_3_migrates_to_the_login_throttle_sqlite() {
+    schema_3_migrates(Kind::SqliteFile).await;
+}
+
+#[tokio::test]
+async fn schema_3_migrates_to_the_login_throttle_postgres() {
+    schema_3_migrates(Kind::Postgres).await;
+}
+
+/// Expired login-throttle rows do not pile up: a later swap deletes them (at most 64 at
+/// a time), and they read as absent until then.
+async fn throttle_pruning(kind: Kind) {
+    use wgm_core::auth::throttle::ThrottleKey;
+    let Some(t) = open(kind).await else { return };
+    let s = &*t.store;
+    let t0 = 1_800_000_000;
+    let at = |secs: i64| time::OffsetDateTime::from_unix_timestamp(t0 + secs).unwrap();
+    let key = |i: usize| ThrottleKey::account(&format!("user-{i}"));
+    for i in 0..70 {
+        assert!(s
+            .swap_throttle_record(&key(i), None, Some(&throttle_record(1, t0 + 10)), at(0))
+            .await
+            .unwrap());
+    }
+    let rows = "SELECT count(*) FROM login_throttle";
+    let pg_rows = "SELECT count(*) FROM wgm.login_throttle";
+    assert_eq!(count(&t, rows, pg_rows).await, 70);
+    assert_eq!(
+        s.throttle_records(&[key(0), key(69)], at(10))
+            .await
+            .unwrap(),
+        [None, None]
+    );
+    // Each later swap prunes up to 64 expired rows; its own stays.
+    let fresh = throttle_record(1, t0 + 100);
+    assert!(s
+        .swap_throttle_record(&key(100), None, Some(&fresh), at(20))
+        .await
+        .unwrap());
+    assert_eq!(count(&t, rows, pg_rows).await, 70 - 64 + 1);
+    assert!(s
+        .swap_throttle_record(&key(101), None, Some(&fresh), at(20))
+        .await
+        .unwrap());
+    assert_eq!(count(&t, rows, pg_rows).await, 2);
+    assert_eq!(
+        s.throttle_records(&[key(100), key(101)], at(20))
+            .await
+            .unwrap(),
+        [Some(fresh.state), Some(fresh.state)]
+    );
+}
+
+#[tokio::test]
+async fn expired_throttle_rows_are_pruned_sqlite() {
+    throttle_pruning(Kind::SqliteFile).await;
+}
+
+#[tokio::test]
+async fn expired_throttle_rows_are_pruned_postgres() {
+    throttle_pruning(Kind::Postgres).await;
+}

@@ -110,7 +110,15 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         cfg.jwt_audience.clone(),
     )?
     .with_ttls(cfg.access_ttl, cfg.refresh_ttl)?;
+    let mut throttle = wgm_core::store::LoginThrottle::default();
+    for policy in [&mut throttle.account, &mut throttle.source] {
+        policy.base_delay_secs = cfg.login_block.as_secs();
+    }
     let m = Manager::builder(store.clone(), Sealer::new(key))
+        .config(wgm_core::manager::ManagerConfig {
+            login_throttle: throttle,
+            ..wgm_core::manager::ManagerConfig::default()
+        })
         .clock(Arc::new(wgm_cli::clock::TokioClock))
         .jwt(jwt.clone())
         .build();

@@ -161,6 +161,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after SIGTERM (default 30 s).
     pub shutdown_grace: Duration,
+    /// The library's login throttle: the first block after the free failures (default
+    /// 1 s; it doubles with each further failure, up to 15 minutes).
+    pub login_block: Duration,
 }
 
 impl Default for Config {
@@ -187,6 +190,7 @@ impl Default for Config {
             rate_limit: RateLimits::default(),
             log_format: LogFormat::Json,
             shutdown_grace: Duration::from_secs(30),
+            login_block: Duration::from_secs(1),
         }
     }
 }
@@ -215,6 +219,7 @@ struct FileConfig {
     totp_issuer: Option<String>,
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
+    login_block_secs: Option<u64>,
     rate_limit: Option<FileRates>,
 }
 
@@ -286,6 +291,10 @@ impl Config {
         }
         set(&mut self.totp_issuer, f.totp_issuer);
         set(&mut self.log_format, f.log_format);
+        set(
+            &mut self.login_block,
+            f.login_block_secs.map(Duration::from_secs),
+        );
         set(
             &mut self.shutdown_grace,
             f.shutdown_grace_secs.map(Duration::from_secs),
@@ -374,6 +383,12 @@ impl Config {
                 _ => return Err(bad("WGM_SERVER_LOG_FORMAT", "must be json or text")),
             };
         }
+        if let Some(v) = env("WGM_SERVER_LOGIN_BLOCK_SECS") {
+            self.login_block =
+                Duration::from_secs(v.parse().map_err(|_| {
+                    bad("WGM_SERVER_LOGIN_BLOCK_SECS", "must be a number of seconds")
+                })?);
+        }
         if let Some(v) = env("WGM_SERVER_SHUTDOWN_GRACE_SECS") {
             self.shutdown_grace = Duration::from_secs(v.parse().map_err(|_| {
                 bad(
@@ -386,6 +401,12 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=900).contains(&self.login_block.as_secs()) {
+            return Err(bad(
+                "login_block_secs",
+                "must be 1 to 900 seconds (the longest block is 15 minutes)",
+            ));
+        }
         match (&self.tls_cert, &self.tls_key, self.insecure_http) {
             (Some(_), Some(_), false) | (None, None, true) => {}
             (Some(_), Some(_), true) => {

@@ -11,8 +11,10 @@
 //! - [`jwt`] (`auth`): HS256 access and refresh tokens checked by RFC 8725 rules.
 //! - [`throttle`]: login throttling per account and per source with exponential backoff.
 //!
-//! The `Manager` combines them with the store: it loads the user, checks the throttle,
-//! verifies the password and the TOTP code, records the outcome and issues a JWT.
+//! The `Manager` combines them with the store: it loads the user, checks the throttle
+//! (whose records the store keeps, shared by every process on it:
+//! [`crate::store::ThrottleStore`]), verifies the password and the TOTP code, records
+//! the outcome and issues a JWT.
 
 #[cfg(feature = "auth")]
 pub mod jwt;

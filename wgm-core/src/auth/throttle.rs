@@ -1,17 +1,27 @@
-//! Login throttling per account and per source, with exponential backoff.
+//! Login throttling per account and per source, with exponential backoff: the decision
+//! logic, pure (the caller passes `now`).
 //!
-//! Pure state: the caller passes `now`, keeps the [`Throttle`] (or individual
-//! [`ThrottleState`]s, e.g. in Redis or SQL — both are serde types) and calls, for every
-//! login attempt:
+//! Every login attempt goes through three steps:
 //!
-//! 1. [`Throttle::check_login`] before looking at the password — a throttled attempt is
-//!    refused with [`Error::Throttled`] without spending argon2 time or revealing
-//!    anything;
-//! 2. [`Throttle::record_login_failure`] or [`Throttle::record_login_success`] after.
+//! 1. a check before looking at the password — a throttled attempt is refused with
+//!    [`Error::Throttled`] without spending argon2 time or revealing anything;
+//! 2. after a failure, [`ThrottleState::record_failure`] on the record of the account and
+//!    on that of the source;
+//! 3. after a success, the account's record is cleared.
+//!
+//! **Where the records live.** The `Manager` keeps them in its store
+//! ([`ThrottleStore`](crate::store::ThrottleStore), driven by
+//! [`LoginThrottle`](crate::store::LoginThrottle)), so every process on one store — the
+//! copies of a REST server behind a load balancer, CLI invocations — shares one guessing
+//! budget per account and per source; each record is updated by compare-and-swap, so
+//! concurrent failures all count. [`Throttle`] is the same logic over a map in this
+//! process's memory, for a caller without a store (its state is serde, like each
+//! [`ThrottleState`]).
 //!
 //! The first `free_failures` failures cost nothing; each one after that blocks the key
 //! for `base_delay · 2^(n−1)` seconds, capped at `max_delay`. A key with no failure for
-//! `forget_after` seconds starts over. A success clears the account's record but not the
+//! `forget_after` seconds starts over (its record may be dropped then:
+//! [`ThrottleState::expires_at`]). A success clears the account's record but not the
 //! source's, so a client with one valid account cannot reset its guessing budget against
 //! others. IPv6 sources are throttled per /64 (one host usually owns a whole /64);
 //! IPv4-mapped IPv6 addresses count as their IPv4 address.
@@ -119,7 +129,46 @@ impl ThrottleKey {
         };
         ThrottleKey::Source(addr)
     }
+
+    /// The key's text form as a store keeps it: [`ThrottleKey`]'s `Display` form of the
+    /// normalised key (a `Source` built directly from a full IPv6 address still counts
+    /// as its /64), checked.
+    ///
+    /// ```
+    /// use wgm_core::auth::throttle::ThrottleKey;
+    /// let direct = ThrottleKey::Source("2001:db8::7".parse().unwrap());
+    /// assert_eq!(direct.store_key()?, "source:2001:db8::/64");
+    /// assert_eq!(ThrottleKey::account("alice").store_key()?, "account:alice");
+    /// assert!(ThrottleKey::account("").store_key().is_err());
+    /// # Ok::<(), wgm_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] (field `throttle.key`) for an account name that is empty,
+    /// longer than [`MAX_THROTTLE_KEY_BYTES`] or holds a control character.
+    pub fn store_key(&self) -> Result<String> {
+        match self {
+            ThrottleKey::Account(name) => {
+                if name.is_empty()
+                    || name.len() > MAX_THROTTLE_KEY_BYTES
+                    || name.chars().any(char::is_control)
+                {
+                    return Err(Error::invalid(
+                        "throttle.key",
+                        "an account must be 1 to 256 bytes without control characters",
+                    ));
+                }
+                Ok(self.to_string())
+            }
+            ThrottleKey::Source(addr) => Ok(ThrottleKey::source(*addr).to_string()),
+        }
+    }
 }
+
+/// The longest account name a throttle key holds, in bytes (a user name's key, which is
+/// at most 64 characters, fits many times over).
+pub const MAX_THROTTLE_KEY_BYTES: usize = 256;
 
 impl fmt::Display for ThrottleKey {
     /// `account:<name>`, `source:<ipv4>` or `source:<ipv6 prefix>/64`; the form used as
@@ -173,9 +222,48 @@ impl ThrottleState {
         now >= self.blocked_until
             && now.saturating_sub(self.last_failure) >= policy.forget_after_secs
     }
+
+    /// Unix time from which the record is stale ([`ThrottleState::is_stale`]) and may be
+    /// forgotten: the later of the end of its block and `forget_after` seconds after its
+    /// last failure. A store keeps a record until then.
+    ///
+    /// ```
+    /// use wgm_core::auth::throttle::{ThrottlePolicy, ThrottleState};
+    /// let policy = ThrottlePolicy::account_default(); // forgotten after a day
+    /// let s = ThrottleState { failures: 3, last_failure: 1_000, blocked_until: 0 };
+    /// assert_eq!(s.expires_at(&policy), 1_000 + 24 * 3600);
+    /// assert!(!s.is_stale(&policy, s.expires_at(&policy) - 1));
+    /// assert!(s.is_stale(&policy, s.expires_at(&policy)));
+    /// ```
+    pub fn expires_at(&self, policy: &ThrottlePolicy) -> u64 {
+        self.blocked_until
+            .max(self.last_failure.saturating_add(policy.forget_after_secs))
+    }
 }
 
-/// Throttling state for accounts and sources, keyed by [`ThrottleKey`]'s text form.
+/// The longer of two throttle waits: both checks must pass; when both refuse, the later
+/// release wins; any other error is returned as it is.
+pub(crate) fn longer_wait(a: Result<()>, b: Result<()>) -> Result<()> {
+    match (a, b) {
+        (
+            Err(Error::Throttled {
+                retry_after_secs: x,
+            }),
+            Err(Error::Throttled {
+                retry_after_secs: y,
+            }),
+        ) => Err(Error::Throttled {
+            retry_after_secs: x.max(y),
+        }),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// Throttling state for accounts and sources, keyed by [`ThrottleKey`]'s text form, in
+/// this process's memory: for a caller without a store. The `Manager` keeps the same
+/// records in its store instead ([`LoginThrottle`](crate::store::LoginThrottle)), shared
+/// by every process on it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Throttle {
     account_policy: ThrottlePolicy,
@@ -236,22 +324,10 @@ impl Throttle {
 
     /// Check both the account and the source; the longer wait wins.
     pub fn check_login(&self, account: &str, source: IpAddr, now: OffsetDateTime) -> Result<()> {
-        let a = self.check(&ThrottleKey::account(account), now);
-        let s = self.check(&ThrottleKey::source(source), now);
-        match (a, s) {
-            (
-                Err(Error::Throttled {
-                    retry_after_secs: x,
-                }),
-                Err(Error::Throttled {
-                    retry_after_secs: y,
-                }),
-            ) => Err(Error::Throttled {
-                retry_after_secs: x.max(y),
-            }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(()), Ok(())) => Ok(()),
-        }
+        longer_wait(
+            self.check(&ThrottleKey::account(account), now),
+            self.check(&ThrottleKey::source(source), now),
+        )
     }
 
     /// Count a failed login (unknown user, wrong password or wrong TOTP code alike)
@@ -294,7 +370,7 @@ impl Throttle {
 }
 
 /// Unix seconds; times before 1970 count as 0 (throttling only needs differences).
-fn unix(t: OffsetDateTime) -> u64 {
+pub(crate) fn unix(t: OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp()).unwrap_or(0)
 }
 

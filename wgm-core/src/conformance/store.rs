@@ -44,7 +44,8 @@ pub use semantics::{
     delete_and_recreate, failed_commit_returns_the_address, keyed_revisions_and_audit,
     listing_order_and_pages, peer_change_errors, peer_statistics, peer_uniqueness, revision_cas,
     revision_history, roles_and_tokens, rollback_after_reassignment_conflicts,
-    same_base_exactly_one_wins, server_rules, swaps_within_one_commit,
+    same_base_exactly_one_wins, server_rules, swaps_within_one_commit, throttle_cas,
+    throttle_concurrent_failures, throttle_expiry, throttle_success_clears_account_only,
     users_versions_and_uniqueness,
 };
 
@@ -1540,6 +1541,10 @@ macro_rules! store_checks {
             rollback_after_reassignment_conflicts,
             keyed_revisions_and_audit,
             audit_key_and_head,
+            throttle_cas,
+            throttle_expiry,
+            throttle_concurrent_failures,
+            throttle_success_clears_account_only,
         }
     };
 }
@@ -1570,8 +1575,11 @@ fn fail(e: Error) -> Failure {
 /// it into `target` ([`crate::store::copy`]), and check that the target answers exactly as
 /// the source does: listings, every server's state and history, the audit verification
 /// (same head), client configs and diffs; a second export is the same snapshot. Then an
-/// import into the non-empty target is refused and writes nothing. Both stores must be
-/// empty at the start (`target` may be of another engine).
+/// import into the non-empty target is refused and writes nothing. Throttle records
+/// ([`crate::store::ThrottleStore`]) travel nowhere: a copy, a snapshot and its backup do
+/// not carry the source's, and the target's own survive the import, a forced import and
+/// do not make it non-empty. Both stores must be empty at the start (`target` may be of
+/// another engine).
 pub async fn snapshot_round_trip(
     source: Arc<dyn Store>,
     target: Arc<dyn Store>,
@@ -1696,7 +1704,45 @@ pub async fn snapshot_round_trip(
         .await
         .map_err(fail)?;
 
+    // Throttle records are not store contents: the source's are not exported, and the
+    // target's own do not make it non-empty, nor does any import or forced restore
+    // remove them.
+    let throttle = crate::store::LoginThrottle::default();
+    let now = OffsetDateTime::now_utc();
+    let (gone_account, kept_account) = (format!("ghost-{sfx}"), format!("kept-{sfx}"));
+    let throttled_source: IpAddr = "2001:db8:7:7::1".parse().map_err(|e| format!("{e}"))?;
+    throttle
+        .record_login_failure(&*source, Some(&gone_account), throttled_source, now)
+        .await
+        .map_err(fail)?;
+    throttle
+        .record_login_failure(&*target, Some(&kept_account), throttled_source, now)
+        .await
+        .map_err(fail)?;
+    let throttled = |s: Arc<dyn Store>, account: String| async move {
+        s.throttle_records(
+            &[crate::auth::throttle::ThrottleKey::account(&account)],
+            now,
+        )
+        .await
+        .map(|r| r.iter().all(Option::is_some))
+        .map_err(fail)
+    };
+
     let snap = crate::store::copy(&*source, &*target).await.map_err(fail)?;
+    ensure!(
+        !throttled(target.clone(), gone_account.clone()).await?
+            && throttled(source.clone(), gone_account.clone()).await?
+            && throttled(target.clone(), kept_account.clone()).await?,
+        "a copy carried the source's throttle records or lost the target's"
+    );
+    let json = serde_json::to_string(&snap).map_err(|e| e.to_string())?;
+    let sealed = crate::store::backup::encode(&snap, &sealer_key).map_err(fail)?;
+    let opened = crate::store::backup::decode(&sealed, &sealer_key).map_err(fail)?;
+    ensure!(
+        !json.contains(&gone_account) && !json.contains(&kept_account) && opened == snap,
+        "a snapshot or its backup holds throttle records"
+    );
     ensure!(
         snap.servers.len() == 3,
         "the snapshot holds {} servers, not 3 (one of them deleted)",
@@ -1845,7 +1891,16 @@ pub async fn snapshot_round_trip(
         target.export_snapshot().await.map_err(fail)?.is_empty(),
         "a forced import of an empty snapshot left something behind"
     );
+    ensure!(
+        throttled(target.clone(), kept_account.clone()).await?,
+        "a forced import removed the target's throttle records"
+    );
+    // Still empty as far as an import is concerned: throttle records are not contents.
     target.import_snapshot(&later).await.map_err(fail)?;
+    ensure!(
+        throttled(target.clone(), kept_account.clone()).await?,
+        "an import removed the target's throttle records"
+    );
     // A snapshot of another layout version is refused by the check, naming the field.
     let mut bad = snap.clone();
     bad.version += 1;
@@ -1936,5 +1991,163 @@ pub async fn snapshot_is_consistent_under_writes(
         .and_then(|sv| sv.state.as_ref())
         .map_or(0, |st| st.peers.len());
     ensure!(peers == 20, "the final export holds {peers} peers, not 20");
+    Ok(())
+}
+
+/// The login throttle of [`Manager::login`](crate::manager::Manager::login) is shared by
+/// every manager on `store` (two here, as two processes would be), on the store's
+/// [`ThrottleStore`](crate::store::ThrottleStore):
+///
+/// - 2 managers × 5 concurrent wrong passwords for one account leave its record (and
+///   the source's) exactly as 10 failures one after the other do, and both managers
+///   then refuse the account — the right password included, which is not looked at;
+/// - once the block is over, a success on one manager clears the account for both and
+///   keeps the source's count;
+/// - with the default policy (5 free failures), failures alternating between the two
+///   managers block the account after the sixth: the seventh attempt is throttled on
+///   either, though neither manager saw more than three of them itself.
+///
+/// `store` must hold no audit key a fresh master key cannot open (an empty store does).
+#[cfg(feature = "auth")]
+pub async fn login_throttle_shared_by_managers(
+    store: Arc<dyn Store>,
+) -> std::result::Result<(), Failure> {
+    use crate::auth::jwt::{JwtIssuer, JwtKey};
+    use crate::auth::password::PasswordParams;
+    use crate::auth::throttle::{ThrottleKey, ThrottlePolicy, ThrottleState};
+    use crate::manager::{ManagerConfig, ManualClock, NewUser};
+    use crate::store::LoginThrottle;
+
+    let key = MasterKey::generate();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let account = ThrottlePolicy {
+        // Ten concurrent attempts all pass the check whatever their order.
+        free_failures: 9,
+        base_delay_secs: 60,
+        max_delay_secs: 3600,
+        forget_after_secs: 3600,
+    };
+    let config = |login_throttle: LoginThrottle| crate::manager::ManagerConfig {
+        password_params: PasswordParams::insecure_for_tests(),
+        login_throttle,
+        ..ManagerConfig::default()
+    };
+    let manager = |login_throttle: LoginThrottle| {
+        Ok::<_, Failure>(
+            crate::manager::Manager::builder(
+                store.clone(),
+                Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
+            )
+            .clock(clock.clone())
+            .config(config(login_throttle))
+            .jwt(JwtIssuer::new(JwtKey::generate(), "wgm", "wgm-api").map_err(fail)?),
+        )
+    };
+    let tuned = LoginThrottle {
+        account,
+        ..LoginThrottle::default()
+    };
+    let (a, local) = manager(tuned)?.build_with_local_admin();
+    let b = manager(tuned)?.build();
+    let admin = local.principal("root");
+    let sfx = suffix();
+    let password = "correct horse battery";
+    let user = |name: String| {
+        let mut nu = NewUser::new(
+            UserName::new(name).map_err(fail)?,
+            RoleName::new("user").map_err(fail)?,
+        );
+        nu.password = Some(zeroize::Zeroizing::new(password.to_owned()));
+        Ok::<_, Failure>(nu)
+    };
+    let carol = format!("Carol-{sfx}");
+    a.create_user(&admin, user(carol.clone())?)
+        .await
+        .map_err(fail)?;
+    let src: IpAddr = format!("2001:db8:{}::7", &sfx[..4])
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let now = t0();
+    let after = |n: u32, policy: &ThrottlePolicy| {
+        let mut s = ThrottleState::default();
+        for _ in 0..n {
+            s.record_failure(policy, u64::try_from(now.unix_timestamp()).unwrap_or(0));
+        }
+        s
+    };
+
+    // Concurrent failures on both managers all count.
+    let attempts = (0..10).map(|i| {
+        let m = if i % 2 == 0 { &a } else { &b };
+        m.login(&carol, "wrong password!!", None, src)
+    });
+    for r in join_all(attempts).await {
+        ensure!(
+            matches!(r, Err(Error::Unauthenticated { .. })),
+            "a concurrent wrong password gave {r:?}"
+        );
+    }
+    let keys = [
+        ThrottleKey::account(&UserName::new(carol.clone()).map_err(fail)?.key()),
+        ThrottleKey::source(src),
+    ];
+    let records = store.throttle_records(&keys, now).await.map_err(fail)?;
+    ensure!(
+        records == [Some(after(10, &account)), Some(after(10, &tuned.source))],
+        "10 concurrent failures on two managers left {records:?}"
+    );
+    for (m, which) in [(&a, "a"), (&b, "b")] {
+        // Every spelling of the account is its account.
+        let r = m.login(&carol.to_uppercase(), password, None, src).await;
+        ensure!(
+            matches!(
+                r,
+                Err(Error::Throttled {
+                    retry_after_secs: 60
+                })
+            ),
+            "manager {which} let the blocked account try its password: {r:?}"
+        );
+    }
+
+    // After the block, a success on one manager clears the account for both.
+    clock.advance(time::Duration::seconds(60));
+    b.login(&carol, password, None, src).await.map_err(fail)?;
+    let later = t0() + time::Duration::seconds(60);
+    let records = store.throttle_records(&keys, later).await.map_err(fail)?;
+    ensure!(
+        records == [None, Some(after(10, &tuned.source))],
+        "a success left {records:?} (the account cleared, the source kept)"
+    );
+    a.login(&carol, password, None, src).await.map_err(fail)?;
+
+    // The default policy, budget shared: the sixth failure blocks, wherever it lands.
+    let (c, d) = (
+        manager(LoginThrottle::default())?.build(),
+        manager(LoginThrottle::default())?.build(),
+    );
+    let dave = format!("dave-{sfx}");
+    a.create_user(&admin, user(dave.clone())?)
+        .await
+        .map_err(fail)?;
+    let other: IpAddr = format!("2001:db8:{}:1::9", &sfx[..4])
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    for i in 0..6 {
+        let m = if i % 2 == 0 { &c } else { &d };
+        let r = m.login(&dave, "wrong password!!", None, other).await;
+        ensure!(
+            matches!(r, Err(Error::Unauthenticated { .. })),
+            "failure {} gave {r:?}",
+            i + 1
+        );
+    }
+    for (m, which) in [(&d, "d"), (&c, "c")] {
+        let r = m.login(&dave, password, None, other).await;
+        ensure!(
+            matches!(r, Err(Error::Throttled { retry_after_secs: 1 })),
+            "after six failures shared by two managers, manager {which} let an attempt through: {r:?}"
+        );
+    }
     Ok(())
 }

@@ -661,7 +661,22 @@ impl Manager {
 
     #[cfg(feature = "auth")]
     /// Log in with a password (and a TOTP code when enrolled) from `source`. Throttled
-    /// per account and per source; every attempt is audited; issues JWTs.
+    /// per account and per source ([`ManagerConfig::login_throttle`](super::ManagerConfig::login_throttle));
+    /// every attempt that is not throttled is audited; issues JWTs.
+    ///
+    /// The throttle's records live in the store ([`crate::store::ThrottleStore`]), so
+    /// every process on one store shares one budget: a blocked account or source is
+    /// refused by every manager on the store, before its password is looked at. A name
+    /// that cannot be a user name is throttled by its source only (no account can be
+    /// guessed through it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Throttled`] while the account or the source is blocked;
+    /// [`Error::Unauthenticated`] for a wrong user name, password or one-time code (one
+    /// message for all). **Fail closed:** when the store cannot read the throttle's
+    /// records, or cannot count a failure, the attempt fails with the store's error
+    /// ([`Error::Store`]) — never is a password tried that the throttle did not see.
     pub async fn login(
         &self,
         name: &str,
@@ -675,20 +690,26 @@ impl Manager {
             .ok_or_else(|| Error::unsupported("password login needs a JWT issuer"))?;
         let now = self.now();
         let account = name.to_lowercase();
-        self.throttle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .check_login(&account, source, now)?;
-        let user = match UserName::new(name) {
-            Ok(n) => self.store.find_user(&n).await?,
-            Err(_) => None,
+        let user_name = UserName::new(name).ok();
+        // The account's throttle key is the name's uniqueness key, so every spelling of
+        // one account shares its budget.
+        let account_key = user_name.as_ref().map(UserName::key);
+        let throttle = &self.config.login_throttle;
+        let store = &*self.store;
+        throttle
+            .check(store, account_key.as_deref(), source, now)
+            .await?;
+        let user = match &user_name {
+            Some(n) => self.store.find_user(n).await?,
+            None => None,
         };
         let result = self.check_login(user.as_ref(), password, totp_code, now);
         let Ok((user, step)) = result else {
-            self.throttle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record_login_failure(&account, source, now);
+            // Counted before anything is answered: a failure the store cannot count
+            // fails with the store's error.
+            throttle
+                .record_login_failure(store, account_key.as_deref(), source, now)
+                .await?;
             self.audit_identity(
                 None,
                 AuditAction::UserLogin,
@@ -701,10 +722,9 @@ impl Manager {
                 "wrong user name, password or one-time code",
             ));
         };
-        self.throttle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .record_login_success(&account);
+        if let Some(k) = &account_key {
+            throttle.record_login_success(store, k, now).await?;
+        }
         let mut after = user.clone();
         after.last_login = Some(now);
         if let (Some(t), Some(s)) = (after.totp.as_mut(), step) {

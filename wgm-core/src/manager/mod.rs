@@ -79,8 +79,6 @@ use apply::LiveSnapshot;
 
 use crate::audit::AuditAction;
 use crate::auth::password::PasswordParams;
-#[cfg(feature = "auth")]
-use crate::auth::throttle::Throttle;
 use crate::integrity::{AuditKey, LegacyBound, StoredAuditKey};
 use crate::ipam::DualStack;
 use crate::model::UserId;
@@ -90,7 +88,7 @@ use crate::model::{
 };
 use crate::rbac::{Action, Principal, PrincipalKind, Resource, Target};
 use crate::seal::Sealer;
-use crate::store::{PeerLookup, Store};
+use crate::store::{LoginThrottle, PeerLookup, Store};
 use crate::{Error, Result};
 
 /// Tunables of a [`Manager`].
@@ -108,6 +106,11 @@ pub struct ManagerConfig {
     /// may trust acknowledged deltas on top of its last full read of a host before it
     /// reads the host in full again (default 60).
     pub reverify_after_secs: u64,
+    /// Password logins are throttled per account and per source with these policies
+    /// (default: 5 free failures per account, 20 per source, then 1 s doubling to
+    /// 15 minutes). The records live in the store, so every process on it shares one
+    /// budget (see [`LoginThrottle`]).
+    pub login_throttle: LoginThrottle,
 }
 
 impl Default for ManagerConfig {
@@ -118,6 +121,7 @@ impl Default for ManagerConfig {
             password_params: PasswordParams::default(),
             max_import_bytes: 16 << 20,
             reverify_after_secs: 60,
+            login_throttle: LoginThrottle::default(),
         }
     }
 }
@@ -167,8 +171,6 @@ impl ManagerBuilder {
             #[cfg(feature = "auth")]
             jwt: self.jwt,
             servers: std::sync::Mutex::new(HashMap::new()),
-            #[cfg(feature = "auth")]
-            throttle: std::sync::Mutex::new(Throttle::default()),
             live: std::sync::Mutex::new(HashMap::new()),
             light_uses: std::sync::Mutex::new(HashMap::new()),
             audit_key: std::sync::Mutex::new(None),
@@ -290,8 +292,6 @@ pub struct Manager {
     #[cfg(feature = "auth")]
     jwt: Option<crate::auth::jwt::JwtIssuer>,
     servers: std::sync::Mutex<HashMap<ServerId, Slot>>,
-    #[cfg(feature = "auth")]
-    throttle: std::sync::Mutex<Throttle>,
     live: std::sync::Mutex<HashMap<(ServerId, String), LiveSnapshot>>,
     /// Mutations run from the durable allocator state, per server ([`Manager::cold_uses`]).
     light_uses: std::sync::Mutex<HashMap<ServerId, u32>>,

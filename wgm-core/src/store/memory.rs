@@ -11,8 +11,10 @@ use futures::{FutureExt, StreamExt};
 use super::rules::{self, ImportMode, Probe, ProbeField, Restore, Transaction, UserClash};
 use super::{
     AppliedSnapshot, AuditStore, ChangeFeed, FeedEvent, HostStateStore, IdentityStore, PeerLookup,
-    SealAuditKey, ServerSnapshot, ServerStore, Snapshot, SnapshotStore, Store, SNAPSHOT_VERSION,
+    SealAuditKey, ServerSnapshot, ServerStore, Snapshot, SnapshotStore, Store, ThrottleRecord,
+    ThrottleStore, SNAPSHOT_VERSION,
 };
+use crate::auth::throttle::{ThrottleKey, ThrottleState};
 use crate::integrity::{AuditHead, AuditKey, StoredAuditKey};
 use crate::ipam::HeldRuns;
 use crate::model::{
@@ -466,6 +468,39 @@ pub struct MemoryStore {
     /// The change feed's watchers ([`ChangeFeed::watch`]); closed ones are dropped on
     /// the next send.
     feeds: Mutex<Vec<mpsc::UnboundedSender<FeedEvent>>>,
+    /// The login throttle's records ([`ThrottleStore`]), apart from `inner`: they are not
+    /// store contents, so no snapshot, import or forced restore sees or replaces them.
+    throttle: Mutex<ThrottleMap>,
+    /// Test hooks ([`MemoryStore::set_throttle_unavailable`]): throttle reads fail,
+    /// throttle swaps fail.
+    throttle_reads_fail: std::sync::atomic::AtomicBool,
+    throttle_swaps_fail: std::sync::atomic::AtomicBool,
+}
+
+/// The throttle records by [`ThrottleKey::store_key`], pruned of expired ones whenever
+/// the map has doubled since the last pruning (so a write costs amortized constant time).
+#[derive(Debug, Default)]
+struct ThrottleMap {
+    records: HashMap<String, ThrottleRecord>,
+    prune_above: usize,
+}
+
+impl ThrottleMap {
+    /// The record of `key` if it is live at unix second `now`.
+    fn live(&self, key: &str, now: i64) -> Option<ThrottleState> {
+        self.records
+            .get(key)
+            .filter(|r| r.expires_at.unix_timestamp() > now)
+            .map(|r| r.state)
+    }
+
+    fn prune(&mut self, now: i64) {
+        if self.records.len() > self.prune_above {
+            self.records
+                .retain(|_, r| r.expires_at.unix_timestamp() > now);
+            self.prune_above = (2 * self.records.len()).max(64);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -551,6 +586,33 @@ impl MemoryStore {
             .and_then(|v| v.iter_mut().find(|r| r.revision == revision))
             .map(f)
             .is_some()
+    }
+
+    /// Test hook: make [`ThrottleStore::throttle_records`] (`reads`) and
+    /// [`ThrottleStore::swap_throttle_record`] (`swaps`) fail with a store error, as a
+    /// store that cannot be reached does, or work again (`false`).
+    pub fn set_throttle_unavailable(&self, reads: bool, swaps: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.throttle_reads_fail.store(reads, SeqCst);
+        self.throttle_swaps_fail.store(swaps, SeqCst);
+    }
+
+    /// The throttle records, unless `hook` says this call fails.
+    fn throttle(
+        &self,
+        hook: &std::sync::atomic::AtomicBool,
+    ) -> Result<MutexGuard<'_, ThrottleMap>> {
+        if hook.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::store(
+                "memory",
+                "the login throttle's records are unavailable (test hook)",
+            ));
+        }
+        // Each write is one map insert or removal: a poisoned lock holds a usable map.
+        Ok(self
+            .throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Test hook: replace (or with `None`, remove) the stored audit key.
@@ -953,5 +1015,45 @@ impl SnapshotStore for MemoryStore {
         // connection.
         self.publish(FeedEvent::Missed);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for MemoryStore {
+    async fn throttle_records(
+        &self,
+        keys: &[ThrottleKey],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Option<ThrottleState>>> {
+        let names = keys
+            .iter()
+            .map(ThrottleKey::store_key)
+            .collect::<Result<Vec<_>>>()?;
+        let g = self.throttle(&self.throttle_reads_fail)?;
+        Ok(names
+            .iter()
+            .map(|k| g.live(k, now.unix_timestamp()))
+            .collect())
+    }
+
+    async fn swap_throttle_record(
+        &self,
+        key: &ThrottleKey,
+        expected: Option<&ThrottleState>,
+        new: Option<&ThrottleRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        let name = key.store_key()?;
+        let now = now.unix_timestamp();
+        let mut g = self.throttle(&self.throttle_swaps_fail)?;
+        if g.live(&name, now).as_ref() != expected {
+            return Ok(false);
+        }
+        match new.filter(|r| r.expires_at.unix_timestamp() > now) {
+            Some(r) => g.records.insert(name, *r),
+            None => g.records.remove(&name),
+        };
+        g.prune(now);
+        Ok(true)
     }
 }

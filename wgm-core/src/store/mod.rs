@@ -11,6 +11,10 @@
 //! Those rules are written once, in [`rules::commit_with_rules`] and its siblings, over
 //! the storage primitives of [`rules::Transaction`] that each engine implements.
 //!
+//! Beside desired state, a store keeps the login throttle's records ([`ThrottleStore`]),
+//! so that every process on it shares one password-guessing budget; those are
+//! ephemeral and belong to no [`Snapshot`].
+//!
 //! Implementations: [`MemoryStore`] (here), `wgm_store_sql::SqlStore` (SQLite and
 //! PostgreSQL), `wgm_store_redis::RedisStore`. All of them run the conformance suite in
 //! `wgm_core::conformance::store` (feature `conformance`).
@@ -38,6 +42,7 @@ mod feed;
 mod memory;
 pub mod rules;
 mod snapshot;
+mod throttle;
 
 pub use feed::{ChangeFeed, FeedEvent, Follower};
 pub use memory::MemoryStore;
@@ -45,6 +50,7 @@ pub use rules::check_server_uniqueness;
 pub use snapshot::{
     copy, not_empty, AppliedSnapshot, ServerSnapshot, Snapshot, SnapshotStore, SNAPSHOT_VERSION,
 };
+pub use throttle::{LoginThrottle, ThrottleRecord, ThrottleStore};
 
 /// How [`ServerStore::find_peer`] finds one peer of a server.
 ///
@@ -80,8 +86,9 @@ impl PeerLookup<'_> {
 /// sub-trait — [`ServerStore`] (servers and their revisions), [`HostStateStore`] (what
 /// hosts applied, observed statistics), [`IdentityStore`] (users, roles, tokens) and
 /// [`AuditStore`] (the audit log), [`ChangeFeed`] (wake-ups after commits),
-/// [`SnapshotStore`] (export and import of everything) — plus the
-/// store's [`name`](Store::name). An engine implements the seven; callers hold an `Arc<dyn Store>` and call every method on it
+/// [`SnapshotStore`] (export and import of everything), [`ThrottleStore`] (the login
+/// throttle's records, shared by every process on the store and in no snapshot) — plus
+/// the store's [`name`](Store::name). An engine implements the eight; callers hold an `Arc<dyn Store>` and call every method on it
 /// (a trait object's supertrait methods need no import). Code that calls a method on a
 /// concrete engine (a `MemoryStore`) imports the sub-trait that declares it.
 ///
@@ -105,6 +112,7 @@ pub trait Store:
     + AuditStore
     + ChangeFeed
     + SnapshotStore
+    + ThrottleStore
     + Debug
     + Send
     + Sync
@@ -530,5 +538,25 @@ impl<T: SnapshotStore + ?Sized> SnapshotStore for Arc<T> {
     }
     async fn replace_with_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         (**self).replace_with_snapshot(snapshot).await
+    }
+}
+
+#[async_trait]
+impl<T: ThrottleStore + ?Sized> ThrottleStore for Arc<T> {
+    async fn throttle_records(
+        &self,
+        keys: &[crate::auth::throttle::ThrottleKey],
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<Option<crate::auth::throttle::ThrottleState>>> {
+        (**self).throttle_records(keys, now).await
+    }
+    async fn swap_throttle_record(
+        &self,
+        key: &crate::auth::throttle::ThrottleKey,
+        expected: Option<&crate::auth::throttle::ThrottleState>,
+        new: Option<&ThrottleRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        (**self).swap_throttle_record(key, expected, new, now).await
     }
 }

@@ -1,6 +1,7 @@
-//! Copies of the server sharing state: two on one PostgreSQL database, and rate limits
-//! and logouts shared through Redis. Opt-in suites (`WGM_TEST_POSTGRES_URL`,
-//! `WGM_TEST_REDIS_URL`); skipped visibly when off.
+//! Copies of the server sharing state: the library's login throttle through their one
+//! store (two copies on one SQLite file, always run), two on one PostgreSQL database, and
+//! rate limits and logouts shared through Redis. The last two are opt-in suites
+//! (`WGM_TEST_POSTGRES_URL`, `WGM_TEST_REDIS_URL`); skipped visibly when off.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -68,6 +69,44 @@ impl Drop for Database {
             ])
             .status();
     }
+}
+
+/// Two copies of the server on one store share the library's login throttle: wrong
+/// passwords for one account alternating between them block it after the sixth (five
+/// free failures), on both copies, though neither saw more than three.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_copies_share_the_login_throttle() {
+    let store = Store::sqlite();
+    tokio::task::block_in_place(|| store.add_user("admin", "admin", ADMIN_PASSWORD));
+    // A long first block, so that the checks below never race its end.
+    let o = || Options::default().env("WGM_SERVER_LOGIN_BLOCK_SECS", "600");
+    let a = Server::start(&store, o());
+    let b = Server::start(&store, o());
+    let copies = [Api::new(&a), Api::new(&b)];
+    for i in 0..6 {
+        copies[i % 2]
+            .post(
+                "/api/v1/login",
+                json!({"user": "admin", "password": "not-the-password"}),
+            )
+            .await
+            .err(401, "unauthenticated", None);
+    }
+    for api in &copies {
+        let t = api
+            .post(
+                "/api/v1/login",
+                json!({"user": "admin", "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        t.err(429, "throttled", None);
+        assert_eq!(t.body["kind"], "login");
+        let after: u64 = t.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((500..=600).contains(&after), "{after}");
+    }
+    let secrets = vec![ADMIN_PASSWORD.to_owned()];
+    a.assert_no_secret_logged(&secrets);
+    b.assert_no_secret_logged(&secrets);
 }
 
 /// Two copies of the server on one PostgreSQL database: 200 concurrent peer adds split

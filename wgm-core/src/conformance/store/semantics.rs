@@ -2028,3 +2028,10 @@ pub async fn audit_key_and_head(store: Arc<dyn Store>) -> R {
     check_eq!(s.audit_head().await.must()?, head);
     Ok(())
 }
+
+mod throttle;
+
+pub use throttle::{
+    throttle_cas, throttle_concurrent_failures, throttle_expiry,
+    throttle_success_clears_account_only,
+};
