@@ -155,6 +155,8 @@ audit_actions! {
     UserTotpConfirm => "user.totp_confirm",
     /// A password login (successful or failed).
     UserLogin => "user.login",
+    /// A login session was ended (a JWT logged out).
+    UserLogout => "user.logout",
     /// A custom role was created or replaced.
     RolePut => "role.put",
     /// A refused `role:create`.

@@ -24,7 +24,6 @@ use crate::config::{Config, LogFormat, Rate};
 use crate::error::{ApiError, LoggedError};
 use crate::extract::ClientAddr;
 use crate::metrics::{HttpLabels, Metrics};
-use crate::revocation::{LocalRevocations, RedisRevocations, Revocations};
 use crate::state::{address_key, AppState, Inner, Limits};
 
 /// The request id header, returned on every response.
@@ -94,8 +93,7 @@ fn read_private_file(path: &Path) -> Result<Zeroizing<String>, StartError> {
     Ok(text)
 }
 
-/// Open the store and the master key as the CLI does, build the manager, the limiter
-/// and the revocation list.
+/// Open the store and the master key as the CLI does, build the manager and the limiter.
 pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
     let key_source = match &cfg.master_key_file {
         Some(p) => wgm_cli::open::KeySource::File(p.clone()),
@@ -122,17 +120,13 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         .clock(Arc::new(wgm_cli::clock::TokioClock))
         .jwt(jwt.clone())
         .build();
-    let (limiter, revoked): (Arc<dyn RateLimiter>, Arc<dyn Revocations>) = match &cfg.redis_url {
+    let limiter: Arc<dyn RateLimiter> = match &cfg.redis_url {
         Some(url) => {
             let l = wgm_store_redis::RedisLimiter::connect(url, &cfg.redis_namespace).await?;
-            let r = RedisRevocations::connect(url, &cfg.redis_namespace).await?;
-            tracing::info!("rate limits and logouts shared through Redis");
-            (Arc::new(l), Arc::new(r))
+            tracing::info!("rate limits shared through Redis");
+            Arc::new(l)
         }
-        None => (
-            Arc::new(LocalLimiter::new()),
-            Arc::new(LocalRevocations::default()),
-        ),
+        None => Arc::new(LocalLimiter::new()),
     };
     let limits = Limits {
         per_principal: limit(cfg.rate_limit.per_principal)?,
@@ -143,7 +137,6 @@ pub async fn build_state(cfg: &Config) -> Result<AppState, StartError> {
         m,
         store,
         jwt,
-        revoked,
         limiter,
         limits,
         Metrics::default(),

@@ -25,6 +25,5 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
-pub mod revocation;
 pub mod routes;
 pub mod state;

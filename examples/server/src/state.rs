@@ -14,7 +14,6 @@ use wgm_core::store::Store;
 
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
-use crate::revocation::Revocations;
 
 /// The limits in force (`None`: off).
 #[derive(Clone, Debug, Default)]
@@ -47,8 +46,6 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     /// The JWT issuer the manager also holds (to read a token's id for logout).
     pub jwt: JwtIssuer,
-    /// Logged-out JWTs.
-    pub revoked: Arc<dyn Revocations>,
     /// The rate limiter.
     pub limiter: Arc<dyn RateLimiter>,
     /// The limits.
@@ -70,7 +67,6 @@ impl Inner {
         m: Manager,
         store: Arc<dyn Store>,
         jwt: JwtIssuer,
-        revoked: Arc<dyn Revocations>,
         limiter: Arc<dyn RateLimiter>,
         limits: Limits,
         metrics: Metrics,
@@ -82,7 +78,6 @@ impl Inner {
             m,
             store,
             jwt,
-            revoked,
             limiter,
             limits,
             metrics,

@@ -103,13 +103,19 @@ impl ThrottlePolicy {
     }
 }
 
-/// What is throttled: an account (by canonical user name) or a source address.
+/// What is throttled: an account (by canonical user name) or a source address; or a
+/// login session that was logged out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ThrottleKey {
     /// A user name, as the store spells it canonically.
     Account(String),
     /// A client address: IPv4 as is, IPv6 reduced to its /64, IPv4-mapped IPv6 as IPv4.
     Source(IpAddr),
+    /// A JWT (its `jti`) whose session was logged out
+    /// ([`Manager::logout`](crate::manager::Manager::logout)): its record blocks the
+    /// token until it expires, in the same store records as the login throttle, so that
+    /// a logout holds on every process on the store. Never counted as a failure.
+    Session(uuid::Uuid),
 }
 
 impl ThrottleKey {
@@ -162,6 +168,7 @@ impl ThrottleKey {
                 Ok(self.to_string())
             }
             ThrottleKey::Source(addr) => Ok(ThrottleKey::source(*addr).to_string()),
+            ThrottleKey::Session(_) => Ok(self.to_string()),
         }
     }
 }
@@ -171,13 +178,15 @@ impl ThrottleKey {
 pub const MAX_THROTTLE_KEY_BYTES: usize = 256;
 
 impl fmt::Display for ThrottleKey {
-    /// `account:<name>`, `source:<ipv4>` or `source:<ipv6 prefix>/64`; the form used as
-    /// the map key in the serialized [`Throttle`] and suitable for a store's key.
+    /// `account:<name>`, `source:<ipv4>`, `source:<ipv6 prefix>/64` or `session:<jti>`;
+    /// the form used as the map key in the serialized [`Throttle`] and suitable for a
+    /// store's key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ThrottleKey::Account(name) => write!(f, "account:{name}"),
             ThrottleKey::Source(IpAddr::V4(a)) => write!(f, "source:{a}"),
             ThrottleKey::Source(IpAddr::V6(a)) => write!(f, "source:{a}/64"),
+            ThrottleKey::Session(jti) => write!(f, "session:{jti}"),
         }
     }
 }
@@ -293,7 +302,8 @@ impl Throttle {
     /// The policy that applies to `key`.
     pub fn policy(&self, key: &ThrottleKey) -> &ThrottlePolicy {
         match key {
-            ThrottleKey::Account(_) => &self.account_policy,
+            // A session key is never counted; its policy is the account's.
+            ThrottleKey::Account(_) | ThrottleKey::Session(_) => &self.account_policy,
             ThrottleKey::Source(_) => &self.source_policy,
         }
     }

@@ -2005,7 +2005,10 @@ pub async fn snapshot_is_consistent_under_writes(
 ///   keeps the source's count;
 /// - with the default policy (5 free failures), failures alternating between the two
 ///   managers block the account after the sixth: the seventh attempt is throttled on
-///   either, though neither manager saw more than three of them itself.
+///   either, though neither manager saw more than three of them itself;
+/// - a logout ([`Manager::logout`](crate::manager::Manager::logout)) through one manager
+///   ends the session on another with the same JWT key, the access and the refresh token
+///   each, and nothing else.
 ///
 /// `store` must hold no audit key a fresh master key cannot open (an empty store does).
 #[cfg(feature = "auth")]
@@ -2149,5 +2152,63 @@ pub async fn login_throttle_shared_by_managers(
             "after six failures shared by two managers, manager {which} let an attempt through: {r:?}"
         );
     }
+
+    // A logout through one manager holds on another with the same JWT key (two copies
+    // of a server): the ended session is a record in the store.
+    let issuer = JwtIssuer::new(JwtKey::generate(), "wgm", "wgm-api").map_err(fail)?;
+    let with_issuer = || {
+        crate::manager::Manager::builder(
+            store.clone(),
+            Sealer::new(MasterKey::from_bytes(*key.expose_bytes())),
+        )
+        .clock(clock.clone())
+        .config(config(LoginThrottle::default()))
+        .jwt(issuer.clone())
+        .build()
+    };
+    let (e, f) = (with_issuer(), with_issuer());
+    let erin = format!("erin-{sfx}");
+    a.create_user(&admin, user(erin.clone())?)
+        .await
+        .map_err(fail)?;
+    let third: IpAddr = format!("2001:db8:{}:2::9", &sfx[..4])
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let session = e.login(&erin, password, None, third).await.map_err(fail)?;
+    f.authenticate_jwt(&session.access_token)
+        .await
+        .map_err(fail)?;
+    e.logout(&session.access_token).await.map_err(fail)?;
+    e.logout(&session.access_token).await.map_err(fail)?;
+    for (m, which) in [(&f, "f"), (&e, "e")] {
+        let r = m.authenticate_jwt(&session.access_token).await;
+        ensure!(
+            matches!(r, Err(Error::Unauthenticated { .. })),
+            "manager {which} took a logged-out access token: {:?}",
+            r.map(|p| p.user_id())
+        );
+    }
+    // The refresh token is its own session until it is logged out too.
+    f.refresh(&session.refresh_token).await.map_err(fail)?;
+    f.logout(&session.refresh_token).await.map_err(fail)?;
+    ensure!(
+        matches!(
+            e.refresh(&session.refresh_token).await,
+            Err(Error::Unauthenticated { .. })
+        ),
+        "manager e took a logged-out refresh token"
+    );
+    ensure!(
+        matches!(
+            e.logout("not a token").await,
+            Err(Error::Unauthenticated { .. })
+        ),
+        "a logout of no token was not refused"
+    );
+    // Nothing else was ended: a new login works on both.
+    let fresh = f.login(&erin, password, None, third).await.map_err(fail)?;
+    e.authenticate_jwt(&fresh.access_token)
+        .await
+        .map_err(fail)?;
     Ok(())
 }

@@ -803,6 +803,7 @@ impl Manager {
             .as_ref()
             .ok_or_else(|| Error::unsupported("no JWT issuer configured"))?;
         let claims = jwt.verify(token, TokenType::Access, self.now())?;
+        self.check_session(&claims).await?;
         let user = self
             .store
             .get_user(UserId(claims.sub))
@@ -823,6 +824,7 @@ impl Manager {
             .ok_or_else(|| Error::unsupported("no JWT issuer configured"))?;
         let now = self.now();
         let claims = jwt.verify(refresh_token, TokenType::Refresh, now)?;
+        self.check_session(&claims).await?;
         let user = self
             .store
             .get_user(UserId(claims.sub))
@@ -832,6 +834,112 @@ impl Manager {
             return Err(Error::unauthenticated("the token was revoked"));
         }
         jwt.issue(user.id.0, user.token_version, TokenType::Access, now)
+    }
+
+    #[cfg(feature = "auth")]
+    /// End the session of a JWT (an access or a refresh token, checked as
+    /// [`Manager::authenticate_jwt`] checks it, whatever its type): from now on it is
+    /// refused by [`Manager::authenticate_jwt`] and [`Manager::refresh`] in every process
+    /// on this store, until it expires. The record lives with the login throttle's
+    /// ([`ThrottleKey::Session`](crate::auth::throttle::ThrottleKey::Session)) and is
+    /// forgotten when the token expires. Ending an ended session again is no error. A
+    /// token already refused (bad signature, expired, revoked by a password change) is
+    /// `Unauthenticated`; a store that does not answer is `Store` (the logout did not
+    /// happen: try again).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::Arc;
+    /// use wgm_core::auth::jwt::{JwtIssuer, JwtKey};
+    /// use wgm_core::manager::{Manager, NewUser};
+    /// use wgm_core::names::{RoleName, UserName};
+    /// use wgm_core::seal::{MasterKey, Sealer};
+    /// use wgm_core::store::MemoryStore;
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let jwt = JwtIssuer::new(JwtKey::generate(), "wgm", "wgm-api").unwrap();
+    /// let (m, local) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    ///     .jwt(jwt.clone())
+    ///     .build_with_local_admin();
+    /// let mut spec = NewUser::new(UserName::new("alice").unwrap(), RoleName::new("user").unwrap());
+    /// spec.password = Some(zeroize::Zeroizing::new("a long enough password".into()));
+    /// m.create_user(&local.principal("root"), spec).await.unwrap();
+    /// let login = m.login("alice", "a long enough password", None, "2001:db8::1".parse().unwrap()).await.unwrap();
+    /// m.authenticate_jwt(&login.access_token).await.unwrap();
+    /// m.logout(&login.access_token).await.unwrap();
+    /// m.logout(&login.refresh_token).await.unwrap();
+    /// assert!(m.authenticate_jwt(&login.access_token).await.is_err());
+    /// assert!(m.refresh(&login.refresh_token).await.is_err());
+    /// // Another process on the same store sees the logout too.
+    /// let other = Manager::builder(store, Sealer::new(MasterKey::generate())).jwt(jwt).build();
+    /// assert!(other.authenticate_jwt(&login.access_token).await.is_err());
+    /// # });
+    /// ```
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        let jwt = self
+            .jwt
+            .as_ref()
+            .ok_or_else(|| Error::unsupported("no JWT issuer configured"))?;
+        let now = self.now();
+        let claims = jwt
+            .verify(token, TokenType::Access, now)
+            .or_else(|_| jwt.verify(token, TokenType::Refresh, now))?;
+        let user = self
+            .store
+            .get_user(UserId(claims.sub))
+            .await?
+            .ok_or_else(|| Error::unauthenticated("unknown user"))?;
+        if user.token_version != claims.ver {
+            // Already refused everywhere; nothing to end.
+            return Err(Error::unauthenticated("the token was revoked"));
+        }
+        let key = crate::auth::throttle::ThrottleKey::Session(claims.jti);
+        let state = crate::auth::throttle::ThrottleState {
+            failures: 0,
+            last_failure: unix(now),
+            blocked_until: claims.exp,
+        };
+        let record = crate::store::ThrottleRecord {
+            state,
+            expires_at: OffsetDateTime::from_unix_timestamp(
+                i64::try_from(claims.exp).unwrap_or(i64::MAX),
+            )
+            .unwrap_or(OffsetDateTime::now_utc() + time::Duration::days(366)),
+        };
+        // Absent → ended; already ended (the swap finds a record) is no error.
+        if !self
+            .store
+            .swap_throttle_record(&key, None, Some(&record), now)
+            .await?
+        {
+            let held = self.store.throttle_records(&[key], now).await?;
+            if held.first().is_none_or(Option::is_none) {
+                return Err(Error::store(
+                    self.store.name(),
+                    "the logout was not recorded; try again",
+                ));
+            }
+        }
+        self.audit_identity(
+            None,
+            AuditAction::UserLogout,
+            format!("user/{}", user.name.key()),
+            AuditOutcome::Success,
+            json!({ "token": claims.jti, "kind": claims.typ }),
+        )
+        .await;
+        Ok(())
+    }
+
+    #[cfg(feature = "auth")]
+    /// `Unauthenticated` when the session of `claims` was logged out ([`Manager::logout`]).
+    async fn check_session(&self, claims: &crate::auth::jwt::Claims) -> Result<()> {
+        let key = crate::auth::throttle::ThrottleKey::Session(claims.jti);
+        let ended = self.store.throttle_records(&[key], self.now()).await?;
+        if ended.first().is_some_and(Option::is_some) {
+            return Err(Error::unauthenticated("the session was logged out"));
+        }
+        Ok(())
     }
 
     /// Authenticate an API token (`wgm_<id>_<secret>`).

@@ -191,7 +191,8 @@ impl LoginThrottle {
     /// The policy that applies to `key`.
     pub fn policy(&self, key: &ThrottleKey) -> &ThrottlePolicy {
         match key {
-            ThrottleKey::Account(_) => &self.account,
+            // A session key is never counted; its policy is the account's.
+            ThrottleKey::Account(_) | ThrottleKey::Session(_) => &self.account,
             ThrottleKey::Source(_) => &self.source,
         }
     }

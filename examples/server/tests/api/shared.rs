@@ -1,6 +1,6 @@
-//! Copies of the server sharing state: the library's login throttle through their one
-//! store (two copies on one SQLite file, always run), two on one PostgreSQL database, and
-//! rate limits and logouts shared through Redis. The last two are opt-in suites
+//! Copies of the server sharing state: the library's login throttle and logouts through
+//! their one store (two copies on one SQLite file, always run), two on one PostgreSQL
+//! database, and rate limits shared through Redis. The last two are opt-in suites
 //! (`WGM_TEST_POSTGRES_URL`, `WGM_TEST_REDIS_URL`); skipped visibly when off.
 
 use std::collections::HashSet;
@@ -73,7 +73,8 @@ impl Drop for Database {
 
 /// Two copies of the server on one store share the library's login throttle: wrong
 /// passwords for one account alternating between them block it after the sixth (five
-/// free failures), on both copies, though neither saw more than three.
+/// free failures), on both copies, though neither saw more than three. And a logout
+/// through one copy holds on the other.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_copies_share_the_login_throttle() {
     let store = Store::sqlite();
@@ -104,7 +105,40 @@ async fn two_copies_share_the_login_throttle() {
         let after: u64 = t.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((500..=600).contains(&after), "{after}");
     }
-    let secrets = vec![ADMIN_PASSWORD.to_owned()];
+
+    // A logout through one copy holds on the other, without Redis: the library records
+    // the ended session in the store.
+    let pw = "carol-password-42";
+    tokio::task::block_in_place(|| store.add_user("carol", "user", pw));
+    let (access, refresh) = copies[0].login("carol", pw).await;
+    let on_a = Api::new(&a).as_token(&access);
+    let on_b = Api::new(&b).as_token(&access);
+    on_b.get("/api/v1/me").await.ok();
+    let out = on_a
+        .post("/api/v1/logout", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    on_b.get("/api/v1/me")
+        .await
+        .err(401, "unauthenticated", None);
+    on_a.get("/api/v1/me")
+        .await
+        .err(401, "unauthenticated", None);
+    copies[1]
+        .post("/api/v1/refresh", json!({"refresh_token": refresh}))
+        .await
+        .err(401, "unauthenticated", None);
+    // A fresh login is a new session.
+    let (again, _) = copies[1].login("carol", pw).await;
+    Api::new(&a).as_token(&again).get("/api/v1/me").await.ok();
+
+    let secrets = vec![
+        ADMIN_PASSWORD.to_owned(),
+        pw.to_owned(),
+        access,
+        refresh,
+        again,
+    ];
     a.assert_no_secret_logged(&secrets);
     b.assert_no_secret_logged(&secrets);
 }
