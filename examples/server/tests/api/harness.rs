@@ -56,8 +56,12 @@ impl Store {
         Store { dir, url, key }
     }
 
-    /// Create user `name` with `role` and `password` as the local administrator.
-    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+    /// Run `f` on a manager of this store, as its local administrator, on a runtime of
+    /// its own (the tests call it from `block_in_place`).
+    fn as_admin<T>(
+        &self,
+        f: impl AsyncFnOnce(&wgm_core::manager::Manager, &wgm_core::rbac::Principal) -> T,
+    ) -> T {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -72,36 +76,28 @@ impl Store {
             .await
             .unwrap();
             let admin = o.local.as_ref().unwrap().principal("test");
+            f(&o.manager, &admin).await
+        })
+    }
+
+    /// Create user `name` with `role` and `password` as the local administrator.
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        self.as_admin(async |m, admin| {
             let mut spec = NewUser::new(UserName::new(name).unwrap(), RoleName::new(role).unwrap());
             spec.roles = vec![RoleAssignment {
                 role: RoleName::new(role).unwrap(),
                 scope: Scope::Global,
             }];
             spec.password = Some(zeroize::Zeroizing::new(password.to_owned()));
-            o.manager.create_user(&admin, spec).await.unwrap();
+            m.create_user(admin, spec).await.unwrap();
         });
     }
-}
 
-impl Store {
     /// Write what the agent of `host` would report of server `server`: it applied
     /// `applied` and converged.
     pub fn report(&self, server: &str, host: &str, applied: u64) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let o = open(OpenOptions {
-                store: Some(self.url.clone()),
-                key: KeySource::File(self.key.clone()),
-                local_admin: true,
-                jwt: None,
-            })
-            .await
-            .unwrap();
-            let admin = o.local.as_ref().unwrap().principal("test");
-            let id = o.manager.resolve_server(&admin, server).await.unwrap();
+        self.as_admin(async |m, admin| {
+            let id = m.resolve_server(admin, server).await.unwrap();
             let report = wgm_core::model::HostReport {
                 server_id: id,
                 host: wgm_core::names::HostName::new(host).unwrap(),
@@ -112,9 +108,9 @@ impl Store {
                 converged: true,
                 peers: 0,
                 error: None,
-                heartbeat: o.manager.now(),
+                heartbeat: m.now(),
             };
-            o.manager.report_host(&admin, &report).await.unwrap();
+            m.report_host(admin, &report).await.unwrap();
         });
     }
 }
