@@ -873,7 +873,7 @@ impl Principal {
     /// # futures::executor::block_on(async {
     /// use std::sync::Arc;
     /// use wgm_core::manager::{Manager, NewPeer, NewServer};
-        /// use wgm_core::names::{InterfaceName, PeerName, ServerName};
+    /// use wgm_core::names::{InterfaceName, PeerName, ServerName};
     /// use wgm_core::net::ListenPort;
     /// use wgm_core::seal::{MasterKey, Sealer};
     /// use wgm_core::store::MemoryStore;

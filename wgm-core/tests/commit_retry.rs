@@ -938,8 +938,7 @@ fn a_conditional_write_lands_only_at_a_revision_it_names() {
     assert_eq!(store.commits() - before, 1);
     // Behind the head: refused before any commit, naming the head.
     let before = store.commits();
-    let e =
-        block(m.add_peer(&root.clone().if_revision([1]), id, peer("b"))).unwrap_err();
+    let e = block(m.add_peer(&root.clone().if_revision([1]), id, peer("b"))).unwrap_err();
     match e.conflict_kind() {
         Some(ConflictKind::StaleRevision {
             expected, actual, ..
@@ -991,12 +990,8 @@ fn a_conditional_write_from_a_fresh_process_is_exact() {
         .revision;
     // A fresh process that would add from the durable allocator state.
     let (m, admin) = process(&store, &key);
-    let e = block(m.add_peer(
-        &admin.clone().if_revision([head.0 - 1]),
-        id,
-        peer("late"),
-    ))
-    .unwrap_err();
+    let e =
+        block(m.add_peer(&admin.clone().if_revision([head.0 - 1]), id, peer("late"))).unwrap_err();
     assert!(e.is_stale_revision(), "{e}");
     assert!(!has_peer(&store, id, "late"));
     let (m, admin) = process(&store, &key);

@@ -478,7 +478,12 @@ fn rule_cmd(chain: &str, r: &Rule) -> Value {
     cmd("add", "rule", body)
 }
 
-/// A set or map's definition.
+/// The flags of every set and map: `interval`, so that an element may be a prefix (a
+/// network routed to a peer) and a lookup finds the element holding an address.
+pub(crate) const SET_FLAGS: [&str; 1] = ["interval"];
+
+/// A set or map's definition: keyed by address (an interval set), a counter in each
+/// element of the counting sets, a quota, limit or verdict as the data of a map.
 pub(crate) fn set_definition(
     set: PeerSet,
     fam: Fam,
@@ -490,39 +495,45 @@ pub(crate) fn set_definition(
             "map",
             with(
                 base(),
-                json!({"name": name, "type": fam.addr_type(), "map": data}),
+                json!({"name": name, "type": fam.addr_type(), "map": data, "flags": SET_FLAGS}),
             ),
         ),
         None if set_counts(set) => (
             "set",
             with(
                 base(),
-                json!({"name": name, "type": fam.addr_type(), "stmt": [{"counter": null}]}),
+                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS,
+                       "stmt": [{"counter": null}]}),
             ),
         ),
         None => (
             "set",
-            with(base(), json!({"name": name, "type": fam.addr_type()})),
+            with(
+                base(),
+                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS}),
+            ),
         ),
     }
 }
 
-/// The commands that write the static part of `iface` for `policy`: the table, every set
-/// and map (a no-op where they exist, so their elements stay), the base chains deleted and
-/// made again (a hook or priority changed by hand cannot be updated), the regular chains
-/// flushed, and every rule.
-pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
+/// The commands that write the static part of `iface` for `policy`: the table, the base
+/// chains deleted and made again (a hook or priority changed by hand cannot be updated),
+/// the regular chains flushed, every set and map (a no-op where they exist, so their
+/// elements stay), and every rule. The sets and maps named in `outdated` (they exist with
+/// another definition, which `add` cannot change: the kernel refuses it) are deleted and
+/// made again, empty, once no rule refers to them any more; their elements are added back
+/// by the rest of the delta (the read does not report them, see `read.rs`).
+pub(crate) fn static_commands(
+    iface: &InterfaceName,
+    policy: &ServerPolicy,
+    outdated: &[(PeerSet, Fam)],
+    out: &mut Vec<Value>,
+) {
     out.push(cmd(
         "add",
         "table",
         json!({"family": FAMILY, "name": TABLE}),
     ));
-    for set in PeerSet::ALL {
-        for fam in Fam::BOTH {
-            let (kind, def) = set_definition(set, fam, iface);
-            out.push(cmd("add", kind, def));
-        }
-    }
     for chain in StaticChain::ALL {
         let name = chain.name(iface);
         // `add` of an existing chain (base or not) without a hook is a no-op; so this
@@ -542,6 +553,17 @@ pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out:
             out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
         }
     }
+    // Only the static chains' rules refer to the sets, and they are gone by now.
+    for set in PeerSet::ALL {
+        for fam in Fam::BOTH {
+            let (kind, def) = set_definition(set, fam, iface);
+            if outdated.contains(&(set, fam)) {
+                let name = set_name(set, fam, iface);
+                out.push(cmd("delete", kind, with(base(), json!({"name": name}))));
+            }
+            out.push(cmd("add", kind, def));
+        }
+    }
     for chain in StaticChain::ALL {
         let name = chain.name(iface);
         for r in static_rules(chain, iface, policy) {
@@ -551,7 +573,7 @@ pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out:
 }
 
 fn element_value(iface: &InterfaceName, key: &PublicKey, e: &Element) -> Value {
-    let address = Value::String(e.address.addr().to_string());
+    let address = net_value(&e.address);
     match e.set {
         PeerSet::Peers | PeerSet::Up | PeerSet::Down | PeerSet::Dropped => {
             json!({"elem": {"val": address, "comment": key.to_base64()}})
@@ -589,24 +611,30 @@ fn element_commands(
     }
 }
 
-/// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`).
-pub(crate) fn delta_commands(iface: &InterfaceName, delta: &FirewallDelta) -> Vec<Value> {
+/// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`);
+/// `outdated` as for [`static_commands`].
+pub(crate) fn delta_commands(
+    iface: &InterfaceName,
+    delta: &FirewallDelta,
+    outdated: &[(PeerSet, Fam)],
+) -> Vec<Value> {
     let mut out = Vec::new();
     if let Some(policy) = &delta.server {
-        static_commands(iface, policy, &mut out);
+        static_commands(iface, policy, outdated, &mut out);
     }
-    // Phase 1: removed elements (the key alone identifies an element).
+    // Phase 1: removed elements (the key alone identifies an element: an address or a
+    // prefix, exactly the interval that was added).
     let mut removed: Vec<(Element, Value)> = delta
         .remove_stray
         .iter()
-        .map(|e| (*e, Value::String(e.address.addr().to_string())))
+        .map(|e| (*e, net_value(&e.address)))
         .collect();
     for change in &delta.peers {
         removed.extend(
             change
                 .remove_elements
                 .iter()
-                .map(|e| (*e, Value::String(e.address.addr().to_string()))),
+                .map(|e| (*e, net_value(&e.address))),
         );
     }
     element_commands("delete", iface, &removed, &mut out);
