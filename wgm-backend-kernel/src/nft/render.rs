@@ -516,16 +516,14 @@ pub(crate) fn set_definition(
     }
 }
 
-/// The commands that write the static part of `iface` for `policy`: the table, the base
-/// chains deleted and made again (a hook or priority changed by hand cannot be updated),
-/// the regular chains flushed, every set and map (a no-op where they exist, so their
-/// elements stay), and every rule. The sets and maps named in `outdated` (they exist with
-/// another definition, which `add` cannot change: the kernel refuses it) are deleted and
-/// made again, empty, once no rule refers to them any more; their elements are added back
-/// by the rest of the delta (the read does not report them, see `read.rs`).
-pub(crate) fn static_commands(
+/// The first half of the commands that write the static part of `iface`: the table,
+/// the base chains deleted and made again (a hook or priority changed by hand cannot be
+/// updated), the regular chains flushed (so no rule refers to a set any more), and the
+/// sets and maps named in `outdated` deleted (they exist with another definition, which
+/// `add` cannot change: the kernel refuses it; their elements are added back by the rest
+/// of the delta, as the read does not report them, see `read.rs`).
+pub(crate) fn static_head(
     iface: &InterfaceName,
-    policy: &ServerPolicy,
     outdated: &[(PeerSet, Fam)],
     out: &mut Vec<Value>,
 ) {
@@ -553,14 +551,25 @@ pub(crate) fn static_commands(
             out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
         }
     }
-    // Only the static chains' rules refer to the sets, and they are gone by now.
+    for (set, fam) in outdated {
+        let (kind, _) = set_definition(*set, *fam, iface);
+        let name = set_name(*set, *fam, iface);
+        out.push(cmd("delete", kind, with(base(), json!({"name": name}))));
+    }
+}
+
+/// The second half: every set and map (a no-op where they exist, so their elements stay;
+/// made where missing or deleted by [`static_head`]), then every rule of the static
+/// chains for `policy`.
+///
+/// [`delta_commands`] puts the peers' removed elements and objects and their put objects
+/// between the two halves: the kernel (6.x, nft 1.0.6) refuses with `No such file or
+/// directory` an element of an interval map made in the same batch whose quota, limit or
+/// chain is made **after** the map, and accepts it when the object comes first.
+pub(crate) fn static_tail(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
     for set in PeerSet::ALL {
         for fam in Fam::BOTH {
             let (kind, def) = set_definition(set, fam, iface);
-            if outdated.contains(&(set, fam)) {
-                let name = set_name(set, fam, iface);
-                out.push(cmd("delete", kind, with(base(), json!({"name": name}))));
-            }
             out.push(cmd("add", kind, def));
         }
     }
@@ -612,15 +621,17 @@ fn element_commands(
 }
 
 /// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`);
-/// `outdated` as for [`static_commands`].
+/// `outdated` as for [`static_head`]. One batch, so the order inside it changes nothing
+/// of what the delta means: with a static part, its first half comes first and its second
+/// half (sets and rules) just before the added elements.
 pub(crate) fn delta_commands(
     iface: &InterfaceName,
     delta: &FirewallDelta,
     outdated: &[(PeerSet, Fam)],
 ) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some(policy) = &delta.server {
-        static_commands(iface, policy, outdated, &mut out);
+    if delta.server.is_some() {
+        static_head(iface, outdated, &mut out);
     }
     // Phase 1: removed elements (the key alone identifies an element: an address or a
     // prefix, exactly the interval that was added).
@@ -688,6 +699,9 @@ pub(crate) fn delta_commands(
                 }
             }
         }
+    }
+    if let Some(policy) = &delta.server {
+        static_tail(iface, policy, &mut out);
     }
     // Phase 4: added elements.
     let mut added = Vec::new();
