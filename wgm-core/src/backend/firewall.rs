@@ -490,7 +490,7 @@ pub struct LivePeer {
 }
 
 impl LivePeer {
-    /// The addresses in its elements, sorted.
+    /// The networks in its elements (host addresses and prefixes), sorted.
     pub fn addresses(&self) -> Vec<IpNet> {
         let set: BTreeSet<IpNet> = self.elements.iter().map(|e| e.address).collect();
         set.into_iter().collect()
@@ -517,9 +517,10 @@ pub enum LiveChain {
     Altered,
 }
 
-/// A peer's counters, summed over its addresses. Up and down count everything seen from
-/// and to the peer through the server, dropped packets included; dropped counts what the
-/// firewall dropped (quota, rate, allow list, default verdict).
+/// A peer's counters, summed over its networks (tunnel addresses and routed prefixes).
+/// Up and down count everything seen from and to the peer through the server, dropped
+/// packets included; dropped counts what the firewall dropped (quota, rate, allow list,
+/// default verdict).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeerCounters {
     /// Packets from the peer.
