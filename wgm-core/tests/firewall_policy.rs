@@ -584,8 +584,12 @@ fn overlapping_networks_of_two_peers_refuse_the_apply_before_anything_changes() 
             "{msg}"
         );
         assert!(fw.read_firewall(&wg0).await.unwrap().is_none());
-        use wgm_core::backend::WireGuardBackend;
-        assert!(wg.read_device(&wg0).await.unwrap().is_none());
+        assert!(
+            wgm_core::backend::WireGuardBackend::read_device(wg.as_ref(), &wg0)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // The plan says the same.
         assert_eq!(
             w.m.firewall_plan(&w.root, w.s, &host)

@@ -1217,10 +1217,10 @@ fn firewall_live_rate_limits() {
 /// answered them. A second apply changes nothing.
 #[test]
 fn firewall_live_routed_networks_obey_the_peers_allow_list() {
+    const SITE4: &str = "10.60.0.7";
     let Some(_netns) = require(Suite::Netns, TOOLS) else {
         return;
     };
-    const SITE4: &str = "10.60.0.7";
     let w = World::create(
         "rtd",
         &[
