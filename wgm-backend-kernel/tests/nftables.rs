@@ -443,12 +443,55 @@ impl Topology {
 
     /// One ping from the client to `dst` answers (one try: for what must be refused).
     fn ping(&self, dst: &str) -> bool {
+        self.ping_from(None, dst)
+    }
+
+    /// One ping from the client's address `src` (default: chosen by the route) to `dst`
+    /// answers.
+    fn ping_from(&self, src: Option<&str>, dst: &str) -> bool {
         let mut args = vec!["-c", "1", "-W", "1"];
         if dst.contains(':') {
             args.insert(0, "-6");
         }
+        if let Some(src) = src {
+            args.extend(["-I", src]);
+        }
         args.push(dst);
         self.client.exec("ping", &args).status.success()
+    }
+
+    /// A ping from `src` to `dst` answers within three tries.
+    fn reaches_from(&self, src: &str, dst: &str) -> bool {
+        (0..3).any(|_| self.ping_from(Some(src), dst))
+    }
+
+    /// A TCP connection from the client's address `src` to `dst`:`port` answers.
+    fn connects_from(&self, src: &str, dst: &str, port: u16) -> bool {
+        let script = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1, source_address=(sys.argv[3], 0)).close()\nexcept OSError:\n sys.exit(1)\n";
+        self.client
+            .exec("python3", &["-c", script, dst, &port.to_string(), src])
+            .status
+            .success()
+    }
+
+    /// Networks behind the client, routed to it by the server and back to the server by
+    /// the upstream: `10.79.5.0/24` and `fd79:5::/64`, with the client holding
+    /// `10.79.5.7` and `fd79:5::7`.
+    fn route_networks_behind_the_client(&self) {
+        // On the loopback link (the kernel may lack the dummy link type): the client
+        // owns the addresses and answers for them.
+        self.client
+            .ip(&["address", "add", "10.79.5.7/32", "dev", "lo"]);
+        self.client
+            .ip(&["address", "add", "fd79:5::7/128", "dev", "lo", "nodad"]);
+        self.server
+            .ip(&["route", "add", "10.79.5.0/24", "via", "10.77.0.2"]);
+        self.server
+            .ip(&["-6", "route", "add", "fd79:5::/64", "via", "fd77::2"]);
+        self.upstream
+            .ip(&["route", "add", "10.79.5.0/24", "via", "10.78.0.1"]);
+        self.upstream
+            .ip(&["-6", "route", "add", "fd79:5::/64", "via", "fd78::1"]);
     }
 
     /// A ping from the client to `dst` answers within three tries (for what must pass:
@@ -487,12 +530,23 @@ fn listener(ns: &Netns, ports: &[u16]) -> Guard {
 /// datagrams, while the upstream counts what arrives. Returns (bytes received, bytes
 /// received after the first second, seconds from then to the last datagram).
 fn udp_blast(t: &Topology, dst: &str, bytes_per_sec: u64, secs: f64) -> (u64, u64, f64) {
+    udp_blast_from(t, None, dst, bytes_per_sec, secs)
+}
+
+/// [`udp_blast`] from the client's address `src` (one of its routed networks).
+fn udp_blast_from(
+    t: &Topology,
+    src: Option<&str>,
+    dst: &str,
+    bytes_per_sec: u64,
+    secs: f64,
+) -> (u64, u64, f64) {
     let receiver = "import socket,sys,time\nfam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\ns=socket.socket(fam,socket.SOCK_DGRAM);s.bind((sys.argv[1],9999));s.settimeout(1.5)\nprint('ready',flush=True)\ntotal=late=0;first=last=None\ntry:\n while True:\n  n=len(s.recv(65535));now=time.monotonic()\n  if first is None: first=now\n  total+=n;last=now\n  if now-first>=1.0: late+=n\nexcept socket.timeout: pass\nspan=(last-first-1.0) if first is not None else 0.0\nprint(total,late,span,flush=True)\n";
     let mut rx = t.upstream.spawn("python3", &["-c", receiver, dst]);
     let mut out = rx.stdout.take().unwrap();
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).unwrap();
-    let sender = "import socket,sys,time\nfam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\ns=socket.socket(fam,socket.SOCK_DGRAM)\nrate=int(sys.argv[2]);secs=float(sys.argv[3]);data=b'x'*1000\nstart=time.monotonic();sent=0\nwhile True:\n el=time.monotonic()-start\n if el>=secs: break\n while sent<rate*el:\n  try: s.sendto(data,(sys.argv[1],9999))\n  except OSError: pass\n  sent+=1000\n time.sleep(0.002)\n";
+    let sender = "import socket,sys,time\nfam=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\ns=socket.socket(fam,socket.SOCK_DGRAM)\nif sys.argv[4]: s.bind((sys.argv[4],0))\nrate=int(sys.argv[2]);secs=float(sys.argv[3]);data=b'x'*1000\nstart=time.monotonic();sent=0\nwhile True:\n el=time.monotonic()-start\n if el>=secs: break\n while sent<rate*el:\n  try: s.sendto(data,(sys.argv[1],9999))\n  except OSError: pass\n  sent+=1000\n time.sleep(0.002)\n";
     let status = t
         .client
         .exec(
@@ -503,6 +557,7 @@ fn udp_blast(t: &Topology, dst: &str, bytes_per_sec: u64, secs: f64) -> (u64, u6
                 dst,
                 &bytes_per_sec.to_string(),
                 &secs.to_string(),
+                src.unwrap_or(""),
             ],
         )
         .status;
@@ -720,4 +775,203 @@ async fn netns_rate_limit() {
     }
     let live = read(&fw, &name("wgt0")).await;
     assert!(live.peers[&peer].counters.dropped_packets > 1000);
+}
+
+/// A peer's routed networks are the peer: traffic from an address inside them (a host
+/// behind the peer) obeys the peer's allow list both families, counts in its counters up
+/// and down, and uses up its quota. Without them in the firewall (the layout before
+/// routed networks counted) the same traffic reaches a forbidden destination under the
+/// default `allow`: the bypass these assertions would catch.
+#[tokio::test]
+async fn netns_routed_networks_obey_the_peers_policy() {
+    const QUOTA: u64 = 100_000;
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
+    let t = Topology::new("routed");
+    t.route_networks_behind_the_client();
+    let _l = listener(&t.upstream, &[8080, 9090]);
+    let fw = t.server.firewall();
+    let wg = name("wgt0");
+    let (src4, src6) = ("10.79.5.7", "fd79:5::7");
+    let (mut desired, peer) = server_state(Some(&[
+        "10.78.0.2:icmp",
+        "10.78.0.2:tcp:8080",
+        "[fd78::2/128]:icmp",
+        "[fd78::2/128]:tcp:8080",
+    ]));
+    // The tunnel addresses alone: the routed sources escape the list.
+    converge(&fw, &desired).await;
+    assert!(t.reaches_from(src4, "10.78.0.2") && t.reaches_from(src6, "fd78::2"));
+    assert!(
+        t.reaches_from(src4, "10.78.0.3") && t.reaches_from(src6, "fd78::3"),
+        "without its routed networks the peer's list does not see these sources"
+    );
+    assert!(
+        !t.ping("10.78.0.3"),
+        "the list holds for the tunnel address"
+    );
+
+    // With them, the list decides for every source of the peer.
+    desired
+        .peers
+        .get_mut(&peer)
+        .unwrap()
+        .addresses
+        .extend([net("10.79.5.0/24"), net("fd79:5::/64")]);
+    let live = converge(&fw, &desired).await;
+    let before = live.peers[&peer].counters;
+    assert!(
+        t.reaches_from(src4, "10.78.0.2"),
+        "permitted, IPv4, from the routed network"
+    );
+    assert!(
+        t.reaches_from(src6, "fd78::2"),
+        "permitted, IPv6, from the routed network"
+    );
+    assert!(t.connects_from(src4, "10.78.0.2", 8080));
+    assert!(t.connects_from(src6, "fd78::2", 8080));
+    assert!(
+        !t.ping_from(Some(src4), "10.78.0.3"),
+        "forbidden IPv4 destination"
+    );
+    assert!(
+        !t.ping_from(Some(src6), "fd78::3"),
+        "forbidden IPv6 destination"
+    );
+    assert!(
+        !t.connects_from(src4, "10.78.0.2", 9090),
+        "forbidden IPv4 port"
+    );
+    assert!(
+        !t.connects_from(src6, "fd78::2", 9090),
+        "forbidden IPv6 port"
+    );
+    let live = read(&fw, &wg).await;
+    let c = live.peers[&peer].counters;
+    assert!(c.up_packets >= before.up_packets + 8, "{c:?}");
+    assert!(
+        c.down_packets >= before.down_packets + 4,
+        "replies count down: {c:?}"
+    );
+    assert!(c.dropped_packets >= before.dropped_packets + 4, "{c:?}");
+
+    // Default deny: the peer's list still lets its routed sources through where it says.
+    desired.policy.default_verdict = Verdict::Deny;
+    converge(&fw, &desired).await;
+    assert!(t.reaches_from(src4, "10.78.0.2") && t.reaches_from(src6, "fd78::2"));
+    assert!(!t.ping_from(Some(src6), "fd78::3"));
+
+    // A quota: traffic from the routed network uses it up like the peer's own.
+    {
+        let p = desired.peers.get_mut(&peer).unwrap();
+        p.policy.allow = None;
+        p.policy.quota = Some(wgm_core::policy::Quota::new(QUOTA, 3600).unwrap());
+        p.quota_window = Some(0);
+    }
+    desired.policy.default_verdict = Verdict::Allow;
+    converge(&fw, &desired).await;
+    let (received, _, _) = udp_blast_from(&t, Some(src4), "10.78.0.2", 1_000_000, 0.3);
+    let c = read(&fw, &wg).await.peers[&peer].counters;
+    eprintln!("quota {QUOTA} from the routed network: received {received}; {c:?}");
+    assert!(
+        (QUOTA * 8 / 10..=QUOTA).contains(&received),
+        "received {received}"
+    );
+    assert!(c.quota_used.unwrap() >= QUOTA, "{c:?}");
+    assert!(
+        !t.ping_from(Some(src6), "fd78::2"),
+        "the quota is used up, both families"
+    );
+    assert!(!t.ping("10.78.0.2"), "and for the tunnel address");
+}
+
+/// A table written by the previous version (sets and maps without `flags interval`,
+/// made here by the same batch minus the flags) reads as drift of the static part; one
+/// apply makes the sets again as interval sets, the peer's elements come back, its quota
+/// keeps its used bytes, and a routed network can be added.
+#[tokio::test]
+async fn netns_previous_layout_is_rebuilt_keeping_quotas() {
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
+    let ns = Netns::new("upgrade");
+    let host = make_host_table(&ns);
+    let fw = ns.firewall();
+    let wg = name("wgt0");
+    let (mut desired, peer) = server_state(Some(&["192.0.2.0/24:tcp:443"]));
+    {
+        let p = desired.peers.get_mut(&peer).unwrap();
+        p.policy.quota = Some("1GiB/1d".parse().unwrap());
+        p.policy.rate_up = Some("10mbit".parse().unwrap());
+        p.quota_window = Some(0);
+    }
+    let mut delta = plan_firewall(&desired, None);
+    for o in &mut delta.peers[0].put_objects {
+        if let wgm_core::backend::firewall::PeerObject::Quota { used, .. } = o {
+            *used = 4242;
+        }
+    }
+    let mut batch: Value = serde_json::from_str(&fw.render(&wg, &delta)).unwrap();
+    let mut stripped = 0;
+    for c in batch["nftables"].as_array_mut().unwrap() {
+        for kind in ["set", "map"] {
+            if let Some(def) = c.get_mut("add").and_then(|a| a.get_mut(kind)) {
+                if def.as_object_mut().unwrap().remove("flags").is_some() {
+                    stripped += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(stripped, PeerSet::ALL.len() * 2);
+    let mut writer = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(writer.stdin.as_mut().unwrap(), batch.to_string().as_bytes())
+        .unwrap();
+    drop(writer.stdin.take());
+    assert!(writer.wait().unwrap().success(), "the previous layout");
+    assert!(!ns
+        .nft(&["list", "set", "inet", "wgm", "up4_wgt0"])
+        .contains("interval"));
+
+    let live = read(&fw, &wg).await;
+    assert_eq!(
+        live.policy, None,
+        "outdated sets are drift of the static part"
+    );
+    assert!(live.peers[&peer].elements.is_empty());
+    assert_eq!(live.peers[&peer].counters.quota_used, Some(4242));
+    let delta = plan_firewall(&desired, Some(&live));
+    assert!(delta.server.is_some());
+    let live = converge(&fw, &desired).await;
+    assert_eq!(
+        live.peers[&peer].counters.quota_used,
+        Some(4242),
+        "the quota kept its used bytes"
+    );
+    assert_eq!(live.peers[&peer].elements, desired.peers[&peer].elements());
+    for (kind, set) in [
+        ("set", "up4_wgt0"),
+        ("map", "acl6_wgt0"),
+        ("map", "qd4_wgt0"),
+    ] {
+        assert!(
+            ns.nft(&["list", kind, "inet", "wgm", set])
+                .contains("flags interval"),
+            "{set}"
+        );
+    }
+    // Now a routed network fits.
+    desired
+        .peers
+        .get_mut(&peer)
+        .unwrap()
+        .addresses
+        .push(net("2001:db8:77::/48"));
+    let live = converge(&fw, &desired).await;
+    assert_eq!(live.peers[&peer].counters.quota_used, Some(4242));
+    assert_eq!(host_table(&ns), host);
 }

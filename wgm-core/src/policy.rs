@@ -919,6 +919,11 @@ impl Default for ServerPolicy {
 
 /// One peer's firewall policy: what it may reach, its rates and its quota.
 ///
+/// The peer's traffic is everything from or to any address it may send from: its tunnel
+/// addresses, its delegated prefix and the networks routed to it (its server-side
+/// allowed IPs; see [`crate::reconcile::desired_firewall`]). So a host behind the peer
+/// is held to the peer's allow list, rates and quota, and counted in its counters.
+///
 /// `allow: None` leaves the peer to the server's [`ServerPolicy::default_verdict`];
 /// `Some(rules)` allows exactly those destinations (and replies to them) and drops the
 /// rest, `Some(vec![])` included. Rates and the quota are unset by default.

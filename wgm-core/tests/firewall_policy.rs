@@ -35,6 +35,10 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(None)
+}
+
+fn world_with(delegation: Option<wgm_core::model::Delegation>) -> World {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(
         time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
@@ -55,6 +59,7 @@ fn world() -> World {
         );
         spec.ipv6_pool = Some("fd00:200::/64".parse().unwrap());
         spec.ipv4_pool = Some("10.200.0.0/24".parse().unwrap());
+        spec.delegation = delegation;
         let s = m.create_server(&root, spec).await.unwrap().id;
         let a = m
             .add_peer(&root, s, NewPeer::new(PeerName::new("a").unwrap()))
@@ -444,5 +449,191 @@ fn a_host_without_a_firewall_leaves_reports_as_they_were() {
             .is_none());
         let s = w.m.status(&w.root, w.s, &host).await.unwrap();
         assert!(s.peers.iter().all(|p| p.firewall.is_none()));
+    });
+}
+
+/// A world whose server delegates /64s out of `fd00:900::/48`.
+fn delegating_world() -> World {
+    world_with(Some(wgm_core::model::Delegation {
+        pool: "fd00:900::/48".parse().unwrap(),
+        prefix_len: 64,
+    }))
+}
+
+/// A peer's delegated prefix and extra allowed IPs are its networks in the firewall:
+/// traffic from or to any address inside them is the peer's, counted in its elements and
+/// its quota (which drops it once used up); the plan after the apply is empty.
+#[test]
+fn routed_networks_of_a_peer_count_as_the_peer() {
+    let w = delegating_world();
+    let fw = Arc::new(MemoryFirewall::new());
+    let host = host(&fw);
+    let wg0 = InterfaceName::new("wg0").unwrap();
+    block(async {
+        let mut spec = NewPeer::new(PeerName::new("site").unwrap());
+        spec.prefix = wgm_core::manager::AddrRequest::Auto;
+        spec.extra_allowed_ips = vec![
+            "192.168.50.0/24".parse().unwrap(),
+            "2001:db8:50::/48".parse().unwrap(),
+        ];
+        let site = w.m.add_peer(&w.root, w.s, spec).await.unwrap().id;
+        w.m.set_peer_policy(&w.root, w.s, site, limited())
+            .await
+            .unwrap();
+        let r =
+            w.m.apply(&w.root, w.s, &host, ApplyOptions::default())
+                .await
+                .unwrap();
+        assert!(r.converged, "{r:?}");
+        let st = load(&w).await;
+        let p = &st.peers[&site];
+        let prefix = IpNet::V6(p.delegated_prefix.unwrap());
+        let live = fw.read_firewall(&wg0).await.unwrap().unwrap();
+        let mut want: Vec<IpNet> = p.allowed_ips();
+        want.sort();
+        assert_eq!(live.peers[&p.public_key].addresses(), want);
+        assert!(live.peers[&p.public_key].addresses().contains(&prefix));
+        assert!(w
+            .m
+            .firewall_plan(&w.root, w.s, &host)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty());
+
+        // A host in the delegated prefix and one behind the peer use the peer's quota of
+        // 1000 bytes, up and down; the third packet is dropped.
+        let in_prefix: IpNet = IpNet::from(prefix.hosts().nth(0x1234).unwrap());
+        let behind: IpNet = "192.168.50.9/32".parse().unwrap();
+        assert!(fw.simulate_up(&wg0, in_prefix, 400).unwrap());
+        assert!(fw.simulate_down(&wg0, behind, 400).unwrap());
+        assert!(!fw.simulate_up(&wg0, behind, 400).unwrap());
+        let status = w.m.status(&w.root, w.s, &host).await.unwrap();
+        let f = status
+            .peers
+            .iter()
+            .find(|x| x.public_key == p.public_key)
+            .unwrap()
+            .firewall
+            .unwrap();
+        assert_eq!(f.quota_used, Some(1000));
+        assert_eq!(f.dropped_bytes, 400);
+        assert_eq!(f.up_bytes, 800);
+        assert_eq!(f.down_bytes, 400);
+
+        // Routed networks changed: only this peer's elements move.
+        w.m.update_peer(
+            &w.root,
+            w.s,
+            site,
+            wgm_core::manager::PeerUpdate {
+                extra_allowed_ips: Some(vec!["192.168.51.0/24".parse().unwrap()]),
+                ..wgm_core::manager::PeerUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+        let r =
+            w.m.apply(&w.root, w.s, &host, ApplyOptions::default())
+                .await
+                .unwrap();
+        assert!(r.converged, "{r:?}");
+        let delta = &r.firewall.as_ref().unwrap().plan.delta;
+        assert!(delta.server.is_none());
+        assert_eq!(delta.peers.len(), 1);
+        assert!(delta.peers[0].put_objects.is_empty() && delta.peers[0].remove_objects.is_empty());
+        let live = fw.read_firewall(&wg0).await.unwrap().unwrap();
+        let nets = live.peers[&p.public_key].addresses();
+        assert!(nets.contains(&"192.168.51.0/24".parse().unwrap()));
+        assert!(!nets.contains(&"192.168.50.0/24".parse().unwrap()));
+        // The quota object stayed: its use is kept.
+        assert_eq!(live.peers[&p.public_key].counters.quota_used, Some(1000));
+    });
+}
+
+/// Networks of two peers that overlap refuse the apply with the field named, before the
+/// device or the firewall is touched. The model lets this happen today: a network routed
+/// to one peer may lie inside the delegation pool (extra allowed IPs are checked against
+/// the address pools and other peers, not the delegation pool), and the same prefix may
+/// then be delegated to another peer. (Should the model come to refuse that, write the
+/// overlapping state straight into the store here instead.)
+#[test]
+fn overlapping_networks_of_two_peers_refuse_the_apply_before_anything_changes() {
+    let w = delegating_world();
+    let fw = Arc::new(MemoryFirewall::new());
+    let wg = Arc::new(MemoryWireGuard::new());
+    let host = Host::new("h1", wg.clone(), Some(Arc::new(wg.network()))).with_firewall(fw.clone());
+    let wg0 = InterfaceName::new("wg0").unwrap();
+    block(async {
+        let mut spec = NewPeer::new(PeerName::new("routed").unwrap());
+        spec.extra_allowed_ips = vec!["fd00:900::/64".parse().unwrap()];
+        w.m.add_peer(&w.root, w.s, spec).await.unwrap();
+        let mut spec = NewPeer::new(PeerName::new("delegated").unwrap());
+        spec.prefix = wgm_core::manager::AddrRequest::Fixed("fd00:900::/64".parse().unwrap());
+        w.m.add_peer(&w.root, w.s, spec).await.unwrap();
+        let e =
+            w.m.apply(&w.root, w.s, &host, ApplyOptions::default())
+                .await
+                .unwrap_err();
+        assert_eq!(e.code(), "invalid_input", "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("invalid firewall.peers[")
+                && msg.contains("].addresses[")
+                && msg.contains("fd00:900::/64 is also an address of peer"),
+            "{msg}"
+        );
+        assert!(fw.read_firewall(&wg0).await.unwrap().is_none());
+        assert!(
+            wgm_core::backend::WireGuardBackend::read_device(wg.as_ref(), &wg0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The plan says the same.
+        assert_eq!(
+            w.m.firewall_plan(&w.root, w.s, &host)
+                .await
+                .unwrap_err()
+                .code(),
+            "invalid_input"
+        );
+    });
+}
+
+/// A network of a peer inside another of its own (a network routed to it inside its
+/// delegated prefix) is held by the wider one: the firewall has the wider one alone and
+/// the apply converges.
+#[test]
+fn a_peer_network_inside_another_of_its_own_is_held_by_the_wider_one() {
+    let w = delegating_world();
+    let fw = Arc::new(MemoryFirewall::new());
+    let host = host(&fw);
+    let wg0 = InterfaceName::new("wg0").unwrap();
+    block(async {
+        let mut spec = NewPeer::new(PeerName::new("site").unwrap());
+        spec.prefix = wgm_core::manager::AddrRequest::Fixed("fd00:900:0:5::/64".parse().unwrap());
+        spec.extra_allowed_ips = vec!["fd00:900:0:5:1::/80".parse().unwrap()];
+        let site = w.m.add_peer(&w.root, w.s, spec).await.unwrap().id;
+        let st = load(&w).await;
+        let fwstate = wgm_core::reconcile::desired_firewall(&st, 0);
+        let p = &st.peers[&site];
+        let nets = &fwstate.peers[&p.public_key].addresses;
+        assert!(
+            nets.contains(&"fd00:900:0:5::/64".parse().unwrap()),
+            "{nets:?}"
+        );
+        assert!(
+            !nets.contains(&"fd00:900:0:5:1::/80".parse().unwrap()),
+            "{nets:?}"
+        );
+        assert_eq!(nets.len(), 3, "{nets:?}");
+        let r =
+            w.m.apply(&w.root, w.s, &host, ApplyOptions::default())
+                .await
+                .unwrap();
+        assert!(r.converged, "{r:?}");
+        let live = fw.read_firewall(&wg0).await.unwrap().unwrap();
+        assert_eq!(&live.peers[&p.public_key].addresses(), nets);
     });
 }

@@ -157,6 +157,8 @@ enum Probe<'a> {
     Ping(&'a Netns, &'a str),
     /// A TCP connection, accepted within 1 s.
     Tcp(&'a Netns, &'a str, u16),
+    /// One `ping -I SRC`: from one of the namespace's own addresses.
+    PingFrom(&'a Netns, &'a str, &'a str),
 }
 
 impl Probe<'_> {
@@ -164,6 +166,14 @@ impl Probe<'_> {
         match self {
             Probe::Ping(ns, dst) => {
                 let mut args = vec!["ping", "-c", "1", "-W", "1", "-q"];
+                if dst.contains(':') {
+                    args.insert(1, "-6");
+                }
+                args.push(dst);
+                exec(ns, &args).status.success()
+            }
+            Probe::PingFrom(ns, src, dst) => {
+                let mut args = vec!["ping", "-c", "1", "-W", "1", "-q", "-I", src];
                 if dst.contains(':') {
                     args.insert(1, "-6");
                 }
@@ -183,6 +193,7 @@ impl Probe<'_> {
         match self {
             Probe::Ping(ns, dst) => format!("ping {dst} from {}", ns.name),
             Probe::Tcp(ns, dst, port) => format!("TCP {dst} port {port} from {}", ns.name),
+            Probe::PingFrom(ns, src, dst) => format!("ping {dst} from {src} in {}", ns.name),
         }
     }
 }
@@ -425,6 +436,13 @@ impl World {
     /// its client), applied through the CLI with the default policy; each client's
     /// tunnel answers.
     fn new(tag: &str, peers: &[&str]) -> World {
+        let peers: Vec<(&str, &[&str])> = peers.iter().map(|p| (*p, &[][..])).collect();
+        World::create(tag, &[], &peers)
+    }
+
+    /// As [`World::new`], with `server_args` added to `server create` and each peer's
+    /// own arguments to its `peer add`.
+    fn create(tag: &str, server_args: &[&str], peers: &[(&str, &[&str])]) -> World {
         let server = namespace(&format!("fw{tag}-srv"));
         let upstream = namespace(&format!("fw{tag}-up"));
         let env = Env::new();
@@ -443,7 +461,10 @@ impl World {
             "fd12:3456:789a:1::/64",
             "--endpoint",
             "192.168.101.1:51820",
-        ]);
+        ]
+        .into_iter()
+        .chain(server_args.iter().copied())
+        .collect::<Vec<_>>());
         let shown = env.json(&["server", "show", SERVER]);
         let mut world = World {
             env,
@@ -502,13 +523,15 @@ impl World {
         sysctl(&world.server, "net.ipv4.ip_forward", "1");
         sysctl(&world.server, "net.ipv6.conf.all.forwarding", "1");
 
-        for peer in peers {
-            world.env.ok(&["peer", "add", SERVER, peer]);
+        for (peer, args) in peers {
+            let mut all = vec!["peer", "add", SERVER, peer];
+            all.extend_from_slice(args);
+            world.env.ok(&all);
         }
         // The server first: a client's first handshake lost to a missing server would be
         // retried only after WireGuard's rekey timeout (5 s).
         world.apply();
-        for (i, peer) in peers.iter().copied().enumerate() {
+        for (i, (peer, _)) in peers.iter().enumerate() {
             world.add_client(tag, i + 1, peer);
         }
         {
@@ -1181,5 +1204,122 @@ fn firewall_live_rate_limits() {
     assert!(
         fw["alice"]["dropped_packets"].as_u64().unwrap() > 4000,
         "{fw:?}"
+    );
+}
+
+/// A peer's routed networks are the peer: alice gets a delegated IPv6 prefix
+/// (`peer add --prefix auto`, from the server's `--delegation`) and a network behind her
+/// (`--allowed-ips 10.60.0.0/24`); her client sends from `10.60.0.7` and from an address
+/// in her prefix (on its loopback, routed into the tunnel like everything else). With an
+/// allow list naming one upstream host, under the server's default `allow`, those sources
+/// reach that host and nothing else, in both families, as her tunnel addresses do; the
+/// drops are counted as hers. Before routed networks counted, the forbidden host
+/// answered them. A second apply changes nothing.
+#[test]
+fn firewall_live_routed_networks_obey_the_peers_allow_list() {
+    const SITE4: &str = "10.60.0.7";
+    let Some(_netns) = require(Suite::Netns, TOOLS) else {
+        return;
+    };
+    let w = World::create(
+        "rtd",
+        &[
+            "--delegation",
+            "fd12:3456:789b::/48",
+            "--delegation-len",
+            "64",
+        ],
+        &[(
+            "alice",
+            &["--prefix", "auto", "--allowed-ips", "10.60.0.0/24"][..],
+        )],
+    );
+    let shown = w.env.json(&["peer", "show", SERVER, "alice"]);
+    let prefix = shown["delegated_prefix"].as_str().unwrap().to_owned();
+    assert!(
+        prefix.starts_with("fd12:3456:789b:") && prefix.ends_with("::/64"),
+        "{shown}"
+    );
+    assert_eq!(shown["extra_allowed_ips"][0], "10.60.0.0/24", "{shown}");
+    let site6 = format!("{}7", prefix.trim_end_matches("/64"));
+    let alice = w.client("alice");
+    ip(
+        &alice.ns,
+        &["address", "add", &format!("{SITE4}/32"), "dev", "lo"],
+    );
+    ip(
+        &alice.ns,
+        &[
+            "address",
+            "add",
+            &format!("{site6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ],
+    );
+    // The upstream routes the routed networks back through the server, which routes
+    // them into the tunnel (wgm set those routes on apply).
+    ip(
+        &w.upstream,
+        &["route", "add", "10.60.0.0/24", "via", SRV_UP4],
+    );
+    ip(
+        &w.upstream,
+        &["-6", "route", "add", "fd12:3456:789b::/48", "via", SRV_UP6],
+    );
+    assert_pass(
+        "the routed networks before any list",
+        &[
+            Probe::PingFrom(&alice.ns, SITE4, UP4),
+            Probe::PingFrom(&alice.ns, &site6, UP6),
+            Probe::PingFrom(&alice.ns, SITE4, OTHER4),
+            Probe::PingFrom(&alice.ns, &site6, OTHER6),
+        ],
+    );
+
+    w.env.ok(&[
+        "peer",
+        "set",
+        SERVER,
+        "alice",
+        "--allow",
+        "10.99.0.2/32:icmp,[fd99::2/128]:icmp",
+    ]);
+    let report = w.apply();
+    let items = report["firewall"]["plan"]["items"].to_string();
+    assert!(items.contains("alice"), "{items}");
+    let alice = w.client("alice");
+    let dropped_before = w.firewall_status()["alice"]["dropped_packets"]
+        .as_u64()
+        .unwrap();
+    assert_pass(
+        "alice's list, from her routed networks and her tunnel addresses",
+        &[
+            Probe::PingFrom(&alice.ns, SITE4, UP4),
+            Probe::PingFrom(&alice.ns, &site6, UP6),
+            Probe::Ping(&alice.ns, UP4),
+            Probe::Ping(&alice.ns, UP6),
+        ],
+    );
+    assert_blocked(
+        "outside alice's list, from her routed networks too",
+        &[
+            Probe::PingFrom(&alice.ns, SITE4, OTHER4),
+            Probe::PingFrom(&alice.ns, &site6, OTHER6),
+            Probe::Ping(&alice.ns, OTHER4),
+            Probe::Ping(&alice.ns, OTHER6),
+        ],
+    );
+    let fw = w.firewall_status();
+    assert!(
+        fw["alice"]["dropped_packets"].as_u64().unwrap() >= dropped_before + 4,
+        "{fw:?}"
+    );
+    // Converged: a second apply has nothing to do.
+    let report = w.apply();
+    assert_eq!(
+        report["firewall"]["plan"]["items"],
+        Value::Array(Vec::new())
     );
 }

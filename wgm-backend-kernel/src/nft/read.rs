@@ -4,6 +4,15 @@
 //! - The static part is recognised when every set and map exists with its definition,
 //!   every chain with its hook, and the rules of the static chains are exactly those
 //!   written for the policy recorded in the comment of the forward chain's first rule.
+//! - A set or map that exists with another definition (a table written before sets were
+//!   interval sets, or a change by hand), or that holds an element this reader cannot
+//!   take for an address or a prefix (a range that is not one prefix), is **outdated**:
+//!   the static part reads as drift, and writing it deletes and makes the set again
+//!   ([`Table::outdated_sets`]), empty. Its elements are not reported, so the plan adds
+//!   every element that belongs there in the same delta; objects (quotas and their used
+//!   bytes, limits, allow chains) are not in sets and stay.
+//! - Elements are addresses (`"10.0.0.2"`), prefixes (`{"prefix": {"addr", "len"}}`) and,
+//!   leniently, ranges that are exactly one prefix (`{"range": [first, last]}`).
 //! - Peers are told by their keys: in the comments of plain-set elements, of quota and
 //!   limit objects (which also name the interface), and of the last rule of allow chains.
 //!   Map elements belong to the peer whose tag their value names ([`peer_tag`]); an
@@ -286,8 +295,13 @@ impl Table {
                 keys.push(key);
             }
         }
+        let outdated = self.outdated_sets(iface);
+        let current = |set: PeerSet, fam: Fam| !outdated.contains(&(set, fam));
         for set in [PeerSet::Peers, PeerSet::Up, PeerSet::Down, PeerSet::Dropped] {
             for fam in Fam::BOTH {
+                if !current(set, fam) {
+                    continue;
+                }
                 if let Some(s) = self.sets.get(&set_name(set, fam, iface)) {
                     keys.extend(
                         s.elem
@@ -358,9 +372,12 @@ impl Table {
             }
         }
 
-        // Elements.
+        // Elements, of the sets that the static part keeps.
         for set in PeerSet::ALL {
             for fam in Fam::BOTH {
+                if !current(set, fam) {
+                    continue;
+                }
                 let Some(s) = self.sets.get(&set_name(set, fam, iface)) else {
                     continue;
                 };
@@ -405,22 +422,28 @@ impl Table {
         out
     }
 
+    /// The sets and maps of `iface` that exist but are not as the static part writes them
+    /// (see the module docs): writing the static part makes them again.
+    pub(crate) fn outdated_sets(&self, iface: &InterfaceName) -> Vec<(PeerSet, Fam)> {
+        let mut out = Vec::new();
+        for set in PeerSet::ALL {
+            for fam in Fam::BOTH {
+                if let Some(s) = self.sets.get(&set_name(set, fam, iface)) {
+                    if !is_current(s, set, fam) {
+                        out.push((set, fam));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The policy the static part was written for, if all of it is there as written.
     fn static_policy(&self, iface: &InterfaceName) -> Option<ServerPolicyAlias> {
         for set in PeerSet::ALL {
             for fam in Fam::BOTH {
                 let s = self.sets.get(&set_name(set, fam, iface))?;
-                let data = s.map.as_ref().and_then(Value::as_str);
-                let counts = s
-                    .stmt
-                    .as_ref()
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|x| x.get("counter").is_some()));
-                if s.kind.as_str() != Some(fam.addr_type())
-                    || data != set_data(set)
-                    || counts != set_counts(set)
-                    || s.flags.is_some()
-                {
+                if !is_current(s, set, fam) {
                     return None;
                 }
             }
@@ -452,6 +475,31 @@ impl Table {
 }
 
 type ServerPolicyAlias = wgm_core::policy::ServerPolicy;
+
+/// Whether a listed set is `set` of family `fam` as [`render::set_definition`] writes
+/// it, holding only elements this reader understands.
+fn is_current(s: &SetItem, set: PeerSet, fam: Fam) -> bool {
+    let data = s.map.as_ref().and_then(Value::as_str);
+    let counts = s
+        .stmt
+        .as_ref()
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x.get("counter").is_some()));
+    let flags: Option<Vec<&str>> = match &s.flags {
+        Some(Value::Array(a)) => a.iter().map(Value::as_str).collect(),
+        Some(Value::String(one)) => Some(vec![one.as_str()]),
+        _ => None,
+    };
+    s.kind.as_str() == Some(fam.addr_type())
+        && data == set_data(set)
+        && counts == set_counts(set)
+        && flags.as_deref() == Some(&render::SET_FLAGS[..])
+        && s.elem.iter().all(|raw| {
+            element(raw)
+                .and_then(|e| e.address)
+                .is_some_and(|a| Fam::of(&a) == fam)
+        })
+}
 
 fn same_rules(have: &[RuleItem], want: &[Rule]) -> bool {
     have.len() == want.len()
@@ -543,16 +591,57 @@ fn element(v: &Value) -> Option<Elem<'_>> {
         }
         None => (key, None, (0, 0)),
     };
-    let address = val
-        .as_str()
-        .and_then(|s| s.parse::<IpAddr>().ok())
-        .map(IpNet::from);
+    let address = network(val);
     Some(Elem {
         address,
         comment,
         counter,
         data,
     })
+}
+
+/// An element's key as `nft -j` lists it: an address (a host), `{"prefix": {"addr",
+/// "len"}}` without host bits, or `{"range": [first, last]}` when the range is exactly one
+/// prefix. `None` for anything else.
+fn network(val: &Value) -> Option<IpNet> {
+    if let Some(s) = val.as_str() {
+        return s.parse::<IpAddr>().ok().map(IpNet::from);
+    }
+    if let Some(p) = val.get("prefix") {
+        let addr: IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
+        let len = u8::try_from(p.get("len")?.as_u64()?).ok()?;
+        let net = IpNet::new(addr, len).ok()?;
+        return (net.trunc() == net).then_some(net);
+    }
+    let range = val.get("range")?.as_array()?;
+    let [first, last] = range.as_slice() else {
+        return None;
+    };
+    let first: IpAddr = first.as_str()?.parse().ok()?;
+    let last: IpAddr = last.as_str()?.parse().ok()?;
+    range_prefix(first, last)
+}
+
+/// The prefix that is exactly `first..=last`, if there is one.
+fn range_prefix(first: IpAddr, last: IpAddr) -> Option<IpNet> {
+    let (a, b, bits) = match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return None,
+    };
+    if b < a {
+        return None;
+    }
+    // The host bits of the prefix are those where a and b differ: a must have them all 0
+    // and b all 1, and no other bit may differ.
+    let host = b - a;
+    if host & host.wrapping_add(1) != 0 || a & host != 0 {
+        return None;
+    }
+    let len = bits - (128 - host.leading_zeros());
+    let len = u8::try_from(len).ok()?;
+    let net = IpNet::new(first, len).ok()?;
+    (net.trunc() == net).then_some(net)
 }
 
 /// What of one server a table holds, by name, for `remove_firewall`.
@@ -572,5 +661,334 @@ impl Owned {
             && self.sets.is_empty()
             && self.quotas.is_empty()
             && self.limits.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wgm_core::backend::firewall::{plan_firewall, FirewallState, PeerFirewall};
+    use wgm_core::keys::PrivateKey;
+    use wgm_core::policy::{PeerPolicy, ServerPolicy};
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    /// What `nft -j list table inet wgm` would print after `commands` ran on `table`
+    /// (objects in the listing's form, by kind and name): enough of nftables for a
+    /// render → list → read round trip without root.
+    #[derive(Default)]
+    struct FakeNft {
+        objects: Vec<(String, Value)>,
+    }
+
+    impl FakeNft {
+        fn find(&mut self, kind: &str, name: &str) -> Option<&mut Value> {
+            self.objects
+                .iter_mut()
+                .find(|(k, v)| (k == kind || (kind == "set" && k == "map")) && v["name"] == name)
+                .map(|(_, v)| v)
+        }
+
+        fn run(&mut self, commands: &[Value]) {
+            for c in commands {
+                let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+                let (kind, body) = body.as_object().unwrap().iter().next().unwrap();
+                let name = body["name"].as_str().unwrap_or_default().to_owned();
+                match (verb.as_str(), kind.as_str()) {
+                    ("add", "table") => {}
+                    ("add", "chain") => {
+                        if let Some(existing) = self.find("chain", &name) {
+                            assert!(body.get("hook").is_none(), "hook on an existing chain");
+                            let _ = existing;
+                        } else {
+                            self.objects.push(("chain".into(), body.clone()));
+                        }
+                    }
+                    ("delete", "chain") => {
+                        self.objects.retain(|(k, v)| {
+                            !(k == "chain" && v["name"] == name
+                                || k == "rule" && v["chain"] == name)
+                        });
+                    }
+                    ("flush", "chain") => {
+                        self.objects
+                            .retain(|(k, v)| !(k == "rule" && v["chain"] == name));
+                    }
+                    ("add", "rule") => self.objects.push(("rule".into(), body.clone())),
+                    ("add", "set" | "map") => {
+                        if let Some(existing) = self.find("set", &name) {
+                            let mut a = existing.clone();
+                            a.as_object_mut().unwrap().remove("elem");
+                            assert_eq!(&a, body, "add of a set with another definition");
+                        } else {
+                            let mut v = body.clone();
+                            v["elem"] = json!([]);
+                            self.objects.push((kind.clone(), v));
+                        }
+                    }
+                    ("delete", "set" | "map") => {
+                        self.objects
+                            .retain(|(k, v)| !((k == "set" || k == "map") && v["name"] == name));
+                    }
+                    ("add", "element") => {
+                        let set = self.find("set", &name).unwrap();
+                        let counts = set.get("stmt").is_some();
+                        for e in body["elem"].as_array().unwrap() {
+                            let mut e = e.clone();
+                            if counts {
+                                e["elem"]["counter"] = json!({"packets": 0, "bytes": 0});
+                            }
+                            set["elem"].as_array_mut().unwrap().push(e);
+                        }
+                    }
+                    ("delete", "element") => {
+                        let set = self.find("set", &name).unwrap();
+                        for key in body["elem"].as_array().unwrap() {
+                            let list = set["elem"].as_array_mut().unwrap();
+                            let before = list.len();
+                            list.retain(|e| {
+                                let k = match e {
+                                    Value::Array(pair) => &pair[0],
+                                    other => other.get("elem").map_or(other, |x| &x["val"]),
+                                };
+                                k != key
+                            });
+                            assert_eq!(list.len() + 1, before, "delete of a missing {key}");
+                        }
+                    }
+                    ("add", "quota" | "limit") => {
+                        if self.find(kind, &name).is_none() {
+                            self.objects.push((kind.clone(), body.clone()));
+                        }
+                    }
+                    ("delete", "quota" | "limit") => {
+                        self.objects
+                            .retain(|(k, v)| !(k == kind && v["name"] == name));
+                    }
+                    other => panic!("not simulated: {other:?}"),
+                }
+            }
+        }
+
+        fn table(&self) -> Table {
+            let items = self
+                .objects
+                .iter()
+                .map(|(k, v)| [(k.clone(), v.clone())].into_iter().collect())
+                .collect();
+            Table::parse(Listing { nftables: items })
+        }
+    }
+
+    #[test]
+    fn elements_are_addresses_prefixes_and_ranges_of_one_prefix() {
+        for (listed, want) in [
+            (json!("10.0.0.2"), Some("10.0.0.2/32")),
+            (json!("fd00::2"), Some("fd00::2/128")),
+            (
+                json!({"prefix": {"addr": "10.1.0.0", "len": 24}}),
+                Some("10.1.0.0/24"),
+            ),
+            (
+                json!({"prefix": {"addr": "2001:db8:1::", "len": 56}}),
+                Some("2001:db8:1::/56"),
+            ),
+            (json!({"prefix": {"addr": "10.1.0.1", "len": 24}}), None),
+            (json!({"prefix": {"addr": "10.1.0.0", "len": 33}}), None),
+            (
+                json!({"range": ["10.1.0.0", "10.1.0.255"]}),
+                Some("10.1.0.0/24"),
+            ),
+            (
+                json!({"range": ["10.1.0.7", "10.1.0.7"]}),
+                Some("10.1.0.7/32"),
+            ),
+            (
+                json!({"range": ["2001:db8::", "2001:db8::ffff"]}),
+                Some("2001:db8::/112"),
+            ),
+            (
+                json!({"range": ["0.0.0.0", "255.255.255.255"]}),
+                Some("0.0.0.0/0"),
+            ),
+            (
+                json!({"range": ["::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]}),
+                Some("::/0"),
+            ),
+            (json!({"range": ["10.1.0.1", "10.1.0.6"]}), None),
+            (json!({"range": ["10.1.0.0", "10.1.0.254"]}), None),
+            (json!({"range": ["10.1.0.128", "10.1.1.127"]}), None),
+            (json!({"range": ["10.1.0.9", "10.1.0.1"]}), None),
+            (json!({"range": ["10.1.0.0", "fd00::"]}), None),
+            (json!("not an address"), None),
+            (json!({"concat": ["10.0.0.1", 80]}), None),
+        ] {
+            assert_eq!(network(&listed), want.map(net), "{listed}");
+        }
+    }
+
+    fn desired() -> (FirewallState, PublicKey, PublicKey) {
+        let iface = InterfaceName::new("wg0").unwrap();
+        let mut s = FirewallState::new(iface, ServerPolicy::default());
+        let (a, b) = (
+            PrivateKey::generate().public_key(),
+            PrivateKey::generate().public_key(),
+        );
+        let full = PeerPolicy {
+            quota: Some("1GiB/1d".parse().unwrap()),
+            rate_up: Some("10mbit".parse().unwrap()),
+            rate_down: Some("10mbit".parse().unwrap()),
+            allow: Some(vec!["192.0.2.0/24:tcp:443".parse().unwrap()]),
+            ..PeerPolicy::default()
+        };
+        s.peers.insert(
+            a,
+            PeerFirewall::new(
+                vec![
+                    net("10.8.0.2/32"),
+                    net("fd00::2/128"),
+                    net("2001:db8:1::/56"),
+                    net("192.168.50.0/24"),
+                ],
+                full,
+                0,
+            ),
+        );
+        s.peers.insert(
+            b,
+            PeerFirewall::new(
+                vec![net("10.8.0.3/32"), net("fd00::3/128"), net("10.20.0.0/16")],
+                PeerPolicy::default(),
+                0,
+            ),
+        );
+        s.validate().unwrap();
+        (s, a, b)
+    }
+
+    #[test]
+    fn prefix_elements_round_trip_through_render_and_read() {
+        let (mut desired, a, b) = desired();
+        let iface = desired.interface.clone();
+        let mut nft = FakeNft::default();
+        let delta = plan_firewall(&desired, None);
+        let commands = render::delta_commands(&iface, &delta, &[]);
+        // Prefixes go out as prefixes, hosts as addresses.
+        let text = serde_json::to_string(&commands).unwrap();
+        assert!(
+            text.contains(r#"{"prefix":{"addr":"2001:db8:1::","len":56}}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"{"prefix":{"addr":"10.20.0.0","len":16}}"#));
+        assert!(text.contains(r#""10.8.0.2""#) && !text.contains("10.8.0.2/32"));
+        assert!(text.contains(r#""flags":["interval"]"#));
+        nft.run(&commands);
+        let live = nft.table().live(&iface).unwrap();
+        assert_eq!(live.policy.as_ref(), Some(&desired.policy));
+        assert_eq!(live.peers[&a].elements, desired.peers[&a].elements());
+        assert_eq!(live.peers[&b].elements, desired.peers[&b].elements());
+        assert!(live.stray.is_empty());
+        assert!(plan_firewall(&desired, Some(&live)).is_empty());
+
+        // A routed network replaced by a narrower one and another one added: removed and
+        // added as prefixes, and read back converged.
+        let mut pb = desired.peers[&b].clone();
+        pb.addresses = vec![
+            net("10.8.0.3/32"),
+            net("fd00::3/128"),
+            net("10.20.0.0/17"),
+            net("2001:db8:2::/48"),
+        ];
+        desired.peers.insert(b, pb);
+        let delta = plan_firewall(&desired, Some(&live));
+        assert_eq!(delta.peers.len(), 1);
+        nft.run(&render::delta_commands(&iface, &delta, &[]));
+        let live = nft.table().live(&iface).unwrap();
+        assert!(plan_firewall(&desired, Some(&live)).is_empty());
+        assert_eq!(live.peers[&b].addresses().len(), 4);
+    }
+
+    #[test]
+    fn sets_of_the_previous_layout_are_outdated_and_made_again() {
+        let (desired, a, _) = desired();
+        let iface = desired.interface.clone();
+        let mut nft = FakeNft::default();
+        nft.run(&render::delta_commands(
+            &iface,
+            &plan_firewall(&desired, None),
+            &[],
+        ));
+        // The previous version's sets: no flags, host elements only.
+        for (_, v) in &mut nft.objects {
+            if v.get("elem").is_some() {
+                v.as_object_mut().unwrap().remove("flags");
+                v["elem"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|e| !e.to_string().contains("prefix"));
+            }
+        }
+        let table = nft.table();
+        let outdated = table.outdated_sets(&iface);
+        assert_eq!(outdated.len(), PeerSet::ALL.len() * 2);
+        let live = table.live(&iface).unwrap();
+        assert_eq!(live.policy, None);
+        // Objects are still the peer's; no element is reported.
+        assert!(live.peers[&a].elements.is_empty());
+        assert!(live.peers[&a].quota.is_some() && live.peers[&a].chain.is_some());
+        let delta = plan_firewall(&desired, Some(&live));
+        assert!(delta.server.is_some());
+        assert!(delta.peers.iter().all(|c| c.remove_elements.is_empty()
+            && c.put_objects
+                .iter()
+                .all(|o| !matches!(o, wgm_core::backend::firewall::PeerObject::Quota { .. }))));
+        let commands = render::delta_commands(&iface, &delta, &outdated);
+        // Each outdated set is deleted after the last rule that names it is gone, and made
+        // again.
+        let text: Vec<String> = commands.iter().map(Value::to_string).collect();
+        let at = |head: &str, name: &str| {
+            let name = format!(r#""name":"{name}""#);
+            text.iter()
+                .position(|c| c.starts_with(head) && c.contains(&name))
+                .unwrap()
+        };
+        let delete = at(r#"{"delete":{"set":"#, "up4_wg0");
+        assert!(at(r#"{"flush":{"chain":"#, "up_wg0") < delete);
+        assert!(at(r#"{"delete":{"chain":"#, "nat_wg0") < at(r#"{"delete":{"set":"#, "peers4_wg0"));
+        assert!(delete < at(r#"{"add":{"set":"#, "up4_wg0"));
+        assert!(at(r#"{"delete":{"map":"#, "qd6_wg0") < at(r#"{"add":{"map":"#, "qd6_wg0"));
+        nft.run(&commands);
+        let live = nft.table().live(&iface).unwrap();
+        assert!(nft.table().outdated_sets(&iface).is_empty());
+        assert!(plan_firewall(&desired, Some(&live)).is_empty());
+    }
+
+    #[test]
+    fn an_element_that_is_no_prefix_makes_its_set_outdated() {
+        let (desired, _, _) = desired();
+        let iface = desired.interface.clone();
+        let mut nft = FakeNft::default();
+        nft.run(&render::delta_commands(
+            &iface,
+            &plan_firewall(&desired, None),
+            &[],
+        ));
+        let set = nft.find("set", "dn4_wg0").unwrap();
+        set["elem"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"elem": {"val": {"range": ["10.30.0.1", "10.30.0.5"]}, "counter": {"packets": 0, "bytes": 0}}}));
+        let table = nft.table();
+        assert_eq!(table.outdated_sets(&iface), vec![(PeerSet::Down, Fam::V4)]);
+        let live = table.live(&iface).unwrap();
+        assert_eq!(live.policy, None);
+        let delta = plan_firewall(&desired, Some(&live));
+        let outdated = table.outdated_sets(&iface);
+        nft.run(&render::delta_commands(&iface, &delta, &outdated));
+        let live = nft.table().live(&iface).unwrap();
+        assert!(plan_firewall(&desired, Some(&live)).is_empty());
     }
 }

@@ -478,7 +478,12 @@ fn rule_cmd(chain: &str, r: &Rule) -> Value {
     cmd("add", "rule", body)
 }
 
-/// A set or map's definition.
+/// The flags of every set and map: `interval`, so that an element may be a prefix (a
+/// network routed to a peer) and a lookup finds the element holding an address.
+pub(crate) const SET_FLAGS: [&str; 1] = ["interval"];
+
+/// A set or map's definition: keyed by address (an interval set), a counter in each
+/// element of the counting sets, a quota, limit or verdict as the data of a map.
 pub(crate) fn set_definition(
     set: PeerSet,
     fam: Fam,
@@ -490,39 +495,43 @@ pub(crate) fn set_definition(
             "map",
             with(
                 base(),
-                json!({"name": name, "type": fam.addr_type(), "map": data}),
+                json!({"name": name, "type": fam.addr_type(), "map": data, "flags": SET_FLAGS}),
             ),
         ),
         None if set_counts(set) => (
             "set",
             with(
                 base(),
-                json!({"name": name, "type": fam.addr_type(), "stmt": [{"counter": null}]}),
+                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS,
+                       "stmt": [{"counter": null}]}),
             ),
         ),
         None => (
             "set",
-            with(base(), json!({"name": name, "type": fam.addr_type()})),
+            with(
+                base(),
+                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS}),
+            ),
         ),
     }
 }
 
-/// The commands that write the static part of `iface` for `policy`: the table, every set
-/// and map (a no-op where they exist, so their elements stay), the base chains deleted and
-/// made again (a hook or priority changed by hand cannot be updated), the regular chains
-/// flushed, and every rule.
-pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
+/// The first half of the commands that write the static part of `iface`: the table,
+/// the base chains deleted and made again (a hook or priority changed by hand cannot be
+/// updated), the regular chains flushed (so no rule refers to a set any more), and the
+/// sets and maps named in `outdated` deleted (they exist with another definition, which
+/// `add` cannot change: the kernel refuses it; their elements are added back by the rest
+/// of the delta, as the read does not report them, see `read.rs`).
+pub(crate) fn static_head(
+    iface: &InterfaceName,
+    outdated: &[(PeerSet, Fam)],
+    out: &mut Vec<Value>,
+) {
     out.push(cmd(
         "add",
         "table",
         json!({"family": FAMILY, "name": TABLE}),
     ));
-    for set in PeerSet::ALL {
-        for fam in Fam::BOTH {
-            let (kind, def) = set_definition(set, fam, iface);
-            out.push(cmd("add", kind, def));
-        }
-    }
     for chain in StaticChain::ALL {
         let name = chain.name(iface);
         // `add` of an existing chain (base or not) without a hook is a no-op; so this
@@ -542,6 +551,28 @@ pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out:
             out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
         }
     }
+    for (set, fam) in outdated {
+        let (kind, _) = set_definition(*set, *fam, iface);
+        let name = set_name(*set, *fam, iface);
+        out.push(cmd("delete", kind, with(base(), json!({"name": name}))));
+    }
+}
+
+/// The second half: every set and map (a no-op where they exist, so their elements stay;
+/// made where missing or deleted by [`static_head`]), then every rule of the static
+/// chains for `policy`.
+///
+/// [`delta_commands`] puts the peers' removed elements and objects and their put objects
+/// between the two halves: the kernel (6.x, nft 1.0.6) refuses with `No such file or
+/// directory` an element of an interval map made in the same batch whose quota, limit or
+/// chain is made **after** the map, and accepts it when the object comes first.
+pub(crate) fn static_tail(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
+    for set in PeerSet::ALL {
+        for fam in Fam::BOTH {
+            let (kind, def) = set_definition(set, fam, iface);
+            out.push(cmd("add", kind, def));
+        }
+    }
     for chain in StaticChain::ALL {
         let name = chain.name(iface);
         for r in static_rules(chain, iface, policy) {
@@ -551,7 +582,7 @@ pub(crate) fn static_commands(iface: &InterfaceName, policy: &ServerPolicy, out:
 }
 
 fn element_value(iface: &InterfaceName, key: &PublicKey, e: &Element) -> Value {
-    let address = Value::String(e.address.addr().to_string());
+    let address = net_value(&e.address);
     match e.set {
         PeerSet::Peers | PeerSet::Up | PeerSet::Down | PeerSet::Dropped => {
             json!({"elem": {"val": address, "comment": key.to_base64()}})
@@ -589,24 +620,32 @@ fn element_commands(
     }
 }
 
-/// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`).
-pub(crate) fn delta_commands(iface: &InterfaceName, delta: &FirewallDelta) -> Vec<Value> {
+/// The commands of `delta` for `iface`, in its phases (see `wgm_core::backend::firewall`);
+/// `outdated` as for [`static_head`]. One batch, so the order inside it changes nothing
+/// of what the delta means: with a static part, its first half comes first and its second
+/// half (sets and rules) just before the added elements.
+pub(crate) fn delta_commands(
+    iface: &InterfaceName,
+    delta: &FirewallDelta,
+    outdated: &[(PeerSet, Fam)],
+) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some(policy) = &delta.server {
-        static_commands(iface, policy, &mut out);
+    if delta.server.is_some() {
+        static_head(iface, outdated, &mut out);
     }
-    // Phase 1: removed elements (the key alone identifies an element).
+    // Phase 1: removed elements (the key alone identifies an element: an address or a
+    // prefix, exactly the interval that was added).
     let mut removed: Vec<(Element, Value)> = delta
         .remove_stray
         .iter()
-        .map(|e| (*e, Value::String(e.address.addr().to_string())))
+        .map(|e| (*e, net_value(&e.address)))
         .collect();
     for change in &delta.peers {
         removed.extend(
             change
                 .remove_elements
                 .iter()
-                .map(|e| (*e, Value::String(e.address.addr().to_string()))),
+                .map(|e| (*e, net_value(&e.address))),
         );
     }
     element_commands("delete", iface, &removed, &mut out);
@@ -660,6 +699,9 @@ pub(crate) fn delta_commands(iface: &InterfaceName, delta: &FirewallDelta) -> Ve
                 }
             }
         }
+    }
+    if let Some(policy) = &delta.server {
+        static_tail(iface, policy, &mut out);
     }
     // Phase 4: added elements.
     let mut added = Vec::new();

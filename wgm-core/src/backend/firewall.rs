@@ -9,10 +9,14 @@
 //! [`ServerPolicy`] alone (nftables: chains, sets and maps named after the interface, and
 //! the rules of its base chains), and, per peer, **parts** of its own:
 //!
-//! - [`Element`]s: one per address of the peer in each of the server's sets
-//!   ([`PeerSet`]): the peer's addresses for source NAT, its traffic counters (up, down,
-//!   dropped: counters live **in the elements**), and the maps from its addresses to its
-//!   quota, its rate limits and its allow chain;
+//! - [`Element`]s: one per network of the peer in each of the server's sets
+//!   ([`PeerSet`]): the peer's networks for source NAT, its traffic counters (up, down,
+//!   dropped: counters live **in the elements**), and the maps from its networks to its
+//!   quota, its rate limits and its allow chain. A peer's networks are every address it
+//!   may send from and be reached at: its tunnel addresses (`/128`, `/32`) and the
+//!   prefixes routed to it (a delegated prefix, networks behind it). Sets match by
+//!   prefix (nftables: interval sets), so a packet from or to any address inside one of
+//!   them counts as the peer's;
 //! - objects ([`ObjectKind`]): its quota (bytes, used bytes, the period it counts), its
 //!   rate limits up and down, and its allow chain (its [`FilterRule`]s).
 //!
@@ -39,6 +43,10 @@
 //!   Adding one that exists for **another** peer fails for a map (quota, limit, allow) and
 //!   changes nothing for a plain set (peers, counters), as nftables does; the planner
 //!   removes first.
+//! - Adding an element that **overlaps** another element of its set without being equal
+//!   to it (`10.1.0.0/24` while `10.1.0.7` is there) fails, whatever the owner: interval
+//!   sets refuse overlapping intervals. [`FirewallState::validate`] refuses overlapping
+//!   networks, so a delta planned from a valid state never adds one.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -85,9 +93,9 @@ use crate::{Error, Result};
 
 pub use memory::{FirewallFault, MemoryFirewall, Tamper};
 
-/// At most this many addresses per peer in the firewall (its tunnel addresses, both
-/// families).
-pub const MAX_FIREWALL_ADDRESSES: usize = 64;
+/// At most this many networks per peer in the firewall (its tunnel addresses, its
+/// delegated prefix and the networks routed to it, both families).
+pub const MAX_FIREWALL_ADDRESSES: usize = 1024;
 
 /// A short, stable tag naming one peer's objects on one server: 16 lowercase hex digits,
 /// the first 64 bits of SHA-256 over `wgm-firewall`, the interface name, a zero byte and
@@ -156,12 +164,32 @@ impl FirewallState {
 
     /// Check what a backend cannot apply or read back unambiguously. Refused with
     /// [`Error::InvalidInput`] naming `firewall.peers[KEY]...`: a peer without addresses
-    /// or with more than [`MAX_FIREWALL_ADDRESSES`], an address that is not a host address
-    /// (`/32`, `/128`), an address given twice or to two peers, an invalid allow list
+    /// or with more than [`MAX_FIREWALL_ADDRESSES`], a network with host bits set
+    /// (`10.1.0.1/24`), networks that overlap — one given twice, one inside another, of
+    /// the same peer or of two (`addresses[i]`, naming the other; a packet from an
+    /// address in both could not be told to belong to one peer, and nftables' interval
+    /// sets refuse overlapping elements) —, an invalid allow list
     /// ([`PeerPolicy::validate`]), a quota without its window or a window without a quota.
-    /// Two peers whose [`peer_tag`]s collide are a [`Error::Conflict`].
+    /// Two peers whose [`peer_tag`]s collide are a [`Error::Conflict`]. Linear in the
+    /// number of networks after one sort.
+    ///
+    /// ```
+    /// use wgm_core::backend::firewall::{FirewallState, PeerFirewall};
+    /// use wgm_core::keys::PrivateKey;
+    /// use wgm_core::names::InterfaceName;
+    /// use wgm_core::policy::{PeerPolicy, ServerPolicy};
+    /// let mut s = FirewallState::new(InterfaceName::new("wg0")?, ServerPolicy::default());
+    /// let (a, b) = (PrivateKey::generate().public_key(), PrivateKey::generate().public_key());
+    /// let p = |nets: &[&str]| PeerFirewall::new(nets.iter().map(|n| n.parse().unwrap()).collect(), PeerPolicy::default(), 0);
+    /// s.peers.insert(a, p(&["fd00::2/128", "2001:db8:1::/56"]));
+    /// s.peers.insert(b, p(&["fd00::3/128", "2001:db8:1:7::/64"]));
+    /// let e = s.validate().unwrap_err();
+    /// assert_eq!(e.code(), "invalid_input");
+    /// assert!(e.to_string().contains("overlaps 2001:db8:1::/56 of peer"), "{e}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn validate(&self) -> Result<()> {
-        let mut owners: HashMap<IpNet, &PublicKey> = HashMap::new();
+        let mut nets: Vec<(IpNet, &PublicKey, usize)> = Vec::new();
         let mut tags: HashMap<String, &PublicKey> = HashMap::new();
         for (key, peer) in &self.peers {
             let field = format!("firewall.peers[{key}]");
@@ -178,18 +206,13 @@ impl FirewallState {
                 ));
             }
             for (i, a) in peer.addresses.iter().enumerate() {
-                let f = || format!("{field}.addresses[{i}]");
-                if a.prefix_len() != a.max_prefix_len() {
-                    return Err(Error::invalid(f(), "must be a host address (/32 or /128)"));
+                if a.trunc() != *a {
+                    return Err(Error::invalid(
+                        format!("{field}.addresses[{i}]"),
+                        format!("{a} has host bits set (the network is {})", a.trunc()),
+                    ));
                 }
-                if let Some(other) = owners.insert(*a, key) {
-                    let reason = if other == key {
-                        format!("{a} is given twice")
-                    } else {
-                        format!("{a} is also an address of peer {other}")
-                    };
-                    return Err(Error::invalid(f(), reason));
-                }
+                nets.push((*a, key, i));
             }
             peer.policy.validate(&format!("{field}.policy"))?;
             if peer.policy.quota.is_some() != peer.quota_window.is_some() {
@@ -204,15 +227,46 @@ impl FirewallState {
                 )));
             }
         }
-        Ok(())
+        check_overlaps(nets)
     }
 }
 
-/// One peer's desired firewall: its addresses and policy, and the start of its current
+/// Refuse overlapping networks (see [`FirewallState::validate`]). Sorted by family,
+/// network address and then length, networks that do not overlap are disjoint intervals
+/// in order, so the first overlap is always with the one before that reaches furthest:
+/// the last one kept open.
+fn check_overlaps(mut nets: Vec<(IpNet, &PublicKey, usize)>) -> Result<()> {
+    nets.sort_unstable_by_key(|(n, _, _)| *n);
+    let mut open: Option<(IpNet, &PublicKey)> = None;
+    for (net, key, i) in nets {
+        if let Some((wide, owner)) = open {
+            if wide.contains(&net) {
+                let reason = match (wide == net, owner == key) {
+                    (true, true) => format!("{net} is given twice"),
+                    (true, false) => format!("{net} is also an address of peer {owner}"),
+                    (false, true) => format!("{net} overlaps {wide}, another of its networks"),
+                    (false, false) => format!("{net} overlaps {wide} of peer {owner}"),
+                };
+                return Err(Error::invalid(
+                    format!("firewall.peers[{key}].addresses[{i}]"),
+                    reason,
+                ));
+            }
+        }
+        open = Some((net, key));
+    }
+    Ok(())
+}
+
+/// One peer's desired firewall: its networks and policy, and the start of its current
 /// quota period.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PeerFirewall {
-    /// The peer's tunnel addresses, both families, as host addresses (`/32`, `/128`).
+    /// Every network the peer may send from and be reached at, both families: its tunnel
+    /// addresses as host addresses (`/128`, `/32`), its delegated prefix and the networks
+    /// routed to it, without host bits and without overlaps
+    /// ([`crate::reconcile::desired_firewall`] makes them so). Traffic from or to an
+    /// address inside any of them is the peer's.
     pub addresses: Vec<IpNet>,
     /// The peer's policy.
     pub policy: PeerPolicy,
@@ -276,7 +330,8 @@ impl PeerFirewall {
 // Parts
 // ---------------------------------------------------------------------------------------
 
-/// A set (or map) of a server's firewall that holds one element per peer address.
+/// A set (or map) of a server's firewall that holds one element per network of each peer
+/// (see [`PeerFirewall::addresses`]), matched by prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum PeerSet {
     /// The peers' addresses: the sources masqueraded.
@@ -331,12 +386,12 @@ impl PeerSet {
     }
 }
 
-/// One element: a peer address in one of the server's sets.
+/// One element: a network of a peer in one of the server's sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Element {
     /// The set.
     pub set: PeerSet,
-    /// The address (a host address).
+    /// The network: a host address (`/32`, `/128`) or a prefix, without host bits.
     pub address: IpNet,
 }
 
@@ -435,7 +490,7 @@ pub struct LivePeer {
 }
 
 impl LivePeer {
-    /// The addresses in its elements, sorted.
+    /// The networks in its elements (host addresses and prefixes), sorted.
     pub fn addresses(&self) -> Vec<IpNet> {
         let set: BTreeSet<IpNet> = self.elements.iter().map(|e| e.address).collect();
         set.into_iter().collect()
@@ -462,9 +517,10 @@ pub enum LiveChain {
     Altered,
 }
 
-/// A peer's counters, summed over its addresses. Up and down count everything seen from
-/// and to the peer through the server, dropped packets included; dropped counts what the
-/// firewall dropped (quota, rate, allow list, default verdict).
+/// A peer's counters, summed over its networks (tunnel addresses and routed prefixes).
+/// Up and down count everything seen from and to the peer through the server, dropped
+/// packets included; dropped counts what the firewall dropped (quota, rate, allow list,
+/// default verdict).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeerCounters {
     /// Packets from the peer.
@@ -508,7 +564,7 @@ impl FirewallDelta {
 
     /// Check the delta before anything is applied; every backend calls this first.
     /// Refused with [`Error::InvalidInput`] naming `delta.peers[i]...`: a peer twice, an
-    /// element whose address is not a host address, an object put twice in one change, an
+    /// element whose network has host bits set, an object put twice in one change, an
     /// invalid allow chain. (An object both removed and put is a re-creation, allowed.)
     ///
     /// ```
@@ -521,12 +577,12 @@ impl FirewallDelta {
     pub fn validate(&self) -> Result<()> {
         let mut seen: HashSet<PublicKey> = HashSet::new();
         let host = |e: &Element, field: String| {
-            if e.address.prefix_len() == e.address.max_prefix_len() {
+            if e.address.trunc() == e.address {
                 Ok(())
             } else {
                 Err(Error::invalid(
                     field,
-                    "must be a host address (/32 or /128)",
+                    format!("{} has host bits set", e.address),
                 ))
             }
         };
@@ -836,14 +892,24 @@ mod tests {
             .contains("at least one address"));
         s.peers.insert(
             k,
-            PeerFirewall::new(vec![net("10.0.0.0/24")], PeerPolicy::default(), 0),
+            PeerFirewall::new(vec![net("10.0.0.1/24")], PeerPolicy::default(), 0),
         );
         assert_eq!(
             s.validate().unwrap_err().to_string(),
             format!(
-                "invalid firewall.peers[{k}].addresses[0]: must be a host address (/32 or /128)"
+                "invalid firewall.peers[{k}].addresses[0]: 10.0.0.1/24 has host bits set (the network is 10.0.0.0/24)"
             )
         );
+        // Prefixes are networks of the peer like its host addresses.
+        s.peers.insert(
+            k,
+            PeerFirewall::new(
+                vec![net("10.0.0.2/32"), net("10.1.0.0/24"), net("2001:db8::/56")],
+                PeerPolicy::default(),
+                0,
+            ),
+        );
+        s.validate().unwrap();
         s.peers.insert(
             k,
             PeerFirewall::new(
@@ -887,6 +953,95 @@ mod tests {
             ),
         );
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn overlapping_networks_are_refused_naming_the_field() {
+        let (a, b) = (key(), key());
+        let state = |na: &[&str], nb: &[&str]| {
+            let mut s = FirewallState::new(wg0(), ServerPolicy::default());
+            let p = |nets: &[&str]| {
+                PeerFirewall::new(
+                    nets.iter().map(|n| net(n)).collect(),
+                    PeerPolicy::default(),
+                    0,
+                )
+            };
+            s.peers.insert(a, p(na));
+            s.peers.insert(b, p(nb));
+            s
+        };
+        let err = |s: FirewallState| s.validate().unwrap_err();
+        // Disjoint prefixes and hosts of both families, adjacent ones included.
+        state(
+            &[
+                "10.0.0.2/32",
+                "fd00::2/128",
+                "10.1.0.0/24",
+                "2001:db8:1::/56",
+            ],
+            &[
+                "10.0.0.3/32",
+                "fd00::3/128",
+                "10.1.1.0/24",
+                "2001:db8:1:100::/56",
+            ],
+        )
+        .validate()
+        .unwrap();
+        // b's host address inside a's routed network.
+        let e = err(state(&["10.0.0.2/32", "10.1.0.0/24"], &["10.1.0.7/32"]));
+        assert_eq!(e.code(), "invalid_input");
+        assert_eq!(
+            e.to_string(),
+            format!("invalid firewall.peers[{b}].addresses[0]: 10.1.0.7/32 overlaps 10.1.0.0/24 of peer {a}")
+        );
+        // A prefix inside another peer's wider prefix, IPv6; the later one is named.
+        let e = err(state(
+            &["fd00::2/128", "2001:db8::/48"],
+            &["fd00::3/128", "2001:db8:0:ff00::/56"],
+        ));
+        assert!(
+            e.to_string().starts_with(&format!("invalid firewall.peers[{b}].addresses[1]: 2001:db8:0:ff00::/56 overlaps 2001:db8::/48 of peer {a}")),
+            "{e}"
+        );
+        // The same prefix for two peers.
+        let e = err(state(
+            &["fd00::2/128", "2001:db8::/48"],
+            &["fd00::3/128", "2001:db8::/48"],
+        ));
+        assert!(
+            e.to_string()
+                .contains("2001:db8::/48 is also an address of peer"),
+            "{e}"
+        );
+        // Within one peer: a network inside another of its own.
+        let e = err(state(&["10.0.0.2/32", "10.0.0.0/24"], &["10.9.0.1/32"]));
+        assert_eq!(
+            e.to_string(),
+            format!("invalid firewall.peers[{a}].addresses[0]: 10.0.0.2/32 overlaps 10.0.0.0/24, another of its networks")
+        );
+        // Families never overlap each other.
+        state(&["10.0.0.0/8"], &["::a00:0/104"]).validate().unwrap();
+    }
+
+    #[test]
+    fn deltas_carry_prefixes_but_no_host_bits() {
+        let mut change = PeerChange::new(key());
+        change.add_elements.push(Element {
+            set: PeerSet::Allow,
+            address: net("2001:db8:1::/56"),
+        });
+        let mut d = FirewallDelta {
+            peers: vec![change],
+            ..FirewallDelta::default()
+        };
+        d.validate().unwrap();
+        d.peers[0].add_elements[0].address = net("2001:db8:1::1/56");
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "invalid delta.peers[0].add_elements[0]: 2001:db8:1::1/56 has host bits set"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn run_all(
     incremental_changes_keep_other_peers(fw, a).await?;
     failed_delta_applies_nothing(fw, a).await?;
     address_moves_between_peers(fw, a).await?;
+    routed_networks(fw, a).await?;
     servers_are_isolated(fw, a, b).await?;
     large_server(fw, a, params.large_peers).await?;
     Ok(())
@@ -466,6 +467,146 @@ pub async fn address_moves_between_peers(
     let live = converge(fw, &desired).await?;
     assert_eq!(live.peers[&a].addresses(), vec![v4(1)]);
     assert_eq!(live.peers[&b].addresses(), vec![v6(1)]);
+    fw.remove_firewall(interface).await?;
+    Ok(())
+}
+
+fn net(s: &str) -> IpNet {
+    // The literals below are all valid networks.
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad test network {s}: {e}"))
+}
+
+/// A peer's routed networks (a delegated prefix, networks behind it) are elements like its
+/// tunnel addresses, as prefixes: they read back exactly as written (converged), change
+/// without touching the peer's objects or other peers, move from one peer to another in
+/// one delta, and an element that overlaps another of its set is refused with nothing
+/// applied.
+pub async fn routed_networks(fw: &dyn FirewallBackend, interface: &InterfaceName) -> Result<()> {
+    fw.remove_firewall(interface).await?;
+    let mut desired = FirewallState::new(interface.clone(), ServerPolicy::default());
+    let (a, b) = (key(), key());
+    let full = PeerPolicy {
+        quota: Some("1GiB/1d".parse()?),
+        rate_up: Some("10mbit".parse()?),
+        rate_down: Some("20mbit".parse()?),
+        allow: Some(vec![rule("192.0.2.0/24:tcp:443")]),
+        ..PeerPolicy::default()
+    };
+    desired.peers.insert(
+        a,
+        PeerFirewall::new(
+            vec![v4(1), v6(1), net("10.65.0.0/24"), net("fd01:1::/56")],
+            full,
+            0,
+        ),
+    );
+    desired.peers.insert(
+        b,
+        PeerFirewall::new(
+            vec![v4(2), v6(2), net("10.66.0.0/16"), net("fd01:2::/48")],
+            PeerPolicy {
+                quota: Some("1GiB/1d".parse()?),
+                quota_action: QuotaAction::Report,
+                ..PeerPolicy::default()
+            },
+            0,
+        ),
+    );
+    desired.validate()?;
+    let mut delta = plan_firewall(&desired, None);
+    for change in &mut delta.peers {
+        for object in &mut change.put_objects {
+            if let PeerObject::Quota { used, .. } = object {
+                *used = 4_242;
+            }
+        }
+    }
+    fw.apply_firewall(interface, &delta).await?;
+    let live = read(fw, interface).await?;
+    for (k, want) in &desired.peers {
+        assert_eq!(
+            live.peers[k].elements,
+            want.elements(),
+            "{}: elements of {k} with prefixes",
+            fw.name()
+        );
+    }
+    assert!(
+        plan_firewall(&desired, Some(&live)).is_empty(),
+        "{}: prefixes must read back as written",
+        fw.name()
+    );
+    let b_before = shape(&live.peers[&b]);
+
+    // a's networks change: one narrower, one new, one gone. Only a's elements move.
+    let mut pa = desired.peers[&a].clone();
+    pa.addresses = vec![v4(1), v6(1), net("10.65.0.0/25"), net("172.16.0.0/12")];
+    desired.peers.insert(a, pa);
+    let delta = plan_firewall(&desired, Some(&live));
+    assert!(delta.server.is_none());
+    assert_eq!(delta.peers.len(), 1);
+    assert_eq!(delta.peers[0].key, a);
+    assert!(delta.peers[0].put_objects.is_empty() && delta.peers[0].remove_objects.is_empty());
+    let live = converge(fw, &desired).await?;
+    assert_eq!(
+        live.peers[&a].addresses(),
+        vec![v4(1), net("10.65.0.0/25"), net("172.16.0.0/12"), v6(1)]
+    );
+    assert_eq!(live.peers[&a].counters.quota_used, Some(4_242));
+    assert_eq!(shape(&live.peers[&b]), b_before, "{}", fw.name());
+
+    // b's IPv6 network moves to a, narrowed, in one delta; b keeps the rest.
+    let mut pa = desired.peers[&a].clone();
+    pa.addresses.push(net("fd01:2::/56"));
+    desired.peers.insert(a, pa);
+    let mut pb = desired.peers[&b].clone();
+    pb.addresses.retain(|n| *n != net("fd01:2::/48"));
+    desired.peers.insert(b, pb);
+    let before = read(fw, interface).await?;
+    let mut delta = plan_firewall(&desired, Some(&before));
+    delta.peers.reverse();
+    fw.apply_firewall(interface, &delta).await?;
+    let live = read(fw, interface).await?;
+    assert!(plan_firewall(&desired, Some(&live)).is_empty());
+    assert!(live.peers[&a].addresses().contains(&net("fd01:2::/56")));
+    assert_eq!(live.peers[&b].addresses().len(), 3);
+    assert_eq!(live.peers[&b].counters.quota_used, Some(4_242));
+
+    // An element inside another of its set (b's 10.66.0.0/16), or holding one (a's
+    // address), is refused, and nothing of the delta applies.
+    for (address, also) in [
+        (net("10.66.7.0/24"), None),
+        (net("10.64.0.0/16"), Some(v4(77))),
+    ] {
+        let mut change = PeerChange::new(a);
+        change.add_elements.push(Element {
+            set: PeerSet::Up,
+            address,
+        });
+        if let Some(also) = also {
+            change.add_elements.push(Element {
+                set: PeerSet::Down,
+                address: also,
+            });
+        }
+        let delta = FirewallDelta {
+            peers: vec![change],
+            ..FirewallDelta::default()
+        };
+        let e = fw.apply_firewall(interface, &delta).await;
+        assert!(
+            e.is_err(),
+            "{}: {address} overlaps an element of its set and must be refused",
+            fw.name()
+        );
+        assert_eq!(
+            read(fw, interface).await?,
+            live,
+            "{}: nothing applied",
+            fw.name()
+        );
+    }
     fw.remove_firewall(interface).await?;
     Ok(())
 }

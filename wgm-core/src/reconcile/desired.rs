@@ -324,10 +324,16 @@ impl DesiredHost {
 }
 
 /// The firewall a server should have on its host: its interface and policy, and each
-/// **enabled** peer with an address, keyed by public key, its addresses as host
-/// addresses (`/128`, `/32`), its policy, and its quota period taken at `now` (Unix
-/// seconds). Disabled peers hold nothing in the firewall. Pure; the result is checked
-/// with [`FirewallState::validate`] before it is applied.
+/// **enabled** peer with an address, keyed by public key, with every network it may send
+/// from and be reached at — its tunnel addresses as host addresses (`/128`, `/32`), its
+/// delegated prefix and its extra allowed IPs (the networks routed to it), as the
+/// device's allowed IPs hold them —, its policy, and its quota period taken at `now`
+/// (Unix seconds). WireGuard accepts from a peer any source inside its allowed IPs, so
+/// each of these counts as the peer in its allow list, rates and quota, both ways.
+/// A network of a peer inside another of its own is left out (the wider one holds it);
+/// host bits are cleared. Disabled peers hold nothing in the firewall. Pure; the result
+/// is checked with [`FirewallState::validate`] before it is applied, which refuses
+/// networks that overlap between peers.
 ///
 /// ```
 /// use wgm_core::reconcile::desired_firewall;
@@ -341,20 +347,28 @@ impl DesiredHost {
 pub fn desired_firewall(state: &ServerState, now: u64) -> FirewallState {
     let mut fw = FirewallState::new(state.server.interface.clone(), state.server.policy.clone());
     for p in state.peers.values().filter(|p| p.enabled) {
-        let mut addresses: Vec<IpNet> = Vec::with_capacity(2);
-        if let Some(a) = p.address_v6 {
-            addresses.push(IpNet::V6(ipnet::Ipv6Net::from(a)));
-        }
-        if let Some(a) = p.address_v4 {
-            addresses.push(IpNet::V4(ipnet::Ipv4Net::from(a)));
-        }
-        if addresses.is_empty() {
+        if p.address_v6.is_none() && p.address_v4.is_none() {
             continue;
         }
         fw.peers.insert(
             p.public_key,
-            PeerFirewall::new(addresses, p.policy.clone(), now),
+            PeerFirewall::new(firewall_networks(p), p.policy.clone(), now),
         );
     }
     fw
+}
+
+/// A peer's networks for the firewall: its allowed IPs without host bits, sorted, each
+/// once, and none inside another.
+fn firewall_networks(p: &Peer) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = p.allowed_ips().iter().map(IpNet::trunc).collect();
+    // By network address, the wider first: a network inside another comes after it.
+    nets.sort_unstable();
+    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
+    for n in nets {
+        if !out.last().is_some_and(|wide| wide.contains(&n)) {
+            out.push(n);
+        }
+    }
+    out
 }

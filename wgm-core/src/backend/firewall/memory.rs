@@ -1,6 +1,7 @@
 //! [`MemoryFirewall`]: an in-memory [`FirewallBackend`] with the semantics of nftables
 //! (see the [parent module](super)): atomic deltas applied in phases, counters kept in
-//! elements, quotas updated in place, limits immutable, refusals where `nft` refuses.
+//! elements, elements matched by prefix and refused where they overlap another (interval
+//! sets), quotas updated in place, limits immutable, refusals where `nft` refuses.
 //! Tests drive what the network would do (traffic through a peer's elements) and what an
 //! administrator could do by hand (drift), and inject faults.
 
@@ -199,9 +200,12 @@ impl MemoryFirewall {
         }
     }
 
-    /// A packet of `bytes` from the peer address `address` through the server: counted in
-    /// its `Up` element and its quota; `Ok(false)` when its exhausted quota (action drop)
-    /// drops it, counted in its `Dropped` element. Rates and allow lists are not simulated.
+    /// A packet of `bytes` from the address `address` (its first address when it is a
+    /// prefix) through the server: counted in the `Up` element whose network holds the
+    /// address and in the quota that address maps to; `Ok(false)` when that exhausted
+    /// quota (action drop) drops it, counted in the `Dropped` element. An address in a
+    /// peer's routed network counts as the peer's, as its tunnel address does. Rates and
+    /// allow lists are not simulated.
     pub fn simulate_up(
         &self,
         interface: &InterfaceName,
@@ -234,7 +238,9 @@ impl MemoryFirewall {
             .get_mut(interface)
             .ok_or_else(|| Error::not_found("firewall", interface))?;
         let count = |server: &mut Server, set| {
-            if let Some(e) = server.elements.get_mut(&Element { set, address }) {
+            if let Some(e) =
+                matching(&server.elements, set, address).and_then(|e| server.elements.get_mut(&e))
+            {
                 e.packets += 1;
                 e.bytes = e.bytes.saturating_add(bytes);
             }
@@ -242,9 +248,8 @@ impl MemoryFirewall {
         count(server, direction);
         let mut forwarded = true;
         for (set, drops) in [(PeerSet::QuotaDrop, true), (PeerSet::QuotaReport, false)] {
-            let owner = server
-                .elements
-                .get(&Element { set, address })
+            let owner = matching(&server.elements, set, address)
+                .and_then(|e| server.elements.get(&e))
                 .and_then(|e| e.owner);
             if let Some(owner) = owner {
                 if let Some(Obj::Quota(q)) = server.objects.get_mut(&(owner, ObjectKind::Quota)) {
@@ -262,6 +267,44 @@ impl MemoryFirewall {
         }
         Ok(forwarded)
     }
+}
+
+/// The network of length `len` that holds `net`'s first address.
+fn prefix_of(net: IpNet, len: u8) -> Option<IpNet> {
+    IpNet::new(net.network(), len).ok().map(|n| n.trunc())
+}
+
+/// The element of `set` whose network holds `address` (its first address), as an
+/// interval set's lookup finds it: elements never overlap, so at most one does, and it is
+/// one of the address's supernets.
+fn matching(elements: &BTreeMap<Element, Elem>, set: PeerSet, address: IpNet) -> Option<Element> {
+    (0..=address.max_prefix_len())
+        .rev()
+        .filter_map(|len| prefix_of(address, len))
+        .map(|address| Element { set, address })
+        .find(|e| elements.contains_key(e))
+}
+
+/// An element of the set of `e` that overlaps `e` without being equal to it: a network
+/// holding it, or one inside it.
+fn overlapping(elements: &BTreeMap<Element, Elem>, e: &Element) -> Option<Element> {
+    let net = e.address;
+    let wider = (0..net.prefix_len())
+        .filter_map(|len| prefix_of(net, len))
+        .map(|address| Element {
+            set: e.set,
+            address,
+        })
+        .find(|x| elements.contains_key(x));
+    if wider.is_some() {
+        return wider;
+    }
+    // Elements inside `net` sort right after it (same set, network addresses within it).
+    elements
+        .range(*e..)
+        .map(|(x, _)| *x)
+        .take_while(|x| x.set == e.set && net.contains(&x.address))
+        .find(|x| x != e)
 }
 
 /// What a server holds, as a [`LiveFirewall`].
@@ -420,6 +463,12 @@ fn apply(
                 }
                 continue;
             }
+            if let Some(other) = overlapping(&server.elements, e) {
+                return Err(refused(format!(
+                    "add element {:?} {}: interval overlaps with an existing one ({})",
+                    e.set, e.address, other.address
+                )));
+            }
             if let Some(kind) = e.set.object() {
                 if !server.objects.contains_key(&(change.key, kind)) {
                     return Err(refused(format!(
@@ -549,6 +598,83 @@ mod tests {
             assert!(fw.remove_firewall(&wg0).await.is_err());
             fw.remove_firewall(&wg0).await.unwrap();
             assert!(fw.read_firewall(&wg0).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn prefixes_match_what_they_hold_and_refuse_overlaps() {
+        block_on(async {
+            let fw = MemoryFirewall::new();
+            let wg0 = InterfaceName::new("wg0").unwrap();
+            let (a, b) = (
+                PrivateKey::generate().public_key(),
+                PrivateKey::generate().public_key(),
+            );
+            let mut s = FirewallState::new(wg0.clone(), ServerPolicy::default());
+            let quota = PeerPolicy {
+                quota: Some("1000B/1d".parse().unwrap()),
+                ..PeerPolicy::default()
+            };
+            s.peers.insert(
+                a,
+                PeerFirewall::new(
+                    vec![
+                        net("10.0.0.2/32"),
+                        net("10.1.0.0/24"),
+                        net("2001:db8:1::/56"),
+                    ],
+                    quota,
+                    0,
+                ),
+            );
+            s.peers.insert(
+                b,
+                PeerFirewall::new(vec![net("10.0.0.3/32")], PeerPolicy::default(), 0),
+            );
+            fw.apply_firewall(&wg0, &plan_firewall(&s, None))
+                .await
+                .unwrap();
+            // Traffic from anywhere in a's routed networks is a's, and counts in its quota.
+            assert!(fw.simulate_up(&wg0, net("10.1.0.77/32"), 400).unwrap());
+            assert!(fw
+                .simulate_down(&wg0, net("2001:db8:1:ff::9/128"), 400)
+                .unwrap());
+            assert!(!fw.simulate_up(&wg0, net("10.0.0.2/32"), 400).unwrap());
+            // Outside every network: nobody's.
+            assert!(fw.simulate_up(&wg0, net("10.1.1.1/32"), 5).unwrap());
+            let live = fw.read_firewall(&wg0).await.unwrap().unwrap();
+            let c = live.peers[&a].counters;
+            assert_eq!((c.up_bytes, c.down_bytes, c.dropped_bytes), (800, 400, 400));
+            assert_eq!(c.quota_used, Some(1000));
+            assert_eq!(live.peers[&b].counters.up_bytes, 0);
+            assert!(plan_firewall(&s, Some(&live)).is_empty());
+
+            // An element inside another one of the set, or holding one, is refused whole.
+            for address in [net("10.1.0.128/25"), net("10.0.0.0/16"), net("10.1.0.9/32")] {
+                let mut c = PeerChange::new(b);
+                c.add_elements.push(Element {
+                    set: PeerSet::Up,
+                    address,
+                });
+                let d = FirewallDelta {
+                    peers: vec![c],
+                    ..FirewallDelta::default()
+                };
+                let e = fw.apply_firewall(&wg0, &d).await.unwrap_err();
+                assert!(e.to_string().contains("overlaps"), "{address}: {e}");
+            }
+            assert_eq!(fw.read_firewall(&wg0).await.unwrap().unwrap(), live);
+            // Adjacent networks do not overlap.
+            let mut c = PeerChange::new(b);
+            c.add_elements.push(Element {
+                set: PeerSet::Up,
+                address: net("10.1.1.0/24"),
+            });
+            let d = FirewallDelta {
+                peers: vec![c],
+                ..FirewallDelta::default()
+            };
+            fw.apply_firewall(&wg0, &d).await.unwrap();
         });
     }
 }
