@@ -562,7 +562,14 @@ fn the_agent_follows_the_cli_survives_kill_9_and_refuses_a_second_one() {
     // Released: a new agent starts at once (no lease to wait out).
     let again = AgentProc::start(&env, &ns, &store, "h1", "3");
     wgm(&env, &store, &["peer", "remove", "office", "alice"]);
-    wait_for("alice removed", 20, || ns.wg_peers(&name).len() == 53);
+    // (A generous bound: once, in a loaded CI run, 20 s were not enough; the agent's log
+    // says why if it happens again.)
+    wait_for_or(
+        "alice removed",
+        60,
+        || ns.wg_peers(&name).len() == 53,
+        || again.log(),
+    );
     let (code, log) = again.terminate();
     assert_eq!(code, 0, "{log}");
     for line in log.lines() {
