@@ -191,7 +191,8 @@ fn agent_cmd(env: &Env, ns: &Netns, store: &str, host: &str) -> Command {
         .env("WGM_AGENT_HEARTBEAT_INTERVAL", "1")
         .env("WGM_AGENT_LEASE_TTL", "10")
         .env("WGM_AGENT_RECONCILE_INTERVAL", "5")
-        .env("WGM_LOG", "info")
+        // Debug lines of the library and the agent: what a failure prints says why.
+        .env("WGM_LOG", "info,wgm_core=debug,wgm_cli=debug")
         .stdin(Stdio::null());
     c
 }
