@@ -706,9 +706,11 @@ impl Manager {
         let result = self.check_login(user.as_ref(), password, totp_code, now);
         let Ok((user, step)) = result else {
             // Counted before anything is answered: a failure the store cannot count
-            // fails with the store's error.
+            // fails with the store's error. Counted as of now, when the failure is known
+            // (after the password check's time), so a block lasts its whole length after
+            // the answer.
             throttle
-                .record_login_failure(store, account_key.as_deref(), source, now)
+                .record_login_failure(store, account_key.as_deref(), source, self.now())
                 .await?;
             self.audit_identity(
                 None,
