@@ -522,14 +522,20 @@ pub async fn plan(
         .op("server.host_reports", s.m.host_reports(&c.p, id))
         .await?;
     let mut hosts = Vec::with_capacity(reports.len());
+    // Hosts at one revision have one diff to the head: read it once.
+    let mut diffs: std::collections::HashMap<RevisionNo, Vec<wgm_core::manager::DiffEntry>> =
+        std::collections::HashMap::new();
     for r in reports {
         let pending = match r.applied {
             None => None,
             Some(a) if a >= rev => Some(Vec::new()),
             Some(a) => {
-                let mut entries = s.op("server.diff", s.m.diff(&c.p, id, a, rev)).await?;
-                wgm_cli::views::sort_diff(&mut entries);
-                Some(entries)
+                if !diffs.contains_key(&a) {
+                    let mut entries = s.op("server.diff", s.m.diff(&c.p, id, a, rev)).await?;
+                    wgm_cli::views::sort_diff(&mut entries);
+                    diffs.insert(a, entries);
+                }
+                diffs.get(&a).cloned()
             }
         };
         hosts.push(HostPlanOut {
