@@ -530,12 +530,14 @@ pub async fn plan(
             None => None,
             Some(a) if a >= rev => Some(Vec::new()),
             Some(a) => {
-                if !diffs.contains_key(&a) {
+                if let Some(known) = diffs.get(&a) {
+                    Some(known.clone())
+                } else {
                     let mut entries = s.op("server.diff", s.m.diff(&c.p, id, a, rev)).await?;
                     wgm_cli::views::sort_diff(&mut entries);
-                    diffs.insert(a, entries);
+                    diffs.insert(a, entries.clone());
+                    Some(entries)
                 }
-                diffs.get(&a).cloned()
             }
         };
         hosts.push(HostPlanOut {
