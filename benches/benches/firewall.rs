@@ -7,7 +7,8 @@
 //!
 //! The server has 10 000 peers with an IPv4 and an IPv6 address each; every tenth has a
 //! quota, an upload rate limit and a two-rule allow list (so 1 000 quota, 1 000 limit
-//! objects and 1 000 allow chains). Each round adds a new peer (a different one each time,
+//! objects and 1 000 allow chains); every tenth (`WGM_BENCH_ROUTED_EVERY=N`: every Nth,
+//! 0 for none) also has a delegated IPv6 `/56`, a network in the interval sets. Each round adds a new peer (a different one each time,
 //! planned against the table as first read), then rewrites the whole table with that peer
 //! in it; the two run alternately and each line is the median (min–max) of the rounds.
 //! Both sides run `nft` through `ip netns exec` in a namespace the bench creates and
@@ -43,18 +44,23 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The peer's two host addresses, `i` in each family.
-fn addressed(mut p: PeerFirewall, i: u32) -> PeerFirewall {
+/// The peer's two host addresses, `i` in each family, and, when `i` is a multiple of
+/// `routed_every` (not 0), a delegated IPv6 prefix `2001:db8:…/56` of its own.
+fn addressed(mut p: PeerFirewall, i: u32, routed_every: u32) -> PeerFirewall {
     let v4 = Ipv4Addr::from(0x0a00_0000 + i);
     let v6 = Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0000_0000_u128 + u128::from(i));
     p.addresses = vec![
         format!("{v4}/32").parse().unwrap(),
         format!("{v6}/128").parse().unwrap(),
     ];
+    if routed_every != 0 && i.is_multiple_of(routed_every) {
+        let prefix = Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(i) << 72));
+        p.addresses.push(format!("{prefix}/56").parse().unwrap());
+    }
     p
 }
 
-fn peer(i: u32) -> PeerFirewall {
+fn peer(i: u32, routed_every: u32) -> PeerFirewall {
     let policy = if i.is_multiple_of(10) {
         PeerPolicy {
             quota: Some("10GiB/30d".parse().unwrap()),
@@ -68,7 +74,7 @@ fn peer(i: u32) -> PeerFirewall {
     } else {
         PeerPolicy::default()
     };
-    addressed(PeerFirewall::new(Vec::new(), policy, 0), i)
+    addressed(PeerFirewall::new(Vec::new(), policy, 0), i, routed_every)
 }
 
 fn median(v: &mut [Duration]) -> (Duration, Duration, Duration) {
@@ -87,6 +93,7 @@ async fn main() {
     }
     let peers = env_number("WGM_BENCH_PEERS", 10_000);
     let rounds = env_number("WGM_BENCH_ROUNDS", 7).max(1);
+    let routed_every = u32::try_from(env_number("WGM_BENCH_ROUTED_EVERY", 10)).unwrap();
     let ns = Netns(format!("wgmb-fw-{}", std::process::id()));
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
@@ -100,7 +107,7 @@ async fn main() {
     for i in 1..=n {
         desired
             .peers
-            .insert(PrivateKey::generate().public_key(), peer(i));
+            .insert(PrivateKey::generate().public_key(), peer(i, routed_every));
     }
 
     let t = Instant::now();
@@ -124,13 +131,13 @@ async fn main() {
         let key = PrivateKey::generate().public_key();
         // Every other round the new peer has a quota, a limit and an allow list.
         let new = if round % 2 == 0 {
-            peer(i)
+            peer(i, 0)
         } else {
-            peer(10 * i)
+            peer(10 * i, 0)
         };
         let mut one = desired.clone();
         one.peers.clear();
-        one.peers.insert(key, addressed(new, i));
+        one.peers.insert(key, addressed(new, i, routed_every));
         let mut delta = plan_firewall(&one, Some(&live));
         delta.peers.retain(|c| c.key == key);
         assert_eq!(delta.peers.len(), 1);
@@ -166,7 +173,12 @@ async fn main() {
 
     let (im, imin, imax) = median(&mut incremental);
     let (fm, fmin, fmax) = median(&mut full);
-    println!("nftables firewall, {peers} peers (dual-stack; every tenth with quota, limit and allow list), {rounds} rounds");
+    let routed = if routed_every == 0 {
+        String::new()
+    } else {
+        format!("; every {routed_every}th with a delegated /56")
+    };
+    println!("nftables firewall, {peers} peers (dual-stack; every tenth with quota, limit and allow list{routed}), {rounds} rounds");
     println!("  initial load (one batch)          {:9.1} ms", ms(initial));
     println!("  read_firewall (list + parse)      {:9.1} ms", ms(read));
     println!(

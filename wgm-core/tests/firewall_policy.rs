@@ -27,6 +27,9 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 struct World {
     m: Manager,
     store: Arc<MemoryStore>,
+    /// The master key's bytes, to open the store's audit key where a test writes a
+    /// revision behind the manager's back ([`forge`]).
+    master: [u8; 32],
     local: LocalAdmin,
     root: Principal,
     s: ServerId,
@@ -43,7 +46,9 @@ fn world_with(delegation: Option<wgm_core::model::Delegation>) -> World {
     let clock = Arc::new(ManualClock::new(
         time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
     ));
-    let (m, local) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    let master_key = MasterKey::generate();
+    let master = *master_key.expose_bytes();
+    let (m, local) = Manager::builder(store.clone(), Sealer::new(master_key))
         .config(ManagerConfig {
             password_params: auth::password::PasswordParams::insecure_for_tests(),
             ..ManagerConfig::default()
@@ -76,12 +81,65 @@ fn world_with(delegation: Option<wgm_core::model::Delegation>) -> World {
     World {
         m,
         store,
+        master,
         local,
         root,
         s,
         a,
         b,
     }
+}
+
+/// Change peer `id` with `f` in a revision written straight into the store by someone
+/// holding the keys (so it verifies), past every check of the manager: a state the
+/// manager refuses to make, as an older version or a hand edit could have left it.
+async fn forge(w: &World, id: PeerId, f: impl FnOnce(&mut Peer)) {
+    use wgm_core::model::{Actor, AuditEntry, AuditOutcome, Change, Commit};
+    use wgm_core::store::{AuditStore, ServerStore};
+    let key = w
+        .store
+        .audit_key()
+        .await
+        .unwrap()
+        .unwrap()
+        .open(&Sealer::new(MasterKey::from_bytes(w.master)))
+        .unwrap();
+    let st = load(w).await;
+    let before = st.peers[&id].clone();
+    let mut after = before.clone();
+    f(&mut after);
+    let actor = Actor {
+        user_id: None,
+        label: "local:forger".into(),
+    };
+    let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    w.store
+        .commit(
+            Commit {
+                server_id: w.s,
+                expected: st.revision,
+                changes: vec![Change::PeerUpdated {
+                    before: Box::new(before),
+                    after: Box::new(after),
+                }],
+                author: actor.clone(),
+                at,
+                summary: "written behind the manager's back".into(),
+                audit: AuditEntry {
+                    at,
+                    actor,
+                    action: wgm_core::audit::AuditAction::PeerUpdate,
+                    object: "forged".into(),
+                    server_id: Some(w.s),
+                    revision: None,
+                    outcome: AuditOutcome::Success,
+                    details: serde_json::Value::Null,
+                },
+            },
+            &key,
+        )
+        .await
+        .unwrap();
 }
 
 async fn load(w: &World) -> wgm_core::model::ServerState {
@@ -551,12 +609,10 @@ fn routed_networks_of_a_peer_count_as_the_peer() {
     });
 }
 
-/// Networks of two peers that overlap refuse the apply with the field named, before the
-/// device or the firewall is touched. The model lets this happen today: a network routed
-/// to one peer may lie inside the delegation pool (extra allowed IPs are checked against
-/// the address pools and other peers, not the delegation pool), and the same prefix may
-/// then be delegated to another peer. (Should the model come to refuse that, write the
-/// overlapping state straight into the store here instead.)
+/// A network routed to a peer may not lie in (or hold) the server's delegation pool,
+/// where a prefix delegated later could meet it. Should networks of two peers overlap all
+/// the same (a store written by an older version, or by hand: forged here), the apply is
+/// refused with the field named, before the device or the firewall is touched.
 #[test]
 fn overlapping_networks_of_two_peers_refuse_the_apply_before_anything_changes() {
     let w = delegating_world();
@@ -565,12 +621,42 @@ fn overlapping_networks_of_two_peers_refuse_the_apply_before_anything_changes() 
     let host = Host::new("h1", wg.clone(), Some(Arc::new(wg.network()))).with_firewall(fw.clone());
     let wg0 = InterfaceName::new("wg0").unwrap();
     block(async {
+        for (inside, why) in [
+            ("fd00:900::/64", "inside"),
+            ("fd00:900:0:ff::/80", "inside"),
+            ("fd00:900::/32", "holding"),
+        ] {
+            let mut spec = NewPeer::new(PeerName::new("routed").unwrap());
+            spec.extra_allowed_ips =
+                vec!["2001:db8:9::/64".parse().unwrap(), inside.parse().unwrap()];
+            let e = w.m.add_peer(&w.root, w.s, spec).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid peer.allowed_ips[1]: overlaps the server's delegation pool fd00:900::/48"
+                ),
+                "{why}"
+            );
+        }
         let mut spec = NewPeer::new(PeerName::new("routed").unwrap());
-        spec.extra_allowed_ips = vec!["fd00:900::/64".parse().unwrap()];
-        w.m.add_peer(&w.root, w.s, spec).await.unwrap();
+        spec.extra_allowed_ips = vec!["2001:db8:9::/64".parse().unwrap()];
+        let routed = w.m.add_peer(&w.root, w.s, spec).await.unwrap().id;
+        let update = wgm_core::manager::PeerUpdate {
+            extra_allowed_ips: Some(vec!["fd00:900::/64".parse().unwrap()]),
+            ..Default::default()
+        };
+        let e =
+            w.m.update_peer(&w.root, w.s, routed, update)
+                .await
+                .unwrap_err();
+        assert!(e.to_string().contains("delegation pool"), "{e}");
         let mut spec = NewPeer::new(PeerName::new("delegated").unwrap());
         spec.prefix = wgm_core::manager::AddrRequest::Fixed("fd00:900::/64".parse().unwrap());
         w.m.add_peer(&w.root, w.s, spec).await.unwrap();
+        forge(&w, routed, |p| {
+            p.extra_allowed_ips = vec!["fd00:900::/64".parse().unwrap()];
+        })
+        .await;
         let e =
             w.m.apply(&w.root, w.s, &host, ApplyOptions::default())
                 .await
@@ -602,8 +688,8 @@ fn overlapping_networks_of_two_peers_refuse_the_apply_before_anything_changes() 
 }
 
 /// A network of a peer inside another of its own (a network routed to it inside its
-/// delegated prefix) is held by the wider one: the firewall has the wider one alone and
-/// the apply converges.
+/// delegated prefix: refused by the manager, forged here) is held by the wider one: the
+/// firewall has the wider one alone and the apply converges.
 #[test]
 fn a_peer_network_inside_another_of_its_own_is_held_by_the_wider_one() {
     let w = delegating_world();
@@ -613,8 +699,11 @@ fn a_peer_network_inside_another_of_its_own_is_held_by_the_wider_one() {
     block(async {
         let mut spec = NewPeer::new(PeerName::new("site").unwrap());
         spec.prefix = wgm_core::manager::AddrRequest::Fixed("fd00:900:0:5::/64".parse().unwrap());
-        spec.extra_allowed_ips = vec!["fd00:900:0:5:1::/80".parse().unwrap()];
         let site = w.m.add_peer(&w.root, w.s, spec).await.unwrap().id;
+        forge(&w, site, |p| {
+            p.extra_allowed_ips = vec!["fd00:900:0:5:1::/80".parse().unwrap()];
+        })
+        .await;
         let st = load(&w).await;
         let fwstate = wgm_core::reconcile::desired_firewall(&st, 0);
         let p = &st.peers[&site];

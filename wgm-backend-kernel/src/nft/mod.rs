@@ -56,8 +56,9 @@ enum NftError {
 /// | chain `dn_I` | to the peers: count (`@dn4_I`), quota, rate (`@ld4_I`), forwarding off, established, the default verdict |
 /// | chains `xup_I`, `xdn_I` | count the drop in the peer's element of `@x4_I`/`@x6_I` (by source, by destination), then drop |
 /// | chain `nat_I` | base chain, `nat` hook `postrouting` priority 100: `oifname M ip saddr @peers4_I masquerade` per family |
-/// | sets `peers4_I`, `up4_I`, `dn4_I`, `x4_I` (and `…6_I`) | interval sets (`flags interval`): one element per network of a peer (a tunnel address as a host, a delegated prefix or routed network as a prefix), commented with the peer's key; the last three with a counter in each element |
-/// | maps `qd4_I`, `qr4_I` (network → quota), `lu4_I`, `ld4_I` (network → limit), `acl4_I` (network → `jump p_<tag>`) | interval maps: the peer's objects, by network; a lookup of an address finds the network holding it |
+/// | sets `peers4_I`, `up4_I`, `dn4_I`, `x4_I` (and `…6_I`) | hash sets of the peers' host addresses (tunnel addresses, a `/32` or `/128` routed to a peer), each element commented with the peer's key; the last three with a counter in each element |
+/// | sets `peers4n_I`, `up4n_I`, `dn4n_I`, `x4n_I` (and `…6n_I`) | the same for the peers' networks (a delegated prefix, a routed network) in interval sets (`flags interval`), so that a lookup finds the network holding an address |
+/// | maps `qd4_I`, `qr4_I` (address → quota), `lu4_I`, `ld4_I` (address → limit), `acl4_I` (address → `jump p_<tag>`), and their `…n_I` interval twins for networks | the peer's objects, by address or network; every rule that looks up a set looks up both twins (a packet's address is in at most one: networks of a server never overlap, nor hold another peer's address) |
 /// | quota `q_<tag>` | `over N bytes used U`, comment `I KEY WINDOW` |
 /// | limits `lu_<tag>`, `ld_<tag>` | `rate over R bytes/second`, comment `I KEY` |
 /// | chain `p_<tag>` | the peer's allow list: one `accept` rule per destination (commented with the rule's text), then `jump xup_I` (commented `wgm end KEY`) |
@@ -89,7 +90,8 @@ enum NftError {
 ///   its base chains each time it is written (in the same atomic batch).
 /// - `add set` on an existing set of another definition fails the batch (`File exists`;
 ///   its flags and type cannot be changed). A set or map whose definition differs (a
-///   table written before the sets were interval sets, or one changed by hand) makes the
+///   table of the layout where every set was an interval set, or one changed by hand), or
+///   that holds an element of the other shape (a host address in a network set) makes the
 ///   static part read as drift, and writing it deletes and makes that set again, empty,
 ///   in the same batch after the rules that referred to it; the read does not report the
 ///   outdated set's elements, so the planned delta adds them back. Quotas, limits and
@@ -97,13 +99,16 @@ enum NftError {
 ///   the counters in an outdated set's elements start again from 0 (`nft -j` cannot
 ///   set an element's counter).
 /// - Interval sets refuse an element that overlaps another (`interval overlaps with an
-///   existing one`); `FirewallState::validate` refuses overlapping networks beforehand.
+///   existing one`); a host address and a network holding it live in different sets and
+///   are not refused. `FirewallState::validate` refuses every overlap beforehand.
 /// - Every `nft` run reads the table's chains, sets and objects into its cache first, and
 ///   a batch that adds or deletes elements also reads every element of every interval set
-///   of the table (to check overlaps), so one peer's change costs time proportional to
-///   the number of objects and of elements (at 10 000 dual-stack peers about 0.45 s,
-///   `benches/README.md`), not to the size of the change.
-/// - The kernel refuses (`No such file or directory`) an element of an interval map made
+///   of the table (to check overlaps). That is why host addresses live in hash sets: one
+///   peer's change then costs time in proportion to the number of objects and of routed
+///   networks of the table, not of peers (at 10 000 dual-stack peers, every tenth with
+///   objects: 16 ms, or 46 ms when those 1 000 also have a delegated prefix;
+///   `benches/README.md`).
+/// - The kernel refuses (`No such file or directory`) an element of a map made
 ///   in the same batch whose quota, limit or chain is made after the map: a batch that
 ///   writes the static part makes the sets and maps after the peers' objects.
 ///

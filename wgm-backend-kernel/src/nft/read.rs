@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::render::{
-    self, chain_rules, object_name, set_counts, set_data, set_name, static_rules, Fam, Rule,
+    self, chain_rules, object_name, set_counts, set_data, static_rules, Fam, Rule, SetId, Shape,
     StaticChain, CHAIN_END_COMMENT, FAMILY, TABLE,
 };
 use wgm_core::backend::firewall::{
@@ -234,13 +234,11 @@ impl Table {
                     .push(object_name(ObjectKind::LimitDown, iface, key));
             }
         }
-        for set in PeerSet::ALL {
-            for fam in Fam::BOTH {
-                let name = set_name(set, fam, iface);
-                if let Some(s) = self.sets.get(&name) {
-                    let kind = if s.map.is_some() { "map" } else { "set" };
-                    owned.sets.push((kind, name));
-                }
+        for id in SetId::all() {
+            let name = id.name(iface);
+            if let Some(s) = self.sets.get(&name) {
+                let kind = if s.map.is_some() { "map" } else { "set" };
+                owned.sets.push((kind, name));
             }
         }
         let total = self.chains.len() + self.sets.len() + self.quotas.len() + self.limits.len();
@@ -259,11 +257,7 @@ impl Table {
             || StaticChain::ALL
                 .iter()
                 .any(|c| self.chains.contains_key(&c.name(iface)))
-            || PeerSet::ALL.iter().any(|s| {
-                Fam::BOTH
-                    .iter()
-                    .any(|f| self.sets.contains_key(&set_name(*s, *f, iface)))
-            });
+            || SetId::all().any(|id| self.sets.contains_key(&id.name(iface)));
         anything.then_some(live)
     }
 
@@ -296,19 +290,14 @@ impl Table {
             }
         }
         let outdated = self.outdated_sets(iface);
-        let current = |set: PeerSet, fam: Fam| !outdated.contains(&(set, fam));
-        for set in [PeerSet::Peers, PeerSet::Up, PeerSet::Down, PeerSet::Dropped] {
-            for fam in Fam::BOTH {
-                if !current(set, fam) {
-                    continue;
-                }
-                if let Some(s) = self.sets.get(&set_name(set, fam, iface)) {
-                    keys.extend(
-                        s.elem
-                            .iter()
-                            .filter_map(|e| element(e).and_then(|e| e.comment_key())),
-                    );
-                }
+        let current = |id: &SetId| !outdated.contains(id);
+        for id in SetId::all().filter(|id| set_data(id.set).is_none() && current(id)) {
+            if let Some(s) = self.sets.get(&id.name(iface)) {
+                keys.extend(
+                    s.elem
+                        .iter()
+                        .filter_map(|e| element(e).and_then(|e| e.comment_key())),
+                );
             }
         }
         for (name, rules) in &self.rules {
@@ -373,48 +362,47 @@ impl Table {
         }
 
         // Elements, of the sets that the static part keeps.
-        for set in PeerSet::ALL {
-            for fam in Fam::BOTH {
-                if !current(set, fam) {
+        for id in SetId::all() {
+            let (set, fam) = (id.set, id.fam);
+            if !current(&id) {
+                continue;
+            }
+            let Some(s) = self.sets.get(&id.name(iface)) else {
+                continue;
+            };
+            for raw in &s.elem {
+                let Some(e) = element(raw) else { continue };
+                let Some(address) = e.address else { continue };
+                if Fam::of(&address) != fam || Shape::of(&address) != id.shape {
                     continue;
                 }
-                let Some(s) = self.sets.get(&set_name(set, fam, iface)) else {
+                let el = Element { set, address };
+                let owner = match set_data(set) {
+                    None => e.comment_key(),
+                    Some(_) => e.target_tag().and_then(|t| tags.get(t).copied()),
+                };
+                let Some(owner) = owner else {
+                    out.stray.push(el);
                     continue;
                 };
-                for raw in &s.elem {
-                    let Some(e) = element(raw) else { continue };
-                    let Some(address) = e.address else { continue };
-                    if Fam::of(&address) != fam {
-                        continue;
+                let peer = out.peers.entry(owner).or_default();
+                peer.elements.insert(el);
+                let c = &mut peer.counters;
+                let (packets, bytes) = e.counter;
+                match set {
+                    PeerSet::Up => {
+                        c.up_packets += packets;
+                        c.up_bytes += bytes;
                     }
-                    let el = Element { set, address };
-                    let owner = match set_data(set) {
-                        None => e.comment_key(),
-                        Some(_) => e.target_tag().and_then(|t| tags.get(t).copied()),
-                    };
-                    let Some(owner) = owner else {
-                        out.stray.push(el);
-                        continue;
-                    };
-                    let peer = out.peers.entry(owner).or_default();
-                    peer.elements.insert(el);
-                    let c = &mut peer.counters;
-                    let (packets, bytes) = e.counter;
-                    match set {
-                        PeerSet::Up => {
-                            c.up_packets += packets;
-                            c.up_bytes += bytes;
-                        }
-                        PeerSet::Down => {
-                            c.down_packets += packets;
-                            c.down_bytes += bytes;
-                        }
-                        PeerSet::Dropped => {
-                            c.dropped_packets += packets;
-                            c.dropped_bytes += bytes;
-                        }
-                        _ => {}
+                    PeerSet::Down => {
+                        c.down_packets += packets;
+                        c.down_bytes += bytes;
                     }
+                    PeerSet::Dropped => {
+                        c.dropped_packets += packets;
+                        c.dropped_bytes += bytes;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -424,28 +412,21 @@ impl Table {
 
     /// The sets and maps of `iface` that exist but are not as the static part writes them
     /// (see the module docs): writing the static part makes them again.
-    pub(crate) fn outdated_sets(&self, iface: &InterfaceName) -> Vec<(PeerSet, Fam)> {
-        let mut out = Vec::new();
-        for set in PeerSet::ALL {
-            for fam in Fam::BOTH {
-                if let Some(s) = self.sets.get(&set_name(set, fam, iface)) {
-                    if !is_current(s, set, fam) {
-                        out.push((set, fam));
-                    }
-                }
-            }
-        }
-        out
+    pub(crate) fn outdated_sets(&self, iface: &InterfaceName) -> Vec<SetId> {
+        SetId::all()
+            .filter(|id| {
+                self.sets
+                    .get(&id.name(iface))
+                    .is_some_and(|s| !is_current(s, *id))
+            })
+            .collect()
     }
 
     /// The policy the static part was written for, if all of it is there as written.
     fn static_policy(&self, iface: &InterfaceName) -> Option<ServerPolicyAlias> {
-        for set in PeerSet::ALL {
-            for fam in Fam::BOTH {
-                let s = self.sets.get(&set_name(set, fam, iface))?;
-                if !is_current(s, set, fam) {
-                    return None;
-                }
+        for id in SetId::all() {
+            if !is_current(self.sets.get(&id.name(iface))?, id) {
+                return None;
             }
         }
         let forward = self.rules.get(&StaticChain::Forward.name(iface))?;
@@ -476,9 +457,10 @@ impl Table {
 
 type ServerPolicyAlias = wgm_core::policy::ServerPolicy;
 
-/// Whether a listed set is `set` of family `fam` as [`render::set_definition`] writes
-/// it, holding only elements this reader understands.
-fn is_current(s: &SetItem, set: PeerSet, fam: Fam) -> bool {
+/// Whether a listed set is the set `id` as [`render::set_definition`] writes it, holding
+/// only elements this reader understands, of its family and shape.
+fn is_current(s: &SetItem, id: SetId) -> bool {
+    let SetId { set, fam, shape } = id;
     let data = s.map.as_ref().and_then(Value::as_str);
     let counts = s
         .stmt
@@ -486,18 +468,19 @@ fn is_current(s: &SetItem, set: PeerSet, fam: Fam) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|x| x.get("counter").is_some()));
     let flags: Option<Vec<&str>> = match &s.flags {
-        Some(Value::Array(a)) => a.iter().map(Value::as_str).collect(),
+        Some(Value::Array(a)) if a.is_empty() => None,
+        Some(Value::Array(a)) => Some(a.iter().map(|f| f.as_str().unwrap_or("?")).collect()),
         Some(Value::String(one)) => Some(vec![one.as_str()]),
         _ => None,
     };
     s.kind.as_str() == Some(fam.addr_type())
         && data == set_data(set)
         && counts == set_counts(set)
-        && flags.as_deref() == Some(&render::SET_FLAGS[..])
+        && flags.as_deref() == shape.flags()
         && s.elem.iter().all(|raw| {
             element(raw)
                 .and_then(|e| e.address)
-                .is_some_and(|a| Fam::of(&a) == fam)
+                .is_some_and(|a| Fam::of(&a) == fam && Shape::of(&a) == shape)
         })
 }
 
@@ -884,8 +867,29 @@ mod tests {
         );
         assert!(text.contains(r#"{"prefix":{"addr":"10.20.0.0","len":16}}"#));
         assert!(text.contains(r#""10.8.0.2""#) && !text.contains("10.8.0.2/32"));
-        assert!(text.contains(r#""flags":["interval"]"#));
         nft.run(&commands);
+        // Host addresses in the hash sets, networks in the interval sets.
+        let elems =
+            |nft: &mut FakeNft, name: &str| nft.find("set", name).unwrap()["elem"].to_string();
+        assert!(nft.find("set", "up4_wg0").unwrap().get("flags").is_none());
+        assert_eq!(
+            nft.find("set", "up6n_wg0").unwrap()["flags"],
+            json!(["interval"])
+        );
+        let host4 = elems(&mut nft, "up4_wg0");
+        assert!(
+            host4.contains("10.8.0.2") && host4.contains("10.8.0.3"),
+            "{host4}"
+        );
+        assert!(!host4.contains("prefix"), "{host4}");
+        let net4 = elems(&mut nft, "up4n_wg0");
+        assert!(
+            net4.contains("192.168.50.0") && net4.contains("10.20.0.0"),
+            "{net4}"
+        );
+        assert!(!net4.contains("10.8.0."), "{net4}");
+        assert!(elems(&mut nft, "qd6n_wg0").contains("2001:db8:1::"));
+        assert!(!elems(&mut nft, "qd6n_wg0").contains("fd00::"));
         let live = nft.table().live(&iface).unwrap();
         assert_eq!(live.policy.as_ref(), Some(&desired.policy));
         assert_eq!(live.peers[&a].elements, desired.peers[&a].elements());
@@ -911,8 +915,34 @@ mod tests {
         assert_eq!(live.peers[&b].addresses().len(), 4);
     }
 
+    /// The sets as the previous layout wrote them: every element of a kind in one
+    /// interval set named as today's host set; no network sets.
+    fn previous_layout(nft: &mut FakeNft) {
+        let mut moved: Vec<(String, Vec<Value>)> = Vec::new();
+        for (_, v) in &nft.objects {
+            if let Some(host) = v["name"].as_str().and_then(|n| {
+                let (head, iface) = n.split_once('_')?;
+                Some(format!("{}_{iface}", head.strip_suffix('n')?))
+            }) {
+                if v.get("elem").is_some() {
+                    moved.push((host, v["elem"].as_array().unwrap().clone()));
+                }
+            }
+        }
+        nft.objects.retain(|(_, v)| {
+            !v["name"].as_str().is_some_and(|n| {
+                n.split_once('_').is_some_and(|(h, _)| h.ends_with('n')) && v.get("elem").is_some()
+            })
+        });
+        for (host, elems) in moved {
+            let set = nft.find("set", &host).unwrap();
+            set["flags"] = json!(["interval"]);
+            set["elem"].as_array_mut().unwrap().extend(elems);
+        }
+    }
+
     #[test]
-    fn sets_of_the_previous_layout_are_outdated_and_made_again() {
+    fn sets_of_the_interval_layout_are_outdated_and_made_again() {
         let (desired, a, _) = desired();
         let iface = desired.interface.clone();
         let mut nft = FakeNft::default();
@@ -921,19 +951,12 @@ mod tests {
             &plan_firewall(&desired, None),
             &[],
         ));
-        // The previous version's sets: no flags, host elements only.
-        for (_, v) in &mut nft.objects {
-            if v.get("elem").is_some() {
-                v.as_object_mut().unwrap().remove("flags");
-                v["elem"]
-                    .as_array_mut()
-                    .unwrap()
-                    .retain(|e| !e.to_string().contains("prefix"));
-            }
-        }
+        previous_layout(&mut nft);
+        assert!(nft.find("set", "up4n_wg0").is_none());
         let table = nft.table();
         let outdated = table.outdated_sets(&iface);
         assert_eq!(outdated.len(), PeerSet::ALL.len() * 2);
+        assert!(outdated.iter().all(|id| id.shape == Shape::Host));
         let live = table.live(&iface).unwrap();
         assert_eq!(live.policy, None);
         // Objects are still the peer's; no element is reported.
@@ -967,6 +990,70 @@ mod tests {
     }
 
     #[test]
+    fn hash_sets_of_the_first_layout_stay_and_only_networks_are_added() {
+        let (desired, a, b) = desired();
+        let iface = desired.interface.clone();
+        let mut nft = FakeNft::default();
+        nft.run(&render::delta_commands(
+            &iface,
+            &plan_firewall(&desired, None),
+            &[],
+        ));
+        // The first layout: hash sets of host addresses only, no network sets.
+        nft.objects.retain(|(_, v)| {
+            !v["name"].as_str().is_some_and(|n| {
+                n.split_once('_').is_some_and(|(h, _)| h.ends_with('n')) && v.get("elem").is_some()
+            })
+        });
+        let counted = nft.find("set", "up4_wg0").unwrap();
+        for e in counted["elem"].as_array_mut().unwrap() {
+            e["elem"]["counter"] = json!({"packets": 3, "bytes": 300});
+        }
+        let table = nft.table();
+        assert!(table.outdated_sets(&iface).is_empty());
+        let live = table.live(&iface).unwrap();
+        assert_eq!(live.policy, None, "the network sets are missing");
+        assert_eq!(live.peers[&a].counters.up_bytes, 300);
+        let delta = plan_firewall(&desired, Some(&live));
+        // Only the networks are added; no host element is touched.
+        for change in &delta.peers {
+            assert!(change.remove_elements.is_empty());
+            assert!(change
+                .add_elements
+                .iter()
+                .all(|e| Shape::of(&e.address) == Shape::Net));
+        }
+        nft.run(&render::delta_commands(&iface, &delta, &[]));
+        let live = nft.table().live(&iface).unwrap();
+        assert_eq!(live.peers[&b].counters.up_bytes, 300);
+        assert!(plan_firewall(&desired, Some(&live)).is_empty());
+    }
+
+    #[test]
+    fn a_host_address_in_a_network_set_makes_it_outdated() {
+        let (desired, _, _) = desired();
+        let iface = desired.interface.clone();
+        let mut nft = FakeNft::default();
+        nft.run(&render::delta_commands(
+            &iface,
+            &plan_firewall(&desired, None),
+            &[],
+        ));
+        let set = nft.find("set", "peers6n_wg0").unwrap();
+        set["elem"].as_array_mut().unwrap().push(json!("fd00::99"));
+        let table = nft.table();
+        assert_eq!(
+            table.outdated_sets(&iface),
+            vec![SetId {
+                set: PeerSet::Peers,
+                fam: Fam::V6,
+                shape: Shape::Net
+            }]
+        );
+        assert_eq!(table.live(&iface).unwrap().policy, None);
+    }
+
+    #[test]
     fn an_element_that_is_no_prefix_makes_its_set_outdated() {
         let (desired, _, _) = desired();
         let iface = desired.interface.clone();
@@ -976,13 +1063,20 @@ mod tests {
             &plan_firewall(&desired, None),
             &[],
         ));
-        let set = nft.find("set", "dn4_wg0").unwrap();
+        let set = nft.find("set", "dn4n_wg0").unwrap();
         set["elem"]
             .as_array_mut()
             .unwrap()
             .push(json!({"elem": {"val": {"range": ["10.30.0.1", "10.30.0.5"]}, "counter": {"packets": 0, "bytes": 0}}}));
         let table = nft.table();
-        assert_eq!(table.outdated_sets(&iface), vec![(PeerSet::Down, Fam::V4)]);
+        assert_eq!(
+            table.outdated_sets(&iface),
+            vec![SetId {
+                set: PeerSet::Down,
+                fam: Fam::V4,
+                shape: Shape::Net
+            }]
+        );
         let live = table.live(&iface).unwrap();
         assert_eq!(live.policy, None);
         let delta = plan_firewall(&desired, Some(&live));

@@ -81,9 +81,89 @@ fn set_prefix(set: PeerSet) -> &'static str {
     }
 }
 
-/// `up4_wg0`: the set `set` of family `fam` of the server `iface`.
-pub(crate) fn set_name(set: PeerSet, fam: Fam, iface: &InterfaceName) -> String {
-    format!("{}{}_{iface}", set_prefix(set), fam.digit())
+/// What a set's elements are: host addresses (a hash set: adding or deleting one element
+/// costs the same at any size) or networks (an interval set, so that a lookup finds the
+/// network holding an address; nft checks overlaps by loading every element of every
+/// interval set of the table before a batch that changes elements, so these stay small:
+/// only routed networks and delegated prefixes live there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Host,
+    Net,
+}
+
+impl Shape {
+    pub(crate) const BOTH: [Shape; 2] = [Shape::Host, Shape::Net];
+
+    /// Where `net` goes: a host address (`/32`, `/128`) to the hash set, else to the
+    /// interval set.
+    pub(crate) fn of(net: &IpNet) -> Shape {
+        if net.prefix_len() == net.max_prefix_len() {
+            Shape::Host
+        } else {
+            Shape::Net
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Shape::Host => "",
+            Shape::Net => "n",
+        }
+    }
+
+    /// The set flags: none for a hash set, `interval` for networks.
+    pub(crate) fn flags(self) -> Option<&'static [&'static str]> {
+        match self {
+            Shape::Host => None,
+            Shape::Net => Some(&["interval"]),
+        }
+    }
+}
+
+/// One set or map of a server: what it holds, for which family, of which shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SetId {
+    pub(crate) set: PeerSet,
+    pub(crate) fam: Fam,
+    pub(crate) shape: Shape,
+}
+
+impl SetId {
+    /// Every set and map of a server.
+    pub(crate) fn all() -> impl Iterator<Item = SetId> {
+        PeerSet::ALL.into_iter().flat_map(|set| {
+            Fam::BOTH.into_iter().flat_map(move |fam| {
+                Shape::BOTH
+                    .into_iter()
+                    .map(move |shape| SetId { set, fam, shape })
+            })
+        })
+    }
+
+    /// The set that holds `e`.
+    pub(crate) fn of(e: &Element) -> SetId {
+        SetId {
+            set: e.set,
+            fam: Fam::of(&e.address),
+            shape: Shape::of(&e.address),
+        }
+    }
+
+    /// `up4_wg0` (host addresses), `up4n_wg0` (networks): this set of the server `iface`.
+    pub(crate) fn name(self, iface: &InterfaceName) -> String {
+        set_name(self.set, self.fam, self.shape, iface)
+    }
+}
+
+/// `up4_wg0`: the set `set` of family `fam` and shape `shape` of the server `iface`.
+pub(crate) fn set_name(set: PeerSet, fam: Fam, shape: Shape, iface: &InterfaceName) -> String {
+    format!(
+        "{}{}{}_{iface}",
+        set_prefix(set),
+        fam.digit(),
+        shape.suffix()
+    )
 }
 
 /// What a set holds: `None` for a plain set, else the map's data type.
@@ -285,6 +365,14 @@ fn rule(expr: Vec<Value>) -> Rule {
     }
 }
 
+/// Every family and shape, in the order the static rules look them up.
+const FAM_SHAPES: [(Fam, Shape); 4] = [
+    (Fam::V4, Shape::Host),
+    (Fam::V4, Shape::Net),
+    (Fam::V6, Shape::Host),
+    (Fam::V6, Shape::Net),
+];
+
 /// The rules of a static chain of `iface` under `policy`.
 pub(crate) fn static_rules(
     chain: StaticChain,
@@ -296,7 +384,7 @@ pub(crate) fn static_rules(
     let dn = StaticChain::Down.name(iface);
     let xup = StaticChain::DropUp.name(iface);
     let xdn = StaticChain::DropDown.name(iface);
-    let set = |s: PeerSet, f: Fam| set_name(s, f, iface);
+    let set = |s: PeerSet, f: Fam, sh: Shape| set_name(s, f, sh, iface);
     let established = || {
         rule(vec![
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
@@ -322,11 +410,16 @@ pub(crate) fn static_rules(
                 (Fam::V6, &policy.masquerade6),
             ] {
                 if let Some(out_if) = out_if {
-                    out.push(rule(vec![
-                        eq(meta("oifname"), json!(out_if.as_str())),
-                        eq(addr(fam, "saddr"), set_ref(&set(PeerSet::Peers, fam))),
-                        json!({"masquerade": null}),
-                    ]));
+                    for shape in Shape::BOTH {
+                        out.push(rule(vec![
+                            eq(meta("oifname"), json!(out_if.as_str())),
+                            eq(
+                                addr(fam, "saddr"),
+                                set_ref(&set(PeerSet::Peers, fam, shape)),
+                            ),
+                            json!({"masquerade": null}),
+                        ]));
+                    }
                 }
             }
         }
@@ -336,23 +429,26 @@ pub(crate) fn static_rules(
             } else {
                 ("daddr", PeerSet::Down, PeerSet::LimitDown, &xdn)
             };
-            for fam in Fam::BOTH {
-                out.push(rule(vec![eq(addr(fam, field), set_ref(&set(count, fam)))]));
+            for (fam, shape) in FAM_SHAPES {
+                out.push(rule(vec![eq(
+                    addr(fam, field),
+                    set_ref(&set(count, fam, shape)),
+                )]));
             }
-            for fam in Fam::BOTH {
+            for (fam, shape) in FAM_SHAPES {
                 out.push(rule(vec![
-                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaDrop, fam))}}}),
+                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaDrop, fam, shape))}}}),
                     jump(drop_chain),
                 ]));
             }
-            for fam in Fam::BOTH {
+            for (fam, shape) in FAM_SHAPES {
                 out.push(rule(vec![
-                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaReport, fam))}}}),
+                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaReport, fam, shape))}}}),
                 ]));
             }
-            for fam in Fam::BOTH {
+            for (fam, shape) in FAM_SHAPES {
                 out.push(rule(vec![
-                    json!({"limit": {"map": {"key": addr(fam, field), "data": set_ref(&set(limit, fam))}}}),
+                    json!({"limit": {"map": {"key": addr(fam, field), "data": set_ref(&set(limit, fam, shape))}}}),
                     jump(drop_chain),
                 ]));
             }
@@ -372,9 +468,9 @@ pub(crate) fn static_rules(
                 // A peer's allow list decides everything it starts, traffic to other
                 // peers included; so peer-to-peer traffic is accepted only after it, for
                 // peers without a list.
-                for fam in Fam::BOTH {
+                for (fam, shape) in FAM_SHAPES {
                     out.push(rule(vec![
-                        json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam))}}),
+                        json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam, shape))}}),
                     ]));
                 }
                 if policy.peer_to_peer {
@@ -389,10 +485,10 @@ pub(crate) fn static_rules(
             } else {
                 "daddr"
             };
-            for fam in Fam::BOTH {
+            for (fam, shape) in FAM_SHAPES {
                 out.push(rule(vec![eq(
                     addr(fam, field),
-                    set_ref(&set(PeerSet::Dropped, fam)),
+                    set_ref(&set(PeerSet::Dropped, fam, shape)),
                 )]));
             }
             out.push(rule(vec![drop()]));
@@ -478,42 +574,28 @@ fn rule_cmd(chain: &str, r: &Rule) -> Value {
     cmd("add", "rule", body)
 }
 
-/// The flags of every set and map: `interval`, so that an element may be a prefix (a
-/// network routed to a peer) and a lookup finds the element holding an address.
-pub(crate) const SET_FLAGS: [&str; 1] = ["interval"];
-
-/// A set or map's definition: keyed by address (an interval set), a counter in each
-/// element of the counting sets, a quota, limit or verdict as the data of a map.
-pub(crate) fn set_definition(
-    set: PeerSet,
-    fam: Fam,
-    iface: &InterfaceName,
-) -> (&'static str, Value) {
-    let name = set_name(set, fam, iface);
-    match set_data(set) {
-        Some(data) => (
-            "map",
-            with(
-                base(),
-                json!({"name": name, "type": fam.addr_type(), "map": data, "flags": SET_FLAGS}),
-            ),
-        ),
-        None if set_counts(set) => (
-            "set",
-            with(
-                base(),
-                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS,
-                       "stmt": [{"counter": null}]}),
-            ),
-        ),
-        None => (
-            "set",
-            with(
-                base(),
-                json!({"name": name, "type": fam.addr_type(), "flags": SET_FLAGS}),
-            ),
-        ),
+/// A set or map's definition: keyed by address (a hash set for host addresses, an
+/// interval set for networks), a counter in each element of the counting sets, a quota,
+/// limit or verdict as the data of a map.
+pub(crate) fn set_definition(id: SetId, iface: &InterfaceName) -> (&'static str, Value) {
+    let mut def = with(
+        base(),
+        json!({"name": id.name(iface), "type": id.fam.addr_type()}),
+    );
+    let kind = match set_data(id.set) {
+        Some(data) => {
+            def["map"] = json!(data);
+            "map"
+        }
+        None => "set",
+    };
+    if let Some(flags) = id.shape.flags() {
+        def["flags"] = json!(flags);
     }
+    if set_counts(id.set) {
+        def["stmt"] = json!([{"counter": null}]);
+    }
+    (kind, def)
 }
 
 /// The first half of the commands that write the static part of `iface`: the table,
@@ -522,11 +604,7 @@ pub(crate) fn set_definition(
 /// sets and maps named in `outdated` deleted (they exist with another definition, which
 /// `add` cannot change: the kernel refuses it; their elements are added back by the rest
 /// of the delta, as the read does not report them, see `read.rs`).
-pub(crate) fn static_head(
-    iface: &InterfaceName,
-    outdated: &[(PeerSet, Fam)],
-    out: &mut Vec<Value>,
-) {
+pub(crate) fn static_head(iface: &InterfaceName, outdated: &[SetId], out: &mut Vec<Value>) {
     out.push(cmd(
         "add",
         "table",
@@ -551,10 +629,13 @@ pub(crate) fn static_head(
             out.push(cmd("flush", "chain", with(base(), json!({"name": name}))));
         }
     }
-    for (set, fam) in outdated {
-        let (kind, _) = set_definition(*set, *fam, iface);
-        let name = set_name(*set, *fam, iface);
-        out.push(cmd("delete", kind, with(base(), json!({"name": name}))));
+    for id in outdated {
+        let (kind, _) = set_definition(*id, iface);
+        out.push(cmd(
+            "delete",
+            kind,
+            with(base(), json!({"name": id.name(iface)})),
+        ));
     }
 }
 
@@ -567,11 +648,9 @@ pub(crate) fn static_head(
 /// directory` an element of an interval map made in the same batch whose quota, limit or
 /// chain is made **after** the map, and accepts it when the object comes first.
 pub(crate) fn static_tail(iface: &InterfaceName, policy: &ServerPolicy, out: &mut Vec<Value>) {
-    for set in PeerSet::ALL {
-        for fam in Fam::BOTH {
-            let (kind, def) = set_definition(set, fam, iface);
-            out.push(cmd("add", kind, def));
-        }
+    for id in SetId::all() {
+        let (kind, def) = set_definition(id, iface);
+        out.push(cmd("add", kind, def));
     }
     for chain in StaticChain::ALL {
         let name = chain.name(iface);
@@ -607,7 +686,7 @@ fn element_commands(
         std::collections::BTreeMap::new();
     for (e, v) in elems {
         by_set
-            .entry(set_name(e.set, Fam::of(&e.address), iface))
+            .entry(SetId::of(e).name(iface))
             .or_default()
             .push(v.clone());
     }
@@ -627,7 +706,7 @@ fn element_commands(
 pub(crate) fn delta_commands(
     iface: &InterfaceName,
     delta: &FirewallDelta,
-    outdated: &[(PeerSet, Fam)],
+    outdated: &[SetId],
 ) -> Vec<Value> {
     let mut out = Vec::new();
     if delta.server.is_some() {
@@ -809,10 +888,8 @@ mod tests {
             assert!(object_name(kind, &iface, &key).len() <= 32);
         }
         let mut names = std::collections::BTreeSet::new();
-        for set in PeerSet::ALL {
-            for fam in Fam::BOTH {
-                assert!(names.insert(set_name(set, fam, &iface)));
-            }
+        for id in SetId::all() {
+            assert!(names.insert(id.name(&iface)));
         }
         for chain in StaticChain::ALL {
             assert!(names.insert(chain.name(&iface)));

@@ -43,10 +43,14 @@
 //!   Adding one that exists for **another** peer fails for a map (quota, limit, allow) and
 //!   changes nothing for a plain set (peers, counters), as nftables does; the planner
 //!   removes first.
-//! - Adding an element that **overlaps** another element of its set without being equal
-//!   to it (`10.1.0.0/24` while `10.1.0.7` is there) fails, whatever the owner: interval
-//!   sets refuse overlapping intervals. [`FirewallState::validate`] refuses overlapping
-//!   networks, so a delta planned from a valid state never adds one.
+//! - Adding a network that **overlaps** another network of its set without being equal
+//!   to it (`10.1.0.0/24` while `10.1.0.0/16` is there, or the other way round) fails,
+//!   whatever the owner: interval sets refuse overlapping intervals. A host address
+//!   inside a network of the same set (`10.1.0.7` and `10.1.0.0/24`) is refused by the
+//!   in-memory backend but not by every backend (nftables keeps host addresses in hash
+//!   sets apart from the networks, so that adding a host costs the same at any size);
+//!   what such an address would be held to is not defined. [`FirewallState::validate`]
+//!   refuses every overlap, so a delta planned from a valid state never adds one.
 //!
 //! ```
 //! use std::collections::BTreeMap;

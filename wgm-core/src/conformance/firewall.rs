@@ -573,11 +573,12 @@ pub async fn routed_networks(fw: &dyn FirewallBackend, interface: &InterfaceName
     assert_eq!(live.peers[&b].addresses().len(), 3);
     assert_eq!(live.peers[&b].counters.quota_used, Some(4_242));
 
-    // An element inside another of its set (b's 10.66.0.0/16), or holding one (a's
-    // address), is refused, and nothing of the delta applies.
+    // A network inside another of its set (b's 10.66.0.0/16), or holding one, is
+    // refused, and nothing of the delta applies. (A network holding a host address of
+    // the set need not be refused: see the module docs.)
     for (address, also) in [
         (net("10.66.7.0/24"), None),
-        (net("10.64.0.0/16"), Some(v4(77))),
+        (net("10.66.0.0/15"), Some(v4(77))),
     ] {
         let mut change = PeerChange::new(a);
         change.add_elements.push(Element {

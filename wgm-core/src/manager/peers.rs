@@ -168,7 +168,8 @@ pub struct PeerUpdate {
 }
 
 /// Check extra allowed IPs: no default routes, no host bits, nothing in loopback,
-/// multicast, link-local or unspecified ranges, no overlap with the server's pools or
+/// multicast, link-local or unspecified ranges, no overlap with the server's address and
+/// delegation pools or
 /// with any other peer's allowed IPs on the same server. `visible` tells whether the
 /// caller may see a peer: an overlap with a peer they may not see is reported without
 /// its name or network.
@@ -201,7 +202,8 @@ pub(super) fn check_extra_allowed_ips(
 }
 
 /// The rules of one peer's extra allowed IPs that need no other peer: each may be routed
-/// ([`check_routable`]), none overlaps the server's pools (and so its addresses), none
+/// ([`check_routable`]), none overlaps the server's address pools (and so its addresses)
+/// or its delegation pool (and so any prefix delegated now or later), none
 /// overlaps another of the list. On refusal: the index in `extra` and the rule. Shared
 /// by `peer add`/`peer set` (through [`check_extra_allowed_ips`]) and `server import`,
 /// which names its own fields.
@@ -209,13 +211,19 @@ pub(super) fn check_extra_list(
     server: &crate::model::Server,
     extra: &[IpNet],
 ) -> std::result::Result<(), (usize, String)> {
-    let pools: Vec<IpNet> = std::iter::once(IpNet::V6(server.ipv6_pool))
-        .chain(server.ipv4_pool.map(IpNet::V4))
+    let pools: Vec<(IpNet, &str)> = std::iter::once((IpNet::V6(server.ipv6_pool), "address"))
+        .chain(server.ipv4_pool.map(|p| (IpNet::V4(p), "address")))
+        // Prefixes delegated later come out of it: a network routed to one peer inside it
+        // could meet another peer's prefix.
+        .chain(server.delegation.map(|d| (IpNet::V6(d.pool), "delegation")))
         .collect();
     for (i, net) in extra.iter().enumerate() {
         check_routable(net).map_err(|reason| (i, reason.to_owned()))?;
-        if let Some(pool) = pools.iter().find(|p| p.contains(net) || net.contains(*p)) {
-            return Err((i, format!("overlaps the server's address pool {pool}")));
+        if let Some((pool, what)) = pools
+            .iter()
+            .find(|(p, _)| p.contains(net) || net.contains(p))
+        {
+            return Err((i, format!("overlaps the server's {what} pool {pool}")));
         }
         for (j, other) in extra.iter().enumerate() {
             if j != i && (other.contains(net) || net.contains(other)) {
