@@ -793,7 +793,7 @@ impl World {
 /// else; bob, without a list of his own, gets the server's default (`deny`); the two
 /// cannot reach each other until `--peer-to-peer allow`, and then alice (whose list
 /// decides everything she starts) reaches bob only once her list names the tunnel's
-/// networks. With `--forwarding off` only peer-to-peer traffic passes. The host table in
+/// networks; what they send each other is counted on both sides. With `--forwarding off` only peer-to-peer traffic passes. The host table in
 /// the same namespace comes through every apply unchanged (while its own chain keeps
 /// counting), the last one, which removes the inactive server's firewall, included.
 #[test]
@@ -890,6 +890,7 @@ fn firewall_live_allow_lists_default_verdict_and_peer_to_peer() {
     let (alice, bob) = (w.client("alice"), w.client("bob"));
     // Bob, without a list, reaches alice (her replies are part of his connection); alice's
     // list does not name bob, so her own list still keeps her from him.
+    let before = w.firewall_status();
     assert_pass(
         "peer to peer allowed",
         &[
@@ -897,6 +898,20 @@ fn firewall_live_allow_lists_default_verdict_and_peer_to_peer() {
             Probe::Ping(&bob.ns, &alice.v6),
         ],
     );
+    // Traffic between peers counts on both sides: the sender's upload and the receiver's
+    // download (so the receiver's quota and download rate hold it too), replies included.
+    let after = w.firewall_status();
+    let grew = |peer: &str, field: &str| {
+        after[peer][field].as_u64().unwrap() > before[peer][field].as_u64().unwrap()
+    };
+    for (peer, field) in [
+        ("bob", "up_bytes"),
+        ("alice", "down_bytes"),
+        ("alice", "up_bytes"),
+        ("bob", "down_bytes"),
+    ] {
+        assert!(grew(peer, field), "{peer} {field}: {before:?} → {after:?}");
+    }
     assert_blocked(
         "alice's list still decides where she goes, other peers included",
         &[

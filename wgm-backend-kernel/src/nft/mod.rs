@@ -52,8 +52,10 @@ enum NftError {
 /// | object | what |
 /// |---|---|
 /// | chain `fwd_I` | base chain, `filter` hook `forward` priority 0, policy accept: `iifname I jump up_I`, `oifname I jump dn_I`; its first rule's comment records the server policy (`wgm v1 fwd=1 p2p=0 def=allow m4=- m6=-`) |
-/// | chain `up_I` | from the peers: count (`@up4_I`), quota and rate (`quota name ip saddr map @qd4_I jump xup_I`, `@qr4_I` counts only, `limit name ip saddr map @lu4_I jump xup_I`), peer-to-peer refused (`oifname I jump xup_I`), forwarding off (`oifname != I jump xup_I`), `ct state established,related accept`, the allow lists (`ip saddr vmap @acl4_I`), peer-to-peer allowed (`oifname I accept`: after the lists, so a peer with a list reaches other peers only where its list allows), the default verdict — each for `ip` and `ip6` |
-/// | chain `dn_I` | to the peers: count (`@dn4_I`), quota, rate (`@ld4_I`), forwarding off, established, the default verdict |
+/// | chain `up_I` | from the peers: count (`@up4_I`), quota and rate (`quota name ip saddr map @qd4_I jump xup_I`, `@qr4_I` counts only, `limit name ip saddr map @lu4_I jump xup_I`), peer-to-peer refused (`oifname I jump xup_I`), forwarding off (`oifname != I jump xup_I`), `ct state established,related jump ok_I`, the allow lists (`ip saddr vmap @acl4_I`), peer-to-peer allowed (`oifname I jump ok_I`: after the lists, so a peer with a list reaches other peers only where its list allows), the default verdict (`jump ok_I` or `jump xup_I`) — each lookup for `ip` and `ip6`, hosts and networks |
+/// | chain `ok_I` | what a peer's side lets through: `oifname I jump dq_I` (traffic to another peer is held to the receiver's side too), then `accept` |
+/// | chain `dn_I` | to the peers from outside: `jump dq_I`, forwarding off, established, the default verdict |
+/// | chain `dq_I` | what a peer receives: count (`@dn4_I`), quota, download rate (`@ld4_I`), each dropping through `xdn_I`; returns otherwise |
 /// | chains `xup_I`, `xdn_I` | count the drop in the peer's element of `@x4_I`/`@x6_I` (by source, by destination), then drop |
 /// | chain `nat_I` | base chain, `nat` hook `postrouting` priority 100: `oifname M ip saddr @peers4_I masquerade` per family |
 /// | sets `peers4_I`, `up4_I`, `dn4_I`, `x4_I` (and `…6_I`) | hash sets of the peers' host addresses (tunnel addresses, a `/32` or `/128` routed to a peer), each element commented with the peer's key; the last three with a counter in each element |
@@ -61,7 +63,7 @@ enum NftError {
 /// | maps `qd4_I`, `qr4_I` (address → quota), `lu4_I`, `ld4_I` (address → limit), `acl4_I` (address → `jump p_<tag>`), and their `…n_I` interval twins for networks | the peer's objects, by address or network; every rule that looks up a set looks up both twins (a packet's address is in at most one: networks of a server never overlap, nor hold another peer's address) |
 /// | quota `q_<tag>` | `over N bytes used U`, comment `I KEY WINDOW` |
 /// | limits `lu_<tag>`, `ld_<tag>` | `rate over R bytes/second`, comment `I KEY` |
-/// | chain `p_<tag>` | the peer's allow list: one `accept` rule per destination (commented with the rule's text), then `jump xup_I` (commented `wgm end KEY`) |
+/// | chain `p_<tag>` | the peer's allow list: one `jump ok_I` rule per destination (commented with the rule's text), then `jump xup_I` (commented `wgm end KEY`) |
 ///
 /// `<tag>` is [`wgm_core::backend::firewall::peer_tag`]: 16 hex digits, so object names
 /// stay within 32 characters.

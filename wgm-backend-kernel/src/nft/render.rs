@@ -196,16 +196,24 @@ pub(crate) enum StaticChain {
     DropUp,
     /// Counts a drop to a peer, then drops.
     DropDown,
+    /// What a peer receives, whoever sends it: counted, held to its quota and its
+    /// download rate (drops through `DropDown`), else returns.
+    DownCount,
+    /// Traffic from a peer that its side lets through: to another peer it is then held
+    /// to the receiver's side (`DownCount`); accepted.
+    Accepted,
 }
 
 impl StaticChain {
-    pub(crate) const ALL: [StaticChain; 6] = [
+    pub(crate) const ALL: [StaticChain; 8] = [
         StaticChain::Forward,
         StaticChain::Nat,
         StaticChain::Up,
         StaticChain::Down,
         StaticChain::DropUp,
         StaticChain::DropDown,
+        StaticChain::DownCount,
+        StaticChain::Accepted,
     ];
 
     pub(crate) fn name(self, iface: &InterfaceName) -> String {
@@ -216,6 +224,8 @@ impl StaticChain {
             StaticChain::Down => "dn",
             StaticChain::DropUp => "xup",
             StaticChain::DropDown => "xdn",
+            StaticChain::DownCount => "dq",
+            StaticChain::Accepted => "ok",
         };
         format!("{prefix}_{iface}")
     }
@@ -384,15 +394,26 @@ pub(crate) fn static_rules(
     let dn = StaticChain::Down.name(iface);
     let xup = StaticChain::DropUp.name(iface);
     let xdn = StaticChain::DropDown.name(iface);
+    let dq = StaticChain::DownCount.name(iface);
+    let ok = StaticChain::Accepted.name(iface);
     let set = |s: PeerSet, f: Fam, sh: Shape| set_name(s, f, sh, iface);
-    let established = || {
+    // What lets a packet through: from a peer through `ok_I` (which holds traffic to
+    // another peer to the receiver's side too), towards a peer straight (`dq_I` ran).
+    let pass = |chain: StaticChain| {
+        if chain == StaticChain::Up {
+            jump(&ok)
+        } else {
+            accept()
+        }
+    };
+    let established = |chain: StaticChain| {
         rule(vec![
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
-            accept(),
+            pass(chain),
         ])
     };
-    let verdict = |v: Verdict, drop_chain: &str| match v {
-        Verdict::Allow => accept(),
+    let verdict = |v: Verdict, chain: StaticChain, drop_chain: &str| match v {
+        Verdict::Allow => pass(chain),
         Verdict::Deny => jump(drop_chain),
     };
     let mut out = Vec::new();
@@ -423,12 +444,26 @@ pub(crate) fn static_rules(
                 }
             }
         }
-        StaticChain::Up | StaticChain::Down => {
+        StaticChain::Up | StaticChain::Down | StaticChain::DownCount => {
             let (field, count, limit, drop_chain) = if chain == StaticChain::Up {
                 ("saddr", PeerSet::Up, PeerSet::LimitUp, &xup)
             } else {
                 ("daddr", PeerSet::Down, PeerSet::LimitDown, &xdn)
             };
+            if chain == StaticChain::Down {
+                // The receiver's side first, then what comes from outside may reach.
+                out.push(rule(vec![jump(&dq)]));
+                if !policy.forwarding {
+                    out.push(rule(vec![jump(drop_chain)]));
+                }
+                out.push(established(chain));
+                out.push(rule(vec![verdict(
+                    policy.default_verdict,
+                    chain,
+                    drop_chain,
+                )]));
+                return out;
+            }
             for (fam, shape) in FAM_SHAPES {
                 out.push(rule(vec![eq(
                     addr(fam, field),
@@ -452,32 +487,37 @@ pub(crate) fn static_rules(
                     jump(drop_chain),
                 ]));
             }
-            if chain == StaticChain::Up {
-                if !policy.peer_to_peer {
-                    out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&xup)]));
-                }
-                if !policy.forwarding {
-                    // Only peer-to-peer traffic (if allowed) goes on.
-                    out.push(rule(vec![ne(meta("oifname"), json!(name)), jump(&xup)]));
-                }
-            } else if !policy.forwarding {
-                out.push(rule(vec![jump(drop_chain)]));
+            if chain == StaticChain::DownCount {
+                return out;
             }
-            out.push(established());
-            if chain == StaticChain::Up {
-                // A peer's allow list decides everything it starts, traffic to other
-                // peers included; so peer-to-peer traffic is accepted only after it, for
-                // peers without a list.
-                for (fam, shape) in FAM_SHAPES {
-                    out.push(rule(vec![
-                        json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam, shape))}}),
-                    ]));
-                }
-                if policy.peer_to_peer {
-                    out.push(rule(vec![eq(meta("oifname"), json!(name)), accept()]));
-                }
+            if !policy.peer_to_peer {
+                out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&xup)]));
             }
-            out.push(rule(vec![verdict(policy.default_verdict, drop_chain)]));
+            if !policy.forwarding {
+                // Only peer-to-peer traffic (if allowed) goes on.
+                out.push(rule(vec![ne(meta("oifname"), json!(name)), jump(&xup)]));
+            }
+            out.push(established(chain));
+            // A peer's allow list decides everything it starts, traffic to other peers
+            // included; so peer-to-peer traffic is accepted only after it, for peers
+            // without a list.
+            for (fam, shape) in FAM_SHAPES {
+                out.push(rule(vec![
+                    json!({"vmap": {"key": addr(fam, "saddr"), "data": set_ref(&set(PeerSet::Allow, fam, shape))}}),
+                ]));
+            }
+            if policy.peer_to_peer {
+                out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&ok)]));
+            }
+            out.push(rule(vec![verdict(
+                policy.default_verdict,
+                chain,
+                drop_chain,
+            )]));
+        }
+        StaticChain::Accepted => {
+            out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&dq)]));
+            out.push(rule(vec![accept()]));
         }
         StaticChain::DropUp | StaticChain::DropDown => {
             let field = if chain == StaticChain::DropUp {
@@ -497,16 +537,18 @@ pub(crate) fn static_rules(
     out
 }
 
-/// The rules of a peer's allow chain: one per destination, then count and drop.
+/// The rules of a peer's allow chain: one per destination (`jump ok_I`, which accepts),
+/// then count and drop.
 pub(crate) fn chain_rules(
     iface: &InterfaceName,
     key: &PublicKey,
     rules: &[FilterRule],
 ) -> Vec<Rule> {
+    let ok = StaticChain::Accepted.name(iface);
     let mut out: Vec<Rule> = rules
         .iter()
         .map(|r| Rule {
-            expr: filter_expr(r),
+            expr: filter_expr(r, &ok),
             comment: Some(r.to_string()),
         })
         .collect();
@@ -517,7 +559,8 @@ pub(crate) fn chain_rules(
     out
 }
 
-fn filter_expr(r: &FilterRule) -> Vec<Value> {
+/// The match of `r`, then `jump ok` (the chain that accepts, see [`StaticChain::Accepted`]).
+fn filter_expr(r: &FilterRule, ok: &str) -> Vec<Value> {
     let fam = Fam::of(&r.dst);
     let mut expr = vec![eq(addr(fam, "daddr"), net_value(&r.dst))];
     match (r.proto, r.ports) {
@@ -536,7 +579,7 @@ fn filter_expr(r: &FilterRule) -> Vec<Value> {
             expr.push(eq(payload(p.as_str(), "dport"), right));
         }
     }
-    expr.push(accept());
+    expr.push(jump(ok));
     expr
 }
 
@@ -843,7 +886,7 @@ mod tests {
         let (vmap, p2p, not_p2p) = up_positions(&policy);
         let p2p = p2p.unwrap();
         assert!(vmap < p2p, "the allow lists come first: {rules:#?}");
-        assert_eq!(rules[p2p].expr[1], accept());
+        assert_eq!(rules[p2p].expr[1], jump("ok_wg0"));
         assert_eq!(not_p2p, None);
         // Refused: dropped before anything else decides, lists included.
         policy.peer_to_peer = false;
@@ -852,6 +895,62 @@ mod tests {
         let p2p = p2p.unwrap();
         assert!(p2p < vmap);
         assert_eq!(rules[p2p].expr[1], jump("xup_wg0"));
+    }
+
+    /// Whatever lets a peer's packet through (established, its allow list, peer to peer,
+    /// the default) goes through `ok_I`, which holds traffic to another peer to the
+    /// receiver's count, quota and download rate (`dq_I`), as `dn_I` holds traffic from
+    /// outside, before it accepts.
+    #[test]
+    fn traffic_between_peers_is_held_to_the_receivers_side_too() {
+        let iface = InterfaceName::new("wg0").unwrap();
+        for policy in [
+            ServerPolicy {
+                peer_to_peer: true,
+                ..ServerPolicy::default()
+            },
+            ServerPolicy {
+                peer_to_peer: true,
+                forwarding: false,
+                default_verdict: Verdict::Deny,
+                ..ServerPolicy::default()
+            },
+        ] {
+            let up = static_rules(StaticChain::Up, &iface, &policy);
+            assert!(
+                up.iter().all(|r| !r.expr.contains(&accept())),
+                "nothing in up_wg0 accepts by itself: {up:#?}"
+            );
+            let passes = up
+                .iter()
+                .filter(|r| r.expr.contains(&jump("ok_wg0")))
+                .count();
+            let want = if policy.default_verdict == Verdict::Allow {
+                3
+            } else {
+                2
+            };
+            assert_eq!(passes, want, "{up:#?}");
+            assert_eq!(
+                static_rules(StaticChain::Accepted, &iface, &policy),
+                vec![
+                    rule(vec![eq(meta("oifname"), json!("wg0")), jump("dq_wg0")]),
+                    rule(vec![accept()]),
+                ]
+            );
+            let down = static_rules(StaticChain::Down, &iface, &policy);
+            assert_eq!(down[0], rule(vec![jump("dq_wg0")]));
+            let dq = static_rules(StaticChain::DownCount, &iface, &policy);
+            assert!(dq.iter().all(|r| r.expr.last() != Some(&accept())));
+            assert!(dq[0].expr[0].to_string().contains("@dn4_wg0"), "{dq:#?}");
+            assert!(dq.iter().any(|r| r.expr.len() == 2
+                && r.expr[1] == jump("xdn_wg0")
+                && r.expr[0].to_string().contains("@ld6n_wg0")));
+        }
+        let key = wgm_core::keys::PrivateKey::generate().public_key();
+        let chain = chain_rules(&iface, &key, &["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(chain[0].expr.last(), Some(&jump("ok_wg0")));
+        assert_eq!(chain[1].expr, vec![jump("xup_wg0")]);
     }
 
     #[test]
