@@ -818,3 +818,126 @@ fn a_psk_rotated_between_two_applies_reaches_the_device() {
         assert!(dev.peers[&other].preshared_key == other_psk);
     }
 }
+
+/// Another process removes a peer while this one applies, just after this one read the
+/// revisions since the host's applied one: the apply converges on one revision (the
+/// device keeps the peer for now, nothing is recorded past what was planned), and the
+/// next apply removes it. (Reading the removals before the desired state once left such
+/// a peer on the device for good: the desired state was already without it, the
+/// removals were not, so it counted as unmanaged, and the apply was recorded past its
+/// removal.)
+#[test]
+fn a_removal_committed_during_an_apply_is_applied_by_the_next_one() {
+    use futures::FutureExt;
+    use wgm_core::model::{Actor, AuditEntry, AuditOutcome, Change, Commit};
+    use wgm_core::store::{AuditStore, HostStateStore, ServerStore};
+
+    let store = Arc::new(MemoryStore::new());
+    let key = MasterKey::generate();
+    let master = *key.expose_bytes();
+    let wg = Arc::new(MemoryWireGuard::new());
+    let (m, host, admin) = env_with(store.clone(), &key, &wg);
+    let iface = InterfaceName::new("wg0").unwrap();
+    let server = block(async {
+        let s = NewServer::new(
+            ServerName::new("s").unwrap(),
+            iface.clone(),
+            ListenPort::new(51820).unwrap(),
+        );
+        let s = m.create_server(&admin, s).await.unwrap().id;
+        for p in ["alice", "bob"] {
+            m.add_peer(&admin, s, NewPeer::new(PeerName::new(p).unwrap()))
+                .await
+                .unwrap();
+        }
+        s
+    });
+    let apply = || block(m.apply(&admin, server, &host, ApplyOptions::default())).unwrap();
+    assert!(apply().converged);
+    let alice = block(m.resolve_peer(&admin, server, "alice")).unwrap();
+    let alice_key = block(m.get_peer(&admin, server, alice)).unwrap().public_key;
+    // A change of this process not applied yet, so the next apply reads the revisions
+    // since the applied one.
+    block(m.add_peer(
+        &admin,
+        server,
+        NewPeer::new(PeerName::new("carol").unwrap()),
+    ))
+    .unwrap();
+    let carol = block(m.resolve_peer(&admin, server, "carol")).unwrap();
+    let carol_key = block(m.get_peer(&admin, server, carol)).unwrap().public_key;
+
+    // The other process: alice removed as soon as this one has read the revisions.
+    store.after_next_revisions(move |store| {
+        let audit_key = store
+            .audit_key()
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .open(&Sealer::new(MasterKey::from_bytes(master)))
+            .unwrap();
+        let st = store
+            .load_server(server)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let actor = Actor {
+            user_id: None,
+            label: "local:other-process".into(),
+        };
+        let at = st.server.updated_at;
+        store
+            .commit(
+                Commit {
+                    server_id: server,
+                    expected: st.revision,
+                    changes: vec![Change::PeerRemoved {
+                        peer: Box::new(st.peers[&alice].clone()),
+                    }],
+                    author: actor.clone(),
+                    at,
+                    summary: "remove alice".into(),
+                    audit: AuditEntry {
+                        at,
+                        actor,
+                        action: wgm_core::audit::AuditAction::PeerRemove,
+                        object: "alice".into(),
+                        server_id: Some(server),
+                        revision: None,
+                        outcome: AuditOutcome::Success,
+                        details: serde_json::Value::Null,
+                    },
+                },
+                &audit_key,
+            )
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+    });
+    let head_before = block(store.head(server)).unwrap().unwrap();
+    let r = apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    let head = block(store.head(server)).unwrap().unwrap();
+    assert_eq!(head.0, head_before.0 + 1, "the other process committed");
+    let applied = block(store.applied(server, "host-a")).unwrap().unwrap();
+    let device = block(wg.read_device(&iface)).unwrap().unwrap();
+    assert!(device.peers.contains_key(&carol_key));
+    if device.peers.contains_key(&alice_key) {
+        assert!(
+            applied < head,
+            "alice is on the device, her removal not applied"
+        );
+    }
+    // The next apply removes her.
+    let r = apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    let device = block(wg.read_device(&iface)).unwrap().unwrap();
+    assert!(
+        !device.peers.contains_key(&alice_key),
+        "alice was left on the device: {}",
+        r.plan
+    );
+    assert_eq!(block(store.applied(server, "host-a")).unwrap(), Some(head));
+}

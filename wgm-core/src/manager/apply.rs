@@ -571,44 +571,51 @@ impl Manager {
         self.authorize(p, Resource::Server, action, Target::server(server.0))
             .await?;
         let applied = self.store().applied(server, &host.name).await?;
-        let mut removed = Vec::new();
-        let since = applied.unwrap_or(RevisionNo::NONE);
-        for rec in self.store().revisions(server, since, u64::MAX).await? {
-            for ch in &rec.changes {
-                match ch {
-                    Change::PeerRemoved { peer } => {
-                        removed.push((peer.public_key, peer.name.clone()));
-                    }
-                    Change::PeerUpdated { before, .. } => {
-                        removed.push((before.public_key, before.name.clone()));
-                    }
-                    _ => {}
-                }
-            }
-        }
         // From the manager's cached state (validated against the store's head), not a
         // fresh load of every peer.
-        let desired = self
+        let mut desired = self
             .with_cached(server, |c| {
                 let kept = c
                     .desired
                     .as_ref()
                     .filter(|d| d.revision == c.state.revision)
                     .cloned();
-                let mut d = if let Some(d) = kept {
-                    d
-                } else {
-                    let d = desired_host_with(&c.state, self.sealer(), [], &mut c.opened)?;
-                    c.desired = Some(d.clone());
-                    d
-                };
-                d.removed = removed
-                    .into_iter()
-                    .filter(|(k, _)| *k != d.public_key)
-                    .collect();
+                if let Some(d) = kept {
+                    return Ok(d);
+                }
+                let d = desired_host_with(&c.state, self.sealer(), [], &mut c.opened)?;
+                c.desired = Some(d.clone());
                 Ok(d)
             })
             .await?;
+        // The peers removed (or re-keyed) after the applied revision, up to exactly the
+        // revision of the desired state: read after it, so that a change another process
+        // commits in between is either in both or in neither (read before it, a removal
+        // could be missing here while the desired state already lacks the peer, which
+        // would then be left on the device as unmanaged, and the apply recorded past it).
+        let since = applied.unwrap_or(RevisionNo::NONE);
+        let mut removed = Vec::new();
+        let count = desired.revision.0.saturating_sub(since.0);
+        if count > 0 {
+            for rec in self.store().revisions(server, since, count).await? {
+                if rec.revision > desired.revision {
+                    break;
+                }
+                for ch in &rec.changes {
+                    match ch {
+                        Change::PeerRemoved { peer } => {
+                            removed.push((peer.public_key, peer.name.clone()));
+                        }
+                        Change::PeerUpdated { before, .. } => {
+                            removed.push((before.public_key, before.name.clone()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let own = desired.public_key;
+        desired.removed = removed.into_iter().filter(|(k, _)| *k != own).collect();
         Ok((desired, applied))
     }
 

@@ -475,6 +475,20 @@ pub struct MemoryStore {
     /// throttle swaps fail.
     throttle_reads_fail: std::sync::atomic::AtomicBool,
     throttle_swaps_fail: std::sync::atomic::AtomicBool,
+    /// Test hook ([`MemoryStore::after_next_revisions`]).
+    after_revisions: RevisionsHook,
+}
+
+/// What runs at the end of the next [`ServerStore::revisions`] call, once.
+type RevisionsFn = Box<dyn FnOnce(&MemoryStore) + Send>;
+
+#[derive(Default)]
+struct RevisionsHook(Mutex<Option<RevisionsFn>>);
+
+impl std::fmt::Debug for RevisionsHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevisionsHook")
+    }
 }
 
 /// The throttle records by [`ThrottleKey::store_key`], pruned of expired ones whenever
@@ -615,6 +629,18 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
+    /// Test hook: run `f` at the end of the next [`ServerStore::revisions`] call, after it
+    /// read what it returns (as another process committing just then would). `f` may
+    /// commit through the store it is given: every call of this store finishes in one
+    /// poll, so `FutureExt::now_or_never` runs one there.
+    pub fn after_next_revisions(&self, f: impl FnOnce(&MemoryStore) + Send + 'static) {
+        *self
+            .after_revisions
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(f));
+    }
+
     /// Test hook: replace (or with `None`, remove) the stored audit key.
     pub fn set_audit_key(&self, key: Option<StoredAuditKey>) {
         self.lock().audit_key = key;
@@ -741,9 +767,10 @@ impl ServerStore for MemoryStore {
         after: RevisionNo,
         limit: u64,
     ) -> Result<Vec<RevisionRecord>> {
-        let g = self.lock();
         let take = usize::try_from(limit).unwrap_or(usize::MAX);
-        Ok(g.revisions
+        let read = self
+            .lock()
+            .revisions
             .get(&id)
             .map(|v| {
                 v.iter()
@@ -752,7 +779,17 @@ impl ServerStore for MemoryStore {
                     .cloned()
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let hook = self
+            .after_revisions
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(f) = hook {
+            f(self);
+        }
+        Ok(read)
     }
 }
 
