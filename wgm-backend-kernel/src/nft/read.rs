@@ -852,6 +852,18 @@ mod tests {
         (s, a, b)
     }
 
+    /// The state of [`desired`], written into an empty fake table.
+    fn loaded() -> (FirewallState, PublicKey, PublicKey, FakeNft) {
+        let (desired, a, b) = desired();
+        let mut nft = FakeNft::default();
+        nft.run(&render::delta_commands(
+            &desired.interface,
+            &plan_firewall(&desired, None),
+            &[],
+        ));
+        (desired, a, b, nft)
+    }
+
     #[test]
     fn prefix_elements_round_trip_through_render_and_read() {
         let (mut desired, a, b) = desired();
@@ -943,14 +955,8 @@ mod tests {
 
     #[test]
     fn sets_of_the_interval_layout_are_outdated_and_made_again() {
-        let (desired, a, _) = desired();
+        let (desired, a, _, mut nft) = loaded();
         let iface = desired.interface.clone();
-        let mut nft = FakeNft::default();
-        nft.run(&render::delta_commands(
-            &iface,
-            &plan_firewall(&desired, None),
-            &[],
-        ));
         previous_layout(&mut nft);
         assert!(nft.find("set", "up4n_wg0").is_none());
         let table = nft.table();
@@ -991,14 +997,8 @@ mod tests {
 
     #[test]
     fn hash_sets_of_the_first_layout_stay_and_only_networks_are_added() {
-        let (desired, a, b) = desired();
+        let (desired, a, b, mut nft) = loaded();
         let iface = desired.interface.clone();
-        let mut nft = FakeNft::default();
-        nft.run(&render::delta_commands(
-            &iface,
-            &plan_firewall(&desired, None),
-            &[],
-        ));
         // The first layout: hash sets of host addresses only, no network sets.
         nft.objects.retain(|(_, v)| {
             !v["name"].as_str().is_some_and(|n| {
@@ -1031,14 +1031,8 @@ mod tests {
 
     #[test]
     fn a_host_address_in_a_network_set_makes_it_outdated() {
-        let (desired, _, _) = desired();
+        let (desired, _, _, mut nft) = loaded();
         let iface = desired.interface.clone();
-        let mut nft = FakeNft::default();
-        nft.run(&render::delta_commands(
-            &iface,
-            &plan_firewall(&desired, None),
-            &[],
-        ));
         let set = nft.find("set", "peers6n_wg0").unwrap();
         set["elem"].as_array_mut().unwrap().push(json!("fd00::99"));
         let table = nft.table();
@@ -1055,14 +1049,8 @@ mod tests {
 
     #[test]
     fn an_element_that_is_no_prefix_makes_its_set_outdated() {
-        let (desired, _, _) = desired();
+        let (desired, _, _, mut nft) = loaded();
         let iface = desired.interface.clone();
-        let mut nft = FakeNft::default();
-        nft.run(&render::delta_commands(
-            &iface,
-            &plan_firewall(&desired, None),
-            &[],
-        ));
         let set = nft.find("set", "dn4n_wg0").unwrap();
         set["elem"]
             .as_array_mut()
