@@ -941,3 +941,26 @@ fn a_removal_committed_during_an_apply_is_applied_by_the_next_one() {
     );
     assert_eq!(block(store.applied(server, "host-a")).unwrap(), Some(head));
 }
+
+/// A peer given a new key: the next apply removes the old key from the device (it is in
+/// the removals since the applied revision: no longer a peer of the server, it would
+/// otherwise count as unmanaged and stay) and adds the new one; the other peer stays.
+#[test]
+fn a_rekeyed_peers_old_key_is_removed_from_the_device() {
+    let e = setup(&["a", "b"]);
+    e.apply();
+    let (old, other) = (e.key_of("a"), e.key_of("b"));
+    let id = block(e.m.resolve_peer(&e.admin, e.server, "a")).unwrap();
+    block(e.m.rotate_peer_key(&e.admin, e.server, id)).unwrap();
+    let new = e.key_of("a");
+    assert_ne!(old, new);
+    let r = e.apply();
+    assert!(r.converged, "{:?}", r.remaining);
+    let dev = e.device();
+    assert!(
+        !dev.peers.contains_key(&old),
+        "the old key stayed: {}",
+        r.plan
+    );
+    assert!(dev.peers.contains_key(&new) && dev.peers.contains_key(&other));
+}
