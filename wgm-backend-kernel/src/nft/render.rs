@@ -416,6 +416,37 @@ pub(crate) fn static_rules(
         Verdict::Allow => pass(chain),
         Verdict::Deny => jump(drop_chain),
     };
+    // Count, quota (drop or report) and rate of the peer by `field`: the rules shared by
+    // what a peer sends (`up_I`) and what it receives (`dq_I`).
+    let account = |out: &mut Vec<Rule>,
+                   field: &str,
+                   count: PeerSet,
+                   limit: PeerSet,
+                   drop_chain: &str| {
+        for (fam, shape) in FAM_SHAPES {
+            out.push(rule(vec![eq(
+                addr(fam, field),
+                set_ref(&set(count, fam, shape)),
+            )]));
+        }
+        for (fam, shape) in FAM_SHAPES {
+            out.push(rule(vec![
+                json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaDrop, fam, shape))}}}),
+                jump(drop_chain),
+            ]));
+        }
+        for (fam, shape) in FAM_SHAPES {
+            out.push(rule(vec![
+                json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaReport, fam, shape))}}}),
+            ]));
+        }
+        for (fam, shape) in FAM_SHAPES {
+            out.push(rule(vec![
+                json!({"limit": {"map": {"key": addr(fam, field), "data": set_ref(&set(limit, fam, shape))}}}),
+                jump(drop_chain),
+            ]));
+        }
+    };
     let mut out = Vec::new();
     match chain {
         StaticChain::Forward => {
@@ -444,52 +475,20 @@ pub(crate) fn static_rules(
                 }
             }
         }
-        StaticChain::Up | StaticChain::Down | StaticChain::DownCount => {
-            let (field, count, limit, drop_chain) = if chain == StaticChain::Up {
-                ("saddr", PeerSet::Up, PeerSet::LimitUp, &xup)
-            } else {
-                ("daddr", PeerSet::Down, PeerSet::LimitDown, &xdn)
-            };
-            if chain == StaticChain::Down {
-                // The receiver's side first, then what comes from outside may reach.
-                out.push(rule(vec![jump(&dq)]));
-                if !policy.forwarding {
-                    out.push(rule(vec![jump(drop_chain)]));
-                }
-                out.push(established(chain));
-                out.push(rule(vec![verdict(
-                    policy.default_verdict,
-                    chain,
-                    drop_chain,
-                )]));
-                return out;
+        StaticChain::Down => {
+            // The receiver's side first, then what comes from outside may reach.
+            out.push(rule(vec![jump(&dq)]));
+            if !policy.forwarding {
+                out.push(rule(vec![jump(&xdn)]));
             }
-            for (fam, shape) in FAM_SHAPES {
-                out.push(rule(vec![eq(
-                    addr(fam, field),
-                    set_ref(&set(count, fam, shape)),
-                )]));
-            }
-            for (fam, shape) in FAM_SHAPES {
-                out.push(rule(vec![
-                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaDrop, fam, shape))}}}),
-                    jump(drop_chain),
-                ]));
-            }
-            for (fam, shape) in FAM_SHAPES {
-                out.push(rule(vec![
-                    json!({"quota": {"map": {"key": addr(fam, field), "data": set_ref(&set(PeerSet::QuotaReport, fam, shape))}}}),
-                ]));
-            }
-            for (fam, shape) in FAM_SHAPES {
-                out.push(rule(vec![
-                    json!({"limit": {"map": {"key": addr(fam, field), "data": set_ref(&set(limit, fam, shape))}}}),
-                    jump(drop_chain),
-                ]));
-            }
-            if chain == StaticChain::DownCount {
-                return out;
-            }
+            out.push(established(chain));
+            out.push(rule(vec![verdict(policy.default_verdict, chain, &xdn)]));
+        }
+        StaticChain::DownCount => {
+            account(&mut out, "daddr", PeerSet::Down, PeerSet::LimitDown, &xdn);
+        }
+        StaticChain::Up => {
+            account(&mut out, "saddr", PeerSet::Up, PeerSet::LimitUp, &xup);
             if !policy.peer_to_peer {
                 out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&xup)]));
             }
@@ -509,11 +508,7 @@ pub(crate) fn static_rules(
             if policy.peer_to_peer {
                 out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&ok)]));
             }
-            out.push(rule(vec![verdict(
-                policy.default_verdict,
-                chain,
-                drop_chain,
-            )]));
+            out.push(rule(vec![verdict(policy.default_verdict, chain, &xup)]));
         }
         StaticChain::Accepted => {
             out.push(rule(vec![eq(meta("oifname"), json!(name)), jump(&dq)]));
