@@ -57,6 +57,21 @@ struct Counting {
     plan: Mutex<VecDeque<Sabotage>>,
     /// Sabotage every call with a race (after the queue is empty).
     always_race: std::sync::atomic::AtomicBool,
+    /// The number of commits of each `commit_all` call.
+    batches: Mutex<Vec<usize>>,
+    /// Milliseconds each `commit_all` waits first (so that concurrent callers queue).
+    batch_delay_ms: std::sync::atomic::AtomicU64,
+    /// `(n, k)`: the next `commit_all` of at least `n` commits fails as one transaction
+    /// would when its commit `k` fails: nothing lands.
+    fail_batch: Mutex<Option<(usize, usize)>>,
+    /// While set, `commit_all` waits for a permit of it (after saying it was entered).
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    entered: tokio::sync::Notify,
+}
+
+/// The error `fail_batch` injects.
+fn injected() -> Error {
+    Error::store("counting", "injected batch failure")
 }
 
 impl Counting {
@@ -192,6 +207,52 @@ impl ServerStore for Counting {
             None => {}
         }
         self.inner.commit(commit, key).await
+    }
+
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        self.batches.lock().unwrap().push(commits.len());
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.entered.notify_one();
+            gate.acquire().await.unwrap().forget();
+        }
+        let delay = self.batch_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        let fail = {
+            let mut f = self.fail_batch.lock().unwrap();
+            match *f {
+                Some((n, k)) if commits.len() >= n => {
+                    *f = None;
+                    Some(k.min(commits.len() - 1))
+                }
+                _ => None,
+            }
+        };
+        if let Some(at) = fail {
+            return wgm_core::store::rules::batch_results(
+                &commits,
+                Err(wgm_core::store::rules::BatchFailure {
+                    at: Some(at),
+                    error: injected(),
+                }),
+            );
+        }
+        // As the default does, through this wrapper's `commit` (and its sabotage).
+        let mut out = Vec::with_capacity(commits.len());
+        let mut failed = false;
+        for c in commits {
+            if failed {
+                let actual = c.expected.0 - 1;
+                out.push(Err(wgm_core::store::rules::not_landed(&c, actual)));
+                continue;
+            }
+            let r = self.commit(c, key).await;
+            failed = r.is_err();
+            out.push(r);
+        }
+        out
     }
 
     async fn revisions(
@@ -1020,4 +1081,227 @@ impl wgm_core::store::ThrottleStore for Counting {
             .swap_throttle_record(key, expected, new, now)
             .await
     }
+}
+
+// ---- group commit: concurrent callers of one manager share a store call ----
+
+/// A shared manager on a counting store (real clock), one server, warmed past the
+/// mutations that run from the durable allocator state (so the full cache is used).
+async fn shared(callers_delay_ms: u64) -> (Arc<Manager>, Arc<Counting>, LocalAdmin, ServerId) {
+    let store = Arc::new(Counting::default());
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+        .config(ManagerConfig {
+            password_params: auth::password::PasswordParams::insecure_for_tests(),
+            ..ManagerConfig::default()
+        })
+        .build_with_local_admin();
+    let mut spec = NewServer::new(
+        ServerName::new("office").unwrap(),
+        InterfaceName::new("wg-office").unwrap(),
+        ListenPort::new(51820).unwrap(),
+    );
+    spec.ipv6_pool = Some("fd12:3456:789a:1::/64".parse().unwrap());
+    spec.ipv4_pool = Some("10.20.0.0/16".parse().unwrap());
+    let admin = cap.principal("root");
+    let id = m.create_server(&admin, spec).await.unwrap().id;
+    for i in 0..6 {
+        m.add_peer(&admin, id, peer(&format!("warm{i}")))
+            .await
+            .unwrap();
+    }
+    store
+        .batch_delay_ms
+        .store(callers_delay_ms, Ordering::SeqCst);
+    (Arc::new(m), store, cap, id)
+}
+
+/// `n` concurrent adds named `{prefix}{i}`; their results in order.
+async fn add_concurrently(
+    m: &Arc<Manager>,
+    cap: &LocalAdmin,
+    id: ServerId,
+    prefix: &str,
+    n: usize,
+) -> Vec<Result<wgm_core::manager::PeerView>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (m, admin, name) = (m.clone(), cap.principal("root"), format!("{prefix}{i}"));
+            tokio::spawn(async move { m.add_peer(&admin, id, peer(&name)).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// The manager's view of the server's peers equals the store's, every address once.
+async fn cache_agrees_with_store(m: &Manager, store: &Counting, cap: &LocalAdmin, id: ServerId) {
+    let admin = cap.principal("root");
+    let mut listed: Vec<_> = m
+        .list_peers(&admin, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.id, v.name.to_string(), v.address_v6, v.address_v4))
+        .collect();
+    listed.sort();
+    let st = store.inner.load_server(id).await.unwrap().unwrap();
+    let mut stored: Vec<_> = st
+        .peers
+        .values()
+        .map(|p| (p.id, p.name.to_string(), p.address_v6, p.address_v4))
+        .collect();
+    stored.sort();
+    assert_eq!(listed, stored);
+    let v6: std::collections::HashSet<_> = stored.iter().map(|x| x.2).collect();
+    let v4: std::collections::HashSet<_> = stored.iter().map(|x| x.3).collect();
+    assert_eq!(v6.len(), stored.len(), "an IPv6 address held twice");
+    assert_eq!(v4.len(), stored.len(), "an IPv4 address held twice");
+    m.verify_audit_chain(&admin, None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_share_store_calls_and_each_is_one_revision() {
+    let (m, store, cap, id) = shared(2).await;
+    let head = store.inner.head(id).await.unwrap().unwrap();
+    let batches_before = store.batches.lock().unwrap().len();
+    let results = add_concurrently(&m, &cap, id, "p", 48).await;
+    let added: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    // One revision per add, each holding that add alone, with its audit record.
+    let revs = store.inner.revisions(id, head, 100).await.unwrap();
+    assert_eq!(revs.len(), 48);
+    for (i, r) in revs.iter().enumerate() {
+        assert_eq!(r.revision.0, head.0 + 1 + i as u64);
+        assert!(matches!(r.changes.as_slice(), [Change::PeerAdded { .. }]));
+    }
+    let mut names: Vec<_> = added.iter().map(|v| v.name.to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 48);
+    // The store was called fewer times than there were commits: they were grouped.
+    let batches = store.batches.lock().unwrap()[batches_before..].to_vec();
+    assert_eq!(batches.iter().sum::<usize>(), 48);
+    assert!(
+        batches.iter().any(|n| *n > 1),
+        "no commits were grouped: {batches:?}"
+    );
+    cache_agrees_with_store(&m, &store, &cap, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_fails_only_its_own_commit_and_the_others_land_on_a_retry() {
+    let (m, store, cap, id) = shared(2).await;
+    let before = store
+        .inner
+        .load_server(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .peers
+        .len();
+    *store.fail_batch.lock().unwrap() = Some((2, 1));
+    let results = add_concurrently(&m, &cap, id, "q", 32).await;
+    assert!(
+        store.fail_batch.lock().unwrap().is_none(),
+        "no batch of two or more was written"
+    );
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].to_string(), injected().to_string());
+    let st = store.inner.load_server(id).await.unwrap().unwrap();
+    assert_eq!(st.peers.len(), before + 31);
+    for v in results.iter().filter_map(|r| r.as_ref().ok()) {
+        assert_eq!(st.peers[&v.id].name.as_str(), v.name.as_str());
+    }
+    cache_agrees_with_store(&m, &store, &cap, id).await;
+    // The manager goes on.
+    m.add_peer(&cap.principal("root"), id, peer("after"))
+        .await
+        .unwrap();
+    cache_agrees_with_store(&m, &store, &cap, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_queued_commits_and_never_see_one_that_did_not_land() {
+    let (m, store, cap, id) = shared(0).await;
+    for fail in [false, true] {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *store.gate.lock().unwrap() = Some(gate.clone());
+        if fail {
+            *store.fail_batch.lock().unwrap() = Some((1, 0));
+        }
+        let name = format!("gated-{fail}");
+        let add = {
+            let (m, admin, name) = (m.clone(), cap.principal("root"), name.clone());
+            tokio::spawn(async move { m.add_peer(&admin, id, peer(&name)).await })
+        };
+        // The add's commit is being written (and held there).
+        store.entered.notified().await;
+        *store.gate.lock().unwrap() = None;
+        let read = {
+            let (m, admin) = (m.clone(), cap.principal("root"));
+            tokio::spawn(async move { m.list_peers(&admin, id).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !read.is_finished(),
+            "a read answered before a queued commit was written"
+        );
+        gate.add_permits(1);
+        let added = add.await.unwrap();
+        let listed = read.await.unwrap().unwrap();
+        let seen = listed.iter().any(|v| v.name.as_str() == name);
+        if fail {
+            assert_eq!(added.unwrap_err().to_string(), injected().to_string());
+            assert!(!seen, "a read saw a commit that did not land");
+        } else {
+            added.unwrap();
+            assert!(
+                seen,
+                "a read missed a commit that landed before it answered"
+            );
+        }
+        cache_agrees_with_store(&m, &store, &cap, id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cancelled_while_writing_a_batch_leaves_no_one_waiting() {
+    let (m, store, cap, id) = shared(0).await;
+    let spawn_add = |name: &str| {
+        let (m, admin, name) = (m.clone(), cap.principal("root"), name.to_owned());
+        tokio::spawn(async move { m.add_peer(&admin, id, peer(&name)).await })
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *store.gate.lock().unwrap() = Some(gate.clone());
+    // x's commit is being written and held; b and c queue behind it.
+    let x = spawn_add("x");
+    store.entered.notified().await;
+    let b = spawn_add("b");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let c = spawn_add("c");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // x lands; b, first in line, writes b and c together and is held.
+    gate.add_permits(1);
+    x.await.unwrap().unwrap();
+    store.entered.notified().await;
+    assert_eq!(store.batches.lock().unwrap().last(), Some(&2));
+    // b is cancelled in the middle of that write: c must not wait for ever.
+    b.abort();
+    let c = tokio::time::timeout(std::time::Duration::from_secs(20), c)
+        .await
+        .expect("a caller whose commit was in a cancelled write hung")
+        .unwrap();
+    assert!(
+        c.unwrap_err().to_string().contains("interrupted"),
+        "the outcome is unknown to c"
+    );
+    *store.gate.lock().unwrap() = None;
+    gate.add_permits(100);
+    m.add_peer(&cap.principal("root"), id, peer("d"))
+        .await
+        .unwrap();
+    cache_agrees_with_store(&m, &store, &cap, id).await;
 }

@@ -1068,6 +1068,33 @@ impl ServerStore for RedisStore {
         Ok(r?)
     }
 
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        // One optimistic transaction for the whole batch: the commits' reads and buffered
+        // writes accumulate (each sees the ones before it), and one script checks the
+        // read set and writes everything, or nothing.
+        let outcome = match self.inner.writer_turn().await {
+            Err(e) => Err(rules::BatchFailure::whole(Error::from(e))),
+            Ok(_turn) => {
+                let mut failed_at: Option<usize>;
+                let r = optimistic!(&self.inner, "commit", |tx| {
+                    failed_at = None;
+                    match rules::commit_all_with_rules(&mut tx, &commits, key).await {
+                        Ok(done) => Ok(done),
+                        Err(f) => {
+                            failed_at = f.at;
+                            Err(f.error)
+                        }
+                    }
+                });
+                r.map_err(|e| rules::BatchFailure {
+                    at: failed_at,
+                    error: Error::from(e),
+                })
+            }
+        };
+        rules::batch_results(&commits, outcome)
+    }
+
     async fn revisions(
         &self,
         id: ServerId,

@@ -443,6 +443,20 @@ impl ServerStore for SqlStore {
         dispatch!(self, b => b.commit(&commit, key))
     }
 
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        let outcome = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(b) => b.commit_all(&commits, key).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(b) => b.commit_all(&commits, key).await,
+        };
+        let outcome = outcome.map_err(|f| wgm_core::store::rules::BatchFailure {
+            at: f.at,
+            error: Error::from(f.error),
+        });
+        wgm_core::store::rules::batch_results(&commits, outcome)
+    }
+
     async fn revisions(
         &self,
         id: ServerId,

@@ -35,7 +35,7 @@ use wgm_core::model::{
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
-use wgm_core::store::rules::{self, Probe, Restore, Transaction, UserClash};
+use wgm_core::store::rules::{self, BatchFailure, Probe, Restore, Transaction, UserClash};
 use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
@@ -307,6 +307,36 @@ impl PgStore {
             }
             .await
         )
+    }
+
+    /// `commits` in one transaction (all or nothing; `ServerStore::commit_all`).
+    pub(crate) async fn commit_all(
+        &self,
+        commits: &[Commit],
+        key: &AuditKey,
+    ) -> Result<Vec<Committed>, BatchFailure<SqlError>> {
+        let mut attempt = 1u32;
+        loop {
+            let result: Result<Vec<Committed>, BatchFailure<SqlError>> = async {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| BatchFailure::whole(db(e)))?;
+                let done = rules::commit_all_with_rules(&mut PgTx(&mut tx), commits, key).await?;
+                tx.commit().await.map_err(|e| BatchFailure::whole(db(e)))?;
+                Ok(done)
+            }
+            .await;
+            match result {
+                Err(f) if f.error.is_retryable() && attempt < crate::codec::MAX_ATTEMPTS => {
+                    tracing::debug!(operation = "commit_all", attempt, error = %f.error, "retrying transaction");
+                    crate::codec::backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
     }
 
     pub(crate) async fn set_applied(
@@ -983,6 +1013,97 @@ impl Transaction for PgTx<'_> {
         .bind(&rec.hash)
         .bind(CHANNEL)
         .bind(format!("{}:{}", r.server_id, r.revision))
+        .execute(&mut *self.0)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn finish_all(&mut self, done: &[Committed]) -> Result<(), SqlError> {
+        let (Some(first), Some(last)) = (done.first(), done.last()) else {
+            return Ok(());
+        };
+        if done.len() == 1 {
+            return self.finish(&first.record, &first.audit).await;
+        }
+        // One statement for every commit of the chain: the head moves to the last
+        // revision, the revisions and audit records go in by UNNEST in order, the audit
+        // head moves to the last record, one notification per revision (in order).
+        let n = done.len();
+        let (mut revs, mut rev_at, mut authors, mut summaries, mut bodies) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut seqs, mut audit_at, mut actors, mut servers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut objects, mut entries, mut prevs, mut hashes, mut payloads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for c in done {
+            let (r, a) = (&c.record, &c.audit);
+            revs.push(int(r.revision.0));
+            rev_at.push(ns(r.at));
+            authors.push(r.author.label.clone());
+            summaries.push(r.summary.clone());
+            bodies.push(to_json(S, "revision", r)?);
+            seqs.push(int(a.seq));
+            audit_at.push(ns(a.entry.at));
+            actors.push(a.entry.actor.label.clone());
+            servers.push(a.entry.server_id.map(|s| s.0));
+            objects.push(a.entry.object.clone());
+            entries.push(to_json(S, "audit entry", &a.entry)?);
+            prevs.push(a.prev_hash.clone());
+            hashes.push(a.hash.clone());
+            payloads.push(format!("{}:{}", r.server_id, r.revision));
+        }
+        sqlx::query(
+            "WITH head AS (UPDATE wgm.heads SET revision = $2 WHERE server_id = $1),
+                  rev AS (
+                      INSERT INTO wgm.revisions (server_id, revision, at_ns, author, summary, body)
+                      SELECT $1, u.revision, u.at_ns, u.author, u.summary, u.body::jsonb
+                      FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[])
+                           AS u(revision, at_ns, author, summary, body)),
+                  audit AS (
+                      INSERT INTO wgm.audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
+                      SELECT u.seq, u.at_ns, u.actor, u.server_id, u.object, u.body::json,
+                             u.prev_hash, u.hash
+                      FROM UNNEST($8::bigint[], $9::bigint[], $10::text[], $11::uuid[], $12::text[],
+                                  $13::text[], $14::text[], $15::text[])
+                           AS u(seq, at_ns, actor, server_id, object, body, prev_hash, hash)),
+                  audit_head AS (UPDATE wgm.audit_head SET seq = $16, hash = $17 WHERE id = 1)
+             SELECT pg_notify($18, u.payload)
+             FROM UNNEST($19::text[]) WITH ORDINALITY AS u(payload, n) ORDER BY u.n",
+        )
+        .bind(last.record.server_id.0)
+        .bind(int(last.record.revision.0))
+        .bind(&revs)
+        .bind(&rev_at)
+        .bind(&authors)
+        .bind(&summaries)
+        .bind(&bodies)
+        .bind(&seqs)
+        .bind(&audit_at)
+        .bind(&actors)
+        .bind(&servers)
+        .bind(&objects)
+        .bind(&entries)
+        .bind(&prevs)
+        .bind(&hashes)
+        .bind(int(last.audit.seq))
+        .bind(&last.audit.hash)
+        .bind(CHANNEL)
+        .bind(&payloads)
         .execute(&mut *self.0)
         .await
         .map_err(db)?;

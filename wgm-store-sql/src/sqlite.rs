@@ -30,7 +30,9 @@ use wgm_core::model::{
 use wgm_core::names::{RoleName, ServerName, UserName};
 use wgm_core::rbac::Role;
 use wgm_core::seal::SealedSecret;
-use wgm_core::store::rules::{self, Probe, Restore, Transaction as RulesTransaction, UserClash};
+use wgm_core::store::rules::{
+    self, BatchFailure, Probe, Restore, Transaction as RulesTransaction, UserClash,
+};
 use wgm_core::store::{FeedEvent, SealAuditKey};
 use wgm_core::Error;
 
@@ -281,6 +283,33 @@ impl SqliteStore {
             }
             .await
         )
+    }
+
+    /// `commits` in one transaction (all or nothing; `ServerStore::commit_all`).
+    pub(crate) async fn commit_all(
+        &self,
+        commits: &[Commit],
+        key: &AuditKey,
+    ) -> Result<Vec<Committed>, BatchFailure<SqlError>> {
+        let mut attempt = 1u32;
+        loop {
+            let result: Result<Vec<Committed>, BatchFailure<SqlError>> = async {
+                let (_w, mut tx) = self.write().await.map_err(BatchFailure::whole)?;
+                let done =
+                    rules::commit_all_with_rules(&mut SqliteTx(&mut tx), commits, key).await?;
+                tx.commit().await.map_err(|e| BatchFailure::whole(db(e)))?;
+                Ok(done)
+            }
+            .await;
+            match result {
+                Err(f) if f.error.is_retryable() && attempt < crate::codec::MAX_ATTEMPTS => {
+                    tracing::debug!(operation = "commit_all", attempt, error = %f.error, "retrying transaction");
+                    crate::codec::backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
     }
 
     pub(crate) async fn set_applied(

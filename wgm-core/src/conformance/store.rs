@@ -40,13 +40,13 @@ pub type Failure = String;
 mod semantics;
 
 pub use semantics::{
-    applied_per_host, audit_key_and_head, audit_log, create_and_load_round_trip,
-    delete_and_recreate, failed_commit_returns_the_address, keyed_revisions_and_audit,
-    listing_order_and_pages, peer_change_errors, peer_statistics, peer_uniqueness, revision_cas,
-    revision_history, roles_and_tokens, rollback_after_reassignment_conflicts,
-    same_base_exactly_one_wins, server_rules, swaps_within_one_commit, throttle_cas,
-    throttle_concurrent_failures, throttle_expiry, throttle_success_clears_account_only,
-    users_versions_and_uniqueness,
+    applied_per_host, audit_key_and_head, audit_log, commit_all_batches,
+    create_and_load_round_trip, delete_and_recreate, failed_commit_returns_the_address,
+    keyed_revisions_and_audit, listing_order_and_pages, peer_change_errors, peer_statistics,
+    peer_uniqueness, revision_cas, revision_history, roles_and_tokens,
+    rollback_after_reassignment_conflicts, same_base_exactly_one_wins, server_rules,
+    swaps_within_one_commit, throttle_cas, throttle_concurrent_failures, throttle_expiry,
+    throttle_success_clears_account_only, users_versions_and_uniqueness,
 };
 
 macro_rules! ensure {
@@ -1527,6 +1527,7 @@ macro_rules! store_checks {
             server_rules,
             peer_uniqueness,
             swaps_within_one_commit,
+            commit_all_batches,
             peer_change_errors,
             delete_and_recreate,
             revision_history,

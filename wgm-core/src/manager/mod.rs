@@ -269,7 +269,130 @@ impl PeerIndex {
     }
 }
 
-type Slot = Arc<AsyncMutex<Option<Cached>>>;
+/// One server's place in the manager: its cache and the commits queued for it.
+#[derive(Debug, Default)]
+struct SlotInner {
+    /// The cached server. Mutations compute under this lock; a grouped commit leaves
+    /// it advanced past the store's head until its batch is written ([`Group`]).
+    cache: AsyncMutex<Option<Cached>>,
+    group: Group,
+}
+
+type Slot = Arc<SlotInner>;
+
+/// Group commit of one server. A mutation of peers computed on the full cache applies
+/// its changes to the cache at once (the next caller computes on top of them), queues
+/// its commit here and releases the cache; whoever then holds `committer` writes every
+/// queued commit in one call of [`ServerStore::commit_all`](crate::store::ServerStore::commit_all),
+/// so that concurrent callers share one transaction (its round trips and its durable
+/// flush) while each keeps its own revision and audit record. When any commit of a
+/// batch does not land, the cache holds changes the store does not: the group is
+/// `poisoned`, and the next holder of the cache drops it and loads it again.
+#[derive(Debug, Default)]
+struct Group {
+    /// Held while queued commits are written (and to wait for them).
+    committer: AsyncMutex<()>,
+    queue: std::sync::Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: Vec<Queued>,
+    /// Commits queued and not answered yet (queued or being written).
+    pending: usize,
+    /// A batch did not land: the cache holds changes the store does not.
+    poisoned: bool,
+}
+
+/// Where a queued commit's result is left for its caller.
+type Answer = Arc<std::sync::Mutex<Option<Result<crate::model::Committed>>>>;
+
+#[derive(Debug)]
+struct Queued {
+    commit: Commit,
+    answer: Answer,
+}
+
+impl Group {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether commits are queued or being written.
+    fn busy(&self) -> bool {
+        self.queue().pending > 0
+    }
+
+    /// Whether a batch failed since the last call (and clear it).
+    fn take_poison(&self) -> bool {
+        std::mem::take(&mut self.queue().poisoned)
+    }
+
+    /// Queue `commit`; `None` (nothing queued) when a batch failed meanwhile, so the
+    /// cache it was computed on is not the store's.
+    fn enqueue(&self, commit: Commit) -> Option<Answer> {
+        let mut q = self.queue();
+        if q.poisoned {
+            return None;
+        }
+        let answer = Answer::default();
+        q.items.push(Queued {
+            commit,
+            answer: answer.clone(),
+        });
+        q.pending += 1;
+        Some(answer)
+    }
+}
+
+/// The answers of a batch being written. Dropped before they are taken (the flush was
+/// cancelled while the store was writing), it answers each commit that its outcome is
+/// unknown and poisons the group: the batch may have landed or not, so the cache is
+/// loaded again, and the callers decide as after any interrupted write.
+struct Unanswered<'g> {
+    group: &'g Group,
+    answers: Option<Vec<Answer>>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(answers) = self.answers.take() else {
+            return;
+        };
+        let n = answers.len();
+        for answer in answers {
+            *answer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Err(Error::store(
+                "manager",
+                "the write of this commit was interrupted: it may or may not have landed",
+            )));
+        }
+        let mut q = self.group.queue();
+        q.pending = q.pending.saturating_sub(n);
+        q.poisoned = true;
+    }
+}
+
+/// Take the result left in `answer`, if any.
+fn take_answer(answer: &Answer) -> Option<Result<crate::model::Committed>> {
+    answer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// Whether a mutation changes only peers (what a grouped commit may carry).
+fn peers_only(changes: &[Change]) -> bool {
+    changes.iter().all(|c| {
+        matches!(
+            c,
+            Change::PeerAdded { .. } | Change::PeerUpdated { .. } | Change::PeerRemoved { .. }
+        )
+    })
+}
 
 /// What a mutation closure returns: the changes of one revision and its description.
 #[derive(Debug)]
@@ -469,9 +592,7 @@ impl Manager {
             .servers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.entry(id)
-            .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
-            .clone()
+        g.entry(id).or_default().clone()
     }
 
     /// The slot of server `id` if this manager has one (never creates it).
@@ -490,7 +611,7 @@ impl Manager {
         let Some(slot) = self.cached_slot(id) else {
             return Ok(None);
         };
-        let mut g = slot.lock().await;
+        let mut g = self.lock_settled(&slot).await;
         if g.is_none() {
             return Ok(None);
         }
@@ -891,7 +1012,7 @@ impl Manager {
         f: impl FnOnce(&mut Cached) -> Result<T>,
     ) -> Result<T> {
         let slot = self.slot(id);
-        let mut g = slot.lock().await;
+        let mut g = self.lock_settled(&slot).await;
         if let Err(e) = self.refresh_cache(id, &mut g).await {
             if matches!(e, Error::NotFound { .. }) {
                 drop(g);
@@ -950,7 +1071,7 @@ impl Manager {
         mut f: impl FnMut(&mut Cached, OffsetDateTime) -> Result<Mutation<T>>,
     ) -> Result<Option<(RevisionRecord, T)>> {
         let slot = self.slot(id);
-        let mut g = slot.lock().await;
+        let mut g = slot.cache.lock().await;
         let mut attempt: u32 = 0;
         // Whether the durable allocator state was looked for and not usable: the full
         // path then stores a fresh one after its commit.
@@ -958,16 +1079,37 @@ impl Manager {
         let mut light = light;
         loop {
             attempt += 1;
-            if let Some(peers) = light.filter(|_| g.is_none() && self.cold_uses(id) < LIGHT_USES) {
-                if let Some(c) = self.light_cache(id, peers).await? {
-                    *g = Some(c);
-                } else {
-                    seed = true;
-                    light = None;
-                }
+            if slot.group.take_poison() {
+                *g = None;
             }
-            if g.as_ref().is_none_or(|c| c.partial.is_none()) {
-                self.refresh_cache(id, &mut g).await?;
+            // On the full cache and without a precondition on the head, a change of
+            // peers is grouped with those of concurrent callers (`Group`): it computes
+            // on the cache as advanced by the commits queued before it. Everything else
+            // first waits for those to be written.
+            let grouped =
+                p.required_revisions().is_none() && g.as_ref().is_some_and(|c| c.partial.is_none());
+            if grouped {
+                // Nothing queued: the cache is the store's as of our last commit; check
+                // it against the head as always. Queued commits: the compare-and-swap
+                // of their batch checks it.
+                if !slot.group.busy() {
+                    self.refresh_cache(id, &mut g).await?;
+                }
+            } else {
+                self.settle(&slot, &mut g).await;
+                if let Some(peers) =
+                    light.filter(|_| g.is_none() && self.cold_uses(id) < LIGHT_USES)
+                {
+                    if let Some(c) = self.light_cache(id, peers).await? {
+                        *g = Some(c);
+                    } else {
+                        seed = true;
+                        light = None;
+                    }
+                }
+                if g.as_ref().is_none_or(|c| c.partial.is_none()) {
+                    self.refresh_cache(id, &mut g).await?;
+                }
             }
             let cached = g.as_mut().ok_or_else(|| Error::not_found("server", id))?;
             let now = self.now();
@@ -1000,6 +1142,63 @@ impl Manager {
             if m.changes.is_empty() {
                 *g = None;
                 return Ok(None);
+            }
+            if grouped && peers_only(&m.changes) {
+                // Advance the cache now, so that the next caller computes on top.
+                let mut ok = true;
+                for ch in &m.changes {
+                    ok &= cached.state.apply_change(ch).is_ok();
+                    cached.index.apply(ch);
+                }
+                cached.state.revision = expected.next();
+                ok = ok && Self::sync_ipam(cached, &m.changes, now).is_ok();
+                cached.follow(&m.changes, &self.sealer);
+                if !ok {
+                    // Rebuilt by the next caller, once the queue is written.
+                    *g = None;
+                }
+                let actor = Self::actor(p);
+                let commit = Commit {
+                    server_id: id,
+                    expected,
+                    changes: m.changes,
+                    author: actor.clone(),
+                    at: now,
+                    summary: m.summary,
+                    audit: AuditEntry {
+                        at: now,
+                        actor,
+                        action: m.action,
+                        object: m.object,
+                        server_id: Some(id),
+                        revision: None,
+                        outcome: AuditOutcome::Success,
+                        details: m.details,
+                    },
+                };
+                let Some(answer) = slot.group.enqueue(commit) else {
+                    // A batch failed while we computed: our cache was not the store's.
+                    *g = None;
+                    continue;
+                };
+                drop(g);
+                match self.await_answer(&slot.group, &answer).await {
+                    Ok(done) => return Ok(Some((done.record, m.output))),
+                    Err(e) if e.is_stale_revision() && attempt < self.config.max_attempts => {
+                        tracing::debug!(server = %id, attempt, "a grouped commit did not land; retrying");
+                        self.clock.sleep(backoff(attempt)).await;
+                        g = slot.cache.lock().await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if grouped {
+                // A change of the server itself: alone, once the queue is written.
+                self.settle(&slot, &mut g).await;
+                if g.is_none() {
+                    continue;
+                }
             }
             let commit = Commit {
                 server_id: id,
@@ -1114,7 +1313,7 @@ impl Manager {
     ) -> Result<()> {
         self.store.update_peer_stats(id, stats).await?;
         let slot = self.slot(id);
-        let mut g = slot.lock().await;
+        let mut g = self.lock_settled(&slot).await;
         if let Some(c) = g.as_mut() {
             for (pid, st) in stats {
                 if let Some(p) = c.state.peers.get_mut(pid) {
@@ -1205,6 +1404,114 @@ impl Manager {
             audit_head = %rec.head(),
             "audit head"
         );
+    }
+
+    /// Lock the cache of a server's slot once the commits queued for it are written: the
+    /// cache then holds nothing the store does not (or nothing at all).
+    async fn lock_settled<'a>(
+        &self,
+        slot: &'a SlotInner,
+    ) -> async_lock::MutexGuard<'a, Option<Cached>> {
+        let mut g = slot.cache.lock().await;
+        self.settle(slot, &mut g).await;
+        g
+    }
+
+    /// With the cache `g` of `slot` locked: write the commits queued for it, and drop
+    /// the cache if a batch did not land.
+    async fn settle(&self, slot: &SlotInner, g: &mut Option<Cached>) {
+        if slot.group.busy() {
+            // No one queues while the cache is held: once the committer is ours, what
+            // is queued is all there is.
+            let _turn = slot.group.committer.lock().await;
+            self.flush(&slot.group).await;
+        }
+        if slot.group.take_poison() {
+            *g = None;
+        }
+    }
+
+    /// Write every commit queued in `group` in one [`Store::commit_all`] and leave each
+    /// its result; the caller holds `group.committer`. When one did not land, the
+    /// commits queued since (computed on the same advanced cache) are answered as stale
+    /// at once and the group is poisoned.
+    async fn flush(&self, group: &Group) {
+        let items = std::mem::take(&mut group.queue().items);
+        if items.is_empty() {
+            return;
+        }
+        let n = items.len();
+        let (commits, answers): (Vec<Commit>, Vec<Answer>) =
+            items.into_iter().map(|q| (q.commit, q.answer)).unzip();
+        // Answers every commit of the batch if this future is dropped before it does.
+        let mut unanswered = Unanswered {
+            group,
+            answers: Some(answers),
+        };
+        let results = match self.audit_key().await {
+            Ok(key) => self.store.commit_all(commits, &key.key).await,
+            // The first gets the error; the others are retried and meet it themselves.
+            Err(error) => crate::store::rules::batch_results(
+                &commits,
+                Err(crate::store::rules::BatchFailure { at: Some(0), error }),
+            ),
+        };
+        let mut failed = false;
+        let mut results = results.into_iter();
+        for answer in unanswered.answers.take().unwrap_or_default() {
+            let r = results.next().unwrap_or_else(|| {
+                Err(Error::store(
+                    "store",
+                    "the store answered fewer commits than it was given",
+                ))
+            });
+            match &r {
+                Ok(c) => {
+                    tracing::debug!(server = %c.record.server_id, revision = %c.record.revision, summary = %c.record.summary, batch = n, "committed");
+                    Self::log_audit_head(&c.audit);
+                }
+                Err(_) => failed = true,
+            }
+            *answer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+        }
+        let mut q = group.queue();
+        q.pending = q.pending.saturating_sub(n);
+        if failed {
+            q.poisoned = true;
+            let later = std::mem::take(&mut q.items);
+            q.pending = q.pending.saturating_sub(later.len());
+            for item in later {
+                let actual = item.commit.expected.0.saturating_sub(1);
+                *item
+                    .answer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Err(crate::store::rules::not_landed(&item.commit, actual)));
+            }
+        }
+    }
+
+    /// Wait for the result of a queued commit, writing the queue when it is our turn.
+    async fn await_answer(
+        &self,
+        group: &Group,
+        answer: &Answer,
+    ) -> Result<crate::model::Committed> {
+        let _turn = group.committer.lock().await;
+        if let Some(r) = take_answer(answer) {
+            return r;
+        }
+        // Not answered while the committer is ours: still queued, so answered by this
+        // flush.
+        self.flush(group).await;
+        take_answer(answer).unwrap_or_else(|| {
+            Err(Error::store(
+                "manager",
+                "a queued commit was neither written nor answered",
+            ))
+        })
     }
 
     /// Commit through the store under the audit key, and log the new audit head.

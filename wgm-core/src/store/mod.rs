@@ -231,6 +231,50 @@ pub trait ServerStore: Send + Sync {
     ///   failing ([`Error::Store`](crate::Error::Store)).
     async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed>;
 
+    /// Several commits of one caller, in order, each checked and written as
+    /// [`ServerStore::commit`] would (its own revision, its own audit record); one result
+    /// per commit, in the same order. Commits usually chain (each one's `expected` is the
+    /// revision the one before it makes), which is how the manager groups the commits of
+    /// concurrent callers ("group commit"): an engine that overrides this runs them in
+    /// one transaction, so that they share its round trips and its durable flush.
+    ///
+    /// What landed is always a **prefix**, in order, and every result says whether its
+    /// commit landed:
+    /// - the default runs [`ServerStore::commit`] for each in turn and stops at the first
+    ///   failure: every later commit is told it is stale (it was not tried);
+    /// - an engine that writes the batch in one transaction writes all or nothing: when
+    ///   one commit fails, its result is its own error and every other commit's is a
+    ///   stale revision ([`Error::is_stale_revision`](crate::Error::is_stale_revision)),
+    ///   which the caller may retry on fresh state, as after a lost compare-and-swap.
+    ///
+    /// ```
+    /// # async fn demo(store: &dyn wgm_core::store::Store, c1: wgm_core::model::Commit,
+    /// #     c2: wgm_core::model::Commit, key: &wgm_core::integrity::AuditKey) {
+    /// for r in store.commit_all(vec![c1, c2], key).await {
+    ///     match r {
+    ///         Ok(done) => println!("revision {}", done.record.revision),
+    ///         Err(e) => println!("not committed: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        let mut out = Vec::with_capacity(commits.len());
+        let mut failed = false;
+        for c in commits {
+            if failed {
+                // Stop at the first failure: what landed stays a prefix.
+                let actual = c.expected.0.saturating_sub(1);
+                out.push(Err(rules::not_landed(&c, actual)));
+                continue;
+            }
+            let r = self.commit(c, key).await;
+            failed = r.is_err();
+            out.push(r);
+        }
+        out
+    }
+
     /// Revisions of a server after `after`, oldest first, at most `limit`. Revisions
     /// outlive a deleted server. An engine that keeps a revision's fields in columns
     /// beside its body checks that they agree, and fails with
@@ -425,6 +469,9 @@ impl<T: ServerStore + ?Sized> ServerStore for Arc<T> {
     }
     async fn commit(&self, commit: Commit, key: &AuditKey) -> Result<Committed> {
         (**self).commit(commit, key).await
+    }
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        (**self).commit_all(commits, key).await
     }
     async fn revisions(
         &self,

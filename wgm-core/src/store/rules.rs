@@ -260,6 +260,22 @@ pub trait Transaction: Send {
         audit: &AuditRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// [`Transaction::finish`] for several commits of one server in a row (revisions and
+    /// audit records in order, each chained to the one before): the head moves to the
+    /// last revision. An engine may write them in one statement; by default, one
+    /// [`Transaction::finish`] each.
+    fn finish_all(
+        &mut self,
+        done: &[Committed],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move {
+            for c in done {
+                self.finish(&c.record, &c.audit).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// The stored audit key, if any (locking it where the engine locks rows).
     fn audit_key(
         &mut self,
@@ -543,6 +559,259 @@ pub async fn commit_with_rules<T: Transaction>(
     let audit = chain(tx, audit, key).await?;
     tx.finish(&record, &audit).await?;
     Ok(Committed { record, audit })
+}
+
+/// [`commit_with_rules`] for each of `commits` in turn, inside one transaction: what an
+/// engine's [`ServerStore::commit_all`](crate::store::ServerStore::commit_all) runs before
+/// committing its transaction. On the first failure it stops and says which commit
+/// failed ([`BatchFailure::at`]); the engine then rolls the transaction back and maps
+/// the outcome with [`batch_results`].
+///
+/// # Errors
+///
+/// The first commit's failure, with its index.
+pub async fn commit_all_with_rules<T: Transaction>(
+    tx: &mut T,
+    commits: &[Commit],
+    key: &AuditKey,
+) -> Result<Vec<Committed>, BatchFailure<T::Error>> {
+    if commits.len() > 1 && is_peer_chain(commits) {
+        return commit_chain(tx, commits, key).await;
+    }
+    let mut out = Vec::with_capacity(commits.len());
+    for (i, c) in commits.iter().enumerate() {
+        match commit_with_rules(tx, c, key).await {
+            Ok(done) => out.push(done),
+            Err(error) => return Err(BatchFailure { at: Some(i), error }),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `commits` change only peers of one server, each expecting the revision the
+/// one before it makes: what [`commit_chain`] writes with one read of each kind.
+fn is_peer_chain(commits: &[Commit]) -> bool {
+    let Some(first) = commits.first() else {
+        return false;
+    };
+    commits.iter().zip(0u64..).all(|(c, i)| {
+        c.server_id == first.server_id
+            && first.expected.0.checked_add(i) == Some(c.expected.0)
+            && c.changes.iter().all(|ch| {
+                matches!(
+                    ch,
+                    Change::PeerAdded { .. }
+                        | Change::PeerUpdated { .. }
+                        | Change::PeerRemoved { .. }
+                )
+            })
+    })
+}
+
+/// A chain of peer commits of one server ([`is_peer_chain`]) in one transaction, with
+/// the result [`commit_with_rules`] gives each in turn: one lock of the head, one probe
+/// of the stored peers for every commit's values, one write of the peers and one
+/// [`Transaction::finish_all`]. Each commit is still checked on its own, in order, on the
+/// peers as the commits before it left them: its changes must find (or not find) their
+/// peers, and the uniqueness rules must hold after it.
+async fn commit_chain<T: Transaction>(
+    tx: &mut T,
+    commits: &[Commit],
+    key: &AuditKey,
+) -> Result<Vec<Committed>, BatchFailure<T::Error>> {
+    let at = |i: usize| move |error: T::Error| BatchFailure { at: Some(i), error };
+    let Some(first) = commits.first() else {
+        return Ok(Vec::new());
+    };
+    let sid = first.server_id;
+    let (head, original) = tx.lock_server(sid).await.map_err(at(0))?;
+    let head_no = head.unwrap_or(RevisionNo::NONE);
+    if head_no != first.expected {
+        return Err(at(0)(
+            Error::conflict_of(ConflictKind::StaleRevision {
+                server: sid.0,
+                expected: first.expected.0,
+                actual: head_no.0,
+            })
+            .into(),
+        ));
+    }
+    let Some(server) = original else {
+        return Err(at(0)(Error::not_found("server", sid).into()));
+    };
+    let mut ids = Vec::new();
+    let mut probe = Probe::default();
+    for change in commits.iter().flat_map(|c| &c.changes) {
+        match change {
+            Change::PeerAdded { peer } => {
+                ids.push(peer.id);
+                probe.add_peer(peer);
+            }
+            Change::PeerUpdated { before, after } => {
+                ids.push(before.id);
+                probe.add_peer(after);
+            }
+            Change::PeerRemoved { peer } => ids.push(peer.id),
+            // Not in a chain (`is_peer_chain`).
+            Change::ServerCreated { .. }
+            | Change::ServerUpdated { .. }
+            | Change::ServerDeleted { .. } => {}
+        }
+    }
+    let candidates: BTreeMap<PeerId, Peer> = tx
+        .peers_for_commit(sid, &ids, &probe)
+        .await
+        .map_err(at(0))?
+        .into_iter()
+        .collect();
+    let stored = ids
+        .iter()
+        .copied()
+        .filter(|id| candidates.contains_key(id))
+        .collect();
+    let mut d = Draft {
+        server: Some(server.clone()),
+        server_dirty: false,
+        cleared: false,
+        touched: BTreeMap::new(),
+        stored,
+        candidates,
+    };
+    let mut rev = head_no;
+    for (i, c) in commits.iter().enumerate() {
+        rev = rev.next();
+        for change in &c.changes {
+            apply(tx, &mut d, sid, change).await.map_err(at(i))?;
+        }
+        check_uniqueness(&server, &d, rev).map_err(|e| at(i)(e.into()))?;
+    }
+
+    // Write, as `commit_with_rules` does: the peers, then the heads, revisions and audit
+    // records. A failure here is the batch's, reported on its first commit.
+    let gone: Vec<PeerId> = d
+        .touched
+        .keys()
+        .copied()
+        .filter(|id| d.stored.contains(id))
+        .collect();
+    if !gone.is_empty() {
+        tx.delete_peers(sid, &gone).await.map_err(at(0))?;
+    }
+    let finals: Vec<(PeerId, &Peer)> = d
+        .touched
+        .iter()
+        .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)))
+        .collect();
+    if !finals.is_empty() {
+        tx.insert_peers(sid, &finals).await.map_err(at(0))?;
+    }
+    let (mut seq, mut hash) = tx.audit_tail().await.map_err(at(0))?;
+    let mut done = Vec::with_capacity(commits.len());
+    let mut rev = head_no;
+    for c in commits {
+        rev = rev.next();
+        let mut record = RevisionRecord {
+            server_id: sid,
+            revision: rev,
+            author: c.author.clone(),
+            at: c.at,
+            summary: c.summary.clone(),
+            changes: c.changes.clone(),
+            mac: None,
+        };
+        record.mac = Some(revision_mac(key, &record));
+        let mut entry = c.audit.clone();
+        entry.revision = Some(rev);
+        entry.server_id = Some(sid);
+        seq = seq.saturating_add(1);
+        let audit = AuditRecord::chain(seq, &hash, entry, key);
+        hash.clone_from(&audit.hash);
+        done.push(Committed { record, audit });
+    }
+    tx.finish_all(&done).await.map_err(at(0))?;
+    Ok(done)
+}
+
+/// Why a batch of commits written in one transaction did not land.
+#[derive(Debug)]
+pub struct BatchFailure<E> {
+    /// The commit whose rules or statements failed, or `None` when the transaction
+    /// itself failed (its begin or its final commit: the outcome of a failed final commit
+    /// may be unknown, as for a single commit).
+    pub at: Option<usize>,
+    /// The failure.
+    pub error: E,
+}
+
+impl<E> BatchFailure<E> {
+    /// A failure of the transaction itself (not of one commit).
+    pub fn whole(error: E) -> Self {
+        BatchFailure { at: None, error }
+    }
+}
+
+/// One result per commit of an all-or-nothing batch (the contract of
+/// [`ServerStore::commit_all`](crate::store::ServerStore::commit_all)): every commit
+/// when the batch landed; otherwise the failing commit's own error and a stale revision
+/// for every other (none of them landed; they may be retried on fresh state). A failure
+/// of the transaction itself is reported to every commit as a store failure: it is
+/// not known to be curable by a retry.
+///
+/// ```
+/// use wgm_core::store::rules::{batch_results, BatchFailure};
+/// let none: Vec<wgm_core::model::Commit> = Vec::new();
+/// assert!(batch_results(&none, Ok(Vec::new())).is_empty());
+/// assert!(batch_results(&none, Err(BatchFailure::whole(wgm_core::Error::conflict("x")))).is_empty());
+/// ```
+pub fn batch_results(
+    commits: &[Commit],
+    outcome: Result<Vec<Committed>, BatchFailure<Error>>,
+) -> Vec<Result<Committed, Error>> {
+    let failure = match outcome {
+        Ok(done) => return done.into_iter().map(Ok).collect(),
+        Err(f) => f,
+    };
+    let store = match &failure.error {
+        Error::Store { store, .. } => store,
+        _ => "store",
+    };
+    let message = failure.error.to_string();
+    let mut error = Some(failure.error);
+    // Where the head stood for the batch: what its first commit expected.
+    let start = commits.first().map_or(0, |c| c.expected.0);
+    commits
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match failure.at {
+            Some(at) if at == i => Err(error
+                .take()
+                .unwrap_or_else(|| Error::store(store, message.clone()))),
+            Some(_) => Err(not_landed(c, start)),
+            None => Err(error.take().unwrap_or_else(|| {
+                Error::store(
+                    store,
+                    format!("the transaction of this commit's batch failed: {message}"),
+                )
+            })),
+        })
+        .collect()
+}
+
+/// The error of a commit of a batch that did not land because another of the batch
+/// failed: a stale revision (retried on fresh state, as after a lost compare-and-swap).
+/// `actual` is the head as the caller last knew it.
+///
+/// ```
+/// # fn demo(c: &wgm_core::model::Commit) {
+/// assert!(wgm_core::store::rules::not_landed(c, 3).is_stale_revision());
+/// # }
+/// ```
+pub fn not_landed(c: &Commit, actual: u64) -> Error {
+    Error::conflict_of(ConflictKind::StaleRevision {
+        server: c.server_id.0,
+        expected: c.expected.0,
+        actual,
+    })
 }
 
 /// Apply one change to the draft, checking that what it changes exists (or does not).

@@ -2035,3 +2035,154 @@ pub use throttle::{
     throttle_cas, throttle_concurrent_failures, throttle_expiry,
     throttle_success_clears_account_only,
 };
+
+/// [`ServerStore::commit_all`](crate::store::ServerStore::commit_all): a chain of peer
+/// commits lands as the same commits one by one would (each its own keyed revision and
+/// audit record, each checked on the peers the ones before it left: a peer added and
+/// then changed, a removed peer's name and addresses taken by a later commit); when one
+/// commit of a chain breaks a rule, it gets its own error, what landed is a prefix and
+/// every other commit is told it is stale; a chain from a stale head lands nothing; and
+/// commits of different servers in one call each land.
+pub async fn commit_all_batches(store: Arc<dyn Store>) -> R {
+    let fx = &Fx::new();
+    let s = &*store;
+    let srv = fx.server("batch", Some("10.11.0.0/24"))?;
+    fx.create(s, &srv).await?;
+    let seq0 = audit_seq(s).await?;
+    let a = fx.peer(&srv, "a", 2)?;
+    let b = fx.peer(&srv, "b", 3)?;
+    let mut a2 = a.clone();
+    a2.name = PeerName::new("a-renamed").must()?;
+    a2.address_v6 = Some(Ipv6Addr::new(0xfd00, 0x42, 0, 0, 0, 0, 0, 9));
+    let mut c = fx.peer(&srv, "c", 4)?;
+    // c takes the name and addresses b leaves in the commit before it.
+    c.name = b.name.clone();
+    c.address_v6 = b.address_v6;
+    c.address_v4 = b.address_v4;
+    let chain = vec![
+        fx.add(srv.id, 1, &a),
+        fx.add(srv.id, 2, &b),
+        fx.commit(
+            srv.id,
+            3,
+            vec![Change::PeerUpdated {
+                before: Box::new(a.clone()),
+                after: Box::new(a2.clone()),
+            }],
+        ),
+        fx.commit(
+            srv.id,
+            4,
+            vec![Change::PeerRemoved {
+                peer: Box::new(b.clone()),
+            }],
+        ),
+        fx.add(srv.id, 5, &c),
+    ];
+    let results = s.commit_all(chain.clone(), audit_key()).await;
+    check_eq!(results.len(), 5);
+    let mut done = Vec::new();
+    for r in results {
+        done.push(r.must()?);
+    }
+    let legacy = LegacyBound::empty();
+    let revs = s.revisions(srv.id, RevisionNo(1), 10).await.must()?;
+    check_eq!(revs.len(), 5);
+    for (i, ((d, rev), sent)) in done.iter().zip(&revs).zip(&chain).enumerate() {
+        let n = i as u64;
+        check_eq!(d.record.revision, RevisionNo(2 + n));
+        check_eq!(&d.record, rev);
+        check_eq!(&d.record.changes, &sent.changes);
+        check_eq!(
+            check_revision(Some((audit_key(), &legacy)), srv.id, rev).must()?,
+            RevisionIntegrity::Keyed
+        );
+        check_eq!(d.audit.seq, seq0 + 1 + n);
+        check_eq!(d.audit.entry.revision, Some(RevisionNo(2 + n)));
+    }
+    check_eq!(s.audit_head().await.must()?, done[4].audit.head());
+    verify_chain(s).await.must()?;
+    let st = s.load_server(srv.id).await.must()?.must()?;
+    check_eq!(st.revision, RevisionNo(6));
+    check_eq!(st.peers.len(), 2);
+    check_eq!(st.peers.get(&a.id).must()?, &a2);
+    check_eq!(st.peers.get(&c.id).must()?, &c);
+
+    // The second of three breaks a rule (a name, then an address, the first took).
+    for (clash, host) in [("name", 20), ("address", 23)] {
+        let head = s.head(srv.id).await.must()?.must()?.0;
+        let seq = audit_seq(s).await?;
+        let d = fx.peer(&srv, &format!("d-{clash}"), host)?;
+        let mut e = fx.peer(&srv, &format!("e-{clash}"), host + 1)?;
+        if clash == "name" {
+            e.name = d.name.clone();
+        } else {
+            e.address_v6 = d.address_v6;
+        }
+        let f = fx.peer(&srv, &format!("f-{clash}"), host + 2)?;
+        let results = s
+            .commit_all(
+                vec![
+                    fx.add(srv.id, head, &d),
+                    fx.add(srv.id, head + 1, &e),
+                    fx.add(srv.id, head + 2, &f),
+                ],
+                audit_key(),
+            )
+            .await;
+        check_eq!(results.len(), 3);
+        let kinds: Vec<&str> = results.into_iter().map(kind).collect();
+        let landed = kinds.iter().take_while(|k| **k == "ok").count();
+        check!(landed <= 1, "{clash}: {kinds:?}");
+        let own = if clash == "name" {
+            "already_exists"
+        } else {
+            "taken"
+        };
+        check_eq!(kinds[1], own);
+        for (i, k) in kinds.iter().enumerate() {
+            check!(
+                i == 1 || i < landed || *k == "stale_revision",
+                "{clash}: {kinds:?}"
+            );
+        }
+        let st = s.load_server(srv.id).await.must()?.must()?;
+        check_eq!(st.revision.0, head + landed as u64);
+        check_eq!(st.peers.contains_key(&d.id), landed == 1);
+        check!(!st.peers.contains_key(&e.id) && !st.peers.contains_key(&f.id));
+        check_eq!(audit_seq(s).await?, seq + landed as u64);
+        verify_chain(s).await.must()?;
+    }
+
+    // From a stale head: nothing lands, the first is told why.
+    let head = s.head(srv.id).await.must()?.must()?.0;
+    let g = fx.peer(&srv, "g", 30)?;
+    let h = fx.peer(&srv, "h", 31)?;
+    let results = s
+        .commit_all(
+            vec![fx.add(srv.id, head - 1, &g), fx.add(srv.id, head, &h)],
+            audit_key(),
+        )
+        .await;
+    let kinds: Vec<&str> = results.into_iter().map(kind).collect();
+    check_eq!(kinds, vec!["stale_revision", "stale_revision"]);
+    check_eq!(s.head(srv.id).await.must()?.must()?.0, head);
+
+    // Two servers in one call: each commit lands.
+    let other = fx.server("batch-other", None)?;
+    fx.create(s, &other).await?;
+    let x = fx.peer(&other, "x", 2)?;
+    let results = s
+        .commit_all(
+            vec![fx.add(srv.id, head, &g), fx.add(other.id, 1, &x)],
+            audit_key(),
+        )
+        .await;
+    for r in results {
+        r.must()?;
+    }
+    check_eq!(s.head(srv.id).await.must()?.must()?.0, head + 1);
+    check_eq!(s.head(other.id).await.must()?.must()?, RevisionNo(2));
+    verify_chain(s).await.must()?;
+    Ok(())
+}
