@@ -895,6 +895,81 @@ impl RulesTransaction for SqliteTx<'_> {
         self.write_audit(audit).await
     }
 
+    async fn finish_all(&mut self, done: &[Committed]) -> Result<(), SqlError> {
+        let (Some(first), Some(last)) = (done.first(), done.last()) else {
+            return Ok(());
+        };
+        if done.len() == 1 {
+            return self.finish(&first.record, &first.audit).await;
+        }
+        // Multi-row inserts: a statement per table and chunk instead of four per commit
+        // (each statement is a round trip to the connection's worker thread).
+        sqlx::query("UPDATE heads SET revision = ?2 WHERE server_id = ?1")
+            .bind(last.record.server_id.to_string())
+            .bind(int(last.record.revision.0))
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        for chunk in done.chunks(INSERT_CHUNK) {
+            let mut revs = Vec::with_capacity(chunk.len());
+            let mut audits = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let (r, a) = (&c.record, &c.audit);
+                revs.push((
+                    r.server_id.to_string(),
+                    int(r.revision.0),
+                    ns(r.at),
+                    r.author.label.clone(),
+                    r.summary.clone(),
+                    to_json(S, "revision", r)?,
+                ));
+                audits.push((
+                    int(a.seq),
+                    ns(a.entry.at),
+                    a.entry.actor.label.clone(),
+                    a.entry.server_id.map(|s| s.to_string()),
+                    a.entry.object.clone(),
+                    to_json(S, "audit entry", &a.entry)?,
+                    a.prev_hash.clone(),
+                    a.hash.clone(),
+                ));
+            }
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO revisions (server_id, revision, at_ns, author, summary, body) ",
+            );
+            qb.push_values(revs, |mut b, r| {
+                b.push_bind(r.0)
+                    .push_bind(r.1)
+                    .push_bind(r.2)
+                    .push_bind(r.3)
+                    .push_bind(r.4)
+                    .push_bind(r.5);
+            });
+            qb.build().execute(&mut *self.0).await.map_err(db)?;
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash) ",
+            );
+            qb.push_values(audits, |mut b, a| {
+                b.push_bind(a.0)
+                    .push_bind(a.1)
+                    .push_bind(a.2)
+                    .push_bind(a.3)
+                    .push_bind(a.4)
+                    .push_bind(a.5)
+                    .push_bind(a.6)
+                    .push_bind(a.7);
+            });
+            qb.build().execute(&mut *self.0).await.map_err(db)?;
+        }
+        sqlx::query("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .bind(int(last.audit.seq))
+            .bind(&last.audit.hash)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn write_audit(&mut self, rec: &AuditRecord) -> Result<(), SqlError> {
         sqlx::query(
             "INSERT INTO audit (seq, at_ns, actor, server_id, object, body, prev_hash, hash)
