@@ -761,6 +761,48 @@ impl ServerStore for MemoryStore {
         Ok(done)
     }
 
+    async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
+        if !rules::is_peer_chain(&commits) {
+            // One after the other, stopping at the first failure (what landed is a
+            // prefix), as the trait's default does.
+            let mut out = Vec::with_capacity(commits.len());
+            let mut failed = false;
+            for c in commits {
+                if failed {
+                    let actual = c.expected.0.saturating_sub(1);
+                    out.push(Err(rules::not_landed(&c, actual)));
+                    continue;
+                }
+                let r = self.commit(c, key).await;
+                failed = r.is_err();
+                out.push(r);
+            }
+            return out;
+        }
+        // A chain is checked in full before anything is written: all or nothing,
+        // without a rollback.
+        let outcome = {
+            let mut g = self.lock();
+            rules::commit_all_with_rules(&mut *g, &commits, key)
+                .now_or_never()
+                .unwrap_or_else(|| {
+                    Err(rules::BatchFailure::whole(Error::store(
+                        "memory",
+                        "a rule waited on the in-memory engine, which never blocks",
+                    )))
+                })
+        };
+        if let Ok(done) = &outcome {
+            for d in done {
+                self.publish(FeedEvent::Committed {
+                    server: d.record.server_id,
+                    revision: d.record.revision,
+                });
+            }
+        }
+        rules::batch_results(&commits, outcome)
+    }
+
     async fn revisions(
         &self,
         id: ServerId,

@@ -589,8 +589,14 @@ pub async fn commit_all_with_rules<T: Transaction>(
 }
 
 /// Whether `commits` change only peers of one server, each expecting the revision the
-/// one before it makes: what [`commit_chain`] writes with one read of each kind.
-fn is_peer_chain(commits: &[Commit]) -> bool {
+/// one before it makes: what [`commit_all_with_rules`] checks in full before it writes
+/// anything, with one read of each kind (so even an engine without rollback may run
+/// such a batch through it: a failing commit leaves nothing written).
+///
+/// ```
+/// assert!(!wgm_core::store::rules::is_peer_chain(&[]));
+/// ```
+pub fn is_peer_chain(commits: &[Commit]) -> bool {
     let Some(first) = commits.first() else {
         return false;
     };
@@ -613,7 +619,8 @@ fn is_peer_chain(commits: &[Commit]) -> bool {
 /// of the stored peers for every commit's values, one write of the peers and one
 /// [`Transaction::finish_all`]. Each commit is still checked on its own, in order, on the
 /// peers as the commits before it left them: its changes must find (or not find) their
-/// peers, and the uniqueness rules must hold after it.
+/// peers, and the uniqueness rules must hold after it. Every check of every commit comes
+/// before the first write.
 async fn commit_chain<T: Transaction>(
     tx: &mut T,
     commits: &[Commit],
