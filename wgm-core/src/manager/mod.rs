@@ -405,6 +405,38 @@ struct Mutation<T> {
     output: T,
 }
 
+impl<T> Mutation<T> {
+    /// The commit of this mutation on server `id` from revision `expected`, and its
+    /// output.
+    fn into_commit(
+        self,
+        id: ServerId,
+        expected: RevisionNo,
+        actor: crate::model::Actor,
+        now: OffsetDateTime,
+    ) -> (Commit, T) {
+        let commit = Commit {
+            server_id: id,
+            expected,
+            changes: self.changes,
+            author: actor.clone(),
+            at: now,
+            summary: self.summary,
+            audit: AuditEntry {
+                at: now,
+                actor,
+                action: self.action,
+                object: self.object,
+                server_id: Some(id),
+                revision: None,
+                outcome: AuditOutcome::Success,
+                details: self.details,
+            },
+        };
+        (commit, self.output)
+    }
+}
+
 /// The manager. Cheap to share (`Arc<Manager>`); all methods take `&self`.
 #[derive(Debug)]
 pub struct Manager {
@@ -1157,25 +1189,7 @@ impl Manager {
                     // Rebuilt by the next caller, once the queue is written.
                     *g = None;
                 }
-                let actor = Self::actor(p);
-                let commit = Commit {
-                    server_id: id,
-                    expected,
-                    changes: m.changes,
-                    author: actor.clone(),
-                    at: now,
-                    summary: m.summary,
-                    audit: AuditEntry {
-                        at: now,
-                        actor,
-                        action: m.action,
-                        object: m.object,
-                        server_id: Some(id),
-                        revision: None,
-                        outcome: AuditOutcome::Success,
-                        details: m.details,
-                    },
-                };
+                let (commit, output) = m.into_commit(id, expected, Self::actor(p), now);
                 let Some(answer) = slot.group.enqueue(commit) else {
                     // A batch failed while we computed: our cache was not the store's.
                     *g = None;
@@ -1183,7 +1197,7 @@ impl Manager {
                 };
                 drop(g);
                 match self.await_answer(&slot.group, &answer).await {
-                    Ok(done) => return Ok(Some((done.record, m.output))),
+                    Ok(done) => return Ok(Some((done.record, output))),
                     Err(e) if e.is_stale_revision() && attempt < self.config.max_attempts => {
                         tracing::debug!(server = %id, attempt, "a grouped commit did not land; retrying");
                         self.clock.sleep(backoff(attempt)).await;
@@ -1200,24 +1214,7 @@ impl Manager {
                     continue;
                 }
             }
-            let commit = Commit {
-                server_id: id,
-                expected,
-                changes: m.changes.clone(),
-                author: Self::actor(p),
-                at: now,
-                summary: m.summary.clone(),
-                audit: AuditEntry {
-                    at: now,
-                    actor: Self::actor(p),
-                    action: m.action.clone(),
-                    object: m.object.clone(),
-                    server_id: Some(id),
-                    revision: None,
-                    outcome: AuditOutcome::Success,
-                    details: m.details.clone(),
-                },
-            };
+            let (commit, output) = m.into_commit(id, expected, Self::actor(p), now);
             match self.store_commit(commit).await {
                 Ok(rec) if g.as_ref().is_some_and(|c| c.partial.is_some()) => {
                     tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, "committed from the durable allocator state");
@@ -1227,7 +1224,7 @@ impl Manager {
                     }
                     drop(g);
                     self.count_cold_use(id);
-                    return Ok(Some((rec, m.output)));
+                    return Ok(Some((rec, output)));
                 }
                 Ok(rec) => {
                     tracing::debug!(server = %id, revision = %rec.revision, summary = %rec.summary, changes = rec.changes.len(), "committed");
@@ -1262,7 +1259,7 @@ impl Manager {
                     if deleted {
                         self.forget(id);
                     }
-                    return Ok(Some((rec, m.output)));
+                    return Ok(Some((rec, output)));
                 }
                 // From a partial cache, a value the store finds taken is either a
                 // name or key the request repeats (the peer index would have said so,
