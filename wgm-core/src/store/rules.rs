@@ -1199,3 +1199,122 @@ pub async fn import_snapshot_with_rules<T: Restore>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, AuditOutcome, ServerId};
+
+    fn commit(server: ServerId, expected: u64, changes: Vec<Change>) -> Commit {
+        let actor = Actor {
+            user_id: None,
+            label: "test".into(),
+        };
+        Commit {
+            server_id: server,
+            expected: RevisionNo(expected),
+            changes,
+            author: actor.clone(),
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            summary: "test".into(),
+            audit: AuditEntry {
+                at: time::OffsetDateTime::UNIX_EPOCH,
+                actor,
+                action: crate::audit::AuditAction::parse("peer.add"),
+                object: "x".into(),
+                server_id: Some(server),
+                revision: None,
+                outcome: AuditOutcome::Success,
+                details: serde_json::Value::Null,
+            },
+        }
+    }
+
+    #[test]
+    fn a_peer_chain_is_one_server_consecutive_revisions_and_only_peer_changes() {
+        let (a, b) = (ServerId::new_random(), ServerId::new_random());
+        let st = crate::conformance::store::fixture_server("chain").unwrap();
+        let p = crate::conformance::store::fixture_peer(&st, "p", 2).unwrap();
+        let add = || Change::PeerAdded {
+            peer: Box::new(p.clone()),
+        };
+        let rm = || Change::PeerRemoved {
+            peer: Box::new(p.clone()),
+        };
+        assert!(is_peer_chain(&[commit(a, 4, vec![add()])]));
+        assert!(is_peer_chain(&[
+            commit(a, 4, vec![add()]),
+            commit(a, 5, vec![rm()]),
+            commit(a, 6, vec![add(), rm()]),
+        ]));
+        assert!(!is_peer_chain(&[]));
+        // Another server, a gap, the same revision twice, a server change.
+        assert!(!is_peer_chain(&[
+            commit(a, 4, vec![add()]),
+            commit(b, 5, vec![add()])
+        ]));
+        assert!(!is_peer_chain(&[
+            commit(a, 4, vec![add()]),
+            commit(a, 6, vec![add()])
+        ]));
+        assert!(!is_peer_chain(&[
+            commit(a, 4, vec![add()]),
+            commit(a, 4, vec![add()])
+        ]));
+        let srv = Change::ServerUpdated {
+            before: Box::new(st.clone()),
+            after: Box::new(st.clone()),
+        };
+        assert!(!is_peer_chain(&[
+            commit(a, 4, vec![add()]),
+            commit(a, 5, vec![add(), srv])
+        ]));
+    }
+
+    #[test]
+    fn batch_results_answer_every_commit() {
+        let a = ServerId::new_random();
+        let batch = [
+            commit(a, 4, vec![]),
+            commit(a, 5, vec![]),
+            commit(a, 6, vec![]),
+        ];
+        // A rule of the second failed: its own error, the others stale.
+        let r = batch_results(
+            &batch,
+            Err(BatchFailure {
+                at: Some(1),
+                error: Error::not_found("peer", "x"),
+            }),
+        );
+        let codes: Vec<_> = r
+            .iter()
+            .map(|x| x.as_ref().err().map(|e| (e.code(), e.is_stale_revision())))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                Some(("conflict", true)),
+                Some(("not_found", false)),
+                Some(("conflict", true))
+            ]
+        );
+        // The transaction failed: a store failure of the same engine for each.
+        let r = batch_results(
+            &batch,
+            Err(BatchFailure::whole(Error::store(
+                "postgres",
+                "connection reset",
+            ))),
+        );
+        for x in &r {
+            match x {
+                Err(Error::Store { store, source }) => {
+                    assert_eq!(*store, "postgres");
+                    assert!(source.to_string().contains("connection reset"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -2108,6 +2108,68 @@ pub async fn commit_all_batches(store: Arc<dyn Store>) -> R {
     check_eq!(st.peers.get(&a.id).must()?, &a2);
     check_eq!(st.peers.get(&c.id).must()?, &c);
 
+    // A chain on stored peers: a removed, c changed twice, and a's name and addresses
+    // given to a new peer.
+    let mut c2 = c.clone();
+    c2.enabled = false;
+    let mut c3 = c2.clone();
+    c3.name = PeerName::new("c-renamed").must()?;
+    let mut n = fx.peer(&srv, "n", 11)?;
+    n.name = a2.name.clone();
+    n.address_v6 = a2.address_v6;
+    n.address_v4 = a2.address_v4;
+    let results = s
+        .commit_all(
+            vec![
+                fx.commit(
+                    srv.id,
+                    6,
+                    vec![Change::PeerRemoved {
+                        peer: Box::new(a2.clone()),
+                    }],
+                ),
+                fx.commit(
+                    srv.id,
+                    7,
+                    vec![Change::PeerUpdated {
+                        before: Box::new(c.clone()),
+                        after: Box::new(c2.clone()),
+                    }],
+                ),
+                fx.commit(
+                    srv.id,
+                    8,
+                    vec![Change::PeerUpdated {
+                        before: Box::new(c2.clone()),
+                        after: Box::new(c3.clone()),
+                    }],
+                ),
+                fx.add(srv.id, 9, &n),
+            ],
+            audit_key(),
+        )
+        .await;
+    for r in results {
+        r.must()?;
+    }
+    let st = s.load_server(srv.id).await.must()?.must()?;
+    check_eq!(st.revision, RevisionNo(10));
+    check_eq!(st.peers.len(), 2);
+    check!(
+        !st.peers.contains_key(&a.id),
+        "a removed peer is still stored"
+    );
+    check_eq!(st.peers.get(&c.id).must()?, &c3);
+    check_eq!(st.peers.get(&n.id).must()?, &n);
+    check_eq!(
+        s.find_peer(srv.id, PeerLookup::Name(&a2.name))
+            .await
+            .must()?
+            .map(|p| p.id),
+        Some(n.id)
+    );
+    verify_chain(s).await.must()?;
+
     // The second of three breaks a rule (a name, then an address, the first took).
     for (clash, host) in [("name", 20), ("address", 23)] {
         let head = s.head(srv.id).await.must()?.must()?.0;
