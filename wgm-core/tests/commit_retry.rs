@@ -1088,8 +1088,16 @@ impl wgm_core::store::ThrottleStore for Counting {
 /// A shared manager on a counting store (real clock), one server, warmed past the
 /// mutations that run from the durable allocator state (so the full cache is used).
 async fn shared(callers_delay_ms: u64) -> (Arc<Manager>, Arc<Counting>, LocalAdmin, ServerId) {
+    shared_with(callers_delay_ms, &MasterKey::generate()).await
+}
+
+/// [`shared`] under master key `master`.
+async fn shared_with(
+    callers_delay_ms: u64,
+    master: &MasterKey,
+) -> (Arc<Manager>, Arc<Counting>, LocalAdmin, ServerId) {
     let store = Arc::new(Counting::default());
-    let (m, cap) = Manager::builder(store.clone(), Sealer::new(MasterKey::generate()))
+    let (m, cap) = Manager::builder(store.clone(), Sealer::new(master.clone()))
         .config(ManagerConfig {
             password_params: auth::password::PasswordParams::insecure_for_tests(),
             ..ManagerConfig::default()
@@ -1113,6 +1121,13 @@ async fn shared(callers_delay_ms: u64) -> (Arc<Manager>, Arc<Counting>, LocalAdm
         .batch_delay_ms
         .store(callers_delay_ms, Ordering::SeqCst);
     (Arc::new(m), store, cap, id)
+}
+
+/// Wait until a `commit_all` call reached the gate (failing, not hanging, if none does).
+async fn entered(store: &Counting) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), store.entered.notified())
+        .await
+        .expect("no commit_all reached the gate: the commit was not grouped");
 }
 
 /// `n` concurrent adds named `{prefix}{i}`; their results in order.
@@ -1238,7 +1253,7 @@ async fn reads_wait_for_queued_commits_and_never_see_one_that_did_not_land() {
             tokio::spawn(async move { m.add_peer(&admin, id, peer(&name)).await })
         };
         // The add's commit is being written (and held there).
-        store.entered.notified().await;
+        entered(&store).await;
         *store.gate.lock().unwrap() = None;
         let read = {
             let (m, admin) = (m.clone(), cap.principal("root"));
@@ -1278,7 +1293,7 @@ async fn a_caller_cancelled_while_writing_a_batch_leaves_no_one_waiting() {
     *store.gate.lock().unwrap() = Some(gate.clone());
     // x's commit is being written and held; b and c queue behind it.
     let x = spawn_add("x");
-    store.entered.notified().await;
+    entered(&store).await;
     let b = spawn_add("b");
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let c = spawn_add("c");
@@ -1286,7 +1301,7 @@ async fn a_caller_cancelled_while_writing_a_batch_leaves_no_one_waiting() {
     // x lands; b, first in line, writes b and c together and is held.
     gate.add_permits(1);
     x.await.unwrap().unwrap();
-    store.entered.notified().await;
+    entered(&store).await;
     assert_eq!(store.batches.lock().unwrap().last(), Some(&2));
     // b is cancelled in the middle of that write: c must not wait for ever.
     b.abort();
@@ -1303,5 +1318,27 @@ async fn a_caller_cancelled_while_writing_a_batch_leaves_no_one_waiting() {
     m.add_peer(&cap.principal("root"), id, peer("d"))
         .await
         .unwrap();
+    cache_agrees_with_store(&m, &store, &cap, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_nothing_queued_catches_up_with_another_process_without_a_reload() {
+    let master = MasterKey::generate();
+    let (m, store, cap, id) = shared_with(0, &master).await;
+    // Another process of the same installation adds a peer.
+    let (other, other_cap) =
+        Manager::builder(store.clone(), Sealer::new(master)).build_with_local_admin();
+    other
+        .add_peer(&other_cap.principal("root"), id, peer("elsewhere"))
+        .await
+        .unwrap();
+    let (loads_before, commits) = (loads(&store), store.commits());
+    // This manager's next write reads the head, catches up from the log and lands at
+    // once: no lost race, no reload of every peer.
+    m.add_peer(&cap.principal("root"), id, peer("here"))
+        .await
+        .unwrap();
+    assert_eq!(loads(&store), loads_before, "the server was loaded again");
+    assert_eq!(store.commits(), commits + 1, "the write lost a race first");
     cache_agrees_with_store(&m, &store, &cap, id).await;
 }
