@@ -240,19 +240,7 @@ impl ServerStore for Counting {
             );
         }
         // As the default does, through this wrapper's `commit` (and its sabotage).
-        let mut out = Vec::with_capacity(commits.len());
-        let mut failed = false;
-        for c in commits {
-            if failed {
-                let actual = c.expected.0 - 1;
-                out.push(Err(wgm_core::store::rules::not_landed(&c, actual)));
-                continue;
-            }
-            let r = self.commit(c, key).await;
-            failed = r.is_err();
-            out.push(r);
-        }
-        out
+        wgm_core::store::commit_in_turn(self, commits, key).await
     }
 
     async fn revisions(
@@ -1341,4 +1329,123 @@ async fn a_write_with_nothing_queued_catches_up_with_another_process_without_a_r
     assert_eq!(loads(&store), loads_before, "the server was loaded again");
     assert_eq!(store.commits(), commits + 1, "the write lost a race first");
     cache_agrees_with_store(&m, &store, &cap, id).await;
+}
+
+// ---- the batch helpers of the commit rules ----
+
+fn bare_commit(server: ServerId, expected: u64, changes: Vec<Change>) -> Commit {
+    let actor = Actor {
+        user_id: None,
+        label: "test".into(),
+    };
+    Commit {
+        server_id: server,
+        expected: RevisionNo(expected),
+        changes,
+        author: actor.clone(),
+        at: time::OffsetDateTime::UNIX_EPOCH,
+        summary: "test".into(),
+        audit: AuditEntry {
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            actor,
+            action: wgm_core::audit::AuditAction::parse("peer.add"),
+            object: "x".into(),
+            server_id: Some(server),
+            revision: None,
+            outcome: wgm_core::model::AuditOutcome::Success,
+            details: serde_json::Value::Null,
+        },
+    }
+}
+
+#[test]
+fn a_peer_chain_is_one_server_consecutive_revisions_and_only_peer_changes() {
+    let (a, b) = (ServerId::new_random(), ServerId::new_random());
+    let st = wgm_core::conformance::store::fixture_server("chain").unwrap();
+    let p = wgm_core::conformance::store::fixture_peer(&st, "p", 2).unwrap();
+    let add = || Change::PeerAdded {
+        peer: Box::new(p.clone()),
+    };
+    let rm = || Change::PeerRemoved {
+        peer: Box::new(p.clone()),
+    };
+    assert!(wgm_core::store::rules::is_peer_chain(&[bare_commit(
+        a,
+        4,
+        vec![add()]
+    )]));
+    assert!(wgm_core::store::rules::is_peer_chain(&[
+        bare_commit(a, 4, vec![add()]),
+        bare_commit(a, 5, vec![rm()]),
+        bare_commit(a, 6, vec![add(), rm()]),
+    ]));
+    assert!(!wgm_core::store::rules::is_peer_chain(&[]));
+    // Another server, a gap, the same revision twice, a server change.
+    assert!(!wgm_core::store::rules::is_peer_chain(&[
+        bare_commit(a, 4, vec![add()]),
+        bare_commit(b, 5, vec![add()])
+    ]));
+    assert!(!wgm_core::store::rules::is_peer_chain(&[
+        bare_commit(a, 4, vec![add()]),
+        bare_commit(a, 6, vec![add()])
+    ]));
+    assert!(!wgm_core::store::rules::is_peer_chain(&[
+        bare_commit(a, 4, vec![add()]),
+        bare_commit(a, 4, vec![add()])
+    ]));
+    let srv = Change::ServerUpdated {
+        before: Box::new(st.clone()),
+        after: Box::new(st.clone()),
+    };
+    assert!(!wgm_core::store::rules::is_peer_chain(&[
+        bare_commit(a, 4, vec![add()]),
+        bare_commit(a, 5, vec![add(), srv])
+    ]));
+}
+
+#[test]
+fn batch_results_answer_every_commit() {
+    let a = ServerId::new_random();
+    let batch = [
+        bare_commit(a, 4, vec![]),
+        bare_commit(a, 5, vec![]),
+        bare_commit(a, 6, vec![]),
+    ];
+    // A rule of the second failed: its own error, the others stale.
+    let r = wgm_core::store::rules::batch_results(
+        &batch,
+        Err(wgm_core::store::rules::BatchFailure {
+            at: Some(1),
+            error: Error::not_found("peer", "x"),
+        }),
+    );
+    let codes: Vec<_> = r
+        .iter()
+        .map(|x| x.as_ref().err().map(|e| (e.code(), e.is_stale_revision())))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            Some(("conflict", true)),
+            Some(("not_found", false)),
+            Some(("conflict", true))
+        ]
+    );
+    // The transaction failed: a store failure of the same engine for each.
+    let r = wgm_core::store::rules::batch_results(
+        &batch,
+        Err(wgm_core::store::rules::BatchFailure::whole(Error::store(
+            "postgres",
+            "connection reset",
+        ))),
+    );
+    for x in &r {
+        match x {
+            Err(Error::Store { store, source }) => {
+                assert_eq!(*store, "postgres");
+                assert!(source.to_string().contains("connection reset"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

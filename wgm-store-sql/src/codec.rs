@@ -116,14 +116,19 @@ pub(crate) async fn backoff(attempt: u32) {
 
 /// Run `$body` (an expression yielding `Result<_, SqlError>`, usually `async { .. }.await`)
 /// until it succeeds, fails with a non-retryable error, or [`MAX_ATTEMPTS`] are used up.
+/// With `error Type, |e| ..`, for a body whose error holds its `SqlError` inside
+/// (a batch's `BatchFailure`).
 macro_rules! retrying {
-    ($what:literal, $body:expr) => {{
+    ($what:literal, $body:expr) => {
+        $crate::codec::retrying!($what, error $crate::error::SqlError, |e| e, $body)
+    };
+    ($what:literal, error $err:ty, |$e:ident| $inner:expr, $body:expr) => {{
         let mut attempt = 1u32;
         loop {
-            let result: Result<_, $crate::error::SqlError> = $body;
+            let result: Result<_, $err> = $body;
             match result {
-                Err(e) if e.is_retryable() && attempt < $crate::codec::MAX_ATTEMPTS => {
-                    tracing::debug!(operation = $what, attempt, error = %e, "retrying transaction");
+                Err($e) if $inner.is_retryable() && attempt < $crate::codec::MAX_ATTEMPTS => {
+                    tracing::debug!(operation = $what, attempt, error = %$inner, "retrying transaction");
                     $crate::codec::backoff(attempt).await;
                     attempt += 1;
                 }

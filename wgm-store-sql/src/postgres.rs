@@ -315,9 +315,11 @@ impl PgStore {
         commits: &[Commit],
         key: &AuditKey,
     ) -> Result<Vec<Committed>, BatchFailure<SqlError>> {
-        let mut attempt = 1u32;
-        loop {
-            let result: Result<Vec<Committed>, BatchFailure<SqlError>> = async {
+        retrying!(
+            "commit_all",
+            error BatchFailure<SqlError>,
+            |f| f.error,
+            async {
                 let mut tx = self
                     .pool
                     .begin()
@@ -327,16 +329,8 @@ impl PgStore {
                 tx.commit().await.map_err(|e| BatchFailure::whole(db(e)))?;
                 Ok(done)
             }
-            .await;
-            match result {
-                Err(f) if f.error.is_retryable() && attempt < crate::codec::MAX_ATTEMPTS => {
-                    tracing::debug!(operation = "commit_all", attempt, error = %f.error, "retrying transaction");
-                    crate::codec::backoff(attempt).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        }
+            .await
+        )
     }
 
     pub(crate) async fn set_applied(

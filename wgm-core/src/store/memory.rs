@@ -763,21 +763,8 @@ impl ServerStore for MemoryStore {
 
     async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
         if !rules::is_peer_chain(&commits) {
-            // One after the other, stopping at the first failure (what landed is a
-            // prefix), as the trait's default does.
-            let mut out = Vec::with_capacity(commits.len());
-            let mut failed = false;
-            for c in commits {
-                if failed {
-                    let actual = c.expected.0.saturating_sub(1);
-                    out.push(Err(rules::not_landed(&c, actual)));
-                    continue;
-                }
-                let r = self.commit(c, key).await;
-                failed = r.is_err();
-                out.push(r);
-            }
-            return out;
+            // One after the other, as the trait's default does.
+            return super::commit_in_turn(self, commits, key).await;
         }
         // A chain is checked in full before anything is written: all or nothing,
         // without a rollback.

@@ -259,20 +259,7 @@ pub trait ServerStore: Send + Sync {
     /// # }
     /// ```
     async fn commit_all(&self, commits: Vec<Commit>, key: &AuditKey) -> Vec<Result<Committed>> {
-        let mut out = Vec::with_capacity(commits.len());
-        let mut failed = false;
-        for c in commits {
-            if failed {
-                // Stop at the first failure: what landed stays a prefix.
-                let actual = c.expected.0.saturating_sub(1);
-                out.push(Err(rules::not_landed(&c, actual)));
-                continue;
-            }
-            let r = self.commit(c, key).await;
-            failed = r.is_err();
-            out.push(r);
-        }
-        out
+        commit_in_turn(self, commits, key).await
     }
 
     /// Revisions of a server after `after`, oldest first, at most `limit`. Revisions
@@ -287,6 +274,37 @@ pub trait ServerStore: Send + Sync {
         after: RevisionNo,
         limit: u64,
     ) -> Result<Vec<RevisionRecord>>;
+}
+
+/// [`ServerStore::commit`] for each of `commits` in turn, stopping at the first failure
+/// (every later commit is told it is stale, untried): the default of
+/// [`ServerStore::commit_all`], for an engine to fall back on.
+///
+/// ```
+/// # async fn demo(store: &dyn wgm_core::store::Store, c: wgm_core::model::Commit,
+/// #     key: &wgm_core::integrity::AuditKey) {
+/// let results = wgm_core::store::commit_in_turn(store, vec![c], key).await;
+/// assert_eq!(results.len(), 1);
+/// # }
+/// ```
+pub async fn commit_in_turn<S: ServerStore + ?Sized>(
+    store: &S,
+    commits: Vec<Commit>,
+    key: &AuditKey,
+) -> Vec<Result<Committed>> {
+    let mut out = Vec::with_capacity(commits.len());
+    let mut failed = false;
+    for c in commits {
+        if failed {
+            let actual = c.expected.0.saturating_sub(1);
+            out.push(Err(rules::not_landed(&c, actual)));
+            continue;
+        }
+        let r = store.commit(c, key).await;
+        failed = r.is_err();
+        out.push(r);
+    }
+    out
 }
 
 /// What each host applied, and observed statistics of peers: state that is not a

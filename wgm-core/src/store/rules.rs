@@ -448,38 +448,13 @@ pub async fn commit_with_rules<T: Transaction>(
     let sid = c.server_id;
     let (head, original) = tx.lock_server(sid).await?;
     let head_no = head.unwrap_or(RevisionNo::NONE);
-    if head_no != c.expected {
-        return Err(Error::conflict_of(ConflictKind::StaleRevision {
-            server: sid.0,
-            expected: c.expected.0,
-            actual: head_no.0,
-        })
-        .into());
-    }
+    expect_head(c, head_no)?;
     let new_rev = head_no.next();
 
     // What the changes need to know of the stored peers, fetched in one call: which of
     // the peers they name exist, and which stored peers share a unique value with any
     // peer or server key they carry (a superset of the final values).
-    let mut ids = Vec::new();
-    let mut probe = Probe::default();
-    for change in &c.changes {
-        match change {
-            Change::PeerAdded { peer } => {
-                ids.push(peer.id);
-                probe.add_peer(peer);
-            }
-            Change::PeerUpdated { before, after } => {
-                ids.push(before.id);
-                probe.add_peer(after);
-            }
-            Change::PeerRemoved { peer } => ids.push(peer.id),
-            Change::ServerCreated { server } | Change::ServerUpdated { after: server, .. } => {
-                probe.keys.push(server.public_key.to_base64());
-            }
-            Change::ServerDeleted { .. } => {}
-        }
-    }
+    let (ids, probe) = probe_of(&c.changes);
     let mut candidates = BTreeMap::new();
     if original.is_some() && !(ids.is_empty() && probe.is_empty()) {
         candidates.extend(tx.peers_for_commit(sid, &ids, &probe).await?);
@@ -521,41 +496,11 @@ pub async fn commit_with_rules<T: Transaction>(
         (Some(_), Some(s)) if d.server_dirty => tx.write_server(s, true).await?,
         _ => {}
     }
-    if d.server.is_some() && !d.touched.is_empty() {
-        if !d.cleared {
-            let gone: Vec<PeerId> = d
-                .touched
-                .keys()
-                .copied()
-                .filter(|id| d.stored.contains(id))
-                .collect();
-            if !gone.is_empty() {
-                tx.delete_peers(sid, &gone).await?;
-            }
-        }
-        let finals: Vec<(PeerId, &Peer)> = d
-            .touched
-            .iter()
-            .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)))
-            .collect();
-        if !finals.is_empty() {
-            tx.insert_peers(sid, &finals).await?;
-        }
+    if d.server.is_some() {
+        write_touched(tx, sid, &d).await?;
     }
 
-    let mut record = RevisionRecord {
-        server_id: sid,
-        revision: new_rev,
-        author: c.author.clone(),
-        at: c.at,
-        summary: c.summary.clone(),
-        changes: c.changes.clone(),
-        mac: None,
-    };
-    record.mac = Some(revision_mac(key, &record));
-    let mut audit = c.audit.clone();
-    audit.revision = Some(new_rev);
-    audit.server_id = Some(sid);
+    let (record, audit) = record_of(c, new_rev, key);
     let audit = chain(tx, audit, key).await?;
     tx.finish(&record, &audit).await?;
     Ok(Committed { record, audit })
@@ -633,38 +578,11 @@ async fn commit_chain<T: Transaction>(
     let sid = first.server_id;
     let (head, original) = tx.lock_server(sid).await.map_err(at(0))?;
     let head_no = head.unwrap_or(RevisionNo::NONE);
-    if head_no != first.expected {
-        return Err(at(0)(
-            Error::conflict_of(ConflictKind::StaleRevision {
-                server: sid.0,
-                expected: first.expected.0,
-                actual: head_no.0,
-            })
-            .into(),
-        ));
-    }
+    expect_head(first, head_no).map_err(|e| at(0)(e.into()))?;
     let Some(server) = original else {
         return Err(at(0)(Error::not_found("server", sid).into()));
     };
-    let mut ids = Vec::new();
-    let mut probe = Probe::default();
-    for change in commits.iter().flat_map(|c| &c.changes) {
-        match change {
-            Change::PeerAdded { peer } => {
-                ids.push(peer.id);
-                probe.add_peer(peer);
-            }
-            Change::PeerUpdated { before, after } => {
-                ids.push(before.id);
-                probe.add_peer(after);
-            }
-            Change::PeerRemoved { peer } => ids.push(peer.id),
-            // Not in a chain (`is_peer_chain`).
-            Change::ServerCreated { .. }
-            | Change::ServerUpdated { .. }
-            | Change::ServerDeleted { .. } => {}
-        }
-    }
+    let (ids, probe) = probe_of(commits.iter().flat_map(|c| &c.changes));
     let candidates: BTreeMap<PeerId, Peer> = tx
         .peers_for_commit(sid, &ids, &probe)
         .await
@@ -695,41 +613,13 @@ async fn commit_chain<T: Transaction>(
 
     // Write, as `commit_with_rules` does: the peers, then the heads, revisions and audit
     // records. A failure here is the batch's, reported on its first commit.
-    let gone: Vec<PeerId> = d
-        .touched
-        .keys()
-        .copied()
-        .filter(|id| d.stored.contains(id))
-        .collect();
-    if !gone.is_empty() {
-        tx.delete_peers(sid, &gone).await.map_err(at(0))?;
-    }
-    let finals: Vec<(PeerId, &Peer)> = d
-        .touched
-        .iter()
-        .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)))
-        .collect();
-    if !finals.is_empty() {
-        tx.insert_peers(sid, &finals).await.map_err(at(0))?;
-    }
+    write_touched(tx, sid, &d).await.map_err(at(0))?;
     let (mut seq, mut hash) = tx.audit_tail().await.map_err(at(0))?;
     let mut done = Vec::with_capacity(commits.len());
     let mut rev = head_no;
     for c in commits {
         rev = rev.next();
-        let mut record = RevisionRecord {
-            server_id: sid,
-            revision: rev,
-            author: c.author.clone(),
-            at: c.at,
-            summary: c.summary.clone(),
-            changes: c.changes.clone(),
-            mac: None,
-        };
-        record.mac = Some(revision_mac(key, &record));
-        let mut entry = c.audit.clone();
-        entry.revision = Some(rev);
-        entry.server_id = Some(sid);
+        let (record, entry) = record_of(c, rev, key);
         seq = seq.saturating_add(1);
         let audit = AuditRecord::chain(seq, &hash, entry, key);
         hash.clone_from(&audit.hash);
@@ -802,6 +692,94 @@ pub fn batch_results(
             })),
         })
         .collect()
+}
+
+/// A stale revision unless the head is what `c` expects.
+fn expect_head(c: &Commit, head: RevisionNo) -> Result<(), Error> {
+    if head == c.expected {
+        return Ok(());
+    }
+    Err(Error::conflict_of(ConflictKind::StaleRevision {
+        server: c.server_id.0,
+        expected: c.expected.0,
+        actual: head.0,
+    }))
+}
+
+/// The peer ids `changes` name and the probe of every unique value they carry (peers'
+/// and servers' keys): what the changes need to know of the stored peers.
+fn probe_of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> (Vec<PeerId>, Probe) {
+    let mut ids = Vec::new();
+    let mut probe = Probe::default();
+    for change in changes {
+        match change {
+            Change::PeerAdded { peer } => {
+                ids.push(peer.id);
+                probe.add_peer(peer);
+            }
+            Change::PeerUpdated { before, after } => {
+                ids.push(before.id);
+                probe.add_peer(after);
+            }
+            Change::PeerRemoved { peer } => ids.push(peer.id),
+            Change::ServerCreated { server } | Change::ServerUpdated { after: server, .. } => {
+                probe.keys.push(server.public_key.to_base64());
+            }
+            Change::ServerDeleted { .. } => {}
+        }
+    }
+    (ids, probe)
+}
+
+/// Write the peers a draft touched: delete the stored ones among them (unless every
+/// stored peer went already), insert their final values.
+async fn write_touched<T: Transaction>(
+    tx: &mut T,
+    sid: ServerId,
+    d: &Draft,
+) -> Result<(), T::Error> {
+    if d.touched.is_empty() {
+        return Ok(());
+    }
+    if !d.cleared {
+        let gone: Vec<PeerId> = d
+            .touched
+            .keys()
+            .copied()
+            .filter(|id| d.stored.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            tx.delete_peers(sid, &gone).await?;
+        }
+    }
+    let finals: Vec<(PeerId, &Peer)> = d
+        .touched
+        .iter()
+        .filter_map(|(id, p)| p.as_ref().map(|p| (*id, p)))
+        .collect();
+    if !finals.is_empty() {
+        tx.insert_peers(sid, &finals).await?;
+    }
+    Ok(())
+}
+
+/// The revision record of `c` as revision `rev`, with its MAC, and its audit entry
+/// numbered for it (chained by the caller).
+fn record_of(c: &Commit, rev: RevisionNo, key: &AuditKey) -> (RevisionRecord, AuditEntry) {
+    let mut record = RevisionRecord {
+        server_id: c.server_id,
+        revision: rev,
+        author: c.author.clone(),
+        at: c.at,
+        summary: c.summary.clone(),
+        changes: c.changes.clone(),
+        mac: None,
+    };
+    record.mac = Some(revision_mac(key, &record));
+    let mut entry = c.audit.clone();
+    entry.revision = Some(rev);
+    entry.server_id = Some(c.server_id);
+    (record, entry)
 }
 
 /// The error of a commit of a batch that did not land because another of the batch
@@ -1198,123 +1176,4 @@ pub async fn import_snapshot_with_rules<T: Restore>(
         tx.write_audit_key(k, false).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Actor, AuditOutcome, ServerId};
-
-    fn commit(server: ServerId, expected: u64, changes: Vec<Change>) -> Commit {
-        let actor = Actor {
-            user_id: None,
-            label: "test".into(),
-        };
-        Commit {
-            server_id: server,
-            expected: RevisionNo(expected),
-            changes,
-            author: actor.clone(),
-            at: time::OffsetDateTime::UNIX_EPOCH,
-            summary: "test".into(),
-            audit: AuditEntry {
-                at: time::OffsetDateTime::UNIX_EPOCH,
-                actor,
-                action: crate::audit::AuditAction::parse("peer.add"),
-                object: "x".into(),
-                server_id: Some(server),
-                revision: None,
-                outcome: AuditOutcome::Success,
-                details: serde_json::Value::Null,
-            },
-        }
-    }
-
-    #[test]
-    fn a_peer_chain_is_one_server_consecutive_revisions_and_only_peer_changes() {
-        let (a, b) = (ServerId::new_random(), ServerId::new_random());
-        let st = crate::conformance::store::fixture_server("chain").unwrap();
-        let p = crate::conformance::store::fixture_peer(&st, "p", 2).unwrap();
-        let add = || Change::PeerAdded {
-            peer: Box::new(p.clone()),
-        };
-        let rm = || Change::PeerRemoved {
-            peer: Box::new(p.clone()),
-        };
-        assert!(is_peer_chain(&[commit(a, 4, vec![add()])]));
-        assert!(is_peer_chain(&[
-            commit(a, 4, vec![add()]),
-            commit(a, 5, vec![rm()]),
-            commit(a, 6, vec![add(), rm()]),
-        ]));
-        assert!(!is_peer_chain(&[]));
-        // Another server, a gap, the same revision twice, a server change.
-        assert!(!is_peer_chain(&[
-            commit(a, 4, vec![add()]),
-            commit(b, 5, vec![add()])
-        ]));
-        assert!(!is_peer_chain(&[
-            commit(a, 4, vec![add()]),
-            commit(a, 6, vec![add()])
-        ]));
-        assert!(!is_peer_chain(&[
-            commit(a, 4, vec![add()]),
-            commit(a, 4, vec![add()])
-        ]));
-        let srv = Change::ServerUpdated {
-            before: Box::new(st.clone()),
-            after: Box::new(st.clone()),
-        };
-        assert!(!is_peer_chain(&[
-            commit(a, 4, vec![add()]),
-            commit(a, 5, vec![add(), srv])
-        ]));
-    }
-
-    #[test]
-    fn batch_results_answer_every_commit() {
-        let a = ServerId::new_random();
-        let batch = [
-            commit(a, 4, vec![]),
-            commit(a, 5, vec![]),
-            commit(a, 6, vec![]),
-        ];
-        // A rule of the second failed: its own error, the others stale.
-        let r = batch_results(
-            &batch,
-            Err(BatchFailure {
-                at: Some(1),
-                error: Error::not_found("peer", "x"),
-            }),
-        );
-        let codes: Vec<_> = r
-            .iter()
-            .map(|x| x.as_ref().err().map(|e| (e.code(), e.is_stale_revision())))
-            .collect();
-        assert_eq!(
-            codes,
-            vec![
-                Some(("conflict", true)),
-                Some(("not_found", false)),
-                Some(("conflict", true))
-            ]
-        );
-        // The transaction failed: a store failure of the same engine for each.
-        let r = batch_results(
-            &batch,
-            Err(BatchFailure::whole(Error::store(
-                "postgres",
-                "connection reset",
-            ))),
-        );
-        for x in &r {
-            match x {
-                Err(Error::Store { store, source }) => {
-                    assert_eq!(*store, "postgres");
-                    assert!(source.to_string().contains("connection reset"));
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-    }
 }
