@@ -409,6 +409,24 @@ struct Draft {
 }
 
 impl Draft {
+    /// The draft of `server` as stored, before any change: `ids` are the peers the
+    /// changes name, `candidates` the stored peers the probe found.
+    fn new(server: Option<Server>, ids: &[PeerId], candidates: BTreeMap<PeerId, Peer>) -> Self {
+        let stored = ids
+            .iter()
+            .copied()
+            .filter(|id| candidates.contains_key(id))
+            .collect();
+        Draft {
+            server,
+            server_dirty: false,
+            cleared: false,
+            touched: BTreeMap::new(),
+            stored,
+            candidates,
+        }
+    }
+
     fn peer_exists(&self, id: PeerId) -> bool {
         match self.touched.get(&id) {
             Some(p) => p.is_some(),
@@ -459,19 +477,7 @@ pub async fn commit_with_rules<T: Transaction>(
     if original.is_some() && !(ids.is_empty() && probe.is_empty()) {
         candidates.extend(tx.peers_for_commit(sid, &ids, &probe).await?);
     }
-    let stored = ids
-        .iter()
-        .copied()
-        .filter(|id| candidates.contains_key(id))
-        .collect();
-    let mut d = Draft {
-        server: original.clone(),
-        server_dirty: false,
-        cleared: false,
-        touched: BTreeMap::new(),
-        stored,
-        candidates,
-    };
+    let mut d = Draft::new(original.clone(), &ids, candidates);
 
     for change in &c.changes {
         apply(tx, &mut d, sid, change).await?;
@@ -589,19 +595,7 @@ async fn commit_chain<T: Transaction>(
         .map_err(at(0))?
         .into_iter()
         .collect();
-    let stored = ids
-        .iter()
-        .copied()
-        .filter(|id| candidates.contains_key(id))
-        .collect();
-    let mut d = Draft {
-        server: Some(server.clone()),
-        server_dirty: false,
-        cleared: false,
-        touched: BTreeMap::new(),
-        stored,
-        candidates,
-    };
+    let mut d = Draft::new(Some(server.clone()), &ids, candidates);
     let mut rev = head_no;
     for (i, c) in commits.iter().enumerate() {
         rev = rev.next();
