@@ -587,6 +587,20 @@ impl Change {
         }
     }
 
+    /// Whether the change is to a peer (added, updated or removed), not to the server.
+    ///
+    /// ```
+    /// # fn demo(c: &wgm_core::model::Change) {
+    /// let grouped = c.is_peer_change();
+    /// # }
+    /// ```
+    pub fn is_peer_change(&self) -> bool {
+        matches!(
+            self,
+            Change::PeerAdded { .. } | Change::PeerUpdated { .. } | Change::PeerRemoved { .. }
+        )
+    }
+
     /// The inverse change (what undoes this one).
     #[must_use]
     pub fn inverse(&self) -> Change {

@@ -384,16 +384,6 @@ fn take_answer(answer: &Answer) -> Option<Result<crate::model::Committed>> {
         .take()
 }
 
-/// Whether a mutation changes only peers (what a grouped commit may carry).
-fn peers_only(changes: &[Change]) -> bool {
-    changes.iter().all(|c| {
-        matches!(
-            c,
-            Change::PeerAdded { .. } | Change::PeerUpdated { .. } | Change::PeerRemoved { .. }
-        )
-    })
-}
-
 /// What a mutation closure returns: the changes of one revision and its description.
 #[derive(Debug)]
 struct Mutation<T> {
@@ -1175,7 +1165,7 @@ impl Manager {
                 *g = None;
                 return Ok(None);
             }
-            if grouped && peers_only(&m.changes) {
+            if grouped && m.changes.iter().all(Change::is_peer_change) {
                 // Advance the cache now, so that the next caller computes on top.
                 let mut ok = true;
                 for ch in &m.changes {

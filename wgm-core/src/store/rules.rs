@@ -554,14 +554,7 @@ pub fn is_peer_chain(commits: &[Commit]) -> bool {
     commits.iter().zip(0u64..).all(|(c, i)| {
         c.server_id == first.server_id
             && first.expected.0.checked_add(i) == Some(c.expected.0)
-            && c.changes.iter().all(|ch| {
-                matches!(
-                    ch,
-                    Change::PeerAdded { .. }
-                        | Change::PeerUpdated { .. }
-                        | Change::PeerRemoved { .. }
-                )
-            })
+            && c.changes.iter().all(Change::is_peer_change)
     })
 }
 
